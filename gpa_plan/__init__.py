@@ -1,0 +1,68 @@
+"""gpa-plan: check and plan KVM guest-physical address layouts.
+
+Library use gets the same answers as the command line::
+
+    import gpa_plan
+    results = gpa_plan.check_file("layouts/qemu-virt-arm64.yaml", ["arm64", "x86_64"])
+    loaded = gpa_plan.load_layout("layouts/selftests-arm64.yaml")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# Names resolve on first use, so `import gpa_plan` stays cheap for the command line.
+_EXPORTS = {
+    "check_file": "gpa_plan.check.run",
+    "check_loaded": "gpa_plan.check.run",
+    "load_layout": "gpa_plan.check.run",
+    "CheckResult": "gpa_plan.check.run",
+    "Finding": "gpa_plan.check.findings",
+    "Region": "gpa_plan.check.partition",
+    "partition": "gpa_plan.check.partition",
+    "explain_address": "gpa_plan.check.explain",
+    "RULES": "gpa_plan.check.rules",
+    "LayoutError": "gpa_plan.layout.errors",
+    "Layout": "gpa_plan.layout.models",
+    "ARCHES": "gpa_plan.arch",
+    "Outcome": "gpa_plan.arch.base",
+    "Range": "gpa_plan.ranges",
+    "AddressAllocator": "gpa_plan.plan.allocator",
+    "AllocationError": "gpa_plan.plan.allocator",
+    "Policy": "gpa_plan.plan.allocator",
+    "plan_layout": "gpa_plan.plan.place",
+}
+
+if TYPE_CHECKING:
+    from gpa_plan.arch import ARCHES as ARCHES
+    from gpa_plan.arch.base import Outcome as Outcome
+    from gpa_plan.check.explain import explain_address as explain_address
+    from gpa_plan.check.findings import Finding as Finding
+    from gpa_plan.check.partition import Region as Region
+    from gpa_plan.check.partition import partition as partition
+    from gpa_plan.check.rules import RULES as RULES
+    from gpa_plan.check.run import CheckResult as CheckResult
+    from gpa_plan.check.run import check_file as check_file
+    from gpa_plan.check.run import check_loaded as check_loaded
+    from gpa_plan.check.run import load_layout as load_layout
+    from gpa_plan.layout.errors import LayoutError as LayoutError
+    from gpa_plan.layout.models import Layout as Layout
+    from gpa_plan.plan.allocator import AddressAllocator as AddressAllocator
+    from gpa_plan.plan.allocator import AllocationError as AllocationError
+    from gpa_plan.plan.allocator import Policy as Policy
+    from gpa_plan.plan.place import plan_layout as plan_layout
+    from gpa_plan.ranges import Range as Range
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gpa_plan' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = sorted(_EXPORTS)

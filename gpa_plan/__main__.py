@@ -1,0 +1,3 @@
+from gpa_plan.cli import main
+
+main()

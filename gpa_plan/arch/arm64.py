@@ -1,0 +1,83 @@
+"""arm64: stage-2 abort handling, IPA size and memslot limits.
+
+The table models arch/arm64/kvm/mmu.c kvm_handle_guest_abort() and user_mem_abort(), and
+arch/arm64/kvm/mmio.c io_mem_abort(): an access outside a memslot, or a write to a read-only
+memslot, is offered to the KVM_MMIO_BUS (vGIC, ITS, ioeventfds, coalesced zones) and otherwise
+exits with KVM_EXIT_MMIO; an instruction fetch outside memory gets a prefetch abort.
+"""
+
+from __future__ import annotations
+
+from gpa_plan.arch.base import ArchSpec, Effect, Handler, Outcome, outcome_table
+
+_MAPPED = "kvm_handle_guest_abort() -> user_mem_abort() maps the page at stage 2; no exit"
+_MAPPED_RO = "kvm_handle_guest_abort() -> user_mem_abort() maps the read-only page; no exit"
+_ABORT = "kvm_handle_guest_abort(): "
+_NOSLOT = _ABORT + "no memslot -> io_mem_abort()"
+_ROSLOT = _ABORT + "write to a read-only memslot -> io_mem_abort()"
+
+_BUS_WRITE = {
+    Handler.KERNEL: (Outcome.IO_KERNEL, " -> kvm_io_bus_write() reaches the in-kernel device"),
+    Handler.IOEVENTFD: (
+        Outcome.IO_KERNEL,
+        " -> kvm_io_bus_write() signals the ioeventfd (a datamatch miss exits as KVM_EXIT_MMIO)",
+    ),
+    Handler.COALESCED: (
+        Outcome.IO_COALESCED,
+        " -> kvm_io_bus_write() -> coalesced_mmio_write() queues it in the ring",
+    ),
+    Handler.USER: (Outcome.IO_EXIT, " -> no io-bus device -> KVM_EXIT_MMIO (is_write=1)"),
+    Handler.NONE: (Outcome.IO_EXIT, " -> no io-bus device -> KVM_EXIT_MMIO (is_write=1)"),
+}
+_BUS_READ = {
+    Handler.KERNEL: (Outcome.IO_KERNEL, " -> kvm_io_bus_read() reaches the in-kernel device"),
+    Handler.IOEVENTFD: (
+        Outcome.IO_EXIT,
+        " -> ioeventfds take only writes -> KVM_EXIT_MMIO (is_write=0)",
+    ),
+    Handler.COALESCED: (
+        Outcome.IO_EXIT,
+        " -> coalesced zones buffer only writes -> KVM_EXIT_MMIO (is_write=0)",
+    ),
+    Handler.USER: (Outcome.IO_EXIT, " -> no io-bus device -> KVM_EXIT_MMIO (is_write=0)"),
+    Handler.NONE: (Outcome.IO_EXIT, " -> no io-bus device -> KVM_EXIT_MMIO (is_write=0)"),
+}
+# kvm_handle_guest_abort(): an instruction abort outside a memslot is not MMIO: -ENOEXEC,
+# then kvm_inject_pabt().
+_FETCH_FAULT = Effect(
+    Outcome.GUEST_FAULT,
+    _ABORT + "instruction fetch outside a memslot -> kvm_inject_pabt(): prefetch abort",
+)
+
+
+ARM64 = ArchSpec(
+    name="arm64",
+    elf_machine="EM_AARCH64",
+    # arch/arm64/kvm/mmu.c kvm_init_stage2_mmu(): type 0 means KVM_PHYS_SHIFT (40); an explicit
+    # IPA size must lie in [ARM64_MIN_PARANGE_BITS (32), kvm_ipa_limit].
+    default_pa_bits=40,
+    min_pa_bits=32,
+    max_pa_bits=52,
+    page_sizes=(4096, 16384, 65536),
+    address_spaces=1,
+    # include/linux/kvm_host.h: KVM_USER_MEM_SLOTS = KVM_MEM_SLOTS_NUM (SHRT_MAX); arm64 keeps
+    # no internal memslots.
+    user_memslots=32767,
+    beyond_pa_errno="EFAULT",
+    beyond_pa_check="kvm_arch_prepare_memory_region()",
+    outcomes=outcome_table(
+        mapped=_MAPPED,
+        mapped_ro=_MAPPED_RO,
+        noslot=_NOSLOT,
+        roslot=_ROSLOT,
+        bus_read=_BUS_READ,
+        bus_write=_BUS_WRITE,
+        fetch_outside=_FETCH_FAULT,
+    ),
+    beyond_pa=Effect(
+        Outcome.GUEST_FAULT,
+        _ABORT + "IPA beyond the VM's IPA size -> external abort (address size fault "
+        "beyond the host limit) injected into the guest",
+    ),
+    pa_name="IPA size",
+)

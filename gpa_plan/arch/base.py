@@ -1,0 +1,132 @@
+"""What every architecture module provides: limits, and the table of access outcomes."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+ACCESSES = ("read", "write", "fetch")
+
+
+class Outcome(str, enum.Enum):
+    """What one guest access turns into (SPEC section 2)."""
+
+    MEMORY = "memory"
+    IO_EXIT = "io-exit"
+    IO_KERNEL = "io-kernel"
+    IO_COALESCED = "io-coalesced"
+    GUEST_FAULT = "guest-fault"
+    VM_ERROR = "vm-error"
+
+    @property
+    def is_io(self) -> bool:
+        return self in (Outcome.IO_EXIT, Outcome.IO_KERNEL, Outcome.IO_COALESCED)
+
+
+class Backing(enum.Enum):
+    """The memslot (of address space 0) that wins at an address, if any."""
+
+    RAM = "ram"
+    ROM = "rom"
+    NONE = "none"
+
+
+class Handler(str, enum.Enum):
+    """Who answers an MMIO access that reaches the device layer, strongest first."""
+
+    KERNEL = "kernel"
+    IOEVENTFD = "ioeventfd"
+    COALESCED = "coalesced"
+    USER = "user"
+    NONE = "none"
+
+    @property
+    def strength(self) -> int:
+        return _STRENGTH[self]
+
+
+_STRENGTH = {h: i for i, h in enumerate(reversed(list(Handler)))}
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """One cell of an outcome table: the outcome and the kernel path that produces it."""
+
+    outcome: Outcome
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccessEffects:
+    read: Effect
+    write: Effect
+    fetch: Effect
+
+    def of(self, access: str) -> Effect:
+        effect: Effect = getattr(self, access)
+        return effect
+
+
+OutcomeTable = Mapping[tuple[Backing, Handler], AccessEffects]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """An architecture's KVM limits and its access-outcome table."""
+
+    name: str
+    elf_machine: str
+    default_pa_bits: int
+    min_pa_bits: int
+    max_pa_bits: int
+    page_sizes: tuple[int, ...]
+    address_spaces: int
+    user_memslots: int
+    # errno KVM returns for a memslot that ends beyond the address space
+    beyond_pa_errno: str
+    beyond_pa_check: str
+    outcomes: OutcomeTable
+    beyond_pa: Effect
+    pa_name: str
+
+    def effects(self, backing: Backing, handler: Handler) -> AccessEffects:
+        return self.outcomes[(backing, handler)]
+
+
+BusCells = Mapping[Handler, tuple[Outcome, str]]
+
+
+def outcome_table(
+    *,
+    mapped: str,
+    mapped_ro: str,
+    noslot: str,
+    roslot: str,
+    bus_read: BusCells,
+    bus_write: BusCells,
+    fetch_outside: Effect,
+) -> dict[tuple[Backing, Handler], AccessEffects]:
+    """The full table from an architecture's kernel paths.
+
+    Every architecture shares the shape: a read-write memslot is mapped for all accesses; a
+    read-only one is mapped for reads and fetches while writes take the no-memslot write path;
+    outside memslots reads and writes go to the device layer (``bus_read``/``bus_write``, keyed
+    by the strongest handler there) and fetches end as ``fetch_outside``.
+    """
+    table: dict[tuple[Backing, Handler], AccessEffects] = {}
+    for handler in Handler:
+        ram = Effect(Outcome.MEMORY, mapped)
+        rom = Effect(Outcome.MEMORY, mapped_ro)
+        write_outcome, write_path = bus_write[handler]
+        read_outcome, read_path = bus_read[handler]
+        table[(Backing.RAM, handler)] = AccessEffects(ram, ram, ram)
+        table[(Backing.ROM, handler)] = AccessEffects(
+            rom, Effect(write_outcome, roslot + write_path), rom
+        )
+        table[(Backing.NONE, handler)] = AccessEffects(
+            Effect(read_outcome, noslot + read_path),
+            Effect(write_outcome, noslot + write_path),
+            fetch_outside,
+        )
+    return table

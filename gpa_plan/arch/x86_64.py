@@ -1,0 +1,93 @@
+"""x86_64: TDP page faults, the instruction emulator, MAXPHYADDR and memslot limits.
+
+The table models arch/x86/kvm/mmu/mmu.c kvm_handle_noslot_fault() and kvm_handle_error_pfn()
+(a write to a read-only memslot is KVM_PFN_ERR_RO_FAULT -> RET_PF_EMULATE), and
+arch/x86/kvm/x86.c vcpu_mmio_read()/vcpu_mmio_write(), which try the in-kernel LAPIC, then the
+KVM_MMIO_BUS, then exit with KVM_EXIT_MMIO. An instruction fetch outside memory cannot be
+emulated: kvm_fetch_guest_virt() fails and handle_emulation_failure() reports
+KVM_EXIT_INTERNAL_ERROR (confirmed on a real host, see tests/test_kvm_x86.py).
+"""
+
+from __future__ import annotations
+
+from gpa_plan.arch.base import ArchSpec, Effect, Handler, Outcome, outcome_table
+
+_MAPPED = "kvm_tdp_page_fault() maps the page in the TDP (EPT/NPT) tables; no exit"
+_MAPPED_RO = "kvm_tdp_page_fault() maps the read-only page; no exit"
+_NOSLOT = "kvm_handle_noslot_fault() -> emulator"
+_ROSLOT = "kvm_handle_error_pfn(): write to a read-only memslot -> RET_PF_EMULATE -> emulator"
+
+_BUS_WRITE = {
+    Handler.KERNEL: (
+        Outcome.IO_KERNEL,
+        " -> vcpu_mmio_write(): the in-kernel LAPIC or a KVM_MMIO_BUS device handles it",
+    ),
+    Handler.IOEVENTFD: (
+        Outcome.IO_KERNEL,
+        " -> vcpu_mmio_write() -> kvm_io_bus_write() signals the ioeventfd "
+        "(a datamatch miss exits as KVM_EXIT_MMIO)",
+    ),
+    Handler.COALESCED: (
+        Outcome.IO_COALESCED,
+        " -> vcpu_mmio_write() -> coalesced_mmio_write() queues it in the ring",
+    ),
+    Handler.USER: (Outcome.IO_EXIT, " -> vcpu_mmio_write(): no kernel device -> KVM_EXIT_MMIO"),
+    Handler.NONE: (Outcome.IO_EXIT, " -> vcpu_mmio_write(): no kernel device -> KVM_EXIT_MMIO"),
+}
+_BUS_READ = {
+    Handler.KERNEL: (
+        Outcome.IO_KERNEL,
+        " -> vcpu_mmio_read(): the in-kernel LAPIC or a KVM_MMIO_BUS device handles it",
+    ),
+    Handler.IOEVENTFD: (
+        Outcome.IO_EXIT,
+        " -> vcpu_mmio_read(): ioeventfds take only writes -> KVM_EXIT_MMIO",
+    ),
+    Handler.COALESCED: (
+        Outcome.IO_EXIT,
+        " -> vcpu_mmio_read(): coalesced zones buffer only writes -> KVM_EXIT_MMIO",
+    ),
+    Handler.USER: (Outcome.IO_EXIT, " -> vcpu_mmio_read(): no kernel device -> KVM_EXIT_MMIO"),
+    Handler.NONE: (Outcome.IO_EXIT, " -> vcpu_mmio_read(): no kernel device -> KVM_EXIT_MMIO"),
+}
+_FETCH_ERROR = Effect(
+    Outcome.VM_ERROR,
+    "kvm_fetch_guest_virt() cannot fetch from MMIO -> handle_emulation_failure() -> "
+    "KVM_EXIT_INTERNAL_ERROR (emulation); at CPL>0 without "
+    "KVM_CAP_EXIT_ON_EMULATION_FAILURE the guest gets #UD instead",
+)
+
+
+X86_64 = ArchSpec(
+    name="x86_64",
+    elf_machine="EM_X86_64",
+    default_pa_bits=48,
+    min_pa_bits=32,
+    max_pa_bits=52,
+    page_sizes=(4096,),
+    # arch/x86/include/asm/kvm_host.h: KVM_MAX_NR_ADDRESS_SPACES 2 (as_id 1 is SMM).
+    address_spaces=2,
+    # KVM_USER_MEM_SLOTS = SHRT_MAX - KVM_INTERNAL_MEM_SLOTS (3 on x86).
+    user_memslots=32764,
+    beyond_pa_errno="EINVAL",
+    beyond_pa_check="kvm_arch_prepare_memory_region() (beyond host MAXPHYADDR)",
+    outcomes=outcome_table(
+        mapped=_MAPPED,
+        mapped_ro=_MAPPED_RO,
+        noslot=_NOSLOT,
+        roslot=_ROSLOT,
+        bus_read=_BUS_READ,
+        bus_write=_BUS_WRITE,
+        fetch_outside=_FETCH_ERROR,
+    ),
+    beyond_pa=Effect(
+        Outcome.GUEST_FAULT,
+        "a guest PTE with bits above MAXPHYADDR raises #PF with RSVD set, in hardware",
+    ),
+    pa_name="MAXPHYADDR",
+)
+
+# arch/x86/kvm/lapic.c kvm_alloc_apic_access_page(): the APIC-access page is a private memslot
+# (APIC_ACCESS_PAGE_PRIVATE_MEMSLOT) at APIC_DEFAULT_PHYS_BASE, created by
+# __x86_set_memory_region() in every address space when the in-kernel LAPIC is virtualised.
+APIC_ACCESS_PAGE = 0xFEE0_0000

@@ -1,0 +1,278 @@
+"""Rules for devices, reserved ranges and the ucall page."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+
+from gpa_plan.arch.base import Backing, Handler, Outcome
+from gpa_plan.check.findings import Finding
+from gpa_plan.check.partition import Region
+from gpa_plan.check.rules import ERROR, WARNING, RuleContext, rule
+from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ReservedEntry
+from gpa_plan.ranges import hex_addr, human_size, overlapping_pairs
+
+# include/linux/kvm_host.h: NR_IOBUS_DEVS, devices per KVM io bus.
+NR_IOBUS_DEVS = 1000
+
+
+def _describe(d: DeviceEntry) -> str:
+    return f"{d.type.name} {d.name!r} {d.range}"
+
+
+@rule(
+    "device-shadowed",
+    ERROR,
+    "a device range is backed by a read-write memslot, so the device never sees an access",
+)
+def device_shadowed(ctx: RuleContext) -> Iterator[Finding]:
+    """A memslot wins over any device: the access is served from memory (kvm_handle_guest_abort
+    / the x86 TDP fault maps the page) and never reaches the io bus or the VMM. Over a
+    read-only memslot only reads miss the device (writes still reach it): a warning. The
+    ucall device is left to `ucall-not-io`, and a read-only memslot over it is the carve-out
+    KVM selftests plan. Fix: move the device out of RAM, or split the memslot around it."""
+    memslot_names = {m.name for m in ctx.layout.memslots}
+    for device in ctx.layout.devices:
+        if device.type.name == "ucall":
+            continue
+        backing = {r.backing: r for r in ctx.regions_in(device.range)}
+        names = [n for r in backing.values() for n in r.names if n != device.name]
+        if Backing.RAM in backing:
+            region = backing[Backing.RAM]
+            owner = _memslots_in(memslot_names, region)
+            yield ctx.finding(
+                "device-shadowed",
+                f"{_describe(device)} lies in read-write memory ({owner} at "
+                f"{region.range}): guest reads and writes there hit RAM and never reach the "
+                "device; move the device out of the memslot or split the memslot around it",
+                device.path,
+                "base",
+                (device.name, *dict.fromkeys(names)),
+            )
+        elif Backing.ROM in backing:
+            region = backing[Backing.ROM]
+            owner = _memslots_in(memslot_names, region)
+            yield ctx.finding(
+                "device-shadowed",
+                f"{_describe(device)} lies in a read-only memslot ({owner}"
+                f" at {region.range}): guest reads return the memslot's memory, only writes "
+                "reach the device; move the device if it must answer reads",
+                device.path,
+                "base",
+                (device.name, *dict.fromkeys(names)),
+                severity=WARNING,
+            )
+
+
+def _memslots_in(memslot_names: set[str], region: Region) -> str:
+    slots = [n for n in region.names if n in memslot_names]
+    return "memslot " + ", ".join(repr(n) for n in slots) if slots else "a memslot"
+
+
+@rule("device-overlap", ERROR, "two devices claim the same address")
+def device_overlap(ctx: RuleContext) -> Iterator[Finding]:
+    """Devices on the KVM io bus are not checked for overlap (kvm_io_bus_register_dev): the
+    first one that accepts an access wins, the other never sees it; for the vGIC, KVM refuses
+    overlapping distributor and redistributors with EINVAL at the first KVM_RUN
+    (vgic_v3_check_base). Fix: move one of them."""
+    devices = ctx.layout.devices
+    for i, j in overlapping_pairs([d.range for d in devices]):
+        first, later = devices[i], devices[j]
+        shared = first.range.intersection(later.range)
+        yield ctx.finding(
+            "device-overlap",
+            f"{_describe(later)} overlaps {_describe(first)} at {shared}: only one of them "
+            "answers there (for vGIC frames KVM_RUN fails with EINVAL); move one of them",
+            later.path,
+            "base",
+            (later.name, first.name),
+        )
+
+
+@rule("device-misaligned", ERROR, "a device base breaks its type's alignment")
+def device_misaligned(ctx: RuleContext) -> Iterator[Finding]:
+    """vGIC frames must be aligned as the kernel checks in vgic_check_iorange() (4 KiB for
+    GICv2, 64 KiB for GICv3 and the ITS), else KVM_SET_DEVICE_ATTR returns EINVAL; the
+    LAPIC base is page-aligned by the APIC base MSR; the ucall page is mapped by
+    virt_pg_map(), which needs a guest-page-aligned address. Fix: align the base."""
+    for d in ctx.layout.devices:
+        align = d.type.align_for(ctx.layout.guest_page_size)
+        if align and d.range.start % align:
+            down = d.range.start - d.range.start % align
+            api = f" ({d.type.kvm_api} returns EINVAL)" if d.type.kvm_api else ""
+            yield ctx.finding(
+                "device-misaligned",
+                f"{_describe(d)} is not {human_size(align)}-aligned{api}; use "
+                f"{hex_addr(down)} or {hex_addr(down + align)}",
+                d.path,
+                "base",
+                (d.name,),
+            )
+
+
+@rule("device-out-of-range", ERROR, "a device ends beyond 2**pa_bits")
+def device_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
+    """The guest cannot reach an address beyond its IPA size (arm64) or MAXPHYADDR (x86); for
+    the vGIC, vgic_check_iorange() refuses it with E2BIG. Fix: move it below 2**pa_bits or
+    raise pa_bits."""
+    limit = ctx.layout.limit
+    for d in ctx.layout.devices:
+        if d.range.end > limit:
+            yield ctx.finding(
+                "device-out-of-range",
+                f"{_describe(d)} ends beyond the {ctx.layout.pa_bits}-bit {ctx.arch.pa_name} "
+                f"({hex_addr(limit)}): the guest cannot reach it"
+                + (" and KVM_SET_DEVICE_ATTR returns E2BIG" if d.type.kvm_api else "")
+                + f"; move it below {hex_addr(limit)} or raise pa_bits",
+                d.path,
+                "base",
+                (d.name,),
+            )
+
+
+@rule("device-wrong-arch", ERROR, "a device type that does not exist on the architecture")
+def device_wrong_arch(ctx: RuleContext) -> Iterator[Finding]:
+    """The vGIC exists only on arm64, the in-kernel LAPIC and IOAPIC only on x86_64; KVM has no
+    such device elsewhere (KVM_CREATE_DEVICE fails), so accesses there exit to the VMM.
+    Fix: use the architecture's own interrupt controller, or an `mmio` device."""
+    for d in ctx.layout.devices:
+        if ctx.arch.name not in d.type.arches:
+            yield ctx.finding(
+                "device-wrong-arch",
+                f"{_describe(d)}: KVM has no {d.type.name} on {ctx.arch.name}, so this range is "
+                "not handled in the kernel and accesses exit to the VMM; use "
+                f"{ctx.arch.name}'s own devices or an `mmio` device",
+                d.path,
+                "type",
+                (d.name,),
+            )
+
+
+@rule("reserved-overlap", ERROR, "a memslot or device intrudes into a reserved range")
+def reserved_overlap(ctx: RuleContext) -> Iterator[Finding]:
+    """Reserved ranges (holes, firmware, windows) are kept free by the layout's own contract.
+    Fix: move the memslot or device out of the reserved range."""
+    reserved = sorted(ctx.layout.reserved, key=lambda r: r.range.start)
+    starts = [r.range.start for r in reserved]
+    reach = _running_max_end(reserved)
+    entries: list[MemslotEntry | DeviceEntry] = [*ctx.layout.memslots, *ctx.layout.devices]
+    for entry in entries:
+        rng = entry.range
+        # Candidates start before rng.end; scan back while an earlier one could still reach.
+        k = bisect.bisect_left(starts, rng.end) - 1
+        while k >= 0 and reach[k] > rng.start:
+            if reserved[k].range.overlaps(rng):
+                hit = reserved[k]
+                yield ctx.finding(
+                    "reserved-overlap",
+                    f"{entry.name!r} {rng} intrudes into reserved range {hit.name!r} "
+                    f"{hit.range} at {rng.intersection(hit.range)}; move it out",
+                    entry.path,
+                    "base",
+                    (entry.name, hit.name),
+                )
+                break
+            k -= 1
+
+
+def _running_max_end(reserved: list[ReservedEntry]) -> list[int]:
+    result, best = [], -1
+    for r in reserved:
+        best = max(best, r.range.end)
+        result.append(best)
+    return result
+
+
+_NOT_AN_EXIT = {
+    Outcome.MEMORY: "land in guest memory and never exit, so the VMM never sees the ucall and "
+    "the test hangs",
+    Outcome.IO_KERNEL: "are answered by an in-kernel device and never exit",
+    Outcome.IO_COALESCED: "are buffered in the coalesced-MMIO ring instead of exiting",
+}
+
+
+@rule("ucall-not-io", ERROR, "a guest write to the ucall address would not exit to the VMM")
+def ucall_not_io(ctx: RuleContext) -> Iterator[Finding]:
+    """KVM selftests deliver a ucall on arm64 as one 8-byte guest write to the ucall MMIO page;
+    the host waits for the KVM_EXIT_MMIO. If a read-write memslot covers the page (the
+    December 2022 selftests bug, when a test's memslot landed on the ucall address), the write
+    lands in RAM and the test hangs. Fix: move the ucall page to unbacked space
+    (`gpa-plan allocate --ucall`) or cover it with a read-only memslot."""
+    for d in ctx.layout.devices:
+        if d.type.name != "ucall":
+            continue
+        for region in ctx.regions_in(d.range):
+            if region.write is Outcome.IO_EXIT:
+                continue
+            others = [n for n in region.names if n != d.name]
+            cause = f" ({', '.join(repr(n) for n in others)})" if others else ""
+            yield ctx.finding(
+                "ucall-not-io",
+                f"ucall {d.name!r} at {region.range}: guest writes there{cause} "
+                f"{_NOT_AN_EXIT.get(region.write, 'do not exit')}; move the ucall page to "
+                "unbacked space (gpa-plan allocate --ucall) or make that memslot read-only",
+                d.path,
+                "base",
+                (d.name, *others),
+            )
+            break
+
+
+@rule("iobus-full", ERROR, "more than NR_IOBUS_DEVS (1000) devices on the KVM MMIO bus")
+def iobus_full(ctx: RuleContext) -> Iterator[Finding]:
+    """kvm_io_bus_register_dev() refuses the 1001st device of a bus with ENOSPC. In-kernel
+    devices, ioeventfds and coalesced zones all register on KVM_MMIO_BUS (the vGIC one per
+    redistributor); the x86 LAPIC does not. Fix: use fewer ioeventfds or coalesced zones."""
+    count = 0
+    for d in ctx.layout.devices:
+        if d.handler is Handler.USER or d.type.name == "lapic":
+            continue
+        count += (d.range.size // d.type.per_vcpu) if d.type.per_vcpu else 1
+        if count > NR_IOBUS_DEVS:
+            yield ctx.finding(
+                "iobus-full",
+                f"{d.name!r} is past the {NR_IOBUS_DEVS} devices one KVM io bus holds "
+                "(NR_IOBUS_DEVS): kvm_io_bus_register_dev() returns ENOSPC; make some of "
+                "them user devices",
+                d.path,
+                None,
+                (d.name,),
+            )
+            return
+
+
+@rule("vgic-conflict", ERROR, "vGIC frames of two GIC models, or one frame given twice")
+def vgic_conflict(ctx: RuleContext) -> Iterator[Finding]:
+    """A VM has one vGIC: KVM_CREATE_DEVICE of a second one fails with EEXIST, and each of its
+    frames has one address (kvm_vgic_addr(): setting it twice gives EEXIST). GICv2 and GICv3
+    frames cannot be mixed. Fix: keep the frames of one model, each once."""
+    first_model: DeviceEntry | None = None
+    seen: dict[str, DeviceEntry] = {}
+    for d in ctx.layout.devices:
+        name = d.type.name
+        if not name.startswith("vgic-") or name == "vgic-its":
+            continue
+        model = name.split("-")[1]
+        if first_model is None:
+            first_model = d
+        elif first_model.type.name.split("-")[1] != model:
+            yield ctx.finding(
+                "vgic-conflict",
+                f"{_describe(d)} is a GIC{model[1]} frame but {first_model.name!r} is "
+                f"GIC{first_model.type.name.split('-')[1][1]}: a VM has one vGIC, the second "
+                "KVM_CREATE_DEVICE fails with EEXIST; keep one model",
+                d.path,
+                "type",
+                (d.name, first_model.name),
+            )
+            continue
+        if name in seen:
+            yield ctx.finding(
+                "vgic-conflict",
+                f"{_describe(d)} gives the {name} frame a second address after "
+                f"{seen[name].name!r}: KVM_SET_DEVICE_ATTR returns EEXIST; keep one",
+                d.path,
+                "base",
+                (d.name, seen[name].name),
+            )
+        seen.setdefault(name, d)

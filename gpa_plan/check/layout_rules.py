@@ -1,0 +1,43 @@
+"""Rules about the layout as a whole: the architecture's limits and unplaceable entries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gpa_plan.check.findings import Finding
+from gpa_plan.check.rules import ERROR, RuleContext, rule
+from gpa_plan.ranges import human_size
+
+
+@rule("arch-limits", ERROR, "pa_bits or page_size that the architecture does not support")
+def arch_limits(ctx: RuleContext) -> Iterator[Finding]:
+    """arm64 takes an IPA size from 32 to 52 bits (kvm_init_stage2_mmu(): EINVAL outside
+    [ARM64_MIN_PARANGE_BITS, kvm_ipa_limit]) and host pages of 4, 16 or 64 KiB; x86_64 has a
+    MAXPHYADDR of at most 52 bits and 4 KiB pages. Fix: pick a value the arch supports."""
+    layout, arch = ctx.layout, ctx.arch
+    if not arch.min_pa_bits <= layout.pa_bits <= arch.max_pa_bits:
+        yield ctx.finding(
+            "arch-limits",
+            f"pa_bits {layout.pa_bits} is outside what {arch.name} supports "
+            f"({arch.min_pa_bits} to {arch.max_pa_bits}-bit {arch.pa_name}); KVM_CREATE_VM "
+            "fails with EINVAL on arm64 and the guest cannot address it on x86",
+            (),
+            "pa_bits",
+        )
+    if layout.page_size not in arch.page_sizes:
+        sizes = ", ".join(human_size(p) for p in arch.page_sizes)
+        yield ctx.finding(
+            "arch-limits",
+            f"page_size {human_size(layout.page_size)} is not a host page size {arch.name} "
+            f"has ({sizes}); memslot alignment follows the host's PAGE_SIZE",
+            (),
+            "page_size",
+        )
+
+
+@rule("no-room", ERROR, "an `auto` entry that the planner cannot place")
+def no_room(ctx: RuleContext) -> Iterator[Finding]:
+    """An entry with `base: auto` for which no free range of its size and alignment exists
+    in its window. Fix: widen `within`, lower `align`, or free space in the layout."""
+    for message, path in ctx.placement_errors:
+        yield ctx.finding("no-room", message, path, "base")

@@ -1,0 +1,205 @@
+"""Rules for memslots: what KVM_SET_USER_MEMORY_REGION would refuse (virt/kvm/kvm_main.c)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+
+from gpa_plan.arch.x86_64 import APIC_ACCESS_PAGE
+from gpa_plan.check.findings import Finding
+from gpa_plan.check.rules import ERROR, RuleContext, rule
+from gpa_plan.layout.resolved import MemslotEntry
+from gpa_plan.ranges import Range, hex_addr, human_size, overlapping_pairs
+
+# include/linux/kvm_host.h: KVM_MEM_MAX_NR_PAGES, pages per user memslot.
+KVM_MEM_MAX_NR_PAGES = (1 << 31) - 1
+U64_LIMIT = 1 << 64
+
+
+def _describe(m: MemslotEntry) -> str:
+    kind = "read-only memslot" if m.readonly else "memslot"
+    space = f", as_id {m.as_id}" if m.as_id else ""
+    return f"{kind} {m.name!r} (slot {m.slot}{space}) {m.range}"
+
+
+@rule("memslot-overlap", ERROR, "two memslots of one address space overlap (KVM: EEXIST)")
+def memslot_overlap(ctx: RuleContext) -> Iterator[Finding]:
+    """kvm_set_memory_region() -> kvm_check_memslot_overlap(): a memslot that overlaps any other
+    memslot of the same address space is refused with EEXIST, so the VMM fails when it adds
+    the later one. Memslots of different address spaces (x86 SMM) may overlap. Fix: move or
+    shrink one of them."""
+    by_space: dict[int, list[MemslotEntry]] = defaultdict(list)
+    for m in ctx.layout.memslots:
+        by_space[m.as_id].append(m)
+    for slots in by_space.values():
+        for i, j in overlapping_pairs([m.range for m in slots]):
+            first, later = slots[i], slots[j]
+            shared = first.range.intersection(later.range)
+            yield ctx.finding(
+                "memslot-overlap",
+                f"{_describe(later)} overlaps {_describe(first)} at {shared}: "
+                f"KVM_SET_USER_MEMORY_REGION refuses it with EEXIST "
+                "(kvm_check_memslot_overlap); move or shrink one of them",
+                later.path,
+                "base",
+                (later.name, first.name),
+            )
+
+
+@rule("memslot-misaligned", ERROR, "memslot base or size not a multiple of page_size (EINVAL)")
+def memslot_misaligned(ctx: RuleContext) -> Iterator[Finding]:
+    """kvm_set_memory_region() refuses, with EINVAL, a guest_phys_addr or memory_size that is
+    not a multiple of the host PAGE_SIZE (`page_size`). Fix: round base down and size up to
+    the page size, or change page_size to the host's."""
+    page = ctx.layout.page_size
+    for m in ctx.layout.memslots:
+        for field, value in (("base", m.range.start), ("size", m.range.size)):
+            if value > 0 and value % page:
+                down = value - value % page
+                yield ctx.finding(
+                    "memslot-misaligned",
+                    f"{field} {hex_addr(value)} of memslot {m.name!r} is not a multiple of the "
+                    f"{human_size(page)} page size: KVM_SET_USER_MEMORY_REGION returns EINVAL; "
+                    f"use {hex_addr(down)} or {hex_addr(down + page)}",
+                    m.path,
+                    field,
+                    (m.name,),
+                )
+
+
+@rule("memslot-out-of-range", ERROR, "a memslot is empty, wraps, or ends beyond 2**pa_bits")
+def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
+    """A memslot of size 0 deletes a slot rather than creating one (EINVAL when there is none);
+    one whose end wraps past 2**64, or with more than KVM_MEM_MAX_NR_PAGES pages, gets EINVAL;
+    one that ends beyond the guest physical address size is refused on arm64 with EFAULT
+    (kvm_arch_prepare_memory_region) and on x86 is unreachable by the guest beyond its
+    MAXPHYADDR (EINVAL beyond the host's). Fix the size or raise pa_bits."""
+    layout, arch = ctx.layout, ctx.arch
+    for m in layout.memslots:
+        size, end = m.range.size, m.range.end
+        if size == 0:
+            message = (
+                f"memslot {m.name!r} has size 0: to KVM_SET_USER_MEMORY_REGION that means "
+                "'delete this slot' (EINVAL when it does not exist); give it a size"
+            )
+            yield ctx.finding("memslot-out-of-range", message, m.path, "size", (m.name,))
+        elif end > U64_LIMIT:
+            message = (
+                f"memslot {m.name!r} at {hex_addr(m.range.start)} with size {human_size(size)} "
+                "wraps past 2**64: KVM_SET_USER_MEMORY_REGION returns EINVAL"
+            )
+            yield ctx.finding("memslot-out-of-range", message, m.path, "size", (m.name,))
+        elif end > layout.limit:
+            message = (
+                f"memslot {m.name!r} {m.range} ends beyond the {layout.pa_bits}-bit "
+                f"{arch.pa_name} ({hex_addr(layout.limit)}): KVM refuses it with "
+                f"{arch.beyond_pa_errno} in {arch.beyond_pa_check}; move it below "
+                f"{hex_addr(layout.limit)} or raise pa_bits"
+            )
+            yield ctx.finding("memslot-out-of-range", message, m.path, "base", (m.name,))
+        elif size // layout.page_size > KVM_MEM_MAX_NR_PAGES:
+            message = (
+                f"memslot {m.name!r} has {size // layout.page_size} pages, more than "
+                f"KVM_MEM_MAX_NR_PAGES ({KVM_MEM_MAX_NR_PAGES}): EINVAL; split it in two"
+            )
+            yield ctx.finding("memslot-out-of-range", message, m.path, "size", (m.name,))
+
+
+@rule(
+    "slot-id-conflict",
+    ERROR,
+    "two memslots share (as_id, slot), or a slot id or as_id the arch does not allow",
+)
+def slot_id_conflict(ctx: RuleContext) -> Iterator[Finding]:
+    """A second memslot with the same (as_id, slot) does not add a slot: KVM treats it as a
+    move or resize of the first (EINVAL when the size changes). Slot ids must be below
+    KVM_USER_MEM_SLOTS (32767 on arm64, 32764 on x86) and as_id below the number of address
+    spaces (1 on arm64; 2 on x86, where 1 is SMM), else EINVAL. Fix: give each memslot its own
+    id, or omit `slot` to let gpa-plan number them."""
+    arch = ctx.arch
+    seen: dict[tuple[int, int], MemslotEntry] = {}
+    for m in ctx.layout.memslots:
+        if m.as_id >= arch.address_spaces:
+            allowed = "only 0" if arch.address_spaces == 1 else "0 or 1 (SMM)"
+            yield ctx.finding(
+                "slot-id-conflict",
+                f"memslot {m.name!r} uses as_id {m.as_id}, but {arch.name} allows {allowed}: "
+                "KVM_SET_USER_MEMORY_REGION returns EINVAL",
+                m.path,
+                "as_id",
+                (m.name,),
+            )
+        if m.slot >= arch.user_memslots and not m.auto_slot:
+            yield ctx.finding(
+                "slot-id-conflict",
+                f"memslot {m.name!r} uses slot id {m.slot}; {arch.name} user slot ids stop at "
+                f"{arch.user_memslots - 1} (KVM_USER_MEM_SLOTS): EINVAL",
+                m.path,
+                "slot",
+                (m.name,),
+            )
+        first = seen.get((m.as_id, m.slot))
+        if first is not None:
+            yield ctx.finding(
+                "slot-id-conflict",
+                f"memslot {m.name!r} reuses slot {m.slot} of as_id {m.as_id} from "
+                f"{first.name!r}: KVM would treat it as moving or resizing that slot (EINVAL "
+                "on a size change), not as a new one; give it its own slot id",
+                m.path,
+                "slot",
+                (m.name, first.name),
+            )
+        else:
+            seen[(m.as_id, m.slot)] = m
+
+
+@rule("too-many-memslots", ERROR, "more memslots in one address space than KVM allows")
+def too_many_memslots(ctx: RuleContext) -> Iterator[Finding]:
+    """KVM_CAP_NR_MEMSLOTS reports KVM_USER_MEM_SLOTS per address space (32767 on arm64,
+    32764 on x86, which keeps 3 for itself); past that no slot id is left and
+    KVM_SET_USER_MEMORY_REGION returns EINVAL. Fix: merge adjacent memslots."""
+    counts: dict[int, list[MemslotEntry]] = defaultdict(list)
+    for m in ctx.layout.memslots:
+        counts[m.as_id].append(m)
+    for as_id, slots in counts.items():
+        if len(slots) > ctx.arch.user_memslots:
+            extra = slots[ctx.arch.user_memslots]
+            yield ctx.finding(
+                "too-many-memslots",
+                f"address space {as_id} has {len(slots)} memslots; {ctx.arch.name} allows "
+                f"{ctx.arch.user_memslots} (KVM_CAP_NR_MEMSLOTS), so {extra.name!r} and the "
+                "ones after it get EINVAL; merge adjacent memslots",
+                extra.path,
+                None,
+                (extra.name,),
+            )
+
+
+@rule(
+    "private-slot-conflict",
+    ERROR,
+    "x86_64: a memslot covers the APIC-access page KVM keeps for itself at 0xfee00000",
+)
+def private_slot_conflict(ctx: RuleContext) -> Iterator[Finding]:
+    """With an in-kernel LAPIC and APIC virtualisation (Intel APICv, AMD AVIC), KVM creates a
+    private memslot for the APIC-access page at 0xfee00000 in every address space
+    (kvm_alloc_apic_access_page -> __x86_set_memory_region). A user memslot over that page
+    makes KVM_CREATE_VCPU fail with EEXIST, or is itself refused with EEXIST when added later.
+    Fix: leave 0xfee00000-0xfee00fff out of every memslot (split RAM around it)."""
+    if ctx.arch.name != "x86_64":
+        return
+    if not any(d.type.name == "lapic" for d in ctx.layout.devices):
+        return
+    page = Range(APIC_ACCESS_PAGE, APIC_ACCESS_PAGE + 0x1000)
+    for m in ctx.layout.memslots:
+        if m.range.overlaps(page):
+            yield ctx.finding(
+                "private-slot-conflict",
+                f"memslot {m.name!r} {m.range} covers KVM's APIC-access page at "
+                f"{hex_addr(APIC_ACCESS_PAGE)} (a private memslot created with the in-kernel "
+                "LAPIC): KVM_CREATE_VCPU or this KVM_SET_USER_MEMORY_REGION fails with EEXIST "
+                "on hosts with APICv/AVIC; leave that page out of the memslot",
+                m.path,
+                "base",
+                (m.name,),
+            )

@@ -1,0 +1,196 @@
+"""The exact partition of ``[0, 2**pa_bits)`` into regions with one outcome per access kind.
+
+One sweep over the sorted boundaries of every memslot (address space 0: what a vCPU outside
+SMM sees), device and reserved range: O(n log n), plus the size of the output. Where memslots
+overlap (KVM would refuse the later one with EEXIST), the one first in the file wins, as it would
+have been registered first. Where devices overlap, the strongest handler wins: in-kernel, then
+ioeventfd, then coalesced, then user.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from gpa_plan.arch.base import ArchSpec, Backing, Handler, Outcome
+from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ResolvedLayout
+from gpa_plan.ranges import Range
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A maximal range where kind, claiming objects and every outcome stay the same."""
+
+    start: int
+    end: int
+    kind: str
+    names: tuple[str, ...]
+    read: Outcome
+    write: Outcome
+    fetch: Outcome
+    backing: Backing
+    handler: Handler
+
+    @property
+    def range(self) -> Range:
+        return Range(self.start, self.end)
+
+    @property
+    def io(self) -> bool:
+        return self.read.is_io or self.write.is_io or self.fetch.is_io
+
+    def outcome(self, access: str) -> Outcome:
+        value: Outcome = getattr(self, access)
+        return value
+
+    def same_as(self, other: Region) -> bool:
+        return (
+            self.kind == other.kind
+            and self.names == other.names
+            and self.read == other.read
+            and self.write == other.write
+            and self.fetch == other.fetch
+            and self.backing == other.backing
+            and self.handler == other.handler
+        )
+
+
+def _kind(backing: Backing, handler: Handler) -> str:
+    if backing is Backing.RAM:
+        return "ram"
+    if backing is Backing.ROM:
+        return "rom"
+    return "unbacked" if handler is Handler.NONE else "device"
+
+
+def device_handler(device: DeviceEntry, arch: ArchSpec) -> Handler:
+    """The device's handler, except that a kernel device the arch does not have (a vGIC
+    evaluated as x86) is not in the kernel: its accesses go to the VMM."""
+    if device.handler is Handler.KERNEL and arch.name not in device.type.arches:
+        return Handler.USER
+    return device.handler
+
+
+_START, _END = 1, 0  # at one address, ends sort before starts
+
+
+def partition(layout: ResolvedLayout, arch: ArchSpec) -> list[Region]:
+    """Regions covering ``[0, 2**pa_bits)`` exactly: sorted, contiguous, adjacent ones distinct."""
+    limit = layout.limit
+    # Objects are numbered in a fixed order (memslots, devices, reserved; file order within
+    # each), which is also the order of `names`.
+    objects: list[MemslotEntry | DeviceEntry | None] = []
+    names: list[str] = []
+    events: list[tuple[int, int, int]] = []
+
+    def add(name: str, rng: Range, obj: MemslotEntry | DeviceEntry | None) -> None:
+        start, end = max(rng.start, 0), min(rng.end, limit)
+        if start >= end:
+            return
+        ident = len(objects)
+        objects.append(obj)
+        names.append(name)
+        events.append((start, _START, ident))
+        events.append((end, _END, ident))
+
+    for m in layout.memslots:
+        if m.as_id == 0:
+            add(m.name, m.range, m)
+    for d in layout.devices:
+        add(d.name, d.range, d)
+    for r in layout.reserved:
+        add(r.name, r.range, None)
+    events.sort()
+    return list(_merge(_sweep(events, objects, names, limit, arch)))
+
+
+def _sweep(
+    events: list[tuple[int, int, int]],
+    objects: list[MemslotEntry | DeviceEntry | None],
+    names: list[str],
+    limit: int,
+    arch: ArchSpec,
+) -> Iterator[Region]:
+    active: set[int] = set()
+    slot_heap: list[int] = []
+    handler_count = {h: 0 for h in Handler}
+    position, i = 0, 0
+    while position < limit:
+        while i < len(events) and events[i][0] == position:
+            _, what, ident = events[i]
+            obj = objects[ident]
+            if what == _START:
+                active.add(ident)
+                if isinstance(obj, MemslotEntry):
+                    heapq.heappush(slot_heap, ident)
+                elif isinstance(obj, DeviceEntry):
+                    handler_count[device_handler(obj, arch)] += 1
+            else:
+                active.discard(ident)
+                if isinstance(obj, DeviceEntry):
+                    handler_count[device_handler(obj, arch)] -= 1
+            i += 1
+        next_position = events[i][0] if i < len(events) else limit
+        while slot_heap and slot_heap[0] not in active:
+            heapq.heappop(slot_heap)  # lazy deletion of memslots that have ended
+        backing = Backing.NONE
+        if slot_heap:
+            winner = objects[slot_heap[0]]
+            assert isinstance(winner, MemslotEntry)
+            backing = Backing.ROM if winner.readonly else Backing.RAM
+        handler = max(
+            (h for h, n in handler_count.items() if n),
+            default=Handler.NONE,
+            key=lambda h: h.strength,
+        )
+        effects = arch.effects(backing, handler)
+        yield Region(
+            position,
+            next_position,
+            _kind(backing, handler),
+            tuple(names[j] for j in sorted(active)),
+            effects.read.outcome,
+            effects.write.outcome,
+            effects.fetch.outcome,
+            backing,
+            handler,
+        )
+        position = next_position
+
+
+def _merge(regions: Iterator[Region]) -> Iterator[Region]:
+    pending: Region | None = None
+    for region in regions:
+        if pending is not None and pending.same_as(region):
+            pending = Region(
+                pending.start,
+                region.end,
+                pending.kind,
+                pending.names,
+                pending.read,
+                pending.write,
+                pending.fetch,
+                pending.backing,
+                pending.handler,
+            )
+            continue
+        if pending is not None:
+            yield pending
+        pending = region
+    if pending is not None:
+        yield pending
+
+
+def region_at(regions: list[Region], address: int) -> Region | None:
+    """The region holding ``address`` (binary search), or None beyond the space."""
+    lo, hi = 0, len(regions)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if regions[mid].end <= address:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < len(regions) and regions[lo].start <= address:
+        return regions[lo]
+    return None

@@ -1,0 +1,130 @@
+"""The rule registry, and what every rule function gets to look at.
+
+A rule is one small function registered with ``@rule(slug, severity, summary)``; its docstring
+is the long description that ``gpa-plan rules`` prints. Rules only read: the resolved layout,
+the architecture, the partition and the document's positions.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from gpa_plan.arch.base import ArchSpec
+from gpa_plan.check.findings import ERROR, WARNING, Finding
+from gpa_plan.check.partition import Region
+from gpa_plan.layout.loader import Document
+from gpa_plan.layout.resolved import EntryPath, ResolvedLayout
+from gpa_plan.ranges import Range
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    file: str
+    doc: Document
+    layout: ResolvedLayout
+    arch: ArchSpec
+    regions: list[Region]
+    # (message, entry path) for each `auto` entry the planner could not place
+    placement_errors: tuple[tuple[str, EntryPath], ...] = ()
+
+    def finding(
+        self,
+        rule: str,
+        message: str,
+        path: tuple[str | int, ...],
+        field: str | None = None,
+        objects: Iterable[str] = (),
+        severity: str | None = None,
+    ) -> Finding:
+        full: tuple[str | int, ...] = (*path, field) if field is not None else path
+        line, column = self.doc.position(full)
+        return Finding(
+            rule,
+            severity or RULES[rule].severity,
+            message,
+            self.file,
+            line,
+            column,
+            tuple(objects),
+        )
+
+    def regions_in(self, rng: Range) -> list[Region]:
+        """The regions that intersect ``rng`` (binary search; the partition is sorted)."""
+        ends = _RegionEnds(self.regions)
+        first = bisect.bisect_right(ends, rng.start)
+        found = []
+        for region in self.regions[first:]:
+            if region.start >= rng.end:
+                break
+            found.append(region)
+        return found
+
+
+class _RegionEnds:
+    """A sequence view of region ends, so bisect needs no copied list."""
+
+    def __init__(self, regions: list[Region]) -> None:
+        self._regions = regions
+
+    def __len__(self) -> int:
+        return len(self._regions)
+
+    def __getitem__(self, index: int) -> int:
+        return self._regions[index].end
+
+
+RuleCheck = Callable[[RuleContext], Iterator[Finding]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    slug: str
+    severity: str
+    summary: str
+    description: str
+    check: RuleCheck | None
+
+
+RULES: dict[str, Rule] = {}
+
+
+def _register(
+    slug: str, severity: str, summary: str, description: str, check: RuleCheck | None
+) -> None:
+    if slug in RULES:
+        raise ValueError(f"rule {slug} registered twice")
+    RULES[slug] = Rule(slug, severity, summary, " ".join(description.split()), check)
+
+
+def rule(slug: str, severity: str, summary: str) -> Callable[[RuleCheck], RuleCheck]:
+    def register(check: RuleCheck) -> RuleCheck:
+        _register(slug, severity, summary, check.__doc__ or summary, check)
+        return check
+
+    return register
+
+
+_register(
+    "yaml-syntax",
+    ERROR,
+    "the file is not well-formed YAML (or not UTF-8, or empty)",
+    """The file could not be read as one YAML document of UTF-8 text: a syntax error, bytes
+    that are not UTF-8, an explicit YAML tag, a merge key, aliases that expand out of
+    proportion, or nesting too deep. Nothing else is checked until it loads.""",
+    None,
+)
+_register(
+    "schema",
+    ERROR,
+    "a value or key breaks the layout format (type, unknown or duplicate key, bad number, "
+    "duplicate name)",
+    """A key the format does not know, a duplicate key or name, a value of the wrong type, a
+    number that is negative, fractional, beyond 64 bits or a YAML 1.1 trap (010, 1:30), or a
+    field that does not fit its device type. `gpa-plan schema` prints the format as JSON
+    Schema.""",
+    None,
+)
+
+__all__ = ["ERROR", "RULES", "WARNING", "Rule", "RuleContext", "rule"]

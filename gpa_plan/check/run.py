@@ -1,0 +1,96 @@
+"""Check a layout: load, validate, place `auto` entries, partition, run every rule."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpa_plan.arch import ARCHES
+from gpa_plan.check import devices, layout_rules, memslots  # noqa: F401  (registers rules)
+from gpa_plan.check.findings import ERROR, WARNING, Finding
+from gpa_plan.check.partition import Region, partition
+from gpa_plan.check.rules import RULES, RuleContext
+from gpa_plan.layout.errors import LayoutError
+from gpa_plan.layout.loader import Document, load_file
+from gpa_plan.layout.models import Layout
+from gpa_plan.layout.resolved import ResolvedLayout, resolve
+from gpa_plan.layout.validate import validate_layout
+from gpa_plan.plan.place import plan_layout
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What `gpa-plan check` reports for one file under one architecture."""
+
+    file: str
+    arch: str | None
+    pa_bits: int | None
+    valid: bool
+    regions: tuple[Region, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for f in self.findings if f.severity == ERROR)
+
+    @property
+    def warnings(self) -> int:
+        return sum(1 for f in self.findings if f.severity == WARNING)
+
+
+@dataclass(frozen=True)
+class LoadedLayout:
+    doc: Document
+    layout: Layout
+    resolved: ResolvedLayout
+    placement_errors: tuple[tuple[str, tuple[str, int]], ...]
+
+
+def load_layout(path: str | Path) -> LoadedLayout:
+    """Load, validate and place a layout file; raises LayoutError with positions."""
+    doc = load_file(path)
+    layout = validate_layout(doc)
+    plan = plan_layout(layout)
+    return LoadedLayout(doc, layout, resolve(layout, plan.placements), tuple(plan.errors))
+
+
+def check_file(path: str | Path, arches: Sequence[str] = ()) -> list[CheckResult]:
+    """One result per requested architecture (default: the layout's own)."""
+    name = str(path)
+    try:
+        loaded = load_layout(path)
+    except LayoutError as err:
+        return [_invalid(name, arch, err) for arch in (arches or (None,))]
+    return [check_loaded(loaded, arch) for arch in (arches or (loaded.layout.arch,))]
+
+
+def check_loaded(loaded: LoadedLayout, arch_name: str) -> CheckResult:
+    arch = ARCHES[arch_name]
+    regions = partition(loaded.resolved, arch)
+    ctx = RuleContext(
+        loaded.doc.path, loaded.doc, loaded.resolved, arch, regions, loaded.placement_errors
+    )
+    findings: list[Finding] = []
+    for rule in RULES.values():
+        if rule.check is not None:
+            findings.extend(rule.check(ctx))
+    findings.sort(key=Finding.sort_key)
+    return CheckResult(
+        loaded.doc.path,
+        arch.name,
+        loaded.resolved.pa_bits,
+        True,
+        tuple(regions),
+        tuple(findings),
+    )
+
+
+__all__ = ["RULES", "CheckResult", "LoadedLayout", "check_file", "check_loaded", "load_layout"]
+
+
+def _invalid(name: str, arch: str | None, err: LayoutError) -> CheckResult:
+    findings = tuple(
+        Finding(p.rule, ERROR, p.message, name, p.line, p.column) for p in err.problems
+    )
+    return CheckResult(name, arch, None, False, (), findings)

@@ -1,0 +1,164 @@
+"""The `gpa-plan` command line: options in, core calls, a reporter out, exit codes.
+
+Exit codes (SPEC section 6): 0 nothing at error severity (with --strict, no warning either);
+1 findings at error severity, files that fail to load, or no room to allocate; 2 usage errors
+and internal errors. Modules are imported inside each command so that a command pays only for
+what it uses.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+ARCH_CHOICE = click.Choice(["arm64", "x86_64"])
+ACCESS_CHOICE = click.Choice(["read", "write", "fetch"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gpa-plan")
+def cli() -> None:
+    """Check and plan KVM guest-physical address layouts."""
+
+
+def _layout_files(paths: Sequence[str]) -> list[str]:
+    files: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(
+                str(f)
+                for pattern in ("*.yaml", "*.yml")
+                for f in path.rglob(pattern)
+                if f.is_file()
+            )
+            files.extend(found)
+        else:
+            files.append(p)
+    return files
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--arch",
+    "arches",
+    multiple=True,
+    type=ARCH_CHOICE,
+    help="Evaluate under this architecture (repeatable; default: the layout's).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+@click.option("--strict", is_flag=True, help="Fail (exit 1) on warnings too.")
+def check(files: tuple[str, ...], arches: tuple[str, ...], fmt: str, strict: bool) -> None:
+    """Check layout files (or directories of them) and report every IO range and finding."""
+    from gpa_plan.check.run import check_file
+
+    results = [r for f in _layout_files(files) for r in check_file(f, arches)]
+    if fmt == "json":
+        from gpa_plan.report import json_report
+
+        sys.stdout.write(json_report.dumps(json_report.check_document(results)))
+    else:
+        from gpa_plan.report import text
+
+        text.render_check(results, text.console_for(sys.stdout))
+    failed = any(r.errors for r in results) or (strict and any(r.warnings for r in results))
+    sys.exit(1 if failed else 0)
+
+
+def _address(value: str) -> int:
+    from gpa_plan.layout.numbers import NumberError, parse_number
+
+    try:
+        return parse_number(value)
+    except NumberError as err:
+        raise click.BadParameter(str(err), param_hint="ADDR") from None
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("addresses", metavar="ADDR...", nargs=-1, required=True)
+@click.option(
+    "--access",
+    "accesses",
+    multiple=True,
+    type=ACCESS_CHOICE,
+    help="Access kind (repeatable; default: read, write and fetch).",
+)
+@click.option(
+    "--arch",
+    "arches",
+    multiple=True,
+    type=ARCH_CHOICE,
+    help="Architecture (repeatable; default: the layout's).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def explain(
+    file: str,
+    addresses: tuple[str, ...],
+    accesses: tuple[str, ...],
+    arches: tuple[str, ...],
+    fmt: str,
+) -> None:
+    """Say what a guest access at each ADDR becomes, and through which kernel path."""
+    from gpa_plan.arch import ARCHES
+    from gpa_plan.check.explain import explain_address
+    from gpa_plan.check.partition import partition
+    from gpa_plan.check.run import load_layout
+    from gpa_plan.layout.errors import LayoutError
+
+    parsed = [_address(a) for a in addresses]
+    try:
+        loaded = load_layout(file)
+    except LayoutError as err:
+        for p in err.problems:
+            click.echo(f"{file}:{p.line}:{p.column}: error[{p.rule}] {p.message}", err=True)
+        sys.exit(1)
+    answers = []
+    for arch in arches or (loaded.layout.arch,):
+        regions = partition(loaded.resolved, ARCHES[arch])
+        for address in parsed:
+            for access in accesses or ("read", "write", "fetch"):
+                answers.append(explain_address(regions, arch, address, access))
+    if fmt == "json":
+        from gpa_plan.report import json_report
+
+        sys.stdout.write(json_report.dumps(json_report.explain_document(answers)))
+    else:
+        from gpa_plan.report import text
+
+        text.render_explain(answers, text.console_for(sys.stdout))
+
+
+@cli.command()
+def rules() -> None:
+    """List every finding rule, its severity and what it means."""
+    from gpa_plan.check.run import RULES  # the import registers every rule
+
+    for rule in RULES.values():
+        click.echo(f"{rule.slug} ({rule.severity}): {rule.summary}")
+        click.echo(f"    {rule.description}")
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Console-script entry point; internal errors become exit 2 with a one-line message."""
+    try:
+        return cli.main(args=list(argv) if argv is not None else None, prog_name="gpa-plan")
+    except SystemExit:
+        raise
+    except Exception as err:  # a bug, not bad input: say so without a traceback
+        click.echo(f"gpa-plan: internal error: {type(err).__name__}: {err}", err=True)
+        sys.exit(2)

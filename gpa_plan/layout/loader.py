@@ -1,0 +1,295 @@
+"""Read a layout file into plain Python data without losing where each value came from.
+
+The text is composed into a YAML node graph once (libyaml's C composer when PyYAML has it), then
+turned into dicts, lists and scalars by our own strict constructor. The node graph stays with the
+data, so any later finding can be placed at the line and column of the value it is about.
+
+Refused, each with its position: bytes that are not UTF-8, empty files, documents that are not a
+mapping, several documents, explicit YAML tags, merge keys, duplicate keys (compared after
+resolution, so ``0x10`` and ``16`` collide), non-scalar keys, aliases that expand out of
+proportion or into themselves, nesting deeper than ``MAX_DEPTH``, and YAML 1.1 integer traps
+(``010``, ``1:30``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from gpa_plan.layout.errors import LayoutError, Problem
+from gpa_plan.layout.numbers import NumberError, parse_number
+
+Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+MAX_DEPTH = 64
+# libyaml's composer recurses in C and overflows the stack on deep nesting (it crashes near
+# 100,000 levels); when the text could nest anywhere near that deep, measure depth first with
+# the parser's event stream, which is iterative.
+_SAFE_C_DEPTH = 1000
+# Aliases may re-use a node; they may not make the document this many times bigger.
+_MAX_ALIAS_FACTOR = 10
+_MAX_ALIAS_NODES = 10_000
+
+_INT = "tag:yaml.org,2002:int"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_MERGE = "tag:yaml.org,2002:merge"
+_TRUE = frozenset({"yes", "true", "on", "y"})
+
+
+@dataclass(frozen=True)
+class Document:
+    """A loaded layout file: its data and the node graph that knows every value's position."""
+
+    path: str
+    data: dict[str, Any]
+    root: MappingNode
+
+    def position(self, path: tuple[str | int, ...], *, key: bool = False) -> tuple[int, int]:
+        """1-based (line, column) of the value at ``path``, or of its key with ``key=True``.
+
+        A path that does not exist in the file (a missing key) resolves to the closest
+        ancestor that does, so "missing field" errors point at the mapping that lacks it.
+        """
+        node: Node = self.root
+        key_node: Node | None = None
+        for segment in path:
+            found = _child(node, segment)
+            if found is None:
+                key_node = None
+                break
+            key_node, node = found
+        mark = (key_node if key and key_node is not None else node).start_mark
+        return mark.line + 1, mark.column + 1
+
+
+def _child(node: Node, segment: str | int) -> tuple[Node | None, Node] | None:
+    if isinstance(node, SequenceNode) and isinstance(segment, int):
+        if 0 <= segment < len(node.value):
+            return None, node.value[segment]
+        return None
+    if isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and _scalar_or_none(key_node) == segment:
+                return key_node, value_node
+    return None
+
+
+def load_file(path: str | Path) -> Document:
+    """Load and structurally check a layout file; raises LayoutError with every position."""
+    name = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        problem = Problem("yaml-syntax", f"cannot read: {err.strerror}", 1, 1)
+        raise LayoutError(name, [problem]) from None
+    return load_bytes(raw, name)
+
+
+def load_bytes(raw: bytes, name: str) -> Document:
+    """Like load_file, for bytes already read; ``name`` is used in messages."""
+    return load_text(_decode(raw, name), name)
+
+
+def load_text(text: str, name: str) -> Document:
+    try:
+        root = _compose(text)
+        data = _Constructor().mapping(root)
+    except _Located as err:
+        raise LayoutError(name, [Problem(err.rule, err.message, err.line, err.column)]) from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = err.problem or err.context or "not well-formed YAML"
+        raise LayoutError(name, [Problem("yaml-syntax", message, line, column)]) from None
+    except yaml.YAMLError as err:
+        raise LayoutError(name, [Problem("yaml-syntax", str(err), 1, 1)]) from None
+    return Document(name, data, root)
+
+
+class _Located(Exception):
+    def __init__(self, message: str, node_or_mark: Any, rule: str = "yaml-syntax") -> None:
+        mark = getattr(node_or_mark, "start_mark", node_or_mark)
+        self.message = message
+        self.rule = rule
+        self.line = mark.line + 1 if mark is not None else 1
+        self.column = mark.column + 1 if mark is not None else 1
+        super().__init__(message)
+
+
+def _decode(raw: bytes, name: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        before = raw[: err.start]
+        line = before.count(b"\n") + 1
+        column = len(before.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
+        message = f"byte 0x{raw[err.start]:02x} is not UTF-8; layout files must be UTF-8 text"
+        raise LayoutError(name, [Problem("yaml-syntax", message, line, column)]) from None
+
+
+def _compose(text: str) -> MappingNode:
+    _refuse_explicit_tags(text)
+    if _may_nest_deeper_than(text, _SAFE_C_DEPTH):
+        _check_depth_with_events(text)
+    loader = Loader(text)
+    try:
+        root = loader.get_single_node()
+    finally:
+        loader.dispose()
+    if root is None:
+        raise _Located("the file is empty; a layout starts with `layout: 1`", None, "schema")
+    if not isinstance(root, MappingNode):
+        raise _Located(
+            "a layout is a mapping (`layout: 1`, `arch: ...`, `memslots: [...]`), "
+            f"not a {_node_kind(root)}",
+            root,
+            "schema",
+        )
+    if "*" in text and "&" in text:
+        _check_alias_expansion(root)
+    return root
+
+
+def _refuse_explicit_tags(text: str) -> None:
+    if "!" not in text:
+        return
+    for event in yaml.parse(text, Loader=Loader):
+        tag = getattr(event, "tag", None)
+        if tag is not None and not isinstance(event, yaml.DocumentStartEvent):
+            raise _Located(
+                f"YAML tag {tag!r} is not allowed in a layout; write the plain value", event
+            )
+
+
+def _may_nest_deeper_than(text: str, depth: int) -> bool:
+    # Block collections nest only by indenting further (at most two levels per column,
+    # counting `- - x` forms), flow collections only by opening brackets.
+    flow = text.count("[") + text.count("{")
+    if flow >= depth:
+        return True
+    longest_allowed = (depth - flow) // 2 - 1
+    return re.search(rf"[^\n]{{{longest_allowed}}}", text) is not None
+
+
+def _check_depth_with_events(text: str) -> None:
+    depth = 0
+    for event in yaml.parse(text, Loader=Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _Located(f"nesting deeper than {MAX_DEPTH} levels", event)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _check_alias_expansion(root: Node) -> None:
+    unique: set[int] = set()
+    expanded: dict[int, int] = {}
+    on_path: set[int] = set()
+    # Iterative post-order walk; sizes are memoised per node, so a "billion laughs" document
+    # costs time linear in its composed size.
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        ident = id(node)
+        if done:
+            on_path.discard(ident)
+            expanded[ident] = 1 + sum(expanded[id(child)] for child in _children(node))
+            continue
+        if ident in expanded:
+            continue
+        if ident in on_path:
+            raise _Located("an alias refers to the collection that contains it", node)
+        unique.add(ident)
+        on_path.add(ident)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in on_path:
+                raise _Located("an alias refers to the collection that contains it", child)
+            if id(child) not in expanded:
+                stack.append((child, False))
+    total = expanded[id(root)]
+    if total > max(_MAX_ALIAS_FACTOR * len(unique), _MAX_ALIAS_NODES):
+        raise _Located(
+            f"aliases expand this document to {total} nodes from {len(unique)}; "
+            "write the values out instead of nesting aliases",
+            root,
+        )
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _node_kind(node: Node) -> str:
+    if isinstance(node, SequenceNode):
+        return "list"
+    return "scalar value"
+
+
+def _scalar_or_none(node: ScalarNode) -> Any:
+    try:
+        return _scalar(node)
+    except _Located:
+        return None
+
+
+def _scalar(node: ScalarNode) -> Any:
+    tag = node.tag
+    value: str = node.value
+    if tag == _INT:
+        try:
+            if value.startswith("-"):
+                return -parse_number(value[1:])
+            return parse_number(value)
+        except NumberError as err:
+            raise _Located(str(err), node, "schema") from None
+    if tag == _BOOL:
+        return value.lower() in _TRUE
+    if tag == _NULL:
+        return None
+    if tag == _MERGE:
+        raise _Located("merge keys (`<<`) are not supported; write the keys out", node)
+    # Floats and timestamps stay as their source text: the fields that take numbers parse
+    # them strictly (whole bytes only), the others are free text.
+    return value
+
+
+class _Constructor:
+    def value(self, node: Node, depth: int) -> Any:
+        if isinstance(node, ScalarNode):
+            return _scalar(node)
+        if depth >= MAX_DEPTH:
+            raise _Located(f"nesting deeper than {MAX_DEPTH} levels", node)
+        if isinstance(node, SequenceNode):
+            return [self.value(child, depth + 1) for child in node.value]
+        assert isinstance(node, MappingNode)
+        return self.mapping(node, depth)
+
+    def mapping(self, node: MappingNode, depth: int = 0) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        first_line: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise _Located("keys must be plain scalars, not collections", key_node)
+            key = _scalar(key_node)
+            if key in result:
+                raise _Located(
+                    f"duplicate key {key_node.value!r} (first defined on line "
+                    f"{first_line[key]}); YAML would silently keep only the last one",
+                    key_node,
+                    "schema",
+                )
+            first_line[key] = key_node.start_mark.line + 1
+            result[key] = self.value(value_node, depth + 1)
+        return result

@@ -1,0 +1,170 @@
+"""A layout with every number known: the form the checker and the reports work on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gpa_plan.arch import ARCHES, Handler
+from gpa_plan.arch.devices import CATALOG, DeviceType
+from gpa_plan.layout.models import Layout
+from gpa_plan.ranges import Range
+
+EntryPath = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class MemslotEntry:
+    name: str
+    path: EntryPath
+    range: Range
+    slot: int
+    as_id: int
+    readonly: bool
+    auto_slot: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEntry:
+    name: str
+    path: EntryPath
+    range: Range
+    type: DeviceType
+    handler: Handler
+    identity_map: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReservedEntry:
+    name: str
+    path: EntryPath
+    range: Range
+
+
+@dataclass(frozen=True)
+class ResolvedLayout:
+    """Concrete ranges for every entry; ``unplaced`` names `auto` entries given no address."""
+
+    source: Layout
+    arch: str
+    pa_bits: int
+    page_size: int
+    guest_page_size: int
+    memslots: tuple[MemslotEntry, ...]
+    devices: tuple[DeviceEntry, ...]
+    reserved: tuple[ReservedEntry, ...]
+    unplaced: tuple[str, ...] = field(default=())
+
+    @property
+    def limit(self) -> int:
+        return 1 << self.pa_bits
+
+
+def effective_pa_bits(layout: Layout) -> int:
+    return layout.pa_bits if layout.pa_bits is not None else ARCHES[layout.arch].default_pa_bits
+
+
+def guest_page_size(layout: Layout) -> int:
+    return layout.guest_page_size if layout.guest_page_size is not None else layout.page_size
+
+
+def device_size(layout: Layout, index: int) -> int:
+    device = layout.devices[index]
+    return CATALOG[device.type].size_for(
+        vcpus=device.vcpus, guest_page_size=guest_page_size(layout), size=device.size
+    )
+
+
+def device_base(layout: Layout, index: int) -> int | str:
+    device = layout.devices[index]
+    if device.base is None:
+        default = CATALOG[device.type].default_base
+        assert default is not None, "validation requires a base for this type"
+        return default
+    return device.base
+
+
+def resolve(layout: Layout, placements: Mapping[str, int] | None = None) -> ResolvedLayout:
+    """Concrete entries; an `auto` base takes its address from ``placements`` (by name)."""
+    placed = placements or {}
+    unplaced: list[str] = []
+
+    def base_of(name: str, base: int | str) -> int | None:
+        if isinstance(base, int):
+            return base
+        if name in placed:
+            return placed[name]
+        unplaced.append(name)
+        return None
+
+    memslots = []
+    slot_ids = _assign_slot_ids(layout)
+    for i, m in enumerate(layout.memslots):
+        start = base_of(m.name, m.base)
+        if start is not None:
+            memslots.append(
+                MemslotEntry(
+                    m.name,
+                    ("memslots", i),
+                    Range(start, start + m.size),
+                    slot_ids[i],
+                    m.as_id,
+                    m.readonly,
+                    not isinstance(m.slot, int),
+                )
+            )
+    devices = []
+    for i, d in enumerate(layout.devices):
+        start = base_of(d.name, device_base(layout, i))
+        if start is not None:
+            dtype = CATALOG[d.type]
+            handler = dtype.handler or Handler(d.handler or "user")
+            devices.append(
+                DeviceEntry(
+                    d.name,
+                    ("devices", i),
+                    Range(start, start + device_size(layout, i)),
+                    dtype,
+                    handler,
+                    d.identity_map,
+                )
+            )
+    reserved = tuple(
+        ReservedEntry(r.name, ("reserved", i), Range(r.base, r.base + r.size))
+        for i, r in enumerate(layout.reserved)
+    )
+    return ResolvedLayout(
+        source=layout,
+        arch=layout.arch,
+        pa_bits=effective_pa_bits(layout),
+        page_size=layout.page_size,
+        guest_page_size=guest_page_size(layout),
+        memslots=tuple(memslots),
+        devices=tuple(devices),
+        reserved=reserved,
+        unplaced=tuple(unplaced),
+    )
+
+
+def _assign_slot_ids(layout: Layout) -> list[int]:
+    """Explicit slot ids as written; omitted or `auto` ones take the lowest free id of their
+    address space, in file order (what KVM selftests' vm_userspace_mem_region_add callers do
+    by hand)."""
+    taken: dict[int, set[int]] = {}
+    for m in layout.memslots:
+        if isinstance(m.slot, int):
+            taken.setdefault(m.as_id, set()).add(m.slot)
+    next_free: dict[int, int] = {}
+    ids = []
+    for m in layout.memslots:
+        if isinstance(m.slot, int):
+            ids.append(m.slot)
+            continue
+        used = taken.setdefault(m.as_id, set())
+        candidate = next_free.get(m.as_id, 0)
+        while candidate in used:
+            candidate += 1
+        used.add(candidate)
+        next_free[m.as_id] = candidate + 1
+        ids.append(candidate)
+    return ids

@@ -1,0 +1,258 @@
+"""Turn a loaded document into a validated ``Layout``, or say precisely what is wrong.
+
+Pydantic checks shape and types; each of its errors becomes one problem at the line of the
+offending value (or key, for unknown keys), worded for a layout author. Checks that need more
+than one field (the device catalog, unique names, placement options) follow, with positions too.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from gpa_plan.arch.devices import CATALOG
+from gpa_plan.layout.errors import LayoutError, Problem
+from gpa_plan.layout.loader import Document
+from gpa_plan.layout.models import Device, Layout, Memslot, Reserved
+
+_SECTIONS: dict[str, tuple[str, type[BaseModel]]] = {
+    "memslots": ("memslot", Memslot),
+    "devices": ("device", Device),
+    "reserved": ("reserved range", Reserved),
+}
+_PLACEMENT_KEYS = ("align", "within", "policy")
+
+Path = tuple[str | int, ...]
+
+
+def validate_layout(doc: Document) -> Layout:
+    """The validated layout; raises LayoutError listing every problem with its position."""
+    try:
+        layout = Layout.model_validate(doc.data)
+    except ValidationError as err:
+        raise LayoutError(doc.path, sorted(_pydantic_problems(doc, err), key=_order)) from None
+    problems = sorted(
+        (_problem(doc, path, message, key=key) for path, message, key in _cross_checks(layout)),
+        key=_order,
+    )
+    if problems:
+        raise LayoutError(doc.path, problems)
+    return layout
+
+
+def _order(problem: Problem) -> tuple[int, int]:
+    return problem.line, problem.column
+
+
+def _problem(doc: Document, path: Path, message: str, *, key: bool = False) -> Problem:
+    line, column = doc.position(path, key=key)
+    return Problem("schema", message, line, column)
+
+
+# --- pydantic errors -------------------------------------------------------------------------
+
+
+def _pydantic_problems(doc: Document, err: ValidationError) -> Iterator[Problem]:
+    grouped: dict[tuple[Path, str], list[ErrorDetails]] = {}
+    for error in err.errors(include_url=False):
+        path, rest = _split_loc(doc.data, tuple(error["loc"]))
+        if error["type"] == "missing" and rest:
+            grouped.setdefault((path, f"missing:{rest[0]}"), []).append(error)
+        elif error["type"] == "extra_forbidden":
+            grouped.setdefault((path, "extra"), []).append(error)
+        else:
+            grouped.setdefault((path, "value"), []).append(error)
+    for (path, what), errors in grouped.items():
+        if what == "extra":
+            yield _problem(doc, path, _unknown_key(path), key=True)
+        elif what.startswith("missing:"):
+            yield _problem(
+                doc, path, f"{_subject(doc, path)} has no `{what[8:]}`, which is required"
+            )
+        else:
+            yield _problem(doc, path, _value_message(doc, path, errors))
+
+
+def _split_loc(data: Any, loc: Path) -> tuple[Path, Path]:
+    """The part of a pydantic ``loc`` that exists in the data, and what is left over."""
+    node: Any = data
+    for i, segment in enumerate(loc):
+        if isinstance(node, dict) and segment in node:
+            node = node[segment]
+        elif isinstance(node, list) and isinstance(segment, int) and 0 <= segment < len(node):
+            node = node[segment]
+        else:
+            return loc[:i], loc[i:]
+    return loc, ()
+
+
+def _model_at(path: Path) -> type[BaseModel] | None:
+    if not path:
+        return Layout
+    if len(path) == 2 and path[0] in _SECTIONS:
+        return _SECTIONS[str(path[0])][1]
+    return None
+
+
+def _unknown_key(path: Path) -> str:
+    key = str(path[-1])
+    model = _model_at(path[:-1])
+    if model is None:
+        return f"unknown key `{key}`"
+    allowed = list(model.model_fields)
+    where = "at the top level" if not path[:-1] else f"in a {_SECTIONS[str(path[0])][0]}"
+    guess = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"; did you mean `{guess[0]}`?" if guess else ""
+    return f"unknown key `{key}` {where}{hint} (allowed: {', '.join(allowed)})"
+
+
+def _subject(doc: Document, path: Path) -> str:
+    if len(path) >= 2 and path[0] in _SECTIONS:
+        kind = _SECTIONS[str(path[0])][0]
+        entry = _entry(doc.data, path[:2])
+        name = entry.get("name") if isinstance(entry, dict) else None
+        return f"{kind} {name!r}" if isinstance(name, str) else f"{kind} #{int(path[1]) + 1}"
+    return "the layout"
+
+
+def _entry(data: Any, path: Path) -> Any:
+    node = data
+    for segment in path:
+        node = node[segment]
+    return node
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "model_type": "a mapping",
+    "dict_type": "a mapping",
+    "tuple_type": "a list",
+}
+
+
+def _value_message(doc: Document, path: Path, errors: list[ErrorDetails]) -> str:
+    field = next((str(s) for s in reversed(path) if isinstance(s, str)), "value")
+    subject = _subject(doc, path)
+    prefix = f"`{field}` of {subject}" if subject != "the layout" else f"`{field}`"
+    wanted: list[str] = []
+    for error in errors:
+        kind = error["type"]
+        if kind == "value_error":
+            return f"{prefix}: {str(error['msg']).removeprefix('Value error, ')}"
+        if kind == "literal_error":
+            wanted.append(str(error["ctx"]["expected"]).replace("'", ""))
+        elif kind in _TYPE_WORDS:
+            wanted.append(_TYPE_WORDS[kind])
+        elif kind in ("greater_than_equal", "less_than_equal"):
+            return f"{prefix} must be {error['msg'].removeprefix('Input should be ')}"
+        elif kind in ("too_short", "too_long"):
+            return f"{prefix} must be a list of two numbers [LOW, HIGH)"
+        else:
+            wanted.append(str(error["msg"]).removeprefix("Input should be "))
+    got = _entry(doc.data, path)
+    return f"{prefix} must be {' or '.join(dict.fromkeys(wanted))}, not {got!r}"
+
+
+# --- checks across fields ----------------------------------------------------------------------
+
+
+def _cross_checks(layout: Layout) -> Iterator[tuple[Path, str, bool]]:
+    yield from _layout_numbers(layout)
+    yield from _unique_names(layout)
+    for i, memslot in enumerate(layout.memslots):
+        yield from _placement_options(("memslots", i), memslot.base, memslot)
+    for i, device in enumerate(layout.devices):
+        yield from _device_fields(("devices", i), device)
+        yield from _placement_options(("devices", i), device.base, device)
+
+
+def _is_power_of_two(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
+def _layout_numbers(layout: Layout) -> Iterator[tuple[Path, str, bool]]:
+    if not _is_power_of_two(layout.page_size):
+        yield ("page_size",), f"page_size {layout.page_size:#x} is not a power of two", False
+    gps = layout.guest_page_size
+    if gps is not None and not _is_power_of_two(gps):
+        yield ("guest_page_size",), f"guest_page_size {gps:#x} is not a power of two", False
+
+
+def _unique_names(layout: Layout) -> Iterator[tuple[Path, str, bool]]:
+    seen: dict[str, str] = {}
+    for section in _SECTIONS:
+        for i, entry in enumerate(getattr(layout, section)):
+            first = seen.get(entry.name)
+            if first is not None:
+                yield (
+                    (section, i, "name"),
+                    f"name {entry.name!r} is already used by a {first}; "
+                    "names must be unique across the file",
+                    False,
+                )
+            else:
+                seen[entry.name] = _SECTIONS[section][0]
+
+
+def _placement_options(
+    path: Path, base: int | str | None, entry: Memslot | Device
+) -> Iterator[tuple[Path, str, bool]]:
+    if base != "auto":
+        for key in _PLACEMENT_KEYS:
+            if key in entry.model_fields_set:
+                yield (
+                    (*path, key),
+                    f"`{key}` only applies to `base: auto`; {entry.name!r} has a fixed base",
+                    True,
+                )
+        return
+    if entry.align is not None and not _is_power_of_two(entry.align):
+        yield (*path, "align"), f"align {entry.align:#x} is not a power of two", False
+    if entry.within is not None and entry.within[0] >= entry.within[1]:
+        yield (
+            (*path, "within"),
+            "`within: [LOW, HIGH]` needs LOW < HIGH (the window is half-open)",
+            False,
+        )
+
+
+def _device_fields(path: Path, device: Device) -> Iterator[tuple[Path, str, bool]]:
+    dtype = CATALOG.get(device.type)
+    if dtype is None:
+        guess = difflib.get_close_matches(device.type, list(CATALOG), n=1)
+        hint = f"; did you mean `{guess[0]}`?" if guess else ""
+        yield (
+            (*path, "type"),
+            f"unknown device type {device.type!r}{hint} (known: {', '.join(CATALOG)})",
+            False,
+        )
+        return
+    is_mmio = dtype.name == "mmio"
+    if is_mmio and device.size is None:
+        yield path, f"device {device.name!r} of type mmio needs a `size`", False
+    if not is_mmio and device.size is not None:
+        yield (
+            (*path, "size"),
+            f"a {dtype.name} has the kernel's fixed size; drop `size`",
+            True,
+        )
+    if device.size == 0:
+        yield (*path, "size"), f"device {device.name!r} has size 0", False
+    if not is_mmio and device.handler is not None:
+        yield (
+            (*path, "handler"),
+            f"a {dtype.name} is always handled by {dtype.handler.value if dtype.handler else ''}"
+            "; `handler` is for mmio devices",
+            True,
+        )
+    if device.vcpus is not None and dtype.per_vcpu is None:
+        yield (*path, "vcpus"), "`vcpus` is only for vgic-v3-redist", True
+    if device.base is None and dtype.default_base is None:
+        yield path, f"device {device.name!r} needs a `base` (an address or auto)", False

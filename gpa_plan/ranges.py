@@ -1,0 +1,91 @@
+"""Half-open address ranges ``[start, end)`` and helpers to print them.
+
+Everything inside gpa-plan works on half-open ranges; inclusive ends appear only in
+human-readable output, the way QEMU's ``info mtree`` and ``/proc/iomem`` print them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Range:
+    """A half-open range of guest-physical addresses, ``start <= addr < end``."""
+
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    def overlaps(self, other: Range) -> bool:
+        return self.start < other.end and other.start < self.end
+
+    def contains(self, addr: int) -> bool:
+        return self.start <= addr < self.end
+
+    def covers(self, other: Range) -> bool:
+        return self.start <= other.start and other.end <= self.end
+
+    def intersection(self, other: Range) -> Range | None:
+        start, end = max(self.start, other.start), min(self.end, other.end)
+        return Range(start, end) if start < end else None
+
+    def __str__(self) -> str:
+        return f"[{hex_addr(self.start)}, {hex_addr(self.end)})"
+
+
+def align_up(value: int, align: int) -> int:
+    return -(-value // align) * align
+
+
+def align_down(value: int, align: int) -> int:
+    return value // align * align
+
+
+def hex_addr(value: int) -> str:
+    """``0x0800_0000``: hex with an underscore every four digits, at least eight digits."""
+    digits = f"{value:x}".rjust(8, "0")
+    groups = []
+    while digits:
+        groups.append(digits[-4:])
+        digits = digits[:-4]
+    return "0x" + "_".join(reversed(groups))
+
+
+_UNITS = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+
+
+def human_size(value: int) -> str:
+    """``64 KiB``, ``1.5 GiB``, ``~63.94 MiB`` or ``24 bytes``: the largest unit that fits,
+    with ``~`` when two decimals do not say it exactly."""
+    for unit, scale in _UNITS:
+        if value >= scale:
+            if value % scale == 0:
+                return f"{value // scale} {unit}"
+            exact = (value * 100) % scale == 0
+            text = f"{value / scale:.2f}".rstrip("0").rstrip(".")
+            return f"{'' if exact else '~'}{text} {unit}"
+    return f"{value} bytes"
+
+
+def overlapping_pairs(ranges: Sequence[Range]) -> Iterator[tuple[int, int]]:
+    """Index pairs ``(i, j)`` where range ``j`` overlaps an earlier-starting range ``i``.
+
+    Each overlapping range is reported once, paired with the range reaching furthest among
+    those that start before it (ties broken by position in ``ranges``): O(n log n).
+    """
+    order = sorted(range(len(ranges)), key=lambda k: (ranges[k].start, k))
+    reach = -1
+    holder = -1
+    for k in order:
+        current = ranges[k]
+        if current.size <= 0:
+            continue
+        if holder >= 0 and current.start < reach:
+            yield (holder, k) if holder < k else (k, holder)
+        if current.end > reach:
+            reach, holder = current.end, k

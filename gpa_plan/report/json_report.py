@@ -1,0 +1,85 @@
+"""JSON documents exactly as SPEC section 4 describes them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from gpa_plan.check.explain import Answer
+from gpa_plan.check.findings import Finding
+from gpa_plan.check.partition import Region
+from gpa_plan.check.run import CheckResult
+
+FORMAT_VERSION = 1
+
+
+def region_dict(r: Region) -> dict[str, Any]:
+    return {
+        "start": r.start,
+        "end": r.end,
+        "kind": r.kind,
+        "names": list(r.names),
+        "read": r.read.value,
+        "write": r.write.value,
+        "fetch": r.fetch.value,
+        "io": r.io,
+    }
+
+
+def finding_dict(f: Finding) -> dict[str, Any]:
+    return {
+        "rule": f.rule,
+        "severity": f.severity,
+        "message": f.message,
+        "file": f.file,
+        "line": f.line,
+        "column": f.column,
+        "objects": list(f.objects),
+    }
+
+
+def check_document(results: Sequence[CheckResult]) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "results": [
+            {
+                "file": r.file,
+                "arch": r.arch,
+                "pa_bits": r.pa_bits,
+                "valid": r.valid,
+                "regions": [region_dict(x) for x in r.regions],
+                "findings": [finding_dict(f) for f in r.findings],
+            }
+            for r in results
+        ],
+        "summary": {
+            "files": len({r.file for r in results}),
+            "errors": sum(r.errors for r in results),
+            "warnings": sum(r.warnings for r in results),
+        },
+    }
+
+
+def explain_document(answers: Sequence[Answer]) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "answers": [
+            {
+                "address": a.address,
+                "arch": a.arch,
+                "access": a.access,
+                "outcome": a.outcome,
+                "kind": a.kind,
+                "names": list(a.names),
+                "detail": a.detail,
+            }
+            for a in answers
+        ],
+    }
+
+
+def dumps(document: dict[str, Any]) -> str:
+    # Compact on purpose: json's C encoder only runs without `indent`, and a layout at KVM's
+    # memslot limit has some 70,000 regions. Pipe through `python -m json.tool` to read it.
+    return json.dumps(document) + "\n"
