@@ -1,0 +1,1 @@
+"""Planning: placing ranges in a guest-physical address space."""
