@@ -144,6 +144,47 @@ def explain(
 
 
 @cli.command()
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--ucall", is_flag=True, help="Place the ucall MMIO page (adds a `ucall` device).")
+@click.option("--ucall-memslot", is_flag=True,
+              help="Also cover the ucall page with a read-only memslot (implies --ucall).")
+@click.option("--arch", type=ARCH_CHOICE, default=None,
+              help="Built-in KVM selftests layout to start from when there is no FILE "
+              "and no ./gpa-plan.yaml (default arm64).")
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json", "c", "env"]),
+              default="yaml", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write here (atomically) instead of stdout.")
+@click.option("--in-place", is_flag=True, help="Rewrite only the `auto` values in FILE.")
+def allocate(
+    file: str | None, ucall: bool, ucall_memslot: bool, arch: str | None, fmt: str,
+    output: str | None, in_place: bool,
+) -> None:
+    """Give every `auto` base and slot an address, and print the resolved layout."""
+    from gpa_plan.files import write_atomic
+    from gpa_plan.plan import allocate_file as job
+
+    source = job.pick_source(file, arch)
+    if in_place and (output or source.builtin):
+        raise click.UsageError("--in-place rewrites a layout FILE and takes no -o")
+    try:
+        text, notes = job.allocate_text(source, ucall or ucall_memslot, ucall_memslot,
+                                           fmt, in_place)
+    except job.AllocateFailure as err:
+        for line in err.lines:
+            click.echo(line, err=True)
+        sys.exit(1)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    if in_place:
+        write_atomic(source.path, text)
+    elif output:
+        write_atomic(output, text)
+    else:
+        sys.stdout.write(text)
+
+
+@cli.command()
 def rules() -> None:
     """List every finding rule, its severity and what it means."""
     from gpa_plan.check.run import RULES  # the import registers every rule

@@ -244,8 +244,9 @@ def iobus_full(ctx: RuleContext) -> Iterator[Finding]:
 @rule("vgic-conflict", ERROR, "vGIC frames of two GIC models, or one frame given twice")
 def vgic_conflict(ctx: RuleContext) -> Iterator[Finding]:
     """A VM has one vGIC: KVM_CREATE_DEVICE of a second one fails with EEXIST, and each of its
-    frames has one address (kvm_vgic_addr(): setting it twice gives EEXIST). GICv2 and GICv3
-    frames cannot be mixed. Fix: keep the frames of one model, each once."""
+    frames has one address (kvm_vgic_addr(): setting it twice gives EEXIST), except GICv3
+    redistributors, which may be split into several REDIST_REGIONs. GICv2 and GICv3 frames
+    cannot be mixed. Fix: keep the frames of one model, each once."""
     first_model: DeviceEntry | None = None
     seen: dict[str, DeviceEntry] = {}
     for d in ctx.layout.devices:
@@ -266,7 +267,8 @@ def vgic_conflict(ctx: RuleContext) -> Iterator[Finding]:
                 (d.name, first_model.name),
             )
             continue
-        if name in seen:
+        # Redistributors may come as several KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION regions.
+        if name in seen and name != "vgic-v3-redist":
             yield ctx.finding(
                 "vgic-conflict",
                 f"{_describe(d)} gives the {name} frame a second address after "

@@ -98,7 +98,7 @@ def resolve(layout: Layout, placements: Mapping[str, int] | None = None) -> Reso
         return None
 
     memslots = []
-    slot_ids = _assign_slot_ids(layout)
+    slot_ids = assign_slot_ids(layout)
     for i, m in enumerate(layout.memslots):
         start = base_of(m.name, m.base)
         if start is not None:
@@ -146,7 +146,7 @@ def resolve(layout: Layout, placements: Mapping[str, int] | None = None) -> Reso
     )
 
 
-def _assign_slot_ids(layout: Layout) -> list[int]:
+def assign_slot_ids(layout: Layout) -> list[int]:
     """Explicit slot ids as written; omitted or `auto` ones take the lowest free id of their
     address space, in file order (what KVM selftests' vm_userspace_mem_region_add callers do
     by hand)."""

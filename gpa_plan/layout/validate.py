@@ -24,7 +24,6 @@ _SECTIONS: dict[str, tuple[str, type[BaseModel]]] = {
     "devices": ("device", Device),
     "reserved": ("reserved range", Reserved),
 }
-_PLACEMENT_KEYS = ("align", "within", "policy")
 
 Path = tuple[str | int, ...]
 
@@ -167,10 +166,10 @@ def _cross_checks(layout: Layout) -> Iterator[tuple[Path, str, bool]]:
     yield from _layout_numbers(layout)
     yield from _unique_names(layout)
     for i, memslot in enumerate(layout.memslots):
-        yield from _placement_options(("memslots", i), memslot.base, memslot)
+        yield from _placement_options(("memslots", i), memslot.base, memslot.size, memslot)
     for i, device in enumerate(layout.devices):
         yield from _device_fields(("devices", i), device)
-        yield from _placement_options(("devices", i), device.base, device)
+        yield from _placement_options(("devices", i), device.base, _size_of(device), device)
 
 
 def _is_power_of_two(value: int) -> bool:
@@ -202,17 +201,8 @@ def _unique_names(layout: Layout) -> Iterator[tuple[Path, str, bool]]:
 
 
 def _placement_options(
-    path: Path, base: int | str | None, entry: Memslot | Device
+    path: Path, base: int | str | None, size: int | None, entry: Memslot | Device
 ) -> Iterator[tuple[Path, str, bool]]:
-    if base != "auto":
-        for key in _PLACEMENT_KEYS:
-            if key in entry.model_fields_set:
-                yield (
-                    (*path, key),
-                    f"`{key}` only applies to `base: auto`; {entry.name!r} has a fixed base",
-                    True,
-                )
-        return
     if entry.align is not None and not _is_power_of_two(entry.align):
         yield (*path, "align"), f"align {entry.align:#x} is not a power of two", False
     if entry.within is not None and entry.within[0] >= entry.within[1]:
@@ -221,6 +211,31 @@ def _placement_options(
             "`within: [LOW, HIGH]` needs LOW < HIGH (the window is half-open)",
             False,
         )
+    if not isinstance(base, int):
+        return
+    # With a fixed base (for instance after `allocate --in-place`), the placement options
+    # still hold: they are checked instead of used.
+    if entry.align is not None and _is_power_of_two(entry.align) and base % entry.align:
+        yield (*path, "base"), f"base {base:#x} is not aligned to its align {entry.align:#x}", False
+    if entry.within is not None and size is not None:
+        low, high = entry.within
+        if not (low <= base and base + size <= high):
+            yield (
+                (*path, "base"),
+                f"{entry.name!r} at {base:#x} (size {size:#x}) is outside its "
+                f"within [{low:#x}, {high:#x})",
+                False,
+            )
+
+
+def _size_of(device: Device) -> int | None:
+    dtype = CATALOG.get(device.type)
+    if dtype is None or (dtype.name == "mmio" and device.size is None):
+        return None
+    # ucall pages are checked for alignment by the rules; their size needs guest_page_size.
+    return None if dtype.size_is_guest_page else dtype.size_for(
+        vcpus=device.vcpus, guest_page_size=0, size=device.size
+    )
 
 
 def _device_fields(path: Path, device: Device) -> Iterator[tuple[Path, str, bool]]:

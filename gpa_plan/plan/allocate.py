@@ -1,0 +1,142 @@
+"""`gpa-plan allocate`: resolve every `auto` of a layout, optionally adding the ucall page.
+
+The result is the layout with concrete numbers (``Allocation.document``: the same keys as the
+YAML, placement options dropped, slot ids filled in), ready for any output format, and for
+``check`` with no error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpa_plan.layout.models import Device, Layout, Memslot
+from gpa_plan.layout.resolved import assign_slot_ids, device_base, resolve
+from gpa_plan.plan.place import Plan, plan_layout
+
+UCALL_NAME = "ucall"
+UCALL_SLOT_NAME = "ucall-slot"
+_PLACEMENT_KEYS = {"align", "within", "policy"}
+
+
+class PlanError(Exception):
+    """Some `auto` entries found no room; ``problems`` holds (message, entry path) pairs."""
+
+    def __init__(self, problems: list[tuple[str, tuple[str, int]]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(message for message, _ in problems))
+
+
+@dataclass
+class Allocation:
+    layout: Layout
+    placements: dict[str, int]
+    notes: list[str] = field(default_factory=list)
+    added: list[tuple[str, str]] = field(default_factory=list)  # (section, name) appended
+
+    def document(self) -> dict[str, Any]:
+        """The resolved layout as plain data, in the order of the source file."""
+        return resolved_document(self.layout, self.placements)
+
+    def regions(self) -> list[tuple[str, int, int]]:
+        """(name, base, size) of every memslot, device and reserved range, in file order."""
+        resolved = resolve(self.layout, self.placements)
+        ranges = [(m.name, m.range) for m in resolved.memslots]
+        ranges += [(d.name, d.range) for d in resolved.devices]
+        ranges += [(r.name, r.range) for r in resolved.reserved]
+        return [(name, rng.start, rng.size) for name, rng in ranges]
+
+
+def allocate(layout: Layout, *, ucall: bool = False, ucall_memslot: bool = False) -> Allocation:
+    """Plan ``layout``; with ``ucall``, place a ucall page (adding a device named `ucall`
+    when there is none); with ``ucall_memslot``, also cover it with a read-only memslot so a
+    later memslot over it is refused (EEXIST) instead of silently taking its writes.
+    Raises PlanError when an entry finds no room."""
+    added: list[tuple[str, str]] = []
+    if (ucall or ucall_memslot) and not any(d.type == "ucall" for d in layout.devices):
+        device = _ucall_device(layout)
+        layout = _with(layout, devices=[*layout.devices, device])
+        added.append(("devices", device.name))
+    span = max(layout.page_size, layout.guest_page_size or layout.page_size)
+    plan = plan_layout(layout, ucall_span=span if ucall_memslot else None)
+    if plan.errors:
+        raise PlanError(plan.errors)
+    notes = []
+    if ucall_memslot:
+        layout, slot_added = _with_ucall_memslot(layout, plan, span)
+        added.extend(slot_added)
+    if layout.arch == "x86_64" and (ucall or ucall_memslot):
+        notes.append(
+            "x86_64: KVM selftests deliver ucalls by port I/O (UCALL_PIO_PORT 0x1000), not "
+            "MMIO; the ucall address here is a valid MMIO page for VMMs that want one"
+        )
+    return Allocation(layout, plan.placements, notes, added)
+
+
+def _with(layout: Layout, **changes: Any) -> Layout:
+    data = layout.model_dump(exclude_unset=True)
+    for key, value in changes.items():
+        data[key] = [v.model_dump(exclude_unset=True) for v in value]
+    return Layout.model_validate(data)
+
+
+def _ucall_device(layout: Layout) -> Device:
+    return Device.model_validate(
+        {"name": _free_name(layout, UCALL_NAME), "type": "ucall", "base": "auto"}
+    )
+
+
+def _free_name(layout: Layout, wanted: str) -> str:
+    """``wanted``, or ``wanted-2``, ``wanted-3``... if an entry already has that name."""
+    taken = {m.name for m in layout.memslots} | {d.name for d in layout.devices}
+    taken |= {r.name for r in layout.reserved}
+    name, n = wanted, 1
+    while name in taken:
+        n += 1
+        name = f"{wanted}-{n}"
+    return name
+
+
+def _with_ucall_memslot(
+    layout: Layout, plan: Plan, span: int
+) -> tuple[Layout, list[tuple[str, str]]]:
+    ucalls = [d for d in layout.devices if d.type == "ucall"]
+    added = []
+    memslots = list(layout.memslots)
+    for d in ucalls:
+        base = plan.placements.get(d.name, d.base)
+        if not isinstance(base, int):
+            continue
+        name = _free_name(layout, UCALL_SLOT_NAME if len(ucalls) == 1 else f"{d.name}-slot")
+        memslots.append(
+            Memslot.model_validate({"name": name, "base": base, "size": span, "readonly": True})
+        )
+        added.append(("memslots", name))
+    return _with(layout, memslots=memslots), added
+
+
+def resolved_document(layout: Layout, placements: dict[str, int]) -> dict[str, Any]:
+    data = layout.model_dump(exclude_unset=True, exclude_none=True)
+    slot_ids = assign_slot_ids(layout)
+    for i, memslot in enumerate(data.get("memslots", [])):
+        _resolve_entry(memslot, placements)
+        memslot["slot"] = slot_ids[i]
+        data["memslots"][i] = _ordered(memslot, ("name", "slot", "as_id", "base", "size"))
+    for i, device in enumerate(data.get("devices", [])):
+        _resolve_entry(device, placements)
+        base = device_base(layout, i)
+        device["base"] = base if isinstance(base, int) else placements[device["name"]]
+        data["devices"][i] = _ordered(device, ("name", "type", "base"))
+    return data
+
+
+def _resolve_entry(entry: dict[str, Any], placements: dict[str, int]) -> None:
+    if entry.get("base") == "auto":
+        entry["base"] = placements[entry["name"]]
+    for key in _PLACEMENT_KEYS:
+        entry.pop(key, None)
+
+
+def _ordered(entry: dict[str, Any], first: tuple[str, ...]) -> dict[str, Any]:
+    head = {k: entry[k] for k in first if k in entry}
+    return {**head, **{k: v for k, v in entry.items() if k not in head}}

@@ -1,0 +1,100 @@
+"""The `allocate` job on files: pick the layout, plan it, render it in the chosen format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from gpa_plan.layout.errors import LayoutError
+from gpa_plan.layout.loader import Document, load_file, load_text
+from gpa_plan.layout.validate import validate_layout
+from gpa_plan.plan import emit
+from gpa_plan.plan.allocate import Allocation, PlanError, allocate
+from gpa_plan.plan.inplace import InPlaceError, rewrite
+
+DEFAULT_FILE = "gpa-plan.yaml"
+
+
+@dataclass(frozen=True)
+class LayoutSource:
+    """Where the layout comes from: a file, or a built-in KVM selftests default."""
+
+    path: str
+    text: str
+    builtin: bool
+
+
+class AllocateFailure(Exception):
+    """Allocation failed; ``lines`` are the messages to print, each naming what failed."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+def builtin_layout(arch: str) -> str:
+    """The KVM selftests default layout for ``arch`` that ships with gpa-plan."""
+    return (resources.files("gpa_plan") / "data" / f"selftests-{arch}.yaml").read_text("utf-8")
+
+
+def pick_source(file: str | None, arch: str | None) -> LayoutSource:
+    """FILE if given, else ./gpa-plan.yaml if present, else the built-in layout for ``arch``
+    (arm64 by default)."""
+    if file is None and Path(DEFAULT_FILE).is_file():
+        file = DEFAULT_FILE
+    if file is not None:
+        return LayoutSource(file, Path(file).read_text("utf-8", errors="replace"), False)
+    name = arch or "arm64"
+    return LayoutSource(f"<built-in selftests-{name}>", builtin_layout(name), True)
+
+
+def allocate_text(
+    source: LayoutSource, ucall: bool, ucall_memslot: bool, fmt: str, in_place: bool
+) -> tuple[str, list[str]]:
+    """The output text and notes for the user; raises AllocateFailure with located messages."""
+    doc = _load(source)
+    try:
+        layout = validate_layout(doc)
+        allocation = allocate(layout, ucall=ucall, ucall_memslot=ucall_memslot)
+    except LayoutError as err:
+        raise _load_failure(source, err) from None
+    except PlanError as err:
+        raise AllocateFailure(
+            [_located(doc, source.path, message, path) for message, path in err.problems]
+        ) from None
+    if in_place:
+        try:
+            return rewrite(source.text, doc, allocation), allocation.notes
+        except InPlaceError as err:
+            raise AllocateFailure([f"{source.path}: error: {err}"]) from None
+    return _render(allocation, fmt, source.path), allocation.notes
+
+
+def _load(source: LayoutSource) -> Document:
+    try:
+        return load_file(source.path) if not source.builtin else load_text(source.text, source.path)
+    except LayoutError as err:
+        raise _load_failure(source, err) from None
+
+
+def _load_failure(source: LayoutSource, err: LayoutError) -> AllocateFailure:
+    return AllocateFailure(
+        [f"{source.path}:{p.line}:{p.column}: error[{p.rule}] {p.message}" for p in err.problems]
+    )
+
+
+def _located(doc: Document, file: str, message: str, path: tuple[str, int]) -> str:
+    line, column = doc.position((*path, "base"))
+    return f"{file}:{line}:{column}: error[no-room] {message}"
+
+
+def _render(allocation: Allocation, fmt: str, source: str) -> str:
+    document = allocation.document()
+    if fmt == "json":
+        return emit.to_json(document)
+    if fmt == "c":
+        return emit.to_c(allocation.regions(), allocation.layout.name, allocation.notes, source)
+    if fmt == "env":
+        return emit.to_env(allocation.regions(), allocation.notes, source)
+    return emit.to_yaml(document, allocation.notes, source)

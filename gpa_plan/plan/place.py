@@ -1,0 +1,145 @@
+"""Auto placement: give every `base: auto` entry of a layout an address.
+
+Order (deterministic, so the same file always gives the same plan): every fixed entry is
+occupied first (memslots of every address space, devices, reserved ranges, and on x86_64 with an
+in-kernel LAPIC the APIC-access page KVM keeps at 0xfee00000); then the `auto` memslots in file
+order; then `auto` ucall devices; then the other `auto` devices in file order. Each placement
+sees the earlier ones.
+
+Defaults: `align` is the device type's kernel alignment, else `page_size`; `within` is the whole
+space below ``2**pa_bits``; `policy` is `first` (lowest fit).
+
+A ucall device with no `within` or `policy` of its own follows the KVM selftests convention
+(tools/testing/selftests/kvm/lib/kvm_util.c __vm_create(): ucall_init() at the first GPA past
+slot 0): the first free guest page at or above the end of the lowest-numbered read-write
+memslot of address space 0, else the first free page anywhere. Placing it before the other
+devices means it gets that address whenever it is free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gpa_plan.arch.devices import CATALOG
+from gpa_plan.arch.x86_64 import APIC_ACCESS_PAGE
+from gpa_plan.layout.models import Device, Layout, Memslot
+from gpa_plan.layout.resolved import (
+    EntryPath,
+    assign_slot_ids,
+    device_base,
+    device_size,
+    effective_pa_bits,
+    guest_page_size,
+)
+from gpa_plan.plan.allocator import AddressAllocator, AllocationError, Policy
+from gpa_plan.ranges import Range
+
+
+@dataclass
+class Plan:
+    """Addresses chosen for `auto` entries, by name, and the entries that found no room."""
+
+    placements: dict[str, int] = field(default_factory=dict)
+    errors: list[tuple[str, EntryPath]] = field(default_factory=list)
+
+
+def occupied_ranges(layout: Layout) -> list[tuple[Range, str]]:
+    """Every range a placement must avoid, labelled for error messages."""
+    taken: list[tuple[Range, str]] = []
+    for m in layout.memslots:
+        if isinstance(m.base, int):
+            taken.append((Range(m.base, m.base + m.size), f"memslot {m.name!r}"))
+    for i, d in enumerate(layout.devices):
+        base = device_base(layout, i)
+        if isinstance(base, int):
+            taken.append((Range(base, base + device_size(layout, i)), f"device {d.name!r}"))
+    for r in layout.reserved:
+        taken.append((Range(r.base, r.base + r.size), f"reserved {r.name!r}"))
+    if layout.arch == "x86_64" and any(d.type == "lapic" for d in layout.devices):
+        # kvm_alloc_apic_access_page(): a private memslot at APIC_DEFAULT_PHYS_BASE.
+        taken.append((Range(APIC_ACCESS_PAGE, APIC_ACCESS_PAGE + 0x1000), "KVM APIC-access page"))
+    return taken
+
+
+def new_allocator(layout: Layout) -> AddressAllocator:
+    allocator = AddressAllocator(1 << effective_pa_bits(layout))
+    for rng, label in occupied_ranges(layout):
+        if rng.size > 0:
+            allocator.occupy(rng, label)
+    return allocator
+
+
+def plan_layout(layout: Layout, *, ucall_span: int | None = None) -> Plan:
+    """Place every `auto` entry of ``layout``; never raises for lack of room (see Plan.errors).
+
+    ``ucall_span`` reserves that many bytes (aligned to them) for each auto ucall page
+    instead of one guest page: room for a read-only memslot of host pages over it.
+    """
+    alloc = new_allocator(layout)
+    plan = Plan()
+    for i, m in enumerate(layout.memslots):
+        if m.base == "auto":
+            _place(alloc, plan, layout, m, ("memslots", i), m.size, m.align or layout.page_size)
+    autos = [(i, d) for i, d in enumerate(layout.devices) if d.base == "auto"]
+    for i, d in sorted(autos, key=lambda item: item[1].type != "ucall"):
+        required = CATALOG[d.type].align_for(guest_page_size(layout))
+        align = d.align or required or layout.page_size
+        size = device_size(layout, i)
+        if d.type == "ucall" and ucall_span is not None:
+            size, align = max(size, ucall_span), max(align, ucall_span)
+        window = None
+        if d.type == "ucall" and not {"within", "policy"} & d.model_fields_set:
+            window = _after_code_slot(layout, plan)
+        _place(alloc, plan, layout, d, ("devices", i), size, align, preferred=window)
+    return plan
+
+
+def _after_code_slot(layout: Layout, plan: Plan) -> Range | None:
+    """[end of the lowest-numbered read-write memslot of as_id 0, 2**pa_bits), if any."""
+    slot_ids = assign_slot_ids(layout)
+    candidates = [
+        (slot_ids[i], m) for i, m in enumerate(layout.memslots) if m.as_id == 0 and not m.readonly
+    ]
+    if not candidates:
+        return None
+    _, code = min(candidates, key=lambda item: item[0])
+    base = code.base if isinstance(code.base, int) else plan.placements.get(code.name)
+    if base is None:
+        return None
+    limit = 1 << effective_pa_bits(layout)
+    end = base + code.size
+    return Range(end, limit) if end < limit else None
+
+
+def _place(
+    alloc: AddressAllocator,
+    plan: Plan,
+    layout: Layout,
+    entry: Memslot | Device,
+    path: EntryPath,
+    size: int,
+    align: int,
+    *,
+    preferred: Range | None = None,
+) -> None:
+    limit = 1 << effective_pa_bits(layout)
+    window = Range(*entry.within) if entry.within else Range(0, limit)
+    kind = "memslot" if path[0] == "memslots" else "device"
+    label = f"{kind} {entry.name!r}"
+    if size <= 0:
+        plan.errors.append((f"{label} has no size to place", path))
+        return
+    policy = Policy(entry.policy)
+    try:
+        if preferred is not None:
+            try:
+                placed = alloc.allocate(size, align, window=preferred, policy=policy, label=label)
+                plan.placements[entry.name] = placed.start
+                return
+            except AllocationError:
+                pass
+        placed = alloc.allocate(size, align, window=window, policy=policy, label=label)
+    except (AllocationError, ValueError) as err:
+        plan.errors.append((f"cannot place {label}: {err}", path))
+        return
+    plan.placements[entry.name] = placed.start
