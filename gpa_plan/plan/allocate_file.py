@@ -44,7 +44,9 @@ def pick_source(file: str | None, arch: str | None) -> LayoutSource:
     if file is None and Path(DEFAULT_FILE).is_file():
         file = DEFAULT_FILE
     if file is not None:
-        return LayoutSource(file, Path(file).read_text("utf-8", errors="replace"), False)
+        # Bytes decoded as they are: line endings and a BOM stay, so that --in-place edits at
+        # the parser's offsets and writes the rest back unchanged.
+        return LayoutSource(file, Path(file).read_bytes().decode("utf-8", errors="replace"), False)
     name = arch or "arm64"
     return LayoutSource(f"<built-in selftests-{name}>", builtin_layout(name), True)
 
@@ -64,8 +66,10 @@ def allocate_text(
             [_located(doc, source.path, message, path) for message, path in err.problems]
         ) from None
     if in_place:
+        # The parser's offsets count from after a BOM (the loader decodes with utf-8-sig).
+        bom = "\ufeff" if source.text.startswith("\ufeff") else ""
         try:
-            return rewrite(source.text, doc, allocation), allocation.notes
+            return bom + rewrite(source.text[len(bom) :], doc, allocation), allocation.notes
         except InPlaceError as err:
             raise AllocateFailure([f"{source.path}: error: {err}"]) from None
     return _render(allocation, fmt, source.path), allocation.notes

@@ -35,9 +35,15 @@ def rewrite(text: str, doc: Document, allocation: Allocation) -> str:
                     edits.append(
                         (node.start_mark.index, node.end_mark.index, render(resolved[key]))
                     )
+    newline = "\r\n" if "\r\n" in text else "\n"
+    added: dict[str, list[dict[str, Any]]] = {}
     for section, name in allocation.added:
-        entry = next(e for e in document[section] if e["name"] == name)
-        edits.append(_append(text, doc.root, section, entry))
+        added.setdefault(section, []).append(
+            next(e for e in document[section] if e["name"] == name)
+        )
+    for section, entries in added.items():
+        start, end, new = _append(text, doc.root, section, entries)
+        edits.append((start, end, new.replace("\n", newline)))
     for start, end, new in sorted(edits, reverse=True):
         text = text[:start] + new + text[end:]
     return text
@@ -52,30 +58,54 @@ def _value(node: Node, key: str) -> Node | None:
     return None
 
 
+def _content_end(node: Node) -> int:
+    """Where the last value inside ``node`` ends. A block collection's own end mark lies past
+    the blank lines and comments after it, which belong to whatever follows."""
+    while isinstance(node, (MappingNode, SequenceNode)) and not node.flow_style and node.value:
+        last = node.value[-1]
+        node = last[1] if isinstance(node, MappingNode) else last
+    end: int = node.end_mark.index
+    return end
+
+
 def _append(
-    text: str, root: MappingNode, section: str, entry: dict[str, Any]
+    text: str, root: MappingNode, section: str, entries: list[dict[str, Any]]
 ) -> tuple[int, int, str]:
+    """One edit that adds ``entries`` at the end of the block list ``section``."""
+    names = ", ".join(repr(e["name"]) for e in entries)
     seq = _value(root, section)
     if seq is None:
-        block = "\n".join([f"{section}:", *yaml_entry_lines(entry, "  ")]) + "\n"
+        lines = [f"{section}:", *(ln for e in entries for ln in yaml_entry_lines(e, "  "))]
         prefix = "" if text.endswith("\n") or not text else "\n"
-        return len(text), len(text), prefix + block
+        return len(text), len(text), prefix + "\n".join(lines) + "\n"
     if not isinstance(seq, SequenceNode):
-        raise InPlaceError(f"`{section}` is not a list; cannot add {entry['name']!r} in place")
+        raise InPlaceError(f"`{section}` is not a list; cannot add {names} in place")
     if seq.flow_style or not seq.value:
         if seq.value:
             raise InPlaceError(
-                f"`{section}` is a flow-style list; add {entry['name']!r} by hand or make the "
+                f"`{section}` is a flow-style list; add {names} by hand or make the "
                 "list block-style, then run again"
             )
-        # `section: []`: replace the empty list with a block list.
-        block = "\n" + "\n".join(yaml_entry_lines(entry, "  "))
-        return seq.start_mark.index, seq.end_mark.index, block
-    indent = " " * max(seq.value[0].start_mark.column - 2, 0)
-    last_end = seq.value[-1].end_mark.index
-    line_end = text.find("\n", last_end - 1 if last_end else 0)
+        # `section: []`: drop the `[]`, keep what follows it on the line (a comment), and
+        # put a block list on the lines below.
+        start, end = seq.start_mark.index, seq.end_mark.index
+        line_end = text.find("\n", end)
+        stop = len(text) if line_end == -1 else line_end + 1
+        rest = text[end:stop].rstrip("\r\n")
+        if not rest.strip():
+            rest = ""
+            while start > 0 and text[start - 1] in " \t":
+                start -= 1
+        lines = [ln for e in entries for ln in yaml_entry_lines(e, "  ")]
+        return start, stop, rest + "\n" + "\n".join(lines) + ("\n" if line_end != -1 else "")
+    first = seq.value[0]
+    # The dash of the first entry sets the indentation (`- name:` or `-   name:`).
+    line_start = text.rfind("\n", 0, first.start_mark.index) + 1
+    dash = text.rfind("-", line_start, first.start_mark.index)
+    indent = " " * (dash - line_start if dash != -1 else max(first.start_mark.column - 2, 0))
+    line_end = text.find("\n", _content_end(seq.value[-1]))
     insert_at = len(text) if line_end == -1 else line_end + 1
-    block = "\n".join(yaml_entry_lines(entry, indent)) + "\n"
+    block = "\n".join(ln for e in entries for ln in yaml_entry_lines(e, indent)) + "\n"
     if insert_at == len(text) and not text.endswith("\n"):
         block = "\n" + block
     return insert_at, insert_at, block

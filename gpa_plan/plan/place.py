@@ -7,7 +7,8 @@ order; then `auto` ucall devices; then the other `auto` devices in file order. E
 sees the earlier ones.
 
 Defaults: `align` is the device type's kernel alignment, else `page_size`; `within` is the whole
-space below ``2**pa_bits``; `policy` is `first` (lowest fit).
+space below ``2**pa_bits``; `policy` is `first` (lowest fit). An `align` below what KVM requires
+(a memslot's `page_size`, a catalog type's alignment) is raised to it.
 
 A ucall device with no `within` or `policy` of its own follows the KVM selftests convention
 (tools/testing/selftests/kvm/lib/kvm_util.c __vm_create(): ucall_init() at the first GPA past
@@ -79,11 +80,14 @@ def plan_layout(layout: Layout, *, ucall_span: int | None = None) -> Plan:
     plan = Plan()
     for i, m in enumerate(layout.memslots):
         if m.base == "auto":
-            _place(alloc, plan, layout, m, ("memslots", i), m.size, m.align or layout.page_size)
+            # KVM needs page_size alignment whatever `align` says (EINVAL otherwise).
+            align = max(m.align or layout.page_size, layout.page_size)
+            _place(alloc, plan, layout, m, ("memslots", i), m.size, align)
     autos = [(i, d) for i, d in enumerate(layout.devices) if d.base == "auto"]
     for i, d in sorted(autos, key=lambda item: item[1].type != "ucall"):
         required = CATALOG[d.type].align_for(guest_page_size(layout))
-        align = d.align or required or layout.page_size
+        # A smaller `align` than the kernel's would give a base KVM refuses.
+        align = max(d.align, required or 1) if d.align else required or layout.page_size
         size = device_size(layout, i)
         if d.type == "ucall" and ucall_span is not None:
             size, align = max(size, ucall_span), max(align, ucall_span)
