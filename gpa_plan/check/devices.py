@@ -259,8 +259,8 @@ def vgic_conflict(ctx: RuleContext) -> Iterator[Finding]:
         elif first_model.type.name.split("-")[1] != model:
             yield ctx.finding(
                 "vgic-conflict",
-                f"{_describe(d)} is a GIC{model[1]} frame but {first_model.name!r} is "
-                f"GIC{first_model.type.name.split('-')[1][1]}: a VM has one vGIC, the second "
+                f"{_describe(d)} is a GIC{model} frame but {first_model.name!r} is "
+                f"GIC{first_model.type.name.split('-')[1]}: a VM has one vGIC, the second "
                 "KVM_CREATE_DEVICE fails with EEXIST; keep one model",
                 d.path,
                 "type",

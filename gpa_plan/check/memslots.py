@@ -83,17 +83,28 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
                 "'delete this slot' (EINVAL when it does not exist); give it a size"
             )
             yield ctx.finding("memslot-out-of-range", message, m.path, "size", (m.name,))
-        elif end > U64_LIMIT:
+        elif end >= U64_LIMIT:
+            # kvm_set_memory_region(): `guest_phys_addr + memory_size < guest_phys_addr` in
+            # u64, so a slot ending exactly at 2**64 wraps to 0 and is refused too.
             message = (
                 f"memslot {m.name!r} at {hex_addr(m.range.start)} with size {human_size(size)} "
-                "wraps past 2**64: KVM_SET_USER_MEMORY_REGION returns EINVAL"
+                "ends at or past 2**64, so its end wraps around: KVM_SET_USER_MEMORY_REGION "
+                "returns EINVAL"
             )
             yield ctx.finding("memslot-out-of-range", message, m.path, "size", (m.name,))
         elif end > layout.limit:
+            if arch.name == "x86_64":
+                # kvm_arch_prepare_memory_region() compares with the host's MAXPHYADDR
+                # (kvm_mmu_max_gfn()), not the guest's: below that the slot is accepted.
+                outcome = (
+                    "the guest cannot reach what lies above it, and KVM refuses the slot "
+                    f"({arch.beyond_pa_errno}) if it also ends beyond the host's MAXPHYADDR"
+                )
+            else:
+                outcome = f"KVM refuses it with {arch.beyond_pa_errno} in {arch.beyond_pa_check}"
             message = (
                 f"memslot {m.name!r} {m.range} ends beyond the {layout.pa_bits}-bit "
-                f"{arch.pa_name} ({hex_addr(layout.limit)}): KVM refuses it with "
-                f"{arch.beyond_pa_errno} in {arch.beyond_pa_check}; move it below "
+                f"{arch.pa_name} ({hex_addr(layout.limit)}): {outcome}; move it below "
                 f"{hex_addr(layout.limit)} or raise pa_bits"
             )
             yield ctx.finding("memslot-out-of-range", message, m.path, "base", (m.name,))

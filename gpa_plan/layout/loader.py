@@ -105,11 +105,24 @@ def load_text(text: str, name: str) -> Document:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = err.problem or err.context or "not well-formed YAML"
-        raise LayoutError(name, [Problem("yaml-syntax", message, line, column)]) from None
+        problem = Problem("yaml-syntax", _syntax_message(err), line, column)
+        raise LayoutError(name, [problem]) from None
     except yaml.YAMLError as err:
         raise LayoutError(name, [Problem("yaml-syntax", str(err), 1, 1)]) from None
     return Document(name, data, root)
+
+
+def _syntax_message(err: yaml.MarkedYAMLError) -> str:
+    problem, context, mark = err.problem, err.context, err.context_mark
+    if not (problem and context):
+        return problem or context or "not well-formed YAML"
+    if problem.startswith("but "):
+        # "expected a single document in the stream, but found another document"
+        return f"{context}, {problem}"
+    # The context says where the construct that went wrong started ("while parsing a flow
+    # sequence" at its `[`), which the problem's own position does not show.
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{problem} ({context}{where})"
 
 
 class _Located(Exception):
@@ -215,11 +228,20 @@ def _check_alias_expansion(root: Node) -> None:
             if id(child) not in expanded:
                 stack.append((child, False))
     total = expanded[id(root)]
-    if total > max(_MAX_ALIAS_FACTOR * len(unique), _MAX_ALIAS_NODES):
+    limit = max(_MAX_ALIAS_FACTOR * len(unique), _MAX_ALIAS_NODES)
+    if total > limit:
+        # Point at the innermost value that is too big by itself: where the nesting blows up.
+        node = root
+        while True:
+            bigger = next((c for c in _children(node) if expanded[id(c)] > limit), None)
+            if bigger is None:
+                break
+            node = bigger
         raise _Located(
-            f"aliases expand this document to {total} nodes from {len(unique)}; "
-            "write the values out instead of nesting aliases",
-            root,
+            f"aliases expand this value to {expanded[id(node)]} nodes and the document to "
+            f"{total} from the {len(unique)} written; write the values out instead of "
+            "nesting aliases",
+            node,
         )
 
 

@@ -58,7 +58,10 @@ def parse_number(text: str) -> int:
     num = match["num"].replace("_", "")
     if re.match(r"0[0-9]", num):
         raise NumberError(f"{raw!r} has a leading zero; write it without the zero")
-    value = Fraction(num) * _SCALES[match["unit"].upper()]
+    scale = _SCALES[match["unit"].upper()]
+    if "." not in num:
+        return _fit(int(num) * scale, raw)
+    value = Fraction(num) * scale
     if value.denominator != 1:
         raise NumberError(f"{raw!r} is not a whole number of bytes")
     return _fit(int(value), raw)
@@ -73,7 +76,10 @@ def _fit(value: int, raw: str) -> int:
 def coerce_number(value: object) -> int:
     """An int from a loaded YAML value (already strict for ints) or from a unit string."""
     if isinstance(value, bool):
-        raise NumberError(f"{value!r} is a boolean, not a number")
+        raise NumberError(
+            f"{str(value).lower()} is a boolean, not a number (YAML reads true/false, yes/no "
+            "and on/off as booleans)"
+        )
     if isinstance(value, int):
         if value < 0:
             raise NumberError(f"{value} is negative; addresses and sizes are unsigned")

@@ -155,8 +155,17 @@ def _value_message(doc: Document, path: Path, errors: list[ErrorDetails]) -> str
             return f"{prefix} must be a list of two numbers [LOW, HIGH)"
         else:
             wanted.append(str(error["msg"]).removeprefix("Input should be "))
-    got = _entry(doc.data, path)
-    return f"{prefix} must be {' or '.join(dict.fromkeys(wanted))}, not {got!r}"
+    got = _shown(_entry(doc.data, path))
+    return f"{prefix} must be {' or '.join(dict.fromkeys(wanted))}, not {got}"
+
+
+def _shown(value: Any) -> str:
+    # A whole mapping or list repeated back would bury the message (and may be huge).
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
 
 
 # --- checks across fields ----------------------------------------------------------------------

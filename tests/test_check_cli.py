@@ -1,0 +1,224 @@
+"""`gpa-plan check` on real files: text and JSON output, --strict, colour and exit codes.
+
+Run from ``tests/data/layouts`` so that file names in the output read as given. Expected output
+lives in ``tests/data/golden/check``: JSON documents written from the layouts by hand, and
+text renderings (compared line by line without trailing blanks, which the table pads).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from gpa_plan.cli import cli
+
+DATA = Path(__file__).parent / "data"
+LAYOUTS = DATA / "layouts"
+GOLDEN = DATA / "golden" / "check"
+
+# A fixed width, and no colour switch inherited from the environment running the tests.
+PLAIN_ENV = {"COLUMNS": "160", "NO_COLOR": None, "FORCE_COLOR": None, "TTY_COMPATIBLE": None}
+
+
+@pytest.fixture(autouse=True)
+def in_layouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(LAYOUTS)
+
+
+def run(*args: str, env: dict[str, str | None] | None = None) -> Result:
+    return CliRunner(env={**PLAIN_ENV, **(env or {})}).invoke(cli, list(args))
+
+
+def lines(text: str) -> list[str]:
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def golden_text(name: str) -> list[str]:
+    return lines((GOLDEN / "text" / f"{name}.txt").read_text(encoding="utf-8"))
+
+
+# --- text ---------------------------------------------------------------------------------------
+
+
+def test_text_output_is_the_region_table_then_the_summary() -> None:
+    result = run("check", "small-arm64.yaml")
+    assert result.exit_code == 0
+    assert lines(result.stdout) == golden_text("small-arm64")
+
+
+def test_text_table_lists_each_region_with_its_outcomes() -> None:
+    out = lines(run("check", "small-arm64.yaml").stdout)
+    assert out[0] == "small-arm64.yaml (arm64, 32-bit)"
+    assert re.split(r"\s*[┃]\s*", out[1].strip()) == [
+        "start",
+        "end (incl.)",
+        "size",
+        "kind",
+        "names",
+        "read",
+        "write",
+        "fetch",
+    ]
+    rows = [re.split(r"\s*│\s*", line.strip()) for line in out[3:13]]
+    memory_row = ["memory", "io-exit", "memory"]
+    assert rows[0] == ["0x0000_0000", "0x03ff_ffff", "64 MiB", "rom", "flash", *memory_row]
+    gicd_row = ["io-kernel", "io-kernel", "guest-fault"]
+    assert rows[2] == ["0x0800_0000", "0x0800_ffff", "64 KiB", "device", "gicd", *gicd_row]
+    assert rows[9][:2] == ["0x8000_0000", "0xffff_ffff"]
+    assert out[-1] == "1 file checked: 0 errors, 0 warnings"
+
+
+def test_two_arches_print_both_tables_the_findings_and_where_they_differ() -> None:
+    result = run("check", "small-arm64.yaml", "--arch", "arm64", "--arch", "x86_64")
+    assert result.exit_code == 1
+    assert lines(result.stdout) == golden_text("small-arm64-two-arches")
+    out = lines(result.stdout)
+    start = out.index("small-arm64.yaml: where arm64 and x86_64 differ:")
+    assert out[start + 1 : start + 5] == [
+        "  0x0800_0000-0x0800_ffff read: arm64 io-kernel, x86_64 io-exit",
+        "  0x0800_0000-0x0800_ffff write: arm64 io-kernel, x86_64 io-exit",
+        "  0x0400_0000-0x3fff_ffff fetch: arm64 guest-fault, x86_64 vm-error",
+        "  0x8000_0000-0xffff_ffff fetch: arm64 guest-fault, x86_64 vm-error",
+    ]
+
+
+def test_two_arches_that_agree_say_so(tmp_path: Path) -> None:
+    # Without memslots every fetch would differ (guest-fault, vm-error): RAM covers the space.
+    path = tmp_path / "ram-only.yaml"
+    path.write_text(
+        "layout: 1\narch: x86_64\npa_bits: 32\nmemslots:\n  - {name: ram, base: 0x0, size: 4G}\n"
+    )
+    result = run("check", str(path), "--arch", "x86_64", "--arch", "arm64")
+    assert result.exit_code == 0
+    assert f"{path}: x86_64 and arm64 agree on every access" in lines(result.stdout)
+
+
+def test_warning_is_printed_as_a_finding_line_and_counted() -> None:
+    result = run("check", "ro-device-warning.yaml")
+    assert result.exit_code == 0
+    assert lines(result.stdout) == golden_text("ro-device-warning")
+
+
+def test_strict_turns_a_warning_into_exit_1() -> None:
+    assert run("check", "ro-device-warning.yaml").exit_code == 0
+    assert run("check", "--strict", "ro-device-warning.yaml").exit_code == 1
+    assert run("check", "--strict", "small-arm64.yaml").exit_code == 0
+
+
+SGR = re.compile(r"\x1b\[([0-9;]*)m")
+
+
+def colour_codes(text: str) -> set[str]:
+    """Foreground/background colour parameters (30-39, 40-49, 90-107) in SGR sequences."""
+    found = set()
+    for params in SGR.findall(text):
+        for p in params.split(";"):
+            if p and (30 <= int(p) <= 49 or 90 <= int(p) <= 107):
+                found.add(p)
+    return found
+
+
+def test_no_escape_sequences_when_stdout_is_not_a_terminal() -> None:
+    result = run("check", "small-arm64.yaml", "--arch", "x86_64")
+    assert "\x1b[" not in result.stdout
+
+
+def test_forced_colour_colours_outcomes_and_no_color_removes_colour() -> None:
+    forced = run("check", "small-arm64.yaml", env={"FORCE_COLOR": "1"})
+    assert colour_codes(forced.stdout)  # the check below can fail
+    both = run("check", "small-arm64.yaml", env={"FORCE_COLOR": "1", "NO_COLOR": "1"})
+    assert colour_codes(both.stdout) == set()
+
+
+def test_directory_argument_checks_every_layout_in_it(tmp_path: Path) -> None:
+    for name in ("small-arm64.yaml", "ro-device-warning.yaml"):
+        (tmp_path / name).write_text((LAYOUTS / name).read_text())
+    result = run("check", "--format", "json", str(tmp_path))
+    document = json.loads(result.stdout)
+    assert [Path(r["file"]).name for r in document["results"]] == [
+        "ro-device-warning.yaml",
+        "small-arm64.yaml",
+    ]
+    assert document["summary"] == {"files": 2, "errors": 0, "warnings": 1}
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["small-arm64", "small-x86_64", "ro-device-warning"])
+def test_json_output_matches_the_hand_written_golden(name: str) -> None:
+    result = run("check", "--format", "json", f"{name}.yaml")
+    assert result.exit_code == 0
+    golden = json.loads((GOLDEN / f"{name}.json").read_text(encoding="utf-8"))
+    assert json.loads(result.stdout) == golden
+
+
+def test_json_regions_partition_the_space_exactly() -> None:
+    result = run("check", "--format", "json", "small-x86_64.yaml", "--arch", "arm64")
+    (res,) = json.loads(result.stdout)["results"]
+    regions = res["regions"]
+    assert regions[0]["start"] == 0
+    assert regions[-1]["end"] == 2 ** res["pa_bits"]
+    for left, right in itertools.pairwise(regions):
+        assert left["end"] == right["start"]
+    io = [r["io"] for r in regions]
+    assert io == [any(r[a].startswith("io-") for a in ("read", "write", "fetch")) for r in regions]
+
+
+def test_json_has_one_result_per_arch_and_counts_findings_in_the_summary() -> None:
+    result = run(
+        "check", "--format", "json", "small-arm64.yaml", "--arch", "arm64", "--arch", "x86_64"
+    )
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert [(r["arch"], r["valid"]) for r in document["results"]] == [
+        ("arm64", True),
+        ("x86_64", True),
+    ]
+    (finding,) = document["results"][1]["findings"]
+    assert {k: finding[k] for k in ("rule", "severity", "line", "column", "objects")} == {
+        "rule": "device-wrong-arch",
+        "severity": "error",
+        "line": 19,
+        "column": 11,
+        "objects": ["gicd"],
+    }
+    assert document["summary"] == {"files": 1, "errors": 1, "warnings": 0}
+
+
+# --- exit codes ---------------------------------------------------------------------------------
+
+
+def test_missing_file_is_a_usage_error() -> None:
+    result = run("check", "no-such-layout.yaml")
+    assert result.exit_code == 2
+    assert "no-such-layout.yaml" in result.stderr
+    assert "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "--format", "xml", "small-arm64.yaml"],
+        ["check", "--arch", "riscv64", "small-arm64.yaml"],
+        ["check", "--no-such-option", "small-arm64.yaml"],
+        ["check"],
+    ],
+)
+def test_bad_option_is_a_usage_error(args: list[str]) -> None:
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "Usage:" in result.stderr
+
+
+def test_errors_exit_1_and_a_clean_file_exits_0() -> None:
+    assert run("check", "small-x86_64.yaml").exit_code == 0
+    assert run("check", "bad/empty.yaml").exit_code == 1
+    # One bad file among good ones fails the run.
+    assert run("check", "small-x86_64.yaml", "bad/empty.yaml").exit_code == 1
