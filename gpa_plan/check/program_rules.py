@@ -1,0 +1,364 @@
+"""Rules for guest programs given with `check --elf`: can the loader put every segment where
+the layout has memory for it, and does the guest then reach its code and data?
+
+An ELF file has no YAML position: findings point at the ELF file itself (line 1, column 1),
+and name the layout entries involved in `objects` and in the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from gpa_plan.arch.base import Backing, Outcome
+from gpa_plan.check.findings import Finding
+from gpa_plan.check.partition import Region
+from gpa_plan.check.rules import ERROR, RULES, RuleContext, rule
+from gpa_plan.elf.placement import (
+    PHYSICAL,
+    SELFTESTS,
+    code_memslot,
+    identity_mapped,
+    identity_pages,
+)
+from gpa_plan.elf.program import Program, Segment
+from gpa_plan.layout.resolved import MemslotEntry
+from gpa_plan.ranges import Range, hex_addr, human_size
+
+# What a guest access of one kind becomes, said of plural accesses ("guest writes there ...").
+_OUTCOME_TEXT = {
+    Outcome.MEMORY: "are served from memory",
+    Outcome.IO_EXIT: "exit to the VMM as KVM_EXIT_MMIO",
+    Outcome.IO_KERNEL: "go to an in-kernel device on the KVM IO bus",
+    Outcome.IO_COALESCED: "are buffered in the coalesced-MMIO ring",
+    Outcome.GUEST_FAULT: "fault (KVM injects an exception into the guest)",
+    Outcome.VM_ERROR: "fail (KVM_RUN exits with KVM_EXIT_INTERNAL_ERROR)",
+}
+_ACCESS_TEXT = {"fetch": "instruction fetches", "write": "writes", "read": "reads"}
+
+
+def _finding(rule_slug: str, program: Program, message: str, objects: Iterable[str]) -> Finding:
+    return Finding(
+        rule_slug, RULES[rule_slug].severity, message, program.path, 1, 1, tuple(objects)
+    )
+
+
+def _span(rng: Range) -> str:
+    """Inclusive, for people: ``0x4000_0000-0x4000_ffff``."""
+    return f"{hex_addr(rng.start)}-{hex_addr(rng.end - 1)}"
+
+
+def _spans(ranges: Iterable[Range]) -> str:
+    return ", ".join(_span(r) for r in ranges)
+
+
+def _describe(segment: Segment, field: str, rng: Range) -> str:
+    return f"segment {segment.index} ({segment.flag_letters}, {field} {_span(rng)})"
+
+
+def _main_access(segment: Segment) -> str:
+    """The access the program is sure to make to the segment: code is fetched, data written."""
+    if segment.executable:
+        return "fetch"
+    return "write" if segment.writable else "read"
+
+
+def _what_happens(access: str, outcome: Outcome) -> str:
+    return f"guest {_ACCESS_TEXT[access]} there {_OUTCOME_TEXT[outcome]}"
+
+
+def _runnable(ctx: RuleContext, mode: str) -> Iterator[Program]:
+    """The programs loaded in ``mode`` whose machine is this arch's; elf-wrong-arch reports
+    the others."""
+    if ctx.elf_mode != mode:
+        return
+    for program in ctx.programs:
+        if program.machine == ctx.arch.elf_machine:
+            yield program
+
+
+def _ram_hint(ctx: RuleContext) -> str:
+    """Names the largest read-write memslot of address space 0, the likely guest RAM."""
+    ram = [m for m in ctx.layout.memslots if m.as_id == 0 and not m.readonly]
+    if not ram:
+        return ""
+    best = max(ram, key=lambda m: m.range.size)
+    return f" such as {best.name!r} {best.range}"
+
+
+def _merge(ranges: Iterable[Range]) -> list[Range]:
+    merged: list[Range] = []
+    for rng in sorted(ranges):
+        if merged and merged[-1].end >= rng.start:
+            merged[-1] = Range(merged[-1].start, max(merged[-1].end, rng.end))
+        else:
+            merged.append(rng)
+    return merged
+
+
+def _memslot_names(ctx: RuleContext, regions: Iterable[Region]) -> list[str]:
+    slots = {m.name for m in ctx.layout.memslots if m.as_id == 0}
+    return list(dict.fromkeys(n for r in regions for n in r.names if n in slots))
+
+
+@rule("elf-unreadable", ERROR, "a file given with --elf is not an ELF executable gpa-plan can read")
+def elf_unreadable(ctx: RuleContext) -> Iterator[Finding]:
+    """The file is missing, is not ELF, is truncated or corrupt, or has no PT_LOAD segment
+    (an object file or a core dump). No loader can place it: neither a VMM kernel loader nor
+    KVM selftests' kvm_vm_elf_load(). Fix: pass the guest's linked executable."""
+    for err in ctx.program_errors:
+        yield Finding(
+            "elf-unreadable",
+            RULES["elf-unreadable"].severity,
+            f"{err.reason}: no loader can place it in guest memory, so the program was not "
+            "checked; pass the guest's linked ELF executable (not an object file or a core dump)",
+            err.path,
+            err.line,
+            err.column,
+        )
+
+
+@rule(
+    "elf-wrong-arch", ERROR, "a guest program built for another architecture than the one checked"
+)
+def elf_wrong_arch(ctx: RuleContext) -> Iterator[Finding]:
+    """The ELF header's e_machine is not the architecture the layout is checked under
+    (EM_AARCH64 for arm64, EM_X86_64 for x86_64): the vCPU would decode the program's
+    instructions as its own and fault or run garbage. Its segments are not checked further
+    under this architecture. Fix: build the program for the layout's architecture, or check
+    it with the matching --arch."""
+    expected = ctx.arch.elf_machine
+    for program in ctx.programs:
+        if program.machine != expected:
+            yield _finding(
+                "elf-wrong-arch",
+                program,
+                f"ELF machine {program.machine} is not {expected}, the machine of the "
+                f"{ctx.arch.name} vCPU this layout is checked for: the vCPU would decode the "
+                "program's bytes as its own instructions and take undefined-instruction "
+                f"exceptions or run garbage; build the program for {ctx.arch.name} or check "
+                "it with the --arch it was built for",
+                (),
+            )
+
+
+@rule(
+    "elf-unbacked",
+    ERROR,
+    "part of a guest program's segment (at p_paddr) lies outside every memslot",
+)
+def elf_unbacked(ctx: RuleContext) -> Iterator[Finding]:
+    """--elf-mode physical: a VMM kernel loader (rust-vmm linux-loader, QEMU load_elf) copies
+    each PT_LOAD segment to guest memory at [p_paddr, p_paddr + p_memsz). Where no memslot of
+    address space 0 backs that range (or it lies beyond the guest's physical address size)
+    there is no memory to copy into, and the guest's own accesses there exit to the VMM or
+    fault instead of reaching its code or data. Fix: link the segment at a physical address
+    inside a memslot (the linker script's AT() / load address) or add a memslot there."""
+    for program in _runnable(ctx, PHYSICAL):
+        for segment in program.segments:
+            finding = _unbacked(ctx, program, segment)
+            if finding is not None:
+                yield finding
+
+
+def _unbacked(ctx: RuleContext, program: Program, segment: Segment) -> Finding | None:
+    rng = segment.physical
+    access = _main_access(segment)
+    holes = [r for r in ctx.regions_in(rng) if r.backing is Backing.NONE]
+    gaps = [hole.range.intersection(rng) for hole in holes]
+    outcomes = [hole.outcome(access) for hole in holes]
+    if rng.end > ctx.layout.limit:
+        gaps.append(Range(max(rng.start, ctx.layout.limit), rng.end))
+        outcomes.append(ctx.arch.beyond_pa.outcome)
+    parts = _merge(g for g in gaps if g is not None)
+    if not parts:
+        return None
+    where = (
+        "the whole segment is"
+        if parts == [rng]
+        else f"{_spans(parts)} {'is' if len(parts) == 1 else 'are'}"
+    )
+    names = list(dict.fromkeys(n for hole in holes for n in hole.names))
+    return _finding(
+        "elf-unbacked",
+        program,
+        f"{_describe(segment, 'p_paddr', rng)}: {where} outside every memslot: the loader "
+        f"has no guest memory to copy the segment into, and {_what_happens(access, outcomes[0])}"
+        f" instead of reaching the program; link the segment at a physical address inside a "
+        f"memslot{_ram_hint(ctx)}, or add a memslot that covers it",
+        names,
+    )
+
+
+@rule(
+    "elf-readonly",
+    ERROR,
+    "a writable guest program segment (at p_paddr) lies in a read-only memslot",
+)
+def elf_readonly(ctx: RuleContext) -> Iterator[Finding]:
+    """--elf-mode physical: a segment with PF_W (data, bss) placed at p_paddr in a
+    KVM_MEM_READONLY memslot. The loader can fill it, but the program's writes never update
+    it: a write to a read-only memslot takes the MMIO path (arm64 kvm_handle_guest_abort() ->
+    io_mem_abort(); x86 emulation of the write) and exits to the VMM as KVM_EXIT_MMIO. Code
+    and read-only data in a read-only memslot (flash) are fine. Fix: link the data segment
+    into RAM (its AT() load address)."""
+    for program in _runnable(ctx, PHYSICAL):
+        for segment in program.segments:
+            if segment.writable:
+                finding = _readonly(ctx, program, segment)
+                if finding is not None:
+                    yield finding
+
+
+def _readonly(ctx: RuleContext, program: Program, segment: Segment) -> Finding | None:
+    rng = segment.physical
+    roms = [r for r in ctx.regions_in(rng) if r.backing is Backing.ROM]
+    if not roms:
+        return None
+    parts = _merge(r.range.intersection(rng) or rng for r in roms)
+    slots = _memslot_names(ctx, roms)
+    quoted = ", ".join(repr(s) for s in slots)
+    plural = "s" if len(slots) > 1 else ""
+    where = f"lies in read-only memslot{plural} {quoted}"
+    if parts != [rng]:
+        where = f"overlaps read-only memslot{plural} {quoted} at {_spans(parts)}"
+    return _finding(
+        "elf-readonly",
+        program,
+        f"{_describe(segment, 'p_paddr', rng)} {where}: "
+        f"{_what_happens('write', roms[0].write)} instead of updating memory; "
+        f"link the data segment into RAM{_ram_hint(ctx)}",
+        slots,
+    )
+
+
+@rule(
+    "elf-over-device",
+    ERROR,
+    "a guest program segment (at p_paddr) overlaps a device range",
+)
+def elf_over_device(ctx: RuleContext) -> Iterator[Finding]:
+    """--elf-mode physical: a segment at [p_paddr, p_paddr + p_memsz) overlaps an MMIO device.
+    Without a memslot there the loader has nowhere to copy the bytes and the guest's accesses
+    go to the device (KVM_EXIT_MMIO, or an in-kernel device such as the vGIC) instead of its
+    code or data; with a memslot there the program works but the device never sees its
+    accesses. Fix: link the segment clear of every device, or move the device."""
+    for program in _runnable(ctx, PHYSICAL):
+        for segment in program.segments:
+            yield from _over_devices(ctx, program, segment)
+
+
+def _over_devices(ctx: RuleContext, program: Program, segment: Segment) -> Iterator[Finding]:
+    rng = segment.physical
+    access = _main_access(segment)
+    for device in ctx.layout.devices:
+        shared = device.range.intersection(rng)
+        if shared is None:
+            continue
+        regions = ctx.regions_in(shared)
+        exposed = [r for r in regions if r.backing is Backing.NONE]
+        if exposed:
+            effect = (
+                f"the loader has no memory to copy into there, and "
+                f"{_what_happens(access, exposed[0].outcome(access))} instead of reaching "
+                "the program"
+            )
+        else:
+            effect = (
+                "a memslot shadows the device there, so the program's bytes land in memory "
+                "but the device never sees the guest's accesses to that range"
+            )
+        yield _finding(
+            "elf-over-device",
+            program,
+            f"{_describe(segment, 'p_paddr', rng)} overlaps {device.type.name} device "
+            f"{device.name!r} {device.range} at {_span(shared)}: {effect}; link the segment "
+            "clear of the device, or move the device",
+            (device.name, *_memslot_names(ctx, regions)),
+        )
+
+
+@rule(
+    "elf-va-collision",
+    ERROR,
+    "a guest program segment (at p_vaddr) shares virtual pages with an identity-mapped device",
+)
+def elf_va_collision(ctx: RuleContext) -> Iterator[Finding]:
+    """--elf-mode selftests: KVM selftests' kvm_vm_elf_load() (lib/elf.c) maps every PT_LOAD
+    segment at its page-rounded p_vaddr range, and devices the guest reaches with VA = GPA
+    (`identity_map: true`: the vGIC frames, mapped by __vgic_v3_setup()'s virt_map(); the
+    ucall page before Linux 6.2) take the virtual pages at their physical address. When both
+    want one page, whichever is mapped second fails a TEST_ASSERT (__vm_vaddr_alloc() cannot
+    return the segment's address; x86 __virt_pg_map(): "PTE already present") or silently
+    takes over the page-table entry (arm64), so the guest reaches the device where it expects
+    its code or data. Fix: link the program at virtual addresses clear of the device, or move
+    the device."""
+    page = ctx.layout.guest_page_size
+    devices = identity_mapped(ctx.layout)
+    for program in _runnable(ctx, SELFTESTS):
+        for segment in program.segments:
+            pages = segment.virtual_pages(page)
+            for device in devices:
+                shared = identity_pages(device, page).intersection(pages)
+                if shared is None:
+                    continue
+                yield _finding(
+                    "elf-va-collision",
+                    program,
+                    f"segment {segment.index} ({segment.flag_letters}, p_vaddr "
+                    f"{_span(Range(segment.vaddr, segment.vaddr + segment.memsz))}, mapped as "
+                    f"pages {_span(pages)}) shares virtual pages {_span(shared)} with the "
+                    f"identity mapping of {device.type.name} device {device.name!r} "
+                    f"(VA = GPA {device.range}): kvm_vm_elf_load() maps the program there and "
+                    "virt_map() maps the device at the same addresses, so whichever comes "
+                    "second fails a TEST_ASSERT or silently takes over the page-table entry "
+                    "and the guest reaches the device where it expects its code or data; "
+                    f"link the program at virtual addresses clear of {_span(shared)}",
+                    (device.name,),
+                )
+
+
+@rule(
+    "elf-code-slot-too-small",
+    ERROR,
+    "a guest program's page-rounded segments do not fit in the code memslot (KVM selftests)",
+)
+def elf_code_slot_too_small(ctx: RuleContext) -> Iterator[Finding]:
+    """--elf-mode selftests: kvm_vm_elf_load() backs each segment's page-rounded p_vaddr range
+    with pages allocated from the code memslot (vm->memslots[MEM_REGION_CODE], slot 0 as
+    __vm_create() sets it up; here the lowest-numbered read-write memslot of address space 0).
+    When the segments need more pages than that memslot has, vm_phy_pages_alloc() finds no
+    free page and the test aborts before the guest runs. Page tables, stacks and the ucall
+    pool come from the same memslot, so even a program that fits may leave too little room.
+    Fix: enlarge the memslot (nr_extra_pages of __vm_create()) or shrink the program."""
+    page = ctx.layout.guest_page_size
+    slot = code_memslot(ctx.layout)
+    for program in _runnable(ctx, SELFTESTS):
+        needed = sum(s.virtual_pages(page).size for s in program.segments)
+        if slot is None:
+            yield _finding(
+                "elf-code-slot-too-small",
+                program,
+                f"the program needs {human_size(needed)} of guest pages but the layout has no "
+                "read-write memslot in address space 0: kvm_vm_elf_load() has no code memslot "
+                "(slot 0 of __vm_create()) to take them from; add one",
+                (),
+            )
+        elif needed > slot.range.size:
+            yield _finding(
+                "elf-code-slot-too-small",
+                program,
+                _too_small_message(program, needed, slot, page),
+                (slot.name,),
+            )
+
+
+def _too_small_message(program: Program, needed: int, slot: MemslotEntry, page: int) -> str:
+    count = len(program.segments)
+    return (
+        f"the program's {count} loadable segment{'s' if count != 1 else ''} need "
+        f"{human_size(needed)} of guest pages (p_vaddr to p_vaddr + p_memsz rounded out to "
+        f"{human_size(page)}, as kvm_vm_elf_load() maps them) but code memslot {slot.name!r} "
+        f"(slot {slot.slot}) holds only {human_size(slot.range.size)}: vm_phy_pages_alloc() "
+        "runs out of free pages and the test aborts before the guest runs; enlarge the "
+        "memslot (nr_extra_pages of __vm_create()) or shrink the program"
+    )

@@ -1,0 +1,154 @@
+"""Guest programs: the loadable segments of an ELF executable, read with pyelftools."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from gpa_plan.ranges import Range, align_down, align_up
+
+# include/uapi/linux/elf.h: p_flags bits.
+PF_X = 0x1
+PF_W = 0x2
+PF_R = 0x4
+
+ELF_MAGIC = b"\x7fELF"
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One PT_LOAD program header. ``index`` is its position among all program headers, the
+    number ``readelf -l`` shows and kvm_vm_elf_load() reports as "segment idx"."""
+
+    index: int
+    vaddr: int
+    paddr: int
+    memsz: int
+    filesz: int
+    flags: int
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.flags & PF_R)
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.flags & PF_W)
+
+    @property
+    def executable(self) -> bool:
+        return bool(self.flags & PF_X)
+
+    @property
+    def flag_letters(self) -> str:
+        """``R``, ``RW``, ``RX``, ``RWX`` ...; ``-`` for a segment with no permission bits."""
+        bits = (("R", self.readable), ("W", self.writable), ("X", self.executable))
+        return "".join(letter for letter, present in bits if present) or "-"
+
+    @property
+    def physical(self) -> Range:
+        """``[p_paddr, p_paddr + p_memsz)``: where a VMM kernel loader writes the segment."""
+        return Range(self.paddr, self.paddr + self.memsz)
+
+    def virtual_pages(self, page_size: int) -> Range:
+        """The guest pages kvm_vm_elf_load() maps for the segment: p_vaddr rounded down and
+        p_vaddr + p_memsz rounded up to ``page_size`` (tools/testing/selftests/kvm/lib/elf.c,
+        seg_vstart and seg_vend)."""
+        return Range(
+            align_down(self.vaddr, page_size), align_up(self.vaddr + self.memsz, page_size)
+        )
+
+
+@dataclass(frozen=True)
+class Program:
+    """A guest executable: its ELF machine (``EM_AARCH64``, ``EM_X86_64`` ...) and the PT_LOAD
+    segments that occupy memory, in program-header order."""
+
+    path: str
+    machine: str
+    segments: tuple[Segment, ...]
+
+
+class ProgramError(Exception):
+    """A file that cannot be used as a guest program. An ELF file has no lines: the error is
+    located at the file itself, line 1, column 1."""
+
+    line = 1
+    column = 1
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def load_program(path: str | Path) -> Program:
+    """Read the PT_LOAD segments of an ELF executable; raises ProgramError when the file is
+    missing, is not ELF, is truncated or corrupt, or has nothing to load."""
+    name = str(path)
+    try:
+        with open(path, "rb") as stream:
+            return _parse(name, stream)
+    except OSError as err:
+        raise ProgramError(name, f"cannot read the file: {err.strerror or err}") from None
+
+
+def load_programs(paths: Iterable[str | Path]) -> tuple[Program | ProgramError, ...]:
+    """Each file as a Program, or the ProgramError that says why it cannot be one."""
+    loaded: list[Program | ProgramError] = []
+    for path in paths:
+        try:
+            loaded.append(load_program(path))
+        except ProgramError as err:
+            loaded.append(err)
+    return tuple(loaded)
+
+
+def split_programs(
+    items: Sequence[Program | ProgramError],
+) -> tuple[tuple[Program, ...], tuple[ProgramError, ...]]:
+    """The readable programs and the load errors of ``load_programs()``'s answer."""
+    programs = tuple(p for p in items if isinstance(p, Program))
+    errors = tuple(p for p in items if isinstance(p, ProgramError))
+    return programs, errors
+
+
+def _parse(name: str, stream: BinaryIO) -> Program:
+    magic = stream.read(len(ELF_MAGIC))
+    if magic != ELF_MAGIC:
+        raise ProgramError(name, "not an ELF file: it does not start with the ELF magic \\x7fELF")
+    stream.seek(0)
+    # pyelftools costs more to import than a whole small check; only --elf needs it.
+    from elftools.common.exceptions import ELFError
+    from elftools.construct import ConstructError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        elf = ELFFile(stream)
+        machine = str(elf["e_machine"])
+        headers = list(elf.iter_segments())
+        segments = tuple(
+            _segment(index, header)
+            for index, header in enumerate(headers)
+            # A PT_LOAD with p_memsz 0 occupies no memory.
+            if header["p_type"] == "PT_LOAD" and header["p_memsz"] > 0
+        )
+    except (ELFError, ConstructError, ValueError) as err:
+        raise ProgramError(name, f"truncated or corrupt ELF file ({err})") from None
+    if not segments:
+        kind = str(elf["e_type"])
+        raise ProgramError(name, f"no loadable (PT_LOAD) segment in this {kind} file")
+    return Program(name, machine, segments)
+
+
+def _segment(index: int, header: Any) -> Segment:
+    return Segment(
+        index=index,
+        vaddr=int(header["p_vaddr"]),
+        paddr=int(header["p_paddr"]),
+        memsz=int(header["p_memsz"]),
+        filesz=int(header["p_filesz"]),
+        flags=int(header["p_flags"]),
+    )
