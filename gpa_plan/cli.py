@@ -2,8 +2,8 @@
 
 Exit codes (SPEC section 6): 0 nothing at error severity (with --strict, no warning either);
 1 findings at error severity, files that fail to load, or no room to allocate; 2 usage errors
-and internal errors. Modules are imported inside each command so that a command pays only for
-what it uses.
+(bad options, unknown rules, bad configuration) and internal errors. Modules are imported
+inside each command so that a command pays only for what it uses.
 """
 
 from __future__ import annotations
@@ -11,9 +11,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from gpa_plan.check.run import CheckResult
+    from gpa_plan.config import Config
 
 ARCH_CHOICE = click.Choice(["arm64", "x86_64"])
 ACCESS_CHOICE = click.Choice(["read", "write", "fetch"])
@@ -54,27 +58,103 @@ def _layout_files(paths: Sequence[str]) -> list[str]:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json"]),
+    type=click.Choice(["text", "json", "github", "sarif"]),
     default="text",
     show_default=True,
-    help="Output format.",
+    help="Output format: github prints workflow-command annotations, sarif a SARIF 2.1.0 log.",
 )
-@click.option("--strict", is_flag=True, help="Fail (exit 1) on warnings too.")
-def check(files: tuple[str, ...], arches: tuple[str, ...], fmt: str, strict: bool) -> None:
+@click.option(
+    "--select",
+    multiple=True,
+    metavar="RULE[,RULE...]",
+    help="Report only these rules (repeatable; replaces the configured `select`). "
+    "Files that fail to load are always reported.",
+)
+@click.option(
+    "--ignore",
+    multiple=True,
+    metavar="RULE[,RULE...]",
+    help="Drop these rules' findings before the exit status is decided (repeatable).",
+)
+@click.option(
+    "--strict/--no-strict",
+    default=None,
+    help="Fail (exit 1) on warnings too (default: the configured `strict`, else off).",
+)
+@click.option(
+    "--elf",
+    "elf_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Also check this guest program (ELF) against each layout (repeatable).",
+)
+@click.option(
+    "--elf-mode",
+    type=click.Choice(["physical", "selftests"]),
+    default="physical",
+    show_default=True,
+    help="How --elf programs are loaded: segments at p_paddr (VMM kernel loaders) or at "
+    "p_vaddr backed by the code memslot (KVM selftests' kvm_vm_elf_load).",
+)
+def check(
+    files: tuple[str, ...],
+    arches: tuple[str, ...],
+    fmt: str,
+    select: tuple[str, ...],
+    ignore: tuple[str, ...],
+    strict: bool | None,
+    elf_files: tuple[str, ...],
+    elf_mode: str,
+) -> None:
     """Check layout files (or directories of them) and report every IO range and finding."""
     from gpa_plan.check.run import check_file
+    from gpa_plan.elf.program import load_programs
 
-    results = [r for f in _layout_files(files) for r in check_file(f, arches)]
+    config = _check_config(select, ignore, strict)
+    programs = load_programs(elf_files)
+    results = [
+        r
+        for f in _layout_files(files)
+        for r in check_file(f, arches, programs=programs, elf_mode=elf_mode)
+    ]
+    results = config.apply_to(results)
+    _render_check(fmt, results)
+    sys.exit(1 if config.fails(results) else 0)
+
+
+class _ConfigError(click.ClickException):
+    exit_code = 2
+
+
+def _check_config(
+    select: Sequence[str], ignore: Sequence[str], strict: bool | None
+) -> Config:
+    from gpa_plan.config import ConfigError, find_config
+
+    try:
+        return find_config(Path.cwd()).override(select, ignore, strict)
+    except ConfigError as err:
+        raise _ConfigError(str(err)) from None
+
+
+def _render_check(fmt: str, results: Sequence[CheckResult]) -> None:
     if fmt == "json":
         from gpa_plan.report import json_report
 
         sys.stdout.write(json_report.dumps(json_report.check_document(results)))
+    elif fmt == "github":
+        from gpa_plan.report import github
+
+        sys.stdout.write(github.render(results, Path.cwd()))
+    elif fmt == "sarif":
+        from gpa_plan import __version__
+        from gpa_plan.report import sarif
+
+        sys.stdout.write(sarif.dumps(sarif.sarif_document(results, Path.cwd(), __version__)))
     else:
         from gpa_plan.report import text
 
         text.render_check(results, text.console_for(sys.stdout))
-    failed = any(r.errors for r in results) or (strict and any(r.warnings for r in results))
-    sys.exit(1 if failed else 0)
 
 
 def _address(value: str) -> int:
@@ -167,6 +247,11 @@ def allocate(
     source = job.pick_source(file, arch)
     if in_place and (output or source.builtin):
         raise click.UsageError("--in-place rewrites a layout FILE and takes no -o")
+    if arch is not None and file is not None:
+        raise click.UsageError(f"--arch chooses the built-in layout; {file} names its own arch")
+    if arch is not None and not source.builtin:
+        click.echo(f"note: using ./{source.path}; --arch only chooses the built-in layout",
+                   err=True)
     try:
         text, notes = job.allocate_text(source, ucall or ucall_memslot, ucall_memslot,
                                            fmt, in_place)
@@ -176,12 +261,14 @@ def allocate(
         sys.exit(1)
     for note in notes:
         click.echo(f"note: {note}", err=True)
-    if in_place:
-        write_atomic(source.path, text)
-    elif output:
-        write_atomic(output, text)
-    else:
+    destination = source.path if in_place else output
+    if destination is None:
         sys.stdout.write(text)
+        return
+    try:
+        write_atomic(destination, text)
+    except OSError as err:
+        raise click.UsageError(f"cannot write {destination}: {err.strerror}") from None
 
 
 @cli.command()
@@ -192,6 +279,14 @@ def rules() -> None:
     for rule in RULES.values():
         click.echo(f"{rule.slug} ({rule.severity}): {rule.summary}")
         click.echo(f"    {rule.description}")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the layout format (for editors and YAML validators)."""
+    from gpa_plan.layout.schema import schema_json
+
+    sys.stdout.write(schema_json())
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from gpa_plan.arch.base import ArchSpec
 from gpa_plan.check.findings import ERROR, WARNING, Finding
 from gpa_plan.check.partition import Region
+from gpa_plan.elf.placement import PHYSICAL
+from gpa_plan.elf.program import Program, ProgramError
 from gpa_plan.layout.loader import Document
 from gpa_plan.layout.resolved import EntryPath, ResolvedLayout
 from gpa_plan.ranges import Range
@@ -28,6 +30,10 @@ class RuleContext:
     regions: list[Region]
     # (message, entry path) for each `auto` entry the planner could not place
     placement_errors: tuple[tuple[str, EntryPath], ...] = ()
+    # guest programs given with `check --elf`, loaded as `elf_mode` says (gpa_plan.elf)
+    programs: tuple[Program, ...] = ()
+    program_errors: tuple[ProgramError, ...] = ()
+    elf_mode: str = PHYSICAL
 
     def finding(
         self,
@@ -52,10 +58,11 @@ class RuleContext:
 
     def regions_in(self, rng: Range) -> list[Region]:
         """The regions that intersect ``rng`` (binary search; the partition is sorted)."""
-        ends = _RegionEnds(self.regions)
-        first = bisect.bisect_right(ends, rng.start)
+        regions = self.regions
         found = []
-        for region in self.regions[first:]:
+        # Walk by index: slicing from `first` would copy the rest of the partition per call.
+        for k in range(bisect.bisect_right(_RegionEnds(regions), rng.start), len(regions)):
+            region = regions[k]
             if region.start >= rng.end:
                 break
             found.append(region)
@@ -109,10 +116,11 @@ def rule(slug: str, severity: str, summary: str) -> Callable[[RuleCheck], RuleCh
 _register(
     "yaml-syntax",
     ERROR,
-    "the file is not well-formed YAML (or not UTF-8, or empty)",
+    "the file is not well-formed YAML (or not UTF-8)",
     """The file could not be read as one YAML document of UTF-8 text: a syntax error, bytes
-    that are not UTF-8, an explicit YAML tag, a merge key, aliases that expand out of
-    proportion, or nesting too deep. Nothing else is checked until it loads.""",
+    that are not UTF-8, several documents, an explicit YAML tag, a merge key, aliases that
+    expand out of proportion, or nesting too deep. Nothing else is checked until it loads (an
+    empty file or one that is not a mapping is a `schema` error).""",
     None,
 )
 _register(

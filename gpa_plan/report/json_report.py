@@ -10,6 +10,7 @@ from gpa_plan.check.explain import Answer
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.partition import Region
 from gpa_plan.check.run import CheckResult
+from gpa_plan.elf.placement import ProgramPlacement
 
 FORMAT_VERSION = 1
 
@@ -39,6 +40,34 @@ def finding_dict(f: Finding) -> dict[str, Any]:
     }
 
 
+def program_dict(p: ProgramPlacement) -> dict[str, Any]:
+    """A guest program's segments: ``start``/``end`` (exclusive) are p_paddr-based in
+    physical mode and the page-rounded p_vaddr range in selftests mode."""
+    return {
+        "file": p.file,
+        "machine": p.machine,
+        "mode": p.mode,
+        "segments": [
+            {
+                "index": s.index,
+                "flags": s.flags,
+                "start": s.range.start,
+                "end": s.range.end,
+                "kinds": list(s.kinds),
+                "regions": list(s.names),
+            }
+            for s in p.segments
+        ],
+    }
+
+
+def _programs_key(r: CheckResult) -> dict[str, Any]:
+    # Only with `check --elf`: without it the document stays exactly as SPEC section 4 says.
+    if r.programs is None:
+        return {}
+    return {"programs": [program_dict(p) for p in r.programs]}
+
+
 def check_document(results: Sequence[CheckResult]) -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION,
@@ -50,6 +79,7 @@ def check_document(results: Sequence[CheckResult]) -> dict[str, Any]:
                 "valid": r.valid,
                 "regions": [region_dict(x) for x in r.regions],
                 "findings": [finding_dict(f) for f in r.findings],
+                **_programs_key(r),
             }
             for r in results
         ],

@@ -42,6 +42,7 @@ def render_check(results: Sequence[CheckResult], console: Console) -> None:
     for result in results:
         if result.valid:
             console.print(_region_table(result))
+            _render_programs(result, console)
         for finding in result.findings:
             style = "red" if finding.severity == "error" else "yellow"
             console.print(Text(finding_line(finding), style=style), soft_wrap=True)
@@ -76,6 +77,20 @@ def _region_table(result: CheckResult) -> Table:
             *(Text(o.value, style=_STYLE[o.value]) for o in (r.read, r.write, r.fetch)),
         )
     return table
+
+
+def _render_programs(result: CheckResult, console: Console) -> None:
+    """Per `--elf` program, one line per segment: ``segment i: FLAGS, [start, end) -> kinds /
+    names``; physical mode shows [p_paddr, p_paddr + p_memsz), selftests mode the page-rounded
+    p_vaddr range with the memslot backing it and any identity-mapped device it meets."""
+    for program in result.programs or ():
+        where = "at p_paddr" if program.mode == "physical" else "at p_vaddr, page-rounded"
+        console.print(Text(f"{program.file} ({program.machine}, {program.mode}: {where})"))
+        for s in program.segments:
+            target = ", ".join(s.kinds) or "nothing"
+            if s.names:
+                target += " / " + ", ".join(s.names)
+            console.print(Text(f"  segment {s.index}: {s.flags}, {s.range} -> {target}"))
 
 
 def _render_differences(results: Sequence[CheckResult], console: Console) -> None:

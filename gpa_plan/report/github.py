@@ -1,0 +1,67 @@
+"""GitHub Actions workflow commands: one ``::error`` or ``::warning`` annotation per finding.
+
+    ::error file=layouts/q.yaml,line=8,col=11,title=gpa-plan(memslot-overlap)::memslot ...
+
+Values are escaped as actions/toolkit's ``command.ts`` does, so a ``%``, ``,``, ``:`` or a
+newline in a path or message cannot end a property or the command early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from gpa_plan.check.findings import ERROR, WARNING
+from gpa_plan.check.run import CheckResult
+from gpa_plan.report.ci import ReportedFinding, relative_posix, unique_findings
+
+# GitHub shows at most this many error and this many warning annotations per step; the rest
+# only reach the log.
+ANNOTATION_LIMIT = 10
+
+
+def escape_data(value: str) -> str:
+    """A command's message: ``%``, CR and LF percent-encoded."""
+    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(value: str) -> str:
+    """A property value: as a message, plus ``:`` and ``,``, which delimit properties."""
+    return escape_data(value).replace(":", "%3A").replace(",", "%2C")
+
+
+def annotation(item: ReportedFinding, root: Path) -> str:
+    """One workflow command for one finding."""
+    f = item.finding
+    command = "error" if f.severity == ERROR else "warning"
+    properties = {
+        "file": relative_posix(f.file, root) or f.file,
+        "line": str(f.line),
+        "col": str(f.column),
+        "title": f"gpa-plan({f.rule})",
+    }
+    joined = ",".join(f"{name}={escape_property(value)}" for name, value in properties.items())
+    return f"::{command} {joined}::{escape_data(item.text)}"
+
+
+def render(results: Sequence[CheckResult], root: Path) -> str:
+    """Every annotation, one per line; a notice when GitHub will not show them all."""
+    items = unique_findings(results)
+    lines = [annotation(item, root) for item in items]
+    overflow = _overflow_notice(items)
+    if overflow:
+        lines.append(overflow)
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _overflow_notice(items: Sequence[ReportedFinding]) -> str | None:
+    errors = sum(1 for i in items if i.finding.severity == ERROR)
+    warnings = sum(1 for i in items if i.finding.severity == WARNING)
+    if errors <= ANNOTATION_LIMIT and warnings <= ANNOTATION_LIMIT:
+        return None
+    message = (
+        f"{errors} errors and {warnings} warnings; GitHub annotates at most "
+        f"{ANNOTATION_LIMIT} of each per step: every one is in this log, or upload "
+        "`gpa-plan check --format sarif` to code scanning"
+    )
+    return f"::notice title={escape_property('gpa-plan')}::{escape_data(message)}"
