@@ -5,7 +5,8 @@ Run ``python3 bench/bench_plan.py``. The layout is arm64 with a 40-bit IPA space
 hole, and N generic ``mmio`` devices of 4 KiB with ``base: auto`` (default alignment, window
 and policy). Each measurement is a fresh Python process (best of ``--repeat``, 5 by default)
 that imports gpa-plan, loads the layout from YAML text (``load_text`` + ``validate_layout``)
-and calls ``allocate(layout)``.
+and calls ``allocate(layout)``, with the garbage collector paused as `gpa-plan allocate`
+pauses it (``gpa_plan.collector.paused``).
 
 Three numbers per N, each timed inside the process:
 
@@ -63,15 +64,17 @@ def run_once(n: int) -> dict[str, float]:
     begin = time.perf_counter()
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+    from gpa_plan.collector import paused
     from gpa_plan.layout.loader import load_text
     from gpa_plan.layout.validate import validate_layout
     from gpa_plan.plan.allocate import allocate
 
     imported = time.perf_counter()
-    layout = validate_layout(load_text(text, "bench.yaml"))
-    loaded = time.perf_counter()
-    allocation = allocate(layout)
-    done = time.perf_counter()
+    with paused():
+        layout = validate_layout(load_text(text, "bench.yaml"))
+        loaded = time.perf_counter()
+        allocation = allocate(layout)
+        done = time.perf_counter()
 
     if len(allocation.placements) != n:
         raise SystemExit(f"placed {len(allocation.placements)} of {n} devices")

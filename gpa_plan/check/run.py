@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from gpa_plan.check import (  # noqa: F401  (registers rules)
 from gpa_plan.check.findings import ERROR, WARNING, Finding
 from gpa_plan.check.partition import Region, partition
 from gpa_plan.check.rules import RULES, RuleContext
+from gpa_plan.collector import paused
 from gpa_plan.elf.placement import PHYSICAL, ProgramPlacement, program_placements
 from gpa_plan.elf.program import Program, ProgramError, split_programs
 from gpa_plan.layout.errors import LayoutError
@@ -60,29 +59,11 @@ class LoadedLayout:
 
 def load_layout(path: str | Path) -> LoadedLayout:
     """Load, validate and place a layout file; raises LayoutError with positions."""
-    with _collector_paused():
+    with paused():
         doc = load_file(path)
         layout = validate_layout(doc)
         plan = plan_layout(layout)
         return LoadedLayout(doc, layout, resolve(layout, plan.placements), tuple(plan.errors))
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause CPython's cyclic garbage collector for the duration of one check.
-
-    A layout at KVM's memslot limit becomes some two million small objects (the YAML nodes and
-    marks kept for positions, the models, the regions) that live until the check ends and
-    form no reference cycles; the collector would rescan them again and again, which took more
-    than half of the run time. It resumes afterwards, as it was.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def check_file(
@@ -95,7 +76,7 @@ def check_file(
     """One result per requested architecture (default: the layout's own). ``programs``
     (from gpa_plan.elf.load_programs) are checked against the layout as ``elf_mode`` loads them."""
     name = str(path)
-    with _collector_paused():
+    with paused():
         try:
             loaded = load_layout(path)
         except LayoutError as err:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from gpa_plan.collector import paused
 from gpa_plan.layout.errors import LayoutError
 from gpa_plan.layout.loader import Document, load_file, load_text
 from gpa_plan.layout.validate import validate_layout
@@ -55,6 +56,13 @@ def allocate_text(
     source: LayoutSource, ucall: bool, ucall_memslot: bool, fmt: str, in_place: bool
 ) -> tuple[str, list[str]]:
     """The output text and notes for the user; raises AllocateFailure with located messages."""
+    with paused():
+        return _allocate_text(source, ucall, ucall_memslot, fmt, in_place)
+
+
+def _allocate_text(
+    source: LayoutSource, ucall: bool, ucall_memslot: bool, fmt: str, in_place: bool
+) -> tuple[str, list[str]]:
     doc = _load(source)
     try:
         layout = validate_layout(doc)
