@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from gpa_plan.check.run import check_file
 from gpa_plan.cli import cli
+from gpa_plan.elf import load_programs
 
 LAYOUTS = Path(__file__).resolve().parent.parent / "layouts"
 SHIPPED = sorted(LAYOUTS.glob("*.yaml"))
@@ -46,14 +47,31 @@ def test_check_over_the_whole_folder_exits_zero() -> None:
     assert f"{len(SHIPPED)} files checked: 0 errors, 0 warnings" in result.output
 
 
+def _directives(path: Path, name: str) -> list[str]:
+    return re.findall(rf"^# {name}: (\S+)", path.read_text(), re.M)
+
+
 @pytest.mark.parametrize("path", BROKEN, ids=lambda p: p.name)
 def test_broken_layout_triggers_exactly_the_rules_it_names(path: Path) -> None:
-    expected = re.findall(r"^# expect: ([a-z0-9-]+)", path.read_text(), re.M)
+    expected = _directives(path, "expect")
     assert expected, f"{path.name} names no rule"
-    (result,) = check_file(path)
+    elves = [str(path.parent / name) for name in _directives(path, "elf")]
+    mode = (_directives(path, "elf-mode") or ["physical"])[0]
+    (result,) = check_file(path, programs=load_programs(elves), elf_mode=mode)
     assert sorted({f.rule for f in result.findings}) == sorted(set(expected))
-    result_cli = CliRunner().invoke(cli, ["check", str(path)])
+    options = [arg for elf in elves for arg in ("--elf", elf)] + ["--elf-mode", mode]
+    result_cli = CliRunner().invoke(cli, ["check", str(path), *options])
     assert result_cli.exit_code == 1
+    for rule in expected:
+        assert f"error[{rule}]" in result_cli.output or f"warning[{rule}]" in result_cli.output
+
+
+def test_the_issue_list_of_broken_examples_is_shipped() -> None:
+    rules = {rule for path in BROKEN for rule in _directives(path, "expect")}
+    assert {
+        "ucall-not-io", "device-shadowed", "memslot-overlap", "device-misaligned",
+        "elf-va-collision",
+    } <= rules
 
 
 def test_selftests_ucall_clobbered_by_a_memslot_fails_with_ucall_not_io() -> None:
