@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from spec_rules import SPEC_MINIMUM_RULES
 
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.rules import RULES
@@ -46,23 +47,7 @@ def test_clean_layout_has_no_finding(name: str) -> None:
 
 
 def test_every_registered_rule_has_a_severity_summary_and_description() -> None:
-    spec_minimum = {
-        "yaml-syntax",
-        "schema",
-        "memslot-overlap",
-        "memslot-misaligned",
-        "memslot-out-of-range",
-        "slot-id-conflict",
-        "device-shadowed",
-        "device-overlap",
-        "device-misaligned",
-        "device-out-of-range",
-        "device-wrong-arch",
-        "reserved-overlap",
-        "ucall-not-io",
-        "private-slot-conflict",
-    }
-    assert spec_minimum <= set(RULES)
+    assert set(SPEC_MINIMUM_RULES) <= set(RULES)
     for rule in RULES.values():
         assert rule.severity in ("error", "warning")
         assert rule.summary and rule.description
