@@ -114,6 +114,10 @@ def load_text(text: str, name: str) -> Document:
 
 def _syntax_message(err: yaml.MarkedYAMLError) -> str:
     problem, context, mark = err.problem, err.context, err.context_mark
+    if problem and "maximum nesting depth" in problem:
+        # Newer libyaml stops at its own depth limit while scanning ahead, before our event
+        # walk sees level MAX_DEPTH + 1; say it the same way whichever limit fires first.
+        return f"nesting deeper than {MAX_DEPTH} levels"
     if not (problem and context):
         return problem or context or "not well-formed YAML"
     if problem.startswith("but "):
