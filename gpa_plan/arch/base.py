@@ -33,7 +33,12 @@ class Backing(enum.Enum):
 
 
 class Handler(str, enum.Enum):
-    """Who answers an MMIO access that reaches the device layer, strongest first."""
+    """Who answers an MMIO access that reaches the device layer, strongest first.
+
+    IOEVENTFD and COALESCED answer writes only: virt/kvm/eventfd.c ioeventfd_ops and
+    virt/kvm/coalesced_mmio.c coalesced_mmio_ops register no .read, so a read of their range
+    finds no io-bus device and exits to the VMM.
+    """
 
     KERNEL = "kernel"
     IOEVENTFD = "ioeventfd"
