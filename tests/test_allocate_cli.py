@@ -41,7 +41,8 @@ devices:
 NO_ROOM_MESSAGE = (
     "full.yaml:9:11: error[no-room] cannot place device 'its': no free 64 KiB-aligned range "
     "of 128 KiB in [0x0800_0000, 0x0802_0000): 1 occupied range covers it: device 'gicd' "
-    "[0x0800_0000, 0x0801_0000); largest free gap 64 KiB at 0x0801_0000\n"
+    "[0x0800_0000, 0x0801_0000); largest free gap 64 KiB at 0x0801_0000; widen its `within`, "
+    "lower its `align`, or free room in the layout\n"
 )
 
 

@@ -144,6 +144,7 @@ def _place(
                 pass
         placed = alloc.allocate(size, align, window=window, policy=policy, label=label)
     except (AllocationError, ValueError) as err:
-        plan.errors.append((f"cannot place {label}: {err}", path))
+        hint = "widen its `within`, lower its `align`, or free room in the layout"
+        plan.errors.append((f"cannot place {label}: {err}; {hint}", path))
         return
     plan.placements[entry.name] = placed.start
