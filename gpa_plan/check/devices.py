@@ -42,8 +42,8 @@ def device_shadowed(ctx: RuleContext) -> Iterator[Finding]:
             owner = _memslots_in(memslot_names, region)
             yield ctx.finding(
                 "device-shadowed",
-                f"{_describe(device)} lies in read-write memory ({owner} at "
-                f"{region.range}): guest reads and writes there hit RAM and never reach the "
+                f"{_describe(device)} lies in read-write memory ({owner} covers "
+                f"{region.range} of it): guest reads and writes there hit RAM and never reach the "
                 "device; move the device out of the memslot or split the memslot around it",
                 device.path,
                 "base",
@@ -55,7 +55,7 @@ def device_shadowed(ctx: RuleContext) -> Iterator[Finding]:
             yield ctx.finding(
                 "device-shadowed",
                 f"{_describe(device)} lies in a read-only memslot ({owner}"
-                f" at {region.range}): guest reads return the memslot's memory, only writes "
+                f" covers {region.range} of it): guest reads return the memslot's memory, only writes "
                 "reach the device; move the device if it must answer reads",
                 device.path,
                 "base",
