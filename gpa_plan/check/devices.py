@@ -54,9 +54,9 @@ def device_shadowed(ctx: RuleContext) -> Iterator[Finding]:
             owner = _memslots_in(memslot_names, region)
             yield ctx.finding(
                 "device-shadowed",
-                f"{_describe(device)} lies in a read-only memslot ({owner}"
-                f" covers {region.range} of it): guest reads return the memslot's memory, only writes "
-                "reach the device; move the device if it must answer reads",
+                f"{_describe(device)} lies in a read-only memslot "
+                f"({owner} covers {region.range} of it): guest reads return the memslot's "
+                "memory, only writes reach the device; move the device if it must answer reads",
                 device.path,
                 "base",
                 (device.name, *dict.fromkeys(names)),

@@ -151,8 +151,9 @@ def elf_unbacked(ctx: RuleContext) -> Iterator[Finding]:
     each PT_LOAD segment to guest memory at [p_paddr, p_paddr + p_memsz). Where no memslot of
     address space 0 backs that range (or it lies beyond the guest's physical address size)
     there is no memory to copy into, and the guest's own accesses there exit to the VMM or
-    fault instead of reaching its code or data. Fix: link the segment at a physical address
-    inside a memslot (the linker script's AT() / load address) or add a memslot there."""
+    fault instead of reaching its code or data. Parts that a device claims are left to
+    elf-over-device. Fix: link the segment at a physical address inside a memslot (the linker
+    script's AT() / load address) or add a memslot there."""
     for program in _runnable(ctx, PHYSICAL):
         for segment in program.segments:
             finding = _unbacked(ctx, program, segment)
@@ -163,7 +164,8 @@ def elf_unbacked(ctx: RuleContext) -> Iterator[Finding]:
 def _unbacked(ctx: RuleContext, program: Program, segment: Segment) -> Finding | None:
     rng = segment.physical
     access = _main_access(segment)
-    holes = [r for r in ctx.regions_in(rng) if r.backing is Backing.NONE]
+    # Parts a device claims are reported once, by elf-over-device.
+    holes = [r for r in ctx.regions_in(rng) if r.kind == "unbacked"]
     gaps = [hole.range.intersection(rng) for hole in holes]
     outcomes = [hole.outcome(access) for hole in holes]
     if rng.end > ctx.layout.limit:
