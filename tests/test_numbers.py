@@ -77,7 +77,7 @@ def test_refused_forms_say_why(text: str, words: str) -> None:
         (-1, "negative"),
         (1 << 64, "does not fit in 64 bits"),
         (1.0, "fraction"),
-        (None, "expected a number, got NoneType"),
+        (None, "an empty value"),
         ([4096], "expected a number, got list"),
     ],
 )
@@ -122,15 +122,18 @@ def test_numbers_written_in_a_layout_load_as_that_many_bytes(
 @pytest.mark.parametrize(
     ("written", "message"),
     [
-        ("010", "'010' has a leading zero"),
+        ("010", "`size` of memslot 'ram': '010' has a leading zero"),
         ("'010'", "`size` of memslot 'ram': '010' has a leading zero"),
-        ("1:30", "'1:30' is a YAML 1.1 base-60 number"),
-        ("0x1_0000_0000_0000_0000", "'0x1_0000_0000_0000_0000' does not fit in 64 bits"),
+        ("1:30", "`size` of memslot 'ram': '1:30' is a YAML 1.1 base-60 number"),
+        (
+            "0x1_0000_0000_0000_0000",
+            "`size` of memslot 'ram': '0x1_0000_0000_0000_0000' does not fit in 64 bits",
+        ),
         ("-4096", "`size` of memslot 'ram': -4096 is negative"),
         ("1.1K", "`size` of memslot 'ram': '1.1K' is not a whole number of bytes"),
         ("yes", "`size` of memslot 'ram': true is a boolean"),
         ("off", "`size` of memslot 'ram': false is a boolean"),
-        ("~", "`size` of memslot 'ram': expected a number, got NoneType"),
+        ("~", "`size` of memslot 'ram': null (an empty value) is not a number; give one"),
     ],
 )
 def test_numbers_refused_in_a_layout_point_at_the_value(

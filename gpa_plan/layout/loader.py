@@ -8,7 +8,8 @@ Refused, each with its position: bytes that are not UTF-8, empty files, document
 mapping, several documents, explicit YAML tags, merge keys, duplicate keys (compared after
 resolution, so ``0x10`` and ``16`` collide), non-scalar keys, aliases that expand out of
 proportion or into themselves, nesting deeper than ``MAX_DEPTH``, and YAML 1.1 integer traps
-(``010``, ``1:30``).
+(``010``, ``1:30``), which reach validation as RejectedNumber so that the field they sit in
+reports them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gpa_plan.layout.errors import LayoutError, Problem
-from gpa_plan.layout.numbers import NumberError, parse_number
+from gpa_plan.layout.numbers import NumberError, RejectedNumber, parse_number
 
 Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -279,7 +280,7 @@ def _scalar(node: ScalarNode) -> Any:
                 return -parse_number(value[1:])
             return parse_number(value)
         except NumberError as err:
-            raise _Located(str(err), node, "schema") from None
+            return RejectedNumber(value, str(err))
     if tag == _BOOL:
         return value.lower() in _TRUE
     if tag == _NULL:

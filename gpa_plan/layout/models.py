@@ -6,11 +6,11 @@ Rules that need the whole layout (unique names, the device catalog, KVM's own li
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from gpa_plan.layout.numbers import coerce_number
+from gpa_plan.layout.numbers import coerce_number, refuse_rejected
 
 _NUMBER_SCHEMA: dict[str, Any] = {
     "anyOf": [
@@ -41,6 +41,9 @@ NumberOrAuto = Annotated[
     int | Literal["auto"], PlainValidator(_number_or_auto), WithJsonSchema(_AUTO_SCHEMA)
 ]
 Policy = Literal["first", "last"]
+T = TypeVar("T")
+# Integer fields other than addresses and sizes: a YAML 1.1 trap (010, 1:30) says why.
+Checked = Annotated[T, BeforeValidator(refuse_rejected)]
 Name = Annotated[str, Field(min_length=1)]
 
 
@@ -62,10 +65,12 @@ class Memslot(_Placed):
     """One KVM_SET_USER_MEMORY_REGION entry."""
 
     name: Name
-    slot: Annotated[int, Field(ge=0)] | Literal["auto"] | None = Field(
+    slot: Checked[Annotated[int, Field(ge=0)] | Literal["auto"] | None] = Field(
         None, description="slot id; omitted or auto: the lowest free id in its address space"
     )
-    as_id: Annotated[int, Field(ge=0)] = Field(0, description="address space (x86_64: 1 = SMM)")
+    as_id: Checked[Annotated[int, Field(ge=0)]] = Field(
+        0, description="address space (x86_64: 1 = SMM)"
+    )
     base: NumberOrAuto
     size: Number
     readonly: bool = Field(False, description="KVM_MEM_READONLY: guest writes exit as MMIO")
@@ -84,7 +89,7 @@ class Device(_Placed):
         None, description="omitted only for lapic/ioapic, which have fixed default bases"
     )
     size: Number | None = Field(None, description="mmio only: the device's size")
-    vcpus: Annotated[int, Field(ge=1)] | None = Field(
+    vcpus: Checked[Annotated[int, Field(ge=1)] | None] = Field(
         None, description="vgic-v3-redist only: redistributors for this many vCPUs (default 1)"
     )
     handler: Literal["user", "kernel", "ioeventfd", "coalesced"] | None = Field(
@@ -112,10 +117,10 @@ class Layout(_Entry):
         json_schema_extra={"$id": "https://gpa-plan.dev/schema/layout-1.json"},
     )
 
-    layout: Literal[1] = Field(description="format version")
+    layout: Checked[Literal[1]] = Field(description="format version")
     name: str | None = None
     arch: Literal["arm64", "x86_64"]
-    pa_bits: Annotated[int, Field(ge=1, le=64)] | None = Field(
+    pa_bits: Checked[Annotated[int, Field(ge=1, le=64)] | None] = Field(
         None, description="arm64: IPA size (default 40); x86_64: MAXPHYADDR (default 48)"
     )
     page_size: Number = Field(4096, description="host page size: memslot alignment")

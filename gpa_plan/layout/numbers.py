@@ -27,6 +27,28 @@ class NumberError(ValueError):
     """A value that is not a valid address or size; the message says why."""
 
 
+class RejectedNumber(str):
+    """The source text of a YAML integer gpa-plan refuses (``010``, ``1:30``, beyond 64 bits).
+
+    The loader keeps it as text instead of failing on the spot, so the field it sits in
+    reports ``reason`` together with every other problem of the file.
+    """
+
+    reason: str
+
+    def __new__(cls, text: str, reason: str) -> RejectedNumber:
+        self = super().__new__(cls, text)
+        self.reason = reason
+        return self
+
+
+def refuse_rejected(value: object) -> object:
+    """Pass ``value`` on, unless it is a RejectedNumber: then say why it was refused."""
+    if isinstance(value, RejectedNumber):
+        raise NumberError(value.reason)
+    return value
+
+
 def parse_number(text: str) -> int:
     """The byte count or address that ``text`` (a scalar's source text) stands for."""
     raw = text.strip()
@@ -80,12 +102,16 @@ def coerce_number(value: object) -> int:
             f"{str(value).lower()} is a boolean, not a number (YAML reads true/false, yes/no "
             "and on/off as booleans)"
         )
+    if isinstance(value, RejectedNumber):
+        raise NumberError(value.reason)
     if isinstance(value, int):
         if value < 0:
             raise NumberError(f"{value} is negative; addresses and sizes are unsigned")
         return _fit(value, str(value))
     if isinstance(value, str):
         return parse_number(value)
+    if value is None:
+        raise NumberError("null (an empty value) is not a number; give one")
     if isinstance(value, float):
         raise NumberError(
             f"{value!r} is a fraction; write a whole number of bytes or use a unit (1.5K)"
