@@ -23,6 +23,9 @@ _EXPORTS = {
     "Region": "gpa_plan.check.partition",
     "partition": "gpa_plan.check.partition",
     "explain_address": "gpa_plan.check.explain",
+    "explain_layout": "gpa_plan.check.explain",
+    "allocate": "gpa_plan.plan.allocate",
+    "load_programs": "gpa_plan.elf.program",
     "RULES": "gpa_plan.check.rules",
     "LayoutError": "gpa_plan.layout.errors",
     "Layout": "gpa_plan.layout.models",
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from gpa_plan.arch import ARCHES as ARCHES
     from gpa_plan.arch.base import Outcome as Outcome
     from gpa_plan.check.explain import explain_address as explain_address
+    from gpa_plan.check.explain import explain_layout as explain_layout
     from gpa_plan.check.findings import Finding as Finding
     from gpa_plan.check.partition import Region as Region
     from gpa_plan.check.partition import partition as partition
@@ -47,8 +51,10 @@ if TYPE_CHECKING:
     from gpa_plan.check.run import check_file as check_file
     from gpa_plan.check.run import check_loaded as check_loaded
     from gpa_plan.check.run import load_layout as load_layout
+    from gpa_plan.elf.program import load_programs as load_programs
     from gpa_plan.layout.errors import LayoutError as LayoutError
     from gpa_plan.layout.models import Layout as Layout
+    from gpa_plan.plan.allocate import allocate as allocate
     from gpa_plan.plan.allocator import AddressAllocator as AddressAllocator
     from gpa_plan.plan.allocator import AllocationError as AllocationError
     from gpa_plan.plan.allocator import Policy as Policy

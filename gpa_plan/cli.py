@@ -194,9 +194,7 @@ def explain(
     fmt: str,
 ) -> None:
     """Say what a guest access at each ADDR becomes, and through which kernel path."""
-    from gpa_plan.arch import ARCHES
-    from gpa_plan.check.explain import explain_address
-    from gpa_plan.check.partition import partition
+    from gpa_plan.check.explain import explain_layout
     from gpa_plan.check.run import load_layout
     from gpa_plan.layout.errors import LayoutError
 
@@ -207,12 +205,7 @@ def explain(
         for p in err.problems:
             click.echo(f"{file}:{p.line}:{p.column}: error[{p.rule}] {p.message}", err=True)
         sys.exit(1)
-    answers = []
-    for arch in arches or (loaded.layout.arch,):
-        regions = partition(loaded.resolved, ARCHES[arch])
-        for address in parsed:
-            for access in accesses or ("read", "write", "fetch"):
-                answers.append(explain_address(regions, arch, address, access))
+    answers = explain_layout(loaded, parsed, accesses or ("read", "write", "fetch"), arches)
     if fmt == "json":
         from gpa_plan.report import json_report
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gpa_plan.arch import ARCHES
+from gpa_plan.arch import ACCESSES, ARCHES
 from gpa_plan.arch.base import Backing, Handler
-from gpa_plan.check.partition import Region, region_at
+from gpa_plan.check.partition import Region, partition, region_at
+from gpa_plan.check.run import LoadedLayout
+from gpa_plan.collector import paused
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +21,22 @@ class Answer:
     kind: str
     names: tuple[str, ...]
     detail: str
+
+
+def explain_layout(
+    loaded: LoadedLayout,
+    addresses: Sequence[int],
+    accesses: Sequence[str] = ACCESSES,
+    arches: Sequence[str] = (),
+) -> list[Answer]:
+    """One answer per architecture (default: the layout's own), address and access kind."""
+    answers: list[Answer] = []
+    with paused():
+        for arch in arches or (loaded.layout.arch,):
+            regions = partition(loaded.resolved, ARCHES[arch])
+            for address in addresses:
+                answers.extend(explain_address(regions, arch, address, a) for a in accesses)
+    return answers
 
 
 def explain_address(regions: list[Region], arch_name: str, address: int, access: str) -> Answer:
