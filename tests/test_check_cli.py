@@ -222,3 +222,51 @@ def test_errors_exit_1_and_a_clean_file_exits_0() -> None:
     assert run("check", "bad/empty.yaml").exit_code == 1
     # One bad file among good ones fails the run.
     assert run("check", "small-x86_64.yaml", "bad/empty.yaml").exit_code == 1
+
+
+def test_a_table_too_long_for_rich_is_printed_as_aligned_columns(tmp_path: Path) -> None:
+    # 1,100 memslots with a hole after each: 2,200 regions, past RICH_TABLE_ROWS.
+    slots = "".join(f"  - {{name: m{i}, base: {hex(0x2000 * i)}, size: 4K}}\n" for i in range(1100))
+    path = tmp_path / "many.yaml"
+    path.write_text(f"layout: 1\narch: arm64\npa_bits: 32\nmemslots:\n{slots}")
+    result = CliRunner().invoke(cli, ["check", str(path)])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{path} (arm64, 32-bit)"
+    assert lines[1].split() == [
+        "start",
+        "end",
+        "(incl.)",
+        "size",
+        "kind",
+        "names",
+        "read",
+        "write",
+        "fetch",
+    ]
+    assert lines[2].split() == [
+        "0x0000_0000",
+        "0x0000_0fff",
+        "4",
+        "KiB",
+        "ram",
+        "m0",
+        "memory",
+        "memory",
+        "memory",
+    ]
+    assert lines[3].split() == [
+        "0x0000_1000",
+        "0x0000_1fff",
+        "4",
+        "KiB",
+        "unbacked",
+        "io-exit",
+        "io-exit",
+        "guest-fault",
+    ]
+    # Every row is aligned under its header: the `read` column starts at the same offset.
+    read_at = lines[1].index("read")
+    assert lines[2][read_at:].startswith("memory")
+    assert lines[3][read_at:].startswith("io-exit")
+    assert len(lines) == 2 + 2200 + 2  # title, header, rows, blank line, summary
