@@ -9,8 +9,9 @@ ioeventfd, then coalesced, then user.
 
 from __future__ import annotations
 
+import bisect
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from gpa_plan.arch.base import ArchSpec, Backing, Handler, Outcome
@@ -182,15 +183,26 @@ def _merge(regions: Iterator[Region]) -> Iterator[Region]:
         yield pending
 
 
-def region_at(regions: list[Region], address: int) -> Region | None:
-    """The region holding ``address`` (binary search), or None beyond the space."""
-    lo, hi = 0, len(regions)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if regions[mid].end <= address:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < len(regions) and regions[lo].start <= address:
-        return regions[lo]
+def _first_ending_after(regions: Sequence[Region], address: int) -> int:
+    """Index of the first region whose end is beyond ``address`` (binary search)."""
+    return bisect.bisect_right(regions, address, key=lambda r: r.end)
+
+
+def region_at(regions: Sequence[Region], address: int) -> Region | None:
+    """The region holding ``address``, or None beyond the space."""
+    k = _first_ending_after(regions, address)
+    if k < len(regions) and regions[k].start <= address:
+        return regions[k]
     return None
+
+
+def regions_within(regions: Sequence[Region], rng: Range) -> list[Region]:
+    """The regions of the sorted partition that intersect ``rng``; walks by index, since
+    slicing would copy the rest of the partition on every call."""
+    found = []
+    for k in range(_first_ending_after(regions, rng.start), len(regions)):
+        region = regions[k]
+        if region.start >= rng.end:
+            break
+        found.append(region)
+    return found

@@ -7,13 +7,12 @@ the architecture, the partition and the document's positions.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from gpa_plan.arch.base import ArchSpec
 from gpa_plan.check.findings import ERROR, WARNING, Finding
-from gpa_plan.check.partition import Region
+from gpa_plan.check.partition import Region, regions_within
 from gpa_plan.elf.placement import PHYSICAL
 from gpa_plan.elf.program import Program, ProgramError
 from gpa_plan.layout.loader import Document
@@ -57,29 +56,8 @@ class RuleContext:
         )
 
     def regions_in(self, rng: Range) -> list[Region]:
-        """The regions that intersect ``rng`` (binary search; the partition is sorted)."""
-        regions = self.regions
-        found = []
-        # Walk by index: slicing from `first` would copy the rest of the partition per call.
-        for k in range(bisect.bisect_right(_RegionEnds(regions), rng.start), len(regions)):
-            region = regions[k]
-            if region.start >= rng.end:
-                break
-            found.append(region)
-        return found
-
-
-class _RegionEnds:
-    """A sequence view of region ends, so bisect needs no copied list."""
-
-    def __init__(self, regions: list[Region]) -> None:
-        self._regions = regions
-
-    def __len__(self) -> int:
-        return len(self._regions)
-
-    def __getitem__(self, index: int) -> int:
-        return self._regions[index].end
+        """The regions that intersect ``rng``."""
+        return regions_within(self.regions, rng)
 
 
 RuleCheck = Callable[[RuleContext], Iterator[Finding]]

@@ -12,11 +12,10 @@ Two loaders, two answers:
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gpa_plan.check.partition import Region
+from gpa_plan.check.partition import Region, regions_within
 from gpa_plan.elf.program import Program, Segment
 from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ResolvedLayout
 from gpa_plan.ranges import Range, align_down, align_up
@@ -107,17 +106,6 @@ def identity_pages(device: DeviceEntry, page_size: int) -> Range:
     """The virtual pages an identity mapping of ``device`` takes: virt_map() maps whole guest
     pages, so the device range rounded out to ``page_size``."""
     return Range(align_down(device.range.start, page_size), align_up(device.range.end, page_size))
-
-
-def regions_within(regions: list[Region], rng: Range) -> list[Region]:
-    """The regions of a sorted partition that intersect ``rng``."""
-    first = bisect.bisect_right(regions, rng.start, key=lambda r: r.end)
-    found = []
-    for region in regions[first:]:
-        if region.start >= rng.end:
-            break
-        found.append(region)
-    return found
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:
