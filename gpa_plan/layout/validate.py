@@ -18,6 +18,7 @@ from gpa_plan.arch.devices import CATALOG
 from gpa_plan.layout.errors import LayoutError, Problem
 from gpa_plan.layout.loader import Document
 from gpa_plan.layout.models import Device, Layout, Memslot, Reserved
+from gpa_plan.layout.resolved import device_size
 
 _SECTIONS: dict[str, tuple[str, type[BaseModel]]] = {
     "memslots": ("memslot", Memslot),
@@ -178,7 +179,7 @@ def _cross_checks(layout: Layout) -> Iterator[tuple[Path, str, bool]]:
         yield from _placement_options(("memslots", i), memslot.base, memslot.size, memslot)
     for i, device in enumerate(layout.devices):
         yield from _device_fields(("devices", i), device)
-        yield from _placement_options(("devices", i), device.base, _size_of(device), device)
+        yield from _placement_options(("devices", i), device.base, _size_of(layout, i), device)
 
 
 def _is_power_of_two(value: int) -> bool:
@@ -237,14 +238,12 @@ def _placement_options(
             )
 
 
-def _size_of(device: Device) -> int | None:
-    dtype = CATALOG.get(device.type)
-    if dtype is None or (dtype.name == "mmio" and device.size is None):
+def _size_of(layout: Layout, index: int) -> int | None:
+    """The device's size, when its type and fields are valid enough to know it."""
+    device = layout.devices[index]
+    if device.type not in CATALOG or (device.type == "mmio" and device.size is None):
         return None
-    # ucall pages are checked for alignment by the rules; their size needs guest_page_size.
-    return None if dtype.size_is_guest_page else dtype.size_for(
-        vcpus=device.vcpus, guest_page_size=0, size=device.size
-    )
+    return device_size(layout, index)
 
 
 def _device_fields(path: Path, device: Device) -> Iterator[tuple[Path, str, bool]]:
