@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gpa_plan.collector import paused
 from gpa_plan.layout.errors import LayoutError
-from gpa_plan.layout.loader import Document, load_file, load_text
+from gpa_plan.layout.loader import Document, load_bytes
 from gpa_plan.layout.validate import validate_layout
 from gpa_plan.plan import emit
 from gpa_plan.plan.allocate import Allocation, PlanError, allocate
@@ -22,8 +22,15 @@ class LayoutSource:
     """Where the layout comes from: a file, or a built-in KVM selftests default."""
 
     path: str
-    text: str
+    raw: bytes
     builtin: bool
+
+    @property
+    def text(self) -> str:
+        # Bytes decoded as they are: line endings and a BOM stay, so that --in-place edits at
+        # the parser's offsets and writes the rest back unchanged. Bytes that are not UTF-8
+        # never get this far: loading the same bytes reports them first.
+        return self.raw.decode("utf-8", errors="replace")
 
 
 class AllocateFailure(Exception):
@@ -45,11 +52,9 @@ def pick_source(file: str | None, arch: str | None) -> LayoutSource:
     if file is None and Path(DEFAULT_FILE).is_file():
         file = DEFAULT_FILE
     if file is not None:
-        # Bytes decoded as they are: line endings and a BOM stay, so that --in-place edits at
-        # the parser's offsets and writes the rest back unchanged.
-        return LayoutSource(file, Path(file).read_bytes().decode("utf-8", errors="replace"), False)
+        return LayoutSource(file, Path(file).read_bytes(), False)
     name = arch or "arm64"
-    return LayoutSource(f"<built-in selftests-{name}>", builtin_layout(name), True)
+    return LayoutSource(f"<built-in selftests-{name}>", builtin_layout(name).encode(), True)
 
 
 def allocate_text(
@@ -85,7 +90,7 @@ def _allocate_text(
 
 def _load(source: LayoutSource) -> Document:
     try:
-        return load_file(source.path) if not source.builtin else load_text(source.text, source.path)
+        return load_bytes(source.raw, source.path)
     except LayoutError as err:
         raise _load_failure(source, err) from None
 
