@@ -43,3 +43,47 @@ def test_allocate_places_the_selftests_ucall_page_past_slot_0() -> None:
     loaded = gpa_plan.load_layout(LAYOUTS / "selftests-arm64.yaml")
     allocation = gpa_plan.allocate(loaded.layout, ucall=True)
     assert allocation.placements == {"ucall": 0x29_1000}
+
+
+def test_a_layout_built_in_code_allocates_like_one_loaded_from_a_file() -> None:
+    from gpa_plan.layout.models import Device, Layout, Memslot
+
+    layout = Layout(
+        layout=1,
+        arch="arm64",
+        memslots=(Memslot(name="code", base=0, size=0x20_0000),),
+        devices=(Device(name="uart", type="mmio", base="auto", size=0x1000),),
+    )
+    allocation = gpa_plan.allocate(layout, ucall=True)
+    # The ucall page follows the selftests convention (first page past slot 0), then uart.
+    assert allocation.placements == {"ucall": 0x20_0000, "uart": 0x20_1000}
+    assert allocation.document()["devices"][0] == {
+        "name": "uart",
+        "type": "mmio",
+        "base": 0x20_1000,
+        "size": 0x1000,
+    }
+
+
+def test_allocate_writes_back_the_keys_the_file_gave_and_no_defaults_it_left_out() -> None:
+    from gpa_plan.layout.models import parse_layout
+
+    source = {
+        "layout": 1,
+        "arch": "arm64",
+        "page_size": 4096,
+        "memslots": [
+            {"name": "a", "base": "auto", "size": 0x1000, "readonly": False},
+            {"name": "b", "base": 0x10_0000, "size": 0x1000},
+        ],
+    }
+    document = gpa_plan.allocate(parse_layout(source)).document()
+    assert document == {
+        "layout": 1,
+        "arch": "arm64",
+        "page_size": 4096,
+        "memslots": [
+            {"name": "a", "slot": 0, "base": 0, "size": 0x1000, "readonly": False},
+            {"name": "b", "slot": 1, "base": 0x10_0000, "size": 0x1000},
+        ],
+    }

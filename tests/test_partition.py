@@ -23,7 +23,7 @@ from gpa_plan.arch.devices import CATALOG
 from gpa_plan.check.explain import explain_address
 from gpa_plan.check.partition import Region, partition
 from gpa_plan.check.run import load_layout
-from gpa_plan.layout.models import Layout
+from gpa_plan.layout.models import parse_layout
 from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ReservedEntry, ResolvedLayout
 from gpa_plan.ranges import Range
 
@@ -342,7 +342,7 @@ def test_ranges_beyond_pa_bits_are_cut_at_the_end_of_the_space(tmp_path: Path) -
 
 # --- merging -----------------------------------------------------------------------------------
 
-LAYOUT_STUB = Layout.model_validate({"layout": 1, "arch": "arm64"})
+LAYOUT_STUB = parse_layout({"layout": 1, "arch": "arm64"})
 
 
 def resolved(

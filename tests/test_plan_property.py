@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from gpa_plan.check.findings import ERROR
 from gpa_plan.check.run import check_file
-from gpa_plan.layout.models import Layout
+from gpa_plan.layout.models import parse_layout
 from gpa_plan.plan.allocate import PlanError, allocate
 from gpa_plan.plan.emit import to_yaml
 from gpa_plan.plan.place import plan_layout
@@ -141,7 +141,7 @@ def layout_data(fixed: dict[str, list[dict[str, Any]]], autos: list[AutoEntry]) 
 def test_plan_matches_brute_force_and_checks_clean(
     fixed: dict[str, list[dict[str, Any]]], autos: list[AutoEntry]
 ) -> None:
-    layout = Layout.model_validate(layout_data(fixed, autos))
+    layout = parse_layout(layout_data(fixed, autos))
     plan = plan_layout(layout)
 
     free = [True] * CELLS

@@ -1,4 +1,12 @@
-"""The layout format (SPEC section 1) as pydantic models: shape, types and unknown keys.
+"""The layout format (SPEC section 1): frozen dataclasses, and the pydantic-core schema that
+validates a loaded document into them (shape, types, unknown keys).
+
+The schema is written with pydantic-core's own builders, the engine under pydantic v2, rather
+than derived from pydantic ``BaseModel`` classes: importing pydantic's model layer and
+generating the schemas of four models took some 40 ms at every start, most of what a one-file
+`gpa-plan check` costs. Validation is the same: strict types, extra keys forbidden, pydantic's
+``ValidationError`` with one error per problem (``gpa_plan.layout.validate`` words them). The
+JSON Schema of ``gpa-plan schema`` is generated from this schema too.
 
 Rules that need the whole layout (unique names, the device catalog, KVM's own limits) live in
 ``gpa_plan.layout.validate`` and ``gpa_plan.check``, where every finding gets a position.
@@ -6,125 +14,308 @@ Rules that need the whole layout (unique names, the device catalog, KVM's own li
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic_core import CoreConfig, SchemaValidator
+from pydantic_core import core_schema as cs
 
 from gpa_plan.layout.numbers import coerce_number, refuse_rejected
 
-_NUMBER_SCHEMA: dict[str, Any] = {
-    "anyOf": [
-        {"type": "integer", "minimum": 0, "maximum": 2**64 - 1},
-        {
-            "type": "string",
-            "pattern": r"^\s*[0-9][0-9_]*(\.[0-9_]+)?\s*([KMGTPkmgtp](iB|B)?)?\s*$"
-            r"|^0[xX][0-9a-fA-F_]+$",
-        },
-    ],
-    "description": "an integer (4096, 0x1000, 0x4000_0000) or a size with a binary unit "
-    "(4K, 64KiB, 2M, 1G)",
-}
-_AUTO_SCHEMA: dict[str, Any] = {
-    "anyOf": [*_NUMBER_SCHEMA["anyOf"], {"const": "auto"}],
-    "description": _NUMBER_SCHEMA["description"] + ", or `auto` for the planner",
-}
+Policy = Literal["first", "last"]
+Handler = Literal["user", "kernel", "ioeventfd", "coalesced"]
+NumberOrAuto = int | Literal["auto"]
+
+
+def _given() -> Any:
+    """The `given` field: the keys the source wrote, so that a layout written back out
+    (allocate) keeps an explicit `readonly: false` but adds no default the author left out."""
+    return field(default=frozenset(), compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Memslot:
+    """One KVM_SET_USER_MEMORY_REGION entry."""
+
+    name: str
+    base: NumberOrAuto
+    size: int
+    slot: int | Literal["auto"] | None = None
+    as_id: int = 0
+    readonly: bool = False
+    dirty_log: bool = False
+    align: int | None = None
+    within: tuple[int, int] | None = None
+    policy: Policy | None = None
+    given: frozenset[str] = _given()
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """An MMIO device: a catalog type, or a generic `mmio` device with its own size."""
+
+    name: str
+    type: str
+    base: NumberOrAuto | None = None
+    size: int | None = None
+    vcpus: int | None = None
+    handler: Handler | None = None
+    identity_map: bool = False
+    align: int | None = None
+    within: tuple[int, int] | None = None
+    policy: Policy | None = None
+    given: frozenset[str] = _given()
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """A range nothing may occupy."""
+
+    name: str
+    base: int
+    size: int
+    given: frozenset[str] = _given()
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """A gpa-plan layout file."""
+
+    layout: int
+    arch: Literal["arm64", "x86_64"]
+    name: str | None = None
+    pa_bits: int | None = None
+    page_size: int = 4096
+    guest_page_size: int | None = None
+    memslots: tuple[Memslot, ...] = ()
+    devices: tuple[Device, ...] = ()
+    reserved: tuple[Reserved, ...] = ()
+    given: frozenset[str] = _given()
+
+
+# --- the schema ---------------------------------------------------------------------------
+
+NUMBER_DESCRIPTION = (
+    "an integer (4096, 0x1000, 0x4000_0000) or a size with a binary unit (4K, 64KiB, 2M, 1G)"
+)
+_NUMBER_TEXT = r"^\s*[0-9][0-9_]*(\.[0-9_]+)?\s*([KMGTPkmgtp](iB|B)?)?\s*$|^0[xX][0-9a-fA-F_]+$"
+
+
+def _described(schema: cs.CoreSchema, **json: Any) -> cs.CoreSchema:
+    """``schema`` with keys for its JSON Schema (description, default, title)."""
+    return {**schema, "metadata": {"pydantic_js_updates": json}}
+
+
+def _number() -> cs.CoreSchema:
+    # Written forms as JSON Schema sees them; coerce_number decides (and explains) the rest.
+    written = cs.union_schema(
+        [cs.int_schema(ge=0, le=2**64 - 1), cs.str_schema(pattern=_NUMBER_TEXT)]
+    )
+    return cs.no_info_plain_validator_function(
+        coerce_number, json_schema_input_schema=_described(written, description=NUMBER_DESCRIPTION)
+    )
 
 
 def _number_or_auto(value: object) -> int | Literal["auto"]:
-    if value == "auto":
-        return "auto"
-    return coerce_number(value)
+    return "auto" if value == "auto" else coerce_number(value)
 
 
-Number = Annotated[int, PlainValidator(coerce_number), WithJsonSchema(_NUMBER_SCHEMA)]
-NumberOrAuto = Annotated[
-    int | Literal["auto"], PlainValidator(_number_or_auto), WithJsonSchema(_AUTO_SCHEMA)
-]
-Policy = Literal["first", "last"]
-T = TypeVar("T")
-# Integer fields other than addresses and sizes: a YAML 1.1 trap (010, 1:30) says why.
-Checked = Annotated[T, BeforeValidator(refuse_rejected)]
-Name = Annotated[str, Field(min_length=1)]
-
-
-class _Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class _Placed(_Entry):
-    align: Number | None = Field(
-        None, description="auto placement: alignment (default: the type's, else page_size)"
+def _auto() -> cs.CoreSchema:
+    written = cs.union_schema(
+        [
+            cs.int_schema(ge=0, le=2**64 - 1),
+            cs.str_schema(pattern=_NUMBER_TEXT),
+            cs.literal_schema(["auto"]),
+        ]
     )
-    within: Annotated[list[Number], Field(min_length=2, max_length=2)] | None = Field(
-        None, description="auto placement: [LOW, HIGH) window (default: the whole space)"
-    )
-    policy: Policy = Field("first", description="auto placement: lowest or highest fit")
-
-
-class Memslot(_Placed):
-    """One KVM_SET_USER_MEMORY_REGION entry."""
-
-    name: Name
-    slot: Checked[Annotated[int, Field(ge=0)] | Literal["auto"] | None] = Field(
-        None, description="slot id; omitted or auto: the lowest free id in its address space"
-    )
-    as_id: Checked[Annotated[int, Field(ge=0)]] = Field(
-        0, description="address space (x86_64: 1 = SMM)"
-    )
-    base: NumberOrAuto
-    size: Number
-    readonly: bool = Field(False, description="KVM_MEM_READONLY: guest writes exit as MMIO")
-    dirty_log: bool = Field(False, description="KVM_MEM_LOG_DIRTY_PAGES; no effect on IO")
-
-
-class Device(_Placed):
-    """An MMIO device: a catalog type, or a generic `mmio` device with its own size."""
-
-    name: Name
-    type: str = Field(
-        description="vgic-v2-dist, vgic-v2-cpu, vgic-v3-dist, vgic-v3-redist, vgic-its, "
-        "lapic, ioapic, ucall or mmio"
-    )
-    base: NumberOrAuto | None = Field(
-        None, description="omitted only for lapic/ioapic, which have fixed default bases"
-    )
-    size: Number | None = Field(None, description="mmio only: the device's size")
-    vcpus: Checked[Annotated[int, Field(ge=1)] | None] = Field(
-        None, description="vgic-v3-redist only: redistributors for this many vCPUs (default 1)"
-    )
-    handler: Literal["user", "kernel", "ioeventfd", "coalesced"] | None = Field(
-        None, description="mmio only: who answers (default user: KVM_EXIT_MMIO)"
-    )
-    identity_map: bool = Field(False, description="the guest reaches it through a VA = GPA mapping")
-
-
-class Reserved(_Entry):
-    """A range nothing may occupy."""
-
-    name: Name
-    base: Number
-    size: Number
-
-
-class Layout(_Entry):
-    """A gpa-plan layout file."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        strict=True,
-        title="gpa-plan layout",
-        json_schema_extra={"$id": "https://gpa-plan.dev/schema/layout-1.json"},
+    return cs.no_info_plain_validator_function(
+        _number_or_auto,
+        json_schema_input_schema=_described(
+            written, description=NUMBER_DESCRIPTION + ", or `auto` for the planner"
+        ),
     )
 
-    layout: Checked[Literal[1]] = Field(description="format version")
-    name: str | None = None
-    arch: Literal["arm64", "x86_64"]
-    pa_bits: Checked[Annotated[int, Field(ge=1, le=64)] | None] = Field(
-        None, description="arm64: IPA size (default 40); x86_64: MAXPHYADDR (default 48)"
+
+def _checked(schema: cs.CoreSchema) -> cs.CoreSchema:
+    """An integer field other than an address or size: a YAML 1.1 trap (010, 1:30) says why."""
+    return cs.no_info_before_validator_function(refuse_rejected, schema)
+
+
+def _field(
+    schema: cs.CoreSchema, description: str | None = None, **default: Any
+) -> cs.TypedDictField:
+    json: dict[str, Any] = {"description": description} if description else {}
+    json |= default
+    return cs.typed_dict_field(
+        schema,
+        required=not default,
+        metadata={"pydantic_js_updates": json} if json else None,
     )
-    page_size: Number = Field(4096, description="host page size: memslot alignment")
-    guest_page_size: Number | None = Field(None, description="default page_size")
-    memslots: list[Memslot] = Field(default_factory=list)
-    devices: list[Device] = Field(default_factory=list)
-    reserved: list[Reserved] = Field(default_factory=list)
+
+
+def _optional(schema: cs.CoreSchema, description: str) -> cs.TypedDictField:
+    return _field(cs.nullable_schema(schema), description, default=None)
+
+
+_KEYS: dict[type, tuple[str, ...]] = {}
+# No coercion: YAML already typed every value, and "1" for 1 would hide a quoting mistake.
+_STRICT = CoreConfig(strict=True)
+
+
+def _object_schema(
+    cls: type, fields: dict[str, cs.TypedDictField], *, ref: str | None = None
+) -> cs.CoreSchema:
+    """A mapping with exactly ``fields``, validated into a ``cls``."""
+    _KEYS[cls] = tuple(fields)
+    mapping = cs.typed_dict_schema(
+        fields,
+        extra_behavior="forbid",
+        config=_STRICT,
+        ref=ref,
+        metadata={"pydantic_js_updates": {"title": cls.__name__, "description": cls.__doc__}},
+    )
+    return cs.no_info_after_validator_function(_builder(cls), mapping)
+
+
+def _builder(cls: type) -> Callable[[dict[str, Any]], Any]:
+    def build(data: dict[str, Any]) -> Any:
+        return cls(**data, given=frozenset(data))
+
+    return build
+
+
+def _placement_fields() -> dict[str, cs.TypedDictField]:
+    window = cs.no_info_after_validator_function(
+        tuple, cs.list_schema(_number(), min_length=2, max_length=2)
+    )
+    return {
+        "align": _optional(
+            _number(), "auto placement: alignment (default: the type's, else page_size)"
+        ),
+        "within": _optional(
+            window, "auto placement: [LOW, HIGH) window (default: the whole space)"
+        ),
+        # Absent is None in the model: a ucall page then follows the selftests convention.
+        "policy": _field(
+            cs.literal_schema(["first", "last"]),
+            "auto placement: lowest or highest fit",
+            default="first",
+        ),
+    }
+
+
+def _name() -> cs.CoreSchema:
+    return cs.str_schema(min_length=1)
+
+
+def _memslot_schema() -> cs.CoreSchema:
+    slot = cs.nullable_schema(cs.union_schema([cs.int_schema(ge=0), cs.literal_schema(["auto"])]))
+    fields = _placement_fields() | {
+        "name": _field(_name()),
+        "slot": _field(
+            _checked(slot),
+            "slot id; omitted or auto: the lowest free id in its address space",
+            default=None,
+        ),
+        "as_id": _field(
+            _checked(cs.int_schema(ge=0)), "address space (x86_64: 1 = SMM)", default=0
+        ),
+        "base": _field(_auto()),
+        "size": _field(_number()),
+        "readonly": _field(
+            cs.bool_schema(), "KVM_MEM_READONLY: guest writes exit as MMIO", default=False
+        ),
+        "dirty_log": _field(
+            cs.bool_schema(), "KVM_MEM_LOG_DIRTY_PAGES; no effect on IO", default=False
+        ),
+    }
+    return _object_schema(Memslot, fields, ref="Memslot")
+
+
+def _device_schema() -> cs.CoreSchema:
+    fields = _placement_fields() | {
+        "name": _field(_name()),
+        "type": _field(
+            cs.str_schema(),
+            "vgic-v2-dist, vgic-v2-cpu, vgic-v3-dist, vgic-v3-redist, vgic-its, lapic, "
+            "ioapic, ucall or mmio",
+        ),
+        "base": _optional(_auto(), "omitted only for lapic/ioapic, which have fixed default bases"),
+        "size": _optional(_number(), "mmio only: the device's size"),
+        "vcpus": _field(
+            _checked(cs.nullable_schema(cs.int_schema(ge=1))),
+            "vgic-v3-redist only: redistributors for this many vCPUs (default 1)",
+            default=None,
+        ),
+        "handler": _optional(
+            cs.literal_schema(["user", "kernel", "ioeventfd", "coalesced"]),
+            "mmio only: who answers (default user: KVM_EXIT_MMIO)",
+        ),
+        "identity_map": _field(
+            cs.bool_schema(), "the guest reaches it through a VA = GPA mapping", default=False
+        ),
+    }
+    return _object_schema(Device, fields, ref="Device")
+
+
+def _reserved_schema() -> cs.CoreSchema:
+    fields = {"name": _field(_name()), "base": _field(_number()), "size": _field(_number())}
+    return _object_schema(Reserved, fields, ref="Reserved")
+
+
+def _section(entry: cs.CoreSchema) -> cs.TypedDictField:
+    return _field(cs.no_info_after_validator_function(tuple, cs.list_schema(entry)), default=[])
+
+
+def layout_core_schema() -> cs.CoreSchema:
+    """The pydantic-core schema of a whole layout file."""
+    fields = {
+        "layout": _field(_checked(cs.literal_schema([1])), "format version"),
+        "name": _optional(cs.str_schema(), "what the layout describes"),
+        "arch": _field(cs.literal_schema(["arm64", "x86_64"])),
+        "pa_bits": _field(
+            _checked(cs.nullable_schema(cs.int_schema(ge=1, le=64))),
+            "arm64: IPA size (default 40); x86_64: MAXPHYADDR (default 48)",
+            default=None,
+        ),
+        "page_size": _field(_number(), "host page size: memslot alignment", default=4096),
+        "guest_page_size": _optional(_number(), "default page_size"),
+        "memslots": _section(_memslot_schema()),
+        "devices": _section(_device_schema()),
+        "reserved": _section(_reserved_schema()),
+    }
+    return _object_schema(Layout, fields)
+
+
+_VALIDATOR = SchemaValidator(layout_core_schema())
+
+
+def parse_layout(data: object) -> Layout:
+    """The Layout ``data`` (a loaded YAML document) describes; raises
+    pydantic_core.ValidationError, one error per problem."""
+    layout: Layout = _VALIDATOR.validate_python(data)
+    return layout
+
+
+def keys_of(model: type) -> tuple[str, ...]:
+    """The keys a layout file may give for ``model`` (Layout, Memslot, Device, Reserved)."""
+    return _KEYS[model]
+
+
+def as_data(model: Layout | Memslot | Device | Reserved) -> dict[str, Any]:
+    """``model`` as a layout file writes it: the keys its source gave and those whose value is
+    not the default, in the format's order; never a null."""
+    defaults = {f.name: f.default for f in fields(model) if f.default is not MISSING}
+    data: dict[str, Any] = {}
+    for key in keys_of(type(model)):
+        value = getattr(model, key)
+        if value is None or (key not in model.given and defaults.get(key, MISSING) == value):
+            continue
+        if isinstance(value, tuple):
+            value = [as_data(v) if isinstance(v, _MODELS) else v for v in value]
+        data[key] = value
+    return data
+
+
+_MODELS = (Memslot, Device, Reserved)

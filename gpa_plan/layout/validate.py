@@ -11,16 +11,15 @@ import difflib
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, ValidationError
 
 from gpa_plan.arch.devices import CATALOG
 from gpa_plan.layout.errors import LayoutError, Problem
 from gpa_plan.layout.loader import Document
-from gpa_plan.layout.models import Device, Layout, Memslot, Reserved
+from gpa_plan.layout.models import Device, Layout, Memslot, Reserved, keys_of, parse_layout
 from gpa_plan.layout.resolved import device_size
 
-_SECTIONS: dict[str, tuple[str, type[BaseModel]]] = {
+_SECTIONS: dict[str, tuple[str, type]] = {
     "memslots": ("memslot", Memslot),
     "devices": ("device", Device),
     "reserved": ("reserved range", Reserved),
@@ -32,7 +31,7 @@ Path = tuple[str | int, ...]
 def validate_layout(doc: Document) -> Layout:
     """The validated layout; raises LayoutError listing every problem with its position."""
     try:
-        layout = Layout.model_validate(doc.data)
+        layout = parse_layout(doc.data)
     except ValidationError as err:
         raise LayoutError(doc.path, sorted(_pydantic_problems(doc, err), key=_order)) from None
     problems = sorted(
@@ -90,7 +89,7 @@ def _split_loc(data: Any, loc: Path) -> tuple[Path, Path]:
     return loc, ()
 
 
-def _model_at(path: Path) -> type[BaseModel] | None:
+def _model_at(path: Path) -> type | None:
     if not path:
         return Layout
     if len(path) == 2 and path[0] in _SECTIONS:
@@ -103,7 +102,7 @@ def _unknown_key(path: Path) -> str:
     model = _model_at(path[:-1])
     if model is None:
         return f"unknown key `{key}`"
-    allowed = list(model.model_fields)
+    allowed = keys_of(model)
     where = "at the top level" if not path[:-1] else f"in a {_SECTIONS[str(path[0])][0]}"
     guess = difflib.get_close_matches(key, allowed, n=1)
     hint = f"; did you mean `{guess[0]}`?" if guess else ""
@@ -131,7 +130,6 @@ _TYPE_WORDS = {
     "bool_type": "true or false",
     "string_type": "a string",
     "list_type": "a list",
-    "model_type": "a mapping",
     "dict_type": "a mapping",
     "tuple_type": "a list",
 }

@@ -7,10 +7,10 @@ YAML, placement options dropped, slot ids filled in), ready for any output forma
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gpa_plan.layout.models import Device, Layout, Memslot
+from gpa_plan.layout.models import Device, Layout, Memslot, as_data
 from gpa_plan.layout.resolved import assign_slot_ids, device_base, resolve
 from gpa_plan.plan.place import Plan, plan_layout
 
@@ -55,7 +55,7 @@ def allocate(layout: Layout, *, ucall: bool = False, ucall_memslot: bool = False
     added: list[tuple[str, str]] = []
     if (ucall or ucall_memslot) and not any(d.type == "ucall" for d in layout.devices):
         device = _ucall_device(layout)
-        layout = _with(layout, devices=[*layout.devices, device])
+        layout = replace(layout, devices=(*layout.devices, device))
         added.append(("devices", device.name))
     span = max(layout.page_size, layout.guest_page_size or layout.page_size)
     plan = plan_layout(layout, ucall_span=span if ucall_memslot else None)
@@ -73,17 +73,8 @@ def allocate(layout: Layout, *, ucall: bool = False, ucall_memslot: bool = False
     return Allocation(layout, plan.placements, notes, added)
 
 
-def _with(layout: Layout, **changes: Any) -> Layout:
-    data = layout.model_dump(exclude_unset=True)
-    for key, value in changes.items():
-        data[key] = [v.model_dump(exclude_unset=True) for v in value]
-    return Layout.model_validate(data)
-
-
 def _ucall_device(layout: Layout) -> Device:
-    return Device.model_validate(
-        {"name": _free_name(layout, UCALL_NAME), "type": "ucall", "base": "auto"}
-    )
+    return Device(name=_free_name(layout, UCALL_NAME), type="ucall", base="auto")
 
 
 def _free_name(layout: Layout, wanted: str) -> str:
@@ -108,15 +99,13 @@ def _with_ucall_memslot(
         if not isinstance(base, int):
             continue
         name = _free_name(layout, UCALL_SLOT_NAME if len(ucalls) == 1 else f"{d.name}-slot")
-        memslots.append(
-            Memslot.model_validate({"name": name, "base": base, "size": span, "readonly": True})
-        )
+        memslots.append(Memslot(name=name, base=base, size=span, readonly=True))
         added.append(("memslots", name))
-    return _with(layout, memslots=memslots), added
+    return replace(layout, memslots=tuple(memslots)), added
 
 
 def resolved_document(layout: Layout, placements: dict[str, int]) -> dict[str, Any]:
-    data = layout.model_dump(exclude_unset=True, exclude_none=True)
+    data = as_data(layout)
     slot_ids = assign_slot_ids(layout)
     for i, memslot in enumerate(data.get("memslots", [])):
         _resolve_entry(memslot, placements)

@@ -92,7 +92,7 @@ def plan_layout(layout: Layout, *, ucall_span: int | None = None) -> Plan:
         if d.type == "ucall" and ucall_span is not None:
             size, align = max(size, ucall_span), max(align, ucall_span)
         window = None
-        if d.type == "ucall" and not {"within", "policy"} & d.model_fields_set:
+        if d.type == "ucall" and d.within is None and d.policy is None:
             window = _after_code_slot(layout, plan)
         _place(alloc, plan, layout, d, ("devices", i), size, align, preferred=window)
     return plan
@@ -133,7 +133,7 @@ def _place(
     if size <= 0:
         plan.errors.append((f"{label} has no size to place", path))
         return
-    policy = Policy(entry.policy)
+    policy = Policy(entry.policy or "first")
     try:
         if preferred is not None:
             try:
