@@ -154,7 +154,7 @@ def _render_check(fmt: str, results: Sequence[CheckResult]) -> None:
     else:
         from gpa_plan.report import text
 
-        text.render_check(results, text.console_for(sys.stdout))
+        text.render_check(results, sys.stdout)
 
 
 def _address(value: str) -> int:
@@ -213,7 +213,7 @@ def explain(
     else:
         from gpa_plan.report import text
 
-        text.render_explain(answers, text.console_for(sys.stdout))
+        text.render_explain(answers, sys.stdout)
 
 
 @cli.command()

@@ -54,23 +54,32 @@ def test_text_output_is_the_region_table_then_the_summary() -> None:
 def test_text_table_lists_each_region_with_its_outcomes() -> None:
     out = lines(run("check", "small-arm64.yaml").stdout)
     assert out[0] == "small-arm64.yaml (arm64, 32-bit)"
-    assert re.split(r"\s*[┃]\s*", out[1].strip()) == [
-        "start",
-        "end (incl.)",
-        "size",
-        "kind",
-        "names",
-        "read",
-        "write",
-        "fetch",
-    ]
-    rows = [re.split(r"\s*│\s*", line.strip()) for line in out[3:13]]
+    # Off a terminal the table is plain columns, two spaces or more apart.
+    cells = [re.split(r"\s{2,}", line) for line in out[1:12]]
+    assert cells[0] == ["start", "end (incl.)", "size", "kind", "names", "read", "write", "fetch"]
     memory_row = ["memory", "io-exit", "memory"]
-    assert rows[0] == ["0x0000_0000", "0x03ff_ffff", "64 MiB", "rom", "flash", *memory_row]
+    assert cells[1] == ["0x0000_0000", "0x03ff_ffff", "64 MiB", "rom", "flash", *memory_row]
     gicd_row = ["io-kernel", "io-kernel", "guest-fault"]
-    assert rows[2] == ["0x0800_0000", "0x0800_ffff", "64 KiB", "device", "gicd", *gicd_row]
-    assert rows[9][:2] == ["0x8000_0000", "0xffff_ffff"]
+    assert cells[3] == ["0x0800_0000", "0x0800_ffff", "64 KiB", "device", "gicd", *gicd_row]
+    unbacked = ["0x8000_0000", "0xffff_ffff", "2 GiB", "unbacked", "io-exit", "io-exit"]
+    assert cells[10] == [*unbacked, "guest-fault"]
     assert out[-1] == "1 file checked: 0 errors, 0 warnings"
+
+
+@pytest.mark.parametrize("name", ["small-arm64", "ro-device-warning"])
+def test_on_a_terminal_rich_draws_the_same_table(name: str) -> None:
+    # FORCE_COLOR is rich's switch for "this is a terminal"; NO_COLOR drops the colours, and
+    # the golden file leaves out the remaining styles (italic title, bold header).
+    result = run("check", f"{name}.yaml", env={"FORCE_COLOR": "1", "NO_COLOR": "1"})
+    out = lines(re.sub(r"\x1b\[[0-9;]*m", "", result.stdout))
+    assert out == golden_text(f"{name}.terminal")
+    header = re.split(r"\s*┃\s*", out[1].strip())
+    assert header == ["start", "end (incl.)", "size", "kind", "names", "read", "write", "fetch"]
+    piped = lines(run("check", f"{name}.yaml").stdout)
+    plain_rows = [re.split(r"\s{2,}", line) for line in piped[2:]]
+    rich_rows = [re.split(r"\s*│\s*", line.strip()) for line in out[3:] if "│" in line]
+    # Same cells (an empty `names` cell has no column of its own in a plain split).
+    assert [[c for c in row if c] for row in rich_rows] == plain_rows[: len(rich_rows)]
 
 
 def test_two_arches_print_both_tables_the_findings_and_where_they_differ() -> None:
