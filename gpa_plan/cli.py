@@ -18,6 +18,7 @@ import click
 if TYPE_CHECKING:
     from gpa_plan.check.run import CheckResult
     from gpa_plan.config import Config
+    from gpa_plan.elf.program import Program, ProgramError
 
 ARCH_CHOICE = click.Choice(["arm64", "x86_64"])
 ACCESS_CHOICE = click.Choice(["read", "write", "fetch"])
@@ -108,10 +109,9 @@ def check(
 ) -> None:
     """Check layout files (or directories of them) and report every IO range and finding."""
     from gpa_plan.check.run import check_file
-    from gpa_plan.elf.program import load_programs
 
     config = _check_config(select, ignore, strict)
-    programs = load_programs(elf_files)
+    programs = _load_programs(elf_files)
     results = [
         r
         for f in _layout_files(files)
@@ -120,6 +120,14 @@ def check(
     results = config.apply_to(results)
     _render_check(fmt, results)
     sys.exit(1 if config.fails(results) else 0)
+
+
+def _load_programs(elf_files: Sequence[str]) -> tuple[Program | ProgramError, ...]:
+    if not elf_files:
+        return ()
+    from gpa_plan.elf.program import load_programs
+
+    return load_programs(elf_files)
 
 
 class _ConfigError(click.ClickException):

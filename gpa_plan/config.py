@@ -2,7 +2,8 @@
 ``[tool.gpa-plan]`` in `pyproject.toml`, merged with the command line.
 
 Discovery walks up from the working directory and stops at the first directory with either
-file; a `pyproject.toml` without a ``[tool.gpa-plan]`` table does not count, and when both
+file; a `pyproject.toml` without a ``[tool.gpa-plan]`` table does not count (one that never
+mentions gpa-plan is not even parsed, so it cannot be called broken), and when both
 files are in one directory `.gpa-plan.yaml` wins. Keys: ``select``, ``ignore`` (lists of rule
 slugs) and ``strict`` (boolean). Unknown keys, unknown rule slugs and wrong types are errors.
 
@@ -12,7 +13,6 @@ check, so the reason is always reported (and ``select`` keeps them implicitly).
 
 from __future__ import annotations
 
-import difflib
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -23,11 +23,7 @@ import yaml
 
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.run import RULES, CheckResult
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
+from gpa_plan.suggest import closest
 
 CONFIG_FILE = ".gpa-plan.yaml"
 PYPROJECT = "pyproject.toml"
@@ -131,8 +127,18 @@ def load_yaml_config(path: Path) -> Config:
 def load_pyproject_config(path: Path) -> Config | None:
     """Settings from ``[tool.gpa-plan]`` of a `pyproject.toml`, or None if it has no table."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the configuration: {_reason(err)}") from None
+    if TOOL_TABLE not in text:
+        return None  # most projects' pyproject.toml: not ours to parse (or to call broken)
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: cannot read the configuration: {_reason(err)}") from None
     tool = data.get("tool")
     table = tool.get(TOOL_TABLE) if isinstance(tool, dict) else None
@@ -193,8 +199,8 @@ def _ignorable(slugs: frozenset[str], where: str) -> frozenset[str]:
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean `{close[0]}`?)" if close else ""
+    guess = closest(word, choices)
+    return f" (did you mean `{guess}`?)" if guess else ""
 
 
 def _keys() -> str:

@@ -79,6 +79,18 @@ def test_pyproject_without_our_table_does_not_stop_the_walk(project: Path) -> No
     assert find_config(sub).source == project / ".gpa-plan.yaml"
 
 
+def test_a_pyproject_that_never_mentions_gpa_plan_is_not_parsed(project: Path) -> None:
+    # Someone else's broken file is not a gpa-plan configuration error.
+    (project / "pyproject.toml").write_text("[tool.ruff\nline-length = = 100\n")
+    assert find_config(project).source == project.parent / ".gpa-plan.yaml"
+
+
+def test_a_broken_pyproject_that_mentions_gpa_plan_is_an_error(project: Path) -> None:
+    (project / "pyproject.toml").write_text("[tool.gpa-plan\nstrict = true\n")
+    with pytest.raises(ConfigError, match="cannot read the configuration"):
+        find_config(project)
+
+
 def test_the_nearest_configuration_wins(project: Path) -> None:
     (project / ".gpa-plan.yaml").write_text("strict: true\n")
     sub = project / "vmm"

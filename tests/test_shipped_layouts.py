@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from gpa_plan.check.run import check_file
 from gpa_plan.cli import cli
-from gpa_plan.elf import load_programs
+from gpa_plan.elf.program import load_programs
 
 LAYOUTS = Path(__file__).resolve().parent.parent / "layouts"
 SHIPPED = sorted(LAYOUTS.glob("*.yaml"))

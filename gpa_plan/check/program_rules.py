@@ -8,21 +8,20 @@ and name the layout entries involved in `objects` and in the message.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from gpa_plan.arch.base import Backing, Outcome
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.partition import Region
 from gpa_plan.check.rules import ERROR, RULES, RuleContext, rule
-from gpa_plan.elf.placement import (
-    PHYSICAL,
-    SELFTESTS,
-    code_memslot,
-    identity_mapped,
-    identity_pages,
-)
-from gpa_plan.elf.program import Program, Segment
+from gpa_plan.elf import PHYSICAL, SELFTESTS
 from gpa_plan.layout.resolved import MemslotEntry
 from gpa_plan.ranges import Range, hex_addr, human_size
+
+# The ELF modules are imported where a program is at hand: a check without `--elf` does
+# not load them.
+if TYPE_CHECKING:
+    from gpa_plan.elf.program import Program, Segment
 
 # What a guest access of one kind becomes, said of plural accesses ("guest writes there ...").
 _OUTCOME_TEXT = {
@@ -294,6 +293,10 @@ def elf_va_collision(ctx: RuleContext) -> Iterator[Finding]:
     takes over the page-table entry (arm64), so the guest reaches the device where it expects
     its code or data. Fix: link the program at virtual addresses clear of the device, or move
     the device."""
+    if not ctx.programs:
+        return
+    from gpa_plan.elf.placement import identity_mapped, identity_pages
+
     page = ctx.layout.guest_page_size
     devices = identity_mapped(ctx.layout)
     for program in _runnable(ctx, SELFTESTS):
@@ -332,6 +335,10 @@ def elf_code_slot_too_small(ctx: RuleContext) -> Iterator[Finding]:
     free page and the test aborts before the guest runs. Page tables, stacks and the ucall
     pool come from the same memslot, so even a program that fits may leave too little room.
     Fix: enlarge the memslot (nr_extra_pages of __vm_create()) or shrink the program."""
+    if not ctx.programs:
+        return
+    from gpa_plan.elf.placement import code_memslot
+
     page = ctx.layout.guest_page_size
     slot = code_memslot(ctx.layout)
     for program in _runnable(ctx, SELFTESTS):

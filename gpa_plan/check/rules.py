@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gpa_plan.arch.base import ArchSpec
 from gpa_plan.check.findings import ERROR, WARNING, Finding
 from gpa_plan.check.partition import Region, regions_within
-from gpa_plan.elf.placement import PHYSICAL
-from gpa_plan.elf.program import Program, ProgramError
+from gpa_plan.elf import PHYSICAL
 from gpa_plan.layout.loader import Document
 from gpa_plan.layout.resolved import EntryPath, ResolvedLayout
 from gpa_plan.ranges import Range
+
+if TYPE_CHECKING:
+    from gpa_plan.elf.program import Program, ProgramError
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gpa_plan.arch import ARCHES
 from gpa_plan.check import (  # noqa: F401  (registers rules)
@@ -17,14 +18,16 @@ from gpa_plan.check.findings import ERROR, WARNING, Finding
 from gpa_plan.check.partition import Region, partition
 from gpa_plan.check.rules import RULES, RuleContext
 from gpa_plan.collector import paused
-from gpa_plan.elf.placement import PHYSICAL, ProgramPlacement, program_placements
-from gpa_plan.elf.program import Program, ProgramError, split_programs
+from gpa_plan.elf import PHYSICAL
 from gpa_plan.layout.errors import LayoutError
 from gpa_plan.layout.loader import Document, load_file
 from gpa_plan.layout.models import Layout
 from gpa_plan.layout.resolved import ResolvedLayout, resolve
 from gpa_plan.layout.validate import validate_layout
-from gpa_plan.plan.place import plan_layout
+
+if TYPE_CHECKING:
+    from gpa_plan.elf.placement import ProgramPlacement
+    from gpa_plan.elf.program import Program, ProgramError
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,19 @@ def load_layout(path: str | Path) -> LoadedLayout:
     with paused():
         doc = load_file(path)
         layout = validate_layout(doc)
-        plan = plan_layout(layout)
-        return LoadedLayout(doc, layout, resolve(layout, plan.placements), tuple(plan.errors))
+        placements, errors = _plan(layout)
+        return LoadedLayout(doc, layout, resolve(layout, placements), errors)
+
+
+def _plan(layout: Layout) -> tuple[dict[str, int], tuple[tuple[str, tuple[str, int]], ...]]:
+    """Addresses for the `auto` entries, and the entries that found no room."""
+    autos = [m for m in layout.memslots if m.base == "auto"]
+    if not autos and not any(d.base == "auto" for d in layout.devices):
+        return {}, ()  # most layouts: no need to load the planner
+    from gpa_plan.plan.place import plan_layout
+
+    plan = plan_layout(layout)
+    return plan.placements, tuple(plan.errors)
 
 
 def check_file(
@@ -100,7 +114,12 @@ def check_loaded(
 ) -> CheckResult:
     arch = ARCHES[arch_name]
     regions = partition(loaded.resolved, arch)
-    readable, unreadable = split_programs(programs)
+    readable: tuple[Program, ...] = ()
+    unreadable: tuple[ProgramError, ...] = ()
+    if programs:
+        from gpa_plan.elf.program import split_programs
+
+        readable, unreadable = split_programs(programs)
     ctx = RuleContext(
         loaded.doc.path,
         loaded.doc,
@@ -124,8 +143,16 @@ def check_loaded(
         True,
         tuple(regions),
         tuple(findings),
-        program_placements(readable, loaded.resolved, regions, elf_mode) if programs else None,
+        _program_placements(readable, loaded, regions, elf_mode) if programs else None,
     )
+
+
+def _program_placements(
+    programs: tuple[Program, ...], loaded: LoadedLayout, regions: list[Region], mode: str
+) -> tuple[ProgramPlacement, ...]:
+    from gpa_plan.elf.placement import program_placements
+
+    return program_placements(programs, loaded.resolved, regions, mode)
 
 
 __all__ = ["RULES", "CheckResult", "LoadedLayout", "check_file", "check_loaded", "load_layout"]

@@ -16,13 +16,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gpa_plan.check.partition import Region, regions_within
+from gpa_plan.elf import ELF_MODES, PHYSICAL, SELFTESTS
 from gpa_plan.elf.program import Program, Segment
 from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ResolvedLayout
 from gpa_plan.ranges import Range, align_down, align_up
-
-PHYSICAL = "physical"
-SELFTESTS = "selftests"
-ELF_MODES = (PHYSICAL, SELFTESTS)
 
 
 @dataclass(frozen=True, slots=True)

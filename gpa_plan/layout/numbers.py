@@ -10,7 +10,6 @@ not whole bytes, values that do not fit in 64 bits, and YAML 1.1's traps: leadin
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 
 U64_LIMIT = 1 << 64
 
@@ -83,6 +82,8 @@ def parse_number(text: str) -> int:
     scale = _SCALES[match["unit"].upper()]
     if "." not in num:
         return _fit(int(num) * scale, raw)
+    from fractions import Fraction  # only for sizes such as 1.5G
+
     value = Fraction(num) * scale
     if value.denominator != 1:
         raise NumberError(f"{raw!r} is not a whole number of bytes")

@@ -7,7 +7,6 @@ than one field (the device catalog, unique names, placement options) follow, wit
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from gpa_plan.layout.errors import LayoutError, Problem
 from gpa_plan.layout.loader import Document
 from gpa_plan.layout.models import Device, Layout, Memslot, Reserved, keys_of, parse_layout
 from gpa_plan.layout.resolved import device_size
+from gpa_plan.suggest import closest
 
 _SECTIONS: dict[str, tuple[str, type]] = {
     "memslots": ("memslot", Memslot),
@@ -104,8 +104,8 @@ def _unknown_key(path: Path) -> str:
         return f"unknown key `{key}`"
     allowed = keys_of(model)
     where = "at the top level" if not path[:-1] else f"in a {_SECTIONS[str(path[0])][0]}"
-    guess = difflib.get_close_matches(key, allowed, n=1)
-    hint = f"; did you mean `{guess[0]}`?" if guess else ""
+    guess = closest(key, allowed)
+    hint = f"; did you mean `{guess}`?" if guess else ""
     return f"unknown key `{key}` {where}{hint} (allowed: {', '.join(allowed)})"
 
 
@@ -247,8 +247,8 @@ def _size_of(layout: Layout, index: int) -> int | None:
 def _device_fields(path: Path, device: Device) -> Iterator[tuple[Path, str, bool]]:
     dtype = CATALOG.get(device.type)
     if dtype is None:
-        guess = difflib.get_close_matches(device.type, list(CATALOG), n=1)
-        hint = f"; did you mean `{guess[0]}`?" if guess else ""
+        guess = closest(device.type, CATALOG)
+        hint = f"; did you mean `{guess}`?" if guess else ""
         yield (
             (*path, "type"),
             f"unknown device type {device.type!r}{hint} (known: {', '.join(CATALOG)})",

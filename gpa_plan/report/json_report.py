@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gpa_plan.check.explain import Answer
-from gpa_plan.check.findings import Finding
-from gpa_plan.check.partition import Region
-from gpa_plan.check.run import CheckResult
-from gpa_plan.elf.placement import ProgramPlacement
+if TYPE_CHECKING:
+    from gpa_plan.check.explain import Answer
+    from gpa_plan.check.findings import Finding
+    from gpa_plan.check.partition import Region
+    from gpa_plan.check.run import CheckResult
+    from gpa_plan.elf.placement import ProgramPlacement
 
 FORMAT_VERSION = 1
 
