@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -36,8 +35,7 @@ class ConfigError(Exception):
     """A configuration or rule-selection problem; the command line exits 2 on it."""
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """Resolved settings. ``select=None`` means every rule."""
 
     select: frozenset[str] | None = None
@@ -58,8 +56,7 @@ class Config:
         """
         cli_select = _rules(parse_rule_list(select), "--select")
         cli_ignore = _ignorable(_rules(parse_rule_list(ignore), "--ignore"), "--ignore")
-        return replace(
-            self,
+        return self._replace(
             select=cli_select or self.select,
             ignore=(self.ignore - cli_select) | cli_ignore,
             strict=self.strict if strict is None else strict,
@@ -78,7 +75,7 @@ class Config:
 
     def apply_to(self, results: Iterable[CheckResult]) -> list[CheckResult]:
         """Each result with only the findings this configuration reports."""
-        return [replace(r, findings=self.apply(r.findings)) for r in results]
+        return [r._replace(findings=self.apply(r.findings)) for r in results]
 
     def fails(self, results: Iterable[CheckResult]) -> bool:
         """Whether ``results`` mean exit status 1: any error, or with ``strict`` any warning."""

@@ -7,11 +7,10 @@ human-readable output, the way QEMU's ``info mtree`` and ``/proc/iomem`` print t
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Range:
+class Range(NamedTuple):
     """A half-open range of guest-physical addresses, ``start <= addr < end``."""
 
     start: int

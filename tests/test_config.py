@@ -4,7 +4,6 @@ pyproject.toml found by walking up from the working directory, the command line 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -46,7 +45,7 @@ def rules_reported(result: Result) -> list[str]:
 
 
 def test_no_configuration_means_every_rule_and_not_strict(project: Path) -> None:
-    assert replace(find_config(project), source=None) == Config()
+    assert find_config(project)._replace(source=None) == Config()
 
 
 def test_pyproject_table_is_found(project: Path) -> None:

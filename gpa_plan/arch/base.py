@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 ACCESSES = ("read", "write", "fetch")
 
@@ -54,16 +54,14 @@ class Handler(str, enum.Enum):
 _STRENGTH = {h: i for i, h in enumerate(reversed(list(Handler)))}
 
 
-@dataclass(frozen=True, slots=True)
-class Effect:
+class Effect(NamedTuple):
     """One cell of an outcome table: the outcome and the kernel path that produces it."""
 
     outcome: Outcome
     path: str
 
 
-@dataclass(frozen=True, slots=True)
-class AccessEffects:
+class AccessEffects(NamedTuple):
     read: Effect
     write: Effect
     fetch: Effect
@@ -76,8 +74,7 @@ class AccessEffects:
 OutcomeTable = Mapping[tuple[Backing, Handler], AccessEffects]
 
 
-@dataclass(frozen=True)
-class ArchSpec:
+class ArchSpec(NamedTuple):
     """An architecture's KVM limits and its access-outcome table."""
 
     name: str

@@ -8,7 +8,7 @@ IOAPIC_MEM_LENGTH / IOAPIC_DEFAULT_BASE_ADDRESS for x86.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gpa_plan.arch.base import Handler
 
@@ -16,8 +16,7 @@ ANY_ARCH = frozenset({"arm64", "x86_64"})
 KiB = 1024
 
 
-@dataclass(frozen=True)
-class DeviceType:
+class DeviceType(NamedTuple):
     """A catalog entry. ``size``/``handler`` of None mean the layout gives them (``mmio``)."""
 
     name: str

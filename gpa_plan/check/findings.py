@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 ERROR = "error"
 WARNING = "warning"
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):
     """One problem at a 1-based line and column of a file, tagged with its rule slug."""
 
     rule: str
@@ -21,7 +20,7 @@ class Finding:
     objects: tuple[str, ...] = ()
 
     def with_severity(self, severity: str) -> Finding:
-        return replace(self, severity=severity)
+        return self._replace(severity=severity)
 
     def sort_key(self) -> tuple[str, int, int, str]:
         return self.file, self.line, self.column, self.rule

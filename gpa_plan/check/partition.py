@@ -12,15 +12,14 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gpa_plan.arch.base import ArchSpec, Backing, Handler, Outcome
 from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ResolvedLayout
 from gpa_plan.ranges import Range
 
 
-@dataclass(frozen=True, slots=True)
-class Region:
+class Region(NamedTuple):
     """A maximal range where kind, claiming objects and every outcome stay the same."""
 
     start: int

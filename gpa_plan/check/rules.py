@@ -8,8 +8,7 @@ the architecture, the partition and the document's positions.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from gpa_plan.arch.base import ArchSpec
 from gpa_plan.check.findings import ERROR, WARNING, Finding
@@ -23,8 +22,7 @@ if TYPE_CHECKING:
     from gpa_plan.elf.program import Program, ProgramError
 
 
-@dataclass(frozen=True)
-class RuleContext:
+class RuleContext(NamedTuple):
     file: str
     doc: Document
     layout: ResolvedLayout
@@ -66,8 +64,7 @@ class RuleContext:
 RuleCheck = Callable[[RuleContext], Iterator[Finding]]
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     slug: str
     severity: str
     summary: str

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from gpa_plan.arch import ARCHES
 from gpa_plan.check import (  # noqa: F401  (registers rules)
@@ -30,8 +29,7 @@ if TYPE_CHECKING:
     from gpa_plan.elf.program import Program, ProgramError
 
 
-@dataclass(frozen=True)
-class CheckResult:
+class CheckResult(NamedTuple):
     """What `gpa-plan check` reports for one file under one architecture."""
 
     file: str
@@ -52,8 +50,7 @@ class CheckResult:
         return sum(1 for f in self.findings if f.severity == WARNING)
 
 
-@dataclass(frozen=True)
-class LoadedLayout:
+class LoadedLayout(NamedTuple):
     doc: Document
     layout: Layout
     resolved: ResolvedLayout

@@ -15,9 +15,8 @@ reports them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -43,8 +42,7 @@ _MERGE = "tag:yaml.org,2002:merge"
 _TRUE = frozenset({"yes", "true", "on", "y"})
 
 
-@dataclass(frozen=True)
-class Document:
+class Document(NamedTuple):
     """A loaded layout file: its data and the node graph that knows every value's position."""
 
     path: str

@@ -1,4 +1,4 @@
-"""The layout format (SPEC section 1): frozen dataclasses, and the pydantic-core schema that
+"""The layout format (SPEC section 1): immutable records, and the pydantic-core schema that
 validates a loaded document into them (shape, types, unknown keys).
 
 The schema is written with pydantic-core's own builders, the engine under pydantic v2, rather
@@ -15,8 +15,7 @@ Rules that need the whole layout (unique names, the device catalog, KVM's own li
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic_core import CoreConfig, SchemaValidator
 from pydantic_core import core_schema as cs
@@ -27,15 +26,11 @@ Policy = Literal["first", "last"]
 Handler = Literal["user", "kernel", "ioeventfd", "coalesced"]
 NumberOrAuto = int | Literal["auto"]
 
-
-def _given() -> Any:
-    """The `given` field: the keys the source wrote, so that a layout written back out
-    (allocate) keeps an explicit `readonly: false` but adds no default the author left out."""
-    return field(default=frozenset(), compare=False, repr=False)
+# Each record's `given` holds the keys the source wrote, so that a layout written back out
+# (allocate) keeps an explicit `readonly: false` but adds no default the author left out.
 
 
-@dataclass(frozen=True, slots=True)
-class Memslot:
+class Memslot(NamedTuple):
     """One KVM_SET_USER_MEMORY_REGION entry."""
 
     name: str
@@ -48,11 +43,10 @@ class Memslot:
     align: int | None = None
     within: tuple[int, int] | None = None
     policy: Policy | None = None
-    given: frozenset[str] = _given()
+    given: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class Device:
+class Device(NamedTuple):
     """An MMIO device: a catalog type, or a generic `mmio` device with its own size."""
 
     name: str
@@ -65,21 +59,19 @@ class Device:
     align: int | None = None
     within: tuple[int, int] | None = None
     policy: Policy | None = None
-    given: frozenset[str] = _given()
+    given: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class Reserved:
+class Reserved(NamedTuple):
     """A range nothing may occupy."""
 
     name: str
     base: int
     size: int
-    given: frozenset[str] = _given()
+    given: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class Layout:
+class Layout(NamedTuple):
     """A gpa-plan layout file."""
 
     layout: int
@@ -91,7 +83,7 @@ class Layout:
     memslots: tuple[Memslot, ...] = ()
     devices: tuple[Device, ...] = ()
     reserved: tuple[Reserved, ...] = ()
-    given: frozenset[str] = _given()
+    given: frozenset[str] = frozenset()
 
 
 # --- the schema ---------------------------------------------------------------------------
@@ -306,11 +298,11 @@ def keys_of(model: type) -> tuple[str, ...]:
 def as_data(model: Layout | Memslot | Device | Reserved) -> dict[str, Any]:
     """``model`` as a layout file writes it: the keys its source gave and those whose value is
     not the default, in the format's order; never a null."""
-    defaults = {f.name: f.default for f in fields(model) if f.default is not MISSING}
+    defaults = model._field_defaults
     data: dict[str, Any] = {}
     for key in keys_of(type(model)):
         value = getattr(model, key)
-        if value is None or (key not in model.given and defaults.get(key, MISSING) == value):
+        if value is None or (key not in model.given and key in defaults and defaults[key] == value):
             continue
         if isinstance(value, tuple):
             value = [as_data(v) if isinstance(v, _MODELS) else v for v in value]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gpa_plan.arch import ARCHES, Handler
 from gpa_plan.arch.devices import CATALOG, DeviceType
@@ -13,8 +13,7 @@ from gpa_plan.ranges import Range
 EntryPath = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class MemslotEntry:
+class MemslotEntry(NamedTuple):
     name: str
     path: EntryPath
     range: Range
@@ -24,8 +23,7 @@ class MemslotEntry:
     auto_slot: bool
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceEntry:
+class DeviceEntry(NamedTuple):
     name: str
     path: EntryPath
     range: Range
@@ -34,15 +32,13 @@ class DeviceEntry:
     identity_map: bool
 
 
-@dataclass(frozen=True, slots=True)
-class ReservedEntry:
+class ReservedEntry(NamedTuple):
     name: str
     path: EntryPath
     range: Range
 
 
-@dataclass(frozen=True)
-class ResolvedLayout:
+class ResolvedLayout(NamedTuple):
     """Concrete ranges for every entry; ``unplaced`` names `auto` entries given no address."""
 
     source: Layout
@@ -53,7 +49,7 @@ class ResolvedLayout:
     memslots: tuple[MemslotEntry, ...]
     devices: tuple[DeviceEntry, ...]
     reserved: tuple[ReservedEntry, ...]
-    unplaced: tuple[str, ...] = field(default=())
+    unplaced: tuple[str, ...] = ()
 
     @property
     def limit(self) -> int:

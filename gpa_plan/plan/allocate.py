@@ -7,7 +7,7 @@ YAML, placement options dropped, slot ids filled in), ready for any output forma
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from gpa_plan.layout.models import Device, Layout, Memslot, as_data
@@ -55,7 +55,7 @@ def allocate(layout: Layout, *, ucall: bool = False, ucall_memslot: bool = False
     added: list[tuple[str, str]] = []
     if (ucall or ucall_memslot) and not any(d.type == "ucall" for d in layout.devices):
         device = _ucall_device(layout)
-        layout = replace(layout, devices=(*layout.devices, device))
+        layout = layout._replace(devices=(*layout.devices, device))
         added.append(("devices", device.name))
     span = max(layout.page_size, layout.guest_page_size or layout.page_size)
     plan = plan_layout(layout, ucall_span=span if ucall_memslot else None)
@@ -101,7 +101,7 @@ def _with_ucall_memslot(
         name = _free_name(layout, UCALL_SLOT_NAME if len(ucalls) == 1 else f"{d.name}-slot")
         memslots.append(Memslot(name=name, base=base, size=span, readonly=True))
         added.append(("memslots", name))
-    return replace(layout, memslots=tuple(memslots)), added
+    return layout._replace(memslots=tuple(memslots)), added
 
 
 def resolved_document(layout: Layout, placements: dict[str, int]) -> dict[str, Any]:
