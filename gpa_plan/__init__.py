@@ -29,6 +29,7 @@ _EXPORTS = {
     "RULES": "gpa_plan.check.rules",
     "LayoutError": "gpa_plan.layout.errors",
     "Layout": "gpa_plan.layout.models",
+    "parse_layout": "gpa_plan.layout.models",
     "ARCHES": "gpa_plan.arch",
     "Outcome": "gpa_plan.arch.base",
     "Range": "gpa_plan.ranges",
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from gpa_plan.elf.program import load_programs as load_programs
     from gpa_plan.layout.errors import LayoutError as LayoutError
     from gpa_plan.layout.models import Layout as Layout
+    from gpa_plan.layout.models import parse_layout as parse_layout
     from gpa_plan.plan.allocate import allocate as allocate
     from gpa_plan.plan.allocator import AddressAllocator as AddressAllocator
     from gpa_plan.plan.allocator import AllocationError as AllocationError
