@@ -15,6 +15,7 @@ import json
 import platform
 import runpy
 import shutil
+import struct
 import subprocess
 import textwrap
 from pathlib import Path
@@ -47,6 +48,7 @@ ELF_RULES = (
     "elf-over-device",
     "elf-va-collision",
     "elf-code-slot-too-small",
+    "elf-not-loadable",
 )
 
 # QEMU-virt-like: flash (read-only) at 0, RAM at 1 GiB; both tiny segments land in RAM.
@@ -656,6 +658,108 @@ def test_check_file_without_programs_is_unchanged(tmp_path: Path) -> None:
     (result,) = check_file(write_layout(tmp_path, ARM64_VIRT))
     assert result.programs is None
     assert elf_findings(result) == []
+
+
+# -- selftests mode: elf-not-loadable, from crafted program headers --------------------------
+
+EM_AARCH64 = 183
+
+
+def crafted_elf(
+    path: Path,
+    loads: list[tuple[int, int, int]],
+    *,
+    elf_class: int = 64,
+    little_endian: bool = True,
+) -> Path:
+    """An AArch64 executable whose PT_LOADs are (p_vaddr, p_filesz, p_memsz), flags RWX, with
+    no file contents beyond the headers (a PT_LOAD's bytes may come from the headers)."""
+    order = "<" if little_endian else ">"
+    if elf_class == 64:
+        ehdr_size, phdr_size, addr = 64, 56, "Q"
+    else:
+        ehdr_size, phdr_size, addr = 52, 32, "I"
+    ident = b"\x7fELF" + bytes([2 if elf_class == 64 else 1, 1 if little_endian else 2, 1])
+    ehdr = ident + bytes(9) + struct.pack(
+        f"{order}HHI{addr}{addr}{addr}IHHHHHH",
+        2,  # ET_EXEC
+        EM_AARCH64,
+        1,
+        loads[0][0],  # e_entry
+        ehdr_size,  # e_phoff
+        0,
+        0,
+        ehdr_size,
+        phdr_size,
+        len(loads),
+        64 if elf_class == 64 else 40,
+        0,
+        0,
+    )
+    phdrs = b""
+    for vaddr, filesz, memsz in loads:
+        if elf_class == 64:
+            phdrs += struct.pack(f"{order}IIQQQQQQ", 1, 7, 0, vaddr, vaddr, filesz, memsz, 0x1000)
+        else:
+            phdrs += struct.pack(f"{order}IIIIIIII", 1, 0, vaddr, vaddr, filesz, memsz, 7, 0x1000)
+    path.write_bytes(ehdr + phdrs)
+    return path
+
+
+def not_loadable(tmp_path: Path, program: Path, mode: str = "selftests") -> list[str]:
+    result = check_one(selftests_slot0(tmp_path, "1M"), program, mode=mode)
+    return [f.message for f in elf_findings(result, "elf-not-loadable")]
+
+
+def test_a_well_formed_program_is_loadable(tmp_path: Path) -> None:
+    program = crafted_elf(tmp_path / "ok.elf", [(0x1_0000, 0x100, 0x100), (0x1_1000, 0, 0x800)])
+    assert not_loadable(tmp_path, program) == []
+    assert not_loadable(tmp_path, TINY) == []
+
+
+def test_segments_sharing_a_guest_page_are_not_loadable(tmp_path: Path) -> None:
+    # Segment 1 starts in the page segment 0 ends in: the usual result of a linker script
+    # that packs .data right after .text.
+    program = crafted_elf(tmp_path / "packed.elf", [(0x1_0000, 0x100, 0x100), (0x1_0100, 0, 8)])
+    assert not_loadable(tmp_path, program) == [
+        "segment 1 (RWX, pages 0x0001_0000-0x0001_0fff) shares guest pages "
+        "0x0001_0000-0x0001_0fff with segment 0, mapped before it: __vm_vaddr_alloc() cannot "
+        "give it the pages from its own start; align the segments to the 4 KiB guest page in "
+        "the linker script, so kvm_vm_elf_load() fails a TEST_ASSERT and the test aborts "
+        "before the guest runs"
+    ]
+
+
+def test_a_later_segment_below_an_earlier_one_may_share_its_last_page_too(
+    tmp_path: Path,
+) -> None:
+    program = crafted_elf(tmp_path / "down.elf", [(0x2_0000, 0x100, 0x100), (0x1_f800, 0, 0x900)])
+    (message,) = not_loadable(tmp_path, program)
+    assert message.startswith(
+        "segment 1 (RWX, pages 0x0001_f000-0x0002_0fff) shares guest pages "
+        "0x0002_0000-0x0002_0fff with segment 0"
+    )
+
+
+def test_an_empty_pt_load_is_not_loadable(tmp_path: Path) -> None:
+    program = crafted_elf(tmp_path / "empty.elf", [(0x1_0000, 0x100, 0x100), (0x2_0000, 0, 0)])
+    assert load_program(program).empty_loads == (1,)
+    (message,) = not_loadable(tmp_path, program)
+    assert message.startswith('program header 1 is a PT_LOAD with p_memsz 0 ("Unexpected')
+
+
+def test_a_32_bit_or_big_endian_program_is_not_loadable(tmp_path: Path) -> None:
+    ilp32 = crafted_elf(tmp_path / "ilp32.elf", [(0x1_0000, 0x80, 0x80)], elf_class=32)
+    (message,) = not_loadable(tmp_path, ilp32)
+    assert message.startswith("the program is ELFCLASS32: elfhdr_get() only loads ELFCLASS64")
+    big = crafted_elf(tmp_path / "be.elf", [(0x1_0000, 0x80, 0x80)], little_endian=False)
+    (message,) = not_loadable(tmp_path, big)
+    assert message.startswith("the program is big-endian")
+
+
+def test_vmm_loaders_take_what_selftests_refuse(tmp_path: Path) -> None:
+    program = crafted_elf(tmp_path / "packed.elf", [(0x1_0000, 0x100, 0x100), (0x1_0100, 0, 8)])
+    assert not_loadable(tmp_path, program, mode="physical") == []
 
 
 def test_rules_listing_includes_every_elf_rule() -> None:

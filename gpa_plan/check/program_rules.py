@@ -371,3 +371,60 @@ def _too_small_message(program: Program, needed: int, slot: MemslotEntry, page: 
         "runs out of free pages and the test aborts before the guest runs; enlarge the "
         "memslot (nr_extra_pages of __vm_create()) or shrink the program"
     )
+
+
+@rule(
+    "elf-not-loadable",
+    ERROR,
+    "KVM selftests' ELF loader stops the test on this program before the guest runs",
+)
+def elf_not_loadable(ctx: RuleContext) -> Iterator[Finding]:
+    """--elf-mode selftests: elfhdr_get() and kvm_vm_elf_load() (KVM selftests lib/elf.c)
+    fail a TEST_ASSERT, and the test aborts before the guest runs, when the program is not
+    ELFCLASS64, is not in the host's byte order (little-endian on x86_64 and arm64
+    hosts), has a PT_LOAD with p_memsz 0, or has a segment whose page-rounded p_vaddr range
+    shares a guest page with an earlier segment's: __vm_vaddr_alloc() then cannot return the
+    segment's own first page. Fix: build a 64-bit little-endian executable whose loadable
+    segments start on guest pages of their own and include no empty PT_LOAD."""
+    for program in _runnable(ctx, SELFTESTS):
+        for reason in _loader_refusals(program, ctx.layout.guest_page_size):
+            yield _finding(
+                "elf-not-loadable",
+                program,
+                f"{reason}, so kvm_vm_elf_load() fails a TEST_ASSERT and the test aborts "
+                "before the guest runs",
+                (),
+            )
+
+
+def _loader_refusals(program: Program, page: int) -> Iterator[str]:
+    if program.elf_class != 64:
+        yield (
+            f"the program is ELFCLASS{program.elf_class}: elfhdr_get() only loads ELFCLASS64; "
+            "build a 64-bit executable"
+        )
+    if not program.little_endian:
+        yield (
+            "the program is big-endian: elfhdr_get() needs the host's byte order, "
+            "little-endian on x86_64 and arm64 hosts; build a little-endian executable"
+        )
+    for index in program.empty_loads:
+        yield (
+            f"program header {index} is a PT_LOAD with p_memsz 0 (\"Unexpected loadable "
+            "segment memsize of 0\"); drop the empty segment from the link"
+        )
+    mapped: list[tuple[Segment, Range]] = []
+    for segment in program.segments:
+        pages = segment.virtual_pages(page)
+        for earlier, taken in mapped:
+            shared = taken.intersection(pages)
+            if shared is not None:
+                yield (
+                    f"segment {segment.index} ({segment.flag_letters}, pages {_span(pages)}) "
+                    f"shares guest pages {_span(shared)} with segment {earlier.index}, mapped "
+                    "before it: __vm_vaddr_alloc() cannot give it the pages from its own start; "
+                    f"align the segments to the {human_size(page)} guest page in the linker "
+                    "script"
+                )
+                break
+        mapped.append((segment, pages))

@@ -69,6 +69,11 @@ class Program:
     path: str
     machine: str
     segments: tuple[Segment, ...]
+    # What KVM selftests' loader checks besides the segments (elfhdr_get() in lib/elf.c):
+    elf_class: int = 64  # 32 or 64
+    little_endian: bool = True
+    # Program-header indexes of PT_LOADs with p_memsz 0, which occupy no memory.
+    empty_loads: tuple[int, ...] = ()
 
 
 class ProgramError(Exception):
@@ -129,18 +134,15 @@ def _parse(name: str, stream: BinaryIO) -> Program:
         elf = ELFFile(stream)
         machine = str(elf["e_machine"])
         headers = list(elf.iter_segments())
-        segments = tuple(
-            _segment(index, header)
-            for index, header in enumerate(headers)
-            # A PT_LOAD with p_memsz 0 occupies no memory.
-            if header["p_type"] == "PT_LOAD" and header["p_memsz"] > 0
-        )
+        loads = [(i, h) for i, h in enumerate(headers) if h["p_type"] == "PT_LOAD"]
+        segments = tuple(_segment(i, h) for i, h in loads if h["p_memsz"] > 0)
+        empty = tuple(i for i, h in loads if h["p_memsz"] == 0)
     except (ELFError, ConstructError, ValueError) as err:
         raise ProgramError(name, f"truncated or corrupt ELF file ({err})") from None
     if not segments:
         kind = str(elf["e_type"])
         raise ProgramError(name, f"no loadable (PT_LOAD) segment in this {kind} file")
-    return Program(name, machine, segments)
+    return Program(name, machine, segments, elf.elfclass, elf.little_endian, empty)
 
 
 def _segment(index: int, header: Any) -> Segment:
