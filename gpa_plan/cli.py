@@ -224,6 +224,46 @@ def explain(
         text.render_explain(answers, sys.stdout)
 
 
+@cli.command("map")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--arch", type=ARCH_CHOICE, default=None, help="Architecture (default: the layout's)."
+)
+@click.option(
+    "--svg", "svg_out", type=click.Path(dir_okay=False), help="Write the SVG drawing here."
+)
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False),
+    help="Write an HTML page (drawing, region table, findings) here.",
+)
+def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str | None) -> None:
+    """Draw the address map of FILE: every region with its read, write and fetch outcome.
+
+    Without --svg or --html the SVG goes to stdout. Files are written atomically.
+    """
+    if svg_out and html_out:
+        raise click.UsageError("give --svg or --html, not both")
+    from gpa_plan.check.run import check_file
+    from gpa_plan.report import svg
+    from gpa_plan.report.text import finding_line
+
+    (result,) = _check_config((), (), None).apply_to(check_file(file, (arch,) if arch else ()))
+    if not result.valid:
+        for finding in result.findings:
+            click.echo(finding_line(finding), err=True)
+        sys.exit(1)
+    text = svg.page(result) if html_out else svg.drawing(result)
+    destination = html_out or svg_out
+    if destination is None:
+        sys.stdout.write(text)
+    else:
+        from gpa_plan.files import write_atomic
+
+        write_atomic(destination, text)
+
+
 @cli.command()
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--ucall", is_flag=True, help="Place the ucall MMIO page (adds a `ucall` device).")

@@ -104,7 +104,7 @@ def plain_table(table: Table) -> str:
 def check_blocks(results: Sequence[CheckResult]) -> Iterator[Block]:
     for result in results:
         if result.valid:
-            yield Table(f"{result.file} ({result.arch}, {result.pa_bits}-bit)", _rows(result))
+            yield Table(result_title(result), region_rows(result))
             yield from _program_lines(result)
         for finding in result.findings:
             yield line(finding_line(finding), "red" if finding.severity == "error" else "yellow")
@@ -121,7 +121,12 @@ def check_blocks(results: Sequence[CheckResult]) -> Iterator[Block]:
     )
 
 
-def _rows(result: CheckResult) -> list[tuple[str, ...]]:
+def result_title(result: CheckResult) -> str:
+    return f"{result.file} ({result.arch}, {result.pa_bits}-bit)"
+
+
+def region_rows(result: CheckResult) -> list[tuple[str, ...]]:
+    """One row of COLUMNS per region, as people read them (inclusive ends, sizes in units)."""
     return [
         (
             hex_addr(r.start),
