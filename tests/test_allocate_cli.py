@@ -235,6 +235,37 @@ def test_ucall_memslot_checks_clean_and_turns_a_clobbering_memslot_into_eexist(
     assert check_rules("plain-clobbered.yaml") == ["ucall-not-io"]
 
 
+def test_ucall_memslot_twice_adds_no_second_memslot(workdir: Path) -> None:
+    assert allocate("--ucall-memslot", "-o", "once.yaml").exit_code == 0
+    result = allocate("once.yaml", "--ucall-memslot", "-o", "twice.yaml")
+    assert result.exit_code == 0
+    body = [line for line in Path("twice.yaml").read_text().splitlines() if line[:1] != "#"]
+    assert body == [line for line in Path("once.yaml").read_text().splitlines() if line[:1] != "#"]
+    assert check_rules("twice.yaml") == []
+
+
+def test_ucall_memslot_refuses_a_fixed_ucall_off_the_host_page(workdir: Path) -> None:
+    Path("big-pages.yaml").write_text(
+        "layout: 1\narch: arm64\npage_size: 64K\nguest_page_size: 4K\nmemslots:\n"
+        "  - {name: ram, base: 0, size: 1M}\ndevices:\n"
+        "  - {name: ucall, type: ucall, base: 0x20_1000}\n"
+    )
+    result = allocate("big-pages.yaml", "--ucall-memslot", "-o", "out.yaml")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "big-pages.yaml:8:38: error[no-room] cannot cover ucall 'ucall' at 0x0020_1000 with a "
+        "read-only memslot: KVM needs memslots aligned to the 64 KiB host page (EINVAL "
+        "otherwise); move the ucall page to a multiple of 0x0001_0000 or set its base to auto\n"
+    )
+    assert not Path("out.yaml").exists()
+    # Placed by the planner, the same page is aligned for its memslot.
+    Path("auto.yaml").write_text(
+        Path("big-pages.yaml").read_text().replace("base: 0x20_1000", "base: auto")
+    )
+    assert allocate("auto.yaml", "--ucall-memslot", "-o", "out.yaml").exit_code == 0
+    assert check_rules("out.yaml") == []
+
+
 # -- which layout without FILE ------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from gpa_plan.layout.models import Device, Layout, Memslot, as_data
 from gpa_plan.layout.resolved import assign_slot_ids, device_base, resolve
 from gpa_plan.plan.place import Plan, plan_layout
+from gpa_plan.ranges import hex_addr, human_size
 
 UCALL_NAME = "ucall"
 UCALL_SLOT_NAME = "ucall-slot"
@@ -91,17 +92,46 @@ def _free_name(layout: Layout, wanted: str) -> str:
 def _with_ucall_memslot(
     layout: Layout, plan: Plan, span: int
 ) -> tuple[Layout, list[tuple[str, str]]]:
-    ucalls = [d for d in layout.devices if d.type == "ucall"]
+    """A read-only memslot of ``span`` bytes over each ucall page not already under one.
+    Raises PlanError for a fixed ucall page that no such memslot can cover exactly."""
+    ucalls = [(i, d) for i, d in enumerate(layout.devices) if d.type == "ucall"]
     added = []
+    problems: list[tuple[str, tuple[str, int]]] = []
     memslots = list(layout.memslots)
-    for d in ucalls:
+    for i, d in ucalls:
         base = plan.placements.get(d.name, d.base)
-        if not isinstance(base, int):
+        if not isinstance(base, int) or _read_only_memslot_over(memslots, base, span):
+            continue  # a rerun of --ucall-memslot: the page is guarded already
+        if base % span:
+            problems.append((_unaligned_ucall(d.name, base, span), ("devices", i)))
             continue
         name = _free_name(layout, UCALL_SLOT_NAME if len(ucalls) == 1 else f"{d.name}-slot")
         memslots.append(Memslot(name=name, base=base, size=span, readonly=True))
         added.append(("memslots", name))
+    if problems:
+        raise PlanError(problems)
     return layout._replace(memslots=tuple(memslots)), added
+
+
+def _read_only_memslot_over(memslots: list[Memslot], base: int, span: int) -> bool:
+    return any(
+        m.readonly
+        and m.as_id == 0
+        and isinstance(m.base, int)
+        and m.base <= base
+        and base + span <= m.base + m.size
+        for m in memslots
+    )
+
+
+def _unaligned_ucall(name: str, base: int, span: int) -> str:
+    # kvm_set_memory_region() refuses a guest_phys_addr that is not page-aligned (EINVAL), so
+    # no memslot can sit exactly over a ucall page that is not.
+    return (
+        f"cannot cover ucall {name!r} at {hex_addr(base)} with a read-only memslot: KVM "
+        f"needs memslots aligned to the {human_size(span)} host page (EINVAL otherwise); "
+        f"move the ucall page to a multiple of {hex_addr(span)} or set its base to auto"
+    )
 
 
 def resolved_document(layout: Layout, placements: dict[str, int]) -> dict[str, Any]:
