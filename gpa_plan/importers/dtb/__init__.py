@@ -1,0 +1,71 @@
+"""Import a layout from a flattened device tree blob: what `qemu-system-aarch64 -M
+virt,dumpdtb=virt.dtb` writes and what Firecracker, cloud-hypervisor, crosvm and kvmtool hand
+their arm64 guests.
+
+``import_dtb(blob)`` reads the blob (``fdt``: Devicetree Specification v0.4 chapter 5, every
+offset and size checked) and maps the tree (``mapping``) to a layout document for the guest
+physical address space, with a note for everything skipped or adjusted. A blob it cannot read
+raises ``ImportFailure`` (line 0: binary input) saying what is wrong; device tree source
+(.dts text) given by mistake gets the `dtc -I dts -O dtb` command that compiles it.
+
+How the tree becomes a layout:
+
+- Addresses: a node's ``reg`` is read with its parent's ``#address-cells`` / ``#size-cells``
+  (2 and 1 when absent, spec 2.3.5) and translated to a CPU address through the ``ranges`` of
+  every bus above it (spec 2.3.8: empty ``ranges`` is the identity; a bus without ``ranges``
+  does not map its children into its parent, so they are skipped with a note). A bus whose
+  ``#size-cells`` is 0 gives ids, not ranges (cpus, i2c, gpio-keys): skipped silently, as are
+  nodes without ``reg`` (cpus, psci, timer, chosen, aliases, clocks...).
+- ``status``: "okay"/"ok" or absent is imported; "reserved" is imported with a note (the
+  device is there, owned by other software); anything else ("disabled", "fail") is skipped,
+  with everything below it, with a note. QEMU virt marks its secure-only devices disabled.
+- ``device_type = "memory"``: one read-write memslot per ``reg`` entry. Memory nodes say what
+  RAM the guest OS may use; a VMM may back more (Firecracker keeps its first 2 MiB of DRAM,
+  SYSTEM_MEM, out of the node). ``/reserved-memory`` children and ``/memreserve/`` entries lie
+  inside that RAM: noted, not imported.
+- ``cfi-flash``: one read-only memslot per bank (``reg`` entry): QEMU virt's pflash in ROMD
+  mode, where reads come from memory and writes exit to the VMM.
+- ``arm,gic-v3``: ``reg`` is the distributor (``vgic-v3-dist``), then ``#redistributor-regions``
+  (default 1) redistributor regions, each a ``vgic-v3-redist`` with ``vcpus`` = region size /
+  128 KiB; entries after them (GICC, GICH, GICV) are skipped with a note. A child
+  ``arm,gic-v3-its`` is a ``vgic-its``. ``arm,cortex-a15-gic``, ``arm,cortex-a7-gic`` and
+  ``arm,gic-400`` (GICv2): distributor and CPU interface (``vgic-v2-dist``, ``vgic-v2-cpu``);
+  a GICH/GICV pair after them is the host's virtualization interface, skipped with a note.
+  vGIC frames take KVM's sizes from the catalog; where the tree gives another size (QEMU's
+  64 KiB GICv2 windows) a note says so.
+- PCI host bridges (``device_type = "pci"``): the configuration space in ``reg`` (ECAM for
+  ``pci-host-ecam-generic``) is an ``mmio`` device, and each window of ``ranges`` another
+  (32- and 64-bit memory, and the I/O-port window, which arm64 maps as memory too), with a
+  note that the guest places BARs there; nodes below the bridge (PCI functions) are noted,
+  not imported.
+- Every other node with ``reg`` in the CPU's address space: one ``mmio`` device per entry,
+  with the entry's size.
+- Architecture: arm64 when a CPU is compatible with "arm,..." (or, without such a CPU, when
+  the tree has an Arm GIC); a RISC-V or other tree is refused: gpa-plan models arm64 and
+  x86_64 only. ``pa_bits`` is set only when an entry ends beyond the default 40-bit IPA.
+
+Names: the node name with its unit address (``pl011@9000000``); a node giving several entries
+adds a role (``intc@8000000/gicd``, ``intc@8000000/gicr``, ``flash@0/bank1``,
+``memory/bank0``, ``pcie@10000000/ecam``, ``pcie@10000000/mmio32``, ``uart@0/reg1``). When a
+name is taken (claimed in tree order), the node's path without the leading slash is used
+(``intc@8000000/its@8080000``), then that path with ``-2``, ``-3``... Entries are listed by
+base address. The document's name is the root's ``model``, else its first ``compatible``.
+"""
+
+from __future__ import annotations
+
+from gpa_plan.importers import Imported, ImportFailure
+from gpa_plan.importers.dtb.fdt import FdtError, read_fdt
+from gpa_plan.importers.dtb.mapping import tree_to_layout
+
+
+def import_dtb(blob: bytes) -> Imported:
+    """The layout the device tree blob describes, with notes; raises ImportFailure."""
+    try:
+        tree = read_fdt(blob)
+    except FdtError as err:
+        raise ImportFailure(str(err)) from None
+    return tree_to_layout(tree)
+
+
+__all__ = ["import_dtb"]
