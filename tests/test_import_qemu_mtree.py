@@ -1,0 +1,592 @@
+"""`gpa-plan import qemu-mtree`: QEMU's `info mtree -f` (and `info mtree`) read into a layout.
+
+The fixtures in data/import/qemu-mtree/ are built by hand in QEMU's output format (each says
+so, and what it follows, in its header); the small inputs here are written the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpa_plan.check.run import check_file
+from gpa_plan.importers import Imported, ImportFailure
+from gpa_plan.importers.qemu_mtree import import_qemu_mtree
+from gpa_plan.layout.models import parse_layout
+from gpa_plan.plan.emit import to_yaml
+
+FIXTURES = Path(__file__).resolve().parent / "data" / "import" / "qemu-mtree"
+VIRT_FLAT = FIXTURES / "virt-gicv3-kvm-flat.txt"
+VIRT_TREE = FIXTURES / "virt-gicv3-kvm-tree.txt"
+Q35_FLAT = FIXTURES / "q35-kvm-flat.txt"
+PC_TREE = FIXTURES / "pc-aliases-tree.txt"
+
+HEADER = 'FlatView #0\n AS "memory", root: system\n Root memory region: system\n'
+
+
+def imported(path: Path, arch: str | None = None) -> Imported:
+    return import_qemu_mtree(path.read_text(), arch)
+
+
+def flat(*ranges: str) -> str:
+    """A FlatView of "memory" holding ``ranges`` (range lines without their indent)."""
+    return HEADER + "".join(f"  {r}\n" for r in ranges)
+
+
+def failure(text: str, arch: str | None = None) -> ImportFailure:
+    with pytest.raises(ImportFailure) as caught:
+        import_qemu_mtree(text, arch)
+    return caught.value
+
+
+def mmio(name: str, base: int, size: int) -> dict[str, Any]:
+    return {"name": name, "type": "mmio", "base": base, "size": size}
+
+
+def memslot(name: str, base: int, size: int, readonly: bool = False) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": name, "base": base, "size": size}
+    if readonly:
+        entry["readonly"] = True
+    return entry
+
+
+# --- every fixture -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.txt")), ids=lambda p: p.name)
+def test_fixture_imports_to_a_layout_that_checks_clean(path: Path, tmp_path: Path) -> None:
+    result = imported(path)
+    parse_layout(result.document)
+    layout = tmp_path / "imported.yaml"
+    layout.write_text(to_yaml(result.document, result.notes, "fixture"))
+    (checked,) = check_file(layout)
+    assert checked.valid
+    assert checked.findings == ()
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.txt")), ids=lambda p: p.name)
+def test_fixture_says_it_was_constructed_and_cites_qemu(path: Path) -> None:
+    header = [line for line in path.read_text().splitlines() if line.startswith("#")]
+    assert any("CONSTRUCTED BY HAND" in line for line in header)
+    assert any("system/memory.c" in line for line in header)
+
+
+def test_document_keys_come_in_the_format_order() -> None:
+    document = imported(VIRT_FLAT).document
+    assert list(document) == ["layout", "name", "arch", "memslots", "devices"]
+    assert list(document["memslots"][0]) == ["name", "base", "size", "readonly"]
+    assert list(document["devices"][2]) == ["name", "type", "base", "vcpus"]
+
+
+# --- QEMU virt, arm64, GICv3 ---------------------------------------------------------------
+
+VIRTIO_MMIO = [
+    mmio(f"virtio-mmio-{base:#x}", base, 0x200) for base in range(0x0A00_0000, 0x0A00_4000, 0x200)
+]
+VIRTIO_NET_MODERN = [
+    mmio("virtio-pci-common-virtio-net", 0x80_0000_0000, 0x1000),
+    mmio("virtio-pci-isr-virtio-net", 0x80_0000_1000, 0x1000),
+    mmio("virtio-pci-device-virtio-net", 0x80_0000_2000, 0x1000),
+    mmio("virtio-pci-notify-virtio-net", 0x80_0000_3000, 0x1000),
+]
+VIRT_MEMSLOTS = [
+    memslot("virt.flash0", 0, 0x0400_0000, readonly=True),
+    memslot("virt.flash1", 0x0400_0000, 0x0400_0000, readonly=True),
+    memslot("pvtime", 0x090A_0000, 0x1000),
+    memslot("mach-virt.ram", 0x4000_0000, 0x4000_0000),
+]
+VIRT_PLATFORM = [
+    {"name": "gicv3_dist", "type": "vgic-v3-dist", "base": 0x0800_0000},
+    {"name": "gicv3_its", "type": "vgic-its", "base": 0x0808_0000},
+    {"name": "gicv3_redist_region[0]", "type": "vgic-v3-redist", "base": 0x080A_0000, "vcpus": 4},
+    mmio("pl011", 0x0900_0000, 0x1000),
+    mmio("pl031", 0x0901_0000, 0x1000),
+    mmio("fwcfg.data", 0x0902_0000, 8),
+    mmio("fwcfg.ctl", 0x0902_0008, 2),
+    mmio("fwcfg.dma", 0x0902_0010, 8),
+    mmio("pl061", 0x0903_0000, 0x1000),
+    *VIRTIO_MMIO,
+]
+
+
+def test_virt_flat_view_gives_flash_ram_vgic_and_the_emulated_devices() -> None:
+    document = imported(VIRT_FLAT).document
+    assert document["name"] == "qemu-mtree-arm64"
+    assert document["arch"] == "arm64"
+    assert "pa_bits" not in document  # the high PCIe window ends exactly at 2**40
+    assert document["memslots"] == VIRT_MEMSLOTS
+    assert document["devices"] == [
+        *VIRT_PLATFORM,
+        mmio("msix-table", 0x1000_0000, 0x40),
+        mmio("gpex_mmio_window-0x10000040", 0x1000_0040, 0x7C0),
+        mmio("msix-pba", 0x1000_0800, 8),
+        mmio("gpex_mmio_window-0x10000808", 0x1000_0808, 0x3EFF_0000 - 0x1000_0808),
+        mmio("gpex_ioport_window", 0x3EFF_0000, 0x1_0000),
+        mmio("pcie-mmcfg-mmio", 0x40_1000_0000, 0x1000_0000),
+        *VIRTIO_NET_MODERN,
+        mmio("gpex_mmio_window-0x8000004000", 0x80_0000_4000, 2**40 - 0x80_0000_4000),
+    ]
+
+
+def test_virt_flat_view_notes_what_was_skipped_inferred_and_renamed() -> None:
+    assert imported(VIRT_FLAT).notes == [
+        "Skipped 2 other FlatViews (address spaces I/O, gpex-root): a layout holds the system "
+        'memory address space "memory" only.',
+        "Architecture arm64, from the region names gicv3_dist, gicv3_redist_region[0], "
+        "mach-virt.ram, pl011, virt.flash0, virt.flash1.",
+        "Names QEMU repeats (virtio-mmio x32, gpex_mmio_window x3) got their base address as "
+        "a suffix, e.g. NAME-0x1000.",
+    ]
+
+
+def test_virt_tree_view_differs_from_the_flat_view_only_where_the_tree_cannot_tell() -> None:
+    flat_document = imported(VIRT_FLAT).document
+    tree_document = imported(VIRT_TREE).document
+    assert tree_document["memslots"] == flat_document["memslots"]
+    # gpex_mmio_window and gpex_ioport_window answer unmapped PCI accesses (unassigned_io_ops)
+    # but hold subregions, so the tree shows them as containers; the empty "platform bus"
+    # container and gpex_ioport are leaves, so the tree shows them as devices.
+    flat_only = {
+        "gpex_mmio_window-0x10000040",
+        "gpex_mmio_window-0x10000808",
+        "gpex_ioport_window",
+        "gpex_mmio_window-0x8000004000",
+    }
+    assert tree_document["devices"] == sorted(
+        [
+            *(d for d in flat_document["devices"] if d["name"] not in flat_only),
+            mmio("platform bus", 0x0C00_0000, 0x0200_0000),
+            mmio("gpex_ioport", 0x3EFF_0000, 0x1_0000),
+        ],
+        key=lambda d: d["base"],
+    )
+
+
+def test_tree_view_is_noted_as_less_exact_than_the_flat_view() -> None:
+    notes = imported(VIRT_TREE).notes
+    assert notes[1] == (
+        "Read from the tree view (`info mtree`), flattened as QEMU's render_memory_region() "
+        "does: leaf i/o regions are taken as devices (an empty container looks the same), "
+        "overlaps of equal priority in printed order; `info mtree -f` is exact."
+    )
+
+
+# --- QEMU q35, x86_64 ----------------------------------------------------------------------
+
+
+def test_q35_flat_view_splits_ram_around_the_pci_hole_and_maps_the_in_kernel_irqchip() -> None:
+    document = imported(Q35_FLAT).document
+    assert document["arch"] == "x86_64"
+    assert "pa_bits" not in document
+    assert document["memslots"] == [
+        memslot("pc.ram-0x0", 0, 0xA_0000),
+        memslot("pc.ram-0xc0000", 0xC_0000, 0xC000),
+        memslot("pc.ram-0xcc000", 0xC_C000, 0x2_4000),
+        memslot("pc.ram-0xf0000", 0xF_0000, 0x1_0000),
+        memslot("pc.ram-0x100000", 0x10_0000, 0x7FF0_0000),
+        memslot("vga.vram", 0xFD00_0000, 0x100_0000),
+        memslot("pc.bios", 0xFFFC_0000, 0x4_0000, readonly=True),
+        memslot("pc.ram-0x100000000", 0x1_0000_0000, 0x8000_0000),
+    ]
+    assert document["devices"] == [
+        mmio("vga-lowmem", 0xA_0000, 0x2_0000),
+        mmio("pcie-mmcfg-mmio", 0xB000_0000, 0x1000_0000),
+        mmio("virtio-pci-common-virtio-net", 0xFE00_0000, 0x1000),
+        mmio("virtio-pci-isr-virtio-net", 0xFE00_1000, 0x1000),
+        mmio("virtio-pci-device-virtio-net", 0xFE00_2000, 0x1000),
+        mmio("virtio-pci-notify-virtio-net", 0xFE00_3000, 0x1000),
+        mmio("msix-table", 0xFEBD_1000, 0x40),
+        mmio("msix-pba", 0xFEBD_1800, 8),
+        mmio("ahci", 0xFEBD_2000, 0x1000),
+        mmio("vga ioports remapped", 0xFEBD_3400, 0x20),
+        mmio("bochs dbi", 0xFEBD_3500, 0x16),
+        mmio("qemu extended regs", 0xFEBD_3600, 8),
+        {"name": "kvm-ioapic", "type": "ioapic", "base": 0xFEC0_0000},
+        mmio("kvm-ioapic.rest", 0xFEC0_0100, 0xF00),
+        mmio("hpet", 0xFED0_0000, 0x400),
+        mmio("lpc-rcrb-mmio", 0xFED1_C000, 0x4000),
+        {"name": "kvm-apic-msi", "type": "lapic", "base": 0xFEE0_0000},
+        mmio("kvm-apic-msi.rest", 0xFEE0_1000, 0xF_F000),
+    ]
+
+
+def test_q35_notes_say_why_pam_rom_is_writable_and_where_the_msi_window_went() -> None:
+    assert imported(Q35_FLAT).notes == [
+        "Skipped 3 other FlatViews (address spaces I/O, KVM-SMRAM, mch, VGA, ICH9-LPC, "
+        'ICH9-SMB): a layout holds the system memory address space "memory" only (x86 '
+        "SMM's KVM-SMRAM, KVM address space 1, is not imported).",
+        "Architecture x86_64, from the region names kvm-apic-msi, kvm-ioapic, pc.bios, pc.ram.",
+        "Read-write memslots for pc.ram at 0xc0000, pc.ram at 0xf0000: QEMU shows them rom "
+        "through a read-only alias (PAM), but kvm_mem_flags() takes KVM_MEM_READONLY from "
+        "the RAM region itself.",
+        "In-kernel devices that answer only the start of QEMU's region: kvm-ioapic (0x100 of "
+        "0x1000), kvm-apic-msi (0x1000 of 0x100000); the rest is the mmio device NAME.rest, "
+        "where KVM exits to QEMU (for kvm-apic-msi, QEMU turns writes there into MSIs).",
+        "Names QEMU repeats (pc.ram x6) got their base address as a suffix, e.g. NAME-0x1000.",
+    ]
+
+
+def test_x86_tree_view_follows_aliases_and_priorities_like_qemu() -> None:
+    # smram-region (priority 1) must cover ram-below-4g (priority 0) though printed after it;
+    # pc.bios is reached through the PCI space at priority -1.
+    result = imported(PC_TREE)
+    assert result.document["memslots"] == [
+        memslot("pc.ram-0x0", 0, 0xA_0000),
+        memslot("pc.ram-0xc0000", 0xC_0000, 0x8000_0000 - 0xC_0000),
+        memslot("pc.bios", 0xFFFC_0000, 0x4_0000, readonly=True),
+        memslot("pc.ram-0x100000000", 0x1_0000_0000, 0x8000_0000),
+    ]
+    assert result.document["devices"] == [
+        mmio("vga-lowmem", 0xA_0000, 0x2_0000),
+        {"name": "kvm-apic-msi", "type": "lapic", "base": 0xFEE0_0000},
+        mmio("kvm-apic-msi.rest", 0xFEE0_1000, 0xF_F000),
+    ]
+    assert "Skipped zero-size, disabled or overflowing regions: pam-pci, pci-hole64." in (
+        result.notes
+    )
+
+
+# --- mapping rules -------------------------------------------------------------------------
+
+
+def test_romd_is_a_readonly_memslot_and_a_ram_device_a_writable_one() -> None:
+    document = import_qemu_mtree(
+        flat(
+            "0000000000000000-0000000003ffffff (prio 0, romd): virt.flash0 KVM",
+            "0000008000000000-0000008000ffffff (prio 1, ramd): 0000:01:00.0 BAR 0 mmaps[0] KVM",
+        )
+    ).document
+    assert document["memslots"] == [
+        memslot("virt.flash0", 0, 0x400_0000, readonly=True),
+        memslot("0000:01:00.0 BAR 0 mmaps[0]", 0x80_0000_0000, 0x100_0000),
+    ]
+
+
+def test_rom_of_a_region_that_is_not_ram_elsewhere_stays_readonly() -> None:
+    document = import_qemu_mtree(
+        flat("00000000fffc0000-00000000ffffffff (prio 0, rom): pc.bios KVM")
+    ).document
+    assert document["memslots"] == [memslot("pc.bios", 0xFFFC_0000, 0x4_0000, readonly=True)]
+
+
+def test_unaligned_ram_keeps_its_aligned_interior_and_emulates_head_and_tail() -> None:
+    result = import_qemu_mtree(
+        flat("0000000040000800-00000000400037ff (prio 0, ram): mach-virt.ram"), "arm64"
+    )
+    assert result.document["memslots"] == [memslot("mach-virt.ram", 0x4000_1000, 0x2000)]
+    assert result.document["devices"] == [
+        mmio("mach-virt.ram.head", 0x4000_0800, 0x800),
+        mmio("mach-virt.ram.tail", 0x4000_3000, 0x800),
+    ]
+    assert (
+        "mach-virt.ram: KVM maps the 4 KiB-aligned part only (kvm_align_section()); the "
+        "unaligned head/tail are mmio devices QEMU emulates." in result.notes
+    )
+
+
+def test_sub_page_ram_and_unmarked_ram_next_to_marked_ram_are_emulated_devices() -> None:
+    document = import_qemu_mtree(
+        flat(
+            "0000000000000000-000000000009ffff (prio 0, ram): pc.ram KVM",
+            "00000000000c0000-00000000000c07ff (prio 0, ram): tiny",
+            "00000000fffc0000-00000000ffffffff (prio 0, rom): pc.bios",
+        )
+    ).document
+    assert document["memslots"] == [memslot("pc.ram", 0, 0xA_0000)]
+    assert document["devices"] == [
+        mmio("tiny", 0xC_0000, 0x800),
+        mmio("pc.bios", 0xFFFC_0000, 0x4_0000),
+    ]
+
+
+def test_output_without_kvm_marks_is_imported_as_kvm_would_map_it_and_noted() -> None:
+    result = import_qemu_mtree(flat("00000000fffc0000-00000000ffffffff (prio 0, rom): pc.bios"))
+    assert result.document["memslots"] == [memslot("pc.bios", 0xFFFC_0000, 0x4_0000, True)]
+    assert result.notes[0].startswith("No range carries QEMU's KVM mark")
+
+
+def test_gicv2_regions_become_vgic_v2_devices() -> None:
+    document = import_qemu_mtree(
+        flat(
+            "0000000008000000-0000000008000fff (prio 0, i/o): gic_dist",
+            "0000000008010000-0000000008011fff (prio 0, i/o): gic_cpu",
+            "0000000008020000-0000000008020fff (prio 0, i/o): gicv2m",
+        )
+    ).document
+    assert document["devices"] == [
+        {"name": "gic_dist", "type": "vgic-v2-dist", "base": 0x0800_0000},
+        {"name": "gic_cpu", "type": "vgic-v2-cpu", "base": 0x0801_0000},
+        mmio("gicv2m", 0x0802_0000, 0x1000),
+    ]
+
+
+def test_older_qemu_gicv2_cpu_reservation_is_imported_at_kvm_size_and_noted() -> None:
+    result = import_qemu_mtree(
+        flat(
+            "0000000008000000-0000000008000fff (prio 0, i/o): kvm-gic_dist",
+            "0000000008010000-0000000008010fff (prio 0, i/o): kvm-gic_cpu",
+        )
+    )
+    assert result.document["devices"] == [
+        {"name": "kvm-gic_dist", "type": "vgic-v2-dist", "base": 0x0800_0000},
+        {"name": "kvm-gic_cpu", "type": "vgic-v2-cpu", "base": 0x0801_0000},
+    ]
+    assert result.notes[-1] == (
+        "In-kernel devices imported at KVM's size, larger than QEMU's region: "
+        "kvm-gic_cpu (0x2000, QEMU 0x1000)."
+    )
+
+
+def test_redistributor_region_of_no_whole_vcpu_count_stays_an_mmio_device() -> None:
+    document = import_qemu_mtree(
+        flat("00000000080a0000-00000000080affff (prio 0, i/o): gicv3_redist_region[0]"), "arm64"
+    ).document
+    assert document["devices"] == [mmio("gicv3_redist_region[0]", 0x080A_0000, 0x1_0000)]
+
+
+def test_its_control_frame_alone_is_not_an_its() -> None:
+    document = import_qemu_mtree(
+        flat("0000000008080000-000000000808ffff (prio 0, i/o): control"), "arm64"
+    ).document
+    assert document["devices"] == [mmio("control", 0x0808_0000, 0x1_0000)]
+
+
+def test_range_above_the_default_ipa_size_sets_pa_bits() -> None:
+    result = import_qemu_mtree(
+        flat(
+            "0000000040000000-000000007fffffff (prio 0, ram): mach-virt.ram KVM",
+            "0000010000000000-00000100ffffffff (prio 0, ram): hotplug KVM",
+        )
+    )
+    assert result.document["pa_bits"] == 41
+    assert list(result.document)[3] == "pa_bits"
+    assert "pa_bits 41: the highest range ends above the arm64 default of 40 bits." in (
+        result.notes
+    )
+
+
+# --- names ---------------------------------------------------------------------------------
+
+
+def test_repeated_names_take_their_base_and_a_counter_when_that_is_taken_too() -> None:
+    document = import_qemu_mtree(
+        flat(
+            "0000000000001000-0000000000001fff (prio 0, i/o): uart",
+            "0000000000002000-0000000000002fff (prio 0, i/o): uart",
+            "0000000000003000-0000000000003fff (prio 0, i/o): uart-0x1000",
+        ),
+        "arm64",
+    ).document
+    assert [d["name"] for d in document["devices"]] == [
+        "uart-0x1000-2",
+        "uart-0x2000",
+        "uart-0x1000",
+    ]
+
+
+def test_names_are_unique_across_memslots_and_devices() -> None:
+    document = import_qemu_mtree(
+        flat(
+            "0000000000000000-0000000000000fff (prio 0, ram): pc.ram KVM",
+            "0000000000001000-0000000000001fff (prio 0, i/o): pc.ram",
+        )
+    ).document
+    assert document["memslots"] == [memslot("pc.ram-0x0", 0, 0x1000)]
+    assert document["devices"] == [mmio("pc.ram-0x1000", 0x1000, 0x1000)]
+
+
+# --- architecture --------------------------------------------------------------------------
+
+
+def test_architecture_given_wins_and_other_arch_devices_become_plain_mmio() -> None:
+    result = imported(VIRT_FLAT, "x86_64")
+    assert result.document["arch"] == "x86_64"
+    assert result.document["devices"][:3] == [
+        mmio("gicv3_dist", 0x0800_0000, 0x1_0000),
+        mmio("control", 0x0808_0000, 0x1_0000),
+        mmio("translation", 0x0809_0000, 0x1_0000),
+    ]
+    assert result.notes[1] == (
+        "Imported as x86_64, as asked, though the region names gicv3_dist, "
+        "gicv3_redist_region[0], mach-virt.ram, pl011, virt.flash0, virt.flash1 are another "
+        "architecture's: they are plain mmio devices or memslots here."
+    )
+
+
+def test_architecture_given_that_matches_the_names_is_not_noted() -> None:
+    result = imported(Q35_FLAT, "x86_64")
+    assert result.document == imported(Q35_FLAT).document
+    assert not any("Architecture" in note or "as asked" in note for note in result.notes)
+
+
+def test_unknown_architecture_argument_is_refused() -> None:
+    error = failure(VIRT_FLAT.read_text(), "riscv64")
+    assert (error.line, error.message) == (
+        0,
+        "unknown architecture 'riscv64': expected arm64 or x86_64",
+    )
+
+
+def test_names_of_no_known_architecture_need_an_arch() -> None:
+    text = flat("0000000080000000-0000000087ffffff (prio 0, ram): riscv_virt_board.ram KVM")
+    error = failure(text)
+    assert error.line == 1
+    assert error.message.startswith("cannot tell the architecture")
+    assert import_qemu_mtree(text, "arm64").document["memslots"] == [
+        memslot("riscv_virt_board.ram", 0x8000_0000, 0x800_0000)
+    ]
+
+
+def test_names_of_both_architectures_need_an_arch() -> None:
+    error = failure(
+        flat(
+            "0000000000000000-0000000000000fff (prio 0, ram): pc.ram KVM",
+            "0000000008000000-000000000800ffff (prio 0, i/o): gicv3_dist",
+        )
+    )
+    assert (error.line, error.message) == (
+        1,
+        "region names of two architectures: arm64 (gicv3_dist) and x86_64 (pc.ram); say "
+        "which with --arch arm64 or --arch x86_64",
+    )
+
+
+# --- input forms ---------------------------------------------------------------------------
+
+
+def test_prompts_comments_crlf_owners_and_dispatch_trees_are_read_through() -> None:
+    text = (
+        "(qemu) info mtree -f -o -d\r\n"
+        "# saved from the monitor\r\n"
+        "FlatView #0\r\n"
+        ' AS "memory", root: system\r\n'
+        " Root memory region: system\r\n"
+        "  0000000040000000-000000007fffffff (prio 0, ram): mach-virt.ram"
+        " owner:{obj path=/objects/mach-virt.ram} KVM\r\n"
+        "  0000000009000000-0000000009000fff (prio 0, i/o): pl011"
+        " owner:{dev id=uart0} parent:{obj path=/machine/unattached}\r\n"
+        "  Dispatch\r\n"
+        "    Physical sections\r\n"
+        "      #0 @0000000000000000..ffffffffffffffff (noname) [unassigned]\r\n"
+        "    Nodes (9 bits per level, 6 levels) ptr=[3] skip=4\r\n"
+        "      [0]\r\n"
+        "          0       skip=3  ptr=[3]\r\n"
+        "\r\n"
+    )
+    document = import_qemu_mtree(text).document
+    assert document["memslots"] == [memslot("mach-virt.ram", 0x4000_0000, 0x4000_0000)]
+    assert document["devices"] == [mmio("pl011", 0x0900_0000, 0x1000)]
+
+
+def test_flat_view_is_preferred_when_the_tree_view_is_in_the_same_input() -> None:
+    result = import_qemu_mtree(VIRT_TREE.read_text() + VIRT_FLAT.read_text())
+    assert result.document == imported(VIRT_FLAT).document
+    assert "The tree view (`info mtree`) in the input is ignored: the flat view is exact." in (
+        result.notes
+    )
+
+
+# --- input refused -------------------------------------------------------------------------
+
+HOW = "run `info mtree -f` in the QEMU monitor (HMP) and save everything it prints"
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "(qemu) info mtree -f\n"])
+def test_input_without_mtree_output_is_refused_at_line_0(text: str) -> None:
+    error = failure(text)
+    assert (error.line, error.message) == (
+        0,
+        "the input holds no QEMU memory tree output; " + HOW,
+    )
+
+
+def test_other_text_is_refused_at_its_first_line() -> None:
+    error = failure('\n{"return": ""}\n')
+    assert error.line == 2
+    assert error.message == (
+        "this is not QEMU memory tree output: expected a 'FlatView #0' line (`info mtree -f`) "
+        "or an 'address-space: memory' line (`info mtree`), found '{\"return\": \"\"}'; " + HOW
+    )
+
+
+def test_malformed_range_line_is_refused_at_its_line() -> None:
+    text = flat(
+        "0000000000000000-000000000009ffff (prio 0, ram): pc.ram KVM",
+        "00000000000a0000-00000000000bfff (prio 1, i/o): vga-lowmem",
+    )
+    error = failure(text)
+    assert error.line == 5
+    assert error.message == (
+        "malformed range line '00000000000a0000-00000000000bfff (prio 1, i/o): vga-lowmem': "
+        "expected 'START-END (prio P, TYPE): NAME' with 16-digit hex addresses, as `info mtree "
+        "-f` prints it; " + HOW
+    )
+
+
+def test_range_ending_before_it_starts_is_refused() -> None:
+    error = failure(flat("0000000000002000-0000000000000fff (prio 0, ram): pc.ram"))
+    assert (error.line, error.message) == (
+        4,
+        "range ends (0000000000000fff) before it starts (0000000000002000); " + HOW,
+    )
+
+
+def test_region_type_qemu_does_not_print_is_refused() -> None:
+    error = failure(flat("0000000000000000-0000000000000fff (prio 0, RW): pc.ram"))
+    assert error.line == 4
+    assert error.message.startswith("unknown region type 'RW': expected one of container, i/o")
+
+
+def test_stray_line_inside_a_flatview_is_refused() -> None:
+    error = failure("FlatView #0\nthis is not QEMU\n")
+    assert (error.line, error.message) == (
+        2,
+        "unexpected line in QEMU memory tree output: 'this is not QEMU'; " + HOW,
+    )
+
+
+def test_output_without_the_memory_address_space_is_refused_at_its_end() -> None:
+    text = (
+        'FlatView #0\n AS "I/O", root: io\n Root memory region: io\n'
+        "  0000000000000000-000000000000ffff (prio 0, container): io\n\n"
+    )
+    error = failure(text)
+    assert (error.line, error.message) == (
+        4,
+        'no FlatView of the address space "memory" (the guest\'s system memory) in the '
+        "input; " + HOW,
+    )
+
+
+def test_empty_memory_flatview_is_refused_at_its_header() -> None:
+    error = failure("\n" + HEADER + "  No rendered FlatView\n")
+    assert error.line == 2
+    assert error.message.startswith('the FlatView of "memory" has no ranges')
+
+
+def test_tree_alias_whose_target_block_is_missing_is_refused_at_the_alias() -> None:
+    text = (
+        "address-space: memory\n"
+        "  0000000000000000-ffffffffffffffff (prio 0, container): system\n"
+        "    0000000000000000-000000007fffffff (prio 0, ram): alias ram-below-4g @pc.ram "
+        "0000000000000000-000000007fffffff\n"
+    )
+    error = failure(text)
+    assert (error.line, error.message) == (
+        3,
+        "alias 'ram-below-4g' points at region 'pc.ram', but the input has no "
+        "'memory-region: pc.ram' block; save the whole `info mtree` output",
+    )
+
+
+def test_tree_line_indented_below_no_parent_is_refused() -> None:
+    text = (
+        "address-space: memory\n"
+        "  0000000000000000-ffffffffffffffff (prio 0, container): system\n"
+        "        0000000000000000-0000000000000fff (prio 0, ram): pc.ram\n"
+    )
+    error = failure(text)
+    assert error.line == 3
+    assert error.message.startswith("range line indented to no parent")
