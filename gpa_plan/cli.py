@@ -312,6 +312,45 @@ def allocate(
         raise click.UsageError(f"cannot write {destination}: {err.strerror}") from None
 
 
+@cli.command("import")
+@click.argument("kind", type=click.Choice(["qemu-mtree", "dtb"]))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write here (atomically), not stdout."
+)
+@click.option(
+    "--arch",
+    type=ARCH_CHOICE,
+    default=None,
+    help="qemu-mtree: the guest's architecture, when the region names do not tell.",
+)
+def import_command(kind: str, file: str, output: str | None, arch: str | None) -> None:
+    """Make a layout from what a VMM reports.
+
+    KIND is qemu-mtree (the QEMU monitor's `info mtree -f`) or dtb (a flattened device tree,
+    e.g. from `-machine virt,dumpdtb=FILE`). FILE may be - for standard input.
+    """
+    if arch is not None and kind != "qemu-mtree":
+        raise click.UsageError("--arch is for qemu-mtree; a device tree says its architecture")
+    from gpa_plan.importers import ImportFailure
+    from gpa_plan.importers.convert import import_yaml
+
+    data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    source = "standard input" if file == "-" else file
+    try:
+        text = import_yaml(kind, data, source, arch)
+    except ImportFailure as err:
+        where = f"{source}:{err.line}:1" if err.line else source
+        click.echo(f"{where}: error[import] {err.message}", err=True)
+        sys.exit(1)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        from gpa_plan.files import write_atomic
+
+        write_atomic(output, text)
+
+
 @cli.command()
 def rules() -> None:
     """List every finding rule, its severity and what it means."""

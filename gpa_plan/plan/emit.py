@@ -31,10 +31,16 @@ def _comment_safe(text: str) -> str:
     return re.sub(r"[\r\n]+", " ", text).replace("*/", "*_/")
 
 
-def to_yaml(document: dict[str, Any], notes: list[str], source: str) -> str:
-    source = _comment_safe(source)
-    lines = [f"# Resolved by gpa-plan allocate from {source}."]
-    lines += [f"# {note}" for note in notes]
+def to_yaml(
+    document: dict[str, Any],
+    notes: list[str],
+    source: str,
+    *,
+    made_by: str = "Resolved by gpa-plan allocate",
+) -> str:
+    """The layout as YAML, after comments: ``{made_by} from {source}.``, then each note."""
+    lines = [f"# {_comment_safe(made_by)} from {_comment_safe(source)}."]
+    lines += [f"# {_comment_safe(note)}" for note in notes]
     for key, value in document.items():
         if key in _SECTIONS:
             lines.append(f"{key}:" if value else f"{key}: []")

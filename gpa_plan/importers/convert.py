@@ -1,0 +1,41 @@
+"""`gpa-plan import`: run an importer on a file's bytes and render the layout as YAML."""
+
+from __future__ import annotations
+
+from gpa_plan.importers import Imported, ImportFailure
+
+KINDS = ("qemu-mtree", "dtb")
+
+
+def import_layout(kind: str, data: bytes, arch: str | None = None) -> Imported:
+    """The layout ``data`` describes, read as ``kind``; raises ImportFailure."""
+    if kind == "qemu-mtree":
+        from gpa_plan.importers.qemu_mtree import import_qemu_mtree
+
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ImportFailure(
+                f"not UTF-8 text (byte {err.start}): expected the output of the QEMU monitor "
+                "command `info mtree -f`"
+            ) from None
+        return import_qemu_mtree(text, arch)
+    if kind == "dtb":
+        from gpa_plan.importers.dtb import import_dtb
+
+        return import_dtb(data)
+    raise ValueError(f"unknown import kind {kind!r}; expected one of {KINDS}")
+
+
+def import_yaml(kind: str, data: bytes, source: str, arch: str | None = None) -> str:
+    """The imported layout as YAML: a comment naming the source, the importer's notes, then
+    the layout, which validates as a layout file (checked here, so a wrong importer fails
+    loudly instead of writing a file `check` refuses)."""
+    from gpa_plan.layout.models import parse_layout
+    from gpa_plan.plan.emit import to_yaml
+
+    imported = import_layout(kind, data, arch)
+    parse_layout(imported.document)
+    return to_yaml(
+        imported.document, imported.notes, source, made_by=f"Imported by gpa-plan import {kind}"
+    )
