@@ -370,7 +370,11 @@ def schema() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
-    """Console-script entry point; internal errors become exit 2 with a one-line message."""
+    """Console-script entry point; internal errors become exit 2 with a one-line message.
+
+    Without ``argv`` (the program itself, not a caller in the same process) the exiting
+    interpreter is spared its final garbage collection.
+    """
     try:
         return cli.main(args=list(argv) if argv is not None else None, prog_name="gpa-plan")
     except SystemExit:
@@ -378,3 +382,8 @@ def main(argv: Sequence[str] | None = None) -> Any:
     except Exception as err:  # a bug, not bad input: say so without a traceback
         click.echo(f"gpa-plan: internal error: {type(err).__name__}: {err}", err=True)
         sys.exit(2)
+    finally:
+        if argv is None:
+            from gpa_plan.collector import spare_final_collection
+
+            spare_final_collection()

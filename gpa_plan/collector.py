@@ -23,3 +23,15 @@ def paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def spare_final_collection() -> None:
+    """Let the exiting interpreter skip its last full collection.
+
+    At exit CPython collects every generation once more before tearing modules down: for a
+    one-file check that scan of the libraries' objects (typing, pydantic-core's schema
+    classes, click) took some 6 ms, a tenth of the run. gc.freeze() moves all of them to the
+    permanent generation, which that collection leaves alone. Call it only when the process
+    is about to exit: frozen objects are never collected (refcounting still frees them).
+    """
+    gc.freeze()

@@ -13,6 +13,7 @@ check, so the reason is always reported (and ``select`` keeps them implicitly).
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +30,15 @@ PYPROJECT = "pyproject.toml"
 TOOL_TABLE = "gpa-plan"
 KEYS = ("select", "ignore", "strict")
 ALWAYS_REPORTED = frozenset({"yaml-syntax", "schema"})
+
+
+# A line that could open or fill [tool.gpa-plan]: `[tool.gpa-plan]`, `[tool."gpa-plan"]`,
+# `tool.gpa-plan.strict = ...` at the top level, or `gpa-plan = {...}` / `gpa-plan.x = ...`
+# under `[tool]`. A file with none cannot have the table; `name = "gpa-plan"` is not one.
+_MAY_HOLD_OUR_TABLE = re.compile(
+    r"""^[ \t]*(?:\[[ \t]*)?(?:tool[ \t]*\.[ \t]*)?["']?gpa-plan["']?[ \t]*(?:[.=\]]|$)""",
+    re.MULTILINE,
+)
 
 
 class ConfigError(Exception):
@@ -127,7 +137,7 @@ def load_pyproject_config(path: Path) -> Config | None:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read the configuration: {_reason(err)}") from None
-    if TOOL_TABLE not in text:
+    if not _MAY_HOLD_OUR_TABLE.search(text):
         return None  # most projects' pyproject.toml: not ours to parse (or to call broken)
     if sys.version_info >= (3, 11):
         import tomllib

@@ -84,6 +84,13 @@ def test_a_pyproject_that_never_mentions_gpa_plan_is_not_parsed(project: Path) -
     assert find_config(project).source == project.parent / ".gpa-plan.yaml"
 
 
+def test_gpa_plan_as_a_value_is_not_our_table(project: Path) -> None:
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "gpa-plan"\ndependencies = ["gpa-plan>=0.1"]\n[tool.ruff\n'
+    )
+    assert find_config(project).source == project.parent / ".gpa-plan.yaml"
+
+
 def test_a_broken_pyproject_that_mentions_gpa_plan_is_an_error(project: Path) -> None:
     (project / "pyproject.toml").write_text("[tool.gpa-plan\nstrict = true\n")
     with pytest.raises(ConfigError, match="cannot read the configuration"):

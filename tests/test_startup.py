@@ -68,3 +68,31 @@ def test_auto_entries_and_elf_programs_do_load_the_planner_and_the_reader() -> N
         "check", "--elf", str(program), "tests/data/schema/valid/auto-placement.yaml"
     )
     assert {"gpa_plan.plan.place", "gpa_plan.elf.program", "elftools"} <= modules
+
+
+FREEZE_PROBE = """
+import gc, sys
+from gpa_plan.cli import main
+as_program = sys.argv[1] == "program"
+sys.argv = ["gpa-plan", "rules"]
+try:
+    main() if as_program else main(["rules"])
+except SystemExit:
+    pass
+sys.stderr.write(str(gc.get_freeze_count()))
+"""
+
+
+@pytest.mark.parametrize(("how", "frozen"), [("program", True), ("caller", False)])
+def test_only_the_program_itself_spares_the_final_collection(how: str, frozen: bool) -> None:
+    # At exit CPython collects once more; frozen objects are skipped. A caller that runs
+    # main() inside its own process keeps its collector as it was.
+    done = subprocess.run(
+        [sys.executable, "-c", FREEZE_PROBE, how],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+    assert (int(done.stderr) > 0) is frozen
