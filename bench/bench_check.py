@@ -13,6 +13,12 @@ Run ``python3 bench/bench_check.py`` (``--repeat N``, default 5; best run counts
 * (d*) the same with ``FORCE_COLOR=1``: the rich tables a terminal gets (no target);
 * (e) (b) and (d) again through the ``gpa-plan`` console script, if it is installed.
 
+Run it with the interpreter of the environment to measure: ``.venv/bin/python
+bench/bench_check.py`` after the README's first command measures a clean virtual environment.
+The baseline is measured in the same environment, but what a site adds to every start (a .pth
+file that imports pathlib, an editable install's finder) dilutes the ratios, so a clean
+environment is the strict case.
+
 ``--strict`` exits 1 when a target is missed.
 
 gpa-plan's modules are byte-compiled first, as ``pip install`` does: with
@@ -108,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         forced = {**os.environ, "FORCE_COLOR": "1"}
         d_rich = best_of([py, "-m", "gpa_plan", "check", small_s], args.repeat, env=forced)
         rows.append(("(d*)", f"FORCE_COLOR=1 python3 -m gpa_plan check {args.small.name}", d_rich))
-        script = shutil.which("gpa-plan")
+        # The console script beside this interpreter (a virtual environment's own), else PATH's.
+        beside = Path(sys.executable).parent / "gpa-plan"
+        script = str(beside) if beside.exists() else shutil.which("gpa-plan")
         e_big = e_small = None
         if script:
             e_big = best_of([script, "check", big_s, "--format", "json"], args.repeat)
