@@ -8,9 +8,9 @@ inside each command so that a command pays only for what it uses.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -31,17 +31,17 @@ def cli() -> None:
 
 
 def _layout_files(paths: Sequence[str]) -> list[str]:
+    """Each path, a directory replaced by the YAML files below it (sorted)."""
     files: list[str] = []
     for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found = sorted(
-                str(f)
-                for pattern in ("*.yaml", "*.yml")
-                for f in path.rglob(pattern)
-                if f.is_file()
+        if os.path.isdir(p):
+            found = (
+                os.path.normpath(os.path.join(root, name))
+                for root, _, names in os.walk(p)
+                for name in names
+                if name.endswith((".yaml", ".yml"))
             )
-            files.extend(found)
+            files.extend(sorted(f for f in found if os.path.isfile(f)))
         else:
             files.append(p)
     return files
@@ -134,13 +134,18 @@ class _ConfigError(click.ClickException):
     exit_code = 2
 
 
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as stream:
+        return stream.read()
+
+
 def _check_config(
     select: Sequence[str], ignore: Sequence[str], strict: bool | None
 ) -> Config:
     from gpa_plan.config import ConfigError, find_config
 
     try:
-        return find_config(Path.cwd()).override(select, ignore, strict)
+        return find_config(os.getcwd()).override(select, ignore, strict)
     except ConfigError as err:
         raise _ConfigError(str(err)) from None
 
@@ -151,10 +156,14 @@ def _render_check(fmt: str, results: Sequence[CheckResult]) -> None:
 
         sys.stdout.write(json_report.dumps(json_report.check_document(results)))
     elif fmt == "github":
+        from pathlib import Path
+
         from gpa_plan.report import github
 
         sys.stdout.write(github.render(results, Path.cwd()))
     elif fmt == "sarif":
+        from pathlib import Path
+
         from gpa_plan import __version__
         from gpa_plan.report import sarif
 
@@ -335,7 +344,7 @@ def import_command(kind: str, file: str, output: str | None, arch: str | None) -
     from gpa_plan.importers import ImportFailure
     from gpa_plan.importers.convert import import_yaml
 
-    data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    data = sys.stdin.buffer.read() if file == "-" else _read_bytes(file)
     source = "standard input" if file == "-" else file
     try:
         text = import_yaml(kind, data, source, arch)

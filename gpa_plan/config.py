@@ -13,11 +13,10 @@ check, so the reason is always reported (and ``select`` keeps them implicitly).
 
 from __future__ import annotations
 
-import re
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
@@ -25,20 +24,14 @@ from gpa_plan.check.findings import Finding
 from gpa_plan.check.run import RULES, CheckResult
 from gpa_plan.suggest import closest
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 CONFIG_FILE = ".gpa-plan.yaml"
 PYPROJECT = "pyproject.toml"
 TOOL_TABLE = "gpa-plan"
 KEYS = ("select", "ignore", "strict")
 ALWAYS_REPORTED = frozenset({"yaml-syntax", "schema"})
-
-
-# A line that could open or fill [tool.gpa-plan]: `[tool.gpa-plan]`, `[tool."gpa-plan"]`,
-# `tool.gpa-plan.strict = ...` at the top level, or `gpa-plan = {...}` / `gpa-plan.x = ...`
-# under `[tool]`. A file with none cannot have the table; `name = "gpa-plan"` is not one.
-_MAY_HOLD_OUR_TABLE = re.compile(
-    r"""^[ \t]*(?:\[[ \t]*)?(?:tool[ \t]*\.[ \t]*)?["']?gpa-plan["']?[ \t]*(?:[.=\]]|$)""",
-    re.MULTILINE,
-)
 
 
 class ConfigError(Exception):
@@ -97,25 +90,35 @@ def parse_rule_list(values: Iterable[str]) -> list[str]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
-def find_config(start: Path) -> Config:
+def find_config(start: str | os.PathLike[str]) -> Config:
     """The configuration that applies in ``start``: the nearest one up the tree, else none."""
-    directory = start.absolute()
-    for candidate in (directory, *directory.parents):
-        found = config_in(candidate)
+    directory = os.path.abspath(start)
+    while True:
+        found = config_in(directory)
         if found is not None:
             return found
-    return Config()
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return Config()
+        directory = parent
 
 
-def config_in(directory: Path) -> Config | None:
+def config_in(directory: str | os.PathLike[str]) -> Config | None:
     """The configuration ``directory`` itself holds, if any."""
-    dedicated = directory / CONFIG_FILE
-    if dedicated.is_file():
-        return load_yaml_config(dedicated)
-    pyproject = directory / PYPROJECT
-    if pyproject.is_file():
+    dedicated = os.path.join(directory, CONFIG_FILE)
+    if os.path.isfile(dedicated):
+        return load_yaml_config(_path(dedicated))
+    pyproject = os.path.join(directory, PYPROJECT)
+    if os.path.isfile(pyproject):
         return load_pyproject_config(pyproject)
     return None
+
+
+def _path(name: str) -> Path:
+    # pathlib only once a configuration file exists: a check without one does not load it.
+    from pathlib import Path
+
+    return Path(name)
 
 
 def load_yaml_config(path: Path) -> Config:
@@ -131,13 +134,14 @@ def load_yaml_config(path: Path) -> Config:
     return from_mapping(data, path, str(path))
 
 
-def load_pyproject_config(path: Path) -> Config | None:
+def load_pyproject_config(path: str | os.PathLike[str]) -> Config | None:
     """Settings from ``[tool.gpa-plan]`` of a `pyproject.toml`, or None if it has no table."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read the configuration: {_reason(err)}") from None
-    if not _MAY_HOLD_OUR_TABLE.search(text):
+    if not may_hold_our_table(text):
         return None  # most projects' pyproject.toml: not ours to parse (or to call broken)
     if sys.version_info >= (3, 11):
         import tomllib
@@ -154,7 +158,32 @@ def load_pyproject_config(path: Path) -> Config | None:
     where = f"{path} [tool.{TOOL_TABLE}]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table of {_keys()}")
-    return from_mapping(table, path, where)
+    return from_mapping(table, _path(os.fspath(path)), where)
+
+
+def may_hold_our_table(toml_text: str) -> bool:
+    """Whether a line of ``toml_text`` could open or fill ``[tool.gpa-plan]``: the table header
+    (also quoted or as a sub-table), ``gpa-plan = ...`` or ``gpa-plan.KEY = ...`` under
+    ``[tool]``, or ``tool.gpa-plan.KEY = ...`` before any table. Conservative: a line inside a
+    multi-line string may say yes, which only costs a parse. A text without any such line
+    cannot hold the table, and is not parsed at all."""
+    table: tuple[str, ...] = ()
+    for line in toml_text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            table = _dotted_key(stripped.lstrip("[").split("]", 1)[0])
+            if table[:2] == _OUR_TABLE:
+                return True
+        elif "=" in stripped and (table + _dotted_key(stripped.split("=", 1)[0]))[:2] == _OUR_TABLE:
+            return True
+    return False
+
+
+_OUR_TABLE = ("tool", TOOL_TABLE)
+
+
+def _dotted_key(key: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip("\"'") for part in key.split("."))
 
 
 def from_mapping(data: Mapping[str, Any], source: Path | None, where: str) -> Config:

@@ -86,7 +86,8 @@ def test_a_pyproject_that_never_mentions_gpa_plan_is_not_parsed(project: Path) -
 
 def test_gpa_plan_as_a_value_is_not_our_table(project: Path) -> None:
     (project / "pyproject.toml").write_text(
-        '[project]\nname = "gpa-plan"\ndependencies = ["gpa-plan>=0.1"]\n[tool.ruff\n'
+        '[project]\nname = "gpa-plan"\ndependencies = ["gpa-plan>=0.1"]\n'
+        '[project.scripts]\ngpa-plan = "gpa_plan.cli:main"\n[tool.ruff\n'
     )
     assert find_config(project).source == project.parent / ".gpa-plan.yaml"
 

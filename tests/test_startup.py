@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = """
 import io, json, sys
+before = set(sys.modules)  # what the interpreter and its site loaded is not ours
 from gpa_plan.cli import main
 out, sys.stdout = sys.stdout, io.StringIO()
 try:
@@ -24,7 +25,7 @@ try:
 except SystemExit as done:
     code = done.code
 sys.stdout = out
-print(json.dumps({"exit": code, "modules": sorted(sys.modules)}))
+print(json.dumps({"exit": code, "modules": sorted(set(sys.modules) - before)}))
 """
 NEVER_ON_A_PLAIN_CHECK = (
     "pydantic.main",
@@ -36,6 +37,8 @@ NEVER_ON_A_PLAIN_CHECK = (
     "gpa_plan.plan.place",
     "gpa_plan.plan.allocator",
     "difflib",
+    "pathlib",  # only once a configuration file exists
+    "tomllib",  # only for a pyproject.toml that may hold [tool.gpa-plan]
 )
 
 

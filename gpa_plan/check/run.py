@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from gpa_plan.arch import ARCHES
@@ -57,7 +57,7 @@ class LoadedLayout(NamedTuple):
     placement_errors: tuple[tuple[str, tuple[str, int]], ...]
 
 
-def load_layout(path: str | Path) -> LoadedLayout:
+def load_layout(path: str | os.PathLike[str]) -> LoadedLayout:
     """Load, validate and place a layout file; raises LayoutError with positions."""
     with paused():
         doc = load_file(path)
@@ -78,7 +78,7 @@ def _plan(layout: Layout) -> tuple[dict[str, int], tuple[tuple[str, tuple[str, i
 
 
 def check_file(
-    path: str | Path,
+    path: str | os.PathLike[str],
     arches: Sequence[str] = (),
     *,
     programs: Sequence[Program | ProgramError] = (),

@@ -14,8 +14,8 @@ reports them.
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
@@ -79,11 +79,12 @@ def _child(node: Node, segment: str | int) -> tuple[Node | None, Node] | None:
     return None
 
 
-def load_file(path: str | Path) -> Document:
+def load_file(path: str | os.PathLike[str]) -> Document:
     """Load and structurally check a layout file; raises LayoutError with every position."""
     name = str(path)
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as stream:
+            raw = stream.read()
     except OSError as err:
         problem = Problem("yaml-syntax", f"cannot read: {err.strerror}", 1, 1)
         raise LayoutError(name, [problem]) from None
