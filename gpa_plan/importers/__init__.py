@@ -24,3 +24,31 @@ class ImportFailure(Exception):
         super().__init__(message)
         self.message = message
         self.line = line
+
+
+U64_LIMIT = 1 << 64
+GUEST_PAGE = 4096  # catalog sizes that follow the guest page (the ucall page) use this
+
+
+def entry_end(entry: dict[str, Any]) -> int:
+    """One past the last byte of a memslot or device entry of an imported document."""
+    from gpa_plan.arch.devices import CATALOG
+
+    size = entry.get("size")
+    if size is None:
+        size = CATALOG[entry["type"]].size_for(
+            vcpus=entry.get("vcpus"), guest_page_size=GUEST_PAGE, size=None
+        )
+    end: int = entry["base"] + size
+    return end
+
+
+def pa_bits_needed(arch: str, entries: list[dict[str, Any]]) -> int | None:
+    """The ``pa_bits`` a document must state for its entries to fit, or None when the
+    architecture's default (arm64 40, x86_64 48) already holds them."""
+    from gpa_plan.arch import ARCHES
+
+    highest = max((entry_end(e) for e in entries), default=0)
+    if highest <= 1 << ARCHES[arch].default_pa_bits:
+        return None
+    return (highest - 1).bit_length()
