@@ -135,8 +135,11 @@ class _ConfigError(click.ClickException):
 
 
 def _read_bytes(path: str) -> bytes:
-    with open(path, "rb") as stream:
-        return stream.read()
+    try:
+        with open(path, "rb") as stream:
+            return stream.read()
+    except OSError as err:
+        raise click.UsageError(f"cannot read {path}: {err.strerror}") from None
 
 
 def _check_config(
@@ -263,14 +266,7 @@ def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str 
         for finding in result.findings:
             click.echo(finding_line(finding), err=True)
         sys.exit(1)
-    text = svg.page(result) if html_out else svg.drawing(result)
-    destination = html_out or svg_out
-    if destination is None:
-        sys.stdout.write(text)
-    else:
-        from gpa_plan.files import write_atomic
-
-        write_atomic(destination, text)
+    _emit(svg.page(result) if html_out else svg.drawing(result), html_out or svg_out)
 
 
 @cli.command()
@@ -291,7 +287,6 @@ def allocate(
     output: str | None, in_place: bool,
 ) -> None:
     """Give every `auto` base and slot an address, and print the resolved layout."""
-    from gpa_plan.files import write_atomic
     from gpa_plan.plan import allocate_file as job
 
     source = job.pick_source(file, arch)
@@ -311,10 +306,17 @@ def allocate(
         sys.exit(1)
     for note in notes:
         click.echo(f"note: {note}", err=True)
-    destination = source.path if in_place else output
+    _emit(text, source.path if in_place else output)
+
+
+def _emit(text: str, destination: str | None) -> None:
+    """``text`` on stdout, or written atomically to ``destination`` (a failed write is exit 2
+    and leaves any old file as it was)."""
     if destination is None:
         sys.stdout.write(text)
         return
+    from gpa_plan.files import write_atomic
+
     try:
         write_atomic(destination, text)
     except OSError as err:
@@ -352,12 +354,7 @@ def import_command(kind: str, file: str, output: str | None, arch: str | None) -
         where = f"{source}:{err.line}:1" if err.line else source
         click.echo(f"{where}: error[import] {err.message}", err=True)
         sys.exit(1)
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        from gpa_plan.files import write_atomic
-
-        write_atomic(output, text)
+    _emit(text, output)
 
 
 @cli.command()

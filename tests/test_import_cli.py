@@ -118,3 +118,36 @@ def test_arch_overrides_the_guess_for_mtree_and_is_a_usage_error_for_dtb() -> No
 def test_unknown_kind_is_a_usage_error() -> None:
     result = invoke("import", "acpi", str(DTB / "qemu-virt-gicv3.dtb"))
     assert result.exit_code == 2
+
+
+def test_a_byte_order_mark_before_mtree_output_is_read(tmp_path: Path) -> None:
+    source = tmp_path / "saved.txt"
+    source.write_bytes(b"\xef\xbb\xbf" + (MTREE / "virt-gicv3-kvm-flat.txt").read_bytes())
+    result = invoke("import", "qemu-mtree", str(source))
+    assert result.exit_code == 0
+    assert "arch: arm64" in result.stdout.splitlines()
+
+
+def test_an_output_that_cannot_be_written_is_exit_2(tmp_path: Path) -> None:
+    out = tmp_path / "missing" / "vm.yaml"
+    result = invoke("import", "dtb", str(DTB / "qemu-virt-gicv3.dtb"), "-o", str(out))
+    assert result.exit_code == 2
+    assert f"cannot write {out}" in result.stderr
+
+
+def test_notes_and_names_with_characters_yaml_refuses_still_load(tmp_path: Path) -> None:
+    from gpa_plan.layout.loader import load_text
+    from gpa_plan.layout.validate import validate_layout
+    from gpa_plan.plan.emit import to_yaml
+
+    odd = "u\x7fart\u2028x\ufeff\x85"
+    document = {
+        "layout": 1,
+        "name": odd,
+        "arch": "arm64",
+        "memslots": [{"name": odd, "base": 0, "size": 0x1000}],
+    }
+    text = to_yaml(document, [f"skipped {odd}"], f"src{odd}", made_by="Imported")
+    layout = validate_layout(load_text(text, "odd.yaml"))
+    assert layout.name == odd and layout.memslots[0].name == odd
+    assert text.splitlines()[1] == "# skipped u\\x7fart\\u2028x\\ufeff\\x85"

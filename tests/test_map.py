@@ -143,6 +143,23 @@ def test_a_layout_that_does_not_load_is_exit_1_with_positions_and_no_file(
     assert out.read_text() == "previous map\n"
 
 
+def test_a_file_that_cannot_be_written_is_exit_2_not_a_traceback(tmp_path: Path) -> None:
+    result = run("small-arm64.yaml", "--svg", str(tmp_path / "missing" / "map.svg"))
+    assert result.exit_code == 2
+    assert "cannot write" in result.stderr and "No such file or directory" in result.stderr
+
+
+def test_characters_xml_forbids_are_shown_escaped(tmp_path: Path) -> None:
+    layout = tmp_path / "control.yaml"
+    layout.write_text(
+        'layout: 1\narch: arm64\npa_bits: 32\nmemslots:\n  - {name: "r\\x01am", base: 0, size: 1G}\n'
+    )
+    result = run(str(layout))
+    assert result.exit_code == 0
+    ET.fromstring(result.stdout)  # well-formed, so a browser renders it
+    assert "ram: r\\x01am" in result.stdout
+
+
 def test_names_are_escaped(tmp_path: Path) -> None:
     layout = tmp_path / "odd.yaml"
     layout.write_text(

@@ -13,7 +13,7 @@ def import_layout(kind: str, data: bytes, arch: str | None = None) -> Imported:
         from gpa_plan.importers.qemu_mtree import import_qemu_mtree
 
         try:
-            text = data.decode("utf-8")
+            text = data.decode("utf-8-sig")  # a dump saved by an editor may start with a BOM
         except UnicodeDecodeError as err:
             raise ImportFailure(
                 f"not UTF-8 text (byte {err.start}): expected the output of the QEMU monitor "
@@ -29,13 +29,15 @@ def import_layout(kind: str, data: bytes, arch: str | None = None) -> Imported:
 
 def import_yaml(kind: str, data: bytes, source: str, arch: str | None = None) -> str:
     """The imported layout as YAML: a comment naming the source, the importer's notes, then
-    the layout, which validates as a layout file (checked here, so a wrong importer fails
-    loudly instead of writing a file `check` refuses)."""
-    from gpa_plan.layout.models import parse_layout
+    the layout. The text is loaded and validated here as `check` would load it, so a wrong
+    importer or emitter fails loudly (LayoutError) instead of writing a file `check` refuses."""
+    from gpa_plan.layout.loader import load_text
+    from gpa_plan.layout.validate import validate_layout
     from gpa_plan.plan.emit import to_yaml
 
     imported = import_layout(kind, data, arch)
-    parse_layout(imported.document)
-    return to_yaml(
+    text = to_yaml(
         imported.document, imported.notes, source, made_by=f"Imported by gpa-plan import {kind}"
     )
+    validate_layout(load_text(text, source))
+    return text

@@ -26,9 +26,21 @@ def to_json(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2) + "\n"
 
 
+# What may stand in a one-line YAML comment: YAML's printable characters (spec 5.1) less the
+# ones that end a line (CR, LF, NEL, LS, PS) and the byte-order mark, which PyYAML refuses
+# inside a document.
+_UNFIT_FOR_COMMENT = re.compile(
+    "[^\t\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+)
+
+
 def _comment_safe(text: str) -> str:
-    """``text`` fit for a one-line comment in YAML, C and shell (no newline, no ``*/``)."""
-    return re.sub(r"[\r\n]+", " ", text).replace("*/", "*_/")
+    """``text`` fit for a one-line comment in YAML, C and shell: line breaks become spaces,
+    other characters YAML refuses their escape (``\\x7f``), and ``*/`` cannot close a C
+    comment."""
+    text = re.sub(r"[\r\n]+", " ", text)
+    text = _UNFIT_FOR_COMMENT.sub(lambda m: ascii(m.group())[1:-1], text)
+    return text.replace("*/", "*_/")
 
 
 def to_yaml(

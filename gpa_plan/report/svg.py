@@ -13,8 +13,9 @@ Plain text and stdlib escaping only: the files open in any browser, and nothing 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
-from html import escape
+from html import escape as _escape_markup
 from typing import TYPE_CHECKING
 
 from gpa_plan.ranges import hex_addr, human_size
@@ -26,6 +27,14 @@ if TYPE_CHECKING:
     from gpa_plan.check.run import CheckResult
 
 ACCESSES = ("read", "write", "fetch")
+
+# Characters XML 1.0 does not allow at all, even escaped (spec 2.2).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def escape(text: str) -> str:
+    """``text`` for XML and HTML: markup escaped, characters XML forbids shown as ``\\x01``."""
+    return _escape_markup(_NOT_XML.sub(lambda m: ascii(m.group())[1:-1], text))
 
 OUTCOME_FILL = {
     "memory": "#66bb6a",
