@@ -172,22 +172,27 @@ def _tooltip(region: Region, findings: Sequence[Finding]) -> str:
     return "\n".join(lines)
 
 
+LEGEND_PER_LINE, LEGEND_LINE = 3, 22
+
+
+def _legend_lines() -> int:
+    return -(-len(OUTCOME_FILL) // LEGEND_PER_LINE)
+
+
 def _legend_height() -> int:
-    return 24 + 22 * 2 + 30
+    """The end address, the colour lines and the note under the last row."""
+    return 24 + LEGEND_LINE * _legend_lines() + 30
 
 
 def _legend(y: int) -> Iterator[str]:
-    entries = [*OUTCOME_FILL.items()]
-    per_line = 3
-    for i, (outcome, fill) in enumerate(entries):
-        x = ADDRESS_X + (i % per_line) * 170
-        line_y = y + (i // per_line) * 22
+    for i, (outcome, fill) in enumerate(OUTCOME_FILL.items()):
+        x = ADDRESS_X + (i % LEGEND_PER_LINE) * 170
+        line_y = y + (i // LEGEND_PER_LINE) * LEGEND_LINE
         yield f"<rect x='{x}' y='{line_y}' width='14' height='14' fill='{fill}'/>"
         yield _text(x + 20, line_y + 12, outcome)
-    note_y = y + 22 * ((len(entries) + per_line - 1) // per_line) + 14
     yield _text(
         ADDRESS_X,
-        note_y,
+        y + LEGEND_LINE * _legend_lines() + 14,
         "Row heights grow with log2 of the size: order and adjacency, not scale.",
     )
 
