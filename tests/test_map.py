@@ -152,7 +152,8 @@ def test_a_file_that_cannot_be_written_is_exit_2_not_a_traceback(tmp_path: Path)
 def test_characters_xml_forbids_are_shown_escaped(tmp_path: Path) -> None:
     layout = tmp_path / "control.yaml"
     layout.write_text(
-        'layout: 1\narch: arm64\npa_bits: 32\nmemslots:\n  - {name: "r\\x01am", base: 0, size: 1G}\n'
+        "layout: 1\narch: arm64\npa_bits: 32\nmemslots:\n"
+        '  - {name: "r\\x01am", base: 0, size: 1G}\n'
     )
     result = run(str(layout))
     assert result.exit_code == 0
