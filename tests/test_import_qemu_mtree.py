@@ -6,13 +6,16 @@ so, and what it follows, in its header); the small inputs here are written the s
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gpa_plan.check.run import check_file
-from gpa_plan.importers import Imported, ImportFailure
+from gpa_plan.importers import U64_LIMIT, Imported, ImportFailure, entry_end, qemu_mtree
 from gpa_plan.importers.qemu_mtree import import_qemu_mtree
 from gpa_plan.layout.models import parse_layout
 from gpa_plan.plan.emit import to_yaml
@@ -136,6 +139,7 @@ def test_virt_flat_view_notes_what_was_skipped_inferred_and_renamed() -> None:
         'memory address space "memory" only.',
         "Architecture arm64, from the region names gicv3_dist, gicv3_redist_region[0], "
         "mach-virt.ram, pl011, virt.flash0, virt.flash1.",
+        HOST_PAGES_NOTE,
         "Names QEMU repeats (virtio-mmio x32, gpex_mmio_window x3) got their base address as "
         "a suffix, e.g. NAME-0x1000.",
     ]
@@ -351,6 +355,21 @@ def test_its_control_frame_alone_is_not_an_its() -> None:
         flat("0000000008080000-000000000808ffff (prio 0, i/o): control"), "arm64"
     ).document
     assert document["devices"] == [mmio("control", 0x0808_0000, 0x1_0000)]
+
+
+HOST_PAGES_NOTE = (
+    "Memslots were trimmed assuming 4 KiB host pages: QEMU's kvm_align_section() trims to "
+    "the host's page size, so on an arm64 host with 16 or 64 KiB pages KVM maps less of "
+    "memory ranges not aligned to that size."
+)
+
+
+def test_arm64_import_with_memory_notes_that_trimming_assumed_4k_host_pages() -> None:
+    ram = "0000000040000000-000000007fffffff (prio 0, ram): mach-virt.ram KVM"
+    assert HOST_PAGES_NOTE in import_qemu_mtree(flat(ram), "arm64").notes
+    assert HOST_PAGES_NOTE not in import_qemu_mtree(flat(ram), "x86_64").notes
+    devices_only = flat("0000000009000000-0000000009000fff (prio 0, i/o): pl011")
+    assert HOST_PAGES_NOTE not in import_qemu_mtree(devices_only, "arm64").notes
 
 
 def test_range_above_the_default_ipa_size_sets_pa_bits() -> None:
@@ -590,3 +609,284 @@ def test_tree_line_indented_below_no_parent_is_refused() -> None:
     error = failure(text)
     assert error.line == 3
     assert error.message.startswith("range line indented to no parent")
+
+
+def test_tree_address_space_without_range_lines_is_refused_at_its_header() -> None:
+    error = failure("# saved from the monitor\naddress-space: memory\n")
+    assert (error.line, error.message) == (
+        2,
+        'the tree of address space "memory" has no regions: nothing to import; ' + HOW,
+    )
+
+
+def test_the_importer_checks_its_input_without_asserts() -> None:
+    # python -O drops asserts, and a failed one is an internal error, not an ImportFailure.
+    source = Path(qemu_mtree.__file__).read_text()
+    asserts = [n.lineno for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Assert)]
+    assert asserts == []
+
+
+# --- the ends of the 64-bit space ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["i/o", "ram"])
+def test_range_of_the_whole_64_bit_space_is_refused_at_its_line(kind: str) -> None:
+    error = failure(flat(f"0000000000000000-ffffffffffffffff (prio 0, {kind}): x"), "arm64")
+    assert (error.line, error.message) == (
+        4,
+        "range 'x' covers the whole 64-bit address space (2**64 bytes), leaving room for "
+        "nothing else: it cannot be a memslot or a device (a layout's sizes stop at 2**64-1), "
+        "and no guest's memory is that one region; " + HOW,
+    )
+
+
+def test_tree_of_an_empty_root_container_is_refused_as_the_whole_64_bit_space() -> None:
+    text = (
+        "address-space: memory\n  0000000000000000-ffffffffffffffff (prio 0, container): system\n"
+    )
+    error = failure(text, "x86_64")
+    assert error.line == 2
+    assert error.message.startswith("range 'system' covers the whole 64-bit address space")
+
+
+def test_range_ending_at_the_top_of_the_64_bit_space_is_imported() -> None:
+    document = import_qemu_mtree(
+        flat("fffffffffffff000-ffffffffffffffff (prio 0, i/o): top"), "arm64"
+    ).document
+    assert document["devices"] == [mmio("top", 2**64 - 0x1000, 0x1000)]
+    assert document["pa_bits"] == 64
+    parse_layout(document)
+
+
+def test_in_kernel_device_that_kvm_size_would_carry_past_2_64_is_refused() -> None:
+    error = failure(flat("fffffffffffff000-ffffffffffffffff (prio 0, i/o): gic_cpu"), "arm64")
+    assert (error.line, error.message) == (
+        4,
+        "in-kernel device 'gic_cpu' at 0xfffffffffffff000 would end past 2**64 at KVM's size "
+        "0x2000, where KVM could not have placed it; " + HOW,
+    )
+
+
+def test_overflow_mark_in_a_flat_view_is_refused() -> None:
+    # mtree_print_mr() prints the mark before the indent; a flat view never has it.
+    text = HEADER + "[DETECTED OVERFLOW!]   0000000000002000-0000000000000fff (prio 0, ram): r\n"
+    error = failure(text, "arm64")
+    assert (error.line, error.message) == (
+        4,
+        "'[DETECTED OVERFLOW!]' in a flat view, where QEMU never prints it; " + HOW,
+    )
+
+
+# --- the tree view at scale -----------------------------------------------------------------
+
+FULL = "0000000000000000-00000000ffffffff"
+
+
+def tree_of(*lines: str, blocks: dict[str, list[str]] | None = None) -> str:
+    """A tree view of "memory": a 4 GiB root container holding ``lines`` (one level down),
+    then a ``memory-region:`` block per entry of ``blocks``."""
+    text = f"address-space: memory\n  {FULL} (prio 0, container): system\n"
+    text += "".join(f"    {line}\n" for line in lines)
+    for name, block in (blocks or {}).items():
+        text += f"memory-region: {name}\n" + "".join(f"{line}\n" for line in block)
+    return text
+
+
+def test_tree_view_of_50000_regions_is_painted_in_linear_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Asserts on a counter, not a time: the importer's work budget (regions visited plus
+    # painted intervals stepped over) is cut to 4 steps a line; a painter that scans every
+    # piece for each range needs about count / 2 steps a line (and took 36 s here).
+    count = 50_000
+    monkeypatch.setattr(qemu_mtree, "_WORK_BUDGET", 4 * count)
+    devices = [
+        f"{0x1000_0000 + i * 0x1000:016x}-{0x1000_0FFF + i * 0x1000:016x} (prio 0, i/o): d{i}"
+        for i in range(count)
+    ]
+    document = import_qemu_mtree(tree_of(*devices), "arm64").document
+    assert len(document["devices"]) == count
+    assert document["devices"][-1] == mmio(
+        f"d{count - 1}", 0x1000_0000 + (count - 1) * 0x1000, 0x1000
+    )
+
+
+def alias_fan(depth: int, last: list[str]) -> str:
+    """Blocks b0...b(depth-1) each holding two aliases of all of the next block, the last
+    block ``last``: 2**depth paths if every alias were followed."""
+    blocks = {
+        f"b{k}": [
+            f"  {FULL} (prio 0, container): b{k}",
+            f"    {FULL} (prio 1, i/o): alias x{k} @b{k + 1} {FULL}",
+            f"    {FULL} (prio 0, i/o): alias y{k} @b{k + 1} {FULL}",
+        ]
+        for k in range(depth)
+    }
+    blocks[f"b{depth}"] = last
+    return tree_of(f"{FULL} (prio 0, i/o): alias a0 @b0 {FULL}", blocks=blocks)
+
+
+def test_alias_fan_out_stops_where_the_range_is_painted_already() -> None:
+    text = alias_fan(40, [f"  {FULL} (prio 0, ram): b40"])
+    assert import_qemu_mtree(text, "arm64").document["memslots"] == [memslot("b40", 0, 2**32)]
+
+
+def test_alias_fan_out_that_never_fills_its_range_runs_out_of_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(qemu_mtree, "_WORK_BUDGET", 50_000)  # the real one takes a second
+    page = "0000000000000000-0000000000000fff (prio 0, ram): page"
+    error = failure(alias_fan(40, [f"  {FULL} (prio 0, container): b40", f"    {page}"]), "arm64")
+    assert error.message.startswith(
+        "flattening the tree view took more than 50,000 steps (stopped at region "
+    )
+    assert error.message.endswith(
+        "aliases that render the same regions again and again multiply the work; "
+        + HOW
+        + " (the flat view is QEMU's own flattening)"
+    )
+
+
+@pytest.mark.parametrize("depth", [69, 3000])
+def test_deeply_nested_tree_without_aliases_is_read(depth: int) -> None:
+    lines = ["address-space: memory"] + [
+        "  " * level + f"{FULL} (prio 0, {'ram' if level == depth else 'container'}): c{level}"
+        for level in range(1, depth + 1)
+    ]
+    document = import_qemu_mtree("\n".join(lines) + "\n", "arm64").document
+    assert document["memslots"] == [memslot(f"c{depth}", 0, 2**32)]
+
+
+def test_aliases_in_a_loop_are_refused_at_the_alias_that_closes_it() -> None:
+    text = tree_of(
+        f"{FULL} (prio 0, i/o): alias to-a @a {FULL}",
+        blocks={
+            "a": [
+                f"  {FULL} (prio 0, container): a",
+                f"    {FULL} (prio 0, i/o): alias to-b @b {FULL}",
+            ],
+            "b": [
+                f"  {FULL} (prio 0, container): b",
+                f"    {FULL} (prio 0, i/o): alias back @a {FULL}",
+            ],
+        },
+    )
+    error = failure(text, "arm64")
+    assert (error.line, error.message) == (
+        9,
+        "aliases refer to each other in a loop: alias 'back' leads back into region 'a', "
+        "which it lies in (a -> b -> a); " + HOW,
+    )
+
+
+def test_chain_of_more_than_64_aliases_is_refused_as_too_deep() -> None:
+    blocks = {
+        f"b{k}": [
+            f"  {FULL} (prio 0, container): b{k}",
+            f"    {FULL} (prio 0, i/o): alias x{k} @b{k + 1} {FULL}",
+        ]
+        for k in range(70)
+    }
+    blocks["b70"] = [f"  {FULL} (prio 0, ram): b70"]
+    error = failure(tree_of(f"{FULL} (prio 0, i/o): alias a0 @b0 {FULL}", blocks=blocks), "arm64")
+    assert error.message == (
+        "alias 'x63' is reached through 64 aliases, each inside the target of the one before "
+        "(b0 -> ... -> b64); more than 64 is not read; " + HOW
+    )
+
+
+# --- whatever the input, an ImportFailure or a valid layout ------------------------------------
+
+FIXTURE_LINES = [
+    [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    for path in sorted(FIXTURES.glob("*.txt"))
+]
+MUTANTS = [*"0123456789abcdef -()@,:[]KVM", "ram", "i/o", "container", "alias x @", "f" * 16]
+ARCHES = st.sampled_from([None, "arm64", "x86_64"])
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def imports_or_fails(text: str, arch: str | None) -> None:
+    try:
+        result = import_qemu_mtree(text, arch)
+    except ImportFailure:
+        return
+    parse_layout(result.document)
+    entries = [*result.document["memslots"], *result.document["devices"]]
+    assert all(entry_end(entry) <= U64_LIMIT for entry in entries)
+
+
+@st.composite
+def mutated_fixture(draw: st.DrawFn) -> str:
+    """A fixture with lines dropped, duplicated, moved, truncated or with characters
+    replaced."""
+    lines = list(draw(st.sampled_from(FIXTURE_LINES)))
+    for _ in range(draw(st.integers(1, 8))):
+        index = draw(st.integers(0, len(lines) - 1))
+        line = lines.pop(index)
+        cut = draw(st.integers(0, len(line)))
+        how = draw(st.sampled_from(["drop", "duplicate", "move", "truncate", "replace"]))
+        if how == "truncate":
+            line = line[:cut]
+        elif how == "replace":
+            line = line[:cut] + draw(st.sampled_from(MUTANTS)) + line[cut + 1 :]
+        elif how == "move":
+            index = draw(st.integers(0, len(lines)))
+        copies = {"drop": 0, "duplicate": 2}.get(how, 1)
+        lines[index:index] = [line] * (copies if lines else 1)
+    return "\n".join(lines) + "\n"
+
+
+ADDRESSES = st.sampled_from([0, 0xFFF, 0x1000, 0x0800_0000, 2**64 - 0x1000, 2**64 - 1]) | (
+    st.integers(0, 2**64 - 1)
+)
+HEADERS = [
+    "FlatView #0",
+    ' AS "memory", root: system',
+    "address-space: memory",
+    "address-space: I/O",
+    "memory-region: a",
+    "memory-region: b",
+]
+NAMES = ["pc.ram", "gic_cpu", "gicv3_dist", "gicv3_redist_region[0]", "kvm-apic-msi", "control"]
+REGION_TYPES = ["container", "i/o", "ram", "ramd", "rom", "romd"]
+
+
+@st.composite
+def range_line(draw: st.DrawFn) -> str:
+    """A range line as QEMU prints them, at any level, any addresses, and an alias or not."""
+    start, end = draw(ADDRESSES), draw(ADDRESSES)
+    rest = draw(st.sampled_from(NAMES))
+    if draw(st.booleans()):
+        rest = f"alias x @{draw(st.sampled_from('ab'))} {draw(ADDRESSES):016x}-{end:016x}"
+    overflow = draw(st.sampled_from(["", "[DETECTED OVERFLOW!] "]))
+    return (
+        f"{overflow}{'  ' * draw(st.integers(0, 3))}{start:016x}-{end:016x} "
+        f"(prio {draw(st.integers(-1, 1))}, {draw(st.sampled_from(REGION_TYPES))}): "
+        f"{rest}{draw(st.sampled_from(['', ' KVM', ' [disabled]']))}"
+    )
+
+
+MTREE_LINES = st.lists(st.sampled_from(HEADERS) | range_line(), max_size=12)
+
+
+@SETTINGS
+@given(st.text(), ARCHES)
+def test_any_text_imports_to_a_valid_layout_or_fails_cleanly(text: str, arch: str | None) -> None:
+    imports_or_fails(text, arch)
+
+
+@SETTINGS
+@given(mutated_fixture(), ARCHES)
+def test_mutated_fixtures_import_to_a_valid_layout_or_fail_cleanly(
+    text: str, arch: str | None
+) -> None:
+    imports_or_fails(text, arch)
+
+
+@SETTINGS
+@given(MTREE_LINES, ARCHES)
+def test_lines_in_mtree_form_import_to_a_valid_layout_or_fail_cleanly(
+    lines: list[str], arch: str | None
+) -> None:
+    imports_or_fails("\n".join(lines) + "\n", arch)

@@ -16,16 +16,25 @@ Input read:
   becomes a device, which the flat view would not show. Overlapping siblings of equal priority
   are layered in printed order (QEMU does not print which was added last). A line whose start
   equals its end is skipped as zero-size (the tree prints a one-byte region the same way). The
-  notes say when any of this happened.
+  notes say when any of this happened. A region whose range is already painted over is not
+  descended into (nothing below it can show), and flattening stops with an error after a
+  million steps: aliases that fan out could otherwise multiply the work without bound.
 - Monitor prompts (``(qemu) ...``), lines starting with ``#`` (notes kept with a saved dump;
   QEMU prints none at the start of a line), blank lines and Windows line ends are ignored.
 
 Refused (ImportFailure with the 1-based line, 0 when the input is empty or the ``arch``
 argument is wrong): text that is not mtree output, a malformed range line, a region type
-QEMU's memory_region_type() does not print, an end below the start, output without the
-``"memory"`` address space or with nothing in it, a tree line indented below no parent, an
-alias whose target block is missing (or aliases in a loop), and region names that name no
-architecture (or both) when ``arch`` is not given.
+QEMU's memory_region_type() does not print, an end below the start, the overflow mark in a
+flat view (only the tree view prints it), output without the ``"memory"`` address space or
+with nothing in it, a tree line indented below no parent, an alias whose target block is
+missing, aliases that lead back into a region they lie in (a loop) or more than 64 deep, a
+tree that takes more than a million steps to flatten, region names that name no architecture
+(or both) when ``arch`` is not given, and ranges no layout entry can hold. Those are a range
+covering the whole 64-bit space, 2**64 bytes (a layout's sizes stop at 2**64-1), refused
+rather than skipped: such a range leaves room for nothing else, so the input maps no guest
+(in a tree view it is typically an empty root container); and an in-kernel device whose
+KVM size would run past 2**64, where KVM could not have placed it. Every entry therefore ends
+at 2**64 at the highest.
 
 What each range becomes (KVM's view of it; each rule's code cites the QEMU function):
 
@@ -35,10 +44,13 @@ What each range becomes (KVM's view of it; each rule's code cites the QEMU funct
   ``ram``: read-only only through an alias (the x86 PAM registers), it is a read-write memslot.
 - A memory range KVM cannot map whole: its page-aligned interior (4 KiB, the layout's
   page_size) is the memslot and the unaligned head and tail are ``mmio`` devices named
-  ``NAME.head`` / ``NAME.tail``; QEMU emulates accesses there. A page-aligned memory range
-  without the ``KVM`` mark in a flat view that has marks is not a memslot: an ``mmio`` device.
+  ``NAME.head`` / ``NAME.tail``; QEMU emulates accesses there. QEMU trims to the host's page
+  size, which is 16 or 64 KiB on many arm64 hosts; the import assumes 4 KiB host pages, and the
+  notes of an arm64 import with memory ranges say so. A page-aligned memory range without the
+  ``KVM`` mark in a flat view that has marks is not a memslot: an ``mmio`` device.
 - ``i/o`` (and ``container``, which a flat view shows only for a terminating root): a device.
-  In-kernel devices are recognised by QEMU's region names under KVM, per architecture:
+  In-kernel devices are recognised by QEMU's region names under KVM, per architecture (sizes
+  from the device catalog, gpa_plan.arch.devices):
   arm64 ``gicv3_dist`` (vgic-v3-dist), ``gicv3_redist_region[N]`` (vgic-v3-redist, vcpus =
   size / 128 KiB), ``gic_dist`` / ``gic_cpu`` and the older ``kvm-gic_dist`` / ``kvm-gic_cpu``
   (vgic-v2-dist / vgic-v2-cpu), and an ITS: ``control`` directly followed by ``translation``,
@@ -55,23 +67,37 @@ Names: QEMU's region names. A name used by more than one entry (``pc.ram`` piece
 ``virtio-mmio`` transports) gets its base address as a suffix on every use, ``pc.ram-0x100000``;
 should that collide with another name, ``-2``, ``-3``... follow, in document order (memslots,
 then devices, each sorted by base). ``pa_bits`` is written only when an entry ends above the
-architecture's default (arm64 40, x86_64 48).
+architecture's default (arm64 40, x86_64 48), by the importers' shared pa_bits_needed().
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from typing import Any, NamedTuple
 
 from gpa_plan.arch import ARCHES
 from gpa_plan.arch.devices import CATALOG
-from gpa_plan.importers import Imported, ImportFailure
+from gpa_plan.importers import (
+    GUEST_PAGE,
+    U64_LIMIT,
+    Imported,
+    ImportFailure,
+    pa_bits_needed,
+)
 
 KiB = 1024
+# The host page kvm_align_section() trims memslots to (qemu_real_host_page_size()): assumed.
 _PAGE = 4 * KiB
 _HOW = "run `info mtree -f` in the QEMU monitor (HMP) and save everything it prints"
 _MAX_LISTED = 6
+# Flattening a tree view: regions visited plus painted intervals stepped over. Real trees
+# need a few per range line; aliases that fan out (each rendering its target again) could
+# need 2**depth.
+_WORK_BUDGET = 1_000_000
+# Alias hops on one path; QEMU's machines nest two or three.
+_MAX_ALIAS_HOPS = 64
 
 # system/memory.c memory_region_type(); the flat view prints "rom" for any read-only range.
 _TYPES = frozenset({"ram", "rom", "romd", "ramd", "i/o", "container"})
@@ -200,7 +226,7 @@ def _body_line(block: _Block | None, line: str, number: int) -> None:
             number,
         )
     if match := _RANGE.fullmatch(line):
-        _check_range(match, number)
+        _check_range(match, number, block.kind)
         block.ranges.append(_Line(number, match))
     elif _RANGE_LIKE.match(line):
         raise ImportFailure(_malformed(line), number)
@@ -223,7 +249,12 @@ def _malformed(line: str) -> str:
     )
 
 
-def _check_range(match: re.Match[str], number: int) -> None:
+def _check_range(match: re.Match[str], number: int, kind: str) -> None:
+    if match["overflow"] and kind == "flat":
+        # mtree_print_mr() marks overflows; mtree_print_flatview() prints none.
+        raise ImportFailure(
+            "'[DETECTED OVERFLOW!]' in a flat view, where QEMU never prints it; " + _HOW, number
+        )
     if match["type"] not in _TYPES:
         raise ImportFailure(
             f"unknown region type {match['type']!r}: expected one of "
@@ -336,12 +367,18 @@ class _Node(NamedTuple):
 
 def _tree_regions(block: _Block, targets: list[_Block], notes: list[str]) -> list[_Region]:
     root = _tree(block)
+    if root is None:
+        raise ImportFailure(
+            'the tree of address space "memory" has no regions: nothing to import; ' + _HOW,
+            block.line,
+        )
     regions_by_name: dict[str, _Node] = {}
     for target in targets:
-        if target.ranges:
-            regions_by_name.setdefault(target.names[0], _tree(target))
+        tree = _tree(target)
+        if tree is not None:
+            regions_by_name.setdefault(target.names[0], tree)
     painter = _Painter()
-    _render(root, 0, (0, 2**64), regions_by_name, painter, 0)
+    _render(root, regions_by_name, painter)
     skipped = list(dict.fromkeys(painter.skipped))
     regions = painter.regions()
     if not regions:
@@ -356,10 +393,12 @@ def _tree_regions(block: _Block, targets: list[_Block], notes: list[str]) -> lis
     return regions
 
 
-def _tree(block: _Block) -> _Node:
-    """The region tree of a tree view block: its first line is the root (level 1)."""
+def _tree(block: _Block) -> _Node | None:
+    """The region tree of a tree view block, its first line the root (level 1), subregions
+    in the order QEMU renders them; None when the block has no range lines."""
     stack: list[_Node] = []
     root: _Node | None = None
+    nodes: list[_Node] = []
     for line in block.ranges:
         level, node = _node(line)
         if root is None:
@@ -375,7 +414,11 @@ def _tree(block: _Block) -> _Node:
             stack[level - 2].children.append(node)
         del stack[level - 1 :]
         stack.append(node)
-    assert root is not None, "a block is only made with a first range"
+        nodes.append(node)
+    for node in nodes:
+        # Printed order is address, then priority; a stable sort keeps it among equal
+        # priorities (the docstring says why that is a guess).
+        node.children.sort(key=lambda child: -child.priority)
     return root
 
 
@@ -403,35 +446,53 @@ def _node(line: _Line) -> tuple[int, _Node]:
 
 
 class _Painter:
-    """The flat view being built: what is painted first stays on top."""
+    """The flat view being built: what is painted first stays on top.
+
+    ``_starts``/``_ends`` hold the painted space as sorted, disjoint, non-adjacent intervals:
+    finding the gaps a range may fill (or that it has none) takes a bisection, and every
+    interval stepped over is merged away, so painting is O(log n) per piece amortised, with
+    no scan of all pieces and no re-sort (the pieces are sorted once, by regions()).
+    """
 
     def __init__(self) -> None:
         self._pieces: list[_Region] = []
+        self._starts: list[int] = []
+        self._ends: list[int] = []
         self.skipped: list[str] = []  # zero-size, disabled or overflowing regions met
+        self.work = 0  # regions visited and painted intervals stepped over, for _WORK_BUDGET
+
+    def covered(self, start: int, end: int) -> bool:
+        """Whether [start, end) is painted already, all of it."""
+        index = bisect_right(self._starts, start) - 1
+        return index >= 0 and self._ends[index] >= end
 
     def paint(self, start: int, end: int, node: _Node, region_start: int) -> None:
         # system/memory.c render_memory_region(): a range only fills the gaps left between
-        # the ranges rendered before it.
-        cursor, gaps = start, []
-        for piece in self._pieces:
-            if piece.end <= cursor:
-                continue
-            if piece.start >= end:
-                break
-            if piece.start > cursor:
-                gaps.append((cursor, piece.start))
-            cursor = max(cursor, piece.end)
+        # the ranges rendered before it. Intervals that merely touch [start, end) are taken
+        # too, so that they merge with it.
+        first = bisect_left(self._ends, start)
+        last = bisect_right(self._starts, end)
+        cursor = start
+        for low, high in zip(self._starts[first:last], self._ends[first:last], strict=True):
+            if low > cursor:
+                self._piece(cursor, low, node, region_start)
+            cursor = max(cursor, high)
         if cursor < end:
-            gaps.append((cursor, end))
-        for low, high in gaps:
-            offset = low - region_start
-            self._pieces.append(_Region(low, high, node.name, node.type, offset, False, node.line))
-        self._pieces.sort()
+            self._piece(cursor, end, node, region_start)
+        self.work += last - first
+        if first < last:
+            start, end = min(start, self._starts[first]), max(end, self._ends[last - 1])
+        self._starts[first:last] = [start]
+        self._ends[first:last] = [end]
+
+    def _piece(self, low: int, high: int, node: _Node, region_start: int) -> None:
+        offset = low - region_start
+        self._pieces.append(_Region(low, high, node.name, node.type, offset, False, node.line))
 
     def regions(self) -> list[_Region]:
-        """The pieces, adjacent ones of one region merged (flatview_simplify())."""
+        """The pieces by address, adjacent ones of one region merged (flatview_simplify())."""
         merged: list[_Region] = []
-        for piece in self._pieces:
+        for piece in sorted(self._pieces):
             last = merged[-1] if merged else None
             if (
                 last is not None
@@ -445,41 +506,96 @@ class _Painter:
         return merged
 
 
-def _render(
-    node: _Node,
-    shift: int,
-    clip: tuple[int, int],
-    targets: dict[str, _Node],
-    painter: _Painter,
-    depth: int,
-) -> None:
-    """Paint ``node`` (printed addresses + ``shift``) within ``clip``, as QEMU's
-    render_memory_region() does: subregions by descending priority, then the region itself
-    if it terminates; an alias renders its target, shifted so that its offset lands here."""
+class _Visit(NamedTuple):
+    """Render ``node`` at its printed addresses + ``shift``, within [clip)."""
+
+    node: _Node
+    shift: int
+    clip: tuple[int, int]
+    aliases: tuple[str, ...]  # the alias targets followed to reach it, outermost first
+
+
+class _Fill(NamedTuple):
+    """Paint a terminating region's range, once its subregions are rendered."""
+
+    node: _Node
+    start: int
+    end: int
+    region_start: int
+
+
+def _render(root: _Node, targets: dict[str, _Node], painter: _Painter) -> None:
+    """Paint the tree under ``root`` as QEMU's render_memory_region() does: subregions by
+    descending priority, then the region itself if it terminates; an alias renders its
+    target, shifted so that its offset lands where the alias is. A stack of tasks stands in
+    for the recursion, so nesting may be as deep as the input has it."""
+    todo: list[_Visit | _Fill] = [_Visit(root, 0, (0, U64_LIMIT), ())]
+    while todo:
+        task = todo.pop()
+        painter.work += 1
+        if painter.work > _WORK_BUDGET:
+            raise ImportFailure(_too_much_work(task.node), task.node.line)
+        if isinstance(task, _Fill):
+            painter.paint(task.start, task.end, task.node, task.region_start)
+        else:
+            todo += reversed(_visit(task, targets, painter))
+
+
+def _visit(task: _Visit, targets: dict[str, _Node], painter: _Painter) -> list[_Visit | _Fill]:
+    """What rendering ``task`` takes next, in order."""
+    node, shift, clip, aliases = task
     if not node.rendered or node.end == node.start:
         painter.skipped.append(node.name)
-        return
+        return []
     start, end = max(node.start + shift, clip[0]), min(node.end + shift, clip[1])
-    if start >= end:
-        return
-    if depth > 64:
-        raise ImportFailure("aliases refer to each other in a loop; " + _HOW, node.line)
+    # What is painted stays on top: below a range painted all over, nothing can show.
+    if start >= end or painter.covered(start, end):
+        return []
     if node.alias is not None:
-        target = targets.get(node.alias[0])
-        if target is None:
-            raise ImportFailure(
-                f"alias {node.name!r} points at region {node.alias[0]!r}, but the input has no "
-                f"'memory-region: {node.alias[0]}' block; save the whole `info mtree` output",
-                node.line,
-            )
-        target_shift = node.start + shift - node.alias[1] - target.start
-        _render(target, target_shift, (start, end), targets, painter, depth + 1)
-        return
-    # Printed order is address, then priority; a stable sort keeps it among equal priorities.
-    for child in sorted(node.children, key=lambda c: -c.priority):
-        _render(child, shift, (start, end), targets, painter, depth + 1)
+        return [_follow(task, node.alias, (start, end), targets)]
+    tasks: list[_Visit | _Fill] = [_Visit(c, shift, (start, end), aliases) for c in node.children]
     if _terminates(node):
-        painter.paint(start, end, node, node.start + shift)
+        tasks.append(_Fill(node, start, end, node.start + shift))
+    return tasks
+
+
+def _follow(
+    task: _Visit, alias: tuple[str, int], clip: tuple[int, int], targets: dict[str, _Node]
+) -> _Visit:
+    """The alias ``task.node`` (to ``alias``: target name, offset) rendered as its target,
+    within ``clip``."""
+    node, shift, _, aliases = task
+    name, offset = alias
+    target = targets.get(name)
+    if target is None:
+        raise ImportFailure(
+            f"alias {node.name!r} points at region {name!r}, but the input has no "
+            f"'memory-region: {name}' block; save the whole `info mtree` output",
+            node.line,
+        )
+    if name in aliases:
+        loop = " -> ".join((*aliases[aliases.index(name) :], name))
+        raise ImportFailure(
+            f"aliases refer to each other in a loop: alias {node.name!r} leads back into "
+            f"region {name!r}, which it lies in ({loop}); " + _HOW,
+            node.line,
+        )
+    if len(aliases) >= _MAX_ALIAS_HOPS:
+        raise ImportFailure(
+            f"alias {node.name!r} is reached through {len(aliases)} aliases, each inside the "
+            f"target of the one before ({aliases[0]} -> ... -> {name}); more than "
+            f"{_MAX_ALIAS_HOPS} is not read; " + _HOW,
+            node.line,
+        )
+    return _Visit(target, node.start + shift - offset - target.start, clip, (*aliases, name))
+
+
+def _too_much_work(node: _Node) -> str:
+    return (
+        f"flattening the tree view took more than {_WORK_BUDGET:,} steps (stopped at region "
+        f"{node.name!r}): aliases that render the same regions again and again multiply the "
+        "work; " + _HOW + " (the flat view is QEMU's own flattening)"
+    )
 
 
 def _terminates(node: _Node) -> bool:
@@ -564,8 +680,16 @@ class _Mapping:
         self._split: list[str] = []
         self._widened: list[str] = []
         self._ram_devices: list[str] = []
+        self._memory_seen = False
 
     def add(self, region: _Region) -> None:
+        if region.end - region.start >= U64_LIMIT:
+            raise ImportFailure(
+                f"range {region.name!r} covers the whole 64-bit address space (2**64 bytes), "
+                "leaving room for nothing else: it cannot be a memslot or a device (a layout's "
+                "sizes stop at 2**64-1), and no guest's memory is that one region; " + _HOW,
+                region.line,
+            )
         if region.type in _MEMORY_TYPES:
             self._memory(region)
         else:
@@ -574,6 +698,7 @@ class _Mapping:
     # memory
 
     def _memory(self, region: _Region) -> None:
+        self._memory_seen = True
         # accel/kvm/kvm-all.c kvm_align_section(): KVM gets the page-aligned interior only.
         low = -(-region.start // _PAGE) * _PAGE
         high = region.end // _PAGE * _PAGE
@@ -614,7 +739,9 @@ class _Mapping:
         if kernel is None:
             self._mmio(region.name, region.start, size)
             return
-        device_type, kernel_size, vcpus = kernel
+        device_type, vcpus = kernel
+        kernel_size = _kernel_size(device_type, vcpus)
+        _check_fits(region, kernel_size)
         entry: dict[str, Any] = {"name": region.name, "type": device_type, "base": region.start}
         if vcpus is not None:
             entry["vcpus"] = vcpus
@@ -663,44 +790,65 @@ class _Mapping:
                 f"In-kernel devices imported at KVM's size, larger than QEMU's region: "
                 f"{_listing(self._widened)}."
             )
+        if self.arch == "arm64" and self._memory_seen:
+            notes.append(
+                "Memslots were trimmed assuming 4 KiB host pages: QEMU's kvm_align_section() "
+                "trims to the host's page size, so on an arm64 host with 16 or 64 KiB pages KVM "
+                "maps less of memory ranges not aligned to that size."
+            )
         return notes
 
 
-def _in_kernel(arch: str, name: str, size: int) -> tuple[str, int, int | None] | None:
-    """The catalog type, the kernel's size and vCPU count of an in-kernel device QEMU names
-    ``name`` under KVM, or None for a device QEMU emulates."""
+def _in_kernel(arch: str, name: str, size: int) -> tuple[str, int | None] | None:
+    """The catalog type and vCPU count of an in-kernel device QEMU names ``name`` under KVM,
+    or None for a device QEMU emulates."""
     if arch == "arm64":
         return _arm64_in_kernel(name, size)
     # hw/i386/kvm/apic.c kvm_apic_realize(): "kvm-apic-msi", APIC_SPACE_SIZE (1 MiB), mapped
     # at the APIC base with priority 0x1000 (x86_cpu_apic_realize()); KVM's LAPIC answers its
     # first 4 KiB (LAPIC_MMIO_LENGTH), QEMU's kvm_apic_mem_write() the rest (MSIs).
     if name == "kvm-apic-msi":
-        return "lapic", 4 * KiB, None
+        return "lapic", None
     # hw/i386/kvm/ioapic.c kvm_ioapic_realize(): "kvm-ioapic", 0x1000 bytes with no ops;
     # KVM's IOAPIC answers IOAPIC_MEM_LENGTH (0x100) of them.
     if name == "kvm-ioapic":
-        return "ioapic", 0x100, None
+        return "ioapic", None
     return None
 
 
-def _arm64_in_kernel(name: str, size: int) -> tuple[str, int, int | None] | None:
+def _arm64_in_kernel(name: str, size: int) -> tuple[str, int | None] | None:
     # hw/intc/arm_gicv3_common.c gicv3_init_irqs_and_mmio(): "gicv3_dist" (0x10000) and
     # "gicv3_redist_region[i]" (redist_region_count[i] * gicv3_redist_size()), registered
     # with KVM by arm_gicv3_kvm.c kvm_arm_gicv3_realize().
     if name == "gicv3_dist":
-        return "vgic-v3-dist", 64 * KiB, None
-    if re.fullmatch(r"gicv3_redist_region\[\d+\]", name) and size % (128 * KiB) == 0:
-        return "vgic-v3-redist", size, size // (128 * KiB)
+        return "vgic-v3-dist", None
+    per_vcpu = _kernel_size("vgic-v3-redist", 1)
+    if re.fullmatch(r"gicv3_redist_region\[\d+\]", name) and size % per_vcpu == 0:
+        return "vgic-v3-redist", size // per_vcpu
     # hw/intc/arm_gic_common.c gic_init_irqs_and_mmio(): "gic_dist" (0x1000), "gic_cpu"
     # (0x2000 for revision 2), registered by arm_gic_kvm.c kvm_arm_gic_realize(); older QEMU
     # reserved "kvm-gic_dist" / "kvm-gic_cpu" (0x1000) there instead.
     if name in ("gic_dist", "kvm-gic_dist"):
-        return "vgic-v2-dist", 4 * KiB, None
+        return "vgic-v2-dist", None
     if name in ("gic_cpu", "kvm-gic_cpu"):
-        return "vgic-v2-cpu", 8 * KiB, None
-    if name == "gicv3_its" and size == 128 * KiB:
-        return "vgic-its", 128 * KiB, None
+        return "vgic-v2-cpu", None
+    if name == "gicv3_its" and size == _kernel_size("vgic-its", None):
+        return "vgic-its", None
     return None
+
+
+def _kernel_size(device_type: str, vcpus: int | None) -> int:
+    return CATALOG[device_type].size_for(vcpus=vcpus, guest_page_size=GUEST_PAGE, size=None)
+
+
+def _check_fits(region: _Region, kernel_size: int) -> None:
+    """Refuse an in-kernel device that KVM's size would carry past the 64-bit space."""
+    if region.start + kernel_size > U64_LIMIT:
+        raise ImportFailure(
+            f"in-kernel device {region.name!r} at {region.start:#x} would end past 2**64 at "
+            f"KVM's size {kernel_size:#x}, where KVM could not have placed it; " + _HOW,
+            region.line,
+        )
 
 
 # --- the document ---------------------------------------------------------------------------
@@ -717,7 +865,7 @@ def _document(mapping: _Mapping, arch: str, notes: list[str]) -> dict[str, Any]:
             "e.g. NAME-0x1000."
         )
     document: dict[str, Any] = {"layout": 1, "name": f"qemu-mtree-{arch}", "arch": arch}
-    pa_bits = _pa_bits(memslots, devices, arch)
+    pa_bits = pa_bits_needed(arch, [*memslots, *devices])
     if pa_bits is not None:
         document["pa_bits"] = pa_bits
         notes.append(
@@ -744,18 +892,3 @@ def _unique_names(entries: list[dict[str, Any]]) -> Counter[str]:
         taken.add(unique)
         entry["name"] = unique
     return repeated
-
-
-def _pa_bits(
-    memslots: list[dict[str, Any]], devices: list[dict[str, Any]], arch: str
-) -> int | None:
-    ends = [m["base"] + m["size"] for m in memslots]
-    for device in devices:
-        size = CATALOG[device["type"]].size_for(
-            vcpus=device.get("vcpus"), guest_page_size=_PAGE, size=device.get("size")
-        )
-        ends.append(device["base"] + size)
-    highest = max(ends, default=0)
-    if highest <= 2 ** ARCHES[arch].default_pa_bits:
-        return None
-    return (highest - 1).bit_length()
