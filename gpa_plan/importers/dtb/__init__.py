@@ -27,7 +27,9 @@ How the tree becomes a layout:
   mode, where reads come from memory and writes exit to the VMM.
 - ``arm,gic-v3``: ``reg`` is the distributor (``vgic-v3-dist``), then ``#redistributor-regions``
   (default 1) redistributor regions, each a ``vgic-v3-redist`` with ``vcpus`` = region size /
-  128 KiB; entries after them (GICC, GICH, GICV) are skipped with a note. A child
+  128 KiB, or / ``redistributor-stride`` when the tree gives another stride (padded
+  redistributors; KVM's are 128 KiB each, so a note says the entry's size differs from the
+  tree's); entries after them (GICC, GICH, GICV) are skipped with a note. A child
   ``arm,gic-v3-its`` is a ``vgic-its``. ``arm,cortex-a15-gic``, ``arm,cortex-a7-gic`` and
   ``arm,gic-400`` (GICv2): distributor and CPU interface (``vgic-v2-dist``, ``vgic-v2-cpu``);
   a GICH/GICV pair after them is the host's virtualization interface, skipped with a note.
@@ -40,9 +42,14 @@ How the tree becomes a layout:
   not imported.
 - Every other node with ``reg`` in the CPU's address space: one ``mmio`` device per entry,
   with the entry's size.
+- Every entry must be non-empty, smaller than 2**64 bytes and end at or below 2**64 (the
+  layout format's numbers are 64-bit); one that is not is skipped with a note.
 - Architecture: arm64 when a CPU is compatible with "arm,..." (or, without such a CPU, when
   the tree has an Arm GIC); a RISC-V or other tree is refused: gpa-plan models arm64 and
   x86_64 only. ``pa_bits`` is set only when an entry ends beyond the default 40-bit IPA.
+
+Each note is given once, however many nodes run into the same problem (a bus's bad
+``#address-cells`` is read by each of its children).
 
 Names: the node name with its unit address (``pl011@9000000``); a node giving several entries
 adds a role (``intc@8000000/gicd``, ``intc@8000000/gicr``, ``flash@0/bank1``,

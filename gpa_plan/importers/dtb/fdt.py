@@ -29,6 +29,7 @@ _HEADER_V16_SIZE = 36
 _RESERVE_ENTRY = struct.Struct(">QQ")
 _U32 = struct.Struct(">I")
 # Real trees nest a handful of levels; a bound keeps a hostile blob from exhausting anything.
+# A node MAX_DEPTH levels below the root is read, one level deeper is refused.
 MAX_DEPTH = 64
 
 
@@ -196,10 +197,12 @@ class _Strings:
 
 
 class _Open(NamedTuple):
-    """A node whose FDT_END_NODE has not been read yet."""
+    """A node whose FDT_END_NODE has not been read yet, with the names of its children so far
+    (a set, so that the duplicate check keeps a wide tree linear to read)."""
 
     node: Node
     offset: int
+    child_names: set[str]
 
 
 def _read_structure(blob: bytes, offset: int, size: int, strings: _Strings) -> Node:
@@ -212,7 +215,7 @@ def _read_structure(blob: bytes, offset: int, size: int, strings: _Strings) -> N
         if token == FDT_BEGIN_NODE:
             if root is not None:
                 raise FdtError(f"a second root node at offset {at:#x}")
-            stack.append(_Open(_begin_node(cursor, stack, at), at))
+            stack.append(_Open(_begin_node(cursor, stack, at), at, set()))
         elif token == FDT_END_NODE:
             if not stack:
                 raise FdtError(f"FDT_END_NODE at offset {at:#x} closes no node")
@@ -241,14 +244,19 @@ def _begin_node(cursor: _Cursor, stack: list[_Open], at: int) -> Node:
     cursor.align4()
     if not stack:
         return Node("", "/", {}, [])
-    parent = stack[-1].node
+    parent, siblings = stack[-1].node, stack[-1].child_names
     if not name:
         raise FdtError(f"a node without a name at offset {at:#x} inside {parent.path}")
-    if len(stack) >= MAX_DEPTH:
-        raise FdtError(f"nodes nested deeper than {MAX_DEPTH} levels at offset {at:#x}")
+    # The stack holds the root and the node's ancestors: its length is the new node's depth
+    # below the root.
+    if len(stack) > MAX_DEPTH:
+        raise FdtError(
+            f"nodes nested deeper than {MAX_DEPTH} levels below the root at offset {at:#x}"
+        )
     path = f"{parent.path.rstrip('/')}/{name}"
-    if any(child.name == name for child in parent.children):
+    if name in siblings:
         raise FdtError(f"node {path} appears twice (second at offset {at:#x})")
+    siblings.add(name)
     node = Node(name, path, {}, [])
     parent.children.append(node)
     return node

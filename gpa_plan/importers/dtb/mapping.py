@@ -7,7 +7,13 @@ from typing import Any
 
 from gpa_plan.arch.arm64 import ARM64
 from gpa_plan.arch.devices import CATALOG
-from gpa_plan.importers import Imported, ImportFailure
+from gpa_plan.importers import (
+    GUEST_PAGE,
+    Imported,
+    ImportFailure,
+    entry_end,
+    pa_bits_needed,
+)
 from gpa_plan.importers.dtb.fdt import DeviceTree, Node
 from gpa_plan.ranges import hex_addr, human_size
 
@@ -16,11 +22,16 @@ from gpa_plan.ranges import hex_addr, human_size
 DEFAULT_ADDRESS_CELLS = 2
 DEFAULT_SIZE_CELLS = 1
 MAX_CELLS = 4
+# The layout format's numbers are unsigned 64-bit: a size below 2**64, an end at or below it.
 ADDRESS_LIMIT = 1 << 64
 
 # Linux Documentation/devicetree/bindings/interrupt-controller/arm,gic-v3.yaml and arm,gic.yaml.
 GICV3 = "arm,gic-v3"
 GICV3_ITS = "arm,gic-v3-its"
+# arm,gic-v3.yaml redistributor-stride: a uint64, a positive multiple of 64 KiB, given when
+# redistributors are padded beyond their two 64 KiB frames.
+STRIDE_PROP = "redistributor-stride"
+STRIDE_UNIT = 0x1_0000
 # The GICv2 compatibles a KVM guest sees: QEMU virt fdt_add_gic_node() and kvmtool
 # gic__generate_fdt_nodes() write "arm,cortex-a15-gic", Firecracker's GICv2 "arm,gic-400".
 GICV2 = frozenset({"arm,cortex-a15-gic", "arm,cortex-a7-gic", "arm,gic-400"})
@@ -103,6 +114,8 @@ class _LayoutBuilder:
     def __init__(self, root: Node) -> None:
         self.root = root
         self.notes: list[str] = []
+        # Cell counts are read once per child, so a bad one on a bus would be noted per child.
+        self._noted: set[str] = set()
         self.memslots: list[dict[str, Any]] = []
         self.devices: list[dict[str, Any]] = []
         self.names: set[str] = set()
@@ -123,12 +136,17 @@ class _LayoutBuilder:
         return Imported(document, self.notes)
 
     def note(self, node: Node, text: str) -> None:
-        self.notes.append(f"{node.path}: {text}")
+        self._add_note(f"{node.path}: {text}")
+
+    def _add_note(self, line: str) -> None:
+        if line not in self._noted:
+            self._noted.add(line)
+            self.notes.append(line)
 
     def note_reservations(self, reservations: tuple[tuple[int, int], ...]) -> None:
         # Spec 5.3: /memreserve/ keeps RAM from the OS; the memory node still covers it.
         for address, size in reservations:
-            self.notes.append(
+            self._add_note(
                 f"/memreserve/ {hex_addr(address)} ({human_size(size)}): RAM the guest OS "
                 "must not use; it stays inside the memory memslot, not imported"
             )
@@ -225,8 +243,9 @@ class _LayoutBuilder:
         if len(redistributors) < count:
             self.note(node, f"#redistributor-regions is {count}, reg has {len(redistributors)}")
         roles = _roles(len(redistributors), "gicr", single="gicr")
+        stride = self._redistributor_stride(node)
         for role, region in zip(roles, redistributors, strict=True):
-            self._redistributors(node, role, region)
+            self._redistributors(node, role, region, stride)
         if regions[1 + count :]:
             self.note(
                 node,
@@ -235,25 +254,53 @@ class _LayoutBuilder:
                 "host's virtualization interface",
             )
 
-    def _redistributors(self, node: Node, role: str | None, region: Region) -> None:
+    def _redistributor_stride(self, node: Node) -> int:
+        """The bytes between consecutive redistributors: ``redistributor-stride`` when the
+        tree gives it (arm,gic-v3.yaml), else KVM's 128 KiB (two 64 KiB frames)."""
+        kvm_stride = _redistributor_size()
+        raw = node.props.get(STRIDE_PROP)
+        if raw is None:
+            return kvm_stride
+        stride = int.from_bytes(raw, "big") if len(raw) == 8 else 0
+        if stride == 0 or stride % STRIDE_UNIT:
+            self.note(
+                node,
+                f"{STRIDE_PROP} is not one 64-bit positive multiple of "
+                f"{human_size(STRIDE_UNIT)}; using {human_size(kvm_stride)}",
+            )
+            return kvm_stride
+        return stride
+
+    def _redistributors(self, node: Node, role: str | None, region: Region, stride: int) -> None:
         base, size = region
-        per_vcpu = CATALOG["vgic-v3-redist"].per_vcpu or 1
-        vcpus = size // per_vcpu
+        vcpus = size // stride
         if vcpus == 0:
             self.note(
                 node,
                 f"redistributor region at {hex_addr(base)} ({human_size(size)}) is smaller "
-                f"than one vCPU's {human_size(per_vcpu)}, not imported",
+                f"than one vCPU's {human_size(stride)}, not imported",
             )
             return
-        if size % per_vcpu:
+        if size % stride:
             self.note(
                 node,
                 f"redistributor region at {hex_addr(base)} is {human_size(size)}, not a "
-                f"multiple of {human_size(per_vcpu)}: imported for {_count(vcpus, 'vCPU')}",
+                f"multiple of {human_size(stride)}: imported for {_count(vcpus, 'vCPU')}",
             )
+        if stride != _redistributor_size():
+            self._note_stride(node, base, size, stride, vcpus)
         self.redist_vcpus += vcpus
         self._device(node, role, "vgic-v3-redist", base, vcpus=vcpus)
+
+    def _note_stride(self, node: Node, base: int, size: int, stride: int, vcpus: int) -> None:
+        kvm_size = _redistributor_size()
+        self.note(
+            node,
+            f"redistributor region at {hex_addr(base)}: {STRIDE_PROP} {human_size(stride)} "
+            f"gives {_count(vcpus, 'vCPU')}; KVM's redistributors are {human_size(kvm_size)} "
+            f"each, so the entry covers {human_size(vcpus * kvm_size)}, not the tree's "
+            f"{human_size(size)}",
+        )
 
     def _gic_v2(self, node: Node, regions: list[Region]) -> None:
         # arm,gic.yaml: reg is the distributor, the CPU interface, then (with the
@@ -368,6 +415,13 @@ class _LayoutBuilder:
         if size == 0:
             self.note(node, f"empty range at {hex_addr(base)}, not imported")
             return False
+        if size >= ADDRESS_LIMIT:
+            self.note(
+                node,
+                f"range at {hex_addr(base)} is {size:#x} bytes, more than a 64-bit size holds; "
+                "not imported",
+            )
+            return False
         if base + size > ADDRESS_LIMIT:
             self.note(node, f"range at {hex_addr(base)} ends beyond 2**64, not imported")
             return False
@@ -480,7 +534,7 @@ class _LayoutBuilder:
     def _note_redistributor_room(self) -> None:
         cpus = len(_cpu_nodes(self.root))
         if self.redist_vcpus and cpus and cpus != self.redist_vcpus:
-            self.notes.append(
+            self._add_note(
                 f"the redistributor regions have room for {_count(self.redist_vcpus, 'vCPU')}, "
                 f"the tree has {_count(cpus, 'CPU')}: vcpus counts the room the tree describes "
                 "(QEMU virt describes its whole window); KVM serves only the frames of the "
@@ -489,24 +543,25 @@ class _LayoutBuilder:
 
     def _pa_bits(self) -> int | None:
         """pa_bits when the entries reach beyond the default 40-bit IPA, else None."""
-        ends = [m["base"] + m["size"] for m in self.memslots]
-        ends += [
-            d["base"] + (d.get("size") or _catalog_size(d["type"], d.get("vcpus")))
-            for d in self.devices
-        ]
-        highest = max(ends, default=0)
-        if highest <= 1 << ARM64.default_pa_bits:
+        entries = self.memslots + self.devices
+        bits = pa_bits_needed("arm64", entries)
+        if bits is None:
             return None
-        bits = (highest - 1).bit_length()
-        self.notes.append(
+        highest = max(entry_end(e) for e in entries)
+        self._add_note(
             f"entries reach {hex_addr(highest)}, beyond the default {ARM64.default_pa_bits}-bit "
             f"IPA: pa_bits {bits}"
         )
         return bits
 
 
+def _redistributor_size() -> int:
+    """One vCPU's redistributor in KVM: the catalog's per-vCPU size (128 KiB)."""
+    return CATALOG["vgic-v3-redist"].per_vcpu or 1
+
+
 def _catalog_size(kind: str, vcpus: int | None) -> int:
-    return CATALOG[kind].size_for(vcpus=vcpus, guest_page_size=4096, size=None)
+    return CATALOG[kind].size_for(vcpus=vcpus, guest_page_size=GUEST_PAGE, size=None)
 
 
 def _count(n: int, thing: str) -> str:
