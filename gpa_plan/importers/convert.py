@@ -31,13 +31,18 @@ def import_yaml(kind: str, data: bytes, source: str, arch: str | None = None) ->
     """The imported layout as YAML: a comment naming the source, the importer's notes, then
     the layout. The text is loaded and validated here as `check` would load it, so a wrong
     importer or emitter fails loudly (LayoutError) instead of writing a file `check` refuses."""
+    from gpa_plan.collector import paused
     from gpa_plan.layout.loader import load_text
     from gpa_plan.layout.validate import validate_layout
     from gpa_plan.plan.emit import to_yaml
 
-    imported = import_layout(kind, data, arch)
-    text = to_yaml(
-        imported.document, imported.notes, source, made_by=f"Imported by gpa-plan import {kind}"
-    )
-    validate_layout(load_text(text, source))
+    with paused():  # many long-lived, acyclic objects: see gpa_plan.collector
+        imported = import_layout(kind, data, arch)
+        text = to_yaml(
+            imported.document,
+            imported.notes,
+            source,
+            made_by=f"Imported by gpa-plan import {kind}",
+        )
+        validate_layout(load_text(text, source))
     return text
