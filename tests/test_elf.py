@@ -671,6 +671,7 @@ def crafted_elf(
     *,
     elf_class: int = 64,
     little_endian: bool = True,
+    shentsize: int | None = None,
 ) -> Path:
     """An AArch64 executable whose PT_LOADs are (p_vaddr, p_filesz, p_memsz), flags RWX, with
     no file contents beyond the headers (a PT_LOAD's bytes may come from the headers)."""
@@ -692,7 +693,7 @@ def crafted_elf(
         ehdr_size,
         phdr_size,
         len(loads),
-        64 if elf_class == 64 else 40,
+        shentsize if shentsize is not None else 64 if elf_class == 64 else 40,
         0,
         0,
     )
@@ -755,6 +756,19 @@ def test_a_32_bit_or_big_endian_program_is_not_loadable(tmp_path: Path) -> None:
     big = crafted_elf(tmp_path / "be.elf", [(0x1_0000, 0x80, 0x80)], little_endian=False)
     (message,) = not_loadable(tmp_path, big)
     assert message.startswith("the program is big-endian")
+
+
+def test_a_program_whose_section_header_size_is_not_elf64s_is_not_loadable(
+    tmp_path: Path,
+) -> None:
+    # What a tool that strips the section headers can leave behind: e_shentsize 0.
+    stripped = crafted_elf(tmp_path / "stripped.elf", [(0x1_0000, 0x80, 0x80)], shentsize=0)
+    assert not_loadable(tmp_path, stripped) == [
+        "the program's e_phentsize is 56 and e_shentsize 0: elfhdr_get() asserts "
+        "sizeof(Elf64_Phdr) 56 and sizeof(Elf64_Shdr) 64 (a tool that strips the section "
+        "headers may leave e_shentsize 0); link it with the usual toolchain, so "
+        "kvm_vm_elf_load() fails a TEST_ASSERT and the test aborts before the guest runs"
+    ]
 
 
 def test_vmm_loaders_take_what_selftests_refuse(tmp_path: Path) -> None:

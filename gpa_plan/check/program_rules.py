@@ -381,11 +381,12 @@ def _too_small_message(program: Program, needed: int, slot: MemslotEntry, page: 
 def elf_not_loadable(ctx: RuleContext) -> Iterator[Finding]:
     """--elf-mode selftests: elfhdr_get() and kvm_vm_elf_load() (KVM selftests lib/elf.c)
     fail a TEST_ASSERT, and the test aborts before the guest runs, when the program is not
-    ELFCLASS64, is not in the host's byte order (little-endian on x86_64 and arm64
-    hosts), has a PT_LOAD with p_memsz 0, or has a segment whose page-rounded p_vaddr range
-    shares a guest page with an earlier segment's: __vm_vaddr_alloc() then cannot return the
-    segment's own first page. Fix: build a 64-bit little-endian executable whose loadable
-    segments start on guest pages of their own and include no empty PT_LOAD."""
+    ELFCLASS64 (or its header sizes are not ELF64's), is not in the host's byte order
+    (little-endian on x86_64 and arm64 hosts), has a PT_LOAD with p_memsz 0, or has a
+    segment whose page-rounded p_vaddr range shares a guest page with an earlier segment's:
+    __vm_vaddr_alloc() then cannot return the segment's own first page. Fix: build a 64-bit
+    little-endian executable whose loadable segments start on guest pages of their own and
+    include no empty PT_LOAD."""
     for program in _runnable(ctx, SELFTESTS):
         for reason in _loader_refusals(program, ctx.layout.guest_page_size):
             yield _finding(
@@ -397,11 +398,21 @@ def elf_not_loadable(ctx: RuleContext) -> Iterator[Finding]:
             )
 
 
+ELF64_HEADER_SIZES = (56, 64)  # sizeof(Elf64_Phdr), sizeof(Elf64_Shdr)
+
+
 def _loader_refusals(program: Program, page: int) -> Iterator[str]:
     if program.elf_class != 64:
         yield (
             f"the program is ELFCLASS{program.elf_class}: elfhdr_get() only loads ELFCLASS64; "
             "build a 64-bit executable"
+        )
+    elif program.header_sizes != ELF64_HEADER_SIZES:
+        phent, shent = program.header_sizes
+        yield (
+            f"the program's e_phentsize is {phent} and e_shentsize {shent}: elfhdr_get() "
+            "asserts sizeof(Elf64_Phdr) 56 and sizeof(Elf64_Shdr) 64 (a tool that strips the "
+            "section headers may leave e_shentsize 0); link it with the usual toolchain"
         )
     if not program.little_endian:
         yield (

@@ -74,6 +74,8 @@ class Program:
     little_endian: bool = True
     # Program-header indexes of PT_LOADs with p_memsz 0, which occupy no memory.
     empty_loads: tuple[int, ...] = ()
+    # e_phentsize and e_shentsize: the sizes of one program and one section header.
+    header_sizes: tuple[int, int] = (56, 64)
 
 
 class ProgramError(Exception):
@@ -142,7 +144,8 @@ def _parse(name: str, stream: BinaryIO) -> Program:
     if not segments:
         kind = str(elf["e_type"])
         raise ProgramError(name, f"no loadable (PT_LOAD) segment in this {kind} file")
-    return Program(name, machine, segments, elf.elfclass, elf.little_endian, empty)
+    sizes = (int(elf["e_phentsize"]), int(elf["e_shentsize"]))
+    return Program(name, machine, segments, elf.elfclass, elf.little_endian, empty, sizes)
 
 
 def _segment(index: int, header: Any) -> Segment:
