@@ -1,0 +1,98 @@
+"""Layouts from QEMU's memory tree: what the monitor (HMP) prints for `info mtree -f`.
+
+Input read:
+
+- The flat view, ``info mtree -f`` (also with ``-o`` owners and ``-d`` dispatch trees, which are
+  skipped): the ``FlatView #N`` block whose ``AS`` lines include ``"memory"``, the system memory
+  address space; every other FlatView (``I/O``, bus-master spaces of other devices,
+  ``cpu-secure-memory-N``, x86 ``KVM-SMRAM``) is skipped with a note. This is the reliable form:
+  QEMU has resolved priorities, aliases and containers already, and with KVM it marks each range
+  KVM holds as a memslot.
+- The tree view, plain ``info mtree``: the ``address-space:`` block of ``"memory"`` is flattened
+  the way QEMU's render_memory_region() does (higher priority first, what is already rendered
+  stays on top, aliases followed into their ``memory-region:`` blocks). The tree does not say
+  which regions terminate, so a leaf ``i/o`` region is taken as a device and an ``i/o`` region
+  with subregions as a container; an empty container (a PCI window with no BARs yet) therefore
+  becomes a device, which the flat view would not show. Overlapping siblings of equal priority
+  are layered in printed order (QEMU does not print which was added last). A line whose start
+  equals its end is skipped as zero-size (the tree prints a one-byte region the same way). The
+  notes say when any of this happened. A region whose range is already painted over is not
+  descended into (nothing below it can show), and flattening stops with an error after a
+  million steps: aliases that fan out could otherwise multiply the work without bound.
+- Monitor prompts (``(qemu) ...``), lines starting with ``#`` (notes kept with a saved dump;
+  QEMU prints none at the start of a line), blank lines and Windows line ends are ignored.
+
+Refused (ImportFailure with the 1-based line, 0 when the input is empty or the ``arch``
+argument is wrong): text that is not mtree output, a malformed range line, a region type
+QEMU's memory_region_type() does not print, an end below the start, the overflow mark in a
+flat view (only the tree view prints it), output without the ``"memory"`` address space or
+with nothing in it, a tree line indented below no parent, an alias whose target block is
+missing, aliases that lead back into a region they lie in (a loop) or more than 64 deep, a
+tree that takes more than a million steps to flatten, region names that name no architecture
+(or both) when ``arch`` is not given, and ranges no layout entry can hold. Those are a range
+covering the whole 64-bit space, 2**64 bytes (a layout's sizes stop at 2**64-1), refused
+rather than skipped: such a range leaves room for nothing else, so the input maps no guest
+(in a tree view it is typically an empty root container); and an in-kernel device whose
+KVM size would run past 2**64, where KVM could not have placed it. Every entry therefore ends
+at 2**64 at the highest.
+
+What each range becomes (KVM's view of it; each rule's code cites the QEMU function):
+
+- ``ram`` and ``ramd`` (a RAM device: a VFIO BAR mapped into the guest): a read-write memslot.
+- ``rom`` and ``romd`` (a ROM device in romd mode, such as pflash in read-array mode): a
+  read-only memslot (KVM_MEM_READONLY), except a ``rom`` range of a region shown elsewhere as
+  ``ram``: read-only only through an alias (the x86 PAM registers), it is a read-write memslot.
+- A memory range KVM cannot map whole: its page-aligned interior (4 KiB, the layout's
+  page_size) is the memslot and the unaligned head and tail are ``mmio`` devices named
+  ``NAME.head`` / ``NAME.tail``; QEMU emulates accesses there. QEMU trims to the host's page
+  size, which is 16 or 64 KiB on many arm64 hosts; the import assumes 4 KiB host pages, and the
+  notes of an arm64 import with memory ranges say so. A page-aligned memory range without the
+  ``KVM`` mark in a flat view that has marks is not a memslot: an ``mmio`` device.
+- ``i/o`` (and ``container``, which a flat view shows only for a terminating root): a device.
+  In-kernel devices are recognised by QEMU's region names under KVM, per architecture (sizes
+  from the device catalog, gpa_plan.arch.devices):
+  arm64 ``gicv3_dist`` (vgic-v3-dist), ``gicv3_redist_region[N]`` (vgic-v3-redist, vcpus =
+  size / 128 KiB), ``gic_dist`` / ``gic_cpu`` and the older ``kvm-gic_dist`` / ``kvm-gic_cpu``
+  (vgic-v2-dist / vgic-v2-cpu), and an ITS: ``control`` directly followed by ``translation``,
+  64 KiB each, becomes one vgic-its named ``gicv3_its``; x86_64 ``kvm-apic-msi`` (lapic) and
+  ``kvm-ioapic`` (ioapic). Where QEMU's region is larger than the kernel's device (1 MiB
+  APIC/MSI window against the 4 KiB LAPIC, 4 KiB against the IOAPIC's 0x100 bytes), the rest is
+  an ``mmio`` device ``NAME.rest``: KVM exits there and QEMU answers (MSI writes, for the APIC
+  window). Everything else is ``type: mmio`` with its size and the default handler (user);
+  ioeventfds and coalesced MMIO do not show in mtree output.
+- Zero-size, disabled and overflowing regions of the tree view are skipped, and so are its
+  regions with subregions (containers), whose gaps show what lies below.
+
+Names: QEMU's region names. A name used by more than one entry (``pc.ram`` pieces, 32
+``virtio-mmio`` transports) gets its base address as a suffix on every use, ``pc.ram-0x100000``;
+should that collide with another name, ``-2``, ``-3``... follow, in document order (memslots,
+then devices, each sorted by base). ``pa_bits`` is written only when an entry ends above the
+architecture's default (arm64 40, x86_64 48), by the importers' shared pa_bits_needed().
+"""
+
+from __future__ import annotations
+
+from gpa_plan.arch import ARCHES
+from gpa_plan.importers import Imported, ImportFailure
+from gpa_plan.importers.qemu_mtree.address_space import memory_regions
+from gpa_plan.importers.qemu_mtree.mapping import Mapping, architecture, document, with_its
+from gpa_plan.importers.qemu_mtree.text import scan
+
+
+def import_qemu_mtree(text: str, arch: str | None = None) -> Imported:
+    """The layout of the guest's system memory that QEMU's `info mtree -f` output describes
+    (or, flattened here, plain `info mtree`), with notes; ``arch`` (arm64 or x86_64) wins over
+    what the region names suggest. Raises ImportFailure."""
+    if arch is not None and arch not in ARCHES:
+        raise ImportFailure(f"unknown architecture {arch!r}: expected arm64 or x86_64")
+    notes: list[str] = []
+    regions, header_line = memory_regions(scan(text), notes)
+    arch = architecture(regions, arch, header_line, notes)
+    mapping = Mapping(arch, regions)
+    for region in with_its(regions, arch):
+        mapping.add(region)
+    notes += mapping.notes()
+    return Imported(document(mapping, arch, notes), notes)
+
+
+__all__ = ["import_qemu_mtree"]

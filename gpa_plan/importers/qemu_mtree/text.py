@@ -1,0 +1,181 @@
+"""Reading `info mtree` output: its lines, the blocks they form (FlatViews, tree view address
+spaces, alias targets), and the regions of a flat view; with the messages every module of the
+importer shares."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from gpa_plan.importers import ImportFailure
+
+HOW = "run `info mtree -f` in the QEMU monitor (HMP) and save everything it prints"
+_MAX_LISTED = 6
+
+# system/memory.c memory_region_type(); the flat view prints "rom" for any read-only range.
+_TYPES = frozenset({"ram", "rom", "romd", "ramd", "i/o", "container"})
+MEMORY_TYPES = frozenset({"ram", "rom", "romd", "ramd"})
+
+# system/memory.c mtree_info_flatview() / mtree_print_flatview(), mtree_info_as() /
+# mtree_print_mr(): headers, then one line per range with HWADDR_FMT_plx (16 hex digits,
+# inclusive end), indented by MTREE_INDENT per level.
+_FLATVIEW = re.compile(r"FlatView #\d+")
+_FLAT_AS = re.compile(r' AS "(?P<name>.*)", root: .*')
+_TREE_AS = re.compile(r"address-space: (?P<name>.*)")
+_TREE_MR = re.compile(r"memory-region: (?P<name>.*)")
+_RANGE = re.compile(
+    r"(?P<overflow>\[DETECTED OVERFLOW!\] )?(?P<indent> *)"
+    r"(?P<start>[0-9a-f]{16})-(?P<end>[0-9a-f]{16}) "
+    r"\(prio (?P<prio>-?\d+), (?:nv-)?(?P<type>[^)]*)\): (?P<rest>.*)"
+)
+_RANGE_LIKE = re.compile(r"(?:\[DETECTED OVERFLOW!\] )?\s*[0-9a-fA-F]+-")
+# mtree_print_mr_owner(), printed with -o
+OWNER = r"(?: orphan| (?:owner|parent):\{[^{}]*\})*"
+# mtree_print_flatview(): NAME, " @OFFSET" when offset_in_region is not 0, the owner, then the
+# accelerator's name for each address space it holds the range as memory in (AccelClass
+# has_memory(); accel/kvm/kvm-all.c kvm_accel_has_memory(), ac->name "KVM").
+_FLAT_REST = re.compile(rf"(?P<name>.*?)(?: @(?P<offset>[0-9a-f]{{16}}))?{OWNER}(?P<kvm>(?: KVM)*)")
+
+
+class Region(NamedTuple):
+    """One range of the flat view: [start, end), QEMU's region name and type."""
+
+    start: int
+    end: int
+    name: str
+    type: str
+    offset: int = 0
+    kvm: bool = False
+    line: int = 0
+
+
+class Line(NamedTuple):
+    number: int
+    match: re.Match[str]
+
+
+class Block(NamedTuple):
+    """``flat``: a FlatView; ``as``: a tree view address space; ``mr``: a tree view alias
+    target. ``names``: the address spaces (flat, as) or the region (mr)."""
+
+    kind: str
+    names: list[str]
+    line: int
+    ranges: list[Line]
+
+
+def scan(text: str) -> list[Block]:
+    blocks: list[Block] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip()
+        if not line or line.startswith(("(qemu)", "#")):
+            continue
+        current = blocks[-1] if blocks else None
+        header = _header(line, number, current)
+        if header is None:
+            _body_line(current, line, number)
+        elif header is not current:
+            blocks.append(header)
+    return blocks
+
+
+def _header(line: str, number: int, current: Block | None) -> Block | None:
+    if _FLATVIEW.fullmatch(line):
+        return Block("flat", [], number, [])
+    if match := _TREE_AS.fullmatch(line):
+        # mtree_print_as(): every address space sharing a root is listed before its tree.
+        if current is not None and current.kind == "as" and not current.ranges:
+            current.names.append(match["name"])
+            return current
+        return Block("as", [match["name"]], number, [])
+    if match := _TREE_MR.fullmatch(line):
+        return Block("mr", [match["name"]], number, [])
+    return None
+
+
+def _body_line(block: Block | None, line: str, number: int) -> None:
+    if block is None:
+        raise ImportFailure(
+            f"this is not QEMU memory tree output: expected a 'FlatView #0' line (`info mtree "
+            f"-f`) or an 'address-space: memory' line (`info mtree`), found {line[:60]!r}; " + HOW,
+            number,
+        )
+    if match := _RANGE.fullmatch(line):
+        _check_range(match, number, block.kind)
+        block.ranges.append(Line(number, match))
+    elif _RANGE_LIKE.match(line):
+        raise ImportFailure(malformed(line), number)
+    elif block.kind == "flat" and line.startswith(" "):
+        as_line = _FLAT_AS.fullmatch(line)
+        if as_line and not block.ranges:
+            block.names.append(as_line["name"])
+        # else the root line, "No rendered FlatView" or a dispatch tree (-d): nothing to read
+    else:
+        raise ImportFailure(
+            f"unexpected line in QEMU memory tree output: {line[:60]!r}; " + HOW, number
+        )
+
+
+def malformed(line: str) -> str:
+    return (
+        f"malformed range line {line.strip()[:80]!r}: expected "
+        "'START-END (prio P, TYPE): NAME' with 16-digit hex addresses, as "
+        "`info mtree -f` prints it; " + HOW
+    )
+
+
+def _check_range(match: re.Match[str], number: int, kind: str) -> None:
+    if match["overflow"] and kind == "flat":
+        # mtree_print_mr() marks overflows; mtree_print_flatview() prints none.
+        raise ImportFailure(
+            "'[DETECTED OVERFLOW!]' in a flat view, where QEMU never prints it; " + HOW, number
+        )
+    if match["type"] not in _TYPES:
+        raise ImportFailure(
+            f"unknown region type {match['type']!r}: expected one of "
+            f"{', '.join(sorted(_TYPES))} (QEMU's memory_region_type()); output of a QEMU "
+            "older than that is not read; " + HOW,
+            number,
+        )
+    if not match["overflow"] and int(match["end"], 16) < int(match["start"], 16):
+        raise ImportFailure(
+            f"range ends ({match['end']}) before it starts ({match['start']}); " + HOW, number
+        )
+
+
+def listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED])
+    return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
+
+
+def flat_regions(block: Block, notes: list[str]) -> list[Region]:
+    if not block.ranges:
+        raise ImportFailure(
+            'the FlatView of "memory" has no ranges (QEMU printed "No rendered FlatView"): '
+            "nothing to import; " + HOW,
+            block.line,
+        )
+    regions = [_flat_region(line) for line in block.ranges]
+    if not any(r.kvm for r in regions):
+        notes.append(
+            "No range carries QEMU's KVM mark (mtree_print_flatview() prints it after every "
+            "range KVM holds as a memslot): the output is from TCG or an older QEMU; it is "
+            "imported as KVM would map it."
+        )
+    return regions
+
+
+def _flat_region(line: Line) -> Region:
+    match = line.match
+    rest = _FLAT_REST.fullmatch(match["rest"])
+    if rest is None or not rest["name"]:
+        raise ImportFailure(malformed(match.string), line.number)
+    return Region(
+        start=int(match["start"], 16),
+        end=int(match["end"], 16) + 1,
+        name=rest["name"],
+        type=match["type"],
+        offset=int(rest["offset"], 16) if rest["offset"] else 0,
+        kvm=bool(rest["kvm"]),
+        line=line.number,
+    )
