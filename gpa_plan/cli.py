@@ -178,12 +178,16 @@ def _render_check(fmt: str, results: Sequence[CheckResult]) -> None:
 
 
 def _address(value: str) -> int:
+    return _size(value, "ADDR")
+
+
+def _size(value: str, hint: str) -> int:
     from gpa_plan.layout.numbers import NumberError, parse_number
 
     try:
         return parse_number(value)
     except NumberError as err:
-        raise click.BadParameter(str(err), param_hint="ADDR") from None
+        raise click.BadParameter(str(err), param_hint=hint) from None
 
 
 @cli.command()
@@ -335,7 +339,16 @@ def _emit(text: str, destination: str | None) -> None:
     default=None,
     help="qemu-mtree: the guest's architecture, when the region names do not tell.",
 )
-def import_command(kind: str, file: str, output: str | None, arch: str | None) -> None:
+@click.option(
+    "--page-size",
+    "page_size_text",
+    metavar="SIZE",
+    help="qemu-mtree: the host page size KVM memslots are trimmed to (default 4K; 64K for "
+    "many arm64 hosts).",
+)
+def import_command(
+    kind: str, file: str, output: str | None, arch: str | None, page_size_text: str | None
+) -> None:
     """Make a layout from what a VMM reports.
 
     KIND is qemu-mtree (the QEMU monitor's `info mtree -f`) or dtb (a flattened device tree,
@@ -343,13 +356,16 @@ def import_command(kind: str, file: str, output: str | None, arch: str | None) -
     """
     if arch is not None and kind != "qemu-mtree":
         raise click.UsageError("--arch is for qemu-mtree; a device tree says its architecture")
+    if page_size_text is not None and kind != "qemu-mtree":
+        raise click.UsageError("--page-size is for qemu-mtree")
+    page_size = None if page_size_text is None else _size(page_size_text, "--page-size")
     from gpa_plan.importers import ImportFailure
     from gpa_plan.importers.convert import import_yaml
 
     data = sys.stdin.buffer.read() if file == "-" else _read_bytes(file)
     source = "standard input" if file == "-" else file
     try:
-        text = import_yaml(kind, data, source, arch)
+        text = import_yaml(kind, data, source, arch, page_size)
     except ImportFailure as err:
         where = f"{source}:{err.line}:1" if err.line else source
         click.echo(f"{where}: error[import] {err.message}", err=True)

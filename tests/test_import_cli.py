@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
 from gpa_plan.cli import cli
@@ -151,3 +152,19 @@ def test_notes_and_names_with_characters_yaml_refuses_still_load(tmp_path: Path)
     layout = validate_layout(load_text(text, "odd.yaml"))
     assert layout.name == odd and layout.memslots[0].name == odd
     assert text.splitlines()[1] == "# skipped u\\x7fart\\u2028x\\ufeff\\x85"
+
+
+def test_page_size_sets_the_host_page_for_mtree_and_is_a_usage_error_for_dtb(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "virt.yaml"
+    source = MTREE / "virt-gicv3-kvm-flat.txt"
+    result = invoke("import", "qemu-mtree", str(source), "--page-size", "64K", "-o", str(out))
+    assert result.exit_code == 0
+    assert yaml.safe_load(out.read_text())["page_size"] == 0x1_0000
+    assert errors_of(out) == []
+    bad = invoke("import", "qemu-mtree", str(source), "--page-size", "lots")
+    assert bad.exit_code == 2 and "--page-size" in bad.stderr
+    refused = invoke("import", "dtb", str(DTB / "qemu-virt-gicv3.dtb"), "--page-size", "64K")
+    assert refused.exit_code == 2
+    assert "--page-size is for qemu-mtree" in refused.stderr

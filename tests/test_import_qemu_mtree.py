@@ -361,7 +361,7 @@ def test_its_control_frame_alone_is_not_an_its() -> None:
 HOST_PAGES_NOTE = (
     "Memslots were trimmed assuming 4 KiB host pages: QEMU's kvm_align_section() trims to "
     "the host's page size, so on an arm64 host with 16 or 64 KiB pages KVM maps less of "
-    "memory ranges not aligned to that size."
+    "memory ranges not aligned to that size (say --page-size 64K)."
 )
 
 
@@ -898,3 +898,37 @@ def test_lines_in_mtree_form_import_to_a_valid_layout_or_fail_cleanly(
     lines: list[str], arch: str | None
 ) -> None:
     imports_or_fails("\n".join(lines) + "\n", arch)
+
+
+# --- the host page size ---------------------------------------------------------------------
+
+# RAM of 1 GiB + 68 KiB: 4 KiB pages map all of it, 64 KiB pages leave a 4 KiB tail to QEMU.
+ODD_RAM = flat("0000000040000000-0000000040010fff (prio 0, ram): mach-virt.ram KVM")
+
+
+def test_a_64k_host_page_trims_memslots_to_it_and_sets_page_size() -> None:
+    document, notes = import_qemu_mtree(ODD_RAM, "arm64", page_size=0x1_0000)
+    assert document["page_size"] == 0x1_0000
+    assert document["memslots"] == [
+        {"name": "mach-virt.ram", "base": 0x4000_0000, "size": 0x1_0000}
+    ]
+    assert document["devices"] == [
+        {"name": "mach-virt.ram.tail", "type": "mmio", "base": 0x4001_0000, "size": 0x1000}
+    ]
+    assert not any("assuming 4 KiB" in note for note in notes)
+    assert any("64 KiB-aligned part only" in note for note in notes)
+
+
+def test_without_a_page_size_4k_is_assumed_and_said() -> None:
+    document, notes = import_qemu_mtree(ODD_RAM, "arm64")
+    assert "page_size" not in document
+    assert document["memslots"] == [
+        {"name": "mach-virt.ram", "base": 0x4000_0000, "size": 0x1_1000}
+    ]
+    assert HOST_PAGES_NOTE in notes
+
+
+@pytest.mark.parametrize("page_size", [0, 0x800, 0x3000])
+def test_a_page_size_that_is_no_page_is_refused(page_size: int) -> None:
+    with pytest.raises(ImportFailure, match="not a power of two of at least 4 KiB"):
+        import_qemu_mtree(ODD_RAM, "arm64", page_size=page_size)

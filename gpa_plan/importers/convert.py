@@ -7,8 +7,11 @@ from gpa_plan.importers import Imported, ImportFailure
 KINDS = ("qemu-mtree", "dtb")
 
 
-def import_layout(kind: str, data: bytes, arch: str | None = None) -> Imported:
-    """The layout ``data`` describes, read as ``kind``; raises ImportFailure."""
+def import_layout(
+    kind: str, data: bytes, arch: str | None = None, page_size: int | None = None
+) -> Imported:
+    """The layout ``data`` describes, read as ``kind``; ``arch`` and ``page_size`` (the host
+    page) are for qemu-mtree. Raises ImportFailure."""
     if kind == "qemu-mtree":
         from gpa_plan.importers.qemu_mtree import import_qemu_mtree
 
@@ -19,7 +22,7 @@ def import_layout(kind: str, data: bytes, arch: str | None = None) -> Imported:
                 f"not UTF-8 text (byte {err.start}): expected the output of the QEMU monitor "
                 "command `info mtree -f`"
             ) from None
-        return import_qemu_mtree(text, arch)
+        return import_qemu_mtree(text, arch, page_size)
     if kind == "dtb":
         from gpa_plan.importers.dtb import import_dtb
 
@@ -27,7 +30,13 @@ def import_layout(kind: str, data: bytes, arch: str | None = None) -> Imported:
     raise ValueError(f"unknown import kind {kind!r}; expected one of {KINDS}")
 
 
-def import_yaml(kind: str, data: bytes, source: str, arch: str | None = None) -> str:
+def import_yaml(
+    kind: str,
+    data: bytes,
+    source: str,
+    arch: str | None = None,
+    page_size: int | None = None,
+) -> str:
     """The imported layout as YAML: a comment naming the source, the importer's notes, then
     the layout. The text is loaded and validated here as `check` would load it, so a wrong
     importer or emitter fails loudly (LayoutError) instead of writing a file `check` refuses."""
@@ -37,7 +46,7 @@ def import_yaml(kind: str, data: bytes, source: str, arch: str | None = None) ->
     from gpa_plan.plan.emit import to_yaml
 
     with paused():  # many long-lived, acyclic objects: see gpa_plan.collector
-        imported = import_layout(kind, data, arch)
+        imported = import_layout(kind, data, arch, page_size)
         text = to_yaml(
             imported.document,
             imported.notes,

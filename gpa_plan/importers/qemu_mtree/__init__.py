@@ -45,8 +45,9 @@ What each range becomes (KVM's view of it; each rule's code cites the QEMU funct
 - A memory range KVM cannot map whole: its page-aligned interior (4 KiB, the layout's
   page_size) is the memslot and the unaligned head and tail are ``mmio`` devices named
   ``NAME.head`` / ``NAME.tail``; QEMU emulates accesses there. QEMU trims to the host's page
-  size, which is 16 or 64 KiB on many arm64 hosts; the import assumes 4 KiB host pages, and the
-  notes of an arm64 import with memory ranges say so. A page-aligned memory range without the
+  size, which is 16 or 64 KiB on many arm64 hosts: ``page_size`` (`--page-size`) says which,
+  and becomes the layout's page_size; without it the import assumes 4 KiB, and the notes of an
+  arm64 import with memory ranges say so. A page-aligned memory range without the
   ``KVM`` mark in a flat view that has marks is not a memslot: an ``mmio`` device.
 - ``i/o`` (and ``container``, which a flat view shows only for a terminating root): a device.
   In-kernel devices are recognised by QEMU's region names under KVM, per architecture (sizes
@@ -79,16 +80,23 @@ from gpa_plan.importers.qemu_mtree.mapping import Mapping, architecture, documen
 from gpa_plan.importers.qemu_mtree.text import scan
 
 
-def import_qemu_mtree(text: str, arch: str | None = None) -> Imported:
+def import_qemu_mtree(
+    text: str, arch: str | None = None, page_size: int | None = None
+) -> Imported:
     """The layout of the guest's system memory that QEMU's `info mtree -f` output describes
     (or, flattened here, plain `info mtree`), with notes; ``arch`` (arm64 or x86_64) wins over
-    what the region names suggest. Raises ImportFailure."""
+    what the region names suggest, and ``page_size`` is the host page KVM memslots are trimmed
+    to (default 4 KiB; it becomes the layout's page_size). Raises ImportFailure."""
     if arch is not None and arch not in ARCHES:
         raise ImportFailure(f"unknown architecture {arch!r}: expected arm64 or x86_64")
+    if page_size is not None and (page_size < 4096 or page_size & (page_size - 1)):
+        raise ImportFailure(
+            f"host page size {page_size:#x} is not a power of two of at least 4 KiB"
+        )
     notes: list[str] = []
     regions, header_line = memory_regions(scan(text), notes)
     arch = architecture(regions, arch, header_line, notes)
-    mapping = Mapping(arch, regions)
+    mapping = Mapping(arch, regions, page_size)
     for region in with_its(regions, arch):
         mapping.add(region)
     notes += mapping.notes()

@@ -16,10 +16,12 @@ from gpa_plan.importers import (
     pa_bits_needed,
 )
 from gpa_plan.importers.qemu_mtree.text import HOW, MEMORY_TYPES, Region, listing
+from gpa_plan.ranges import human_size
 
 KiB = 1024
-# The host page kvm_align_section() trims memslots to (qemu_real_host_page_size()): assumed.
-_PAGE = 4 * KiB
+# The host page kvm_align_section() trims memslots to (qemu_real_host_page_size()) when the
+# caller does not say: x86_64 hosts and most arm64 ones.
+DEFAULT_HOST_PAGE = 4 * KiB
 
 # Region names only one architecture's QEMU machines use: hw/arm/virt.c (mach-virt.ram,
 # virt.flash0/1), hw/char/pl011.c, hw/intc/arm_gic*_common.c; hw/i386/pc.c (pc.ram, pc.bios,
@@ -97,8 +99,10 @@ def with_its(regions: list[Region], arch: str) -> list[Region]:
 class Mapping:
     """The memslots and devices ranges become, and what to tell the reader about them."""
 
-    def __init__(self, arch: str, regions: list[Region]) -> None:
+    def __init__(self, arch: str, regions: list[Region], page_size: int | None = None) -> None:
         self.arch = arch
+        self.page_given = page_size is not None
+        self.page = page_size or DEFAULT_HOST_PAGE
         self.memslots: list[dict[str, Any]] = []
         self.devices: list[dict[str, Any]] = []
         self._ram_names = {r.name for r in regions if r.type in ("ram", "ramd")}
@@ -129,8 +133,8 @@ class Mapping:
     def _memory(self, region: Region) -> None:
         self._memory_seen = True
         # accel/kvm/kvm-all.c kvm_align_section(): KVM gets the page-aligned interior only.
-        low = -(-region.start // _PAGE) * _PAGE
-        high = region.end // _PAGE * _PAGE
+        low = -(-region.start // self.page) * self.page
+        high = region.end // self.page * self.page
         if low >= high:
             self._unmapped.append(region.name)
             self._mmio(region.name, region.start, region.end - region.start)
@@ -200,8 +204,9 @@ class Mapping:
             )
         if self._unaligned:
             notes.append(
-                f"{listing(self._unaligned)}: KVM maps the 4 KiB-aligned part only "
-                "(kvm_align_section()); the unaligned head/tail are mmio devices QEMU emulates."
+                f"{listing(self._unaligned)}: KVM maps the {human_size(self.page)}-aligned "
+                "part only (kvm_align_section()); the unaligned head/tail are mmio devices QEMU "
+                "emulates."
             )
         if self._unmapped:
             notes.append(
@@ -219,11 +224,11 @@ class Mapping:
                 f"In-kernel devices imported at KVM's size, larger than QEMU's region: "
                 f"{listing(self._widened)}."
             )
-        if self.arch == "arm64" and self._memory_seen:
+        if self.arch == "arm64" and self._memory_seen and not self.page_given:
             notes.append(
                 "Memslots were trimmed assuming 4 KiB host pages: QEMU's kvm_align_section() "
                 "trims to the host's page size, so on an arm64 host with 16 or 64 KiB pages KVM "
-                "maps less of memory ranges not aligned to that size."
+                "maps less of memory ranges not aligned to that size (say --page-size 64K)."
             )
         return notes
 
@@ -301,6 +306,8 @@ def document(mapping: Mapping, arch: str, notes: list[str]) -> dict[str, Any]:
             f"pa_bits {pa_bits}: the highest range ends above the {arch} default of "
             f"{ARCHES[arch].default_pa_bits} bits."
         )
+    if mapping.page != DEFAULT_HOST_PAGE:
+        document["page_size"] = mapping.page
     document["memslots"] = memslots
     document["devices"] = devices
     return document
