@@ -30,15 +30,18 @@ U64_LIMIT = 1 << 64
 GUEST_PAGE = 4096  # catalog sizes that follow the guest page (the ucall page) use this
 
 
-def entry_end(entry: dict[str, Any]) -> int:
-    """One past the last byte of a memslot or device entry of an imported document."""
+def catalog_size(device_type: str, vcpus: int | None = None) -> int:
+    """The size KVM gives a catalog device (a vGIC frame, a LAPIC page ...) of an import."""
     from gpa_plan.arch.devices import CATALOG
 
+    return CATALOG[device_type].size_for(vcpus=vcpus, guest_page_size=GUEST_PAGE, size=None)
+
+
+def entry_end(entry: dict[str, Any]) -> int:
+    """One past the last byte of a memslot or device entry of an imported document."""
     size = entry.get("size")
     if size is None:
-        size = CATALOG[entry["type"]].size_for(
-            vcpus=entry.get("vcpus"), guest_page_size=GUEST_PAGE, size=None
-        )
+        size = catalog_size(entry["type"], entry.get("vcpus"))
     end: int = entry["base"] + size
     return end
 

@@ -8,9 +8,9 @@ from typing import Any
 from gpa_plan.arch.arm64 import ARM64
 from gpa_plan.arch.devices import CATALOG
 from gpa_plan.importers import (
-    GUEST_PAGE,
     Imported,
     ImportFailure,
+    catalog_size,
     entry_end,
     pa_bits_needed,
 )
@@ -399,7 +399,7 @@ class _LayoutBuilder:
         size: int | None = None,
         vcpus: int | None = None,
     ) -> str | None:
-        footprint = size if size is not None else _catalog_size(kind, vcpus)
+        footprint = size if size is not None else catalog_size(kind, vcpus)
         if not self._fits(node, base, footprint):
             return None
         name = self._claim(node, role)
@@ -558,10 +558,6 @@ class _LayoutBuilder:
 def _redistributor_size() -> int:
     """One vCPU's redistributor in KVM: the catalog's per-vCPU size (128 KiB)."""
     return CATALOG["vgic-v3-redist"].per_vcpu or 1
-
-
-def _catalog_size(kind: str, vcpus: int | None) -> int:
-    return CATALOG[kind].size_for(vcpus=vcpus, guest_page_size=GUEST_PAGE, size=None)
 
 
 def _count(n: int, thing: str) -> str:

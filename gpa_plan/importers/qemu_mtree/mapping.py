@@ -8,11 +8,10 @@ from collections import Counter
 from typing import Any
 
 from gpa_plan.arch import ARCHES
-from gpa_plan.arch.devices import CATALOG
 from gpa_plan.importers import (
-    GUEST_PAGE,
     U64_LIMIT,
     ImportFailure,
+    catalog_size,
     pa_bits_needed,
 )
 from gpa_plan.importers.qemu_mtree.text import HOW, MEMORY_TYPES, Region, listing
@@ -173,7 +172,7 @@ class Mapping:
             self._mmio(region.name, region.start, size)
             return
         device_type, vcpus = kernel
-        kernel_size = _kernel_size(device_type, vcpus)
+        kernel_size = catalog_size(device_type, vcpus)
         _check_fits(region, kernel_size)
         entry: dict[str, Any] = {"name": region.name, "type": device_type, "base": region.start}
         if vcpus is not None:
@@ -256,7 +255,7 @@ def _arm64_in_kernel(name: str, size: int) -> tuple[str, int | None] | None:
     # with KVM by arm_gicv3_kvm.c kvm_arm_gicv3_realize().
     if name == "gicv3_dist":
         return "vgic-v3-dist", None
-    per_vcpu = _kernel_size("vgic-v3-redist", 1)
+    per_vcpu = catalog_size("vgic-v3-redist", 1)
     if re.fullmatch(r"gicv3_redist_region\[\d+\]", name) and size % per_vcpu == 0:
         return "vgic-v3-redist", size // per_vcpu
     # hw/intc/arm_gic_common.c gic_init_irqs_and_mmio(): "gic_dist" (0x1000), "gic_cpu"
@@ -266,13 +265,9 @@ def _arm64_in_kernel(name: str, size: int) -> tuple[str, int | None] | None:
         return "vgic-v2-dist", None
     if name in ("gic_cpu", "kvm-gic_cpu"):
         return "vgic-v2-cpu", None
-    if name == "gicv3_its" and size == _kernel_size("vgic-its", None):
+    if name == "gicv3_its" and size == catalog_size("vgic-its", None):
         return "vgic-its", None
     return None
-
-
-def _kernel_size(device_type: str, vcpus: int | None) -> int:
-    return CATALOG[device_type].size_for(vcpus=vcpus, guest_page_size=GUEST_PAGE, size=None)
 
 
 def _check_fits(region: Region, kernel_size: int) -> None:
