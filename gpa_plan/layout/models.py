@@ -20,7 +20,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic_core import CoreConfig, SchemaValidator
 from pydantic_core import core_schema as cs
 
-from gpa_plan.layout.numbers import coerce_number, refuse_rejected
+from gpa_plan.layout.numbers import U64_LIMIT, coerce_number, refuse_rejected
 
 Policy = Literal["first", "last"]
 Handler = Literal["user", "kernel", "ioeventfd", "coalesced"]
@@ -99,11 +99,13 @@ def _described(schema: cs.CoreSchema, **json: Any) -> cs.CoreSchema:
     return {**schema, "metadata": {"pydantic_js_updates": json}}
 
 
-def _number() -> cs.CoreSchema:
+def _written_number() -> list[cs.CoreSchema | tuple[cs.CoreSchema, str]]:
     # Written forms as JSON Schema sees them; coerce_number decides (and explains) the rest.
-    written = cs.union_schema(
-        [cs.int_schema(ge=0, le=2**64 - 1), cs.str_schema(pattern=_NUMBER_TEXT)]
-    )
+    return [cs.int_schema(ge=0, le=U64_LIMIT - 1), cs.str_schema(pattern=_NUMBER_TEXT)]
+
+
+def _number() -> cs.CoreSchema:
+    written = cs.union_schema(_written_number())
     return cs.no_info_plain_validator_function(
         coerce_number, json_schema_input_schema=_described(written, description=NUMBER_DESCRIPTION)
     )
@@ -114,13 +116,7 @@ def _number_or_auto(value: object) -> int | Literal["auto"]:
 
 
 def _auto() -> cs.CoreSchema:
-    written = cs.union_schema(
-        [
-            cs.int_schema(ge=0, le=2**64 - 1),
-            cs.str_schema(pattern=_NUMBER_TEXT),
-            cs.literal_schema(["auto"]),
-        ]
-    )
+    written = cs.union_schema([*_written_number(), cs.literal_schema(["auto"])])
     return cs.no_info_plain_validator_function(
         _number_or_auto,
         json_schema_input_schema=_described(
