@@ -68,8 +68,10 @@ def load_layout(path: str | os.PathLike[str]) -> LoadedLayout:
 
 def _plan(layout: Layout) -> tuple[dict[str, int], tuple[tuple[str, tuple[str, int]], ...]]:
     """Addresses for the `auto` entries, and the entries that found no room."""
-    autos = [m for m in layout.memslots if m.base == "auto"]
-    if not autos and not any(d.base == "auto" for d in layout.devices):
+    has_auto = any(m.base == "auto" for m in layout.memslots) or any(
+        d.base == "auto" for d in layout.devices
+    )
+    if not has_auto:
         return {}, ()  # most layouts: no need to load the planner
     from gpa_plan.plan.place import plan_layout
 
