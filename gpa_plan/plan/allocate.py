@@ -13,7 +13,7 @@ from typing import Any
 from gpa_plan.layout.models import Device, Layout, Memslot, as_data
 from gpa_plan.layout.resolved import assign_slot_ids, device_base, resolve
 from gpa_plan.plan.place import Plan, plan_layout
-from gpa_plan.ranges import hex_addr, human_size
+from gpa_plan.ranges import Range, hex_addr, human_size
 
 UCALL_NAME = "ucall"
 UCALL_SLOT_NAME = "ucall-slot"
@@ -114,12 +114,12 @@ def _with_ucall_memslot(
 
 
 def _read_only_memslot_over(memslots: list[Memslot], base: int, span: int) -> bool:
+    page = Range(base, base + span)
     return any(
         m.readonly
         and m.as_id == 0
         and isinstance(m.base, int)
-        and m.base <= base
-        and base + span <= m.base + m.size
+        and Range(m.base, m.base + m.size).covers(page)
         for m in memslots
     )
 
