@@ -14,7 +14,7 @@ from gpa_plan.arch.base import Backing, Outcome
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.partition import Region
 from gpa_plan.check.rules import ERROR, RULES, RuleContext, rule
-from gpa_plan.elf import PHYSICAL, SELFTESTS
+from gpa_plan.elf import ELF64_HEADER_SIZES, PHYSICAL, SELFTESTS
 from gpa_plan.layout.resolved import MemslotEntry
 from gpa_plan.ranges import Range, hex_addr, human_size
 
@@ -396,9 +396,6 @@ def elf_not_loadable(ctx: RuleContext) -> Iterator[Finding]:
                 "before the guest runs",
                 (),
             )
-
-
-ELF64_HEADER_SIZES = (56, 64)  # sizeof(Elf64_Phdr), sizeof(Elf64_Shdr)
 
 
 def _loader_refusals(program: Program, page: int) -> Iterator[str]:

@@ -11,3 +11,6 @@ from __future__ import annotations
 PHYSICAL = "physical"
 SELFTESTS = "selftests"
 ELF_MODES = (PHYSICAL, SELFTESTS)
+# sizeof(Elf64_Phdr), sizeof(Elf64_Shdr): the e_phentsize and e_shentsize KVM selftests'
+# elfhdr_get() asserts.
+ELF64_HEADER_SIZES = (56, 64)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gpa_plan.elf import ELF64_HEADER_SIZES
 from gpa_plan.ranges import Range, align_down, align_up
 
 # include/uapi/linux/elf.h: p_flags bits.
@@ -75,7 +76,7 @@ class Program:
     # Program-header indexes of PT_LOADs with p_memsz 0, which occupy no memory.
     empty_loads: tuple[int, ...] = ()
     # e_phentsize and e_shentsize: the sizes of one program and one section header.
-    header_sizes: tuple[int, int] = (56, 64)
+    header_sizes: tuple[int, int] = ELF64_HEADER_SIZES
 
 
 class ProgramError(Exception):
