@@ -557,7 +557,7 @@ class _LayoutBuilder:
 
 def _redistributor_size() -> int:
     """One vCPU's redistributor in KVM: the catalog's per-vCPU size (128 KiB)."""
-    return CATALOG["vgic-v3-redist"].per_vcpu or 1
+    return catalog_size("vgic-v3-redist", 1)
 
 
 def _count(n: int, thing: str) -> str:
