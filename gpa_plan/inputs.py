@@ -1,0 +1,102 @@
+"""Reading what gpa-plan is given: one bounded reader for every input.
+
+A path must name a regular file once symbolic links are followed (the shipped KVM selftests
+layouts are symlinks); ``-`` means standard input where a command reads it. A FIFO, a device or
+a directory is refused before anything is read from it, so a FIFO without a writer cannot hang
+a run and ``/dev/zero`` cannot fill memory. Nothing larger than ``MAX_INPUT_BYTES`` is read: a
+layout at KVM's memslot limit (32,764 memslots per address space) is about 2.4 MB, so the bound
+leaves room for several times that and still keeps a run's memory within a few GiB.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+
+from gpa_plan.ranges import human_size
+
+MAX_INPUT_BYTES = 16 << 20
+STDIN = "-"
+_CHUNK = 1 << 20
+
+
+class InputError(Exception):
+    """An input that cannot be read; ``reason`` says why and what to do, without the path."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot read {path}: {reason}")
+
+
+def read_input(path: str, *, limit: int = MAX_INPUT_BYTES, allow_stdin: bool = False) -> bytes:
+    """The bytes of ``path`` (or of standard input for ``-`` with ``allow_stdin``).
+
+    Raises InputError for a missing or unreadable path, anything that is not a regular file,
+    and content beyond ``limit`` bytes.
+    """
+    if path == STDIN and allow_stdin:
+        return _read_bounded(sys.stdin.buffer.fileno(), "standard input", limit)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise InputError(path, _os_reason(err)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise InputError(
+                path,
+                f"it is {file_kind(mode)}, not a regular file; give the path of a file"
+                + (" (or - for standard input)" if allow_stdin else ""),
+            )
+        return _read_bounded(fd, path, limit)
+    finally:
+        os.close(fd)
+
+
+def _read_bounded(fd: int, path: str, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        try:
+            chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
+        except BlockingIOError:
+            # Standard input left non-blocking by whoever started us: wait for data.
+            import select
+
+            select.select([fd], [], [])
+            continue
+        except OSError as err:
+            raise InputError(path, _os_reason(err)) from None
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise InputError(
+                path,
+                f"it is larger than {human_size(limit)}, the most gpa-plan reads from one input "
+                "(a layout at KVM's memslot limit is about 2.4 MB); split it or check that "
+                "it is the file you meant",
+            )
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words: ``a directory``, ``a FIFO (named pipe)``, ..."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _os_reason(err: OSError) -> str:
+    return (err.strerror or str(err)).lower() if err.strerror else str(err)

@@ -1,0 +1,46 @@
+"""The one input reader: regular files only, bounded, never waiting on a FIFO."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gpa_plan.inputs import InputError, read_input
+
+
+def test_a_regular_file_and_a_symlink_to_it_are_read(tmp_path: Path) -> None:
+    target = tmp_path / "layout.yaml"
+    target.write_bytes(b"layout: 1\n")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(target)
+    assert read_input(str(target)) == b"layout: 1\n"
+    assert read_input(str(link)) == b"layout: 1\n"
+
+
+def test_a_fifo_without_a_writer_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="a FIFO"):
+        read_input(str(fifo))
+
+
+def test_a_character_device_is_refused_before_it_is_read() -> None:
+    with pytest.raises(InputError, match="a character device, not a regular file"):
+        read_input("/dev/zero")
+
+
+def test_a_directory_and_a_missing_path_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="a directory"):
+        read_input(str(tmp_path))
+    with pytest.raises(InputError, match="no such file"):
+        read_input(str(tmp_path / "absent.yaml"))
+
+
+def test_content_beyond_the_limit_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"#" * 101)
+    assert read_input(str(big), limit=101) == b"#" * 101
+    with pytest.raises(InputError, match="larger than"):
+        read_input(str(big), limit=100)
