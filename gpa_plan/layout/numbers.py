@@ -36,6 +36,7 @@ _MAX_FRACTION_DIGITS = 50
 _PREFIXED_RE = re.compile(r"0(?P<base>[xXbB])(?P<digits>.*)")
 _DIGITS_RE = {16: re.compile(r"[0-9a-fA-F][0-9a-fA-F_]*"), 2: re.compile(r"[01][01_]*")}
 _DEC_RE = re.compile(r"(?:0|[1-9][0-9_]*)")
+_HEX_RE = re.compile(r"0[xX][0-9a-fA-F][0-9a-fA-F_]*")
 _UNIT_RE = re.compile(
     r"(?P<whole>[0-9][0-9_]*)(?:\.(?P<fraction>[0-9][0-9_]*))?\s*(?P<unit>[A-Za-z]*)"
 )
@@ -91,6 +92,8 @@ def parse_number(text: str) -> int:
         raise NumberError(
             f"{shown(raw)} is a YAML 1.1 base-60 number; write the value in decimal or hex"
         )
+    if _HEX_RE.fullmatch(raw):  # the common case, first
+        return _integer(raw, raw[2:], 16)
     prefixed = _PREFIXED_RE.fullmatch(raw)
     if prefixed is not None:
         base = 16 if prefixed["base"] in "xX" else 2
