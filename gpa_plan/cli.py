@@ -177,6 +177,13 @@ def _render_check(fmt: str, results: Sequence[CheckResult]) -> None:
         text.render_check(results, sys.stdout)
 
 
+def _echo_stderr(line: str) -> None:
+    """One line on stderr, with control and bidi characters from names and paths escaped."""
+    from gpa_plan.printable import printable
+
+    click.echo(printable(line), err=True)
+
+
 def _address(value: str) -> int:
     return _size(value, "ADDR")
 
@@ -227,7 +234,7 @@ def explain(
         loaded = load_layout(file)
     except LayoutError as err:
         for p in err.problems:
-            click.echo(f"{file}:{p.line}:{p.column}: error[{p.rule}] {p.message}", err=True)
+            _echo_stderr(f"{file}:{p.line}:{p.column}: error[{p.rule}] {p.message}")
         sys.exit(1)
     answers = explain_layout(loaded, parsed, accesses or ("read", "write", "fetch"), arches)
     if fmt == "json":
@@ -306,10 +313,10 @@ def allocate(
                                            fmt, in_place)
     except job.AllocateFailure as err:
         for line in err.lines:
-            click.echo(line, err=True)
+            _echo_stderr(line)
         sys.exit(1)
     for note in notes:
-        click.echo(f"note: {note}", err=True)
+        _echo_stderr(f"note: {note}")
     _emit(text, source.path if in_place else output)
 
 
@@ -368,7 +375,7 @@ def import_command(
         text = import_yaml(kind, data, source, arch, page_size)
     except ImportFailure as err:
         where = f"{source}:{err.line}:1" if err.line else source
-        click.echo(f"{where}: error[import] {err.message}", err=True)
+        _echo_stderr(f"{where}: error[import] {err.message}")
         sys.exit(1)
     _emit(text, output)
 

@@ -357,8 +357,9 @@ def test_invalid_layout_exits_1_with_its_position_and_writes_nothing(workdir: Pa
     result = allocate("bad.yaml", "-o", "out.yaml")
     assert result.exit_code == 1
     assert result.stderr == (
-        "bad.yaml:5:11: error[schema] `base` of memslot 'a': '12Q' is not a number: use an "
-        "integer (4096, 0x1000) or a size with a binary unit (4K, 64KiB, 2M, 1G)\n"
+        "bad.yaml:5:11: error[schema] `base` of memslot 'a': '12Q' is not a number: 'Q' is not "
+        "a unit; write an integer (4096, 0x1000, 0b1000) or a size with a binary unit (4K, "
+        "64KiB, 2M, 1G)\n"
     )
     assert not Path("out.yaml").exists()
 

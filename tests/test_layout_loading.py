@@ -220,3 +220,43 @@ def test_missing_file_is_a_yaml_syntax_finding_for_the_library(tmp_path: Path) -
     assert not result.valid
     assert [(f.rule, f.line, f.column) for f in result.findings] == [("yaml-syntax", 1, 1)]
     assert "cannot read" in result.findings[0].message
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "char", "escape"),
+    [
+        ("layout: 1\narch: arm64\nname: a\x00b\n", 3, 8, "0000", "\\x00"),
+        ("layout: 1\narch: arm64\nname: a\x1b[31mb\n", 3, 8, "001B", "\\x1b"),
+        # Characters before it that take several bytes in UTF-8 count as one column each.
+        ("layout: 1\narch: arm64\nname: \u00e9\u00e9\u00e9\x7f\n", 3, 10, "007F", "\\x7f"),
+        # CRLF and CR end lines as the YAML reader counts them.
+        ("layout: 1\r\narch: arm64\r\nname: x\x01\r\n", 3, 8, "0001", "\\x01"),
+        ("layout: 1\rarch: arm64\rname: x\x9b\r", 3, 8, "009B", "\\x9b"),
+    ],
+)
+def test_a_character_yaml_refuses_is_reported_at_its_line_and_column(
+    tmp_path: Path, text: str, line: int, column: int, char: str, escape: str
+) -> None:
+    path = tmp_path / "control.yaml"
+    path.write_bytes(text.encode("utf-8"))
+    (result,) = check_file(path)
+    (finding,) = result.findings
+    assert (finding.rule, finding.line, finding.column) == ("yaml-syntax", line, column)
+    assert finding.message == (
+        f"character U+{char} ({escape}) is not allowed in YAML text; remove it, or write it as "
+        f'the escape "{escape}" inside a double-quoted string'
+    )
+
+
+def test_a_refused_character_is_one_escaped_line_on_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "esc.yaml"
+    path.write_bytes(
+        b"layout: 1\narch: arm64\nmemslots:\n  - {name: r\x1b[2Jx, base: 0, size: 4K}\n"
+    )
+    result = CliRunner().invoke(cli, ["check", str(path)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0] == (
+        f"{path}:4:13: error[yaml-syntax] character U+001B (\\x1b) is not allowed in YAML text; "
+        'remove it, or write it as the escape "\\x1b" inside a double-quoted string'
+    )
+    assert "\x1b" not in result.stdout

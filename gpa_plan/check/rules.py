@@ -107,9 +107,10 @@ _register(
     "a value or key breaks the layout format (type, unknown or duplicate key, bad number, "
     "duplicate name)",
     """A key the format does not know, a duplicate key or name, a value of the wrong type, a
-    number that is negative, fractional, beyond 64 bits or a YAML 1.1 trap (010, 1:30), or a
-    field that does not fit its device type. `gpa-plan schema` prints the format as JSON
-    Schema.""",
+    number that is signed (-0, +8K), beyond 64 bits, a fraction that is not whole bytes (0.3K,
+    1.5), in decimal units (4MB: write 4M or 4MiB) or a YAML 1.1 trap (010, 1:30), or a field
+    that does not fit its device type. docs/numbers.md has the number grammar; `gpa-plan
+    schema` prints the format as JSON Schema.""",
     None,
 )
 

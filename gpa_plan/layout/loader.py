@@ -7,9 +7,10 @@ data, so any later finding can be placed at the line and column of the value it 
 Refused, each with its position: bytes that are not UTF-8, empty files, documents that are not a
 mapping, several documents, explicit YAML tags, merge keys, duplicate keys (compared after
 resolution, so ``0x10`` and ``16`` collide), non-scalar keys, aliases that expand out of
-proportion or into themselves, nesting deeper than ``MAX_DEPTH``, and YAML 1.1 integer traps
-(``010``, ``1:30``), which reach validation as RejectedNumber so that the field they sit in
-reports them.
+proportion or into themselves, nesting deeper than ``MAX_DEPTH``, characters YAML does not allow
+(NUL, ESC, ...: at their own line and column), and integers gpa-plan's number grammar refuses
+(``010``, ``1:30``, ``-0``, beyond 64 bits), which reach validation as RejectedNumber so that
+the field they sit in reports them.
 """
 
 from __future__ import annotations
@@ -107,9 +108,34 @@ def load_text(text: str, name: str) -> Document:
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = Problem("yaml-syntax", _syntax_message(err), line, column)
         raise LayoutError(name, [problem]) from None
+    except yaml.reader.ReaderError as err:
+        raise LayoutError(name, [_unacceptable_character(text, err)]) from None
     except yaml.YAMLError as err:
         raise LayoutError(name, [Problem("yaml-syntax", str(err), 1, 1)]) from None
     return Document(name, data, root)
+
+
+# What YAML 1.1 lets a stream hold (PyYAML's Reader.NON_PRINTABLE, libyaml's check alike).
+_NOT_YAML = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
+def _unacceptable_character(text: str, err: yaml.reader.ReaderError) -> Problem:
+    """The character YAML refused, at its line and column.
+
+    A reader error carries an offset, not a mark (and libyaml counts it in UTF-8 bytes), so
+    the character is found again in the text, where lines count as the YAML reader counts them.
+    """
+    found = _NOT_YAML.search(text)
+    index = found.start() if found else min(err.position, len(text))
+    char = found.group() if found else chr(err.character)
+    lines = _BREAK.split(text[:index])
+    escape = ascii(char)[1:-1]
+    message = (
+        f"character U+{ord(char):04X} ({escape}) is not allowed in YAML text; "
+        f'remove it, or write it as the escape "{escape}" inside a double-quoted string'
+    )
+    return Problem("yaml-syntax", message, len(lines), len(lines[-1]) + 1)
 
 
 def _syntax_message(err: yaml.MarkedYAMLError) -> str:
@@ -274,9 +300,9 @@ def _scalar(node: ScalarNode) -> Any:
     tag = node.tag
     value: str = node.value
     if tag == _INT:
+        # A sign is refused here as on the command line (parse_number says so), so `-0`
+        # is not quietly 0 and `-1` names the sign rather than a range.
         try:
-            if value.startswith("-"):
-                return -parse_number(value[1:])
             return parse_number(value)
         except NumberError as err:
             return RejectedNumber(value, str(err))

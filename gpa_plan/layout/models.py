@@ -89,9 +89,16 @@ class Layout(NamedTuple):
 # --- the schema ---------------------------------------------------------------------------
 
 NUMBER_DESCRIPTION = (
-    "an integer (4096, 0x1000, 0x4000_0000) or a size with a binary unit (4K, 64KiB, 2M, 1G)"
+    "an integer (4096, 0x1000, 0x4000_0000, 0b1000) or a size with a binary unit (4K, 64KiB, "
+    "2M, 1.5G); no sign, and no decimal units (4MB)"
 )
-_NUMBER_TEXT = r"^\s*[0-9][0-9_]*(\.[0-9_]+)?\s*([KMGTPkmgtp](iB|B)?)?\s*$|^0[xX][0-9a-fA-F_]+$"
+# The forms parse_number accepts (docs/numbers.md), for editors; whole-byte fractions and the
+# 64-bit limit are left to it.
+_UNIT = r"\s*[KMGTPkmgtp]([iI][bB])?"
+_NUMBER_TEXT = (
+    rf"^\s*(0|[1-9][0-9_]*)({_UNIT}|\.[0-9][0-9_]*{_UNIT})?\s*$"
+    r"|^\s*0[xX][0-9a-fA-F][0-9a-fA-F_]*\s*$|^\s*0[bB][01][01_]*\s*$"
+)
 
 
 def _described(schema: cs.CoreSchema, **json: Any) -> cs.CoreSchema:

@@ -1,10 +1,22 @@
-"""Addresses and sizes as layout files write them.
+"""Addresses and sizes as layout files and the command line write them: one grammar for both.
 
-Accepted: YAML integers (``4096``, ``0x1000``, ``0x4000_0000``, ``0b1000``) and strings with a
-binary unit (``4K``, ``64KiB``, ``2M``, ``1.5G``, ``1T``; K, M, G, T, P are powers of 1024 and an
-optional ``iB`` or ``B`` suffix means the same). Refused: negatives, booleans, fractions that are
-not whole bytes, values that do not fit in 64 bits, and YAML 1.1's traps: leading-zero integers
-(``010`` is octal 8 to PyYAML) and base-60 forms (``1:30``).
+Accepted (``docs/numbers.md`` has the grammar with examples):
+
+* integers: decimal ``4096``, hex ``0x1000``, binary ``0b1000``, with ``_`` between digits as
+  you like (``0x4000_0000``);
+* sizes with a binary unit: ``K``, ``M``, ``G``, ``T``, ``P`` are powers of 1024, written in
+  either case, alone or followed by ``iB`` (``4K``, ``4k``, ``64KiB``, ``2M``, ``1T``); a
+  fraction of a unit when it comes out as whole bytes (``1.5G``, ``0.5M``).
+
+Refused, each with the reason: a sign (``-0``, ``+8K``: everything is unsigned), values that
+do not fit in 64 bits, fractions that are not whole bytes (``0.3K``) or have no unit
+(``1.5``), ``0x`` or ``0b`` with no digits, decimal-looking units (``4KB``, ``4MB``, ``4kB``:
+gpa-plan's units are binary, so ``4M`` or ``4MiB`` says what is meant), a bare ``B``, and YAML
+1.1's traps: leading-zero integers (``010`` is octal 8 to PyYAML) and base-60 forms (``1:30``).
+
+Digit strings are never converted beyond what 64 bits need: the significant digits are
+counted first, so a value of thousands of digits is refused at once, and within Python's
+limit on int() conversions.
 """
 
 from __future__ import annotations
@@ -14,12 +26,24 @@ import re
 U64_LIMIT = 1 << 64
 
 _SCALES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-_UNIT_RE = re.compile(
-    r"(?P<num>[0-9][0-9_]*(?:\.[0-9_]+)?)\s*(?P<unit>[KMGTP]?)(?:iB|B)?", re.IGNORECASE
-)
-_HEX_RE = re.compile(r"0[xX][0-9a-fA-F][0-9a-fA-F_]*")
-_BIN_RE = re.compile(r"0[bB][01][01_]*")
+# The most significant digits a value below 2**64 can have, per base.
+_MAX_DIGITS = {16: 16, 2: 64, 10: 20}
+# With a unit of at most 2**50, a fraction that is whole bytes has at most 50 decimals once its
+# trailing zeros are dropped: x / 10**d * 2**s is whole only if 5**d divides x (so x ends in 5
+# and is odd) and d <= s.
+_MAX_FRACTION_DIGITS = 50
+
+_PREFIXED_RE = re.compile(r"0(?P<base>[xXbB])(?P<digits>.*)")
+_DIGITS_RE = {16: re.compile(r"[0-9a-fA-F][0-9a-fA-F_]*"), 2: re.compile(r"[01][01_]*")}
 _DEC_RE = re.compile(r"(?:0|[1-9][0-9_]*)")
+_HEX_RE = re.compile(r"0[xX][0-9a-fA-F][0-9a-fA-F_]*")
+_UNIT_RE = re.compile(
+    r"(?P<whole>[0-9][0-9_]*)(?:\.(?P<fraction>[0-9][0-9_]*))?\s*(?P<unit>[A-Za-z]*)"
+)
+_BINARY_UNIT_RE = re.compile(r"(?P<prefix>[KMGTP])(?:iB)?", re.IGNORECASE)
+_DECIMAL_UNIT_RE = re.compile(r"[KMGTP]B", re.IGNORECASE)
+
+HOW = "write an integer (4096, 0x1000, 0b1000) or a size with a binary unit (4K, 64KiB, 2M, 1G)"
 
 
 class NumberError(ValueError):
@@ -48,52 +72,105 @@ def refuse_rejected(value: object) -> object:
     return value
 
 
+def shown(text: str) -> str:
+    """``text`` quoted for a message, its middle left out when it is long."""
+    if len(text) <= 40:
+        return repr(text)
+    return f"{text[:16]!r}...{text[-8:]!r} ({len(text)} characters)"
+
+
 def parse_number(text: str) -> int:
-    """The byte count or address that ``text`` (a scalar's source text) stands for."""
+    """The byte count or address that ``text`` (a scalar's source text, or a command-line
+    argument) stands for; raises NumberError saying why it is refused."""
     raw = text.strip()
-    if raw.startswith("-"):
-        raise NumberError(f"{raw!r} is negative; addresses and sizes are unsigned")
-    if raw.startswith("+"):
-        raw = raw[1:]
+    if raw[:1] in ("-", "+"):
+        raise NumberError(
+            f"{shown(raw)} has a sign: addresses, sizes and counts are unsigned, "
+            "written without '-' or '+'"
+        )
     if ":" in raw:
         raise NumberError(
-            f"{raw!r} is a YAML 1.1 base-60 number; write the value in decimal or hex"
+            f"{shown(raw)} is a YAML 1.1 base-60 number; write the value in decimal or hex"
         )
-    if _HEX_RE.fullmatch(raw):
-        return _fit(int(raw.replace("_", ""), 16), raw)
-    if _BIN_RE.fullmatch(raw):
-        return _fit(int(raw.replace("_", ""), 2), raw)
+    if _HEX_RE.fullmatch(raw):  # the common case, first
+        return _integer(raw, raw[2:], 16)
+    prefixed = _PREFIXED_RE.fullmatch(raw)
+    if prefixed is not None:
+        base = 16 if prefixed["base"] in "xX" else 2
+        return _prefixed(raw, prefixed["digits"], base)
     if _DEC_RE.fullmatch(raw):
-        return _fit(int(raw.replace("_", "")), raw)
+        return _integer(raw, raw, 10)
     if re.fullmatch(r"0[0-9_]+", raw):
         raise NumberError(
-            f"{raw!r} has a leading zero, which YAML 1.1 reads as octal; "
+            f"{shown(raw)} has a leading zero, which YAML 1.1 reads as octal; "
             "write it without the zero, or as hex (0x...)"
         )
     match = _UNIT_RE.fullmatch(raw)
     if match is None:
-        raise NumberError(
-            f"{raw!r} is not a number: use an integer (4096, 0x1000) "
-            "or a size with a binary unit (4K, 64KiB, 2M, 1G)"
-        )
-    num = match["num"].replace("_", "")
-    if re.match(r"0[0-9]", num):
-        raise NumberError(f"{raw!r} has a leading zero; write it without the zero")
-    scale = _SCALES[match["unit"].upper()]
-    if "." not in num:
-        return _fit(int(num) * scale, raw)
-    from fractions import Fraction  # only for sizes such as 1.5G
+        raise NumberError(f"{shown(raw)} is not a number: {HOW}")
+    return _with_unit(raw, match["whole"], match["fraction"], match["unit"])
 
-    value = Fraction(num) * scale
-    if value.denominator != 1:
-        raise NumberError(f"{raw!r} is not a whole number of bytes")
-    return _fit(int(value), raw)
+
+def _prefixed(raw: str, digits: str, base: int) -> int:
+    if not _DIGITS_RE[base].fullmatch(digits):
+        if not digits:
+            raise NumberError(f"{shown(raw)} has no digits after {raw}: {HOW}")
+        kind = "hex digits (0x4000_0000)" if base == 16 else "binary digits (0b1000)"
+        raise NumberError(f"{shown(raw)} is not a number: {raw[:2]} needs {kind}")
+    return _integer(raw, digits, base)
+
+
+def _integer(raw: str, digits: str, base: int) -> int:
+    significant = digits.replace("_", "").lstrip("0")
+    if len(significant) > _MAX_DIGITS[base]:
+        raise NumberError(f"{shown(raw)} does not fit in 64 bits")
+    return _fit(int(significant or "0", base), raw)
+
+
+def _with_unit(raw: str, whole: str, fraction: str | None, unit: str) -> int:
+    number = raw[: len(raw) - len(unit)].rstrip()
+    whole = whole.replace("_", "")
+    if re.match(r"0[0-9]", whole):
+        raise NumberError(f"{shown(raw)} has a leading zero; write it without the zero")
+    if _DECIMAL_UNIT_RE.fullmatch(unit):
+        prefix = unit[0].upper()
+        raise NumberError(
+            f"{shown(raw)}: {unit!r} looks like a decimal unit, but gpa-plan's units are "
+            f"binary (1{prefix} is {_SCALES[prefix]:,} bytes); write {number}{prefix} or "
+            f"{number}{prefix}iB"
+        )
+    binary = _BINARY_UNIT_RE.fullmatch(unit)
+    if unit and binary is None:
+        hint = " (a plain number is already bytes)" if unit.upper() == "B" else ""
+        raise NumberError(f"{shown(raw)} is not a number: {unit!r} is not a unit{hint}; {HOW}")
+    if fraction is not None and binary is None:
+        raise NumberError(
+            f"{shown(raw)} is not a whole number of bytes: a fraction needs a unit (1.5K)"
+        )
+    if len(whole) > _MAX_DIGITS[10]:
+        raise NumberError(f"{shown(raw)} does not fit in 64 bits")
+    decimals = (fraction or "").replace("_", "").rstrip("0")
+    if len(decimals) > _MAX_FRACTION_DIGITS:
+        raise NumberError(f"{shown(raw)} is not a whole number of bytes")
+    scale = _SCALES[binary["prefix"].upper()] if binary else 1
+    value, remainder = divmod(int(whole + decimals) * scale, 10 ** len(decimals))
+    if remainder:
+        raise NumberError(f"{shown(raw)} is not a whole number of bytes")
+    return _fit(value, raw)
 
 
 def _fit(value: int, raw: str) -> int:
     if value >= U64_LIMIT:
-        raise NumberError(f"{raw!r} does not fit in 64 bits")
+        raise NumberError(f"{shown(raw)} does not fit in 64 bits")
     return value
+
+
+def _decimal(value: int) -> str:
+    # Python refuses to print an int of more than 4,300 digits in decimal (and it would bury
+    # the message): such a value is shown by its size.
+    if abs(value).bit_length() <= 128:
+        return str(value)
+    return f"a {abs(value).bit_length()}-bit {'negative ' if value < 0 else ''}integer"
 
 
 def coerce_number(value: object) -> int:
@@ -107,8 +184,10 @@ def coerce_number(value: object) -> int:
         raise NumberError(value.reason)
     if isinstance(value, int):
         if value < 0:
-            raise NumberError(f"{value} is negative; addresses and sizes are unsigned")
-        return _fit(value, str(value))
+            raise NumberError(f"{_decimal(value)} is negative; addresses and sizes are unsigned")
+        if value >= U64_LIMIT:
+            raise NumberError(f"{_decimal(value)} does not fit in 64 bits")
+        return value
     if isinstance(value, str):
         return parse_number(value)
     if value is None:

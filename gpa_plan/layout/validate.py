@@ -16,6 +16,7 @@ from gpa_plan.arch.devices import CATALOG
 from gpa_plan.layout.errors import LayoutError, Problem
 from gpa_plan.layout.loader import Document
 from gpa_plan.layout.models import Device, Layout, Memslot, Reserved, keys_of, parse_layout
+from gpa_plan.layout.numbers import shown
 from gpa_plan.layout.resolved import device_size
 from gpa_plan.suggest import closest
 
@@ -164,6 +165,8 @@ def _shown(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, str):
+        return shown(value)
     return repr(value)
 
 

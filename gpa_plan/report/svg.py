@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from html import escape as _escape_markup
 from typing import TYPE_CHECKING
 
+from gpa_plan.printable import printable
 from gpa_plan.ranges import hex_addr, human_size
 from gpa_plan.report.text import COLUMNS, finding_line, region_rows, result_title
 
@@ -28,13 +29,15 @@ if TYPE_CHECKING:
 
 ACCESSES = ("read", "write", "fetch")
 
-# Characters XML 1.0 does not allow at all, even escaped (spec 2.2).
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# Characters XML 1.0 does not allow at all, even escaped (spec 2.2), beyond the controls
+# printable() already escapes.
+_NOT_XML = re.compile("[\ud800-\udfff\ufffe\uffff]")
 
 
 def escape(text: str) -> str:
-    """``text`` for XML and HTML: markup escaped, characters XML forbids shown as ``\\x01``."""
-    return _escape_markup(_NOT_XML.sub(lambda m: ascii(m.group())[1:-1], text))
+    """``text`` for XML and HTML: markup escaped; control characters, line breaks, bidi
+    overrides (``printable``) and characters XML forbids shown as ``\\x01``."""
+    return _escape_markup(_NOT_XML.sub(lambda m: ascii(m.group())[1:-1], printable(text)))
 
 OUTCOME_FILL = {
     "memory": "#66bb6a",
@@ -149,7 +152,7 @@ def _row(region: Region, y: int, height: int, findings: Sequence[Finding]) -> st
     return "\n".join(
         [
             "<g>",
-            f"<title>{escape(_tooltip(region, findings))}</title>",
+            f"<title>{_tooltip(region, findings)}</title>",
             _text(ADDRESS_X, y + 15, hex_addr(region.start)),
             f"<rect x='{BAR_X}' y='{y}' width='{BAR_W}' height='{height}' "
             f"fill='{kind_fill}'{stroke}/>",
@@ -169,7 +172,7 @@ def _tooltip(region: Region, findings: Sequence[Finding]) -> str:
         ", ".join(f"{a} {region.outcome(a).value}" for a in ACCESSES),
     ]
     lines += [f"{f.severity}[{f.rule}] {f.message}" for f in findings]
-    return "\n".join(lines)
+    return "\n".join(map(escape, lines))
 
 
 LEGEND_PER_LINE, LEGEND_LINE = 3, 22

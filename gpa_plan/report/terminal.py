@@ -1,6 +1,10 @@
 """Text output on a terminal: rich tables with coloured outcomes (NO_COLOR is honoured; rich
 reads it).
 
+Every title, cell and line goes to rich as a ``Text`` made from ``printable`` text: rich parses
+plain strings as markup, so a name such as ``[red]x`` would be styled and one such as ``[/]``
+would stop the output with a MarkupError.
+
 Past ``RICH_TABLE_ROWS`` regions a table is printed as plain aligned columns even here: rich
 lays a table out at about 0.35 ms a row, which made a layout at KVM's memslot limit (some
 70,000 regions) take half a minute to print after a check of under two seconds.
@@ -16,6 +20,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from gpa_plan.printable import printable
 from gpa_plan.report.text import (
     COLUMNS,
     OUTCOME_COLUMNS,
@@ -43,15 +48,20 @@ def write_rich(blocks: Iterable[Block], stream: TextIO) -> None:
             else:
                 console.file.write(plain_table(block))
         else:
-            console.print(Text.assemble(*block.parts), soft_wrap=True)
+            parts = ((printable(text), style) for text, style in block.parts)
+            console.print(Text.assemble(*parts), soft_wrap=True)
 
 
 def _rich_table(block: Table) -> RichTable:
-    table = RichTable(title=block.title, title_justify="left", show_edge=False)
+    table = RichTable(title=_text(block.title), title_justify="left", show_edge=False)
     for column in COLUMNS:
         table.add_column(column, no_wrap=column != "names")
     first_outcome = len(COLUMNS) - OUTCOME_COLUMNS
     for cells in block.rows:
-        outcomes = (Text(o, style=OUTCOME_STYLE[o]) for o in cells[first_outcome:])
-        table.add_row(*cells[:first_outcome], *outcomes)
+        outcomes = (_text(o, OUTCOME_STYLE.get(o, "")) for o in cells[first_outcome:])
+        table.add_row(*map(_text, cells[:first_outcome]), *outcomes)
     return table
+
+
+def _text(cell: str, style: str = "") -> Text:
+    return Text(printable(cell), style=style)

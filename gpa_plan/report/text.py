@@ -9,6 +9,12 @@ is up to the writer:
 * into a pipe or a file (CI logs, ``grep``, pre-commit), tables print as plain aligned columns
   and lines as plain text. Such output never wraps at a guessed width, and the check does not
   pay for importing and laying out rich, which was most of a one-file check's run time.
+
+Names, paths and messages come from files anyone may have written. Both writers pass every
+title, cell and line part through ``gpa_plan.printable.printable``, so a control character,
+a newline (a name could start a line of its own, such as a GitHub Actions ``::error``
+command) or a bidirectional override is printed as an escape (``\\x1b``, ``\\n``,
+``\\u202e``); rich gets them as ``Text``, never as markup, so ``[red]`` in a name is just text.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
+from gpa_plan.printable import printable
 from gpa_plan.ranges import hex_addr, human_size
 
 if TYPE_CHECKING:
@@ -54,7 +61,8 @@ def line(text: str = "", style: str = "") -> Line:
 
 
 def finding_line(f: Finding) -> str:
-    return f"{f.file}:{f.line}:{f.column}: {f.severity}[{f.rule}] {f.message}"
+    """``file:line:col: severity[rule] message``, one line, safe to print."""
+    return printable(f"{f.file}:{f.line}:{f.column}: {f.severity}[{f.rule}] {f.message}")
 
 
 def render_check(results: Sequence[CheckResult], stream: TextIO) -> None:
@@ -85,14 +93,14 @@ def write_plain(blocks: Iterable[Block], stream: TextIO) -> None:
         if isinstance(block, Table):
             stream.write(plain_table(block))
         else:
-            stream.write("".join(text for text, _ in block.parts) + "\n")
+            stream.write("".join(printable(text) for text, _ in block.parts) + "\n")
 
 
 def plain_table(table: Table) -> str:
     """The title, then the header and rows as columns two spaces apart."""
-    rows = [COLUMNS, *table.rows]
+    rows = [COLUMNS, *(tuple(map(printable, row)) for row in table.rows)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = [table.title]
+    lines = [printable(table.title)]
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines) + "\n"
