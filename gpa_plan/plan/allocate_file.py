@@ -12,7 +12,7 @@ from gpa_plan.layout.loader import Document, load_bytes
 from gpa_plan.layout.validate import validate_layout
 from gpa_plan.plan import emit
 from gpa_plan.plan.allocate import Allocation, PlanError, allocate
-from gpa_plan.plan.inplace import InPlaceError, rewrite
+from gpa_plan.plan.inplace import InPlaceError, rewrite, verify
 
 DEFAULT_FILE = "gpa-plan.yaml"
 
@@ -82,9 +82,11 @@ def _allocate_text(
         # The parser's offsets count from after a BOM (the loader decodes with utf-8-sig).
         bom = "\ufeff" if source.text.startswith("\ufeff") else ""
         try:
-            return bom + rewrite(source.text[len(bom) :], doc, allocation), allocation.notes
+            text = bom + rewrite(source.text[len(bom) :], doc, allocation)
+            verify(text, source.path, allocation)
         except InPlaceError as err:
             raise AllocateFailure([f"{source.path}: error: {err}"]) from None
+        return text, allocation.notes
     return _render(allocation, fmt, source.path), allocation.notes
 
 
