@@ -1,8 +1,13 @@
-"""`allocate --in-place` rewrites a layout safely: the result always loads to the same plan."""
+"""`allocate --in-place` rewrites a layout safely: the result always loads to the same plan,
+runs on one file take turns, and an edit made meanwhile is never overwritten."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +29,10 @@ UCALL_SLOT = (
     "    readonly: true\n"
 )
 UCALL_DEVICE = "devices:\n  - name: ucall\n    type: ucall\n    base: 0x4000_0000\n"
+CHANGED = (
+    "layout.yaml: error: the file changed while gpa-plan worked on it (saved by an editor or "
+    "another program); it was left as it is now: run gpa-plan again\n"
+)
 
 
 @pytest.fixture
@@ -160,3 +169,134 @@ def test_verify_refuses_text_that_does_not_load_the_same_plan(rewritten: str, wh
     with pytest.raises(InPlaceError, match=why):
         verify(rewritten, "layout.yaml", planned(LAYOUT))
     verify(RAM + UCALL_DEVICE, "layout.yaml", planned(LAYOUT))  # the right text passes
+
+
+# -- concurrent runs and edits -----------------------------------------------------------
+
+
+def edit_during_rewrite(monkeypatch: pytest.MonkeyPatch, edit: object) -> None:
+    real = allocate_file.rewrite
+
+    def rewrite_while_edited(*args: object) -> str:
+        edit()  # type: ignore[operator]
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(allocate_file, "rewrite", rewrite_while_edited)
+
+
+@pytest.mark.parametrize("how", ["written in place", "saved by rename"])
+def test_an_edit_saved_while_gpa_plan_works_is_kept_and_the_run_refused(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    Path("layout.yaml").write_text(LAYOUT)
+    edited = LAYOUT + "# the user's edit\n"
+
+    def edit() -> None:
+        if how == "written in place":
+            with open("layout.yaml", "r+") as file:
+                file.write(edited)
+        else:
+            Path("layout.yaml.new").write_text(edited)
+            os.replace("layout.yaml.new", "layout.yaml")
+
+    edit_during_rewrite(monkeypatch, edit)
+    result = in_place("layout.yaml")
+    assert result.exit_code == 1
+    assert result.stderr == CHANGED
+    assert Path("layout.yaml").read_text() == edited
+    assert entries("layout.yaml") == ["layout.yaml"]
+
+
+def gpa_plan(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gpa_plan", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_until_blocked_on_a_lock(run: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Until /proc/locks lists ``run`` as waiting for a lock (its `->` lines)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = Path("/proc/locks").read_text().splitlines()
+        if any("->" in line and line.split()[-4] == str(run.pid) for line in waiting):
+            return
+        if run.poll() is not None:
+            pytest.fail(f"gpa-plan finished without waiting for the lock: {run.communicate()}")
+        time.sleep(0.02)
+    run.kill()
+    pytest.fail("gpa-plan never waited for the lock")
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
+def test_a_run_waits_for_the_lock_and_then_plans_on_the_file_as_it_is(workdir: Path) -> None:
+    Path("layout.yaml").write_text(LAYOUT)
+    with open("layout.yaml", "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        run = gpa_plan("allocate", "--in-place", "--ucall", "layout.yaml")
+        try:
+            wait_until_blocked_on_a_lock(run)
+            # What a run holding the lock does: replace the file by rename. The waiting run
+            # must notice it locked a file that is no longer there, and lock the new one.
+            Path("layout.yaml.new").write_text(LAYOUT + "# written by the run before\n")
+            os.replace("layout.yaml.new", "layout.yaml")
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+        _, err = run.communicate(timeout=60)
+    assert (run.returncode, err) == (0, b"")
+    assert Path("layout.yaml").read_text() == (
+        RAM + "# written by the run before\n" + UCALL_DEVICE
+    )
+    assert entries("layout.yaml") == ["layout.yaml"]
+
+
+def test_parallel_runs_take_turns_and_none_loses_anothers_work(workdir: Path) -> None:
+    # --ucall adds the ucall device; --ucall-memslot adds it and a memslot over it. In any
+    # order, one after another, the file ends with one of each; a run that planned on a
+    # stale copy would drop the memslot another run added.
+    Path("layout.yaml").write_text(LAYOUT)
+    runs = [
+        gpa_plan("allocate", "--in-place", option, "layout.yaml")
+        for option in ["--ucall", "--ucall-memslot"] * 4
+    ]
+    results = [(run.wait(timeout=60), run.communicate()[1]) for run in runs]
+    assert results == [(0, b"")] * len(runs)
+    assert Path("layout.yaml").read_text() == RAM + UCALL_SLOT + UCALL_DEVICE
+    assert entries("layout.yaml") == ["layout.yaml"]
+
+
+# -- what the rewritten file keeps --------------------------------------------------------
+
+
+def test_in_place_keeps_owner_group_and_mode(workdir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    Path("layout.yaml").write_text(LAYOUT)
+    os.chown("layout.yaml", 65534, 65534)
+    os.chmod("layout.yaml", 0o604)
+    assert in_place("layout.yaml").exit_code == 0
+    after = os.stat("layout.yaml")
+    assert (after.st_uid, after.st_gid, after.st_mode & 0o7777) == (65534, 65534, 0o604)
+    assert Path("layout.yaml").read_text() == RAM
+
+
+def test_in_place_on_a_hard_linked_file_says_the_link_is_detached(workdir: Path) -> None:
+    Path("layout.yaml").write_text(LAYOUT)
+    os.link("layout.yaml", "linked.yaml")
+    result = in_place("layout.yaml")
+    assert result.exit_code == 0
+    assert result.stderr == (
+        "note: layout.yaml had 1 other hard link(s); they keep the old content, layout.yaml "
+        "is now a file of its own\n"
+    )
+    assert Path("layout.yaml").read_text() == RAM
+    assert Path("linked.yaml").read_text() == LAYOUT
+
+
+def test_in_place_through_a_symlink_rewrites_its_target(workdir: Path) -> None:
+    Path("real.yaml").write_text(LAYOUT)
+    Path("layout.yaml").symlink_to("real.yaml")
+    assert in_place("layout.yaml").exit_code == 0
+    assert Path("layout.yaml").is_symlink()
+    assert Path("real.yaml").read_text() == RAM
