@@ -347,7 +347,7 @@ def _emit(text: str, destination: str | None) -> None:
     from gpa_plan.files import OutputError, write_output
 
     try:
-        notes = write_output(destination, text, sys.stdout)
+        notes = write_output(destination, text, sys.stdout, sys.stderr)
     except OutputError as err:
         raise click.UsageError(str(err)) from None
     for note in notes:

@@ -4,7 +4,8 @@ Where an output goes depends on what its path names (symbolic links followed):
 
 - ``-``, or the very file standard output already is (``/dev/stdout``, or the file the shell
   redirected it to): the text goes to standard output. Renaming a new file over a redirected
-  standard output would detach the shell's file from what it then holds.
+  standard output would detach the shell's file from what it then holds. The same goes for
+  standard error (``/dev/stderr``).
 - A regular file, or nothing yet: the text goes to a temporary file in the same directory,
   which is renamed over the path, so readers see the old file or the new one, never a mix,
   and a failure leaves the old file as it was. The new file keeps the old one's permission
@@ -56,14 +57,18 @@ class FileChangedError(OutputError):
     """The file changed between gpa-plan reading it and replacing it; it was left as it is."""
 
 
-def write_output(path: str, text: str, stdout: TextIO) -> list[str]:
-    """Write ``text`` to ``path`` as the module docstring describes; ``stdout`` is the stream
-    standard output goes to. Returns notes for the user (a hard link the write detached);
-    raises OutputError."""
-    if path == STDOUT or _is_stdout(path, stdout):
-        stdout.write(text)
-        stdout.flush()
-        return []
+def write_output(
+    path: str, text: str, stdout: TextIO, stderr: TextIO | None = None
+) -> list[str]:
+    """Write ``text`` to ``path`` as the module docstring describes; ``stdout`` (and
+    ``stderr``) are the streams standard output (and standard error) go to: a path that is
+    the same file as one of them is written through it. Returns notes for the user (a hard
+    link the write detached); raises OutputError."""
+    if path == STDOUT:
+        return _write_to(stdout, text)
+    for stream, fd in ((stdout, 1), (stderr, 2)):
+        if stream is not None and same_file(path, _fd_of(stream, fd)):
+            return _write_to(stream, text)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -289,12 +294,17 @@ def _write_stream(path: str, text: str) -> bool:
     return True
 
 
-def _is_stdout(path: str, stdout: TextIO) -> bool:
+def _write_to(stream: TextIO, text: str) -> list[str]:
+    stream.write(text)
+    stream.flush()
+    return []
+
+
+def _fd_of(stream: TextIO, default: int) -> int:
     try:
-        fd = stdout.fileno()
+        return stream.fileno()
     except (OSError, ValueError):
-        fd = 1  # a stream in memory (a test runner's); the process's standard output is fd 1
-    return same_file(path, fd)
+        return default  # a stream in memory (a test runner's): the process's own descriptor
 
 
 def _names(target: str, identity: tuple[int, int]) -> bool:

@@ -133,6 +133,15 @@ def test_the_file_stdout_is_redirected_to_is_written_not_replaced(
     assert sorted(os.listdir()) == ["out.txt", "planner-arm64.yaml"]
 
 
+def test_the_file_stderr_is_redirected_to_is_written_not_replaced(workdir: Path) -> None:
+    with open("err.txt", "wb") as redirected:
+        inode = os.fstat(redirected.fileno()).st_ino
+        done = gpa_plan("allocate", "planner-arm64.yaml", "-o", "/dev/stderr", stderr=redirected)
+    assert done.returncode == 0
+    assert os.stat("err.txt").st_ino == inode
+    assert Path("err.txt").read_text() == PLANNED
+
+
 def test_a_symlinked_output_replaces_the_file_it_points_to(workdir: Path) -> None:
     Path("real.yaml").write_text("old\n")
     Path("link.yaml").symlink_to("real.yaml")
