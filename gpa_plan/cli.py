@@ -331,9 +331,9 @@ def _refuse_input_as_output(output: str | None, source: str | int, option: str,
                             hint: str) -> None:
     """A usage error if ``output`` is the input file itself (``source``: a path, or a file
     descriptor for standard input)."""
-    from gpa_plan.files import STDOUT, same_file
+    from gpa_plan.files import STDOUT, overwrites
 
-    if output is not None and output != STDOUT and same_file(output, source):
+    if output is not None and output != STDOUT and overwrites(output, source):
         name = "standard input" if isinstance(source, int) else source
         raise click.UsageError(f"{option} {output} is {name}, the input; {hint}")
 

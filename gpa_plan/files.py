@@ -207,6 +207,17 @@ def same_file(path: str, other: str | int) -> bool:
     return _identity(mine) == _identity(theirs)
 
 
+def overwrites(output: str, source: str | int) -> bool:
+    """Whether writing ``output`` would replace the regular file ``source`` (a path, or an
+    open file descriptor such as standard input's) that a command reads. A device or FIFO
+    that is both (``/dev/null``) is written into, not replaced, so it does not count."""
+    try:
+        mode = os.stat(output).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(mode) and same_file(output, source)
+
+
 def remove_leftovers(directory: str, name: str) -> list[str]:
     """Remove the temporaries of ``name`` in ``directory`` whose writing process is gone;
     returns the names removed. Those of a live process (a parallel run) stay."""

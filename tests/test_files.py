@@ -231,6 +231,14 @@ def test_import_refuses_to_write_over_its_input_file_or_standard_input(workdir: 
     assert Path("virt.dtb").read_bytes() == before
 
 
+def test_a_device_that_is_both_input_and_output_is_not_refused(workdir: Path) -> None:
+    # `gpa-plan import dtb - -o /dev/null < /dev/null`: nothing would be replaced.
+    with open(os.devnull, "rb") as stdin:
+        done = gpa_plan("import", "dtb", "-", "-o", os.devnull, stdin=stdin, capture_output=True)
+    assert done.returncode == 1  # an empty device tree, not a usage error
+    assert b"the input" not in done.stderr
+
+
 def test_a_new_output_beside_the_input_is_fine(workdir: Path) -> None:
     assert invoke("map", "planner-arm64.yaml", "--svg", "planner-arm64.svg").exit_code == 0
     assert Path("planner-arm64.svg").read_text().startswith("<svg ")
