@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,6 +161,33 @@ def test_a_replaced_file_keeps_its_owner_group_and_mode(workdir: Path) -> None:
     after = os.stat("out.yaml")
     assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (65534, 65534, 0o640)
     assert Path("out.yaml").read_text() == PLANNED
+
+
+def test_a_user_who_may_not_keep_the_owner_still_gets_the_file_written() -> None:
+    # Only root may give a file away: for anyone else the replaced file becomes theirs.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    shared = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's own directories are root-only
+    try:
+        shared.chmod(0o777)
+        out = shared / "out.yaml"
+        out.write_text("old\n")
+        out.chmod(0o666)
+        child = os.fork()
+        if child == 0:  # an unprivileged writer, with gpa-plan already imported
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                write_output(str(out), PLANNED, io.StringIO())
+            finally:
+                os._exit(0 if out.stat().st_uid == 65534 else 1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        after = out.stat()
+        assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (65534, 65534, 0o666)
+        assert out.read_text() == PLANNED
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_a_hard_linked_output_is_detached_with_a_note(workdir: Path) -> None:
