@@ -117,6 +117,30 @@ def test_a_kept_block_scalar_keeps_its_trailing_lines(workdir: Path) -> None:
     assert load_text(after, "layout.yaml").data["memslots"][0]["name"] == "ram\n\n"
 
 
+def test_an_empty_list_in_an_indented_document_gets_entries_at_its_indentation(
+    workdir: Path,
+) -> None:
+    source = indented(LAYOUT + "devices: []  # none yet\n")
+    Path("layout.yaml").write_text(source)
+    assert in_place("--ucall", "layout.yaml").exit_code == 0
+    assert Path("layout.yaml").read_text() == indented(
+        RAM + UCALL_DEVICE.replace("devices:\n", "devices:   # none yet\n")
+    )
+    assert_checks_clean("layout.yaml")
+
+
+def test_a_flow_style_document_cannot_take_new_entries(workdir: Path) -> None:
+    source = "{layout: 1, arch: arm64, memslots: [{name: ram, base: auto, size: 1G}]}\n"
+    Path("layout.yaml").write_text(source)
+    result = in_place("--ucall", "layout.yaml")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "layout.yaml: error: the layout is one flow-style mapping ({...}); add 'ucall' by hand "
+        "or write it block-style, then run again\n"
+    )
+    assert Path("layout.yaml").read_text() == source
+
+
 # -- the guard: nothing is written that does not load to the same plan -----------------------
 
 
