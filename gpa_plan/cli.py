@@ -268,6 +268,8 @@ def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str 
     """
     if svg_out and html_out:
         raise click.UsageError("give --svg or --html, not both")
+    _refuse_input_as_output(html_out or svg_out, file, "--html" if html_out else "--svg",
+                            "give it another file")
     from gpa_plan.check.run import check_file
     from gpa_plan.report import svg
     from gpa_plan.report.text import finding_line
@@ -305,33 +307,58 @@ def allocate(
         raise click.UsageError("--in-place rewrites a layout FILE and takes no -o")
     if arch is not None and file is not None:
         raise click.UsageError(f"--arch chooses the built-in layout; {file} names its own arch")
+    if not source.builtin:
+        _refuse_input_as_output(output, source.path, "-o", "use --in-place to fill in its "
+                                "`auto` values and keep its comments, or give -o another file")
     if arch is not None and not source.builtin:
         click.echo(f"note: using ./{source.path}; --arch only chooses the built-in layout",
                    err=True)
+    from gpa_plan.files import OutputError
+
+    text: str | None = None
     try:
-        text, notes = job.allocate_text(source, ucall or ucall_memslot, ucall_memslot,
-                                           fmt, in_place)
+        if in_place:
+            notes = job.allocate_in_place(source.path, ucall or ucall_memslot, ucall_memslot)
+        else:
+            text, notes = job.allocate_text(source, ucall or ucall_memslot, ucall_memslot,
+                                               fmt, False)
     except job.AllocateFailure as err:
         for line in err.lines:
             _echo_stderr(line)
         sys.exit(1)
+    except OutputError as err:
+        raise click.UsageError(str(err)) from None
     for note in notes:
         _echo_stderr(f"note: {note}")
-    _emit(text, source.path if in_place else output)
+    if text is not None:
+        _emit(text, output)
+
+
+def _refuse_input_as_output(output: str | None, source: str | int, option: str,
+                            hint: str) -> None:
+    """A usage error if ``output`` is the input file itself (``source``: a path, or a file
+    descriptor for standard input)."""
+    from gpa_plan.files import STDOUT, overwrites
+
+    if output is not None and output != STDOUT and overwrites(output, source):
+        name = "standard input" if isinstance(source, int) else source
+        raise click.UsageError(f"{option} {output} is {name}, the input; {hint}")
 
 
 def _emit(text: str, destination: str | None) -> None:
-    """``text`` on stdout, or written atomically to ``destination`` (a failed write is exit 2
-    and leaves any old file as it was)."""
+    """``text`` on stdout, or written to ``destination`` as gpa_plan.files says (a failed
+    write is exit 2 and leaves any old file as it was)."""
     if destination is None:
         sys.stdout.write(text)
         return
-    from gpa_plan.files import write_atomic
+    from gpa_plan.files import OutputError, write_output
 
     try:
-        write_atomic(destination, text)
-    except OSError as err:
-        raise click.UsageError(f"cannot write {destination}: {err.strerror}") from None
+        notes = write_output(destination, text, sys.stdout, sys.stderr)
+    except OutputError as err:
+        raise click.UsageError(str(err)) from None
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
 
 
 @cli.command("import")
@@ -366,6 +393,7 @@ def import_command(
     if page_size_text is not None and kind != "qemu-mtree":
         raise click.UsageError("--page-size is for qemu-mtree")
     page_size = None if page_size_text is None else _size(page_size_text, "--page-size")
+    _refuse_input_as_output(output, 0 if file == "-" else file, "-o", "give -o another file")
     from gpa_plan.importers import ImportFailure
     from gpa_plan.importers.convert import import_yaml
 

@@ -100,3 +100,10 @@ def file_kind(mode: int) -> str:
 
 def _os_reason(err: OSError) -> str:
     return (err.strerror or str(err)).lower() if err.strerror else str(err)
+
+
+def read_open_file(fd: int, path: str, *, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of the regular file open as ``fd``, from its start, bounded as read_input
+    bounds them (``path`` names it in errors). For a file held open while it is read again."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    return _read_bounded(fd, path, limit)

@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from gpa_plan import files
 from gpa_plan.collector import paused
+from gpa_plan.inputs import InputError
 from gpa_plan.layout.errors import LayoutError
 from gpa_plan.layout.loader import Document, load_bytes
 from gpa_plan.layout.validate import validate_layout
 from gpa_plan.plan import emit
 from gpa_plan.plan.allocate import Allocation, PlanError, allocate
-from gpa_plan.plan.inplace import InPlaceError, rewrite
+from gpa_plan.plan.inplace import InPlaceError, rewrite, verify
 
 DEFAULT_FILE = "gpa-plan.yaml"
 
@@ -82,10 +84,34 @@ def _allocate_text(
         # The parser's offsets count from after a BOM (the loader decodes with utf-8-sig).
         bom = "\ufeff" if source.text.startswith("\ufeff") else ""
         try:
-            return bom + rewrite(source.text[len(bom) :], doc, allocation), allocation.notes
+            text = bom + rewrite(source.text[len(bom) :], doc, allocation)
+            verify(text, source.path, allocation)
         except InPlaceError as err:
             raise AllocateFailure([f"{source.path}: error: {err}"]) from None
+        return text, allocation.notes
     return _render(allocation, fmt, source.path), allocation.notes
+
+
+def allocate_in_place(path: str, ucall: bool, ucall_memslot: bool) -> list[str]:
+    """Fill in the `auto` values of the layout at ``path`` in its own text, and return the
+    notes for the user.
+
+    The file is read and replaced under an exclusive lock, so gpa-plan runs on one file take
+    turns and each plans on the previous one's result. The new text must load and resolve to
+    the same plan (checked before anything is written), and the file must not have changed
+    since it was read. Raises AllocateFailure (the file left as it was) for a layout that
+    cannot be planned or rewritten and for a file that changed meanwhile, OutputError when
+    the file cannot be written.
+    """
+    try:
+        with files.locked_update(path) as locked:
+            source = LayoutSource(path, locked.raw, False)
+            text, notes = allocate_text(source, ucall, ucall_memslot, "yaml", True)
+            return notes + locked.replace(text)
+    except files.FileChangedError as err:
+        raise AllocateFailure([f"{path}: error: {err.reason}"]) from None
+    except InputError as err:
+        raise AllocateFailure([f"{path}: error: cannot read it: {err.reason}"]) from None
 
 
 def _load(source: LayoutSource) -> Document:

@@ -7,14 +7,22 @@ YAML node marks), so comments, order and formatting stay. Entries that `--ucall`
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gpa_plan.layout.loader import Document
-from gpa_plan.plan.allocate import Allocation
+from gpa_plan.layout.errors import LayoutError
+from gpa_plan.layout.loader import Document, load_bytes
+from gpa_plan.layout.validate import validate_layout
+from gpa_plan.plan.allocate import Allocation, PlanError, allocate
 from gpa_plan.plan.emit import yaml_entry_lines
 from gpa_plan.ranges import hex_addr
+
+# What YAML 1.1 (libyaml) ends a line with: CRLF, CR, LF, NEL, LINE and PARAGRAPH SEPARATOR.
+_BREAKS = "\r\n\x85\u2028\u2029"
+_BREAK = re.compile(f"\r\n|[{_BREAKS}]")
+_DOCUMENT_END = re.compile(f"(?:^|(?<=[{_BREAKS}]))\\.\\.\\.(?=[ \t{_BREAKS}]|\\Z)")
 
 
 class InPlaceError(Exception):
@@ -35,7 +43,7 @@ def rewrite(text: str, doc: Document, allocation: Allocation) -> str:
                     edits.append(
                         (node.start_mark.index, node.end_mark.index, render(resolved[key]))
                     )
-    newline = "\r\n" if "\r\n" in text else "\n"
+    newline = _newline(text)
     added: dict[str, list[dict[str, Any]]] = {}
     for section, name in allocation.added:
         added.setdefault(section, []).append(
@@ -47,6 +55,37 @@ def rewrite(text: str, doc: Document, allocation: Allocation) -> str:
     for start, end, new in sorted(edits, reverse=True):
         text = text[:start] + new + text[end:]
     return text
+
+
+def verify(text: str, name: str, allocation: Allocation) -> None:
+    """Refuse (InPlaceError) a rewritten ``text`` that `check` would not load, that still has
+    an `auto`, or that resolves to other addresses than ``allocation``: the last guard before
+    the file is replaced, for source shapes the rewriter does not know."""
+    try:
+        doc = load_bytes(text.encode("utf-8"), name)
+        again = allocate(validate_layout(doc))
+    except LayoutError as err:
+        p = err.problems[0]
+        raise _unsafe(f"it would not load: line {p.line}, column {p.column}: {p.message}") from None
+    except PlanError:
+        raise _unsafe("it would not resolve to the same plan") from None
+    left = [
+        f"{section[:-1]} {entry.get('name')!r}"
+        for section in ("memslots", "devices")
+        for entry in doc.data.get(section) or ()
+        if isinstance(entry, dict) and "auto" in (entry.get("base"), entry.get("slot"))
+    ]
+    if left:
+        raise _unsafe(f"`auto` would be left in {', '.join(left)}")
+    if again.document() != allocation.document():
+        raise _unsafe("it would not resolve to the same plan")
+
+
+def _unsafe(why: str) -> InPlaceError:
+    return InPlaceError(
+        f"cannot fill in the `auto` values of this file in place ({why}); the file is left "
+        "as it was: fill them in by hand, or write the resolved layout to another file with -o"
+    )
 
 
 def _value(node: Node, key: str) -> Node | None:
@@ -61,23 +100,84 @@ def _value(node: Node, key: str) -> Node | None:
 def _content_end(node: Node) -> int:
     """Where the last value inside ``node`` ends. A block collection's own end mark lies past
     the blank lines and comments after it, which belong to whatever follows."""
+    end: int = _last_value(node).end_mark.index
+    return end
+
+
+def _last_value(node: Node) -> Node:
     while isinstance(node, (MappingNode, SequenceNode)) and not node.flow_style and node.value:
         last = node.value[-1]
         node = last[1] if isinstance(node, MappingNode) else last
-    end: int = node.end_mark.index
+    return node
+
+
+def _after_entry(text: str, node: Node) -> int:
+    """Where a line after the block entry ``node`` can go: after the line its last value
+    ends on. A block scalar (``|``, ``>``) ends at the start of a line, past its line break
+    and any blank lines after it; those blank lines stay after the new line, unless the
+    scalar keeps them (``|+``)."""
+    last = _last_value(node)
+    end: int = last.end_mark.index
+    if not _at_line_start(text, end):
+        return _line_after(text, end)
+    header = text[last.start_mark.index : _line_after(text, last.start_mark.index)]
+    if isinstance(last, ScalarNode) and last.style in ("|", ">") and "+" not in header:
+        while end > last.start_mark.index:
+            start = _line_start(text, end - 1)
+            if text[start:end].strip(" \t" + _BREAKS):
+                break
+            end = start
     return end
+
+
+def _newline(text: str) -> str:
+    """The text's own line break (the first it uses), so added lines match the rest."""
+    found = _BREAK.search(text)
+    return found.group() if found else "\n"
+
+
+def _line_after(text: str, index: int) -> int:
+    """The index just past the line break that ends the line holding ``index``."""
+    found = _BREAK.search(text, index)
+    return found.end() if found else len(text)
+
+
+def _line_start(text: str, index: int) -> int:
+    return max(text.rfind(c, 0, index) for c in _BREAKS) + 1
+
+
+def _at_line_start(text: str, index: int) -> bool:
+    return index == 0 or text[index - 1] in _BREAKS
+
+
+def _document_end(text: str, root: MappingNode) -> int:
+    """Where the root mapping's document ends: at a ``...`` marker, else the end of text."""
+    found = _DOCUMENT_END.search(text, _content_end(root))
+    return found.start() if found else len(text)
 
 
 def _append(
     text: str, root: MappingNode, section: str, entries: list[dict[str, Any]]
 ) -> tuple[int, int, str]:
-    """One edit that adds ``entries`` at the end of the block list ``section``."""
+    """One edit that adds ``entries`` at the end of the block list ``section``; its lines
+    end in ``\n``, which the caller turns into the text's own line break."""
     names = ", ".join(repr(e["name"]) for e in entries)
+    if root.flow_style:
+        raise InPlaceError(
+            f"the layout is one flow-style mapping ({{...}}); add {names} by hand or write "
+            "it block-style, then run again"
+        )
+    # The root's keys may all be indented (a document indented as a whole).
+    indent = " " * root.start_mark.column
     seq = _value(root, section)
     if seq is None:
-        lines = [f"{section}:", *(ln for e in entries for ln in yaml_entry_lines(e, "  "))]
-        prefix = "" if text.endswith("\n") or not text else "\n"
-        return len(text), len(text), prefix + "\n".join(lines) + "\n"
+        lines = [
+            f"{indent}{section}:",
+            *(ln for e in entries for ln in yaml_entry_lines(e, indent + "  ")),
+        ]
+        at = _document_end(text, root)
+        prefix = "" if at == 0 or _at_line_start(text, at) else "\n"
+        return at, at, prefix + "\n".join(lines) + "\n"
     if not isinstance(seq, SequenceNode):
         raise InPlaceError(f"`{section}` is not a list; cannot add {names} in place")
     if seq.flow_style or not seq.value:
@@ -89,23 +189,22 @@ def _append(
         # `section: []`: drop the `[]`, keep what follows it on the line (a comment), and
         # put a block list on the lines below.
         start, end = seq.start_mark.index, seq.end_mark.index
-        line_end = text.find("\n", end)
-        stop = len(text) if line_end == -1 else line_end + 1
-        rest = text[end:stop].rstrip("\r\n")
+        stop = _line_after(text, end)
+        rest = text[end:stop].rstrip(_BREAKS)
         if not rest.strip():
             rest = ""
             while start > 0 and text[start - 1] in " \t":
                 start -= 1
-        lines = [ln for e in entries for ln in yaml_entry_lines(e, "  ")]
-        return start, stop, rest + "\n" + "\n".join(lines) + ("\n" if line_end != -1 else "")
+        lines = [ln for e in entries for ln in yaml_entry_lines(e, indent + "  ")]
+        ending = "\n" if stop > end and text[stop - 1] in _BREAKS else ""
+        return start, stop, rest + "\n" + "\n".join(lines) + ending
     first = seq.value[0]
     # The dash of the first entry sets the indentation (`- name:` or `-   name:`).
-    line_start = text.rfind("\n", 0, first.start_mark.index) + 1
+    line_start = _line_start(text, first.start_mark.index)
     dash = text.rfind("-", line_start, first.start_mark.index)
     indent = " " * (dash - line_start if dash != -1 else max(first.start_mark.column - 2, 0))
-    line_end = text.find("\n", _content_end(seq.value[-1]))
-    insert_at = len(text) if line_end == -1 else line_end + 1
+    insert_at = _after_entry(text, seq.value[-1])
     block = "\n".join(ln for e in entries for ln in yaml_entry_lines(e, indent)) + "\n"
-    if insert_at == len(text) and not text.endswith("\n"):
+    if insert_at == len(text) and not _at_line_start(text, insert_at):
         block = "\n" + block
     return insert_at, insert_at, block
