@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from gpa_plan.elf import ELF64_HEADER_SIZES
+from gpa_plan.inputs import read_input
 from gpa_plan.ranges import Range, align_down, align_up
 
 # include/uapi/linux/elf.h: p_flags bits.
@@ -94,17 +96,16 @@ class ProgramError(Exception):
 
 def load_program(path: str | Path) -> Program:
     """Read the PT_LOAD segments of an ELF executable; raises ProgramError when the file is
-    missing, is not ELF, is truncated or corrupt, or has nothing to load."""
+    not ELF, is truncated or corrupt, or has nothing to load, and InputError
+    (gpa_plan.inputs) when it cannot be read: missing, unreadable, not a regular file, or
+    larger than MAX_INPUT_BYTES (a guest test program is a few hundred KiB)."""
     name = str(path)
-    try:
-        with open(path, "rb") as stream:
-            return _parse(name, stream)
-    except OSError as err:
-        raise ProgramError(name, f"cannot read the file: {err.strerror or err}") from None
+    return _parse(name, io.BytesIO(read_input(name)))
 
 
 def load_programs(paths: Iterable[str | Path]) -> tuple[Program | ProgramError, ...]:
-    """Each file as a Program, or the ProgramError that says why it cannot be one."""
+    """Each file as a Program, or the ProgramError that says why it cannot be one; raises
+    InputError for the first file that cannot be read."""
     loaded: list[Program | ProgramError] = []
     for path in paths:
         try:
