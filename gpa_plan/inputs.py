@@ -36,10 +36,15 @@ def read_input(path: str, *, limit: int = MAX_INPUT_BYTES, allow_stdin: bool = F
     """The bytes of ``path`` (or of standard input for ``-`` with ``allow_stdin``).
 
     Raises InputError for a missing or unreadable path, anything that is not a regular file,
-    and content beyond ``limit`` bytes.
+    content beyond ``limit`` bytes, and ``-`` without ``allow_stdin``.
     """
-    if path == STDIN and allow_stdin:
-        return _read_stdin(limit)
+    if path == STDIN:
+        if allow_stdin:
+            return _read_stdin(limit)
+        raise InputError(
+            path,
+            "standard input is not read here; give the path of a file (./- for a file named -)",
+        )
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))

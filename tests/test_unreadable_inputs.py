@@ -356,6 +356,20 @@ def test_a_command_refuses_a_file_it_cannot_read(
     assert result.stderr.startswith(f"gpa-plan: cannot read {target}: {reason}")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["explain", "-", "0x0"], ["map", "-"], ["allocate", "-"], ["check", "a.yaml", "--elf", "-"]],
+)
+def test_a_command_that_takes_no_standard_input_says_so_for_dash(args: list[str]) -> None:
+    write("a.yaml")
+    result = run(*args, stdin=CLEAN.encode())
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "gpa-plan: cannot read -: standard input is not read here; give the path of a file "
+        "(./- for a file named -)\n"
+    )
+
+
 def test_import_refuses_standard_input_past_the_bound() -> None:
     result = run("import", "qemu-mtree", "-", stdin=b"\n" * (MAX_INPUT_BYTES + 1))
     assert result.exit_code == 2
