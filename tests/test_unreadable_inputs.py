@@ -202,6 +202,15 @@ def test_check_dash_reads_standard_input_and_names_it_stdin() -> None:
     assert "<stdin>:5:24: error[memslot-overlap] memslot 'ram2'" in result.stdout
 
 
+def test_an_imported_layout_is_checked_through_a_pipe() -> None:
+    dtb = Path(__file__).parent / "data" / "import" / "dtb" / "firecracker-aarch64.dtb"
+    imported = run("import", "dtb", str(dtb))
+    assert imported.exit_code == 0, imported.stderr
+    result = run("check", "-", stdin=imported.stdout.encode())
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert checked(result) == ["<stdin>"]
+
+
 def test_check_dash_twice_reads_standard_input_once() -> None:
     result = run("check", "-", "-", stdin=CLEAN.encode())
     assert result.exit_code == 2
