@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from typing import BinaryIO
 
 from gpa_plan.ranges import human_size
 
@@ -38,9 +39,25 @@ def read_input(path: str, *, limit: int = MAX_INPUT_BYTES, allow_stdin: bool = F
     Raises InputError for a missing or unreadable path, anything that is not a regular file,
     content beyond ``limit`` bytes, and ``-`` without ``allow_stdin``.
     """
-    if path == STDIN:
-        if allow_stdin:
-            return _read_stdin(limit)
+    if path == STDIN and allow_stdin:
+        return _read_stdin(limit)
+    fd = _open_regular(path, allow_stdin)
+    try:
+        return _read_bounded(fd, path, limit)
+    finally:
+        os.close(fd)
+
+
+def open_input(path: str) -> BinaryIO:
+    """``path`` opened for reading, refused as read_input refuses it but not bounded: for a
+    reader that seeks to the few parts it needs (the headers of an ELF executable, which may
+    be a kernel of hundreds of MiB) and so reads a bounded amount of any file."""
+    return os.fdopen(_open_regular(path, False), "rb")
+
+
+def _open_regular(path: str, allow_stdin: bool) -> int:
+    """A descriptor open on ``path``, which must be a regular file once links are followed."""
+    if path == STDIN and not allow_stdin:
         raise InputError(
             path,
             "standard input is not read here; give the path of a file (./- for a file named -)",
@@ -52,15 +69,17 @@ def read_input(path: str, *, limit: int = MAX_INPUT_BYTES, allow_stdin: bool = F
         raise InputError(path, _os_reason(err)) from None
     try:
         mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise InputError(
-                path,
-                f"it is {file_kind(mode)}, not a regular file; give the path of a file"
-                + (" (or - for standard input)" if allow_stdin else ""),
-            )
-        return _read_bounded(fd, path, limit)
-    finally:
+    except OSError as err:
         os.close(fd)
+        raise InputError(path, _os_reason(err)) from None
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise InputError(
+            path,
+            f"it is {file_kind(mode)}, not a regular file; give the path of a file"
+            + (" (or - for standard input)" if allow_stdin else ""),
+        )
+    return fd
 
 
 def _read_stdin(limit: int) -> bytes:

@@ -322,6 +322,15 @@ def test_load_program_reads_through_the_bounded_reader(fifo: Callable[[str], Non
     assert load_program(TINY_ELF).machine == "EM_AARCH64"
 
 
+def test_an_elf_past_the_input_bound_is_read_for_its_headers_only() -> None:
+    # A kernel with its debug information is hundreds of MiB; only its headers are read.
+    big = Path("vmlinux")
+    big.write_bytes(TINY_ELF.read_bytes())
+    with open(big, "r+b") as stream:
+        stream.truncate(2 * MAX_INPUT_BYTES)  # sparse: costs no disk
+    assert load_program(big).segments == load_program(TINY_ELF).segments
+
+
 def test_check_paths_gives_results_and_what_could_not_be_read() -> None:
     write("a.yaml")
     run_ = check_paths(["a.yaml", "gone.yaml"], elf_files=["gone.elf"])

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from gpa_plan.elf import ELF64_HEADER_SIZES
-from gpa_plan.inputs import read_input
+from gpa_plan.inputs import InputError, open_input
 from gpa_plan.ranges import Range, align_down, align_up
 
 # include/uapi/linux/elf.h: p_flags bits.
@@ -97,10 +96,17 @@ class ProgramError(Exception):
 def load_program(path: str | Path) -> Program:
     """Read the PT_LOAD segments of an ELF executable; raises ProgramError when the file is
     not ELF, is truncated or corrupt, or has nothing to load, and InputError
-    (gpa_plan.inputs) when it cannot be read: missing, unreadable, not a regular file, or
-    larger than MAX_INPUT_BYTES (a guest test program is a few hundred KiB)."""
+    (gpa_plan.inputs) when it cannot be read: missing, unreadable, or not a regular file.
+
+    Only the ELF header and the program headers are read, so a program of any size (a kernel
+    with its debug information) is read in bounded time and memory.
+    """
     name = str(path)
-    return _parse(name, io.BytesIO(read_input(name)))
+    with open_input(name) as stream:
+        try:
+            return _parse(name, stream)
+        except OSError as err:
+            raise InputError(name, (err.strerror or str(err)).lower()) from None
 
 
 def load_programs(paths: Iterable[str | Path]) -> tuple[Program | ProgramError, ...]:
