@@ -97,7 +97,7 @@ def check(
 ) -> None:
     """Check layout files (or directories of them) and report every IO range and finding.
 
-    FILE may be - for standard input. A path that cannot be read (missing, unreadable, not a
+    A FILE of - is standard input. A path that cannot be read (missing, unreadable, not a
     regular file, a directory without layouts) is reported on stderr and makes the exit
     status 2; the other files are still checked and reported.
     """
