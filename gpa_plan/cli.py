@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 if TYPE_CHECKING:
     from gpa_plan.check.run import CheckResult
     from gpa_plan.config import Config
-    from gpa_plan.elf.program import Program, ProgramError
+    from gpa_plan.inputs import InputError
 
 ARCH_CHOICE = click.Choice(["arm64", "x86_64"])
 ACCESS_CHOICE = click.Choice(["read", "write", "fetch"])
@@ -30,25 +30,13 @@ def cli() -> None:
     """Check and plan KVM guest-physical address layouts."""
 
 
-def _layout_files(paths: Sequence[str]) -> list[str]:
-    """Each path, a directory replaced by the YAML files below it (sorted)."""
-    files: list[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            found = (
-                os.path.normpath(os.path.join(root, name))
-                for root, _, names in os.walk(p)
-                for name in names
-                if name.endswith((".yaml", ".yml"))
-            )
-            files.extend(sorted(f for f in found if os.path.isfile(f)))
-        else:
-            files.append(p)
-    return files
+# Checks nothing itself: the reader refuses what it cannot read, so one bad path does not stop
+# a run (click.Path(exists=True) would) and a FIFO is never opened for reading.
+INPUT_PATH = click.Path(readable=False, allow_dash=True)
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("files", nargs=-1, required=True, type=INPUT_PATH)
 @click.option(
     "--arch",
     "arches",
@@ -86,7 +74,7 @@ def _layout_files(paths: Sequence[str]) -> list[str]:
     "--elf",
     "elf_files",
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
+    type=INPUT_PATH,
     help="Also check this guest program (ELF) against each layout (repeatable).",
 )
 @click.option(
@@ -107,27 +95,33 @@ def check(
     elf_files: tuple[str, ...],
     elf_mode: str,
 ) -> None:
-    """Check layout files (or directories of them) and report every IO range and finding."""
-    from gpa_plan.check.run import check_file
+    """Check layout files (or directories of them) and report every IO range and finding.
+
+    A FILE of - is standard input. A path that cannot be read (missing, unreadable, not a
+    regular file, a directory without layouts) is reported on stderr and makes the exit
+    status 2; the other files are still checked and reported.
+    """
+    from gpa_plan.check.batch import check_paths
 
     config = _check_config(select, ignore, strict)
-    programs = _load_programs(elf_files)
-    results = [
-        r
-        for f in _layout_files(files)
-        for r in check_file(f, arches, programs=programs, elf_mode=elf_mode)
-    ]
-    results = config.apply_to(results)
-    _render_check(fmt, results)
-    sys.exit(1 if config.fails(results) else 0)
+    run = check_paths(files, arches, elf_files=elf_files, elf_mode=elf_mode)
+    results = config.apply_to(run.results)
+    _render_check(fmt, results, run.unreadable)
+    for err in run.unreadable:
+        _say_unreadable(err)
+    sys.exit(2 if run.unreadable else 1 if config.fails(results) else 0)
 
 
-def _load_programs(elf_files: Sequence[str]) -> tuple[Program | ProgramError, ...]:
-    if not elf_files:
-        return ()
-    from gpa_plan.elf.program import load_programs
+def _say_unreadable(err: InputError) -> None:
+    from gpa_plan.printable import printable
 
-    return load_programs(elf_files)
+    click.echo(f"gpa-plan: {printable(str(err))}", err=True)
+
+
+def _unreadable(err: InputError) -> NoReturn:
+    """A command's one input cannot be read: say so, exit 2."""
+    _say_unreadable(err)
+    sys.exit(2)
 
 
 class _ConfigError(click.ClickException):
@@ -135,11 +129,13 @@ class _ConfigError(click.ClickException):
 
 
 def _read_bytes(path: str) -> bytes:
+    """The bytes of ``path``, ``-`` being standard input; exit 2 when it cannot be read."""
+    from gpa_plan.inputs import InputError, read_input
+
     try:
-        with open(path, "rb") as stream:
-            return stream.read()
-    except OSError as err:
-        raise click.UsageError(f"cannot read {path}: {err.strerror}") from None
+        return read_input(path, allow_stdin=True)
+    except InputError as err:
+        _unreadable(err)
 
 
 def _check_config(
@@ -153,7 +149,9 @@ def _check_config(
         raise _ConfigError(str(err)) from None
 
 
-def _render_check(fmt: str, results: Sequence[CheckResult]) -> None:
+def _render_check(
+    fmt: str, results: Sequence[CheckResult], unreadable: Sequence[InputError]
+) -> None:
     if fmt == "json":
         from gpa_plan.report import json_report
 
@@ -164,13 +162,16 @@ def _render_check(fmt: str, results: Sequence[CheckResult]) -> None:
         from gpa_plan.report import github
 
         sys.stdout.write(github.render(results, Path.cwd()))
+        sys.stdout.write(github.render_unreadable(unreadable, Path.cwd()))
     elif fmt == "sarif":
         from pathlib import Path
 
         from gpa_plan import __version__
         from gpa_plan.report import sarif
 
-        sys.stdout.write(sarif.dumps(sarif.sarif_document(results, Path.cwd(), __version__)))
+        document = sarif.sarif_document(results, Path.cwd(), __version__)
+        sarif.add_unreadable(document, unreadable, Path.cwd())
+        sys.stdout.write(sarif.dumps(document))
     else:
         from gpa_plan.report import text
 
@@ -198,7 +199,7 @@ def _size(value: str, hint: str) -> int:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=INPUT_PATH)
 @click.argument("addresses", metavar="ADDR...", nargs=-1, required=True)
 @click.option(
     "--access",
@@ -227,11 +228,14 @@ def explain(
     """Say what a guest access at each ADDR becomes, and through which kernel path."""
     from gpa_plan.check.explain import explain_layout
     from gpa_plan.check.run import load_layout
+    from gpa_plan.inputs import InputError
     from gpa_plan.layout.errors import LayoutError
 
     parsed = [_address(a) for a in addresses]
     try:
         loaded = load_layout(file)
+    except InputError as err:
+        _unreadable(err)
     except LayoutError as err:
         for p in err.problems:
             _echo_stderr(f"{file}:{p.line}:{p.column}: error[{p.rule}] {p.message}")
@@ -248,7 +252,7 @@ def explain(
 
 
 @cli.command("map")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=INPUT_PATH)
 @click.option(
     "--arch", type=ARCH_CHOICE, default=None, help="Architecture (default: the layout's)."
 )
@@ -271,10 +275,15 @@ def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str 
     _refuse_input_as_output(html_out or svg_out, file, "--html" if html_out else "--svg",
                             "give it another file")
     from gpa_plan.check.run import check_file
+    from gpa_plan.inputs import InputError
     from gpa_plan.report import svg
     from gpa_plan.report.text import finding_line
 
-    (result,) = _check_config((), (), None).apply_to(check_file(file, (arch,) if arch else ()))
+    try:
+        results = check_file(file, (arch,) if arch else ())
+    except InputError as err:
+        _unreadable(err)
+    (result,) = _check_config((), (), None).apply_to(results)
     if not result.valid:
         for finding in result.findings:
             click.echo(finding_line(finding), err=True)
@@ -283,7 +292,7 @@ def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str 
 
 
 @cli.command()
-@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", required=False, type=INPUT_PATH)
 @click.option("--ucall", is_flag=True, help="Place the ucall MMIO page (adds a `ucall` device).")
 @click.option("--ucall-memslot", is_flag=True,
               help="Also cover the ucall page with a read-only memslot (implies --ucall).")
@@ -300,9 +309,13 @@ def allocate(
     output: str | None, in_place: bool,
 ) -> None:
     """Give every `auto` base and slot an address, and print the resolved layout."""
+    from gpa_plan.inputs import InputError
     from gpa_plan.plan import allocate_file as job
 
-    source = job.pick_source(file, arch)
+    try:
+        source = job.pick_source(file, arch)
+    except InputError as err:
+        _unreadable(err)
     if in_place and (output or source.builtin):
         raise click.UsageError("--in-place rewrites a layout FILE and takes no -o")
     if arch is not None and file is not None:
@@ -363,7 +376,7 @@ def _emit(text: str, destination: str | None) -> None:
 
 @cli.command("import")
 @click.argument("kind", type=click.Choice(["qemu-mtree", "dtb"]))
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.argument("file", type=INPUT_PATH)
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="Write here (atomically), not stdout."
 )
@@ -397,7 +410,7 @@ def import_command(
     from gpa_plan.importers import ImportFailure
     from gpa_plan.importers.convert import import_yaml
 
-    data = sys.stdin.buffer.read() if file == "-" else _read_bytes(file)
+    data = _read_bytes(file)
     source = "standard input" if file == "-" else file
     try:
         text = import_yaml(kind, data, source, arch, page_size)

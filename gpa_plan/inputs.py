@@ -13,11 +13,14 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from typing import BinaryIO
 
 from gpa_plan.ranges import human_size
 
 MAX_INPUT_BYTES = 16 << 20
 STDIN = "-"
+# How a file read from standard input is named in messages and findings.
+STDIN_NAME = "<stdin>"
 _CHUNK = 1 << 20
 
 
@@ -34,10 +37,31 @@ def read_input(path: str, *, limit: int = MAX_INPUT_BYTES, allow_stdin: bool = F
     """The bytes of ``path`` (or of standard input for ``-`` with ``allow_stdin``).
 
     Raises InputError for a missing or unreadable path, anything that is not a regular file,
-    and content beyond ``limit`` bytes.
+    content beyond ``limit`` bytes, and ``-`` without ``allow_stdin``.
     """
     if path == STDIN and allow_stdin:
-        return _read_bounded(sys.stdin.buffer.fileno(), "standard input", limit)
+        return _read_stdin(limit)
+    fd = _open_regular(path, allow_stdin)
+    try:
+        return _read_bounded(fd, path, limit)
+    finally:
+        os.close(fd)
+
+
+def open_input(path: str) -> BinaryIO:
+    """``path`` opened for reading, refused as read_input refuses it but not bounded: for a
+    reader that seeks to the few parts it needs (the headers of an ELF executable, which may
+    be a kernel of hundreds of MiB) and so reads a bounded amount of any file."""
+    return os.fdopen(_open_regular(path, False), "rb")
+
+
+def _open_regular(path: str, allow_stdin: bool) -> int:
+    """A descriptor open on ``path``, which must be a regular file once links are followed."""
+    if path == STDIN and not allow_stdin:
+        raise InputError(
+            path,
+            "standard input is not read here; give the path of a file (./- for a file named -)",
+        )
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
@@ -45,15 +69,30 @@ def read_input(path: str, *, limit: int = MAX_INPUT_BYTES, allow_stdin: bool = F
         raise InputError(path, _os_reason(err)) from None
     try:
         mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise InputError(
-                path,
-                f"it is {file_kind(mode)}, not a regular file; give the path of a file"
-                + (" (or - for standard input)" if allow_stdin else ""),
-            )
-        return _read_bounded(fd, path, limit)
-    finally:
+    except OSError as err:
         os.close(fd)
+        raise InputError(path, _os_reason(err)) from None
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise InputError(
+            path,
+            f"it is {file_kind(mode)}, not a regular file; give the path of a file"
+            + (" (or - for standard input)" if allow_stdin else ""),
+        )
+    return fd
+
+
+def _read_stdin(limit: int) -> bytes:
+    stream = sys.stdin.buffer
+    try:
+        fd = stream.fileno()
+    except (AttributeError, ValueError, OSError):
+        # A stand-in without a descriptor (a test runner's buffer): read it, bounded all the same.
+        data: bytes = stream.read(limit + 1)
+        if len(data) > limit:
+            raise InputError("standard input", _too_large(limit)) from None
+        return data
+    return _read_bounded(fd, "standard input", limit)
 
 
 def _read_bounded(fd: int, path: str, limit: int) -> bytes:
@@ -75,12 +114,15 @@ def _read_bounded(fd: int, path: str, limit: int) -> bytes:
         chunks.append(chunk)
         total += len(chunk)
         if total > limit:
-            raise InputError(
-                path,
-                f"it is larger than {human_size(limit)}, the most gpa-plan reads from one input "
-                "(a layout at KVM's memslot limit is about 2.4 MB); split it or check that "
-                "it is the file you meant",
-            )
+            raise InputError(path, _too_large(limit))
+
+
+def _too_large(limit: int) -> str:
+    return (
+        f"it is larger than {human_size(limit)}, the most gpa-plan reads from one input "
+        "(a layout at KVM's memslot limit is about 2.4 MB); split it or check that "
+        "it is the file you meant"
+    )
 
 
 def file_kind(mode: int) -> str:

@@ -126,10 +126,72 @@ def test_a_file_that_does_not_load_exits_1(tmp_path: Path, monkeypatch: pytest.M
     assert "title=gpa-plan(yaml-syntax)::" in result.stdout
 
 
-def test_a_missing_file_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = check(["--format", "sarif", "nowhere.yaml"], tmp_path, monkeypatch)
+def test_a_missing_file_is_a_tool_execution_notification_in_sarif(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "overlap.yaml", OVERLAP)
+    result = check(["--format", "sarif", "nowhere.yaml", "overlap.yaml"], tmp_path, monkeypatch)
     assert result.exit_code == 2
-    assert result.stdout == ""
+    assert result.stderr == "gpa-plan: cannot read nowhere.yaml: no such file or directory\n"
+    run = sarif_log(result)["runs"][0]
+    assert {
+        r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in run["results"]
+    } == {"overlap.yaml"}
+    assert run["invocations"] == [
+        {
+            "executionSuccessful": False,
+            "toolExecutionNotifications": [
+                {
+                    "level": "error",
+                    "message": {"text": "cannot read nowhere.yaml: no such file or directory"},
+                    "locations": [
+                        {
+                            "physicalLocation": {
+                                "artifactLocation": {
+                                    "uri": "nowhere.yaml",
+                                    "uriBaseId": "%SRCROOT%",
+                                }
+                            }
+                        }
+                    ],
+                }
+            ],
+        }
+    ]
+
+
+def test_a_run_that_read_every_file_has_no_sarif_invocations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "clean.yaml", CLEAN)
+    result = check(["--format", "sarif", "clean.yaml"], tmp_path, monkeypatch)
+    assert result.exit_code == 0
+    assert "invocations" not in sarif_log(result)["runs"][0]
+
+
+def test_a_missing_file_is_an_error_annotation_in_github_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "clean.yaml", CLEAN)
+    result = check(["--format", "github", "clean.yaml", "no,where.yaml"], tmp_path, monkeypatch)
+    assert result.exit_code == 2
+    assert result.stdout == (
+        "::error file=no%2Cwhere.yaml,title=gpa-plan::"
+        "cannot read no,where.yaml: no such file or directory\n"
+    )
+    assert result.stderr == "gpa-plan: cannot read no,where.yaml: no such file or directory\n"
+
+
+def test_json_stays_the_document_of_the_files_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "overlap.yaml", OVERLAP)
+    result = check(["--format", "json", "overlap.yaml", "gone.yaml"], tmp_path, monkeypatch)
+    assert result.exit_code == 2
+    document = json.loads(result.stdout)
+    assert [r["file"] for r in document["results"]] == ["overlap.yaml"]
+    assert document["summary"]["files"] == 1
+    assert result.stderr == "gpa-plan: cannot read gone.yaml: no such file or directory\n"
 
 
 # -- golden outputs, one per format ------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gpa_plan.inputs import InputError, read_input
+from gpa_plan.inputs import InputError, open_input, read_input
 
 
 def test_a_regular_file_and_a_symlink_to_it_are_read(tmp_path: Path) -> None:
@@ -44,3 +44,21 @@ def test_content_beyond_the_limit_is_refused(tmp_path: Path) -> None:
     assert read_input(str(big), limit=101) == b"#" * 101
     with pytest.raises(InputError, match="larger than"):
         read_input(str(big), limit=100)
+
+
+def test_open_input_refuses_what_read_input_refuses_and_opens_a_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "guest.elf"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="a FIFO"):
+        open_input(str(fifo))
+    with pytest.raises(InputError, match="standard input is not read here"):
+        open_input("-")
+    target = tmp_path / "guest"
+    target.write_bytes(b"\x7fELF")
+    with open_input(str(target)) as stream:
+        assert stream.read(2) == b"\x7fE"
+
+
+def test_dash_is_standard_input_only_when_allowed() -> None:
+    with pytest.raises(InputError, match=r"give the path of a file \(\./- for a file named -\)"):
+        read_input("-")

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from gpa_plan.check.run import check_file
 from gpa_plan.cli import cli
+from gpa_plan.inputs import InputError
 
 DATA = Path(__file__).parent / "data"
 LAYOUTS = DATA / "layouts"
@@ -215,11 +216,13 @@ def test_a_few_aliases_that_do_not_blow_up_are_accepted(tmp_path: Path) -> None:
     assert result.findings == ()
 
 
-def test_missing_file_is_a_yaml_syntax_finding_for_the_library(tmp_path: Path) -> None:
-    (result,) = check_file(tmp_path / "absent.yaml")
-    assert not result.valid
-    assert [(f.rule, f.line, f.column) for f in result.findings] == [("yaml-syntax", 1, 1)]
-    assert "cannot read" in result.findings[0].message
+def test_missing_file_raises_input_error_for_the_library(tmp_path: Path) -> None:
+    # Not a finding: nothing of a layout was read, and the command line reports it as a usage
+    # error (exit 2) rather than as a layout that fails to load (exit 1).
+    missing = tmp_path / "absent.yaml"
+    with pytest.raises(InputError) as raised:
+        check_file(missing)
+    assert (raised.value.path, raised.value.reason) == (str(missing), "no such file or directory")
 
 
 @pytest.mark.parametrize(

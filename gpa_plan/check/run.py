@@ -57,10 +57,12 @@ class LoadedLayout(NamedTuple):
     placement_errors: tuple[tuple[str, tuple[str, int]], ...]
 
 
-def load_layout(path: str | os.PathLike[str]) -> LoadedLayout:
-    """Load, validate and place a layout file; raises LayoutError with positions."""
+def load_layout(path: str | os.PathLike[str], *, allow_stdin: bool = False) -> LoadedLayout:
+    """Load, validate and place a layout file; raises LayoutError with positions, and
+    InputError (gpa_plan.inputs) when the file cannot be read at all. With ``allow_stdin``,
+    ``-`` is standard input."""
     with paused():
-        doc = load_file(path)
+        doc = load_file(path, allow_stdin=allow_stdin)
         layout = validate_layout(doc)
         placements, errors = _plan(layout)
         return LoadedLayout(doc, layout, resolve(layout, placements), errors)
@@ -85,15 +87,22 @@ def check_file(
     *,
     programs: Sequence[Program | ProgramError] = (),
     elf_mode: str = PHYSICAL,
+    allow_stdin: bool = False,
 ) -> list[CheckResult]:
     """One result per requested architecture (default: the layout's own). ``programs``
-    (from gpa_plan.elf.load_programs) are checked against the layout as ``elf_mode`` loads them."""
-    name = str(path)
+    (from gpa_plan.elf.load_programs) are checked against the layout as ``elf_mode`` loads them.
+
+    A layout that does not load gives invalid results with its problems as findings; a file
+    that cannot be read at all (missing, unreadable, not a regular file, too large) raises
+    InputError instead, for the caller to report as it reports a bad argument.
+    """
     with paused():
         try:
-            loaded = load_layout(path)
+            loaded = load_layout(path, allow_stdin=allow_stdin)
         except LayoutError as err:
-            return [_invalid(name, arch, err, bool(programs)) for arch in (arches or (None,))]
+            return [
+                _invalid(err.path, arch, err, bool(programs)) for arch in (arches or (None,))
+            ]
         results = [
             check_loaded(loaded, arch, programs=programs, elf_mode=elf_mode)
             for arch in (arches or (loaded.layout.arch,))

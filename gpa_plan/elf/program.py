@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from gpa_plan.elf import ELF64_HEADER_SIZES
+from gpa_plan.inputs import InputError, open_input
 from gpa_plan.ranges import Range, align_down, align_up
 
 # include/uapi/linux/elf.h: p_flags bits.
@@ -94,17 +95,23 @@ class ProgramError(Exception):
 
 def load_program(path: str | Path) -> Program:
     """Read the PT_LOAD segments of an ELF executable; raises ProgramError when the file is
-    missing, is not ELF, is truncated or corrupt, or has nothing to load."""
+    not ELF, is truncated or corrupt, or has nothing to load, and InputError
+    (gpa_plan.inputs) when it cannot be read: missing, unreadable, or not a regular file.
+
+    Only the ELF header and the program headers are read, so a program of any size (a kernel
+    with its debug information) is read in bounded time and memory.
+    """
     name = str(path)
-    try:
-        with open(path, "rb") as stream:
+    with open_input(name) as stream:
+        try:
             return _parse(name, stream)
-    except OSError as err:
-        raise ProgramError(name, f"cannot read the file: {err.strerror or err}") from None
+        except OSError as err:
+            raise InputError(name, (err.strerror or str(err)).lower()) from None
 
 
 def load_programs(paths: Iterable[str | Path]) -> tuple[Program | ProgramError, ...]:
-    """Each file as a Program, or the ProgramError that says why it cannot be one."""
+    """Each file as a Program, or the ProgramError that says why it cannot be one; raises
+    InputError for the first file that cannot be read."""
     loaded: list[Program | ProgramError] = []
     for path in paths:
         try:

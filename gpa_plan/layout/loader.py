@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from gpa_plan.inputs import STDIN, STDIN_NAME, read_input
 from gpa_plan.layout.errors import LayoutError, Problem
 from gpa_plan.layout.numbers import NumberError, RejectedNumber, parse_number
 
@@ -80,16 +81,16 @@ def _child(node: Node, segment: str | int) -> tuple[Node | None, Node] | None:
     return None
 
 
-def load_file(path: str | os.PathLike[str]) -> Document:
-    """Load and structurally check a layout file; raises LayoutError with every position."""
+def load_file(path: str | os.PathLike[str], *, allow_stdin: bool = False) -> Document:
+    """Load and structurally check a layout file; raises LayoutError with every position.
+
+    The file is read by ``gpa_plan.inputs.read_input``: a path that is missing, unreadable,
+    not a regular file or larger than MAX_INPUT_BYTES raises InputError, which is not a
+    problem of the layout. With ``allow_stdin``, ``-`` reads standard input, named ``<stdin>``.
+    """
     name = str(path)
-    try:
-        with open(path, "rb") as stream:
-            raw = stream.read()
-    except OSError as err:
-        problem = Problem("yaml-syntax", f"cannot read: {err.strerror}", 1, 1)
-        raise LayoutError(name, [problem]) from None
-    return load_bytes(raw, name)
+    raw = read_input(name, allow_stdin=allow_stdin)
+    return load_bytes(raw, STDIN_NAME if allow_stdin and name == STDIN else name)
 
 
 def load_bytes(raw: bytes, name: str) -> Document:

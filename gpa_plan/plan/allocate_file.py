@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 from gpa_plan import files
 from gpa_plan.collector import paused
-from gpa_plan.inputs import InputError
+from gpa_plan.inputs import InputError, read_input
 from gpa_plan.layout.errors import LayoutError
 from gpa_plan.layout.loader import Document, load_bytes
 from gpa_plan.layout.validate import validate_layout
@@ -50,11 +50,23 @@ def builtin_layout(arch: str) -> str:
 
 def pick_source(file: str | None, arch: str | None) -> LayoutSource:
     """FILE if given, else ./gpa-plan.yaml if present, else the built-in layout for ``arch``
-    (arm64 by default)."""
-    if file is None and Path(DEFAULT_FILE).is_file():
-        file = DEFAULT_FILE
+    (arm64 by default).
+
+    Raises InputError when FILE cannot be read, and when ./gpa-plan.yaml exists but cannot be
+    read (unreadable, a directory, a FIFO, a dangling link): it is never silently passed over
+    for the built-in layout.
+    """
     if file is not None:
-        return LayoutSource(file, Path(file).read_bytes(), False)
+        return LayoutSource(file, read_input(file), False)
+    if os.path.lexists(DEFAULT_FILE):
+        try:
+            return LayoutSource(DEFAULT_FILE, read_input(DEFAULT_FILE), False)
+        except InputError as err:
+            raise InputError(
+                f"./{DEFAULT_FILE}",
+                f"{err.reason}; it is the layout allocate reads when no FILE is given: pass "
+                f"FILE, or remove or rename ./{DEFAULT_FILE} to start from the built-in layout",
+            ) from None
     name = arch or "arm64"
     return LayoutSource(f"<built-in selftests-{name}>", builtin_layout(name).encode(), True)
 

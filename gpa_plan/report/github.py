@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gpa_plan.check.findings import ERROR, WARNING
 from gpa_plan.check.run import CheckResult
+from gpa_plan.inputs import InputError
 from gpa_plan.report.ci import ReportedFinding, relative_posix, unique_findings
 
 # GitHub shows at most this many error and this many warning annotations per step; the rest
@@ -65,3 +66,13 @@ def _overflow_notice(items: Sequence[ReportedFinding]) -> str | None:
         "`gpa-plan check --format sarif` to code scanning"
     )
     return f"::notice title={escape_property('gpa-plan')}::{escape_data(message)}"
+
+
+def render_unreadable(unreadable: Sequence[InputError], root: Path) -> str:
+    """One ``::error`` annotation per path that could not be read, so that a run that checked
+    less than it was given shows in the workflow summary, not only in the log."""
+    return "".join(
+        f"::error file={escape_property(relative_posix(err.path, root) or err.path)},"
+        f"title={escape_property('gpa-plan')}::{escape_data(str(err))}\n"
+        for err in unreadable
+    )

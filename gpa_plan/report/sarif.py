@@ -20,6 +20,7 @@ from gpa_plan.check.findings import ERROR, WARNING
 from gpa_plan.check.rules import Rule
 from gpa_plan.check.run import RULES, CheckResult
 from gpa_plan.config import ALWAYS_REPORTED
+from gpa_plan.inputs import InputError
 from gpa_plan.report.ci import ReportedFinding, relative_posix, unique_findings
 
 SARIF_VERSION = "2.1.0"
@@ -149,3 +150,24 @@ def _fingerprints(items: Sequence[ReportedFinding], root: Path) -> list[str]:
         seen[digest] = seen.get(digest, 0) + 1
         prints.append(f"{digest}:{seen[digest]}")
     return prints
+
+
+def add_unreadable(document: dict[str, Any], unreadable: Sequence[InputError], root: Path) -> None:
+    """Record the paths that could not be read as the run's tool execution notifications, at
+    level error, with ``executionSuccessful: false``; the results stay those of the files that
+    were read. Without such paths the document is left as it is."""
+    if not unreadable:
+        return
+    notifications = [
+        {
+            "level": "error",
+            "message": {"text": str(err)},
+            "locations": [
+                {"physicalLocation": {"artifactLocation": artifact_location(err.path, root)}}
+            ],
+        }
+        for err in unreadable
+    ]
+    document["runs"][0]["invocations"] = [
+        {"executionSuccessful": False, "toolExecutionNotifications": notifications}
+    ]

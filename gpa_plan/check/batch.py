@@ -1,0 +1,128 @@
+"""`check` over many paths: files, directories of layouts, standard input, and what cannot be
+read among them.
+
+Every path is tried, so one bad path does not hide what the others would report:
+
+* A file is read as given (a symbolic link to a file is followed). A path that is missing,
+  unreadable, not a regular file, or larger than MAX_INPUT_BYTES cannot be read.
+* A directory stands for every ``*.yaml`` and ``*.yml`` file below it, in sorted order; other
+  files are ignored. Symbolic links to files inside it are followed; symbolic links to
+  directories inside it are not descended into (a tree cannot loop, and no file is checked
+  twice through two names): name such a directory on the command line to check it. A
+  subdirectory that cannot be listed, and a directory with no layout file below it, cannot be
+  read: a check that silently covered nothing would pass in CI.
+* ``-`` is standard input, read once, and named ``<stdin>`` in findings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+from gpa_plan.check.run import CheckResult, check_file
+from gpa_plan.elf import PHYSICAL
+from gpa_plan.inputs import STDIN, InputError
+
+if TYPE_CHECKING:
+    from gpa_plan.elf.program import Program, ProgramError
+
+LAYOUT_SUFFIXES = (".yaml", ".yml")
+
+
+class CheckRun(NamedTuple):
+    """The results of the paths that could be read, and an InputError for each that could not
+    (a `check` with any of those exits 2)."""
+
+    results: list[CheckResult]
+    unreadable: list[InputError]
+
+
+def check_paths(
+    paths: Sequence[str],
+    arches: Sequence[str] = (),
+    *,
+    elf_files: Sequence[str] = (),
+    elf_mode: str = PHYSICAL,
+) -> CheckRun:
+    """Check every layout ``paths`` name against every program of ``elf_files``."""
+    unreadable: list[InputError] = []
+    programs = _programs(elf_files, unreadable)
+    results: list[CheckResult] = []
+    stdin_read = False
+    for item in layout_files(paths):
+        if isinstance(item, InputError):
+            unreadable.append(item)
+            continue
+        if item == STDIN:
+            if stdin_read:
+                unreadable.append(InputError(STDIN, "standard input can be read only once"))
+                continue
+            stdin_read = True
+        try:
+            results.extend(
+                check_file(item, arches, programs=programs, elf_mode=elf_mode, allow_stdin=True)
+            )
+        except InputError as err:
+            unreadable.append(err)
+    return CheckRun(results, unreadable)
+
+
+def layout_files(paths: Sequence[str]) -> Iterator[str | InputError]:
+    """Each path, a directory replaced by the layout files below it (sorted), in order; an
+    InputError in place of a directory, or part of one, that cannot be listed or holds no
+    layout file. Files themselves are not opened here."""
+    for path in paths:
+        if path != STDIN and os.path.isdir(path):
+            yield from _directory(path)
+        else:
+            yield path
+
+
+def _directory(top: str) -> Iterator[str | InputError]:
+    errors: list[InputError] = []
+
+    def refuse(err: OSError) -> None:
+        where = err.filename if isinstance(err.filename, str) else top
+        errors.append(InputError(os.path.normpath(where), _listing_reason(err)))
+
+    found = sorted(
+        os.path.normpath(os.path.join(root, name))
+        for root, _, names in os.walk(top, onerror=refuse)
+        for name in names
+        if name.endswith(LAYOUT_SUFFIXES)
+    )
+    yield from found
+    yield from errors
+    if not found and not errors:
+        yield InputError(
+            top,
+            "no *.yaml or *.yml file below this directory, so nothing was checked; "
+            "give the directory that holds the layouts",
+        )
+
+
+def _listing_reason(err: OSError) -> str:
+    reason = (err.strerror or str(err)).lower()
+    return (
+        f"cannot list this directory ({reason}), so the layouts below it were not checked; "
+        "make it readable, or leave it out"
+    )
+
+
+def _programs(
+    elf_files: Sequence[str], unreadable: list[InputError]
+) -> tuple[Program | ProgramError, ...]:
+    if not elf_files:
+        return ()
+    from gpa_plan.elf.program import ProgramError, load_program
+
+    programs: list[Program | ProgramError] = []
+    for path in elf_files:
+        try:
+            programs.append(load_program(path))
+        except ProgramError as err:
+            programs.append(err)
+        except InputError as err:
+            unreadable.append(err)
+    return tuple(programs)
