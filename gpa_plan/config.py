@@ -2,8 +2,8 @@
 ``[tool.gpa-plan]`` in `pyproject.toml`, merged with the command line.
 
 Discovery walks up from the working directory and stops at the first directory with either
-file; a `pyproject.toml` without a ``[tool.gpa-plan]`` table does not count (one that never
-mentions gpa-plan is not even parsed, so it cannot be called broken), and when both
+file; a `pyproject.toml` without a ``[tool.gpa-plan]`` table does not count (one whose keys
+cannot define it is not even parsed, so it cannot be called broken), and when both
 files are in one directory `.gpa-plan.yaml` wins. Keys: ``select``, ``ignore`` (lists of rule
 slugs) and ``strict`` (boolean). Unknown keys, unknown rule slugs and wrong types are errors.
 
@@ -172,6 +172,10 @@ def load_pyproject_config(path: str | os.PathLike[str]) -> Config | None:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(_toml_error(name, err)) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{name}: cannot read the configuration: arrays or inline tables nest too deeply"
+        ) from None
     tool = data.get("tool")
     table = tool.get(TOOL_TABLE) if isinstance(tool, dict) else None
     if table is None:
@@ -216,28 +220,11 @@ def _toml_error(name: str, err: ValueError) -> str:
 
 
 def may_hold_our_table(toml_text: str) -> bool:
-    """Whether a line of ``toml_text`` could open or fill ``[tool.gpa-plan]``: the table header
-    (also quoted or as a sub-table), ``gpa-plan = ...`` or ``gpa-plan.KEY = ...`` under
-    ``[tool]``, or ``tool.gpa-plan.KEY = ...`` before any table. Conservative: a line inside a
-    multi-line string may say yes, which only costs a parse. A text without any such line
-    cannot hold the table, and is not parsed at all."""
-    table: tuple[str, ...] = ()
-    for line in toml_text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            table = _dotted_key(stripped.lstrip("[").split("]", 1)[0])
-            if table[:2] == _OUR_TABLE:
-                return True
-        elif "=" in stripped and (table + _dotted_key(stripped.split("=", 1)[0]))[:2] == _OUR_TABLE:
-            return True
-    return False
+    """Whether ``toml_text`` may define ``[tool.gpa-plan]`` in any form TOML allows; a text
+    that cannot is not parsed at all (see gpa_plan.toml_keys)."""
+    from gpa_plan.toml_keys import may_define
 
-
-_OUR_TABLE = ("tool", TOOL_TABLE)
-
-
-def _dotted_key(key: str) -> tuple[str, ...]:
-    return tuple(part.strip().strip("\"'") for part in key.split("."))
+    return may_define(toml_text, ("tool", TOOL_TABLE))
 
 
 class _Place(NamedTuple):
