@@ -358,7 +358,7 @@ def import_command(
         raise click.UsageError("--arch is for qemu-mtree; a device tree says its architecture")
     if page_size_text is not None and kind != "qemu-mtree":
         raise click.UsageError("--page-size is for qemu-mtree")
-    page_size = None if page_size_text is None else _size(page_size_text, "--page-size")
+    page_size = None if page_size_text is None else _page_size(page_size_text)
     from gpa_plan.importers import ImportFailure
     from gpa_plan.importers.convert import import_yaml
 
@@ -371,6 +371,16 @@ def import_command(
         click.echo(f"{where}: error[import] {err.message}", err=True)
         sys.exit(1)
     _emit(text, output)
+
+
+def _page_size(text: str) -> int:
+    from gpa_plan.importers.qemu_mtree import page_size_problem
+
+    size = _size(text, "--page-size")
+    problem = page_size_problem(size)
+    if problem:
+        raise click.BadParameter(f"{problem} (4K, 16K, 64K ...)", param_hint="--page-size")
+    return size
 
 
 @cli.command()
