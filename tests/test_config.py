@@ -431,3 +431,39 @@ def test_a_directory_named_like_a_configuration_is_refused(project: Path, name: 
     (project / name).mkdir()
     with pytest.raises(ConfigError, match="cannot read the configuration: it is a directory"):
         find_config(project)
+
+
+def test_a_pyproject_error_names_its_line_and_column(project: Path) -> None:
+    (project / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.gpa-plan\n')
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    assert str(raised.value).startswith(
+        f"{project / 'pyproject.toml'}:3:15: cannot read the configuration: "
+    )
+
+
+def test_bytes_that_are_not_utf8_matter_only_in_a_pyproject_that_may_hold_our_table(
+    project: Path,
+) -> None:
+    (project / "pyproject.toml").write_bytes(b'[tool.ruff]\nx = "\xff"\n')
+    assert find_config(project).source == project.parent / ".gpa-plan.yaml"
+    (project / "pyproject.toml").write_bytes(b'[tool.gpa-plan]\nselect = ["\xff"]\n')
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    assert str(raised.value) == (
+        f"{project / 'pyproject.toml'}:2:12: cannot read the configuration: byte 0xff is not "
+        "UTF-8; pyproject.toml must be UTF-8 text"
+    )
+
+
+def test_a_huge_pyproject_value_is_cut_short_and_escaped(project: Path) -> None:
+    (project / "pyproject.toml").write_text(
+        '[tool.gpa-plan]\nstrict = "\\u001b[2J' + "x" * 100_000 + '"\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    assert str(raised.value) == (
+        f"{project / 'pyproject.toml'} [tool.gpa-plan]: `strict` must be true or false, not "
+        + ("'\\x1b[2J" + "x" * MAX_SHOWN)[:MAX_SHOWN]
+        + "..."
+    )
