@@ -37,6 +37,13 @@ def may_define(text: str, table: tuple[str, str]) -> bool:
     return _Scan(text, table).statements()
 
 
+def _end(pattern: re.Pattern[str], text: str, pos: int) -> int:
+    """Where ``pattern`` (one that also matches the empty string) ends when matched at pos."""
+    found = pattern.match(text, pos)
+    assert found is not None
+    return found.end()
+
+
 class _Scan:
     def __init__(self, text: str, table: tuple[str, str]) -> None:
         self.text = text
@@ -53,7 +60,7 @@ class _Scan:
         text = self.text
         current: tuple[Segment, ...] = ()
         while True:
-            self.pos = _BLANK.match(text, self.pos).end()  # type: ignore[union-attr]
+            self.pos = _end(_BLANK, text, self.pos)
             if self.pos >= len(text):
                 return False
             if text[self.pos] == "[":
@@ -74,7 +81,7 @@ class _Scan:
         text = self.text
         segments: list[Segment] = []
         while True:
-            self.pos = _SPACES.match(text, self.pos).end()  # type: ignore[union-attr]
+            self.pos = _end(_SPACES, text, self.pos)
             char = text[self.pos : self.pos + 1]
             if char == '"':
                 found = _BASIC.match(text, self.pos)
@@ -89,7 +96,7 @@ class _Scan:
                 if found is None:
                     return tuple(segments)
                 segments.append(found[0])
-            self.pos = _SPACES.match(text, found.end()).end()  # type: ignore[union-attr]
+            self.pos = _end(_SPACES, text, found.end())
             if not text.startswith(".", self.pos):
                 return tuple(segments)
             self.pos += 1
@@ -103,7 +110,7 @@ class _Scan:
     def value(self, path: tuple[Segment, ...]) -> bool:
         """Skip the value from here; whether an inline table in it defines the table."""
         text = self.text
-        self.pos = _SPACES.match(text, self.pos).end()  # type: ignore[union-attr]
+        self.pos = _end(_SPACES, text, self.pos)
         char = text[self.pos : self.pos + 1]
         if char in ("{", "["):
             if self.depth >= MAX_DEPTH:
@@ -116,18 +123,18 @@ class _Scan:
         if text.startswith(('"""', "'''"), self.pos):
             self.multiline_string()
         elif char == '"':
-            self.pos = _BASIC.match(text, self.pos).end()  # type: ignore[union-attr]
+            self.pos = _end(_BASIC, text, self.pos)
         elif char == "'":
-            self.pos = _LITERAL.match(text, self.pos).end()  # type: ignore[union-attr]
+            self.pos = _end(_LITERAL, text, self.pos)
         else:
-            self.pos = _BARE_VALUE.match(text, self.pos).end()  # type: ignore[union-attr]
+            self.pos = _end(_BARE_VALUE, text, self.pos)
         return False
 
     def inline_table(self, path: tuple[Segment, ...]) -> bool:
         text = self.text
         self.pos += 1
         while True:
-            self.pos = _BLANK.match(text, self.pos).end()  # type: ignore[union-attr]
+            self.pos = _end(_BLANK, text, self.pos)
             char = text[self.pos : self.pos + 1]
             if char in ("}", ""):
                 self.pos += 1
@@ -145,7 +152,7 @@ class _Scan:
         text = self.text
         self.pos += 1
         while True:
-            self.pos = _BLANK.match(text, self.pos).end()  # type: ignore[union-attr]
+            self.pos = _end(_BLANK, text, self.pos)
             char = text[self.pos : self.pos + 1]
             if char in ("]", ""):
                 self.pos += 1
@@ -174,7 +181,7 @@ class _Scan:
                 search = end + 1  # an escaped quote
                 continue
             # One or two more quotes right before the closing three belong to the string.
-            run = _QUOTE_RUN[quotes].match(text, end).end() - end  # type: ignore[union-attr]
+            run = _end(_QUOTE_RUN[quotes], text, end) - end
             self.pos = end + min(run, 5)
             return
 
