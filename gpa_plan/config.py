@@ -42,6 +42,7 @@ KEYS = ("select", "ignore", "strict")
 ALWAYS_REPORTED = frozenset({"yaml-syntax", "schema"})
 # A value, key or slug echoed in a message is cut to this many characters (then "...").
 MAX_SHOWN = 60
+_MAX_LOADER_MESSAGE = 400
 
 
 class ConfigError(Exception):
@@ -145,9 +146,9 @@ def load_yaml_config(path: Path) -> Config:
     except LayoutError as err:
         problem = err.problems[0]
         what = "cannot read the configuration: " if problem.rule == "yaml-syntax" else ""
-        raise ConfigError(
-            f"{name}:{problem.line}:{problem.column}: {what}{printable(problem.message)}"
-        ) from None
+        # The loader quotes keys and tags in full; an explicit YAML key may be megabytes long.
+        message = _text(problem.message, limit=_MAX_LOADER_MESSAGE)
+        raise ConfigError(f"{name}:{problem.line}:{problem.column}: {what}{message}") from None
     if document is None:
         return Config(source=path)
     return from_mapping(document.data, path, name, document)
@@ -315,10 +316,10 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean `{guess}`?)" if guess else ""
 
 
-def _text(text: str) -> str:
-    """``text`` safe to print in a message: escaped, and cut to MAX_SHOWN characters."""
+def _text(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text`` safe to print in a message: escaped, and cut to ``limit`` characters."""
     shown = printable(text)
-    return shown if len(shown) <= MAX_SHOWN else shown[:MAX_SHOWN] + "..."
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def _shown(value: object) -> str:

@@ -467,3 +467,13 @@ def test_a_huge_pyproject_value_is_cut_short_and_escaped(project: Path) -> None:
         + ("'\\x1b[2J" + "x" * MAX_SHOWN)[:MAX_SHOWN]
         + "..."
     )
+
+
+def test_a_huge_duplicate_key_does_not_make_a_huge_message(project: Path) -> None:
+    key = "k" * 100_000
+    (project / ".gpa-plan.yaml").write_text(f"? {key}\n: 1\n? {key}\n: 2\n")
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    message = str(raised.value)
+    assert ":3:3: duplicate key 'kkk" in message
+    assert len(message) < len(str(project)) + 500 and message.endswith("k...")
