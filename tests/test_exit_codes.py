@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import array
 import fcntl
+import os
 import signal
 import subprocess
 import sys
@@ -83,6 +84,37 @@ def test_ctrl_c_while_waiting_for_standard_input_exits_130(workdir: Path) -> Non
     deadline = time.monotonic() + 60
     while bytes_waiting(run.stdin.fileno()) and time.monotonic() < deadline:
         time.sleep(0.01)
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=60)
+    assert (run.returncode, out) == (130, b"")
+    assert err.strip() == b"gpa-plan: interrupted"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_ctrl_c_during_a_long_check_exits_130(workdir: Path) -> None:
+    memslots = 32_000  # some seconds of work; the interpreter and imports take a tenth of that
+    lines = ["layout: 1", "arch: arm64", "memslots:"] + [
+        f"  - {{name: m{i}, base: {0x1_0000_0000 + i * 0x20_0000:#x}, size: 1M}}"
+        for i in range(memslots)
+    ]
+    layout = workdir / "many-memslots.yaml"
+    layout.write_text("\n".join(lines) + "\n")
+    run = subprocess.Popen(
+        [*GPA_PLAN, "check", str(layout)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=workdir,
+        env=ENV,
+    )
+    deadline = time.monotonic() + 60
+    while run.poll() is None and cpu_seconds(run.pid) < 0.4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if run.poll() is not None:
+        pytest.skip("the check ended before it could be interrupted")
     run.send_signal(signal.SIGINT)
     out, err = run.communicate(timeout=60)
     assert (run.returncode, out) == (130, b"")
