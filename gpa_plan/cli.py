@@ -2,7 +2,8 @@
 
 Exit codes (SPEC section 6): 0 nothing at error severity (with --strict, no warning either);
 1 findings at error severity, files that fail to load, or no room to allocate; 2 usage errors
-(bad options, unknown rules, bad configuration) and internal errors. Modules are imported
+(bad options, unknown rules, bad configuration) and internal errors; 130 and 141 when
+interrupted or when the output's reader went away (gpa_plan.exits). Modules are imported
 inside each command so that a command pays only for what it uses.
 """
 
@@ -144,7 +145,14 @@ def _check_config(
     from gpa_plan.config import ConfigError, find_config
 
     try:
-        return find_config(os.getcwd()).override(select, ignore, strict)
+        cwd = os.getcwd()
+    except FileNotFoundError:
+        raise _ConfigError(
+            "the working directory no longer exists, so no configuration can be looked up "
+            "from it; cd to an existing directory and run gpa-plan again"
+        ) from None
+    try:
+        return find_config(cwd).override(select, ignore, strict)
     except ConfigError as err:
         raise _ConfigError(str(err)) from None
 
@@ -405,7 +413,7 @@ def import_command(
         raise click.UsageError("--arch is for qemu-mtree; a device tree says its architecture")
     if page_size_text is not None and kind != "qemu-mtree":
         raise click.UsageError("--page-size is for qemu-mtree")
-    page_size = None if page_size_text is None else _size(page_size_text, "--page-size")
+    page_size = None if page_size_text is None else _page_size(page_size_text)
     _refuse_input_as_output(output, 0 if file == "-" else file, "-o", "give -o another file")
     from gpa_plan.importers import ImportFailure
     from gpa_plan.importers.convert import import_yaml
@@ -419,6 +427,16 @@ def import_command(
         _echo_stderr(f"{where}: error[import] {err.message}")
         sys.exit(1)
     _emit(text, output)
+
+
+def _page_size(text: str) -> int:
+    from gpa_plan.importers.qemu_mtree import page_size_problem
+
+    size = _size(text, "--page-size")
+    problem = page_size_problem(size)
+    if problem:
+        raise click.BadParameter(f"{problem} (4K, 16K, 64K ...)", param_hint="--page-size")
+    return size
 
 
 @cli.command()
@@ -440,20 +458,46 @@ def schema() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
-    """Console-script entry point; internal errors become exit 2 with a one-line message.
+    """Console-script entry point: exits with the contract's status, or 130 on Ctrl-C and
+    141 when the reader of standard output went away (see gpa_plan.exits); internal errors
+    and an unwritable standard output are exit 2 with a one-line message, never a traceback.
 
     Without ``argv`` (the program itself, not a caller in the same process) the exiting
     interpreter is spared its final garbage collection.
     """
+    from gpa_plan import exits
+
+    exits.stand_in_for_closed_stdout()
     try:
-        return cli.main(args=list(argv) if argv is not None else None, prog_name="gpa-plan")
+        try:
+            args = list(argv) if argv is not None else None
+            result = cli.main(args=args, prog_name="gpa-plan", standalone_mode=False)
+        finally:
+            exits.flush_stdout()
+        sys.exit(result if isinstance(result, int) else 0)
     except SystemExit:
+        if exits.click_met_a_closed_pipe():
+            exits.output_failed(BrokenPipeError(), as_program=argv is None)
         raise
-    except Exception as err:  # a bug, not bad input: say so without a traceback
-        click.echo(f"gpa-plan: internal error: {type(err).__name__}: {err}", err=True)
-        sys.exit(2)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except (click.Abort, KeyboardInterrupt) as err:
+        if isinstance(err, KeyboardInterrupt) or isinstance(err.__cause__, KeyboardInterrupt):
+            exits.interrupted()
+        _internal_error(err)
+    except Exception as err:
+        if isinstance(err, OSError) and exits.is_output_failure(err):
+            exits.output_failed(err, as_program=argv is None)
+        _internal_error(err)
     finally:
         if argv is None:
             from gpa_plan.collector import spare_final_collection
 
             spare_final_collection()
+
+
+def _internal_error(err: BaseException) -> NoReturn:
+    # A bug, not bad input: say so without a traceback.
+    click.echo(f"gpa-plan: internal error: {type(err).__name__}: {err}", err=True)
+    sys.exit(2)

@@ -4,13 +4,14 @@ pyproject.toml found by walking up from the working directory, the command line 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from gpa_plan.cli import cli
-from gpa_plan.config import Config, ConfigError, find_config, parse_rule_list
+from gpa_plan.config import MAX_SHOWN, Config, ConfigError, find_config, parse_rule_list
 
 FIXTURES = Path(__file__).parent / "data" / "ci" / "layouts"
 OVERLAP = (FIXTURES / "overlap.yaml").read_text()  # memslot-overlap + ucall-not-io errors
@@ -129,7 +130,7 @@ def test_empty_dedicated_file_means_defaults(project: Path) -> None:
         ("strict: maybe\n", "`strict` must be true or false, not 'maybe'"),
         ("select: {memslot-overlap: true}\n", "`select` must be a list of rule slugs"),
         ("ignore: [schema]\n", "rule `schema` in `ignore`"),
-        ("- select\n", "must be a mapping of select, ignore, strict"),
+        ("- select\n", "the configuration must be a mapping of keys to values, not a list"),
         ("select: [\n", "cannot read the configuration"),
     ],
 )
@@ -289,3 +290,190 @@ def test_override_keeps_config_values_the_command_line_does_not_give() -> None:
     base = Config(select=frozenset({"memslot-overlap"}), strict=True)
     assert base.override() == base
     assert base.override(strict=False).strict is False
+
+
+# -- configuration files are loaded as carefully as layouts ----------------------------------
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """A few hundred bytes that expand to width**levels list items when aliases are followed."""
+    lines = ["l0: &l0 [" + ", ".join(["memslot-overlap"] * width) + "]"]
+    for level in range(1, levels):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * width) + "]")
+    lines.append(f"select: *l{levels - 1}")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_at_once_with_a_short_message(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bomb = alias_bomb()
+    assert len(bomb) < 700
+    (project / ".gpa-plan.yaml").write_text(bomb)
+    result = check(["layouts/ro.yaml"], project, monkeypatch)
+    assert result.exit_code == 2
+    assert "aliases expand this value" in result.stderr
+    assert len(result.stderr) < 500
+    assert f"{project / '.gpa-plan.yaml'}:" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "expected"),
+    [
+        (
+            "select: [memslot-overlap]\nstrict: true\nselect: [ucall-not-io]\n",
+            "3:1",
+            "duplicate key 'select' (first defined on line 1)",
+        ),
+        ("strict: !!bool true\n", "1:9", "YAML tag 'tag:yaml.org,2002:bool' is not allowed"),
+        ("select: !rules [memslot-overlap]\n", "1:9", "YAML tag '!rules' is not allowed"),
+        ("<<: {strict: true}\n", "1:1", "merge keys (`<<`) are not supported"),
+        ("select: " + "[" * 70 + "]" * 70 + "\n", "1:", "nesting deeper than 64 levels"),
+        ("strict: true\n---\nstrict: false\n", "2:1", "expected a single document"),
+        ("strict\n", "1:1", "the configuration must be a mapping of keys to values, not a scal"),
+        ("strict\nselect: [x]\n", "2:7", "cannot read the configuration: mapping values are"),
+        ("a: &a [*a]\n", "1:", "an alias refers to the collection that contains it"),
+    ],
+)
+def test_the_layout_loaders_guards_apply_to_the_configuration(
+    project: Path, text: str, position: str, expected: str
+) -> None:
+    (project / ".gpa-plan.yaml").write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    message = str(raised.value)
+    assert message.startswith(f"{project / '.gpa-plan.yaml'}:{position}")
+    assert expected in message
+
+
+def test_bytes_that_are_not_utf8_are_refused_with_their_position(project: Path) -> None:
+    (project / ".gpa-plan.yaml").write_bytes(b"# config\nstrict: \xff\n")
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    assert str(raised.value) == (
+        f"{project / '.gpa-plan.yaml'}:2:9: cannot read the configuration: byte 0xff is not "
+        "UTF-8; the configuration must be UTF-8 text"
+    )
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "---\n", "--- # empty\n...\n"])
+def test_a_configuration_without_a_value_means_the_defaults(project: Path, text: str) -> None:
+    (project / ".gpa-plan.yaml").write_text(text)
+    assert find_config(project) == Config(source=project / ".gpa-plan.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("strict: true\nselct: [a]\n", ":2:1: unknown key `selct` (did you mean `select`?)"),
+        ("strict: yes please\n", ":1:9: `strict` must be true or false, not 'yes please'"),
+        (
+            "ignore:\n  - memslot-overlap\n  - ucall-not-ioo\n",
+            ":3:5: unknown rule `ucall-not-ioo` in `ignore` (did you mean `ucall-not-io`?)",
+        ),
+        ("ignore: [memslot-overlap, yaml-syntax]\n", ":1:27: rule `yaml-syntax` in `ignore`"),
+        ("select: memslot-overlapp\n", ":1:9: unknown rule `memslot-overlapp` in `select`"),
+    ],
+)
+def test_configuration_errors_name_the_line_and_column(
+    project: Path, text: str, expected: str
+) -> None:
+    (project / ".gpa-plan.yaml").write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    assert str(raised.value).startswith(f"{project / '.gpa-plan.yaml'}{expected}")
+
+
+def test_a_huge_value_is_cut_short_in_the_message(project: Path) -> None:
+    (project / ".gpa-plan.yaml").write_text("strict: [" + ", ".join(["1"] * 50_000) + "]\n")
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    shown = str(raised.value).split("not ", 1)[1]
+    assert shown == ("[" + ", ".join(["1"] * 50_000))[:MAX_SHOWN] + "..."
+
+
+def test_a_huge_unknown_key_is_cut_short_and_not_matched(project: Path) -> None:
+    (project / ".gpa-plan.yaml").write_text(f"'{'s' * 1000}': 1\n")  # YAML's longest key
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    assert f"unknown key `{'s' * MAX_SHOWN}...`; allowed" in str(raised.value)
+
+
+@pytest.mark.parametrize("where", ["config", "--select", "--ignore"])
+def test_control_characters_in_a_rule_slug_are_escaped(
+    project: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    slug = "evil\x1b[2J\n::error::x\u202e"
+    if where == "config":
+        (project / ".gpa-plan.yaml").write_text(f"select: [{json.dumps(slug)}]\n")
+        args = ["layouts/ro.yaml"]
+    else:
+        args = [where, slug, "layouts/ro.yaml"]
+    result = check(args, project, monkeypatch)
+    assert result.exit_code == 2
+    assert "unknown rule `evil\\x1b[2J\\n::error::x\\u202e`" in result.stderr
+    assert not any(c in result.stderr for c in "\x1b\u202e")
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", [".gpa-plan.yaml", "pyproject.toml"])
+def test_a_fifo_named_like_a_configuration_is_refused_not_waited_on(
+    project: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    os.mkfifo(project / name)
+    result = check(["layouts/ro.yaml"], project, monkeypatch)
+    assert result.exit_code == 2
+    assert f"{project / name}: cannot read the configuration: it is a FIFO" in result.stderr
+
+
+@pytest.mark.parametrize("name", [".gpa-plan.yaml", "pyproject.toml"])
+def test_a_directory_named_like_a_configuration_is_refused(project: Path, name: str) -> None:
+    (project / name).mkdir()
+    with pytest.raises(ConfigError, match="cannot read the configuration: it is a directory"):
+        find_config(project)
+
+
+def test_a_pyproject_error_names_its_line_and_column(project: Path) -> None:
+    (project / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.gpa-plan\n')
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    assert str(raised.value).startswith(
+        f"{project / 'pyproject.toml'}:3:15: cannot read the configuration: "
+    )
+
+
+def test_bytes_that_are_not_utf8_matter_only_in_a_pyproject_that_may_hold_our_table(
+    project: Path,
+) -> None:
+    (project / "pyproject.toml").write_bytes(b'[tool.ruff]\nx = "\xff"\n')
+    assert find_config(project).source == project.parent / ".gpa-plan.yaml"
+    (project / "pyproject.toml").write_bytes(b'[tool.gpa-plan]\nselect = ["\xff"]\n')
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    assert str(raised.value) == (
+        f"{project / 'pyproject.toml'}:2:12: cannot read the configuration: byte 0xff is not "
+        "UTF-8; pyproject.toml must be UTF-8 text"
+    )
+
+
+def test_a_huge_pyproject_value_is_cut_short_and_escaped(project: Path) -> None:
+    (project / "pyproject.toml").write_text(
+        '[tool.gpa-plan]\nstrict = "\\u001b[2J' + "x" * 100_000 + '"\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    assert str(raised.value) == (
+        f"{project / 'pyproject.toml'} [tool.gpa-plan]: `strict` must be true or false, not "
+        + ("'\\x1b[2J" + "x" * MAX_SHOWN)[:MAX_SHOWN]
+        + "..."
+    )
+
+
+def test_a_huge_duplicate_key_does_not_make_a_huge_message(project: Path) -> None:
+    key = "k" * 100_000
+    (project / ".gpa-plan.yaml").write_text(f"? {key}\n: 1\n? {key}\n: 2\n")
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    message = str(raised.value)
+    assert ":3:3: duplicate key 'kkk" in message
+    assert len(message) < len(str(project)) + 500 and message.endswith("k...")

@@ -168,3 +168,14 @@ def test_page_size_sets_the_host_page_for_mtree_and_is_a_usage_error_for_dtb(
     refused = invoke("import", "dtb", str(DTB / "qemu-virt-gicv3.dtb"), "--page-size", "64K")
     assert refused.exit_code == 2
     assert "--page-size is for qemu-mtree" in refused.stderr
+
+
+@pytest.mark.parametrize("size", ["3K", "0", "2K", "12K", "0x1001"])
+def test_a_page_size_that_is_no_page_is_a_usage_error(tmp_path: Path, size: str) -> None:
+    out = tmp_path / "virt.yaml"
+    source = MTREE / "virt-gicv3-kvm-flat.txt"
+    result = invoke("import", "qemu-mtree", str(source), "--page-size", size, "-o", str(out))
+    assert result.exit_code == 2
+    assert "Invalid value for --page-size: host page size 0x" in result.stderr
+    assert "is not a power of two of at least 4 KiB (4K, 16K, 64K ...)" in result.stderr
+    assert not out.exists()

@@ -137,6 +137,38 @@ def _unacceptable_character(text: str, err: yaml.reader.ReaderError) -> Problem:
         f'remove it, or write it as the escape "{escape}" inside a double-quoted string'
     )
     return Problem("yaml-syntax", message, len(lines), len(lines[-1]) + 1)
+def load_mapping(raw: bytes, name: str, what: str) -> Document | None:
+    """A YAML file that holds one mapping of any kind (``what`` names it in messages: "the
+    configuration"), loaded with every guard a layout gets: UTF-8 only, one document, no tags,
+    merge keys or duplicate keys, bounded alias expansion and depth. None for a file without a
+    value (empty, only comments, or an empty ``---`` document). Raises LayoutError."""
+    text = _decode(raw, name, what)
+    # The first events tell what the document holds without composing it (lazily parsed).
+    events = yaml.parse(text, Loader=Loader)
+    try:
+        first = next(e for e in events if not isinstance(e, _PREAMBLE))
+        if isinstance(first, yaml.ScalarEvent) and first.implicit[0] and first.value == "":
+            following = next(e for e in events if not isinstance(e, yaml.DocumentEndEvent))
+            if isinstance(following, yaml.StreamEndEvent):
+                return None
+            first = following  # another document follows: load_text says so
+        if isinstance(first, (yaml.ScalarEvent, yaml.SequenceStartEvent)):
+            for _ in events:  # a syntax error further on is the better message
+                pass
+    except yaml.YAMLError:
+        first = None  # not well-formed: load_text says where
+    if isinstance(first, yaml.StreamEndEvent):
+        return None
+    if isinstance(first, (yaml.ScalarEvent, yaml.SequenceStartEvent)):
+        kind = "list" if isinstance(first, yaml.SequenceStartEvent) else "scalar value"
+        message = f"{what} must be a mapping of keys to values, not a {kind}"
+        mark = first.start_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise LayoutError(name, [Problem("schema", message, line, column)])
+    return load_text(text, name)
+
+
+_PREAMBLE = (yaml.StreamStartEvent, yaml.DocumentStartEvent)
 
 
 def _syntax_message(err: yaml.MarkedYAMLError) -> str:
@@ -166,14 +198,14 @@ class _Located(Exception):
         super().__init__(message)
 
 
-def _decode(raw: bytes, name: str) -> str:
+def _decode(raw: bytes, name: str, what: str = "layout files") -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         before = raw[: err.start]
         line = before.count(b"\n") + 1
         column = len(before.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
-        message = f"byte 0x{raw[err.start]:02x} is not UTF-8; layout files must be UTF-8 text"
+        message = f"byte 0x{raw[err.start]:02x} is not UTF-8; {what} must be UTF-8 text"
         raise LayoutError(name, [Problem("yaml-syntax", message, line, column)]) from None
 
 

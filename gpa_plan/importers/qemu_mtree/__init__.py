@@ -80,6 +80,14 @@ from gpa_plan.importers.qemu_mtree.mapping import Mapping, architecture, documen
 from gpa_plan.importers.qemu_mtree.text import scan
 
 
+def page_size_problem(page_size: int) -> str | None:
+    """Why ``page_size`` cannot be a host page KVM memslots are trimmed to, or None: it must
+    be a power of two of at least 4 KiB."""
+    if page_size < 4096 or page_size & (page_size - 1):
+        return f"host page size {page_size:#x} is not a power of two of at least 4 KiB"
+    return None
+
+
 def import_qemu_mtree(
     text: str, arch: str | None = None, page_size: int | None = None
 ) -> Imported:
@@ -89,10 +97,9 @@ def import_qemu_mtree(
     to (default 4 KiB; it becomes the layout's page_size). Raises ImportFailure."""
     if arch is not None and arch not in ARCHES:
         raise ImportFailure(f"unknown architecture {arch!r}: expected arm64 or x86_64")
-    if page_size is not None and (page_size < 4096 or page_size & (page_size - 1)):
-        raise ImportFailure(
-            f"host page size {page_size:#x} is not a power of two of at least 4 KiB"
-        )
+    problem = None if page_size is None else page_size_problem(page_size)
+    if problem:
+        raise ImportFailure(problem)
     notes: list[str] = []
     regions, header_line = memory_regions(scan(text), notes)
     arch = architecture(regions, arch, header_line, notes)
