@@ -1,3 +1,3 @@
-from gpa_plan.cli import main
+from gpa_plan.launch import main
 
 main()

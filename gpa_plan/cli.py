@@ -480,6 +480,10 @@ def main(argv: Sequence[str] | None = None) -> Any:
             exits.output_failed(BrokenPipeError(), as_program=argv is None)
         raise
     except click.ClickException as err:
+        # Messages quote paths and values from the command line: never print them raw.
+        from gpa_plan.printable import printable
+
+        err.message = printable(err.message)
         err.show()
         sys.exit(err.exit_code)
     except (click.Abort, KeyboardInterrupt) as err:
@@ -499,5 +503,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
 def _internal_error(err: BaseException) -> NoReturn:
     # A bug, not bad input: say so without a traceback.
-    click.echo(f"gpa-plan: internal error: {type(err).__name__}: {err}", err=True)
+    from gpa_plan.printable import printable
+
+    click.echo(f"gpa-plan: internal error: {type(err).__name__}: {printable(str(err))}", err=True)
     sys.exit(2)

@@ -134,6 +134,24 @@ def test_ctrl_c_in_a_caller_process_is_130_too(
     assert capsys.readouterr().err.strip() == "gpa-plan: interrupted"
 
 
+def test_ctrl_c_while_the_command_line_is_still_loading_is_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gpa_plan import launch
+
+    class InterruptedImport:
+        def find_spec(self, name: str, *args: object) -> None:
+            if name == "gpa_plan.cli":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "gpa_plan.cli")
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    with pytest.raises(SystemExit) as done:
+        launch.main()
+    assert done.value.code == 130
+    assert capsys.readouterr().err.strip() == "gpa-plan: interrupted"
+
+
 # -- a reader that went away -------------------------------------------------------------------
 
 

@@ -218,3 +218,27 @@ def test_elf_segment_lines_escape_the_program_path(tmp_path: Path) -> None:
     result = invoke("check", str(layout), "--elf", str(elf))
     assert_printable(result.stdout)
     assert f"{PATH_SHOWN}.elf (" in result.stdout
+
+
+def test_usage_errors_and_internal_errors_quote_paths_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpa_plan.cli import main
+
+    layout = tmp_path / f"{PATH_PART}.yaml"
+    layout.write_text("layout: 1\narch: arm64\n")
+    with pytest.raises(SystemExit) as done:
+        main(["allocate", "--arch", "arm64", str(layout)])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert PATH_SHOWN in err and "\x1b" not in err and "\r" not in err
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(HOSTILE)
+
+    monkeypatch.setattr("gpa_plan.check.batch.check_file", broken)
+    with pytest.raises(SystemExit) as done:
+        main(["check", str(layout)])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"gpa-plan: internal error: RuntimeError: {SHOWN}\n"
