@@ -50,7 +50,7 @@ def test_manifest_declares_the_gpa_plan_hook() -> None:
 def test_manifest_entry_is_a_console_script_of_the_package() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     script = hook()["entry"].split()[0]
-    assert re.search(rf'^{re.escape(script)} = "gpa_plan\.cli:main"$', pyproject, re.MULTILINE)
+    assert re.search(rf'^{re.escape(script)} = "gpa_plan\.launch:main"$', pyproject, re.MULTILINE)
 
 
 @pytest.mark.parametrize(
