@@ -266,3 +266,25 @@ def test_hostile_shapes_together_are_checked_in_bounded_time(tmp_path: Path) -> 
     rules = {f["rule"] for f in json.loads(done.stdout)["results"][0]["findings"]}
     assert rules == {"memslot-overlap", "device-overlap", "reserved-overlap"}
 
+
+# --- the planner ----------------------------------------------------------------------------------
+
+
+def test_auto_ucall_pages_find_the_code_memslot_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpa_plan.plan import place
+
+    calls = []
+    numbered = place.assign_slot_ids
+    monkeypatch.setattr(
+        place, "assign_slot_ids", lambda layout: calls.append(1) or numbered(layout)
+    )
+    n = 300
+    memslots = [f"name: m{i}, base: {i * 2 * PAGE:#x}, size: 4K" for i in range(n)]
+    ucalls = [f"name: u{i}, type: ucall, base: auto" for i in range(n)]
+    path = write(tmp_path, ("memslots", memslots), ("devices", ucalls))
+    (result,) = check_file(path)
+    assert result.findings == ()
+    # Numbering every memslot for each ucall page made the plan quadratic.
+    assert len(calls) == 1
