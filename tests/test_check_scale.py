@@ -288,3 +288,28 @@ def test_auto_ucall_pages_find_the_code_memslot_once(
     assert result.findings == ()
     # Numbering every memslot for each ucall page made the plan quadratic.
     assert len(calls) == 1
+
+
+# --- guest programs -------------------------------------------------------------------------------
+
+
+def test_segments_sharing_pages_are_found_without_comparing_every_pair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gpa_plan.check.program_rules import _loader_refusals
+    from gpa_plan.elf.program import Program, Segment
+    from gpa_plan.ranges import Range
+
+    calls = []
+    intersection = Range.intersection
+    monkeypatch.setattr(
+        Range, "intersection", lambda self, other: calls.append(1) or intersection(self, other)
+    )
+    n = 2_000
+    # Each segment runs one page into the next one's first page.
+    segments = tuple(Segment(i, i * PAGE, i * PAGE, 2 * PAGE, 0, 4) for i in range(n))
+    refusals = list(_loader_refusals(Program("guest.elf", "EM_AARCH64", segments), PAGE))
+    assert len(refusals) == n - 1
+    assert f"with segment {n - 2}, mapped before it" in refusals[-1]
+    # Comparing each segment with every earlier one made n * n / 2 comparisons.
+    assert len(calls) < 4 * n

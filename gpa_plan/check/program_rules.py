@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from gpa_plan.arch.base import Backing, Outcome
 from gpa_plan.check.findings import Finding
+from gpa_plan.check.overlaps import TakenRanges
 from gpa_plan.check.partition import Region
 from gpa_plan.check.rules import ERROR, RULES, RuleContext, rule
 from gpa_plan.elf import ELF64_HEADER_SIZES, PHYSICAL, SELFTESTS
@@ -94,8 +95,12 @@ def _merge(ranges: Iterable[Range]) -> list[Range]:
     return merged
 
 
-def _memslot_names(ctx: RuleContext, regions: Iterable[Region]) -> list[str]:
-    slots = {m.name for m in ctx.layout.memslots if m.as_id == 0}
+def _memslots_of(ctx: RuleContext) -> set[str]:
+    """The names of the memslots of address space 0: once per rule, not per segment."""
+    return {m.name for m in ctx.layout.memslots if m.as_id == 0}
+
+
+def _memslot_names(slots: set[str], regions: Iterable[Region]) -> list[str]:
     return list(dict.fromkeys(n for r in regions for n in r.names if n in slots))
 
 
@@ -153,14 +158,15 @@ def elf_unbacked(ctx: RuleContext) -> Iterator[Finding]:
     fault instead of reaching its code or data. Parts that a device claims are left to
     elf-over-device. Fix: link the segment at a physical address inside a memslot (the linker
     script's AT() / load address) or add a memslot there."""
+    hint = _ram_hint(ctx)
     for program in _runnable(ctx, PHYSICAL):
         for segment in program.segments:
-            finding = _unbacked(ctx, program, segment)
+            finding = _unbacked(ctx, program, segment, hint)
             if finding is not None:
                 yield finding
 
 
-def _unbacked(ctx: RuleContext, program: Program, segment: Segment) -> Finding | None:
+def _unbacked(ctx: RuleContext, program: Program, segment: Segment, hint: str) -> Finding | None:
     rng = segment.physical
     access = _main_access(segment)
     # Parts a device claims are reported once, by elf-over-device.
@@ -185,7 +191,7 @@ def _unbacked(ctx: RuleContext, program: Program, segment: Segment) -> Finding |
         f"{_describe(segment, 'p_paddr', rng)}: {where} outside every memslot: the loader "
         f"has no guest memory to copy the segment into, and {_what_happens(access, outcomes[0])}"
         f" instead of reaching the program; link the segment at a physical address inside a "
-        f"memslot{_ram_hint(ctx)}, or add a memslot that covers it",
+        f"memslot{hint}, or add a memslot that covers it",
         names,
     )
 
@@ -202,21 +208,24 @@ def elf_readonly(ctx: RuleContext) -> Iterator[Finding]:
     io_mem_abort(); x86 emulation of the write) and exits to the VMM as KVM_EXIT_MMIO. Code
     and read-only data in a read-only memslot (flash) are fine. Fix: link the data segment
     into RAM (its AT() load address)."""
+    hint, slots = _ram_hint(ctx), _memslots_of(ctx)
     for program in _runnable(ctx, PHYSICAL):
         for segment in program.segments:
             if segment.writable:
-                finding = _readonly(ctx, program, segment)
+                finding = _readonly(ctx, program, segment, hint, slots)
                 if finding is not None:
                     yield finding
 
 
-def _readonly(ctx: RuleContext, program: Program, segment: Segment) -> Finding | None:
+def _readonly(
+    ctx: RuleContext, program: Program, segment: Segment, hint: str, memslots: set[str]
+) -> Finding | None:
     rng = segment.physical
     roms = [r for r in ctx.regions_in(rng) if r.backing is Backing.ROM]
     if not roms:
         return None
     parts = _merge(r.range.intersection(rng) or rng for r in roms)
-    slots = _memslot_names(ctx, roms)
+    slots = _memslot_names(memslots, roms)
     quoted = ", ".join(repr(s) for s in slots)
     plural = "s" if len(slots) > 1 else ""
     where = f"lies in read-only memslot{plural} {quoted}"
@@ -227,7 +236,7 @@ def _readonly(ctx: RuleContext, program: Program, segment: Segment) -> Finding |
         program,
         f"{_describe(segment, 'p_paddr', rng)} {where}: "
         f"{_what_happens('write', roms[0].write)} instead of updating memory; "
-        f"link the data segment into RAM{_ram_hint(ctx)}",
+        f"link the data segment into RAM{hint}",
         slots,
     )
 
@@ -243,12 +252,15 @@ def elf_over_device(ctx: RuleContext) -> Iterator[Finding]:
     go to the device (KVM_EXIT_MMIO, or an in-kernel device such as the vGIC) instead of its
     code or data; with a memslot there the program works but the device never sees its
     accesses. Fix: link the segment clear of every device, or move the device."""
+    slots = _memslots_of(ctx)
     for program in _runnable(ctx, PHYSICAL):
         for segment in program.segments:
-            yield from _over_devices(ctx, program, segment)
+            yield from _over_devices(ctx, program, segment, slots)
 
 
-def _over_devices(ctx: RuleContext, program: Program, segment: Segment) -> Iterator[Finding]:
+def _over_devices(
+    ctx: RuleContext, program: Program, segment: Segment, slots: set[str]
+) -> Iterator[Finding]:
     rng = segment.physical
     access = _main_access(segment)
     for device in ctx.layout.devices:
@@ -274,7 +286,7 @@ def _over_devices(ctx: RuleContext, program: Program, segment: Segment) -> Itera
             f"{_describe(segment, 'p_paddr', rng)} overlaps {device.type.name} device "
             f"{device.name!r} {device.range} at {_span(shared)}: {effect}; link the segment "
             "clear of the device, or move the device",
-            (device.name, *_memslot_names(ctx, regions)),
+            (device.name, *_memslot_names(slots, regions)),
         )
 
 
@@ -421,18 +433,18 @@ def _loader_refusals(program: Program, page: int) -> Iterator[str]:
             f"program header {index} is a PT_LOAD with p_memsz 0 (\"Unexpected loadable "
             "segment memsize of 0\"); drop the empty segment from the link"
         )
-    mapped: list[tuple[Segment, Range]] = []
-    for segment in program.segments:
-        pages = segment.virtual_pages(page)
-        for earlier, taken in mapped:
-            shared = taken.intersection(pages)
-            if shared is not None:
-                yield (
-                    f"segment {segment.index} ({segment.flag_letters}, pages {_span(pages)}) "
-                    f"shares guest pages {_span(shared)} with segment {earlier.index}, mapped "
-                    "before it: __vm_vaddr_alloc() cannot give it the pages from its own start; "
-                    f"align the segments to the {human_size(page)} guest page in the linker "
-                    "script"
-                )
-                break
-        mapped.append((segment, pages))
+    pages = [segment.virtual_pages(page) for segment in program.segments]
+    mapped = TakenRanges(pages)
+    for k, segment in enumerate(program.segments):
+        hit = mapped.overlapping(pages[k])
+        mapped.take(k, pages[k])
+        if hit is None:
+            continue
+        shared = pages[hit].intersection(pages[k])
+        yield (
+            f"segment {segment.index} ({segment.flag_letters}, pages {_span(pages[k])}) "
+            f"shares guest pages {_span(shared or pages[k])} with segment "
+            f"{program.segments[hit].index}, mapped before it: __vm_vaddr_alloc() cannot give "
+            f"it the pages from its own start; align the segments to the {human_size(page)} "
+            "guest page in the linker script"
+        )
