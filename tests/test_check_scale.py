@@ -313,3 +313,39 @@ def test_segments_sharing_pages_are_found_without_comparing_every_pair(
     assert f"with segment {n - 2}, mapped before it" in refusals[-1]
     # Comparing each segment with every earlier one made n * n / 2 comparisons.
     assert len(calls) < 4 * n
+
+
+def test_elf_rules_look_up_regions_without_scanning_them_per_segment(tmp_path: Path) -> None:
+    from gpa_plan.elf import PHYSICAL
+    from gpa_plan.elf.program import Program, Segment
+
+    n = 1_000
+    # Alternating read-only and read-write memslots with holes between: 2n regions and more.
+    memslots = [
+        f"name: m{i}, base: {2 * i * PAGE:#x}, size: 4K" + (", readonly: true" if i % 2 else "")
+        for i in range(n)
+    ]
+    device = "name: u, type: mmio, base: 0x1000, size: 4K"
+    path = write(tmp_path, ("memslots", memslots), ("devices", [device]))
+    loaded = load_layout(path)
+    arch = ARCHES["x86_64"]
+    regions = CountingRegions(partition(loaded.resolved, arch))
+    # n writable segments, each over every region.
+    segments = tuple(Segment(i, 0, 0, 2 * n * PAGE, 0, 6) for i in range(n))
+    program = Program("guest.elf", arch.elf_machine, segments)
+    ctx = RuleContext(
+        str(path), loaded.doc, loaded.resolved, arch, regions, (), (program,), (), PHYSICAL
+    )
+    messages = {}
+    for rule in ("elf-unbacked", "elf-readonly", "elf-over-device"):
+        CountingRegions.reads = 0
+        check = RULES[rule].check
+        assert check is not None
+        found = list(check(ctx))
+        assert len(found) == n, rule
+        # Reading every region for each segment would be n * len(regions).
+        assert CountingRegions.reads < 6 * len(regions) + 100 * n, rule
+        messages[rule] = found[0].message
+    message = messages["elf-unbacked"]
+    # n - 1 holes (the device takes one): ten listed, the rest counted.
+    assert f"and {n - 11} more unbacked ranges are outside every memslot" in message

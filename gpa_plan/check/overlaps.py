@@ -50,3 +50,47 @@ class TakenRanges:
             position -= position & -position
         end, negative_index = best
         return -negative_index if end > rng.start else None
+
+
+class RangeIndex:
+    """Fixed ranges, asked which of them overlap a range: O((m + 1) log n) for m found.
+
+    A tournament tree over the ranges sorted by start keeps the furthest end of each block;
+    a question visits only blocks that start before the range ends and reach past its start.
+    """
+
+    def __init__(self, ranges: Sequence[Range]) -> None:
+        self._order = sorted(range(len(ranges)), key=lambda i: ranges[i].start)
+        self._starts = [ranges[i].start for i in self._order]
+        size = 1
+        while size < len(ranges):
+            size *= 2
+        self._size = size
+        # Empty ranges overlap nothing: their end is below every start.
+        tree = [-1] * (2 * size)
+        for k, i in enumerate(self._order):
+            rng = ranges[i]
+            tree[size + k] = rng.end if rng.start < rng.end else -1
+        for node in range(size - 1, 0, -1):
+            tree[node] = max(tree[2 * node], tree[2 * node + 1])
+        self._tree = tree
+
+    def overlapping(self, rng: Range) -> list[int]:
+        """The indexes (into the ranges given) of those that overlap ``rng``, ascending."""
+        if rng.start >= rng.end:
+            return []
+        limit = bisect.bisect_left(self._starts, rng.end)  # sorted positions [0, limit)
+        found: list[int] = []
+        stack = [(1, 0, self._size)]
+        tree = self._tree
+        while stack:
+            node, low, high = stack.pop()
+            if low >= limit or tree[node] <= rng.start:
+                continue
+            if node >= self._size:
+                found.append(self._order[node - self._size])
+                continue
+            middle = (low + high) // 2
+            stack.append((2 * node + 1, middle, high))
+            stack.append((2 * node, low, middle))
+        return sorted(found)

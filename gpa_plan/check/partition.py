@@ -242,6 +242,14 @@ def first_where(regions: Sequence[Region], following: list[int], rng: Range) -> 
     return regions[k] if k < len(regions) and regions[k].start < rng.end else None
 
 
+def region_span(regions: Sequence[Region], rng: Range) -> tuple[int, int]:
+    """``(lo, hi)``: the regions that intersect ``rng`` are ``regions[lo:hi]`` (two binary
+    searches)."""
+    lo = _first_ending_after(regions, rng.start)
+    hi = bisect.bisect_left(regions, rng.end, lo=lo, key=lambda r: r.start)
+    return lo, max(lo, hi)
+
+
 def regions_within(regions: Sequence[Region], rng: Range) -> list[Region]:
     """The regions of the sorted partition that intersect ``rng``; walks by index, since
     slicing would copy the rest of the partition on every call."""

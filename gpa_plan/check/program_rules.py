@@ -7,13 +7,13 @@ and name the layout entries involved in `objects` and in the message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from gpa_plan.arch.base import Backing, Outcome
 from gpa_plan.check.findings import Finding
-from gpa_plan.check.overlaps import TakenRanges
-from gpa_plan.check.partition import Region
+from gpa_plan.check.overlaps import RangeIndex, TakenRanges
+from gpa_plan.check.partition import Region, first_where, next_where, region_span
 from gpa_plan.check.rules import ERROR, RULES, RuleContext, rule
 from gpa_plan.elf import ELF64_HEADER_SIZES, PHYSICAL, SELFTESTS
 from gpa_plan.layout.resolved import MemslotEntry
@@ -95,6 +95,40 @@ def _merge(ranges: Iterable[Range]) -> list[Range]:
     return merged
 
 
+# Regions a message lists (and takes names from) for one segment, before it counts the rest.
+_MAX_LISTED = 10
+
+
+class _Matching:
+    """The regions of the partition that pass a test, found within a range without a scan:
+    the first few, and how many there are."""
+
+    def __init__(self, regions: Sequence[Region], test: Callable[[Region], bool]) -> None:
+        self.regions = regions
+        self.following = next_where(regions, test)
+        self.counts = [0]
+        for region in regions:
+            self.counts.append(self.counts[-1] + (1 if test(region) else 0))
+
+    def within(self, rng: Range) -> tuple[list[Region], int]:
+        lo, hi = region_span(self.regions, rng)
+        found: list[Region] = []
+        k = self.following[lo]
+        while k < hi and len(found) < _MAX_LISTED:
+            found.append(self.regions[k])
+            k = self.following[k + 1]
+        return found, self.counts[hi] - self.counts[lo]
+
+
+def _more(shown: int, total: int, what: str) -> str:
+    return f" and {total - shown} more {what}" if total > shown else ""
+
+
+def _first_regions(ctx: RuleContext, rng: Range) -> list[Region]:
+    lo, hi = region_span(ctx.regions, rng)
+    return list(ctx.regions[lo : min(hi, lo + _MAX_LISTED)])
+
+
 def _memslots_of(ctx: RuleContext) -> set[str]:
     """The names of the memslots of address space 0: once per rule, not per segment."""
     return {m.name for m in ctx.layout.memslots if m.as_id == 0}
@@ -159,18 +193,21 @@ def elf_unbacked(ctx: RuleContext) -> Iterator[Finding]:
     elf-over-device. Fix: link the segment at a physical address inside a memslot (the linker
     script's AT() / load address) or add a memslot there."""
     hint = _ram_hint(ctx)
+    unbacked = _Matching(ctx.regions, lambda r: r.kind == "unbacked")
     for program in _runnable(ctx, PHYSICAL):
         for segment in program.segments:
-            finding = _unbacked(ctx, program, segment, hint)
+            finding = _unbacked(ctx, program, segment, hint, unbacked)
             if finding is not None:
                 yield finding
 
 
-def _unbacked(ctx: RuleContext, program: Program, segment: Segment, hint: str) -> Finding | None:
+def _unbacked(
+    ctx: RuleContext, program: Program, segment: Segment, hint: str, unbacked: _Matching
+) -> Finding | None:
     rng = segment.physical
     access = _main_access(segment)
     # Parts a device claims are reported once, by elf-over-device.
-    holes = [r for r in ctx.regions_in(rng) if r.kind == "unbacked"]
+    holes, total = unbacked.within(rng)
     gaps = [hole.range.intersection(rng) for hole in holes]
     outcomes = [hole.outcome(access) for hole in holes]
     if rng.end > ctx.layout.limit:
@@ -182,7 +219,8 @@ def _unbacked(ctx: RuleContext, program: Program, segment: Segment, hint: str) -
     where = (
         "the whole segment is"
         if parts == [rng]
-        else f"{_spans(parts)} {'is' if len(parts) == 1 else 'are'}"
+        else f"{_spans(parts)}{_more(len(holes), total, 'unbacked ranges')} "
+        f"{'is' if len(parts) == 1 and total == len(holes) else 'are'}"
     )
     names = list(dict.fromkeys(n for hole in holes for n in hole.names))
     return _finding(
@@ -209,19 +247,25 @@ def elf_readonly(ctx: RuleContext) -> Iterator[Finding]:
     and read-only data in a read-only memslot (flash) are fine. Fix: link the data segment
     into RAM (its AT() load address)."""
     hint, slots = _ram_hint(ctx), _memslots_of(ctx)
+    roms = _Matching(ctx.regions, lambda r: r.backing is Backing.ROM)
     for program in _runnable(ctx, PHYSICAL):
         for segment in program.segments:
             if segment.writable:
-                finding = _readonly(ctx, program, segment, hint, slots)
+                finding = _readonly(ctx, program, segment, hint, slots, roms)
                 if finding is not None:
                     yield finding
 
 
 def _readonly(
-    ctx: RuleContext, program: Program, segment: Segment, hint: str, memslots: set[str]
+    ctx: RuleContext,
+    program: Program,
+    segment: Segment,
+    hint: str,
+    memslots: set[str],
+    matching: _Matching,
 ) -> Finding | None:
     rng = segment.physical
-    roms = [r for r in ctx.regions_in(rng) if r.backing is Backing.ROM]
+    roms, total = matching.within(rng)
     if not roms:
         return None
     parts = _merge(r.range.intersection(rng) or rng for r in roms)
@@ -230,7 +274,10 @@ def _readonly(
     plural = "s" if len(slots) > 1 else ""
     where = f"lies in read-only memslot{plural} {quoted}"
     if parts != [rng]:
-        where = f"overlaps read-only memslot{plural} {quoted} at {_spans(parts)}"
+        where = (
+            f"overlaps read-only memslot{plural} {quoted} at {_spans(parts)}"
+            f"{_more(len(roms), total, 'read-only ranges')}"
+        )
     return _finding(
         "elf-readonly",
         program,
@@ -253,26 +300,33 @@ def elf_over_device(ctx: RuleContext) -> Iterator[Finding]:
     code or data; with a memslot there the program works but the device never sees its
     accesses. Fix: link the segment clear of every device, or move the device."""
     slots = _memslots_of(ctx)
+    devices = RangeIndex([d.range for d in ctx.layout.devices])
+    exposed = next_where(ctx.regions, lambda r: r.backing is Backing.NONE)
     for program in _runnable(ctx, PHYSICAL):
         for segment in program.segments:
-            yield from _over_devices(ctx, program, segment, slots)
+            yield from _over_devices(ctx, program, segment, slots, devices, exposed)
 
 
 def _over_devices(
-    ctx: RuleContext, program: Program, segment: Segment, slots: set[str]
+    ctx: RuleContext,
+    program: Program,
+    segment: Segment,
+    slots: set[str],
+    devices: RangeIndex,
+    next_exposed: list[int],
 ) -> Iterator[Finding]:
     rng = segment.physical
     access = _main_access(segment)
-    for device in ctx.layout.devices:
+    for index in devices.overlapping(rng):
+        device = ctx.layout.devices[index]
         shared = device.range.intersection(rng)
         if shared is None:
             continue
-        regions = ctx.regions_in(shared)
-        exposed = [r for r in regions if r.backing is Backing.NONE]
-        if exposed:
+        exposed = first_where(ctx.regions, next_exposed, shared)
+        if exposed is not None:
             effect = (
                 f"the loader has no memory to copy into there, and "
-                f"{_what_happens(access, exposed[0].outcome(access))} instead of reaching "
+                f"{_what_happens(access, exposed.outcome(access))} instead of reaching "
                 "the program"
             )
         else:
@@ -286,7 +340,7 @@ def _over_devices(
             f"{_describe(segment, 'p_paddr', rng)} overlaps {device.type.name} device "
             f"{device.name!r} {device.range} at {_span(shared)}: {effect}; link the segment "
             "clear of the device, or move the device",
-            (device.name, *_memslot_names(slots, regions)),
+            (device.name, *_memslot_names(slots, _first_regions(ctx, shared))),
         )
 
 
@@ -311,10 +365,12 @@ def elf_va_collision(ctx: RuleContext) -> Iterator[Finding]:
 
     page = ctx.layout.guest_page_size
     devices = identity_mapped(ctx.layout)
+    index = RangeIndex([identity_pages(d, page) for d in devices])
     for program in _runnable(ctx, SELFTESTS):
         for segment in program.segments:
             pages = segment.virtual_pages(page)
-            for device in devices:
+            for k in index.overlapping(pages):
+                device = devices[k]
                 shared = identity_pages(device, page).intersection(pages)
                 if shared is None:
                     continue
