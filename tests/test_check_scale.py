@@ -349,3 +349,33 @@ def test_elf_rules_look_up_regions_without_scanning_them_per_segment(tmp_path: P
     message = messages["elf-unbacked"]
     # n - 1 holes (the device takes one): ten listed, the rest counted.
     assert f"and {n - 11} more unbacked ranges are outside every memslot" in message
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+
+def test_unknown_keys_of_a_huge_mapping_are_located_without_rescanning_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpa_plan.layout import loader
+    from gpa_plan.layout.errors import LayoutError
+    from gpa_plan.layout.validate import validate_layout
+
+    n = 3_000
+    path = tmp_path / "layout.yaml"
+    extra = "".join(f"    k{i}: 1\n" for i in range(n))
+    path.write_text(
+        "layout: 1\narch: arm64\ndevices:\n  - name: d\n    type: mmio\n    base: 0\n"
+        f"    size: 4K\n{extra}"
+    )
+    document = loader.load_file(path)
+    calls = []
+    scalar = loader._scalar_or_none
+    monkeypatch.setattr(loader, "_scalar_or_none", lambda node: calls.append(1) or scalar(node))
+    with pytest.raises(LayoutError) as caught:
+        validate_layout(document)
+    problems = caught.value.problems
+    assert len(problems) == n
+    assert (problems[-1].line, problems[-1].column) == (7 + n, 5)
+    # Scanning the mapping's keys for each unknown key read n * n / 2 of them.
+    assert len(calls) < 10 * n
