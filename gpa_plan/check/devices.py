@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from gpa_plan.arch.base import Backing, Handler, Outcome
 from gpa_plan.check.findings import Finding
-from gpa_plan.check.overlaps import TakenRanges
+from gpa_plan.check.overlaps import TakenRanges, any_overlap
 from gpa_plan.check.partition import Region, first_where, next_where
 from gpa_plan.check.rules import ERROR, WARNING, RuleContext, rule
 from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ReservedEntry
@@ -87,6 +87,8 @@ def device_overlap(ctx: RuleContext) -> Iterator[Finding]:
     (vgic_v3_check_base). Each device that overlaps one listed before it is reported once,
     with one of those. Fix: move one of them."""
     devices = ctx.layout.devices
+    if not any_overlap([d.range for d in devices]):
+        return
     registered = TakenRanges([d.range for d in devices])
     for k, later in enumerate(devices):
         if later.range.size <= 0:
@@ -216,11 +218,12 @@ def ucall_not_io(ctx: RuleContext) -> Iterator[Finding]:
     December 2022 selftests bug, when a test's memslot landed on the ucall address), the write
     lands in RAM and the test hangs. Fix: move the ucall page to unbacked space
     (`gpa-plan allocate --ucall`) or cover it with a read-only memslot."""
+    ucalls = [d for d in ctx.layout.devices if d.type.name == "ucall"]
+    if not ucalls:
+        return
     regions = ctx.regions
     next_no_exit = next_where(regions, lambda r: r.write is not Outcome.IO_EXIT)
-    for d in ctx.layout.devices:
-        if d.type.name != "ucall":
-            continue
+    for d in ucalls:
         region = first_where(regions, next_no_exit, d.range)
         if region is None:
             continue

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from gpa_plan.arch.x86_64 import APIC_ACCESS_PAGE
 from gpa_plan.check.findings import Finding
-from gpa_plan.check.overlaps import TakenRanges
+from gpa_plan.check.overlaps import TakenRanges, any_overlap
 from gpa_plan.check.rules import ERROR, RuleContext, rule
 from gpa_plan.layout.resolved import MemslotEntry
 from gpa_plan.ranges import Range, hex_addr, human_size
@@ -35,6 +35,8 @@ def memslot_overlap(ctx: RuleContext) -> Iterator[Finding]:
     for m in ctx.layout.memslots:
         by_space[m.as_id].append(m)
     for slots in by_space.values():
+        if not any_overlap([m.range for m in slots]):
+            continue
         accepted = TakenRanges([m.range for m in slots])
         for k, later in enumerate(slots):
             if later.range.size <= 0:

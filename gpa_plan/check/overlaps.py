@@ -15,6 +15,17 @@ from gpa_plan.ranges import Range
 _NONE = (-1, 0)
 
 
+def any_overlap(ranges: Sequence[Range]) -> bool:
+    """Whether two of ``ranges`` overlap (empty ones overlap nothing): one sort, so the usual
+    layout, where nothing overlaps, skips the slower search for what overlaps what."""
+    reach = -1
+    for rng in sorted(r for r in ranges if r.start < r.end):
+        if rng.start < reach:
+            return True
+        reach = max(reach, rng.end)
+    return False
+
+
 class TakenRanges:
     """Ranges taken one by one, each known in advance (``candidates``, to number their starts).
 

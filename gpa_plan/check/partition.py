@@ -126,6 +126,7 @@ def _sweep(
     # Every started object, smallest number first; ended ones are dropped when met.
     started: list[int] = []
     slot_heap: list[int] = []
+    peak = 0  # the most objects `active` has held since it was last rebuilt
     handler_count = {h: 0 for h in Handler}
     position, i = 0, 0
     while position < limit:
@@ -134,6 +135,8 @@ def _sweep(
             obj = objects[ident]
             if what == _START:
                 active.add(ident)
+                if len(active) > peak:
+                    peak = len(active)
                 heapq.heappush(started, ident)
                 if isinstance(obj, MemslotEntry):
                     heapq.heappush(slot_heap, ident)
@@ -158,11 +161,20 @@ def _sweep(
             key=lambda h: h.strength,
         )
         effects = arch.effects(backing, handler)
+        if len(active) <= MAX_REGION_NAMES:
+            if peak > 4 * MAX_REGION_NAMES:
+                # A set keeps the table of its largest size: walking one that once held
+                # thousands costs that much every time, so it is rebuilt (paid for by the
+                # objects that filled it).
+                active, peak = set(active), len(active)
+            first = sorted(active)
+        else:
+            first = _first_active(active, started)
         yield Region(
             position,
             next_position,
             _kind(backing, handler),
-            tuple(names[j] for j in _first_active(active, started)),
+            tuple(names[j] for j in first),
             effects.read.outcome,
             effects.write.outcome,
             effects.fetch.outcome,
@@ -176,8 +188,7 @@ def _sweep(
 def _first_active(active: set[int], started: list[int]) -> list[int]:
     """The MAX_REGION_NAMES smallest numbers in ``active``, from the heap ``started`` (which
     holds every active number, and ended ones that are dropped here for good): O(log n) a
-    name. Never iterates ``active``: a set keeps the table of its largest size, so walking
-    one that once held thousands costs that much every time."""
+    name, where sorting ``active`` would cost its size."""
     first: list[int] = []
     while started and len(first) < MAX_REGION_NAMES:
         ident = heapq.heappop(started)

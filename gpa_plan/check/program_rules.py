@@ -192,6 +192,8 @@ def elf_unbacked(ctx: RuleContext) -> Iterator[Finding]:
     fault instead of reaching its code or data. Parts that a device claims are left to
     elf-over-device. Fix: link the segment at a physical address inside a memslot (the linker
     script's AT() / load address) or add a memslot there."""
+    if not ctx.programs:
+        return
     hint = _ram_hint(ctx)
     unbacked = _Matching(ctx.regions, lambda r: r.kind == "unbacked")
     for program in _runnable(ctx, PHYSICAL):
@@ -246,6 +248,8 @@ def elf_readonly(ctx: RuleContext) -> Iterator[Finding]:
     io_mem_abort(); x86 emulation of the write) and exits to the VMM as KVM_EXIT_MMIO. Code
     and read-only data in a read-only memslot (flash) are fine. Fix: link the data segment
     into RAM (its AT() load address)."""
+    if not ctx.programs:
+        return
     hint, slots = _ram_hint(ctx), _memslots_of(ctx)
     roms = _Matching(ctx.regions, lambda r: r.backing is Backing.ROM)
     for program in _runnable(ctx, PHYSICAL):
@@ -299,6 +303,8 @@ def elf_over_device(ctx: RuleContext) -> Iterator[Finding]:
     go to the device (KVM_EXIT_MMIO, or an in-kernel device such as the vGIC) instead of its
     code or data; with a memslot there the program works but the device never sees its
     accesses. Fix: link the segment clear of every device, or move the device."""
+    if not ctx.programs:
+        return
     slots = _memslots_of(ctx)
     devices = RangeIndex([d.range for d in ctx.layout.devices])
     exposed = next_where(ctx.regions, lambda r: r.backing is Backing.NONE)
