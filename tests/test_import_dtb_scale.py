@@ -4,11 +4,24 @@ has ranges. The work is counted, and the fast lookups are held to the plain scan
 
 from __future__ import annotations
 
+import runpy
+from pathlib import Path
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gpa_plan.importers.dtb import import_dtb, mapping
 from gpa_plan.importers.dtb.fdt import Node
 from gpa_plan.importers.dtb.mapping import _LayoutBuilder, _Windows
+
+WRITER = runpy.run_path(str(Path(__file__).parent / "data" / "import" / "dtb" / "make_dtbs.py"))
+fdt_blob, u64s = WRITER["fdt_blob"], WRITER["u64s"]
+ARM_CPUS = {
+    "#address-cells": 1,
+    "#size-cells": 0,
+    "cpu@0": {"device_type": "cpu", "compatible": "arm,cortex-a57", "reg": 0},
+}
 
 
 def _first_match(entries: list[tuple[int, ...]], address: int) -> int | None:
@@ -51,3 +64,32 @@ def test_nodes_of_one_name_get_suffixes_without_trying_every_taken_one() -> None
     assert names[-1] == f"soc/uart@0-{n - 1}"
     # Trying "-2", "-3" ... again for each node made n * n / 2 lookups.
     assert _CountingSet.lookups < 4 * n
+
+
+def test_children_of_a_bus_with_many_ranges_are_translated_without_rereading_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    n = 1_000
+    windows = [v for i in range(n) for v in (i * 0x1000, 0x1_0000_0000 + i * 0x1000, 0x1000)]
+    bus: dict[str, object] = {
+        "compatible": "simple-bus",
+        "#address-cells": 2,
+        "#size-cells": 2,
+        "ranges": u64s(*windows),
+    }
+    for i in range(n):
+        bus[f"dev@{i:x}"] = {"compatible": "ns16550a", "reg": u64s(i * 0x1000, 0x1000)}
+    blob = fdt_blob({"#address-cells": 2, "#size-cells": 2, "cpus": ARM_CPUS, "soc": bus})
+    records = []
+    split = mapping._split
+
+    def counting(value: bytes, cells: tuple[int, ...]) -> list[tuple[int, ...]] | None:
+        found = split(value, cells)
+        records.append(len(found or ()))
+        return found
+
+    monkeypatch.setattr(mapping, "_split", counting)
+    devices = import_dtb(blob).document["devices"]
+    assert [d["base"] for d in devices] == [0x1_0000_0000 + i * 0x1000 for i in range(n)]
+    # Reading the bus's n ranges again for each of its n children read n * n records.
+    assert sum(records) < 4 * n
