@@ -6,7 +6,6 @@ human-readable output, the way QEMU's ``info mtree`` and ``/proc/iomem`` print t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 
@@ -69,22 +68,3 @@ def human_size(value: int) -> str:
             text = f"{value / scale:.2f}".rstrip("0").rstrip(".")
             return f"{'' if exact else '~'}{text} {unit}"
     return f"{value} bytes"
-
-
-def overlapping_pairs(ranges: Sequence[Range]) -> Iterator[tuple[int, int]]:
-    """Index pairs ``(i, j)`` where range ``j`` overlaps an earlier-starting range ``i``.
-
-    Each overlapping range is reported once, paired with the range reaching furthest among
-    those that start before it (ties broken by position in ``ranges``): O(n log n).
-    """
-    order = sorted(range(len(ranges)), key=lambda k: (ranges[k].start, k))
-    reach = -1
-    holder = -1
-    for k in order:
-        current = ranges[k]
-        if current.size <= 0:
-            continue
-        if holder >= 0 and current.start < reach:
-            yield (holder, k) if holder < k else (k, holder)
-        if current.end > reach:
-            reach, holder = current.end, k

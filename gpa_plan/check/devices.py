@@ -7,10 +7,11 @@ from collections.abc import Iterator
 
 from gpa_plan.arch.base import Backing, Handler, Outcome
 from gpa_plan.check.findings import Finding
-from gpa_plan.check.partition import Region
+from gpa_plan.check.overlaps import TakenRanges, any_overlap
+from gpa_plan.check.partition import Region, first_where, next_where
 from gpa_plan.check.rules import ERROR, WARNING, RuleContext, rule
 from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ReservedEntry
-from gpa_plan.ranges import hex_addr, human_size, overlapping_pairs
+from gpa_plan.ranges import hex_addr, human_size
 
 # include/linux/kvm_host.h: NR_IOBUS_DEVS, devices per KVM io bus.
 NR_IOBUS_DEVS = 1000
@@ -32,36 +33,45 @@ def device_shadowed(ctx: RuleContext) -> Iterator[Finding]:
     ucall device is left to `ucall-not-io`, and a read-only memslot over it is the carve-out
     KVM selftests plan. Fix: move the device out of RAM, or split the memslot around it."""
     memslot_names = {m.name for m in ctx.layout.memslots}
+    regions = ctx.regions
+    next_ram = next_where(regions, lambda r: r.backing is Backing.RAM)
+    next_rom = next_where(regions, lambda r: r.backing is Backing.ROM)
     for device in ctx.layout.devices:
         if device.type.name == "ucall":
             continue
-        backing = {r.backing: r for r in ctx.regions_in(device.range)}
-        names = [n for r in backing.values() for n in r.names if n != device.name]
-        if Backing.RAM in backing:
-            region = backing[Backing.RAM]
+        region = first_where(regions, next_ram, device.range)
+        if region is not None:
             owner = _memslots_in(memslot_names, region)
             yield ctx.finding(
                 "device-shadowed",
                 f"{_describe(device)} lies in read-write memory ({owner} covers "
-                f"{region.range} of it): guest reads and writes there hit RAM and never reach the "
-                "device; move the device out of the memslot or split the memslot around it",
+                f"{region.range.intersection(device.range)} of it): guest reads and writes "
+                "there hit RAM and never reach the device; move the device out of the memslot "
+                "or split the memslot around it",
                 device.path,
                 "base",
-                (device.name, *dict.fromkeys(names)),
+                _involved(device, region),
             )
-        elif Backing.ROM in backing:
-            region = backing[Backing.ROM]
+            continue
+        region = first_where(regions, next_rom, device.range)
+        if region is not None:
             owner = _memslots_in(memslot_names, region)
             yield ctx.finding(
                 "device-shadowed",
                 f"{_describe(device)} lies in a read-only memslot "
-                f"({owner} covers {region.range} of it): guest reads return the memslot's "
-                "memory, only writes reach the device; move the device if it must answer reads",
+                f"({owner} covers {region.range.intersection(device.range)} of it): guest "
+                "reads return the memslot's memory, only writes reach the device; move the "
+                "device if it must answer reads",
                 device.path,
                 "base",
-                (device.name, *dict.fromkeys(names)),
+                _involved(device, region),
                 severity=WARNING,
             )
+
+
+def _involved(device: DeviceEntry, region: Region) -> tuple[str, ...]:
+    """The device, then the other objects the region lists (its memslots first)."""
+    return (device.name, *(n for n in region.names if n != device.name))
 
 
 def _memslots_in(memslot_names: set[str], region: Region) -> str:
@@ -74,10 +84,20 @@ def device_overlap(ctx: RuleContext) -> Iterator[Finding]:
     """Devices on the KVM io bus are not checked for overlap (kvm_io_bus_register_dev): the
     first one that accepts an access wins, the other never sees it; for the vGIC, KVM refuses
     overlapping distributor and redistributors with EINVAL at the first KVM_RUN
-    (vgic_v3_check_base). Fix: move one of them."""
+    (vgic_v3_check_base). Each device that overlaps one listed before it is reported once,
+    with one of those. Fix: move one of them."""
     devices = ctx.layout.devices
-    for i, j in overlapping_pairs([d.range for d in devices]):
-        first, later = devices[i], devices[j]
+    if not any_overlap([d.range for d in devices]):
+        return
+    registered = TakenRanges([d.range for d in devices])
+    for k, later in enumerate(devices):
+        if later.range.size <= 0:
+            continue
+        hit = registered.overlapping(later.range)
+        registered.take(k, later.range)
+        if hit is None:
+            continue
+        first = devices[hit]
         shared = first.range.intersection(later.range)
         yield ctx.finding(
             "device-overlap",
@@ -154,32 +174,32 @@ def reserved_overlap(ctx: RuleContext) -> Iterator[Finding]:
     Fix: move the memslot or device out of the reserved range."""
     reserved = sorted(ctx.layout.reserved, key=lambda r: r.range.start)
     starts = [r.range.start for r in reserved]
-    reach = _running_max_end(reserved)
+    reach = _furthest_so_far(reserved)
     entries: list[MemslotEntry | DeviceEntry] = [*ctx.layout.memslots, *ctx.layout.devices]
     for entry in entries:
         rng = entry.range
-        # Candidates start before rng.end; scan back while an earlier one could still reach.
+        # Of the reserved ranges that start before rng ends, the one reaching furthest
+        # overlaps rng if any does.
         k = bisect.bisect_left(starts, rng.end) - 1
-        while k >= 0 and reach[k] > rng.start:
-            if reserved[k].range.overlaps(rng):
-                hit = reserved[k]
-                yield ctx.finding(
-                    "reserved-overlap",
-                    f"{entry.name!r} {rng} intrudes into reserved range {hit.name!r} "
-                    f"{hit.range} at {rng.intersection(hit.range)}; move it out",
-                    entry.path,
-                    "base",
-                    (entry.name, hit.name),
-                )
-                break
-            k -= 1
+        if k < 0:
+            continue
+        hit = reach[k]
+        if hit.range.end > rng.start:
+            yield ctx.finding(
+                "reserved-overlap",
+                f"{entry.name!r} {rng} intrudes into reserved range {hit.name!r} "
+                f"{hit.range} at {rng.intersection(hit.range)}; move it out",
+                entry.path,
+                "base",
+                (entry.name, hit.name),
+            )
 
 
-def _running_max_end(reserved: list[ReservedEntry]) -> list[int]:
-    result, best = [], -1
+def _furthest_so_far(reserved: list[ReservedEntry]) -> list[ReservedEntry]:
+    """For each prefix of ``reserved``, the range that ends furthest (the first, on ties)."""
+    result: list[ReservedEntry] = []
     for r in reserved:
-        best = max(best, r.range.end)
-        result.append(best)
+        result.append(r if not result or r.range.end > result[-1].range.end else result[-1])
     return result
 
 
@@ -198,24 +218,26 @@ def ucall_not_io(ctx: RuleContext) -> Iterator[Finding]:
     December 2022 selftests bug, when a test's memslot landed on the ucall address), the write
     lands in RAM and the test hangs. Fix: move the ucall page to unbacked space
     (`gpa-plan allocate --ucall`) or cover it with a read-only memslot."""
-    for d in ctx.layout.devices:
-        if d.type.name != "ucall":
+    ucalls = [d for d in ctx.layout.devices if d.type.name == "ucall"]
+    if not ucalls:
+        return
+    regions = ctx.regions
+    next_no_exit = next_where(regions, lambda r: r.write is not Outcome.IO_EXIT)
+    for d in ucalls:
+        region = first_where(regions, next_no_exit, d.range)
+        if region is None:
             continue
-        for region in ctx.regions_in(d.range):
-            if region.write is Outcome.IO_EXIT:
-                continue
-            others = [n for n in region.names if n != d.name]
-            cause = f" ({', '.join(repr(n) for n in others)})" if others else ""
-            yield ctx.finding(
-                "ucall-not-io",
-                f"ucall {d.name!r} at {region.range}: guest writes there{cause} "
-                f"{_NOT_AN_EXIT.get(region.write, 'do not exit')}; move the ucall page to "
-                "unbacked space (gpa-plan allocate --ucall) or make that memslot read-only",
-                d.path,
-                "base",
-                (d.name, *others),
-            )
-            break
+        others = [n for n in region.names if n != d.name]
+        cause = f" ({', '.join(repr(n) for n in others)})" if others else ""
+        yield ctx.finding(
+            "ucall-not-io",
+            f"ucall {d.name!r} at {region.range}: guest writes there{cause} "
+            f"{_NOT_AN_EXIT.get(region.write, 'do not exit')}; move the ucall page to "
+            "unbacked space (gpa-plan allocate --ucall) or make that memslot read-only",
+            d.path,
+            "base",
+            (d.name, *others),
+        )
 
 
 @rule("iobus-full", ERROR, "more than NR_IOBUS_DEVS (1000) devices on the KVM MMIO bus")

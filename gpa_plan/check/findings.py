@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 ERROR = "error"
 WARNING = "warning"
+
+# Findings of one rule that name one object, shown before the rest are counted instead.
+MAX_FINDINGS_PER_OBJECT = 10
 
 
 class Finding(NamedTuple):
@@ -24,3 +28,55 @@ class Finding(NamedTuple):
 
     def sort_key(self) -> tuple[str, int, int, str]:
         return self.file, self.line, self.column, self.rule
+
+
+def cap_per_object(findings: Iterable[Finding]) -> list[Finding]:
+    """``findings`` (sorted) with at most MAX_FINDINGS_PER_OBJECT of one rule naming any one
+    object; for each object and rule that had more, one finding at the first one left out
+    says how many were, at the most severe level among them.
+
+    Thousands of devices at one address would otherwise give thousands of findings naming
+    the memslot or the device they all overlap; the first ones say what is wrong.
+    """
+    shown: dict[tuple[str, str], int] = {}
+    hidden: dict[tuple[str, str], list[Finding]] = {}
+    kept: list[Finding] = []
+    for finding in findings:
+        full = next(
+            (
+                (finding.rule, name)
+                for name in finding.objects
+                if shown.get((finding.rule, name), 0) >= MAX_FINDINGS_PER_OBJECT
+            ),
+            None,
+        )
+        if full is None:
+            kept.append(finding)
+            for name in dict.fromkeys(finding.objects):
+                shown[(finding.rule, name)] = shown.get((finding.rule, name), 0) + 1
+        else:
+            hidden.setdefault(full, []).append(finding)
+    if not hidden:
+        return kept
+    for (rule, name), left_out in hidden.items():
+        kept.append(_left_out(rule, name, left_out))
+    kept.sort(key=Finding.sort_key)
+    return kept
+
+
+def _left_out(rule: str, name: str, left_out: list[Finding]) -> Finding:
+    first = left_out[0]
+    severity = ERROR if any(f.severity == ERROR for f in left_out) else first.severity
+    count = len(left_out)
+    return Finding(
+        rule,
+        severity,
+        f"{count} more {rule} finding{'s' if count != 1 else ''} naming {name!r}, the "
+        f"first of them here, {'are' if count != 1 else 'is'} not shown (at most "
+        f"{MAX_FINDINGS_PER_OBJECT} per object and rule): fix the ones shown and run "
+        "gpa-plan check again to see the rest",
+        first.file,
+        first.line,
+        first.column,
+        (name,),
+    )

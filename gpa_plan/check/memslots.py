@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 from gpa_plan.arch.x86_64 import APIC_ACCESS_PAGE
 from gpa_plan.check.findings import Finding
+from gpa_plan.check.overlaps import TakenRanges, any_overlap
 from gpa_plan.check.rules import ERROR, RuleContext, rule
 from gpa_plan.layout.resolved import MemslotEntry
-from gpa_plan.ranges import Range, hex_addr, human_size, overlapping_pairs
+from gpa_plan.ranges import Range, hex_addr, human_size
 
 # include/linux/kvm_host.h: KVM_MEM_MAX_NR_PAGES, pages per user memslot.
 KVM_MEM_MAX_NR_PAGES = (1 << 31) - 1
@@ -24,16 +25,27 @@ def _describe(m: MemslotEntry) -> str:
 
 @rule("memslot-overlap", ERROR, "two memslots of one address space overlap (KVM: EEXIST)")
 def memslot_overlap(ctx: RuleContext) -> Iterator[Finding]:
-    """kvm_set_memory_region() -> kvm_check_memslot_overlap(): a memslot that overlaps any other
-    memslot of the same address space is refused with EEXIST, so the VMM fails when it adds
-    the later one. Memslots of different address spaces (x86 SMM) may overlap. Fix: move or
-    shrink one of them."""
+    """kvm_set_memory_region() -> kvm_check_memslot_overlap(): a memslot that overlaps a
+    memslot KVM has already accepted in the same address space is refused with EEXIST, so the
+    VMM fails when it adds it. Memslots are taken in file order; a refused one is not in KVM's
+    table and cannot make a later one fail, so each memslot is reported at most once, with an
+    accepted memslot it overlaps. Memslots of different address spaces (x86 SMM) may overlap.
+    Fix: move or shrink one of them."""
     by_space: dict[int, list[MemslotEntry]] = defaultdict(list)
     for m in ctx.layout.memslots:
         by_space[m.as_id].append(m)
     for slots in by_space.values():
-        for i, j in overlapping_pairs([m.range for m in slots]):
-            first, later = slots[i], slots[j]
+        if not any_overlap([m.range for m in slots]):
+            continue
+        accepted = TakenRanges([m.range for m in slots])
+        for k, later in enumerate(slots):
+            if later.range.size <= 0:
+                continue  # size 0 deletes a slot; memslot-out-of-range reports it
+            hit = accepted.overlapping(later.range)
+            if hit is None:
+                accepted.take(k, later.range)
+                continue
+            first = slots[hit]
             shared = first.range.intersection(later.range)
             yield ctx.finding(
                 "memslot-overlap",

@@ -5,18 +5,25 @@ SMM sees), device and reserved range: O(n log n), plus the size of the output. W
 overlap (KVM would refuse the later one with EEXIST), the one first in the file wins, as it would
 have been registered first. Where devices overlap, the strongest handler wins: in-kernel, then
 ioeventfd, then coalesced, then user.
+
+A region names at most MAX_REGION_NAMES of the objects that claim it (memslots first, then
+devices, then reserved ranges, each in file order) and counts the rest in ``more_names``: where
+thousands of ranges overlap, listing every one in every region would make the output grow with
+the square of the input.
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 from gpa_plan.arch.base import ArchSpec, Backing, Handler, Outcome
 from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ResolvedLayout
 from gpa_plan.ranges import Range
+
+MAX_REGION_NAMES = 10
 
 
 class Region(NamedTuple):
@@ -31,6 +38,8 @@ class Region(NamedTuple):
     fetch: Outcome
     backing: Backing
     handler: Handler
+    # claiming objects beyond the MAX_REGION_NAMES listed in `names`
+    more_names: int = 0
 
     @property
     def range(self) -> Range:
@@ -48,6 +57,7 @@ class Region(NamedTuple):
         return (
             self.kind == other.kind
             and self.names == other.names
+            and self.more_names == other.more_names
             and self.read == other.read
             and self.write == other.write
             and self.fetch == other.fetch
@@ -113,7 +123,10 @@ def _sweep(
     arch: ArchSpec,
 ) -> Iterator[Region]:
     active: set[int] = set()
+    # Every started object, smallest number first; ended ones are dropped when met.
+    started: list[int] = []
     slot_heap: list[int] = []
+    peak = 0  # the most objects `active` has held since it was last rebuilt
     handler_count = {h: 0 for h in Handler}
     position, i = 0, 0
     while position < limit:
@@ -122,6 +135,9 @@ def _sweep(
             obj = objects[ident]
             if what == _START:
                 active.add(ident)
+                if len(active) > peak:
+                    peak = len(active)
+                heapq.heappush(started, ident)
                 if isinstance(obj, MemslotEntry):
                     heapq.heappush(slot_heap, ident)
                 elif isinstance(obj, DeviceEntry):
@@ -145,18 +161,42 @@ def _sweep(
             key=lambda h: h.strength,
         )
         effects = arch.effects(backing, handler)
+        if len(active) <= MAX_REGION_NAMES:
+            if peak > 4 * MAX_REGION_NAMES:
+                # A set keeps the table of its largest size: walking one that once held
+                # thousands costs that much every time, so it is rebuilt (paid for by the
+                # objects that filled it).
+                active, peak = set(active), len(active)
+            first = sorted(active)
+        else:
+            first = _first_active(active, started)
         yield Region(
             position,
             next_position,
             _kind(backing, handler),
-            tuple(names[j] for j in sorted(active)),
+            tuple(names[j] for j in first),
             effects.read.outcome,
             effects.write.outcome,
             effects.fetch.outcome,
             backing,
             handler,
+            max(len(active) - MAX_REGION_NAMES, 0),
         )
         position = next_position
+
+
+def _first_active(active: set[int], started: list[int]) -> list[int]:
+    """The MAX_REGION_NAMES smallest numbers in ``active``, from the heap ``started`` (which
+    holds every active number, and ended ones that are dropped here for good): O(log n) a
+    name, where sorting ``active`` would cost its size."""
+    first: list[int] = []
+    while started and len(first) < MAX_REGION_NAMES:
+        ident = heapq.heappop(started)
+        if ident in active:
+            first.append(ident)
+    for ident in first:
+        heapq.heappush(started, ident)
+    return first
 
 
 def _merge(regions: Iterator[Region]) -> Iterator[Region]:
@@ -173,6 +213,7 @@ def _merge(regions: Iterator[Region]) -> Iterator[Region]:
                 pending.fetch,
                 pending.backing,
                 pending.handler,
+                pending.more_names,
             )
             continue
         if pending is not None:
@@ -193,6 +234,31 @@ def region_at(regions: Sequence[Region], address: int) -> Region | None:
     if k < len(regions) and regions[k].start <= address:
         return regions[k]
     return None
+
+
+def next_where(regions: Sequence[Region], test: Callable[[Region], bool]) -> list[int]:
+    """For each index k (and len(regions)), the first index at or after k whose region passes
+    ``test``, len(regions) where none does: one pass, so that `first_where` is a binary
+    search whatever the range it asks about."""
+    following = [len(regions)] * (len(regions) + 1)
+    for k in range(len(regions) - 1, -1, -1):
+        following[k] = k if test(regions[k]) else following[k + 1]
+    return following
+
+
+def first_where(regions: Sequence[Region], following: list[int], rng: Range) -> Region | None:
+    """The first region intersecting ``rng`` that passes the test ``following`` was made with
+    (by `next_where`)."""
+    k = following[_first_ending_after(regions, rng.start)]
+    return regions[k] if k < len(regions) and regions[k].start < rng.end else None
+
+
+def region_span(regions: Sequence[Region], rng: Range) -> tuple[int, int]:
+    """``(lo, hi)``: the regions that intersect ``rng`` are ``regions[lo:hi]`` (two binary
+    searches)."""
+    lo = _first_ending_after(regions, rng.start)
+    hi = bisect.bisect_left(regions, rng.end, lo=lo, key=lambda r: r.start)
+    return lo, max(lo, hi)
 
 
 def regions_within(regions: Sequence[Region], rng: Range) -> list[Region]:

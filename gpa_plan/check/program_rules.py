@@ -7,12 +7,13 @@ and name the layout entries involved in `objects` and in the message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from gpa_plan.arch.base import Backing, Outcome
 from gpa_plan.check.findings import Finding
-from gpa_plan.check.partition import Region
+from gpa_plan.check.overlaps import RangeIndex, TakenRanges
+from gpa_plan.check.partition import Region, first_where, next_where, region_span
 from gpa_plan.check.rules import ERROR, RULES, RuleContext, rule
 from gpa_plan.elf import ELF64_HEADER_SIZES, PHYSICAL, SELFTESTS
 from gpa_plan.layout.resolved import MemslotEntry
@@ -94,8 +95,46 @@ def _merge(ranges: Iterable[Range]) -> list[Range]:
     return merged
 
 
-def _memslot_names(ctx: RuleContext, regions: Iterable[Region]) -> list[str]:
-    slots = {m.name for m in ctx.layout.memslots if m.as_id == 0}
+# Regions a message lists (and takes names from) for one segment, before it counts the rest.
+_MAX_LISTED = 10
+
+
+class _Matching:
+    """The regions of the partition that pass a test, found within a range without a scan:
+    the first few, and how many there are."""
+
+    def __init__(self, regions: Sequence[Region], test: Callable[[Region], bool]) -> None:
+        self.regions = regions
+        self.following = next_where(regions, test)
+        self.counts = [0]
+        for region in regions:
+            self.counts.append(self.counts[-1] + (1 if test(region) else 0))
+
+    def within(self, rng: Range) -> tuple[list[Region], int]:
+        lo, hi = region_span(self.regions, rng)
+        found: list[Region] = []
+        k = self.following[lo]
+        while k < hi and len(found) < _MAX_LISTED:
+            found.append(self.regions[k])
+            k = self.following[k + 1]
+        return found, self.counts[hi] - self.counts[lo]
+
+
+def _more(shown: int, total: int, what: str) -> str:
+    return f" and {total - shown} more {what}" if total > shown else ""
+
+
+def _first_regions(ctx: RuleContext, rng: Range) -> list[Region]:
+    lo, hi = region_span(ctx.regions, rng)
+    return list(ctx.regions[lo : min(hi, lo + _MAX_LISTED)])
+
+
+def _memslots_of(ctx: RuleContext) -> set[str]:
+    """The names of the memslots of address space 0: once per rule, not per segment."""
+    return {m.name for m in ctx.layout.memslots if m.as_id == 0}
+
+
+def _memslot_names(slots: set[str], regions: Iterable[Region]) -> list[str]:
     return list(dict.fromkeys(n for r in regions for n in r.names if n in slots))
 
 
@@ -153,18 +192,24 @@ def elf_unbacked(ctx: RuleContext) -> Iterator[Finding]:
     fault instead of reaching its code or data. Parts that a device claims are left to
     elf-over-device. Fix: link the segment at a physical address inside a memslot (the linker
     script's AT() / load address) or add a memslot there."""
+    if not ctx.programs:
+        return
+    hint = _ram_hint(ctx)
+    unbacked = _Matching(ctx.regions, lambda r: r.kind == "unbacked")
     for program in _runnable(ctx, PHYSICAL):
         for segment in program.segments:
-            finding = _unbacked(ctx, program, segment)
+            finding = _unbacked(ctx, program, segment, hint, unbacked)
             if finding is not None:
                 yield finding
 
 
-def _unbacked(ctx: RuleContext, program: Program, segment: Segment) -> Finding | None:
+def _unbacked(
+    ctx: RuleContext, program: Program, segment: Segment, hint: str, unbacked: _Matching
+) -> Finding | None:
     rng = segment.physical
     access = _main_access(segment)
     # Parts a device claims are reported once, by elf-over-device.
-    holes = [r for r in ctx.regions_in(rng) if r.kind == "unbacked"]
+    holes, total = unbacked.within(rng)
     gaps = [hole.range.intersection(rng) for hole in holes]
     outcomes = [hole.outcome(access) for hole in holes]
     if rng.end > ctx.layout.limit:
@@ -176,7 +221,8 @@ def _unbacked(ctx: RuleContext, program: Program, segment: Segment) -> Finding |
     where = (
         "the whole segment is"
         if parts == [rng]
-        else f"{_spans(parts)} {'is' if len(parts) == 1 else 'are'}"
+        else f"{_spans(parts)}{_more(len(holes), total, 'unbacked ranges')} "
+        f"{'is' if len(parts) == 1 and total == len(holes) else 'are'}"
     )
     names = list(dict.fromkeys(n for hole in holes for n in hole.names))
     return _finding(
@@ -185,7 +231,7 @@ def _unbacked(ctx: RuleContext, program: Program, segment: Segment) -> Finding |
         f"{_describe(segment, 'p_paddr', rng)}: {where} outside every memslot: the loader "
         f"has no guest memory to copy the segment into, and {_what_happens(access, outcomes[0])}"
         f" instead of reaching the program; link the segment at a physical address inside a "
-        f"memslot{_ram_hint(ctx)}, or add a memslot that covers it",
+        f"memslot{hint}, or add a memslot that covers it",
         names,
     )
 
@@ -202,32 +248,46 @@ def elf_readonly(ctx: RuleContext) -> Iterator[Finding]:
     io_mem_abort(); x86 emulation of the write) and exits to the VMM as KVM_EXIT_MMIO. Code
     and read-only data in a read-only memslot (flash) are fine. Fix: link the data segment
     into RAM (its AT() load address)."""
+    if not ctx.programs:
+        return
+    hint, slots = _ram_hint(ctx), _memslots_of(ctx)
+    roms = _Matching(ctx.regions, lambda r: r.backing is Backing.ROM)
     for program in _runnable(ctx, PHYSICAL):
         for segment in program.segments:
             if segment.writable:
-                finding = _readonly(ctx, program, segment)
+                finding = _readonly(ctx, program, segment, hint, slots, roms)
                 if finding is not None:
                     yield finding
 
 
-def _readonly(ctx: RuleContext, program: Program, segment: Segment) -> Finding | None:
+def _readonly(
+    ctx: RuleContext,
+    program: Program,
+    segment: Segment,
+    hint: str,
+    memslots: set[str],
+    matching: _Matching,
+) -> Finding | None:
     rng = segment.physical
-    roms = [r for r in ctx.regions_in(rng) if r.backing is Backing.ROM]
+    roms, total = matching.within(rng)
     if not roms:
         return None
     parts = _merge(r.range.intersection(rng) or rng for r in roms)
-    slots = _memslot_names(ctx, roms)
+    slots = _memslot_names(memslots, roms)
     quoted = ", ".join(repr(s) for s in slots)
     plural = "s" if len(slots) > 1 else ""
     where = f"lies in read-only memslot{plural} {quoted}"
     if parts != [rng]:
-        where = f"overlaps read-only memslot{plural} {quoted} at {_spans(parts)}"
+        where = (
+            f"overlaps read-only memslot{plural} {quoted} at {_spans(parts)}"
+            f"{_more(len(roms), total, 'read-only ranges')}"
+        )
     return _finding(
         "elf-readonly",
         program,
         f"{_describe(segment, 'p_paddr', rng)} {where}: "
         f"{_what_happens('write', roms[0].write)} instead of updating memory; "
-        f"link the data segment into RAM{_ram_hint(ctx)}",
+        f"link the data segment into RAM{hint}",
         slots,
     )
 
@@ -243,24 +303,36 @@ def elf_over_device(ctx: RuleContext) -> Iterator[Finding]:
     go to the device (KVM_EXIT_MMIO, or an in-kernel device such as the vGIC) instead of its
     code or data; with a memslot there the program works but the device never sees its
     accesses. Fix: link the segment clear of every device, or move the device."""
+    if not ctx.programs:
+        return
+    slots = _memslots_of(ctx)
+    devices = RangeIndex([d.range for d in ctx.layout.devices])
+    exposed = next_where(ctx.regions, lambda r: r.backing is Backing.NONE)
     for program in _runnable(ctx, PHYSICAL):
         for segment in program.segments:
-            yield from _over_devices(ctx, program, segment)
+            yield from _over_devices(ctx, program, segment, slots, devices, exposed)
 
 
-def _over_devices(ctx: RuleContext, program: Program, segment: Segment) -> Iterator[Finding]:
+def _over_devices(
+    ctx: RuleContext,
+    program: Program,
+    segment: Segment,
+    slots: set[str],
+    devices: RangeIndex,
+    next_exposed: list[int],
+) -> Iterator[Finding]:
     rng = segment.physical
     access = _main_access(segment)
-    for device in ctx.layout.devices:
+    for index in devices.overlapping(rng):
+        device = ctx.layout.devices[index]
         shared = device.range.intersection(rng)
         if shared is None:
             continue
-        regions = ctx.regions_in(shared)
-        exposed = [r for r in regions if r.backing is Backing.NONE]
-        if exposed:
+        exposed = first_where(ctx.regions, next_exposed, shared)
+        if exposed is not None:
             effect = (
                 f"the loader has no memory to copy into there, and "
-                f"{_what_happens(access, exposed[0].outcome(access))} instead of reaching "
+                f"{_what_happens(access, exposed.outcome(access))} instead of reaching "
                 "the program"
             )
         else:
@@ -274,7 +346,7 @@ def _over_devices(ctx: RuleContext, program: Program, segment: Segment) -> Itera
             f"{_describe(segment, 'p_paddr', rng)} overlaps {device.type.name} device "
             f"{device.name!r} {device.range} at {_span(shared)}: {effect}; link the segment "
             "clear of the device, or move the device",
-            (device.name, *_memslot_names(ctx, regions)),
+            (device.name, *_memslot_names(slots, _first_regions(ctx, shared))),
         )
 
 
@@ -299,10 +371,12 @@ def elf_va_collision(ctx: RuleContext) -> Iterator[Finding]:
 
     page = ctx.layout.guest_page_size
     devices = identity_mapped(ctx.layout)
+    index = RangeIndex([identity_pages(d, page) for d in devices])
     for program in _runnable(ctx, SELFTESTS):
         for segment in program.segments:
             pages = segment.virtual_pages(page)
-            for device in devices:
+            for k in index.overlapping(pages):
+                device = devices[k]
                 shared = identity_pages(device, page).intersection(pages)
                 if shared is None:
                     continue
@@ -421,18 +495,18 @@ def _loader_refusals(program: Program, page: int) -> Iterator[str]:
             f"program header {index} is a PT_LOAD with p_memsz 0 (\"Unexpected loadable "
             "segment memsize of 0\"); drop the empty segment from the link"
         )
-    mapped: list[tuple[Segment, Range]] = []
-    for segment in program.segments:
-        pages = segment.virtual_pages(page)
-        for earlier, taken in mapped:
-            shared = taken.intersection(pages)
-            if shared is not None:
-                yield (
-                    f"segment {segment.index} ({segment.flag_letters}, pages {_span(pages)}) "
-                    f"shares guest pages {_span(shared)} with segment {earlier.index}, mapped "
-                    "before it: __vm_vaddr_alloc() cannot give it the pages from its own start; "
-                    f"align the segments to the {human_size(page)} guest page in the linker "
-                    "script"
-                )
-                break
-        mapped.append((segment, pages))
+    pages = [segment.virtual_pages(page) for segment in program.segments]
+    mapped = TakenRanges(pages)
+    for k, segment in enumerate(program.segments):
+        hit = mapped.overlapping(pages[k])
+        mapped.take(k, pages[k])
+        if hit is None:
+            continue
+        shared = pages[hit].intersection(pages[k])
+        yield (
+            f"segment {segment.index} ({segment.flag_letters}, pages {_span(pages[k])}) "
+            f"shares guest pages {_span(shared or pages[k])} with segment "
+            f"{program.segments[hit].index}, mapped before it: __vm_vaddr_alloc() cannot give "
+            f"it the pages from its own start; align the segments to the {human_size(page)} "
+            "guest page in the linker script"
+        )

@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from gpa_plan.arch.base import ArchSpec
 from gpa_plan.check.findings import ERROR, WARNING, Finding
-from gpa_plan.check.partition import Region, regions_within
+from gpa_plan.check.partition import Region
 from gpa_plan.elf import PHYSICAL
 from gpa_plan.layout.loader import Document
 from gpa_plan.layout.resolved import EntryPath, ResolvedLayout
-from gpa_plan.ranges import Range
 
 if TYPE_CHECKING:
     from gpa_plan.elf.program import Program, ProgramError
@@ -55,10 +54,6 @@ class RuleContext(NamedTuple):
             column,
             tuple(objects),
         )
-
-    def regions_in(self, rng: Range) -> list[Region]:
-        """The regions that intersect ``rng``."""
-        return regions_within(self.regions, rng)
 
 
 RuleCheck = Callable[[RuleContext], Iterator[Finding]]

@@ -13,7 +13,7 @@ from gpa_plan.check import (  # noqa: F401  (registers rules)
     memslots,
     program_rules,
 )
-from gpa_plan.check.findings import ERROR, WARNING, Finding
+from gpa_plan.check.findings import ERROR, WARNING, Finding, cap_per_object
 from gpa_plan.check.partition import Region, partition
 from gpa_plan.check.rules import RULES, RuleContext
 from gpa_plan.collector import paused
@@ -150,7 +150,7 @@ def check_loaded(
         loaded.resolved.pa_bits,
         True,
         tuple(regions),
-        tuple(findings),
+        tuple(cap_per_object(findings)),
         _program_placements(readable, loaded, regions, elf_mode) if programs else None,
     )
 

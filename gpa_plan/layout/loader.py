@@ -75,10 +75,30 @@ def _child(node: Node, segment: str | int) -> tuple[Node | None, Node] | None:
             return None, node.value[segment]
         return None
     if isinstance(node, MappingNode):
-        for key_node, value_node in node.value:
-            if isinstance(key_node, ScalarNode) and _scalar_or_none(key_node) == segment:
-                return key_node, value_node
+        if len(node.value) <= _SCAN_KEYS:
+            for key_node, value_node in node.value:
+                if isinstance(key_node, ScalarNode) and _scalar_or_none(key_node) == segment:
+                    return key_node, value_node
+            return None
+        return _key_index(node).get(segment)
     return None
+
+
+# A mapping with more keys is looked up through an index, built on first use and kept on the
+# node: one position per unknown key of a mapping of 20,000 keys scanned it 20,000 times.
+_SCAN_KEYS = 16
+
+
+def _key_index(node: MappingNode) -> dict[Any, tuple[Node, Node]]:
+    index: dict[Any, tuple[Node, Node]] | None = getattr(node, "_gpa_plan_keys", None)
+    if index is None:
+        index = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode):
+                # The first of equal keys, as the scan finds it.
+                index.setdefault(_scalar_or_none(key_node), (key_node, value_node))
+        node._gpa_plan_keys = index  # type: ignore[attr-defined]
+    return index
 
 
 def load_file(path: str | os.PathLike[str], *, allow_stdin: bool = False) -> Document:

@@ -84,6 +84,7 @@ def plan_layout(layout: Layout, *, ucall_span: int | None = None) -> Plan:
             align = max(m.align or layout.page_size, layout.page_size)
             _place(alloc, plan, layout, m, ("memslots", i), m.size, align)
     autos = [(i, d) for i, d in enumerate(layout.devices) if d.base == "auto"]
+    code = _code_memslot(layout) if autos else None  # once: it costs a pass over the memslots
     for i, d in sorted(autos, key=lambda item: item[1].type != "ucall"):
         required = CATALOG[d.type].align_for(guest_page_size(layout))
         # A smaller `align` than the kernel's would give a base KVM refuses.
@@ -93,20 +94,24 @@ def plan_layout(layout: Layout, *, ucall_span: int | None = None) -> Plan:
             size, align = max(size, ucall_span), max(align, ucall_span)
         window = None
         if d.type == "ucall" and d.within is None and d.policy is None:
-            window = _after_code_slot(layout, plan)
+            window = _after_code_slot(layout, plan, code)
         _place(alloc, plan, layout, d, ("devices", i), size, align, preferred=window)
     return plan
 
 
-def _after_code_slot(layout: Layout, plan: Plan) -> Range | None:
-    """[end of the lowest-numbered read-write memslot of as_id 0, 2**pa_bits), if any."""
+def _code_memslot(layout: Layout) -> Memslot | None:
+    """The lowest-numbered read-write memslot of as_id 0, if any."""
     slot_ids = assign_slot_ids(layout)
     candidates = [
         (slot_ids[i], m) for i, m in enumerate(layout.memslots) if m.as_id == 0 and not m.readonly
     ]
-    if not candidates:
+    return min(candidates, key=lambda item: item[0])[1] if candidates else None
+
+
+def _after_code_slot(layout: Layout, plan: Plan, code: Memslot | None) -> Range | None:
+    """[end of the lowest-numbered read-write memslot of as_id 0, 2**pa_bits), if any."""
+    if code is None:
         return None
-    _, code = min(candidates, key=lambda item: item[0])
     base = code.base if isinstance(code.base, int) else plan.placements.get(code.name)
     if base is None:
         return None

@@ -26,6 +26,8 @@ def region_dict(r: Region) -> dict[str, Any]:
         "write": r.write.value,
         "fetch": r.fetch.value,
         "io": r.io,
+        # Only where more objects claim the region than `names` lists (MAX_REGION_NAMES).
+        **({"more_names": r.more_names} if r.more_names else {}),
     }
 
 

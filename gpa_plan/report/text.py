@@ -141,7 +141,7 @@ def region_rows(result: CheckResult) -> list[tuple[str, ...]]:
             hex_addr(r.end - 1),
             human_size(r.end - r.start),
             r.kind,
-            ", ".join(r.names),
+            ", ".join(r.names) + (f" and {r.more_names} more" if r.more_names else ""),
             r.read.value,
             r.write.value,
             r.fetch.value,

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from typing import Any
 
 from gpa_plan.arch.arm64 import ARM64
@@ -119,6 +121,11 @@ class _LayoutBuilder:
         self.memslots: list[dict[str, Any]] = []
         self.devices: list[dict[str, Any]] = []
         self.names: set[str] = set()
+        # The next "-N" suffix to try per name: thousands of nodes of one name would otherwise
+        # each try every suffix taken before.
+        self._next_suffix: dict[str, int] = {}
+        # Each bus's ranges, made into lookup tables once (by id: nodes are not hashable).
+        self._windows: dict[int, _Windows | None] = {}
         self.redist_vcpus = 0
 
     def result(self) -> Imported:
@@ -437,9 +444,10 @@ class _LayoutBuilder:
             if candidate not in self.names:
                 self.names.add(candidate)
                 return candidate
-        n = 2
+        n = self._next_suffix.get(candidates[-1], 2)
         while f"{candidates[-1]}-{n}" in self.names:
             n += 1
+        self._next_suffix[candidates[-1]] = n + 1
         name = f"{candidates[-1]}-{n}"
         self.names.add(name)
         return name
@@ -500,13 +508,16 @@ class _LayoutBuilder:
         size_cells = self._cells(bus, "#size-cells", DEFAULT_SIZE_CELLS)
         if child_cells is None or parent_cells is None or size_cells is None:
             return None
-        entries = _split(ranges, (child_cells, parent_cells, size_cells))
-        if entries is None:
+        if id(bus) not in self._windows:
+            entries = _split(ranges, (child_cells, parent_cells, size_cells))
+            self._windows[id(bus)] = None if entries is None else _Windows(entries)
+        windows = self._windows[id(bus)]
+        if windows is None:
             self.note(node, f"the ranges of {bus.path} are malformed; not imported")
             return None
-        for child_base, parent_base, size in entries:
-            if child_base <= address < child_base + size:
-                return parent_base + (address - child_base)
+        translated = windows.translate(address)
+        if translated is not None:
+            return translated
         self.note(
             node,
             f"address {hex_addr(address)} lies outside every range of {bus.path}; not imported",
@@ -586,3 +597,41 @@ def _split(value: bytes, cells: tuple[int, ...]) -> list[tuple[int, ...]] | None
             offset += 4 * count
         out.append(tuple(fields))
     return out
+
+
+class _Windows:
+    """A bus's ``ranges`` as a lookup table: the first entry (in the property's order) that
+    holds a child address translates it. The entries are painted once, first on top, into
+    disjoint pieces (a sweep with a heap of the entries open at each boundary), so each
+    lookup is a binary search however many entries and children the bus has."""
+
+    def __init__(self, entries: list[tuple[int, ...]]) -> None:
+        events = sorted(
+            (address, opens, index)
+            for index, (child_base, _, size) in enumerate(entries)
+            if size > 0
+            for address, opens in ((child_base, 1), (child_base + size, 0))
+        )
+        self._entries = entries
+        self._starts: list[int] = []
+        self._pieces: list[tuple[int, int]] = []  # (end, entry index)
+        open_entries: list[int] = []
+        closed: set[int] = set()
+        for k, (address, opens, index) in enumerate(events):
+            if opens:
+                heapq.heappush(open_entries, index)
+            else:
+                closed.add(index)
+            while open_entries and open_entries[0] in closed:
+                heapq.heappop(open_entries)
+            following = events[k + 1][0] if k + 1 < len(events) else address
+            if open_entries and following > address:
+                self._starts.append(address)
+                self._pieces.append((following, open_entries[0]))
+
+    def translate(self, address: int) -> int | None:
+        k = bisect.bisect_right(self._starts, address) - 1
+        if k < 0 or address >= self._pieces[k][0]:
+            return None
+        child_base, parent_base, _ = self._entries[self._pieces[k][1]]
+        return parent_base + (address - child_base)

@@ -313,13 +313,20 @@ def _unique_names(entries: list[dict[str, Any]]) -> Counter[str]:
     counts = Counter(e["name"] for e in entries)
     repeated = Counter({name: n for name, n in counts.items() if n > 1})
     taken = {name for name, n in counts.items() if n == 1}
+    # The next "-N" to try per wanted name: thousands of ranges of one name at one base would
+    # otherwise each try every suffix taken before.
+    next_suffix: dict[str, int] = {}
     for entry in entries:
         if entry["name"] not in repeated:
             continue
         wanted = f"{entry['name']}-{entry['base']:#x}"
-        unique, n = wanted, 2
-        while unique in taken:
-            unique, n = f"{wanted}-{n}", n + 1
+        unique, n = wanted, next_suffix.get(wanted, 2)
+        if unique in taken:
+            unique = f"{wanted}-{n}"
+            while unique in taken:
+                n += 1
+                unique = f"{wanted}-{n}"
+            next_suffix[wanted] = n + 1
         taken.add(unique)
         entry["name"] = unique
     return repeated

@@ -29,12 +29,11 @@ _RANGE = re.compile(
     r"\(prio (?P<prio>-?\d+), (?:nv-)?(?P<type>[^)]*)\): (?P<rest>.*)"
 )
 _RANGE_LIKE = re.compile(r"(?:\[DETECTED OVERFLOW!\] )?\s*[0-9a-fA-F]+-")
-# mtree_print_mr_owner(), printed with -o
-OWNER = r"(?: orphan| (?:owner|parent):\{[^{}]*\})*"
-# mtree_print_flatview(): NAME, " @OFFSET" when offset_in_region is not 0, the owner, then the
-# accelerator's name for each address space it holds the range as memory in (AccelClass
-# has_memory(); accel/kvm/kvm-all.c kvm_accel_has_memory(), ac->name "KVM").
-_FLAT_REST = re.compile(rf"(?P<name>.*?)(?: @(?P<offset>[0-9a-f]{{16}}))?{OWNER}(?P<kvm>(?: KVM)*)")
+# mtree_print_mr_owner(), printed with -o: " orphan", " owner:{...}", " parent:{...}".
+_ORPHAN = " orphan"
+_OWNER_KEYS = (" owner:{", " parent:{")
+_KVM = " KVM"
+_OFFSET_DIGITS = 16
 
 
 class Region(NamedTuple):
@@ -167,15 +166,58 @@ def flat_regions(block: Block, notes: list[str]) -> list[Region]:
 
 def _flat_region(line: Line) -> Region:
     match = line.match
-    rest = _FLAT_REST.fullmatch(match["rest"])
-    if rest is None or not rest["name"]:
+    name, offset, kvm = split_flat_rest(match["rest"])
+    if not name:
         raise ImportFailure(malformed(match.string), line.number)
     return Region(
         start=int(match["start"], 16),
         end=int(match["end"], 16) + 1,
-        name=rest["name"],
+        name=name,
         type=match["type"],
-        offset=int(rest["offset"], 16) if rest["offset"] else 0,
-        kvm=bool(rest["kvm"]),
+        offset=offset,
+        kvm=kvm,
         line=line.number,
     )
+
+
+# The tails of a range line are read from the right, token by token, so every line costs time
+# in proportion to its length: a regular expression with a lazy name before repeated owner
+# tokens backtracks quadratically on a line of many tokens that does not end as expected.
+
+
+def split_flat_rest(rest: str) -> tuple[str, int, bool]:
+    """NAME, OFFSET (0 when absent) and whether KVM holds the range, from what
+    mtree_print_flatview() prints after the type: NAME, " @OFFSET" when offset_in_region is
+    not 0, the owner, then the accelerator's name for each address space it holds the range as
+    memory in (AccelClass has_memory(); accel/kvm/kvm-all.c kvm_accel_has_memory(), ac->name
+    "KVM"). The name is what is left, possibly empty."""
+    end = len(rest)
+    while rest.endswith(_KVM, 0, end):
+        end -= len(_KVM)
+    kvm = end < len(rest)
+    end = owners_start(rest, end)
+    offset = 0
+    digits_at = end - _OFFSET_DIGITS
+    if digits_at >= 2 and rest.startswith(" @", digits_at - 2):
+        digits = rest[digits_at:end]
+        if all(c in "0123456789abcdef" for c in digits):
+            offset, end = int(digits, 16), digits_at - 2
+    return rest[:end], offset, kvm
+
+
+def owners_start(text: str, end: int) -> int:
+    """Where the owner tokens that ``text[:end]`` ends with begin (``end`` when there are
+    none): " orphan", " owner:{...}" or " parent:{...}", braces not nested."""
+    while True:
+        if text.endswith(_ORPHAN, 0, end):
+            end -= len(_ORPHAN)
+            continue
+        if end == 0 or text[end - 1] != "}":
+            return end
+        brace = text.rfind("{", 0, end - 1)
+        if brace < 0 or text.find("}", brace, end - 1) >= 0:
+            return end
+        key = next((k for k in _OWNER_KEYS if text.endswith(k, 0, brace + 1)), None)
+        if key is None:
+            return end
+        end = brace + 1 - len(key)

@@ -11,12 +11,12 @@ from gpa_plan.importers import U64_LIMIT, ImportFailure
 from gpa_plan.importers.qemu_mtree.text import (
     HOW,
     MEMORY_TYPES,
-    OWNER,
     Block,
     Line,
     Region,
     listing,
     malformed,
+    owners_start,
 )
 
 # Flattening a tree view: regions visited plus painted intervals stepped over. Real trees
@@ -25,12 +25,39 @@ from gpa_plan.importers.qemu_mtree.text import (
 _WORK_BUDGET = 1_000_000
 # Alias hops on one path; QEMU's machines nest two or three.
 _MAX_ALIAS_HOPS = 64
-# mtree_print_mr(): "alias NAME @TARGET START-END" with the offsets into TARGET.
-_TREE_ALIAS = re.compile(
-    rf"alias (?P<name>.*?) @(?P<target>.*) (?P<start>[0-9a-f]{{16}})-(?P<end>[0-9a-f]{{16}})"
-    rf"(?P<disabled> \[disabled\])?{OWNER}"
-)
-_TREE_REST = re.compile(rf"(?P<name>.*?)(?P<disabled> \[disabled\])?{OWNER}")
+# mtree_print_mr(): "alias NAME @TARGET START-END" with the offsets into TARGET; matched
+# against a line's head only, once its tail is split off, so it cannot backtrack far.
+_ALIAS_OFFSETS = re.compile(r" (?P<start>[0-9a-f]{16})-(?P<end>[0-9a-f]{16})")
+_ALIAS_OFFSETS_LENGTH = 34
+_DISABLED = " [disabled]"
+_ALIAS = "alias "
+
+
+class _TreeRest(NamedTuple):
+    name: str
+    disabled: bool
+    alias: tuple[str, int] | None  # (target, offset into it)
+
+
+def _split_tree_rest(rest: str) -> _TreeRest:
+    """What mtree_print_mr() prints after the type: NAME or "alias NAME @TARGET START-END",
+    then " [disabled]" when the region is not enabled, then the owner (with -o). Read from
+    the right, so a line costs time in proportion to its length."""
+    end = owners_start(rest, len(rest))
+    disabled = rest.endswith(_DISABLED, 0, end)
+    if disabled:
+        end -= len(_DISABLED)
+    head = rest[:end]
+    if not head.startswith(_ALIAS):
+        return _TreeRest(head, disabled, None)
+    offsets_at = max(len(head) - _ALIAS_OFFSETS_LENGTH, 0)
+    offsets = _ALIAS_OFFSETS.fullmatch(head, offsets_at)
+    # The name is the shortest that leaves " @TARGET" before the offsets.
+    at = head.find(" @", len(_ALIAS), offsets_at) if offsets else -1
+    if offsets is None or at < 0:
+        return _TreeRest(head, disabled, None)
+    target = (head[at + 2 : offsets_at], int(offsets["start"], 16))
+    return _TreeRest(head[len(_ALIAS) : at], disabled, target)
 
 
 class _Node(NamedTuple):
@@ -105,9 +132,8 @@ def _tree(block: Block) -> _Node | None:
 def _node(line: Line) -> tuple[int, _Node]:
     match = line.match
     indent = len(match["indent"])
-    alias = _TREE_ALIAS.fullmatch(match["rest"])
-    rest = alias or _TREE_REST.fullmatch(match["rest"])
-    if indent % 2 or rest is None or not rest["name"]:
+    rest = _split_tree_rest(match["rest"])
+    if indent % 2 or not rest.name:
         raise ImportFailure(malformed(match.string), line.number)
     start, last = int(match["start"], 16), int(match["end"], 16)
     node = _Node(
@@ -116,9 +142,9 @@ def _node(line: Line) -> tuple[int, _Node]:
         end=last + 1 if last > start else start,
         priority=int(match["prio"]),
         type=match["type"],
-        name=rest["name"],
-        alias=(alias["target"], int(alias["start"], 16)) if alias else None,
-        rendered=not rest["disabled"] and not match["overflow"],
+        name=rest.name,
+        alias=rest.alias,
+        rendered=not rest.disabled and not match["overflow"],
         line=line.number,
         children=[],
     )
