@@ -612,6 +612,18 @@ def test_tree_line_indented_below_no_parent_is_refused() -> None:
     assert error.message.startswith("range line indented to no parent")
 
 
+def test_a_priority_of_thousands_of_digits_is_a_malformed_line_not_a_crash() -> None:
+    # QEMU prints MemoryRegion.priority, an int, with %d: ten digits at most.
+    text = (
+        "address-space: memory\n"
+        "  0000000000000000-ffffffffffffffff (prio 0, container): system\n"
+        f"    0000000040000000-000000007fffffff (prio {'9' * 5000}, ram): ram\n"
+    )
+    error = failure(text)
+    assert error.line == 3
+    assert error.message.startswith("malformed range line")
+
+
 def test_tree_address_space_without_range_lines_is_refused_at_its_header() -> None:
     error = failure("# saved from the monitor\naddress-space: memory\n")
     assert (error.line, error.message) == (

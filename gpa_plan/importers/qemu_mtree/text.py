@@ -26,7 +26,7 @@ _TREE_MR = re.compile(r"memory-region: (?P<name>.*)")
 _RANGE = re.compile(
     r"(?P<overflow>\[DETECTED OVERFLOW!\] )?(?P<indent> *)"
     r"(?P<start>[0-9a-f]{16})-(?P<end>[0-9a-f]{16}) "
-    r"\(prio (?P<prio>-?\d+), (?:nv-)?(?P<type>[^)]*)\): (?P<rest>.*)"
+    r"\(prio (?P<prio>-?\d{1,10}), (?:nv-)?(?P<type>[^)]*)\): (?P<rest>.*)"
 )
 _RANGE_LIKE = re.compile(r"(?:\[DETECTED OVERFLOW!\] )?\s*[0-9a-fA-F]+-")
 # mtree_print_mr_owner(), printed with -o: " orphan", " owner:{...}", " parent:{...}".
