@@ -183,7 +183,7 @@ def _render_check(
     else:
         from gpa_plan.report import text
 
-        text.render_check(results, sys.stdout)
+        text.render_check(results, sys.stdout, len(unreadable))
 
 
 def _echo_stderr(line: str) -> None:

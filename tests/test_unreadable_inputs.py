@@ -97,6 +97,8 @@ def test_check_reports_a_missing_file_and_still_checks_the_others() -> None:
     assert checked(result) == ["a.yaml", "b.yaml"]
     assert OVERLAP_LINE in result.stdout
     assert result.stderr == "gpa-plan: cannot read missing.yaml: no such file or directory\n"
+    summary = result.stdout.splitlines()[-1]
+    assert summary == "2 files checked, 1 could not be read: 1 error, 0 warnings"
 
 
 def test_check_exits_1_when_every_file_was_read_and_one_has_an_error() -> None:

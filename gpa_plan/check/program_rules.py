@@ -140,9 +140,10 @@ def _memslot_names(slots: set[str], regions: Iterable[Region]) -> list[str]:
 
 @rule("elf-unreadable", ERROR, "a file given with --elf is not an ELF executable gpa-plan can read")
 def elf_unreadable(ctx: RuleContext) -> Iterator[Finding]:
-    """The file is missing, is not ELF, is truncated or corrupt, or has no PT_LOAD segment
-    (an object file or a core dump). No loader can place it: neither a VMM kernel loader nor
-    KVM selftests' kvm_vm_elf_load(). Fix: pass the guest's linked executable."""
+    """The file is not ELF, is truncated or corrupt, or has no PT_LOAD segment (an object file
+    or a core dump); a file that cannot be read at all is a usage error, exit 2, instead. No
+    loader can place it: neither a VMM kernel loader nor KVM selftests' kvm_vm_elf_load().
+    Fix: pass the guest's linked executable."""
     for err in ctx.program_errors:
         yield Finding(
             "elf-unreadable",

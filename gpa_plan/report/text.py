@@ -65,8 +65,8 @@ def finding_line(f: Finding) -> str:
     return printable(f"{f.file}:{f.line}:{f.column}: {f.severity}[{f.rule}] {f.message}")
 
 
-def render_check(results: Sequence[CheckResult], stream: TextIO) -> None:
-    write_blocks(check_blocks(results), stream)
+def render_check(results: Sequence[CheckResult], stream: TextIO, unreadable: int = 0) -> None:
+    write_blocks(check_blocks(results, unreadable), stream)
 
 
 def render_explain(answers: Sequence[Answer], stream: TextIO) -> None:
@@ -109,7 +109,9 @@ def plain_table(table: Table) -> str:
 # --- what `check` says -------------------------------------------------------------------
 
 
-def check_blocks(results: Sequence[CheckResult]) -> Iterator[Block]:
+def check_blocks(results: Sequence[CheckResult], unreadable: int = 0) -> Iterator[Block]:
+    """The report; ``unreadable`` paths (said on stderr) are counted in the summary line, so a
+    run that exits 2 never ends on a summary that looks clean."""
     for result in results:
         if result.valid:
             yield Table(result_title(result), region_rows(result))
@@ -122,8 +124,9 @@ def check_blocks(results: Sequence[CheckResult]) -> Iterator[Block]:
     errors = sum(r.errors for r in results)
     warnings = sum(r.warnings for r in results)
     files = len({r.file for r in results})
+    not_read = f", {unreadable} could not be read" if unreadable else ""
     yield line(
-        f"{files} file{'s' if files != 1 else ''} checked: "
+        f"{files} file{'s' if files != 1 else ''} checked{not_read}: "
         f"{errors} error{'s' if errors != 1 else ''}, "
         f"{warnings} warning{'s' if warnings != 1 else ''}"
     )
