@@ -36,6 +36,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench_check import cpu_model  # the script's own directory is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = 0x1000
 HEADER = ["layout: 1", "arch: x86_64", "pa_bits: 48", "page_size: 4K"]
@@ -133,16 +135,6 @@ def measure(command: list[str]) -> tuple[float, int, int, int]:
     elapsed = time.perf_counter() - start
     # ru_maxrss is in KiB on Linux.
     return elapsed, usage.ru_maxrss * 1024, printed, child.returncode
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def write_input(shape: str, n: int, max_bytes: int, path: Path) -> int:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.run import RULES, CheckResult
-from gpa_plan.inputs import InputError, read_input
+from gpa_plan.inputs import InputError, read_input, utf8_error_position
 from gpa_plan.printable import printable
 from gpa_plan.suggest import closest
 
@@ -200,9 +200,7 @@ def _utf8(raw: bytes, name: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        before = raw[: err.start]
-        line = before.count(b"\n") + 1
-        column = len(before.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
+        line, column = utf8_error_position(raw, err)
         raise ConfigError(
             f"{name}:{line}:{column}: cannot read the configuration: byte "
             f"0x{raw[err.start]:02x} is not UTF-8; pyproject.toml must be UTF-8 text"

@@ -149,3 +149,12 @@ def read_open_file(fd: int, path: str, *, limit: int = MAX_INPUT_BYTES) -> bytes
     bounds them (``path`` names it in errors). For a file held open while it is read again."""
     os.lseek(fd, 0, os.SEEK_SET)
     return _read_bounded(fd, path, limit)
+
+
+def utf8_error_position(raw: bytes, err: UnicodeDecodeError) -> tuple[int, int]:
+    """The 1-based line and column (in characters) of the first byte of ``raw`` that is not
+    UTF-8, as ``err`` from ``raw.decode("utf-8")`` reports it."""
+    before = raw[: err.start]
+    line = before.count(b"\n") + 1
+    column = len(before.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
+    return line, column

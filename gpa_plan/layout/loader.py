@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gpa_plan.inputs import STDIN, STDIN_NAME, read_input
+from gpa_plan.inputs import STDIN, STDIN_NAME, read_input, utf8_error_position
 from gpa_plan.layout.errors import LayoutError, Problem
 from gpa_plan.layout.numbers import NumberError, RejectedNumber, parse_number
 
@@ -222,9 +222,7 @@ def _decode(raw: bytes, name: str, what: str = "layout files") -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        before = raw[: err.start]
-        line = before.count(b"\n") + 1
-        column = len(before.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
+        line, column = utf8_error_position(raw, err)
         message = f"byte 0x{raw[err.start]:02x} is not UTF-8; {what} must be UTF-8 text"
         raise LayoutError(name, [Problem("yaml-syntax", message, line, column)]) from None
 
