@@ -369,6 +369,11 @@ def test_import_refuses_a_huge_page_size_as_a_usage_error(tmp_path: Path) -> Non
         "010",
         "04K",
         "0x1K",
+        "4\tK",
+        " 4K ",
+        "4\x1cK",
+        "4\u3000K",
+        "\u00a04K",
     ],
 )
 def test_the_json_schema_pattern_accepts_the_forms_the_parser_accepts(written: str) -> None:
