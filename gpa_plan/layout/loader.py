@@ -15,6 +15,7 @@ the field they sit in reports them.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from typing import Any, NamedTuple
@@ -219,13 +220,16 @@ class _Located(Exception):
 
 
 def _decode(raw: bytes, name: str, what: str = "layout files") -> str:
+    # The byte-order mark is dropped before decoding, so that the offset of a bad byte and
+    # the position said for it count in the text the YAML positions count in.
+    text = raw[len(codecs.BOM_UTF8) :] if raw.startswith(codecs.BOM_UTF8) else raw
     try:
-        return raw.decode("utf-8-sig")
+        return text.decode("utf-8")
     except UnicodeDecodeError as err:
-        before = raw[: err.start]
+        before = text[: err.start]
         line = before.count(b"\n") + 1
         column = len(before.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
-        message = f"byte 0x{raw[err.start]:02x} is not UTF-8; {what} must be UTF-8 text"
+        message = f"byte 0x{text[err.start]:02x} is not UTF-8; {what} must be UTF-8 text"
         raise LayoutError(name, [Problem("yaml-syntax", message, line, column)]) from None
 
 
