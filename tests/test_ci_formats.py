@@ -432,3 +432,18 @@ def test_sarif_and_json_print_no_bidi_override_or_c1_control_raw(
     assert printable(result.stdout.replace("\n", "")) == result.stdout.replace("\n", "")
     # The same document: the name, raw, in the objects a finding names.
     assert f'"{name}"' in json.dumps(json.loads(result.stdout), ensure_ascii=False)
+
+
+def test_github_annotation_prints_no_control_or_bidi_character_raw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The toolkit's escaping covers only %, CR and LF: ESC (colours in GitHub's log), NEL, DEL
+    # and U+202E in a path were printed raw.
+    write(tmp_path, "d\x1b[31m\u202e\x85\x7f/vm.yaml", OVERLAP)
+    result = check(["--format", "github", "."], tmp_path, monkeypatch)
+    assert result.exit_code == 1
+    assert printable(result.stdout.replace("\n", "")) == result.stdout.replace("\n", "")
+    assert result.stdout.startswith(
+        "::error file=d\\x1b[31m\\u202e\\x85\\x7f/vm.yaml,line=11,col=11,"
+        "title=gpa-plan(memslot-overlap)::memslot 'ram2'"
+    )
