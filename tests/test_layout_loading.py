@@ -265,13 +265,18 @@ def test_a_refused_character_is_one_escaped_line_on_the_command_line(tmp_path: P
     assert "\x1b" not in result.stdout
 
 
-@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["plain", "byte-order-mark"])
-def test_a_byte_that_is_not_utf8_is_said_at_its_place_after_a_byte_order_mark(
-    tmp_path: Path, bom: bytes
+@pytest.mark.parametrize(
+    ("bom", "newline"),
+    [(b"", b"\n"), (b"\xef\xbb\xbf", b"\n"), (b"", b"\r"), (b"", b"\r\n"), (b"", b"\xc2\x85")],
+    ids=["plain", "byte-order-mark", "cr", "crlf", "nel"],
+)
+def test_a_byte_that_is_not_utf8_is_said_at_its_place_whatever_the_line_ends(
+    tmp_path: Path, bom: bytes, newline: bytes
 ) -> None:
-    # With a BOM the offset was three bytes short: another byte was named, at another column.
+    # With a BOM the offset was three bytes short: another byte was named, at another column;
+    # with CR or NEL line ends (which YAML counts as lines) it was said at line 1.
     path = tmp_path / "vm.yaml"
-    path.write_bytes(bom + b'layout: 1\narch: arm64\nname: "ab\xffc"\n')
+    path.write_bytes(bom + b'layout: 1\narch: arm64\nname: "ab\xffc"\n'.replace(b"\n", newline))
     (result,) = check_file(path)
     (finding,) = result.findings
     assert (finding.line, finding.column) == (3, 10)

@@ -226,11 +226,11 @@ def _decode(raw: bytes, name: str, what: str = "layout files") -> str:
     try:
         return text.decode("utf-8")
     except UnicodeDecodeError as err:
-        before = text[: err.start]
-        line = before.count(b"\n") + 1
-        column = len(before.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
+        # Lines count as the YAML reader counts them (CR and NEL end a line too).
+        lines = _BREAK.split(text[: err.start].decode("utf-8", "replace"))
         message = f"byte 0x{text[err.start]:02x} is not UTF-8; {what} must be UTF-8 text"
-        raise LayoutError(name, [Problem("yaml-syntax", message, line, column)]) from None
+        problem = Problem("yaml-syntax", message, len(lines), len(lines[-1]) + 1)
+        raise LayoutError(name, [problem]) from None
 
 
 def _compose(text: str) -> MappingNode:
