@@ -16,6 +16,7 @@ def import_layout(
     page) are for qemu-mtree. Raises ImportFailure."""
     if kind == "qemu-mtree":
         from gpa_plan.importers.qemu_mtree import import_qemu_mtree
+        from gpa_plan.importers.qemu_mtree.text import LINE_END
 
         bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
         try:
@@ -26,7 +27,7 @@ def import_layout(
             raise ImportFailure(
                 f"not UTF-8 text (byte 0x{data[where]:02x} at offset {where}): expected the "
                 "output of the QEMU monitor command `info mtree -f`",
-                data.count(b"\n", 0, where) + 1,
+                len(LINE_END.split(data[bom:where].decode("utf-8"))),
             ) from None
         return import_qemu_mtree(text, arch, page_size)
     if kind == "dtb":
