@@ -414,3 +414,17 @@ def test_only_spaces_and_tabs_may_stand_around_a_number(written: str) -> None:
 @pytest.mark.parametrize("written", [" 4K", "4K\t", "4 \tK", "\t0x1000 "])
 def test_spaces_and_tabs_around_a_number_are_read_over(written: str) -> None:
     assert parse_number(written) == 4096
+
+
+@pytest.mark.parametrize("written", ["::error::x", "0x10:20", "fe80::1", "1:", "1:75"])
+def test_only_base_60_forms_are_called_base_60(written: str) -> None:
+    # Any value holding a colon was called a YAML 1.1 base-60 number.
+    with pytest.raises(NumberError, match="is not a number") as err:
+        parse_number(written)
+    assert "base-60" not in str(err.value)
+
+
+@pytest.mark.parametrize("written", ["1:30", "190:20:30", "1_0:05", "190:20:30.15"])
+def test_base_60_forms_are_refused_as_such(written: str) -> None:
+    with pytest.raises(NumberError, match=r"is a YAML 1\.1 base-60 number"):
+        parse_number(written)

@@ -37,6 +37,8 @@ _PREFIXED_RE = re.compile(r"0(?P<base>[xXbB])(?P<digits>.*)")
 _DIGITS_RE = {16: re.compile(r"[0-9a-fA-F][0-9a-fA-F_]*"), 2: re.compile(r"[01][01_]*")}
 _DEC_RE = re.compile(r"(?:0|[1-9][0-9_]*)")
 _HEX_RE = re.compile(r"0[xX][0-9a-fA-F][0-9a-fA-F_]*")
+# YAML 1.1's base-60 integers and floats (1:30, 190:20:30.15), which PyYAML resolves as numbers.
+_SEXAGESIMAL_RE = re.compile(r"[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
 _UNIT_RE = re.compile(
     r"(?P<whole>[0-9][0-9_]*)(?:\.(?P<fraction>[0-9][0-9_]*))?[ \t]*(?P<unit>[A-Za-z]*)"
 )
@@ -90,7 +92,7 @@ def parse_number(text: str) -> int:
             f"{shown(raw)} has a sign: addresses, sizes and counts are unsigned, "
             "written without '-' or '+'"
         )
-    if ":" in raw:
+    if _SEXAGESIMAL_RE.fullmatch(raw):
         raise NumberError(
             f"{shown(raw)} is a YAML 1.1 base-60 number; write the value in decimal or hex"
         )
