@@ -947,15 +947,17 @@ def test_a_page_size_that_is_no_page_is_refused(page_size: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("arch", "page_size", "sizes"),
-    [("arm64", 1 << 53, "4K, 16K, 64K"), ("arm64", 0x2_0000, "4K, 16K, 64K"),
-     ("x86_64", 0x1_0000, "4K")],
+    ("arch", "page_size", "shown", "sizes"),
+    [("arm64", 1 << 53, "8192 TiB", "4K, 16K, 64K"), ("arm64", 0x2_0000, "128 KiB", "4K, 16K, 64K"),
+     ("x86_64", 0x1_0000, "64 KiB", "4K")],
 )
-def test_a_page_size_the_arch_has_not_is_refused(arch: str, page_size: int, sizes: str) -> None:
+def test_a_page_size_the_arch_has_not_is_refused(
+    arch: str, page_size: int, shown: str, sizes: str
+) -> None:
     # It was written as the layout's page_size, which `check` then refused (arch-limits).
     with pytest.raises(ImportFailure) as refused:
         import_qemu_mtree(ODD_RAM, arch, page_size=page_size)
     assert refused.value.message == (
-        f"host page size {page_size // 1024}K is not one {arch} has ({sizes}); give the "
+        f"host page size {shown} is not one {arch} has ({sizes}); give the "
         "host's page size (--page-size)"
     )
