@@ -19,6 +19,11 @@ Shapes (every layout is x86_64, 48-bit, 4 KiB pages; each entry one line of flow
 * ``one-address``: a 1 GiB memslot and N devices on the same page inside it;
 * ``mtree-owners``: ``import qemu-mtree`` of a flat view with one range line carrying
   N owner tokens (``info mtree -f -o``) and an ending that is no owner token.
+* ``one-identifier``: ``allocate --format c`` of N devices whose names all read as one C
+  identifier, so each gets a numbered suffix;
+* ``auto-in-place``: ``allocate --in-place`` of N ``auto`` devices, each with a comment;
+* ``map-devices-in-ram``: ``map`` (SVG) of one memslot over N devices a page apart, each a
+  ``device-shadowed`` finding naming the memslot.
 
 ``check`` runs with ``--format json`` (compact, the cheapest to print) and its output is
 counted, not kept.
@@ -99,12 +104,43 @@ def mtree_owners(n: int) -> str:
     )
 
 
+def one_identifier(n: int) -> str:
+    """N devices whose names all read as the C identifier ``A`` (``-a.``, ``.a-+`` ...)."""
+    symbols = "-./+"
+    lines = [*HEADER, "devices:"]
+    for i in range(n):
+        name, k = "a", i
+        while k:
+            k, digit = divmod(k - 1, 4)
+            name = name + symbols[digit] if len(name) % 2 else symbols[digit] + name
+        lines.append(f'  - {{name: "{name}", type: mmio, base: {(i + 1) * PAGE:#x}, size: 4K}}')
+    return "\n".join(lines) + "\n"
+
+
+def auto_devices(n: int) -> str:
+    lines = [*HEADER, "devices:"]
+    for i in range(n):
+        lines.append(f"  - {{name: d{i}, type: mmio, base: auto, size: 4K}}  # d{i}")
+    return "\n".join(lines) + "\n"
+
+
+def devices_in_ram(n: int) -> str:
+    """One memslot over N devices, a page apart: every region names the memslot."""
+    lines = [*HEADER, "memslots:", "  - {name: ram, base: 0x0, size: 1T}", "devices:"]
+    for i in range(n):
+        lines.append(f"  - {{name: d{i}, type: mmio, base: {2 * i * PAGE:#x}, size: 4K}}")
+    return "\n".join(lines) + "\n"
+
+
 SHAPES: dict[str, tuple[Callable[[int], str], list[str]]] = {
     "realistic": (realistic, ["check", "--format", "json"]),
     "staircase-devices": (staircase_devices, ["check", "--format", "json"]),
     "staircase-memslots": (staircase_memslots, ["check", "--format", "json"]),
     "one-address": (one_address, ["check", "--format", "json"]),
     "mtree-owners": (mtree_owners, ["import", "--arch", "arm64", "qemu-mtree"]),
+    "one-identifier": (one_identifier, ["allocate", "--format", "c"]),
+    "auto-in-place": (auto_devices, ["allocate", "--in-place"]),
+    "map-devices-in-ram": (devices_in_ram, ["map"]),
 }
 
 

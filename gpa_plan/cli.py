@@ -379,7 +379,7 @@ def _emit(text: str, destination: str | None) -> None:
     except OutputError as err:
         raise click.UsageError(str(err)) from None
     for note in notes:
-        click.echo(f"note: {note}", err=True)
+        _echo_stderr(f"note: {note}")
 
 
 @cli.command("import")

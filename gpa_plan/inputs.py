@@ -153,7 +153,8 @@ def read_open_file(fd: int, path: str, *, limit: int = MAX_INPUT_BYTES) -> bytes
 
 def utf8_error_position(raw: bytes, err: UnicodeDecodeError) -> tuple[int, int]:
     """The 1-based line and column (in characters) of the first byte of ``raw`` that is not
-    UTF-8, as ``err`` from ``raw.decode("utf-8")`` reports it."""
+    UTF-8, as ``err`` from ``raw.decode("utf-8")`` reports it, with lines ending at LF as in
+    TOML (YAML also ends lines at CR and NEL: the layout loader counts those itself)."""
     before = raw[: err.start]
     line = before.count(b"\n") + 1
     column = len(before.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1

@@ -24,3 +24,17 @@ def printable(text: str) -> str:
     if _UNPRINTABLE.search(text) is None:
         return text
     return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+# What printable() escapes that json.dumps(..., ensure_ascii=False) writes as it is: DEL, the
+# C1 controls, the line and paragraph separators and the bidi formatting characters. Such a
+# character only ever stands inside a JSON string, where \uXXXX means the same.
+_RAW_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable_json(text: str) -> str:
+    """``text``, a JSON document written with ``ensure_ascii=False``, with the characters
+    ``printable`` escapes written as ``\\uXXXX``: the same document, safe to print."""
+    if _RAW_IN_JSON.search(text) is None:
+        return text
+    return _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -460,3 +461,36 @@ def test_in_place_no_room_leaves_the_file_untouched(workdir: Path) -> None:
     assert result.stderr == NO_ROOM_MESSAGE
     assert Path("full.yaml").read_text() == NO_ROOM_LAYOUT
     assert leftovers() == []
+
+
+def test_names_that_read_as_one_identifier_get_numbered_suffixes() -> None:
+    from gpa_plan.plan.emit import to_env
+
+    regions = [("a", 0, 1), ("a-", 1, 1), ("a_2", 2, 1), ("a.", 3, 1)]
+    idents = [line.split("=")[0] for line in to_env(regions, [], "x").splitlines()[1::3]]
+    assert idents == ["GPA_A_BASE", "GPA_A_2_BASE", "GPA_A_2_2_BASE", "GPA_A_3_BASE"]
+
+
+@pytest.mark.parametrize("fmt", ["c", "env"])
+def test_thousands_of_names_of_one_identifier_are_numbered_in_bounded_time(
+    tmp_path: Path, fmt: str
+) -> None:
+    n = 20_000
+    symbols = "-./+"
+    names = [f"{symbols[i % 4]}a{symbols[i // 4 % 4]}{i // 16 * '.'}" for i in range(16)]
+    names = [f"{a}{'-' * (i // 16 % 8)}{'+' * (i // 128)}" for i, a in enumerate(names * 1250)]
+    assert len(set(names)) == n
+    devices = "".join(
+        f"  - {{name: {json.dumps(name)}, type: mmio, base: {0x1_0000_0000 + i * 4096:#x}, "
+        "size: 4K}\n"
+        for i, name in enumerate(names)
+    )
+    layout = tmp_path / "many.yaml"
+    layout.write_text(f"layout: 1\narch: arm64\npa_bits: 48\ndevices:\n{devices}")
+    # Trying every suffix taken before for each name took about 25 s here.
+    done = subprocess.run(
+        [sys.executable, "-m", "gpa_plan", "allocate", str(layout), "--format", fmt],
+        capture_output=True, text=True, timeout=20, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"GPA_A_{n}_BASE" in done.stdout

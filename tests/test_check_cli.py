@@ -280,3 +280,20 @@ def test_a_table_too_long_for_rich_is_printed_as_aligned_columns(tmp_path: Path)
     assert lines[2][read_at:].startswith("memory")
     assert lines[3][read_at:].startswith("io-exit")
     assert len(lines) == 2 + 2200 + 2  # title, header, rows, blank line, summary
+
+
+@pytest.mark.parametrize(
+    "columns",
+    ["abc", "0", "-3", "1e3", "\u00b2", "\u0663\u0660\u0660", "9" * 5000],
+    ids=["word", "zero", "negative", "exponent", "superscript", "arabic-digits", "5000-digits"],
+)
+def test_forced_rich_output_survives_a_columns_that_is_not_a_width(columns: str) -> None:
+    # rich drew nothing at a width of 0 or less, and int() of "abc", "²" or 5,000 digits
+    # was an internal error (rich reads COLUMNS and LINES on a terminal too).
+    env = {"FORCE_COLOR": "1", "COLUMNS": columns, "LINES": columns}
+    result = run("check", "small-arm64.yaml", env=env)
+    assert result.exit_code == 0, result.output
+    out = lines(re.sub(r"\x1b\[[0-9;]*m", "", result.stdout))
+    assert out[0] == "small-arm64.yaml (arm64, 32-bit)"
+    assert max(len(line) for line in out) <= 160
+    assert out[-1] == "1 file checked: 0 errors, 0 warnings"

@@ -19,6 +19,7 @@ import gpa_plan
 from gpa_plan.check.findings import ERROR, Finding
 from gpa_plan.check.run import RULES, CheckResult
 from gpa_plan.cli import cli
+from gpa_plan.printable import printable
 from gpa_plan.report import github, sarif
 
 DATA = Path(__file__).parent / "data"
@@ -411,3 +412,38 @@ def test_a_program_finding_is_reported_once_for_its_layout_without_an_arch_note(
     assert len(unreadable) == 1
     assert unreadable[0].startswith("::error file=guest.elf,line=1,col=1,")
     assert "only" not in unreadable[0]
+
+
+@pytest.mark.parametrize("fmt", ["sarif", "json"])
+def test_sarif_and_json_print_no_bidi_override_or_c1_control_raw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    # SARIF is written with ensure_ascii=False, which left these characters raw.
+    name = "r\u202eam\x85x\x7fy\u2028z\u2066"
+    write(
+        tmp_path,
+        "vm.yaml",
+        "layout: 1\narch: arm64\nmemslots:\n"
+        f"  - {{name: {json.dumps(name)}, base: 0, size: 4K}}\n"
+        f"  - {{name: other, base: 0, size: 4K}}\n",
+    )
+    result = check(["--format", fmt, "vm.yaml"], tmp_path, monkeypatch)
+    assert result.exit_code == 1
+    assert printable(result.stdout.replace("\n", "")) == result.stdout.replace("\n", "")
+    # The same document: the name, raw, in the objects a finding names.
+    assert f'"{name}"' in json.dumps(json.loads(result.stdout), ensure_ascii=False)
+
+
+def test_github_annotation_prints_no_control_or_bidi_character_raw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The toolkit's escaping covers only %, CR and LF: ESC (colours in GitHub's log), NEL, DEL
+    # and U+202E in a path were printed raw.
+    write(tmp_path, "d\x1b[31m\u202e\x85\x7f/vm.yaml", OVERLAP)
+    result = check(["--format", "github", "."], tmp_path, monkeypatch)
+    assert result.exit_code == 1
+    assert printable(result.stdout.replace("\n", "")) == result.stdout.replace("\n", "")
+    assert result.stdout.startswith(
+        "::error file=d\\x1b[31m\\u202e\\x85\\x7f/vm.yaml,line=11,col=11,"
+        "title=gpa-plan(memslot-overlap)::memslot 'ram2'"
+    )

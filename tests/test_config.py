@@ -477,3 +477,15 @@ def test_a_huge_duplicate_key_does_not_make_a_huge_message(project: Path) -> Non
     message = str(raised.value)
     assert ":3:3: duplicate key 'kkk" in message
     assert len(message) < len(str(project)) + 500 and message.endswith("k...")
+
+
+def test_a_byte_that_is_not_utf8_is_said_at_its_place_after_a_byte_order_mark(
+    project: Path,
+) -> None:
+    (project / ".gpa-plan.yaml").write_bytes(b"\xef\xbb\xbf# config\nstrict: \xff\n")
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    assert str(raised.value) == (
+        f"{project / '.gpa-plan.yaml'}:2:9: cannot read the configuration: byte 0xff is not "
+        "UTF-8; the configuration must be UTF-8 text"
+    )

@@ -17,6 +17,7 @@ import runpy
 import shutil
 import struct
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -940,3 +941,33 @@ def test_object_file_is_elf_unreadable(tmp_path: Path) -> None:
     (finding,) = elf_findings(result)
     assert finding.rule == "elf-unreadable"
     assert finding.message.startswith("no loadable (PT_LOAD) segment in this ET_REL file")
+
+
+def test_thousands_of_segments_and_identity_mapped_devices_are_placed_in_bounded_time(
+    tmp_path: Path,
+) -> None:
+    n = 8_000
+    devices = "".join(
+        f"  - {{name: d{i}, type: mmio, base: {0x1_0000_0000 + i * 0x1000:#x}, size: 4K, "
+        "identity_map: true}\n"
+        for i in range(n)
+    )
+    layout = write_layout(
+        tmp_path,
+        "layout: 1\narch: arm64\nmemslots:\n  - {name: slot0, slot: 0, base: 0x0, size: 4G}\n"
+        f"devices:\n{devices}",
+    )
+    # Segment i is on the pages of device i; the last one is clear of every device.
+    loads = [(0x1_0000_0000 + i * 0x1000, 0, 0x1000) for i in range(n)] + [(0x1_0000, 0, 8)]
+    program = crafted_elf(tmp_path / "many.elf", loads)
+    # Each segment scanned every identity-mapped device: about 45 s here.
+    done = subprocess.run(
+        [sys.executable, "-m", "gpa_plan", "check", str(layout), "--elf", str(program),
+         "--elf-mode", "selftests"],
+        capture_output=True, text=True, timeout=15, check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "  segment 0: RWX, [0x1_0000_0000, 0x1_0000_1000) -> ram, device / slot0, d0\n" in (
+        done.stdout
+    )
+    assert f"  segment {n}: RWX, [0x0001_0000, 0x0001_1000) -> ram / slot0\n" in done.stdout

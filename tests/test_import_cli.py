@@ -101,8 +101,19 @@ def test_bytes_that_are_not_utf8_are_not_mtree_output(tmp_path: Path) -> None:
     result = invoke("import", "qemu-mtree", str(source))
     assert result.exit_code == 1
     assert result.stderr == (
-        f"{source}: error[import] not UTF-8 text (byte 12): expected the output of the QEMU "
-        "monitor command `info mtree -f`\n"
+        f"{source}:2:1: error[import] not UTF-8 text (byte 0xff at offset 12): expected the "
+        "output of the QEMU monitor command `info mtree -f`\n"
+    )
+
+
+def test_a_byte_that_is_not_utf8_is_located_after_a_byte_order_mark(tmp_path: Path) -> None:
+    # The offset counted from after the BOM, three bytes short, and no line was given.
+    source = tmp_path / "mtree.txt"
+    source.write_bytes(b"\xef\xbb\xbfFlatView #0\n AS \"memory\"\n  \xc3(\n")
+    result = invoke("import", "qemu-mtree", str(source))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"{source}:3:1: error[import] not UTF-8 text (byte 0xc3 at offset 30): "
     )
 
 

@@ -944,3 +944,20 @@ def test_without_a_page_size_4k_is_assumed_and_said() -> None:
 def test_a_page_size_that_is_no_page_is_refused(page_size: int) -> None:
     with pytest.raises(ImportFailure, match="not a power of two of at least 4 KiB"):
         import_qemu_mtree(ODD_RAM, "arm64", page_size=page_size)
+
+
+@pytest.mark.parametrize(
+    ("arch", "page_size", "shown", "sizes"),
+    [("arm64", 1 << 53, "8192 TiB", "4K, 16K, 64K"), ("arm64", 0x2_0000, "128 KiB", "4K, 16K, 64K"),
+     ("x86_64", 0x1_0000, "64 KiB", "4K")],
+)
+def test_a_page_size_the_arch_has_not_is_refused(
+    arch: str, page_size: int, shown: str, sizes: str
+) -> None:
+    # It was written as the layout's page_size, which `check` then refused (arch-limits).
+    with pytest.raises(ImportFailure) as refused:
+        import_qemu_mtree(ODD_RAM, arch, page_size=page_size)
+    assert refused.value.message == (
+        f"host page size {shown} is not one {arch} has ({sizes}); give the "
+        "host's page size (--page-size)"
+    )

@@ -145,3 +145,37 @@ def test_thousands_of_ranges_of_one_name_at_one_base_are_named_in_bounded_time(
     assert done.returncode == 0, done.stderr
     assert "name: x-0x9000000\n" in done.stdout
     assert f"name: x-0x9000000-{n}\n" in done.stdout
+
+
+def test_lines_end_at_line_ends_only_not_at_separators_inside_a_name(tmp_path: Path) -> None:
+    # str.splitlines() cut a name at \x1d or U+2028 and counted each piece as a line.
+    name = "pl\x1d011\u2028x"
+    done = _run_import(
+        tmp_path,
+        'FlatView #0\r\n AS "memory", root: system\x1c\r\n Root memory region: system\r\n'
+        f"  0000000009000000-0000000009000fff (prio 0, i/o): {name}\r\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert 'name: "pl\\u001d011\\u2028x"\n' in done.stdout
+    done = _run_import(
+        tmp_path,
+        'FlatView #0\n AS "memory", root: system\n Root memory region: system\n'
+        f"  0000000009000000-0000000009000fff (prio 0, i/o): {name}\nnot mtree\n",
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"{tmp_path / 'mtree.txt'}:5:1: error[import] ")
+
+
+def test_a_byte_that_is_not_utf8_is_said_at_its_line_whatever_the_line_ends(
+    tmp_path: Path,
+) -> None:
+    mtree = tmp_path / "mtree.txt"
+    mtree.write_bytes(b'FlatView #0\r AS "memory", root: system\r \xff\r')
+    done = subprocess.run(
+        [sys.executable, "-m", "gpa_plan", "import", "qemu-mtree", str(mtree)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        f"{mtree}:3:1: error[import] not UTF-8 text (byte 0xff at offset 40): "
+    )

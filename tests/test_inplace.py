@@ -324,3 +324,22 @@ def test_in_place_through_a_symlink_rewrites_its_target(workdir: Path) -> None:
     assert in_place("layout.yaml").exit_code == 0
     assert Path("layout.yaml").is_symlink()
     assert Path("real.yaml").read_text() == RAM
+
+
+def test_thousands_of_auto_entries_are_filled_in_in_bounded_time(tmp_path: Path) -> None:
+    n = 50_000
+    devices = "".join(
+        f"  - {{name: d{i}, type: mmio, base: auto, size: 4K}}  # d{i}\n" for i in range(n)
+    )
+    path = tmp_path / "many.yaml"
+    path.write_text(f"layout: 1\narch: arm64\npa_bits: 48\ndevices:\n{devices}")
+    # Splicing each value into the whole text copied it once per entry: 40 s and more here.
+    done = subprocess.run(
+        [sys.executable, "-m", "gpa_plan", "allocate", str(path), "--in-place"],
+        capture_output=True, text=True, timeout=15, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = path.read_text().splitlines()
+    assert lines[4] == "  - {name: d0, type: mmio, base: 0x0000_0000, size: 4K}  # d0"
+    last = f"  - {{name: d{n - 1}, type: mmio, base: 0x0c34_f000, size: 4K}}  # d{n - 1}"
+    assert lines[-1] == last

@@ -263,3 +263,21 @@ def test_a_refused_character_is_one_escaped_line_on_the_command_line(tmp_path: P
         'remove it, or write it as the escape "\\x1b" inside a double-quoted string'
     )
     assert "\x1b" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("bom", "newline"),
+    [(b"", b"\n"), (b"\xef\xbb\xbf", b"\n"), (b"", b"\r"), (b"", b"\r\n"), (b"", b"\xc2\x85")],
+    ids=["plain", "byte-order-mark", "cr", "crlf", "nel"],
+)
+def test_a_byte_that_is_not_utf8_is_said_at_its_place_whatever_the_line_ends(
+    tmp_path: Path, bom: bytes, newline: bytes
+) -> None:
+    # With a BOM the offset was three bytes short: another byte was named, at another column;
+    # with CR or NEL line ends (which YAML counts as lines) it was said at line 1.
+    path = tmp_path / "vm.yaml"
+    path.write_bytes(bom + b'layout: 1\narch: arm64\nname: "ab\xffc"\n'.replace(b"\n", newline))
+    (result,) = check_file(path)
+    (finding,) = result.findings
+    assert (finding.line, finding.column) == (3, 10)
+    assert finding.message == "byte 0xff is not UTF-8; layout files must be UTF-8 text"

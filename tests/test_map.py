@@ -177,3 +177,28 @@ def test_row_height_stays_in_bounds_and_never_shrinks_as_size_grows(size: int) -
     height = row_height(size)
     assert ROW_MIN <= height <= ROW_MAX
     assert row_height(size * 2) >= height
+
+
+def test_a_tooltip_gives_three_findings_in_full_and_counts_the_rest(tmp_path: Path) -> None:
+    # A memslot over thousands of devices is in thousands of rows: each repeated every
+    # finding naming it (15 MB of SVG for 110 KB of layout).
+    devices = "".join(
+        f"  - {{name: d{i}, type: mmio, base: {0x4000_0000 + 2 * i * 0x1000:#x}, size: 4K}}\n"
+        for i in range(5)
+    )
+    layout = tmp_path / "shadowed.yaml"
+    layout.write_text(
+        "layout: 1\narch: arm64\nmemslots:\n  - {name: ram, base: 0x4000_0000, size: 1G}\n"
+        f"devices:\n{devices}"
+    )
+    titles = [g.findtext(f"{SVG}title") or "" for g in region_groups(run(str(layout)).stdout)]
+    gap = next(t for t in titles if t.startswith("[0x4000_1000, 0x4000_2000)"))
+    lines = gap.splitlines()
+    assert [line.split("]")[0] for line in lines[2:5]] == ["error[device-shadowed"] * 3
+    assert "'d0'" in lines[2] and "'d2'" in lines[4]
+    assert lines[5:] == [
+        "and 2 more findings naming this region's objects (gpa-plan check, or map --html, "
+        "lists them all)"
+    ]
+    device = next(t for t in titles if t.startswith("[0x4000_4000, 0x4000_5000)"))
+    assert len(device.splitlines()) == 6  # range, outcomes, three findings, the count

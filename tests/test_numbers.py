@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -16,6 +17,7 @@ from gpa_plan.layout.errors import LayoutError
 from gpa_plan.layout.loader import load_text
 from gpa_plan.layout.numbers import NumberError, coerce_number, parse_number
 from gpa_plan.layout.validate import validate_layout
+from gpa_plan.printable import printable
 
 SELFTESTS = Path(__file__).parent.parent / "layouts" / "selftests-arm64.yaml"
 
@@ -367,6 +369,11 @@ def test_import_refuses_a_huge_page_size_as_a_usage_error(tmp_path: Path) -> Non
         "010",
         "04K",
         "0x1K",
+        "4\tK",
+        " 4K ",
+        "4\x1cK",
+        "4\u3000K",
+        "\u00a04K",
     ],
 )
 def test_the_json_schema_pattern_accepts_the_forms_the_parser_accepts(written: str) -> None:
@@ -380,3 +387,44 @@ def test_the_json_schema_pattern_accepts_the_forms_the_parser_accepts(written: s
     except NumberError:
         accepted = False
     assert (re.search(_NUMBER_TEXT, written) is not None) == accepted
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["4\x1cK", "4\u3000K", "4\u00a0K", "\u20284K", "4K\x85", "4\nK", "\x1f4096", "4096\x0b"],
+    ids=["fs", "ideographic", "nbsp", "line-separator", "nel", "newline", "us", "vt"],
+)
+def test_only_spaces_and_tabs_may_stand_around_a_number(written: str) -> None:
+    # str.strip() and \s read these as spaces: a control character inside a number passed.
+    with pytest.raises(NumberError, match="is not a number") as err:
+        parse_number(written)
+    assert printable(str(err.value)) == str(err.value)
+    assert cli_number(written) == f"`size` of memslot 'r': {err.value}"
+    text = (
+        "layout: 1\narch: arm64\nmemslots:\n"
+        f"  - {{name: r, base: 0, size: {json.dumps(written)}}}\n"
+    )
+    with pytest.raises(LayoutError) as refused:
+        validate_layout(load_text(text, "n.yaml"))
+    (problem,) = refused.value.problems
+    assert (problem.line, problem.column) == (4, 30)
+    assert problem.message == f"`size` of memslot 'r': {err.value}"
+
+
+@pytest.mark.parametrize("written", [" 4K", "4K\t", "4 \tK", "\t0x1000 "])
+def test_spaces_and_tabs_around_a_number_are_read_over(written: str) -> None:
+    assert parse_number(written) == 4096
+
+
+@pytest.mark.parametrize("written", ["::error::x", "0x10:20", "fe80::1", "1:", "1:75"])
+def test_only_base_60_forms_are_called_base_60(written: str) -> None:
+    # Any value holding a colon was called a YAML 1.1 base-60 number.
+    with pytest.raises(NumberError, match="is not a number") as err:
+        parse_number(written)
+    assert "base-60" not in str(err.value)
+
+
+@pytest.mark.parametrize("written", ["1:30", "190:20:30", "1_0:05", "190:20:30.15"])
+def test_base_60_forms_are_refused_as_such(written: str) -> None:
+    with pytest.raises(NumberError, match=r"is a YAML 1\.1 base-60 number"):
+        parse_number(written)

@@ -242,3 +242,26 @@ def test_usage_errors_and_internal_errors_quote_paths_escaped(
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert err == f"gpa-plan: internal error: RuntimeError: {SHOWN}\n"
+
+
+@pytest.mark.parametrize("command", ["map", "import"])
+def test_the_hard_link_note_of_a_written_file_escapes_its_path(
+    tmp_path: Path, command: str
+) -> None:
+    layout = tmp_path / "vm.yaml"
+    layout.write_text(layout_text("ram"))
+    mtree = tmp_path / "mtree.txt"
+    mtree.write_text(
+        "FlatView #0\n AS \"memory\", root: system\n Root memory region: system\n"
+        "  0000000040000000-000000007fffffff (prio 0, ram): mach-virt.ram\n"
+    )
+    out = tmp_path / f"{PATH_PART}.out"
+    out.write_text("old\n")
+    (tmp_path / "other-name").hardlink_to(out)
+    if command == "map":
+        result = invoke("map", str(layout), "--svg", str(out))
+    else:
+        result = invoke("import", "qemu-mtree", str(mtree), "--arch", "arm64", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert_printable(result.stderr)
+    assert f"note: {tmp_path}/{PATH_SHOWN}.out had 1 other hard link(s)" in result.stderr

@@ -55,7 +55,8 @@ def segment_placements(
     if mode == PHYSICAL:
         placed = tuple(_physical(s, layout, regions) for s in program.segments)
     elif mode == SELFTESTS:
-        placed = tuple(_selftests(s, layout) for s in program.segments)
+        mapped = _IdentityMapped(layout)
+        placed = tuple(_selftests(s, layout, mapped) for s in program.segments)
     else:
         raise ValueError(f"unknown ELF load mode {mode!r}; expected one of {ELF_MODES}")
     return ProgramPlacement(program.path, program.machine, mode, placed)
@@ -73,14 +74,33 @@ def _physical(segment: Segment, layout: ResolvedLayout, regions: list[Region]) -
     )
 
 
-def _selftests(segment: Segment, layout: ResolvedLayout) -> SegmentPlacement:
+class _IdentityMapped:
+    """The identity-mapped devices and the pages they take, indexed once per program: a
+    scan of every device per segment made thousands of segments cost their product."""
+
+    def __init__(self, layout: ResolvedLayout) -> None:
+        from gpa_plan.check.overlaps import RangeIndex
+
+        self.code_slot = code_memslot(layout)
+        self.devices = identity_mapped(layout)
+        pages = [identity_pages(d, layout.guest_page_size) for d in self.devices]
+        self.index = RangeIndex(pages)
+
+    def names_within(self, rng: Range) -> list[str]:
+        """The devices whose pages overlap ``rng``, in file order."""
+        return [self.devices[k].name for k in self.index.overlapping(rng)]
+
+
+def _selftests(
+    segment: Segment, layout: ResolvedLayout, mapped: _IdentityMapped
+) -> SegmentPlacement:
     rng = segment.virtual_pages(layout.guest_page_size)
-    slot = code_memslot(layout)
+    slot = mapped.code_slot
     kinds, names = (["ram"], [slot.name]) if slot is not None else (["unbacked"], [])
-    for device in identity_mapped(layout):
-        if identity_pages(device, layout.guest_page_size).overlaps(rng):
-            kinds.append("device")
-            names.append(device.name)
+    devices = mapped.names_within(rng)
+    if devices:
+        kinds.append("device")
+        names += devices
     return SegmentPlacement(
         segment.index, segment.flag_letters, rng, _unique(kinds), _unique(names)
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+
 from gpa_plan.importers import Imported, ImportFailure
 
 KINDS = ("qemu-mtree", "dtb")
@@ -14,13 +16,18 @@ def import_layout(
     page) are for qemu-mtree. Raises ImportFailure."""
     if kind == "qemu-mtree":
         from gpa_plan.importers.qemu_mtree import import_qemu_mtree
+        from gpa_plan.importers.qemu_mtree.text import LINE_END
 
+        bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
         try:
-            text = data.decode("utf-8-sig")  # a dump saved by an editor may start with a BOM
+            text = data[bom:].decode("utf-8")  # a dump saved by an editor may start with a BOM
         except UnicodeDecodeError as err:
+            # Offsets count from the start of the file, BOM included, as an editor's do.
+            where = bom + err.start
             raise ImportFailure(
-                f"not UTF-8 text (byte {err.start}): expected the output of the QEMU monitor "
-                "command `info mtree -f`"
+                f"not UTF-8 text (byte 0x{data[where]:02x} at offset {where}): expected the "
+                "output of the QEMU monitor command `info mtree -f`",
+                len(LINE_END.split(data[bom:where].decode("utf-8"))),
             ) from None
         return import_qemu_mtree(text, arch, page_size)
     if kind == "dtb":

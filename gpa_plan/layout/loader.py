@@ -15,6 +15,7 @@ the field they sit in reports them.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from typing import Any, NamedTuple
@@ -22,7 +23,7 @@ from typing import Any, NamedTuple
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gpa_plan.inputs import STDIN, STDIN_NAME, read_input, utf8_error_position
+from gpa_plan.inputs import STDIN, STDIN_NAME, read_input
 from gpa_plan.layout.errors import LayoutError, Problem
 from gpa_plan.layout.numbers import NumberError, RejectedNumber, parse_number
 
@@ -219,12 +220,17 @@ class _Located(Exception):
 
 
 def _decode(raw: bytes, name: str, what: str = "layout files") -> str:
+    # The byte-order mark is dropped before decoding, so that the offset of a bad byte and
+    # the position said for it count in the text the YAML positions count in.
+    text = raw[len(codecs.BOM_UTF8) :] if raw.startswith(codecs.BOM_UTF8) else raw
     try:
-        return raw.decode("utf-8-sig")
+        return text.decode("utf-8")
     except UnicodeDecodeError as err:
-        line, column = utf8_error_position(raw, err)
-        message = f"byte 0x{raw[err.start]:02x} is not UTF-8; {what} must be UTF-8 text"
-        raise LayoutError(name, [Problem("yaml-syntax", message, line, column)]) from None
+        # Lines count as the YAML reader counts them (CR and NEL end a line too).
+        lines = _BREAK.split(text[: err.start].decode("utf-8", "replace"))
+        message = f"byte 0x{text[err.start]:02x} is not UTF-8; {what} must be UTF-8 text"
+        problem = Problem("yaml-syntax", message, len(lines), len(lines[-1]) + 1)
+        raise LayoutError(name, [problem]) from None
 
 
 def _compose(text: str) -> MappingNode:

@@ -94,10 +94,10 @@ NUMBER_DESCRIPTION = (
 )
 # The forms parse_number accepts (docs/numbers.md), for editors; whole-byte fractions and the
 # 64-bit limit are left to it.
-_UNIT = r"\s*[KMGTPkmgtp]([iI][bB])?"
+_UNIT = r"[ \t]*[KMGTPkmgtp]([iI][bB])?"
 _NUMBER_TEXT = (
-    rf"^\s*(0|[1-9][0-9_]*)({_UNIT}|\.[0-9][0-9_]*{_UNIT})?\s*$"
-    r"|^\s*0[xX][0-9a-fA-F][0-9a-fA-F_]*\s*$|^\s*0[bB][01][01_]*\s*$"
+    rf"^[ \t]*(0|[1-9][0-9_]*)({_UNIT}|\.[0-9][0-9_]*{_UNIT})?[ \t]*$"
+    r"|^[ \t]*0[xX][0-9a-fA-F][0-9a-fA-F_]*[ \t]*$|^[ \t]*0[bB][01][01_]*[ \t]*$"
 )
 
 

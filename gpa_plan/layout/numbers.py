@@ -37,8 +37,10 @@ _PREFIXED_RE = re.compile(r"0(?P<base>[xXbB])(?P<digits>.*)")
 _DIGITS_RE = {16: re.compile(r"[0-9a-fA-F][0-9a-fA-F_]*"), 2: re.compile(r"[01][01_]*")}
 _DEC_RE = re.compile(r"(?:0|[1-9][0-9_]*)")
 _HEX_RE = re.compile(r"0[xX][0-9a-fA-F][0-9a-fA-F_]*")
+# YAML 1.1's base-60 integers and floats (1:30, 190:20:30.15), which PyYAML resolves as numbers.
+_SEXAGESIMAL_RE = re.compile(r"[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
 _UNIT_RE = re.compile(
-    r"(?P<whole>[0-9][0-9_]*)(?:\.(?P<fraction>[0-9][0-9_]*))?\s*(?P<unit>[A-Za-z]*)"
+    r"(?P<whole>[0-9][0-9_]*)(?:\.(?P<fraction>[0-9][0-9_]*))?[ \t]*(?P<unit>[A-Za-z]*)"
 )
 _BINARY_UNIT_RE = re.compile(r"(?P<prefix>[KMGTP])(?:iB)?", re.IGNORECASE)
 _DECIMAL_UNIT_RE = re.compile(r"[KMGTP]B", re.IGNORECASE)
@@ -82,13 +84,15 @@ def shown(text: str) -> str:
 def parse_number(text: str) -> int:
     """The byte count or address that ``text`` (a scalar's source text, or a command-line
     argument) stands for; raises NumberError saying why it is refused."""
-    raw = text.strip()
+    # Spaces and tabs only: str.strip() and \s also took line breaks, NEL, the C0 separators
+    # and Unicode spaces, so a control character inside a number passed unnoticed.
+    raw = text.strip(" \t")
     if raw[:1] in ("-", "+"):
         raise NumberError(
             f"{shown(raw)} has a sign: addresses, sizes and counts are unsigned, "
             "written without '-' or '+'"
         )
-    if ":" in raw:
+    if _SEXAGESIMAL_RE.fullmatch(raw):
         raise NumberError(
             f"{shown(raw)} is a YAML 1.1 base-60 number; write the value in decimal or hex"
         )
@@ -128,7 +132,7 @@ def _integer(raw: str, digits: str, base: int) -> int:
 
 
 def _with_unit(raw: str, whole: str, fraction: str | None, unit: str) -> int:
-    number = raw[: len(raw) - len(unit)].rstrip()
+    number = raw[: len(raw) - len(unit)].rstrip(" \t")
     whole = whole.replace("_", "")
     if re.match(r"0[0-9]", whole):
         raise NumberError(f"{shown(raw)} has a leading zero; write it without the zero")

@@ -87,12 +87,17 @@ NamedRange = tuple[str, int, int]  # name, base, size
 
 def _identifiers(regions: list[NamedRange], prefix: str) -> Iterator[NamedRange]:
     seen: set[str] = set()
+    # The last suffix tried per identifier: thousands of names that read as one identifier
+    # (`a.`, `a-`, `-a` ...) would otherwise each try every suffix taken before.
+    tried: dict[str, int] = {}
     for name, base, size in regions:
         ident = prefix + re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").upper()
-        candidate, n = ident, 1
+        n = tried.get(ident, 1)
+        candidate = ident if n == 1 else f"{ident}_{n}"
         while candidate in seen:
             n += 1
             candidate = f"{ident}_{n}"
+        tried[ident] = n
         seen.add(candidate)
         yield candidate, base, size
 

@@ -52,9 +52,14 @@ def rewrite(text: str, doc: Document, allocation: Allocation) -> str:
     for section, entries in added.items():
         start, end, new = _append(text, doc.root, section, entries)
         edits.append((start, end, new.replace("\n", newline)))
-    for start, end, new in sorted(edits, reverse=True):
-        text = text[:start] + new + text[end:]
-    return text
+    # Pieces joined once: splicing each edit into the whole text copied it once per `auto`.
+    pieces: list[str] = []
+    done = 0
+    for start, end, new in sorted(edits):
+        pieces += (text[done:start], new)
+        done = end
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 def verify(text: str, name: str, allocation: Allocation) -> None:

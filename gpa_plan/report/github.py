@@ -3,7 +3,8 @@
     ::error file=layouts/q.yaml,line=8,col=11,title=gpa-plan(memslot-overlap)::memslot ...
 
 Values are escaped as actions/toolkit's ``command.ts`` does, so a ``%``, ``,``, ``:`` or a
-newline in a path or message cannot end a property or the command early.
+newline in a path or message cannot end a property or the command early; other control and
+bidi characters, which that escaping leaves raw, are shown as ``printable`` shows them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from gpa_plan.check.findings import ERROR, WARNING
 from gpa_plan.check.run import CheckResult
 from gpa_plan.inputs import InputError
+from gpa_plan.printable import printable
 from gpa_plan.report.ci import ReportedFinding, relative_posix, unique_findings
 
 # GitHub shows at most this many error and this many warning annotations per step; the rest
@@ -22,8 +24,12 @@ ANNOTATION_LIMIT = 10
 
 
 def escape_data(value: str) -> str:
-    """A command's message: ``%``, CR and LF percent-encoded."""
-    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """A command's message: ``%``, CR and LF percent-encoded, then the other control and bidi
+    characters escaped as ``printable`` does (``\\x1b``, ``\\u202e``). Workflow commands have
+    no encoding for these, and GitHub's log reads ESC sequences as colours: a path holding one
+    is printed escaped, so the annotation shows in the run's summary but names no file of the
+    repository."""
+    return printable(value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def escape_property(value: str) -> str:

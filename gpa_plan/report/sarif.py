@@ -21,6 +21,7 @@ from gpa_plan.check.rules import Rule
 from gpa_plan.check.run import RULES, CheckResult
 from gpa_plan.config import ALWAYS_REPORTED
 from gpa_plan.inputs import InputError
+from gpa_plan.printable import printable_json
 from gpa_plan.report.ci import ReportedFinding, relative_posix, unique_findings
 
 SARIF_VERSION = "2.1.0"
@@ -57,8 +58,9 @@ def sarif_document(results: Sequence[CheckResult], root: Path, tool_version: str
 
 
 def dumps(document: dict[str, Any]) -> str:
-    # Indented: SARIF files are small next to `--format json`, and get read and diffed.
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    # Indented: SARIF files are small next to `--format json`, and get read and diffed. Text
+    # stays readable (ensure_ascii=False), but no bidi override or C1 control is printed raw.
+    return printable_json(json.dumps(document, indent=2, ensure_ascii=False)) + "\n"
 
 
 def level(severity: str) -> str:

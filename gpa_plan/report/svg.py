@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from gpa_plan.check.run import CheckResult
 
 ACCESSES = ("read", "write", "fetch")
+# Findings a row's tooltip gives in full. A memslot over thousands of devices is in thousands
+# of rows, and each would repeat every finding that names it.
+TOOLTIP_FINDINGS = 3
 
 # Characters XML 1.0 does not allow at all, even escaped (spec 2.2), beyond the controls
 # printable() already escapes.
@@ -171,7 +174,13 @@ def _tooltip(region: Region, findings: Sequence[Finding]) -> str:
         + (f" ({', '.join(region.names)})" if region.names else ""),
         ", ".join(f"{a} {region.outcome(a).value}" for a in ACCESSES),
     ]
-    lines += [f"{f.severity}[{f.rule}] {f.message}" for f in findings]
+    lines += [f"{f.severity}[{f.rule}] {f.message}" for f in findings[:TOOLTIP_FINDINGS]]
+    if len(findings) > TOOLTIP_FINDINGS:
+        more = len(findings) - TOOLTIP_FINDINGS
+        lines.append(
+            f"and {more} more finding{'s' if more != 1 else ''} naming this region's objects "
+            "(gpa-plan check, or map --html, lists them all)"
+        )
     return "\n".join(map(escape, lines))
 
 

@@ -31,12 +31,30 @@ from gpa_plan.report.text import (
 )
 
 RICH_TABLE_ROWS = 2000
+PIPE_WIDTH = 160
+MIN_WIDTH = 20
 
 
 def console_for(stream: TextIO) -> Console:
+    environ = dict(os.environ)
+    for name in ("COLUMNS", "LINES"):
+        if name in environ and _dimension(environ[name]) is None:
+            del environ[name]
     # When forced onto a pipe, a fixed wide width keeps each table row on one line.
-    width = None if stream.isatty() else int(os.environ.get("COLUMNS", "160"))
-    return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+    width = None if stream.isatty() else _dimension(environ.get("COLUMNS")) or PIPE_WIDTH
+    return Console(
+        file=stream, width=width, highlight=False, soft_wrap=False, _environ=environ
+    )
+
+
+def _dimension(text: str | None) -> int | None:
+    """``COLUMNS`` or ``LINES`` when it is a whole number from MIN_WIDTH to 9999, else None
+    (the terminal's size, or PIPE_WIDTH, is used instead). rich reads these itself: it prints
+    nothing at a width of 0 or less, and ends the run on a value int() refuses (``²``, or
+    5,000 digits)."""
+    if not text or not (text.isascii() and text.isdigit() and len(text) <= 4):
+        return None
+    return int(text) if int(text) >= MIN_WIDTH else None
 
 
 def write_rich(blocks: Iterable[Block], stream: TextIO) -> None:

@@ -78,6 +78,7 @@ from gpa_plan.importers import Imported, ImportFailure
 from gpa_plan.importers.qemu_mtree.address_space import memory_regions
 from gpa_plan.importers.qemu_mtree.mapping import Mapping, architecture, document, with_its
 from gpa_plan.importers.qemu_mtree.text import scan
+from gpa_plan.ranges import human_size
 
 
 def page_size_problem(page_size: int) -> str | None:
@@ -103,6 +104,14 @@ def import_qemu_mtree(
     notes: list[str] = []
     regions, header_line = memory_regions(scan(text), notes)
     arch = architecture(regions, arch, header_line, notes)
+    sizes = ARCHES[arch].page_sizes
+    if page_size is not None and page_size not in sizes:
+        # `check` would refuse the layout (arch-limits): say it here, where the option is.
+        named = ", ".join(f"{size // 1024}K" for size in sizes)
+        raise ImportFailure(
+            f"host page size {human_size(page_size)} is not one {arch} has ({named}); give the "
+            "host's page size (--page-size)"
+        )
     mapping = Mapping(arch, regions, page_size)
     for region in with_its(regions, arch):
         mapping.add(region)

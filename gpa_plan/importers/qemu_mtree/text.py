@@ -63,9 +63,15 @@ class Block(NamedTuple):
     ranges: list[Line]
 
 
+# Lines end as an editor ends them. str.splitlines() also splits at the C0 separators
+# (\x1c-\x1e), NEL and U+2028, so a name holding one was read as two lines and every later
+# line number was off.
+LINE_END = re.compile("\r\n|\r|\n")
+
+
 def scan(text: str) -> list[Block]:
     blocks: list[Block] = []
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(LINE_END.split(text), 1):
         line = raw.rstrip()
         if not line or line.startswith(("(qemu)", "#")):
             continue
