@@ -484,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
         from gpa_plan.printable import printable
 
         err.message = printable(err.message)
-        err.show()
+        exits.say_with(err.show)
         sys.exit(err.exit_code)
     except (click.Abort, KeyboardInterrupt) as err:
         if isinstance(err, KeyboardInterrupt) or isinstance(err.__cause__, KeyboardInterrupt):
@@ -503,7 +503,8 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
 def _internal_error(err: BaseException) -> NoReturn:
     # A bug, not bad input: say so without a traceback.
+    from gpa_plan.exits import say
     from gpa_plan.printable import printable
 
-    click.echo(f"gpa-plan: internal error: {type(err).__name__}: {printable(str(err))}", err=True)
+    say(f"gpa-plan: internal error: {type(err).__name__}: {printable(str(err))}")
     sys.exit(2)
