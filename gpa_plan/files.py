@@ -89,7 +89,7 @@ def replace_file(
     """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``, which
     must be a regular file or absent (a symlink's target is what gets replaced).
     ``before_rename`` runs last, once the temporary is complete; it may raise to cancel."""
-    target = os.path.realpath(path)
+    target = _real_path(path)
     directory, name = os.path.split(target)
     remove_leftovers(directory, name)
     try:
@@ -165,7 +165,7 @@ def locked_update(path: str) -> Iterator[LockedFile]:
     ``LockedFile.replace``. Raises OutputError if the path is not a regular file or cannot be
     opened, InputError if it cannot be read.
     """
-    target = os.path.realpath(path)
+    target = _real_path(path)
     fd = _lock(path, target)
     try:
         yield LockedFile(path, target, fd, read_open_file(fd, path))
@@ -248,6 +248,18 @@ def temp_name(name: str, pid: int, tag: str) -> str:
     room = NAME_MAX - 1 - len(suffix.encode())
     short = name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
     return f".{short}{suffix}"
+
+
+def _real_path(path: str) -> str:
+    """``path`` with symbolic links resolved, where the temporary file goes beside."""
+    try:
+        return os.path.realpath(path)
+    except FileNotFoundError:  # os.getcwd(): the working directory was removed
+        raise OutputError(
+            path,
+            "the working directory no longer exists; cd to an existing directory, or give "
+            "the output as an absolute path",
+        ) from None
 
 
 def _create_temp(directory: str, name: str) -> tuple[int, str]:

@@ -278,3 +278,23 @@ def test_an_unwritable_standard_error_keeps_the_status_2(workdir: Path, args: li
     )
     assert done.returncode == 2
 
+
+def test_an_output_relative_to_a_deleted_working_directory_is_exit_2_saying_to_cd(
+    workdir: Path,
+) -> None:
+    gone = workdir / "gone"
+    gone.mkdir()
+    done = subprocess.run(
+        ["sh", "-c", 'cd "$1" && rmdir "$1" && shift && exec "$@"', "sh", str(gone), *GPA_PLAN,
+         "allocate", str(LAYOUT), "-o", "out.yaml"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.endswith(
+        "Error: cannot write out.yaml: the working directory no longer exists; cd to an "
+        "existing directory, or give the output as an absolute path\n"
+    )
+    no_traceback(done.stderr.encode())
