@@ -43,6 +43,8 @@ def read_input(path: str, *, limit: int = MAX_INPUT_BYTES, allow_stdin: bool = F
         return _read_stdin(limit)
     fd = _open_regular(path, allow_stdin)
     try:
+        if os.fstat(fd).st_size > limit:
+            raise InputError(path, _too_large(limit))  # refused before any of it is read
         return _read_bounded(fd, path, limit)
     finally:
         os.close(fd)

@@ -46,6 +46,21 @@ def test_content_beyond_the_limit_is_refused(tmp_path: Path) -> None:
         read_input(str(big), limit=100)
 
 
+def test_a_file_whose_size_is_past_the_limit_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as stream:
+        stream.truncate(1 << 40)  # sparse: a terabyte that costs no disk
+
+    def no_read(fd: int, size: int) -> bytes:
+        raise AssertionError("read past the limit")
+
+    monkeypatch.setattr("gpa_plan.inputs.os.read", no_read)
+    with pytest.raises(InputError, match="larger than 16 MiB"):
+        read_input(str(big))
+
+
 def test_open_input_refuses_what_read_input_refuses_and_opens_a_file(tmp_path: Path) -> None:
     fifo = tmp_path / "guest.elf"
     os.mkfifo(fifo)
