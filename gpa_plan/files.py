@@ -41,7 +41,10 @@ from gpa_plan.inputs import InputError, file_kind, read_open_file
 STDOUT = "-"
 NAME_MAX = 255  # bytes in one file name on Linux file systems (ext4, xfs, btrfs, tmpfs)
 _TEMP_MARK = ".gpa-plan-"
-_TEMP = re.compile(r"\.(?P<name>.*)\.gpa-plan-(?P<pid>[1-9][0-9]*)-(?P<tag>[0-9a-f]{8})\.tmp")
+# DOTALL: a file name may hold a line break, and its leftovers must be recognised too.
+_TEMP = re.compile(
+    r"\.(?P<name>.*)\.gpa-plan-(?P<pid>[1-9][0-9]*)-(?P<tag>[0-9a-f]{8})\.tmp", re.DOTALL
+)
 
 
 class OutputError(Exception):

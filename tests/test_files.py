@@ -301,6 +301,14 @@ def test_leftovers_of_dead_writers_are_removed_and_a_live_runs_are_kept(
     assert remaining == sorted(["out.yaml", "planner-arm64.yaml", running, other_target])
 
 
+@pytest.mark.parametrize("name", ["a\nb.yaml", "\r.yaml", "a\x85\u2028.yaml", "x" * 300])
+def test_a_leftover_is_recognised_whatever_the_target_is_named(tmp_path: Path, name: str) -> None:
+    leftover = temp_name(name, dead_pid(), "0123abcd")
+    (tmp_path / leftover).write_text("half a plan")
+    assert remove_leftovers(str(tmp_path), name) == [leftover]
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_leftover_that_is_not_a_regular_file_is_left_alone(tmp_path: Path) -> None:
     odd = tmp_path / temp_name("out.yaml", dead_pid(), "0123abcd")
     odd.mkdir()
