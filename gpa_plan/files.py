@@ -77,7 +77,7 @@ def write_output(
     except FileNotFoundError:
         mode = None
     except OSError as err:
-        raise OutputError(path, _os_reason(err)) from None
+        raise OutputError(path, _path_reason(path, err)) from None
     if mode is not None and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
         if _write_stream(path, text):
             return []
@@ -104,7 +104,7 @@ def replace_file(
     try:
         fd, tmp = _create_temp(directory, name)
     except OSError as err:
-        raise OutputError(path, _os_reason(err)) from None
+        raise OutputError(path, _path_reason(path, err, directory)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
@@ -365,6 +365,35 @@ def _not_a_file(path: str, mode: int) -> OutputError:
 def _discard(tmp: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
+
+
+def _path_reason(path: str, err: OSError, real_directory: str = "") -> str:
+    """Why ``path`` cannot be written, naming the directory on its way that is missing or
+    is not a directory (looked for in the path as given, then where its links lead)."""
+    if err.errno in (errno.ENOENT, errno.ENOTDIR):
+        for directory in (os.path.dirname(path), real_directory):
+            for prefix in _prefixes(directory):
+                try:
+                    is_directory = stat.S_ISDIR(os.stat(prefix).st_mode)
+                except FileNotFoundError:
+                    return (
+                        f"the directory {prefix} does not exist; create it first, or give a "
+                        "path in an existing directory"
+                    )
+                except OSError:
+                    break
+                if not is_directory:
+                    return f"{prefix} is not a directory; give a path in an existing directory"
+    return _os_reason(err)
+
+
+def _prefixes(directory: str) -> Iterator[str]:
+    """``a``, ``a/b``, ``a/b/c`` for ``a/b/c`` (``/``-rooted ones for an absolute path)."""
+    parts = directory.split(os.sep)
+    for end in range(1, len(parts) + 1):
+        prefix = os.sep.join(parts[:end])
+        if prefix and parts[end - 1]:
+            yield prefix
 
 
 def _os_reason(err: OSError) -> str:

@@ -103,6 +103,24 @@ def test_a_directory_socket_or_block_device_is_refused_and_kept(
     assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
 
 
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ("new/out.yaml", "the directory new does not exist; create it first, or give a path "
+         "in an existing directory"),
+        ("planner-arm64.yaml/out.yaml", "planner-arm64.yaml is not a directory; give a path "
+         "in an existing directory"),
+    ],
+)
+def test_an_output_in_a_directory_that_is_not_there_says_which(
+    workdir: Path, output: str, reason: str
+) -> None:
+    result = invoke("allocate", "planner-arm64.yaml", "-o", output)
+    assert result.exit_code == 2
+    assert result.stderr.endswith(f"Error: cannot write {output}: {reason}\n")
+    assert sorted(os.listdir()) == ["planner-arm64.yaml"]
+
+
 def test_a_socket_output_is_exit_2_naming_what_it_is(workdir: Path) -> None:
     server = socket.socket(socket.AF_UNIX)
     server.bind("out.sock")
