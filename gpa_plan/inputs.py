@@ -85,6 +85,10 @@ def _open_regular(path: str, allow_stdin: bool) -> int:
 
 
 def _read_stdin(limit: int) -> bytes:
+    if sys.stdin is None:  # the process was started with descriptor 0 closed (<&-)
+        raise InputError(
+            "standard input", "it is closed; give a file, or redirect standard input from one"
+        )
     stream = sys.stdin.buffer
     try:
         fd = stream.fileno()

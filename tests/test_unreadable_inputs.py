@@ -227,6 +227,23 @@ def test_check_dash_refuses_standard_input_past_the_bound() -> None:
     )
 
 
+@pytest.mark.parametrize("args", [["check", "-", "a.yaml"], ["import", "dtb", "-"]])
+def test_a_closed_standard_input_is_reported_as_closed(args: list[str]) -> None:
+    write("a.yaml")
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", sys.executable, "-m", "gpa_plan", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "gpa-plan: cannot read standard input: it is closed; give a file, or redirect "
+        "standard input from one\n"
+    )
+
+
 # -- check DIR ------------------------------------------------------------------------------
 
 
