@@ -280,8 +280,12 @@ def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str 
     """
     if svg_out and html_out:
         raise click.UsageError("give --svg or --html, not both")
-    _refuse_input_as_output(html_out or svg_out, file, "--html" if html_out else "--svg",
-                            "give it another file")
+    option = "--html" if html_out else "--svg"
+    _refuse_input_as_output(html_out or svg_out, file, option, "give it another file")
+    config = _check_config((), (), None)
+    if config.source is not None:
+        _refuse_input_as_output(html_out or svg_out, str(config.source), option,
+                                "give it another file", "the configuration map reads")
     from gpa_plan.check.run import check_file
     from gpa_plan.inputs import InputError
     from gpa_plan.report import svg
@@ -291,7 +295,7 @@ def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str 
         results = check_file(file, (arch,) if arch else ())
     except InputError as err:
         _unreadable(err)
-    (result,) = _check_config((), (), None).apply_to(results)
+    (result,) = config.apply_to(results)
     if not result.valid:
         for finding in result.findings:
             click.echo(finding_line(finding), err=True)
@@ -356,14 +360,14 @@ def allocate(
 
 
 def _refuse_input_as_output(output: str | None, source: str | int, option: str,
-                            hint: str) -> None:
+                            hint: str, what: str = "the input") -> None:
     """A usage error if ``output`` is the input file itself (``source``: a path, or a file
     descriptor for standard input)."""
     from gpa_plan.files import STDOUT, overwrites
 
     if output is not None and output != STDOUT and overwrites(output, source):
         name = "standard input" if isinstance(source, int) else source
-        raise click.UsageError(f"{option} {output} is {name}, the input; {hint}")
+        raise click.UsageError(f"{option} {output} is {name}, {what}; {hint}")
 
 
 def _emit(text: str, destination: str | None) -> None:

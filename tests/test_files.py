@@ -264,6 +264,26 @@ def test_map_refuses_to_draw_over_its_layout(workdir: Path, option: str) -> None
     assert Path("planner-arm64.yaml").read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (".gpa-plan.yaml", "strict: false\n"),
+        ("pyproject.toml", "[tool.gpa-plan]\nstrict = false\n"),
+    ],
+)
+def test_map_refuses_to_draw_over_the_configuration_it_reads(
+    workdir: Path, name: str, text: str
+) -> None:
+    Path(name).write_text(text)
+    result = CliRunner().invoke(cli, ["map", "planner-arm64.yaml", "--html", name])
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        f"Error: --html {name} is {workdir / name}, the configuration map reads; give it "
+        "another file\n"
+    )
+    assert Path(name).read_text() == text
+
+
 def test_import_refuses_to_write_over_its_input_file_or_standard_input(workdir: Path) -> None:
     shutil.copyfile(DTB, "virt.dtb")
     before = Path("virt.dtb").read_bytes()
