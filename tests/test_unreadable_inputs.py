@@ -370,6 +370,15 @@ def test_a_file_named_twice_is_checked_once_under_its_first_name() -> None:
     assert result.exit_code == 1
 
 
+def test_a_program_named_twice_is_checked_once() -> None:
+    write("a.yaml")
+    shutil.copyfile(TINY_ELF, "guest.elf")
+    os.symlink("guest.elf", "link.elf")
+    run_ = check_paths(["a.yaml"], elf_files=["guest.elf", "./guest.elf", "link.elf"])
+    (result,) = run_.results
+    assert [p.file for p in result.programs or ()] == ["guest.elf"]
+
+
 def test_an_arch_named_twice_is_checked_once() -> None:
     write("b.yaml", OVERLAP)
     result = run("check", "b.yaml", "--arch", "x86_64", "--arch", "arm64", "--arch", "x86_64")

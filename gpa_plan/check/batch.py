@@ -13,7 +13,8 @@ Every path is tried, so one bad path does not hide what the others would report:
   read: a check that silently covered nothing would pass in CI.
 * ``-`` is standard input, read once, and named ``<stdin>`` in findings.
 * A file named more than once (twice on the command line, inside a directory also given, or
-  through a symbolic or hard link) is checked once, under the first of its names.
+  through a symbolic or hard link) is checked once, under the first of its names; so is an
+  ``--elf`` program.
 """
 
 from __future__ import annotations
@@ -138,7 +139,10 @@ def _programs(
     from gpa_plan.elf.program import ProgramError, load_program
 
     programs: list[Program | ProgramError] = []
+    seen: set[tuple[int, int]] = set()
     for path in elf_files:
+        if _seen_before(path, seen):
+            continue
         try:
             programs.append(load_program(path))
         except ProgramError as err:
