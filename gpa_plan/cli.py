@@ -330,6 +330,9 @@ def allocate(
         _unreadable(err)
     if in_place and (output or source.builtin):
         raise click.UsageError("--in-place rewrites a layout FILE and takes no -o")
+    if in_place and fmt != "yaml":
+        raise click.UsageError(f"--in-place keeps FILE a YAML layout; --format {fmt} is for "
+                               "what allocate prints or writes with -o")
     if arch is not None and file is not None:
         raise click.UsageError(f"--arch chooses the built-in layout; {file} names its own arch")
     if not source.builtin:
