@@ -87,12 +87,17 @@ def write_output(
 
 
 def replace_file(
-    path: str, text: str, *, before_rename: Callable[[], None] | None = None
+    path: str,
+    text: str,
+    *,
+    before_rename: Callable[[], None] | None = None,
+    target: str | None = None,
 ) -> list[str]:
     """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``, which
-    must be a regular file or absent (a symlink's target is what gets replaced).
-    ``before_rename`` runs last, once the temporary is complete; it may raise to cancel."""
-    target = _real_path(path)
+    must be a regular file or absent (a symlink's target is what gets replaced, or
+    ``target``: where the path led when the caller read it). ``before_rename`` runs last,
+    once the temporary is complete; it may raise to cancel."""
+    target = target if target is not None else _real_path(path)
     directory, name = os.path.split(target)
     remove_leftovers(directory, name)
     try:
@@ -141,16 +146,20 @@ class LockedFile:
 
     def replace(self, text: str) -> list[str]:
         """Replace the file with ``text``; raises FileChangedError (nothing written) if the
-        path no longer names the locked file or its content is no longer ``raw``."""
-        return replace_file(self.path, text, before_rename=self._refuse_if_changed)
+        path no longer leads to the locked file or its content is no longer ``raw``."""
+        return replace_file(
+            self.path, text, before_rename=self._refuse_if_changed, target=self._target
+        )
 
     def _refuse_if_changed(self) -> None:
         try:
+            # The path may be a symbolic link, pointed at another file meanwhile.
+            leads_here = os.path.realpath(self.path) == self._target
             now = _identity(os.stat(self._target))
             current = read_open_file(self._fd, self.path)
         except (OSError, InputError):
-            now, current = None, None
-        if now != self._identity or current != self.raw:
+            leads_here, now, current = False, None, None
+        if not leads_here or now != self._identity or current != self.raw:
             raise FileChangedError(
                 self.path,
                 "the file changed while gpa-plan worked on it (saved by an editor or another "

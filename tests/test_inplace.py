@@ -231,6 +231,25 @@ def test_an_edit_saved_while_gpa_plan_works_is_kept_and_the_run_refused(
     assert entries("layout.yaml") == ["layout.yaml"]
 
 
+def test_a_link_pointed_elsewhere_while_gpa_plan_works_leaves_both_files_alone(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Path("v1.yaml").write_text(LAYOUT)
+    Path("v2.yaml").write_text(RAM)
+    Path("layout.yaml").symlink_to("v1.yaml")
+
+    def point_elsewhere() -> None:
+        os.remove("layout.yaml")
+        Path("layout.yaml").symlink_to("v2.yaml")
+
+    edit_during_rewrite(monkeypatch, point_elsewhere)
+    result = in_place("layout.yaml")
+    assert result.exit_code == 1
+    assert result.stderr == CHANGED
+    assert (Path("v1.yaml").read_text(), Path("v2.yaml").read_text()) == (LAYOUT, RAM)
+    assert entries("layout.yaml") == ["layout.yaml", "v1.yaml", "v2.yaml"]
+
+
 def gpa_plan(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "gpa_plan", *args],
