@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,16 @@ def test_a_fifo_without_a_writer_is_refused_at_once(tmp_path: Path) -> None:
 def test_a_character_device_is_refused_before_it_is_read() -> None:
     with pytest.raises(InputError, match="a character device, not a regular file"):
         read_input("/dev/zero")
+
+
+def test_a_socket_is_refused_as_a_socket(tmp_path: Path) -> None:
+    path = tmp_path / "layout.yaml"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.close()
+    with pytest.raises(InputError) as refused:
+        read_input(str(path))
+    assert refused.value.reason == "it is a socket, not a regular file; give the path of a file"
 
 
 def test_a_directory_and_a_missing_path_are_refused(tmp_path: Path) -> None:
