@@ -69,6 +69,11 @@ def write_output(
     link the write detached); raises OutputError."""
     if path == STDOUT:
         return _write_to(stdout, text)
+    if path.endswith(os.sep):
+        # Else the rename would make a file of the name without its slash.
+        raise OutputError(
+            path, "a path ending in / names a directory; give the path of a file"
+        )
     for stream, fd in ((stdout, 1), (stderr, 2)):
         if stream is not None and same_file(path, _fd_of(stream, fd)):
             return _write_to(stream, text)

@@ -121,6 +121,16 @@ def test_an_output_in_a_directory_that_is_not_there_says_which(
     assert sorted(os.listdir()) == ["planner-arm64.yaml"]
 
 
+def test_an_output_ending_in_a_slash_is_refused_not_made_a_file(workdir: Path) -> None:
+    result = invoke("allocate", "planner-arm64.yaml", "-o", "maps/")
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        "Error: cannot write maps/: a path ending in / names a directory; give the path of a "
+        "file\n"
+    )
+    assert sorted(os.listdir()) == ["planner-arm64.yaml"]
+
+
 def test_a_socket_output_is_exit_2_naming_what_it_is(workdir: Path) -> None:
     server = socket.socket(socket.AF_UNIX)
     server.bind("out.sock")
