@@ -69,6 +69,8 @@ def write_output(
     link the write detached); raises OutputError."""
     if path == STDOUT:
         return _write_to(stdout, text)
+    if not path:
+        raise OutputError(path, "the path is empty; give the path of a file")
     if path.endswith(os.sep):
         # Else the rename would make a file of the name without its slash.
         raise OutputError(

@@ -121,13 +121,19 @@ def test_an_output_in_a_directory_that_is_not_there_says_which(
     assert sorted(os.listdir()) == ["planner-arm64.yaml"]
 
 
-def test_an_output_ending_in_a_slash_is_refused_not_made_a_file(workdir: Path) -> None:
-    result = invoke("allocate", "planner-arm64.yaml", "-o", "maps/")
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ("maps/", "a path ending in / names a directory; give the path of a file"),
+        ("", "the path is empty; give the path of a file"),
+    ],
+)
+def test_an_output_ending_in_a_slash_or_empty_is_refused_not_made_a_file(
+    workdir: Path, output: str, reason: str
+) -> None:
+    result = invoke("allocate", "planner-arm64.yaml", "-o", output)
     assert result.exit_code == 2
-    assert result.stderr.endswith(
-        "Error: cannot write maps/: a path ending in / names a directory; give the path of a "
-        "file\n"
-    )
+    assert result.stderr.endswith(f"Error: cannot write {output}: {reason}\n")
     assert sorted(os.listdir()) == ["planner-arm64.yaml"]
 
 
