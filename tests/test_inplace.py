@@ -88,6 +88,20 @@ SHAPES = {
         + UCALL_DEVICE,
     ),
     "document end marker": (LAYOUT + "...\n", RAM + UCALL_SLOT + UCALL_DEVICE + "...\n"),
+    "no line break at the end of the file": (
+        LAYOUT.rstrip("\n"),
+        RAM + UCALL_SLOT + UCALL_DEVICE,
+    ),
+    **{
+        f"last entry a block scalar {header} with no line break at the end of the file": (
+            BLOCK_SCALAR.replace("|-", header).rstrip("\n"),
+            # "ram" stays "ram": with a line break after it, `|` would make it "ram\n"
+            BLOCK_SCALAR.replace("|-", stripped).replace("auto", "0x0000_0000")
+            + UCALL_SLOT
+            + UCALL_DEVICE,
+        )
+        for header, stripped in (("|", "|-"), (">", ">-"), ("|+", "|-"), ("|2", "|2-"))
+    },
     "document indented as a whole": (
         indented(LAYOUT),
         indented(RAM + UCALL_SLOT + UCALL_DEVICE),
