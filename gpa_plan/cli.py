@@ -280,8 +280,12 @@ def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str 
     """
     if svg_out and html_out:
         raise click.UsageError("give --svg or --html, not both")
-    _refuse_input_as_output(html_out or svg_out, file, "--html" if html_out else "--svg",
-                            "give it another file")
+    option = "--html" if html_out else "--svg"
+    _refuse_input_as_output(html_out or svg_out, file, option, "give it another file")
+    config = _check_config((), (), None)
+    if config.source is not None:
+        _refuse_input_as_output(html_out or svg_out, str(config.source), option,
+                                "give it another file", "the configuration map reads")
     from gpa_plan.check.run import check_file
     from gpa_plan.inputs import InputError
     from gpa_plan.report import svg
@@ -291,7 +295,7 @@ def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str 
         results = check_file(file, (arch,) if arch else ())
     except InputError as err:
         _unreadable(err)
-    (result,) = _check_config((), (), None).apply_to(results)
+    (result,) = config.apply_to(results)
     if not result.valid:
         for finding in result.findings:
             click.echo(finding_line(finding), err=True)
@@ -326,6 +330,9 @@ def allocate(
         _unreadable(err)
     if in_place and (output or source.builtin):
         raise click.UsageError("--in-place rewrites a layout FILE and takes no -o")
+    if in_place and fmt != "yaml":
+        raise click.UsageError(f"--in-place keeps FILE a YAML layout; --format {fmt} is for "
+                               "what allocate prints or writes with -o")
     if arch is not None and file is not None:
         raise click.UsageError(f"--arch chooses the built-in layout; {file} names its own arch")
     if not source.builtin:
@@ -356,14 +363,14 @@ def allocate(
 
 
 def _refuse_input_as_output(output: str | None, source: str | int, option: str,
-                            hint: str) -> None:
+                            hint: str, what: str = "the input") -> None:
     """A usage error if ``output`` is the input file itself (``source``: a path, or a file
     descriptor for standard input)."""
     from gpa_plan.files import STDOUT, overwrites
 
     if output is not None and output != STDOUT and overwrites(output, source):
         name = "standard input" if isinstance(source, int) else source
-        raise click.UsageError(f"{option} {output} is {name}, the input; {hint}")
+        raise click.UsageError(f"{option} {output} is {name}, {what}; {hint}")
 
 
 def _emit(text: str, destination: str | None) -> None:
@@ -484,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
         from gpa_plan.printable import printable
 
         err.message = printable(err.message)
-        err.show()
+        exits.say_with(err.show)
         sys.exit(err.exit_code)
     except (click.Abort, KeyboardInterrupt) as err:
         if isinstance(err, KeyboardInterrupt) or isinstance(err.__cause__, KeyboardInterrupt):
@@ -503,7 +510,8 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
 def _internal_error(err: BaseException) -> NoReturn:
     # A bug, not bad input: say so without a traceback.
+    from gpa_plan.exits import say
     from gpa_plan.printable import printable
 
-    click.echo(f"gpa-plan: internal error: {type(err).__name__}: {printable(str(err))}", err=True)
+    say(f"gpa-plan: internal error: {type(err).__name__}: {printable(str(err))}")
     sys.exit(2)

@@ -162,9 +162,15 @@ def load_pyproject_config(path: str | os.PathLike[str]) -> Config | None:
     (``tool.gpa-plan.select = [...]``)."""
     raw = _read(path)
     name = printable(os.fspath(path))
-    if not may_hold_our_table(raw.decode("utf-8", "replace")):
+    # A byte order mark is not TOML, but would hide a table the file was meant to hold.
+    if not may_hold_our_table(raw.decode("utf-8", "replace").removeprefix("\ufeff")):
         return None  # most projects' pyproject.toml: not ours to parse (or to call broken)
     text = _utf8(raw, name)
+    if text.startswith("\ufeff"):
+        raise ConfigError(
+            f"{name}:1:1: cannot read the configuration: the file starts with a byte order "
+            "mark (U+FEFF), which TOML does not allow; save it as UTF-8 without one"
+        )
     if sys.version_info >= (3, 11):
         import tomllib
     else:

@@ -16,6 +16,7 @@ import errno
 import io
 import os
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 import click
@@ -68,9 +69,26 @@ def click_met_a_closed_pipe() -> bool:
     return True
 
 
+def say(line: str) -> None:
+    """``line`` on standard error, if it can be written there (see ``say_with``)."""
+    say_with(lambda: click.echo(line, err=True))
+
+
+def say_with(show: Callable[[], None]) -> None:
+    """Run ``show``, which writes to standard error, ignoring a standard error that cannot be
+    written (closed, a full disk): a run that ends on an error still ends with that error's
+    status, which is then all that tells it; a failed message must not turn it into 1."""
+    try:
+        show()
+    except OSError:
+        # What the failed write left in the stream's buffer would fail again as the
+        # interpreter exits, turning the status into 120.
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+
+
 def interrupted() -> NoReturn:
     """End a run stopped by Ctrl-C: a short note on stderr, status 130, no traceback."""
-    click.echo("gpa-plan: interrupted", err=True)
+    say("gpa-plan: interrupted")
     sys.exit(INTERRUPTED)
 
 
@@ -95,7 +113,7 @@ def output_failed(err: OSError, as_program: bool) -> NoReturn:
         hint = "standard output is closed; redirect it to a file or to /dev/null instead"
     else:
         hint = "check the file or device it is redirected to"
-    click.echo(f"gpa-plan: cannot write the output ({reason}): {hint}", err=True)
+    say(f"gpa-plan: cannot write the output ({reason}): {hint}")
     sys.exit(OUTPUT_FAILED)
 
 

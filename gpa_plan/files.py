@@ -41,7 +41,10 @@ from gpa_plan.inputs import InputError, file_kind, read_open_file
 STDOUT = "-"
 NAME_MAX = 255  # bytes in one file name on Linux file systems (ext4, xfs, btrfs, tmpfs)
 _TEMP_MARK = ".gpa-plan-"
-_TEMP = re.compile(r"\.(?P<name>.*)\.gpa-plan-(?P<pid>[1-9][0-9]*)-(?P<tag>[0-9a-f]{8})\.tmp")
+# DOTALL: a file name may hold a line break, and its leftovers must be recognised too.
+_TEMP = re.compile(
+    r"\.(?P<name>.*)\.gpa-plan-(?P<pid>[1-9][0-9]*)-(?P<tag>[0-9a-f]{8})\.tmp", re.DOTALL
+)
 
 
 class OutputError(Exception):
@@ -66,6 +69,13 @@ def write_output(
     link the write detached); raises OutputError."""
     if path == STDOUT:
         return _write_to(stdout, text)
+    if not path:
+        raise OutputError(path, "the path is empty; give the path of a file")
+    if path.endswith(os.sep):
+        # Else the rename would make a file of the name without its slash.
+        raise OutputError(
+            path, "a path ending in / names a directory; give the path of a file"
+        )
     for stream, fd in ((stdout, 1), (stderr, 2)):
         if stream is not None and same_file(path, _fd_of(stream, fd)):
             return _write_to(stream, text)
@@ -74,7 +84,7 @@ def write_output(
     except FileNotFoundError:
         mode = None
     except OSError as err:
-        raise OutputError(path, _os_reason(err)) from None
+        raise OutputError(path, _path_reason(path, err)) from None
     if mode is not None and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
         if _write_stream(path, text):
             return []
@@ -84,12 +94,17 @@ def write_output(
 
 
 def replace_file(
-    path: str, text: str, *, before_rename: Callable[[], None] | None = None
+    path: str,
+    text: str,
+    *,
+    before_rename: Callable[[], None] | None = None,
+    target: str | None = None,
 ) -> list[str]:
     """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``, which
-    must be a regular file or absent (a symlink's target is what gets replaced).
-    ``before_rename`` runs last, once the temporary is complete; it may raise to cancel."""
-    target = os.path.realpath(path)
+    must be a regular file or absent (a symlink's target is what gets replaced, or
+    ``target``: where the path led when the caller read it). ``before_rename`` runs last,
+    once the temporary is complete; it may raise to cancel."""
+    target = target if target is not None else _real_path(path)
     directory, name = os.path.split(target)
     remove_leftovers(directory, name)
     try:
@@ -101,7 +116,7 @@ def replace_file(
     try:
         fd, tmp = _create_temp(directory, name)
     except OSError as err:
-        raise OutputError(path, _os_reason(err)) from None
+        raise OutputError(path, _path_reason(path, err, directory)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
@@ -138,16 +153,20 @@ class LockedFile:
 
     def replace(self, text: str) -> list[str]:
         """Replace the file with ``text``; raises FileChangedError (nothing written) if the
-        path no longer names the locked file or its content is no longer ``raw``."""
-        return replace_file(self.path, text, before_rename=self._refuse_if_changed)
+        path no longer leads to the locked file or its content is no longer ``raw``."""
+        return replace_file(
+            self.path, text, before_rename=self._refuse_if_changed, target=self._target
+        )
 
     def _refuse_if_changed(self) -> None:
         try:
+            # The path may be a symbolic link, pointed at another file meanwhile.
+            leads_here = os.path.realpath(self.path) == self._target
             now = _identity(os.stat(self._target))
             current = read_open_file(self._fd, self.path)
         except (OSError, InputError):
-            now, current = None, None
-        if now != self._identity or current != self.raw:
+            leads_here, now, current = False, None, None
+        if not leads_here or now != self._identity or current != self.raw:
             raise FileChangedError(
                 self.path,
                 "the file changed while gpa-plan worked on it (saved by an editor or another "
@@ -165,7 +184,7 @@ def locked_update(path: str) -> Iterator[LockedFile]:
     ``LockedFile.replace``. Raises OutputError if the path is not a regular file or cannot be
     opened, InputError if it cannot be read.
     """
-    target = os.path.realpath(path)
+    target = _real_path(path)
     fd = _lock(path, target)
     try:
         yield LockedFile(path, target, fd, read_open_file(fd, path))
@@ -248,6 +267,18 @@ def temp_name(name: str, pid: int, tag: str) -> str:
     room = NAME_MAX - 1 - len(suffix.encode())
     short = name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
     return f".{short}{suffix}"
+
+
+def _real_path(path: str) -> str:
+    """``path`` with symbolic links resolved, where the temporary file goes beside."""
+    try:
+        return os.path.realpath(path)
+    except FileNotFoundError:  # os.getcwd(): the working directory was removed
+        raise OutputError(
+            path,
+            "the working directory no longer exists; cd to an existing directory, or give "
+            "the output as an absolute path",
+        ) from None
 
 
 def _create_temp(directory: str, name: str) -> tuple[int, str]:
@@ -350,6 +381,35 @@ def _not_a_file(path: str, mode: int) -> OutputError:
 def _discard(tmp: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
+
+
+def _path_reason(path: str, err: OSError, real_directory: str = "") -> str:
+    """Why ``path`` cannot be written, naming the directory on its way that is missing or
+    is not a directory (looked for in the path as given, then where its links lead)."""
+    if err.errno in (errno.ENOENT, errno.ENOTDIR):
+        for directory in (os.path.dirname(path), real_directory):
+            for prefix in _prefixes(directory):
+                try:
+                    is_directory = stat.S_ISDIR(os.stat(prefix).st_mode)
+                except FileNotFoundError:
+                    return (
+                        f"the directory {prefix} does not exist; create it first, or give a "
+                        "path in an existing directory"
+                    )
+                except OSError:
+                    break
+                if not is_directory:
+                    return f"{prefix} is not a directory; give a path in an existing directory"
+    return _os_reason(err)
+
+
+def _prefixes(directory: str) -> Iterator[str]:
+    """``a``, ``a/b``, ``a/b/c`` for ``a/b/c`` (``/``-rooted ones for an absolute path)."""
+    parts = directory.split(os.sep)
+    for end in range(1, len(parts) + 1):
+        prefix = os.sep.join(parts[:end])
+        if prefix and parts[end - 1]:
+            yield prefix
 
 
 def _os_reason(err: OSError) -> str:

@@ -43,6 +43,8 @@ def read_input(path: str, *, limit: int = MAX_INPUT_BYTES, allow_stdin: bool = F
         return _read_stdin(limit)
     fd = _open_regular(path, allow_stdin)
     try:
+        if os.fstat(fd).st_size > limit:
+            raise InputError(path, _too_large(limit))  # refused before any of it is read
         return _read_bounded(fd, path, limit)
     finally:
         os.close(fd)
@@ -66,6 +68,10 @@ def _open_regular(path: str, allow_stdin: bool) -> int:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except OSError as err:
+        # A socket cannot be opened at all (ENXIO): say what it is rather than why open failed.
+        mode = _mode(path)
+        if mode is not None and not stat.S_ISREG(mode):
+            raise _not_regular(path, mode, allow_stdin) from None
         raise InputError(path, _os_reason(err)) from None
     try:
         mode = os.fstat(fd).st_mode
@@ -74,15 +80,30 @@ def _open_regular(path: str, allow_stdin: bool) -> int:
         raise InputError(path, _os_reason(err)) from None
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise InputError(
-            path,
-            f"it is {file_kind(mode)}, not a regular file; give the path of a file"
-            + (" (or - for standard input)" if allow_stdin else ""),
-        )
+        raise _not_regular(path, mode, allow_stdin)
     return fd
 
 
+def _mode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+
+
+def _not_regular(path: str, mode: int, allow_stdin: bool) -> InputError:
+    return InputError(
+        path,
+        f"it is {file_kind(mode)}, not a regular file; give the path of a file"
+        + (" (or - for standard input)" if allow_stdin else ""),
+    )
+
+
 def _read_stdin(limit: int) -> bytes:
+    if sys.stdin is None:  # the process was started with descriptor 0 closed (<&-)
+        raise InputError(
+            "standard input", "it is closed; give a file, or redirect standard input from one"
+        )
     stream = sys.stdin.buffer
     try:
         fd = stream.fileno()

@@ -454,6 +454,21 @@ def test_in_place_takes_no_output_and_no_builtin_layout(workdir: Path) -> None:
     assert CliRunner().invoke(cli, ["allocate", "--in-place"]).exit_code == 2
 
 
+@pytest.mark.parametrize("fmt", ["json", "c", "env"])
+def test_in_place_refuses_another_format_than_yaml(workdir: Path, fmt: str) -> None:
+    copy("planner-arm64.yaml")
+    before = Path("planner-arm64.yaml").read_bytes()
+    result = CliRunner().invoke(
+        cli, ["allocate", "--in-place", "--format", fmt, "planner-arm64.yaml"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        f"Error: --in-place keeps FILE a YAML layout; --format {fmt} is for what allocate "
+        "prints or writes with -o\n"
+    )
+    assert Path("planner-arm64.yaml").read_bytes() == before
+
+
 def test_in_place_no_room_leaves_the_file_untouched(workdir: Path) -> None:
     Path("full.yaml").write_text(NO_ROOM_LAYOUT)
     result = allocate("--in-place", "full.yaml")

@@ -442,6 +442,18 @@ def test_a_pyproject_error_names_its_line_and_column(project: Path) -> None:
     )
 
 
+def test_a_pyproject_starting_with_a_byte_order_mark_is_not_passed_over(project: Path) -> None:
+    # TOML allows no BOM, so the file is broken for every tool: say so rather than drop the
+    # table, which would quietly drop `strict = true`.
+    (project / "pyproject.toml").write_bytes(b"\xef\xbb\xbf[tool.gpa-plan]\nstrict = true\n")
+    with pytest.raises(ConfigError) as raised:
+        find_config(project)
+    assert str(raised.value) == (
+        f"{project / 'pyproject.toml'}:1:1: cannot read the configuration: the file starts "
+        "with a byte order mark (U+FEFF), which TOML does not allow; save it as UTF-8 without one"
+    )
+
+
 def test_bytes_that_are_not_utf8_matter_only_in_a_pyproject_that_may_hold_our_table(
     project: Path,
 ) -> None:

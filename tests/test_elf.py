@@ -187,6 +187,57 @@ def test_load_program_refuses_program_headers_past_the_end(tmp_path: Path) -> No
         load_program(broken)
 
 
+def many_dynamic_segments(path: Path, count: int) -> Path:
+    """A program with one PT_LOAD, ``count`` PT_DYNAMIC segments and ``count`` section
+    headers: a reader that looks through every section for each dynamic segment does
+    count * count reads (hours for a few MB of file)."""
+    phoff, segments = 64, count + 1
+    shoff = phoff + segments * 56
+    ehdr = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9) + struct.pack(
+        "<HHIQQQIHHHHHH", 2, 183, 1, 0x4000_0000, phoff, shoff, 0, 64, 56, segments, 64,
+        count, 0,
+    )
+    load = struct.pack("<IIQQQQQQ", 1, 5, 0, 0x4000_0000, 0x4000_0000, 0x100, 0x100, 0x1000)
+    dynamic = struct.pack("<IIQQQQQQ", 2, 6, 0, 0, 0, 16, 16, 8)
+    path.write_bytes(ehdr + load + dynamic * count + bytes(64) * count)
+    return path
+
+
+def test_program_headers_are_read_once_without_looking_through_sections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from elftools.elf.elffile import ELFFile
+
+    reads: list[int] = []
+    real = ELFFile._get_section_header
+
+    def counted(self: ELFFile, n: int) -> Any:
+        reads.append(n)
+        return real(self, n)
+
+    monkeypatch.setattr(ELFFile, "_get_section_header", counted)
+    program = load_program(many_dynamic_segments(tmp_path / "dynamic.elf", 200))
+    assert [s.paddr for s in program.segments] == [0x4000_0000]
+    assert len(reads) <= 2  # the section-name table's header, not 200 * 200 of them
+
+
+def test_a_program_header_table_past_the_input_bound_is_refused(tmp_path: Path) -> None:
+    # PN_XNUM: the count is in section 0's sh_info, up to 2**32 - 1 headers of a sparse file.
+    data = bytearray(TINY.read_bytes())
+    data[40:48] = len(data).to_bytes(8, "little")  # e_shoff: section 0 right after
+    data[56:58] = (0xFFFF).to_bytes(2, "little")  # e_phnum = PN_XNUM
+    data[60:62] = (0).to_bytes(2, "little")  # e_shnum
+    data[62:64] = (0).to_bytes(2, "little")  # e_shstrndx
+    section = bytearray(64)
+    section[44:48] = (0xFFFF_FFFF).to_bytes(4, "little")  # sh_info: the program header count
+    huge = tmp_path / "huge.elf"
+    huge.write_bytes(bytes(data + section))
+    with open(huge, "r+b") as stream:
+        stream.truncate(1 << 40)
+    with pytest.raises(ProgramError, match="4294967295 program headers"):
+        load_program(huge)
+
+
 # -- elf-unreadable ----------------------------------------------------------------------
 
 

@@ -253,3 +253,48 @@ def test_a_deleted_working_directory_is_exit_2_saying_to_cd(workdir: Path) -> No
         "from it; cd to an existing directory and run gpa-plan again\n"
     )
     no_traceback(done.stderr.encode())
+
+
+# -- a standard error that cannot be written ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "missing.yaml"],  # exit 2: an input that cannot be read
+        ["check", "--select", "no-such-rule", str(LAYOUT)],  # exit 2: a usage error
+        ["allocate", "--arch", "arm64", "-o", "/dev/full"],  # exit 2: an output that fails
+    ],
+)
+def test_an_unwritable_standard_error_keeps_the_status_2(workdir: Path, args: list[str]) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" 2>/dev/full', "sh", *GPA_PLAN, *args],
+        capture_output=True,
+        cwd=workdir,
+        env=ENV,
+        timeout=60,
+    )
+    assert done.returncode == 2
+
+
+def test_an_output_relative_to_a_deleted_working_directory_is_exit_2_saying_to_cd(
+    workdir: Path,
+) -> None:
+    gone = workdir / "gone"
+    gone.mkdir()
+    done = subprocess.run(
+        ["sh", "-c", 'cd "$1" && rmdir "$1" && shift && exec "$@"', "sh", str(gone), *GPA_PLAN,
+         "allocate", str(LAYOUT), "-o", "out.yaml"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.endswith(
+        "Error: cannot write out.yaml: the working directory no longer exists; cd to an "
+        "existing directory, or give the output as an absolute path\n"
+    )
+    no_traceback(done.stderr.encode())

@@ -103,6 +103,40 @@ def test_a_directory_socket_or_block_device_is_refused_and_kept(
     assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
 
 
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ("new/out.yaml", "the directory new does not exist; create it first, or give a path "
+         "in an existing directory"),
+        ("planner-arm64.yaml/out.yaml", "planner-arm64.yaml is not a directory; give a path "
+         "in an existing directory"),
+    ],
+)
+def test_an_output_in_a_directory_that_is_not_there_says_which(
+    workdir: Path, output: str, reason: str
+) -> None:
+    result = invoke("allocate", "planner-arm64.yaml", "-o", output)
+    assert result.exit_code == 2
+    assert result.stderr.endswith(f"Error: cannot write {output}: {reason}\n")
+    assert sorted(os.listdir()) == ["planner-arm64.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ("maps/", "a path ending in / names a directory; give the path of a file"),
+        ("", "the path is empty; give the path of a file"),
+    ],
+)
+def test_an_output_ending_in_a_slash_or_empty_is_refused_not_made_a_file(
+    workdir: Path, output: str, reason: str
+) -> None:
+    result = invoke("allocate", "planner-arm64.yaml", "-o", output)
+    assert result.exit_code == 2
+    assert result.stderr.endswith(f"Error: cannot write {output}: {reason}\n")
+    assert sorted(os.listdir()) == ["planner-arm64.yaml"]
+
+
 def test_a_socket_output_is_exit_2_naming_what_it_is(workdir: Path) -> None:
     server = socket.socket(socket.AF_UNIX)
     server.bind("out.sock")
@@ -246,6 +280,26 @@ def test_map_refuses_to_draw_over_its_layout(workdir: Path, option: str) -> None
     assert Path("planner-arm64.yaml").read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (".gpa-plan.yaml", "strict: false\n"),
+        ("pyproject.toml", "[tool.gpa-plan]\nstrict = false\n"),
+    ],
+)
+def test_map_refuses_to_draw_over_the_configuration_it_reads(
+    workdir: Path, name: str, text: str
+) -> None:
+    Path(name).write_text(text)
+    result = CliRunner().invoke(cli, ["map", "planner-arm64.yaml", "--html", name])
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        f"Error: --html {name} is {workdir / name}, the configuration map reads; give it "
+        "another file\n"
+    )
+    assert Path(name).read_text() == text
+
+
 def test_import_refuses_to_write_over_its_input_file_or_standard_input(workdir: Path) -> None:
     shutil.copyfile(DTB, "virt.dtb")
     before = Path("virt.dtb").read_bytes()
@@ -299,6 +353,14 @@ def test_leftovers_of_dead_writers_are_removed_and_a_live_runs_are_kept(
         finally:
             live.kill()
     assert remaining == sorted(["out.yaml", "planner-arm64.yaml", running, other_target])
+
+
+@pytest.mark.parametrize("name", ["a\nb.yaml", "\r.yaml", "a\x85\u2028.yaml", "x" * 300])
+def test_a_leftover_is_recognised_whatever_the_target_is_named(tmp_path: Path, name: str) -> None:
+    leftover = temp_name(name, dead_pid(), "0123abcd")
+    (tmp_path / leftover).write_text("half a plan")
+    assert remove_leftovers(str(tmp_path), name) == [leftover]
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_leftover_that_is_not_a_regular_file_is_left_alone(tmp_path: Path) -> None:

@@ -88,6 +88,20 @@ SHAPES = {
         + UCALL_DEVICE,
     ),
     "document end marker": (LAYOUT + "...\n", RAM + UCALL_SLOT + UCALL_DEVICE + "...\n"),
+    "no line break at the end of the file": (
+        LAYOUT.rstrip("\n"),
+        RAM + UCALL_SLOT + UCALL_DEVICE,
+    ),
+    **{
+        f"last entry a block scalar {header} with no line break at the end of the file": (
+            BLOCK_SCALAR.replace("|-", header).rstrip("\n"),
+            # "ram" stays "ram": with a line break after it, `|` would make it "ram\n"
+            BLOCK_SCALAR.replace("|-", stripped).replace("auto", "0x0000_0000")
+            + UCALL_SLOT
+            + UCALL_DEVICE,
+        )
+        for header, stripped in (("|", "|-"), (">", ">-"), ("|+", "|-"), ("|2", "|2-"))
+    },
     "document indented as a whole": (
         indented(LAYOUT),
         indented(RAM + UCALL_SLOT + UCALL_DEVICE),
@@ -229,6 +243,25 @@ def test_an_edit_saved_while_gpa_plan_works_is_kept_and_the_run_refused(
     assert result.stderr == CHANGED
     assert Path("layout.yaml").read_text() == edited
     assert entries("layout.yaml") == ["layout.yaml"]
+
+
+def test_a_link_pointed_elsewhere_while_gpa_plan_works_leaves_both_files_alone(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Path("v1.yaml").write_text(LAYOUT)
+    Path("v2.yaml").write_text(RAM)
+    Path("layout.yaml").symlink_to("v1.yaml")
+
+    def point_elsewhere() -> None:
+        os.remove("layout.yaml")
+        Path("layout.yaml").symlink_to("v2.yaml")
+
+    edit_during_rewrite(monkeypatch, point_elsewhere)
+    result = in_place("layout.yaml")
+    assert result.exit_code == 1
+    assert result.stderr == CHANGED
+    assert (Path("v1.yaml").read_text(), Path("v2.yaml").read_text()) == (LAYOUT, RAM)
+    assert entries("layout.yaml") == ["layout.yaml", "v1.yaml", "v2.yaml"]
 
 
 def gpa_plan(*args: str) -> subprocess.Popen[bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,16 @@ def test_a_character_device_is_refused_before_it_is_read() -> None:
         read_input("/dev/zero")
 
 
+def test_a_socket_is_refused_as_a_socket(tmp_path: Path) -> None:
+    path = tmp_path / "layout.yaml"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.close()
+    with pytest.raises(InputError) as refused:
+        read_input(str(path))
+    assert refused.value.reason == "it is a socket, not a regular file; give the path of a file"
+
+
 def test_a_directory_and_a_missing_path_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="a directory"):
         read_input(str(tmp_path))
@@ -44,6 +55,21 @@ def test_content_beyond_the_limit_is_refused(tmp_path: Path) -> None:
     assert read_input(str(big), limit=101) == b"#" * 101
     with pytest.raises(InputError, match="larger than"):
         read_input(str(big), limit=100)
+
+
+def test_a_file_whose_size_is_past_the_limit_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as stream:
+        stream.truncate(1 << 40)  # sparse: a terabyte that costs no disk
+
+    def no_read(fd: int, size: int) -> bytes:
+        raise AssertionError("read past the limit")
+
+    monkeypatch.setattr("gpa_plan.inputs.os.read", no_read)
+    with pytest.raises(InputError, match="larger than 16 MiB"):
+        read_input(str(big))
 
 
 def test_open_input_refuses_what_read_input_refuses_and_opens_a_file(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ on stderr; `check` still checks and reports every other file it was given.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -228,6 +229,23 @@ def test_check_dash_refuses_standard_input_past_the_bound() -> None:
     )
 
 
+@pytest.mark.parametrize("args", [["check", "-", "a.yaml"], ["import", "dtb", "-"]])
+def test_a_closed_standard_input_is_reported_as_closed(args: list[str]) -> None:
+    write("a.yaml")
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", sys.executable, "-m", "gpa_plan", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "gpa-plan: cannot read standard input: it is closed; give a file, or redirect "
+        "standard input from one\n"
+    )
+
+
 # -- check DIR ------------------------------------------------------------------------------
 
 
@@ -341,6 +359,36 @@ def test_check_paths_gives_results_and_what_could_not_be_read() -> None:
         ("gone.elf", "no such file or directory"),
         ("gone.yaml", "no such file or directory"),
     ]
+
+
+def test_a_file_named_twice_is_checked_once_under_its_first_name() -> None:
+    write("d/a.yaml", OVERLAP)
+    os.symlink("a.yaml", "d/link.yml")
+    os.link("d/a.yaml", "hard.yaml")
+    result = run("check", "--format", "json", "d/a.yaml", "d", "./d/a.yaml", "hard.yaml")
+    document = json.loads(result.stdout)
+    assert [r["file"] for r in document["results"]] == ["d/a.yaml"]
+    assert document["summary"] == {"files": 1, "errors": 1, "warnings": 0}
+    assert result.exit_code == 1
+
+
+def test_a_program_named_twice_is_checked_once() -> None:
+    write("a.yaml")
+    shutil.copyfile(TINY_ELF, "guest.elf")
+    os.symlink("guest.elf", "link.elf")
+    run_ = check_paths(["a.yaml"], elf_files=["guest.elf", "./guest.elf", "link.elf"])
+    (result,) = run_.results
+    assert [p.file for p in result.programs or ()] == ["guest.elf"]
+
+
+def test_an_arch_named_twice_is_checked_once() -> None:
+    write("b.yaml", OVERLAP)
+    result = run("check", "b.yaml", "--arch", "x86_64", "--arch", "arm64", "--arch", "x86_64")
+    assert result.stdout.count(OVERLAP_LINE) == 2  # once per architecture
+    assert "x86_64 and x86_64" not in result.stdout
+    document = json.loads(run("check", "--format", "json", "b.yaml", "--arch", "x86_64",
+                              "--arch", "x86_64").stdout)
+    assert [r["arch"] for r in document["results"]] == ["x86_64"]
 
 
 # -- the commands that read one FILE --------------------------------------------------------

@@ -12,6 +12,9 @@ Every path is tried, so one bad path does not hide what the others would report:
   subdirectory that cannot be listed, and a directory with no layout file below it, cannot be
   read: a check that silently covered nothing would pass in CI.
 * ``-`` is standard input, read once, and named ``<stdin>`` in findings.
+* A file named more than once (twice on the command line, inside a directory also given, or
+  through a symbolic or hard link) is checked once, under the first of its names; so is an
+  ``--elf`` program.
 """
 
 from __future__ import annotations
@@ -50,9 +53,12 @@ def check_paths(
     programs = _programs(elf_files, unreadable)
     results: list[CheckResult] = []
     stdin_read = False
+    seen: set[tuple[int, int]] = set()
     for item in layout_files(paths):
         if isinstance(item, InputError):
             unreadable.append(item)
+            continue
+        if item != STDIN and _seen_before(item, seen):
             continue
         if item == STDIN:
             if stdin_read:
@@ -66,6 +72,21 @@ def check_paths(
         except InputError as err:
             unreadable.append(err)
     return CheckRun(results, unreadable)
+
+
+def _seen_before(path: str, seen: set[tuple[int, int]]) -> bool:
+    """Whether ``path`` is a file already checked in this run, under this name or another
+    (a symbolic or hard link, a directory that holds it); a path that cannot be looked up is
+    left for the reader to report."""
+    try:
+        found = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    identity = (found.st_dev, found.st_ino)
+    if identity in seen:
+        return True
+    seen.add(identity)
+    return False
 
 
 def layout_files(paths: Sequence[str]) -> Iterator[str | InputError]:
@@ -118,7 +139,10 @@ def _programs(
     from gpa_plan.elf.program import ProgramError, load_program
 
     programs: list[Program | ProgramError] = []
+    seen: set[tuple[int, int]] = set()
     for path in elf_files:
+        if _seen_before(path, seen):
+            continue
         try:
             programs.append(load_program(path))
         except ProgramError as err:

@@ -89,7 +89,8 @@ def check_file(
     elf_mode: str = PHYSICAL,
     allow_stdin: bool = False,
 ) -> list[CheckResult]:
-    """One result per requested architecture (default: the layout's own). ``programs``
+    """One result per requested architecture (default: the layout's own; one asked for twice
+    is checked once). ``programs``
     (from gpa_plan.elf.load_programs) are checked against the layout as ``elf_mode`` loads them.
 
     A layout that does not load gives invalid results with its problems as findings; a file
@@ -101,11 +102,12 @@ def check_file(
             loaded = load_layout(path, allow_stdin=allow_stdin)
         except LayoutError as err:
             return [
-                _invalid(err.path, arch, err, bool(programs)) for arch in (arches or (None,))
+                _invalid(err.path, arch, err, bool(programs))
+                for arch in dict.fromkeys(arches or (None,))
             ]
         results = [
             check_loaded(loaded, arch, programs=programs, elf_mode=elf_mode)
-            for arch in (arches or (loaded.layout.arch,))
+            for arch in dict.fromkeys(arches or (loaded.layout.arch,))
         ]
         # Free the node graph and models before the collector resumes, or its first pass
         # would scan them all once more.

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from gpa_plan.elf import ELF64_HEADER_SIZES
-from gpa_plan.inputs import InputError, open_input
-from gpa_plan.ranges import Range, align_down, align_up
+from gpa_plan.inputs import MAX_INPUT_BYTES, InputError, open_input
+from gpa_plan.ranges import Range, align_down, align_up, human_size
 
 # include/uapi/linux/elf.h: p_flags bits.
 PF_X = 0x1
@@ -143,7 +143,7 @@ def _parse(name: str, stream: BinaryIO) -> Program:
     try:
         elf = ELFFile(stream)
         machine = str(elf["e_machine"])
-        headers = list(elf.iter_segments())
+        headers = _program_headers(name, elf)
         loads = [(i, h) for i, h in enumerate(headers) if h["p_type"] == "PT_LOAD"]
         segments = tuple(_segment(i, h) for i, h in loads if h["p_memsz"] > 0)
         empty = tuple(i for i, h in loads if h["p_memsz"] == 0)
@@ -154,6 +154,23 @@ def _parse(name: str, stream: BinaryIO) -> Program:
         raise ProgramError(name, f"no loadable (PT_LOAD) segment in this {kind} file")
     sizes = (int(elf["e_phentsize"]), int(elf["e_shentsize"]))
     return Program(name, machine, segments, elf.elfclass, elf.little_endian, empty, sizes)
+
+
+def _program_headers(name: str, elf: Any) -> list[Any]:
+    """The program headers as they are in the file. Not pyelftools' segment objects: one of
+    those per PT_DYNAMIC looks through every section header, which a crafted file turns into
+    hours of work. The table is bounded as any input is (a sparse file can claim 2**32 - 1
+    headers through PN_XNUM); Linux's own loader refuses one larger than 64 KiB."""
+    count = elf.num_segments()
+    size = int(elf["e_phentsize"])
+    if count * size > MAX_INPUT_BYTES:
+        raise ProgramError(
+            name,
+            f"its {count} program headers of {size} bytes each are more than the "
+            f"{human_size(MAX_INPUT_BYTES)} gpa-plan reads from one input; no loader accepts "
+            "such a program",
+        )
+    return [elf._get_segment_header(i) for i in range(count)]
 
 
 def _segment(index: int, header: Any) -> Segment:

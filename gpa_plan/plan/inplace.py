@@ -44,6 +44,11 @@ def rewrite(text: str, doc: Document, allocation: Allocation) -> str:
                         (node.start_mark.index, node.end_mark.index, render(resolved[key]))
                     )
     newline = _newline(text)
+    if allocation.added and not text.endswith(tuple(_BREAKS)):
+        # Lines are added, perhaps at the end: end the last line first, as a text file's
+        # lines end. The offsets of the parse before it stay as they are.
+        edits.extend(_strip_last_block_scalar(text, doc.root))
+        text += newline
     added: dict[str, list[dict[str, Any]]] = {}
     for section, name in allocation.added:
         added.setdefault(section, []).append(
@@ -53,9 +58,11 @@ def rewrite(text: str, doc: Document, allocation: Allocation) -> str:
         start, end, new = _append(text, doc.root, section, entries)
         edits.append((start, end, new.replace("\n", newline)))
     # Pieces joined once: splicing each edit into the whole text copied it once per `auto`.
+    # Where entries added to the last list and a new section go at one place (the end of the
+    # text), the entries come first (_placed_after).
     pieces: list[str] = []
     done = 0
-    for start, end, new in sorted(edits):
+    for start, end, new in sorted(edits, key=_placed_after):
         pieces += (text[done:start], new)
         done = end
     pieces.append(text[done:])
@@ -84,6 +91,13 @@ def verify(text: str, name: str, allocation: Allocation) -> None:
         raise _unsafe(f"`auto` would be left in {', '.join(left)}")
     if again.document() != allocation.document():
         raise _unsafe("it would not resolve to the same plan")
+
+
+def _placed_after(edit: tuple[int, int, str]) -> tuple[int, bool]:
+    """Sort key: position, then whether the edit is a new section (``key:`` before any
+    entry), which goes after entries added to a list at the same position."""
+    start, _, new = edit
+    return start, not new.lstrip(_BREAKS + " \t").startswith("-")
 
 
 def _unsafe(why: str) -> InPlaceError:
@@ -133,6 +147,29 @@ def _after_entry(text: str, node: Node) -> int:
                 break
             end = start
     return end
+
+
+_BLOCK_HEADER = re.compile(r"[|>]([1-9+-]{0,2})")
+
+
+def _strip_last_block_scalar(text: str, root: Node) -> list[tuple[int, int, str]]:
+    """The edit that keeps the value of a block scalar that ends the text with no line break
+    after it, once a line break is added: its value has no trailing line break, which stays
+    so only under strip chomping (``|-``); ``|`` or ``|+`` would take in the new break."""
+    last = _last_value(root)
+    if not (
+        isinstance(last, ScalarNode)
+        and last.style in ("|", ">")
+        and last.end_mark.index == len(text)
+        and not text.endswith(tuple(_BREAKS))
+    ):
+        return []
+    header = _BLOCK_HEADER.match(text, last.start_mark.index)
+    if header is None:
+        return []
+    indicators = header[1]
+    stripped = indicators.replace("+", "").replace("-", "") + "-"
+    return [(header.start(1), header.end(1), stripped)]
 
 
 def _newline(text: str) -> str:
