@@ -14,7 +14,9 @@ Where an output goes depends on what its path names (symbolic links followed):
   a note).
 - A FIFO or a character device (``/dev/null``, a terminal): written to directly, never
   replaced. Opening a FIFO waits, as a shell redirection does, until something reads it.
-- A directory, a socket or a block device: refused with OutputError.
+- A directory, a socket or a block device: refused with OutputError; so is a regular file
+  the process may not write (mode 0444 for its owner, say), which a rename could replace as
+  long as the directory is writable: gpa-plan refuses it as a shell redirection would.
 
 Temporaries are named ``.NAME.gpa-plan-PID-RANDOM.tmp``. A run that is killed cannot remove
 its own, so each write first removes those of its target whose process no longer exists;
@@ -113,6 +115,13 @@ def replace_file(
         old = None
     except OSError as err:
         raise OutputError(path, _os_reason(err)) from None
+    if old is not None and not os.access(target, os.W_OK):
+        # The rename needs only the directory: refuse as a shell redirection would.
+        raise OutputError(
+            path,
+            "it is read-only for you, and gpa-plan does not replace a file you may not write; "
+            "make it writable (chmod u+w) or write to another file",
+        )
     try:
         fd, tmp = _create_temp(directory, name)
     except OSError as err:

@@ -224,6 +224,36 @@ def test_a_user_who_may_not_keep_the_owner_still_gets_the_file_written() -> None
         shutil.rmtree(shared)
 
 
+def test_a_file_its_writer_may_not_write_is_refused_not_replaced() -> None:
+    # A rename needs only a writable directory; a read-only file is refused all the same.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    shared = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        shared.chmod(0o777)
+        out = shared / "out.yaml"
+        out.write_text("old\n")
+        out.chmod(0o444)
+        os.chown(out, 65534, 65534)
+        child = os.fork()
+        if child == 0:
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                write_output(str(out), PLANNED, io.StringIO())
+            except OutputError as err:
+                code = 0 if "read-only for you" in err.reason else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert out.read_text() == "old\n"
+        assert stat.S_IMODE(out.stat().st_mode) == 0o444
+    finally:
+        shutil.rmtree(shared)
+
+
 def test_a_hard_linked_output_is_detached_with_a_note(workdir: Path) -> None:
     Path("out.yaml").write_text("old\n")
     os.link("out.yaml", "other-name.yaml")
