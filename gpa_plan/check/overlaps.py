@@ -105,3 +105,33 @@ class RangeIndex:
             stack.append((2 * node + 1, middle, high))
             stack.append((2 * node, low, middle))
         return sorted(found)
+
+
+class LiveRanges(RangeIndex):
+    """A RangeIndex whose ranges can be taken out and put back, O(log n) each: those left
+    in are the ones `overlapping` finds."""
+
+    def __init__(self, ranges: Sequence[Range], *, present: bool = True) -> None:
+        super().__init__(ranges)
+        self._ends = [r.end if r.start < r.end else -1 for r in ranges]
+        self._leaf = [0] * len(ranges)
+        for k, i in enumerate(self._order):
+            self._leaf[i] = self._size + k
+        if not present:
+            for i in range(len(ranges)):
+                self.remove(i)
+
+    def remove(self, index: int) -> None:
+        self._set(index, -1)
+
+    def add(self, index: int) -> None:
+        self._set(index, self._ends[index])
+
+    def _set(self, index: int, end: int) -> None:
+        tree = self._tree
+        node = self._leaf[index]
+        tree[node] = end
+        node //= 2
+        while node:
+            tree[node] = max(tree[2 * node], tree[2 * node + 1])
+            node //= 2

@@ -7,16 +7,18 @@ and name the layout entries involved in `objects` and in the message.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from gpa_plan.arch.base import Backing, Outcome
-from gpa_plan.check.findings import Finding
-from gpa_plan.check.overlaps import RangeIndex, TakenRanges
+from gpa_plan.check.findings import MAX_FINDINGS_PER_OBJECT, Finding, left_out_finding
+from gpa_plan.check.overlaps import LiveRanges, RangeIndex, TakenRanges
 from gpa_plan.check.partition import Region, first_where, next_where, region_span
 from gpa_plan.check.rules import ERROR, RULES, RuleContext, rule
 from gpa_plan.elf import ELF64_HEADER_SIZES, PHYSICAL, SELFTESTS
-from gpa_plan.layout.resolved import MemslotEntry
+from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry
 from gpa_plan.ranges import Range, hex_addr, human_size
 
 # The ELF modules are imported where a program is at hand: a check without `--elf` does
@@ -306,30 +308,218 @@ def elf_over_device(ctx: RuleContext) -> Iterator[Finding]:
     accesses. Fix: link the segment clear of every device, or move the device."""
     if not ctx.programs:
         return
-    slots = _memslots_of(ctx)
-    devices = RangeIndex([d.range for d in ctx.layout.devices])
-    exposed = next_where(ctx.regions, lambda r: r.backing is Backing.NONE)
-    for program in _runnable(ctx, PHYSICAL):
-        for segment in program.segments:
-            yield from _over_devices(ctx, program, segment, slots, devices, exposed)
+    yield from _DeviceOverlaps(ctx).findings()
 
 
-def _over_devices(
-    ctx: RuleContext,
-    program: Program,
-    segment: Segment,
-    slots: set[str],
-    devices: RangeIndex,
-    next_exposed: list[int],
-) -> Iterator[Finding]:
-    rng = segment.physical
-    access = _main_access(segment)
-    for index in devices.overlapping(rng):
-        device = ctx.layout.devices[index]
-        shared = device.range.intersection(rng)
-        if shared is None:
-            continue
-        exposed = first_where(ctx.regions, next_exposed, shared)
+# Rules that apply cap_per_object's cap themselves as they make their findings.
+CAPPED_AS_MADE = frozenset({"elf-over-device"})
+
+
+class _DeviceOverlaps:
+    """elf-over-device's findings, capped as cap_per_object caps them, without making one per
+    segment and device. The findings come out in the order the cap sees them (programs by
+    file, segments in order, devices in file order): the kept ones, then one per object that
+    had more, in the order the first left out of each came.
+
+    Each device is in one of three indexes the segments search:
+
+    - live: its findings may still be shown; each segment over it decides.
+    - blocked: a segment over the whole device names a memslot whose findings are full and
+      whose left-out finding has come: a segment over the whole device is one more left out
+      there, counted at the end, and only a segment over part of it (whose finding names
+      other memslots) is decided one by one. A memslot filling sends the devices under it
+      back to live.
+    - waiting: the device's own findings are full; the segments over it after that are
+      counted at the end, and the first one only places the left-out finding.
+    """
+
+    def __init__(self, ctx: RuleContext) -> None:
+        self.ctx = ctx
+        self.slots = _memslots_of(ctx)
+        self.exposed = next_where(ctx.regions, lambda r: r.backing is Backing.NONE)
+        devices = ctx.layout.devices
+        ranges = [d.range for d in devices]
+        self.live = LiveRanges(ranges)
+        self.blocked = LiveRanges(ranges, present=False)
+        self.waiting = LiveRanges(ranges, present=False)
+        self.by_name: dict[str, list[int]] = {}
+        for k, device in enumerate(devices):
+            self.by_name.setdefault(device.name, []).append(k)
+        # What a finding over the whole device names, and the devices whose such findings
+        # name each memslot.
+        self.own = [
+            (d.name, *_memslot_names(self.slots, _first_regions(ctx, d.range))) for d in devices
+        ]
+        self.users: dict[str, list[int]] = {}
+        for k, objects in enumerate(self.own):
+            for name in dict.fromkeys(objects[1:]):
+                self.users.setdefault(name, []).append(k)
+        self.block: dict[int, tuple[str, int]] = {}  # blocked device: (name, since position)
+        self.spans: list[tuple[str, int, int, int]] = []  # (name, device, from, to) blocked
+        self.done: set[int] = set()
+        self.shown: dict[str, int] = {}
+        self.full_at: dict[str, int] = {}
+        self.hidden: dict[str, int] = {}
+        self.first: dict[str, Finding] = {}
+        self.kept: list[Finding] = []
+        self.placed: list[Range] = []
+
+    def findings(self) -> list[Finding]:
+        programs = sorted(_runnable(self.ctx, PHYSICAL), key=lambda p: p.path)
+        for program in programs:
+            for segment in program.segments:
+                self._segment(program, segment)
+        for k in list(self.block):
+            self._unblock(k, len(self.placed))
+        self._count_after_full()
+        self._count_blocked()
+        severity = RULES["elf-over-device"].severity
+        more = [
+            left_out_finding("elf-over-device", name, self.hidden[name], severity, first)
+            for name, first in self.first.items()
+        ]
+        return self.kept + more
+
+    def _segment(self, program: Program, segment: Segment) -> None:
+        rng = segment.physical
+        position = len(self.placed)
+        self.placed.append(rng)
+        pending = self.live.overlapping(rng) + self.waiting.overlapping(rng)
+        pending += self._blocked_across(rng)
+        heapq.heapify(pending)
+        last = -1
+        while pending:
+            k = heapq.heappop(pending)
+            if k == last:
+                continue
+            last = k
+            device = self.ctx.layout.devices[k]
+            shared = device.range.intersection(rng)
+            if shared is None:
+                continue
+            if k in self.done:
+                # Counted with the others after the device's name filled, in _count_after_full.
+                self._left_out(device.name, program, 0)
+                continue
+            objects = self.own[k] if shared == device.range else self._objects(device, shared)
+            full = next(
+                (n for n in objects if self.shown.get(n, 0) >= MAX_FINDINGS_PER_OBJECT), None
+            )
+            if full is not None:
+                self._left_out(full, program, 1)
+                if shared == device.range and k not in self.block:
+                    self.live.remove(k)
+                    self.blocked.add(k)
+                    self.block[k] = (full, position + 1)
+                continue
+            self.kept.append(self._finding(program, segment, device, shared, objects))
+            for name in dict.fromkeys(objects):
+                self.shown[name] = self.shown.get(name, 0) + 1
+                if self.shown[name] == MAX_FINDINGS_PER_OBJECT:
+                    self._filled(name, position, k, rng, pending)
+
+    def _blocked_across(self, rng: Range) -> list[int]:
+        """The blocked devices over part of ``rng``: across its start or its end."""
+        found = []
+        if rng.start > 0:
+            for k in self.blocked.overlapping(Range(rng.start - 1, rng.start)):
+                if self.ctx.layout.devices[k].range.end > rng.start:
+                    found.append(k)
+        for k in self.blocked.overlapping(Range(rng.end, rng.end + 1)):
+            if self.ctx.layout.devices[k].range.start < rng.end:
+                found.append(k)
+        return found
+
+    def _filled(self, name: str, position: int, at: int, rng: Range, pending: list[int]) -> None:
+        """``name`` has its findings shown, at device ``at`` of the segment at ``position``."""
+        self.full_at[name] = position
+        for k in self.by_name.get(name, ()):
+            if k in self.block:
+                self._unblock(k, position + 1)
+            self.live.remove(k)
+            self.done.add(k)
+            if name not in self.first:
+                self.waiting.add(k)
+        for k in self.users.get(name, ()):
+            if k not in self.block:
+                continue
+            # The devices after this one in the segment see the name full: decided anew.
+            later = k > at and rng.covers(self.ctx.layout.devices[k].range)
+            self._unblock(k, position if later else position + 1)
+            if later:
+                heapq.heappush(pending, k)
+
+    def _unblock(self, k: int, until: int) -> None:
+        name, since = self.block.pop(k)
+        if until > since:
+            self.spans.append((name, k, since, until))
+        self.blocked.remove(k)
+        if k not in self.done:
+            self.live.add(k)
+
+    def _objects(self, device: DeviceEntry, shared: Range) -> tuple[str, ...]:
+        return (device.name, *_memslot_names(self.slots, _first_regions(self.ctx, shared)))
+
+    def _left_out(self, name: str, program: Program, count: int) -> None:
+        self.hidden[name] = self.hidden.get(name, 0) + count
+        if name not in self.first:
+            self.first[name] = _finding("elf-over-device", program, "", ())
+            for k in self.by_name.get(name, ()):
+                self.waiting.remove(k)
+
+    def _count_after_full(self) -> None:
+        """Adds, for each device whose name filled at some segment, the segments after that
+        one that overlap it: positions from the last down, each device asked when the sweep
+        reaches its name's segment."""
+        asked = sorted(
+            ((at, k) for name, at in self.full_at.items() for k in self.by_name.get(name, ())),
+            reverse=True,
+        )
+        starts = _Counts(sorted({r.start for r in self.placed}))
+        ends = _Counts(sorted({r.end for r in self.placed}))
+        position = len(self.placed)
+        for at, k in asked:
+            while position > at + 1:
+                position -= 1
+                rng = self.placed[position]
+                if rng.start < rng.end:
+                    starts.add(rng.start)
+                    ends.add(rng.end)
+            device = self.ctx.layout.devices[k]
+            if device.range.start < device.range.end:
+                overlapping = starts.below(device.range.end) - ends.at_most(device.range.start)
+                self.hidden[device.name] = self.hidden.get(device.name, 0) + overlapping
+
+    def _count_blocked(self) -> None:
+        """Adds, for each time a device was blocked, the segments of that time over the whole
+        device: positions from the first up, each span asked at its two ends."""
+        asked = sorted(
+            (at, sign, name, k)
+            for name, k, since, until in self.spans
+            for at, sign in ((since, -1), (until, 1))
+        )
+        containing = _Containing(sorted({r.start for r in self.placed}))
+        position = 0
+        for at, sign, name, k in asked:
+            while position < at:
+                rng = self.placed[position]
+                if rng.start < rng.end:
+                    containing.add(rng)
+                position += 1
+            inside = containing.around(self.ctx.layout.devices[k].range)
+            self.hidden[name] = self.hidden.get(name, 0) + sign * inside
+
+    def _finding(
+        self,
+        program: Program,
+        segment: Segment,
+        device: DeviceEntry,
+        shared: Range,
+        objects: tuple[str, ...],
+    ) -> Finding:
+        rng = segment.physical
+        access = _main_access(segment)
+        exposed = first_where(self.ctx.regions, self.exposed, shared)
         if exposed is not None:
             effect = (
                 f"the loader has no memory to copy into there, and "
@@ -341,14 +531,66 @@ def _over_devices(
                 "a memslot shadows the device there, so the program's bytes land in memory "
                 "but the device never sees the guest's accesses to that range"
             )
-        yield _finding(
+        return _finding(
             "elf-over-device",
             program,
             f"{_describe(segment, 'p_paddr', rng)} overlaps {device.type.name} device "
             f"{device.name!r} {device.range} at {_span(shared)}: {effect}; link the segment "
             "clear of the device, or move the device",
-            (device.name, *_memslot_names(slots, _first_regions(ctx, shared))),
+            objects,
         )
+
+
+class _Containing:
+    """How many of the ranges added contain a range: a Fenwick tree over their starts whose
+    nodes keep their ends sorted."""
+
+    def __init__(self, starts: list[int]) -> None:
+        self.starts = starts
+        self.ends: list[list[int]] = [[] for _ in range(len(starts) + 1)]
+
+    def add(self, rng: Range) -> None:
+        k = bisect.bisect_left(self.starts, rng.start) + 1
+        while k < len(self.ends):
+            bisect.insort(self.ends[k], rng.end)
+            k += k & -k
+
+    def around(self, rng: Range) -> int:
+        total = 0
+        k = bisect.bisect_right(self.starts, rng.start)
+        while k > 0:
+            ends = self.ends[k]
+            total += len(ends) - bisect.bisect_left(ends, rng.end)
+            k -= k & -k
+        return total
+
+
+class _Counts:
+    """How many of the values added are below, or at most, a value: a Fenwick tree over the
+    values there can be."""
+
+    def __init__(self, values: list[int]) -> None:
+        self.values = values
+        self.tree = [0] * (len(values) + 1)
+
+    def add(self, value: int) -> None:
+        k = bisect.bisect_left(self.values, value) + 1
+        while k < len(self.tree):
+            self.tree[k] += 1
+            k += k & -k
+
+    def _prefix(self, k: int) -> int:
+        total = 0
+        while k > 0:
+            total += self.tree[k]
+            k -= k & -k
+        return total
+
+    def below(self, value: int) -> int:
+        return self._prefix(bisect.bisect_left(self.values, value))
+
+    def at_most(self, value: int) -> int:
+        return self._prefix(bisect.bisect_right(self.values, value))
 
 
 @rule(
