@@ -127,6 +127,10 @@ class LiveRanges(RangeIndex):
     def add(self, index: int) -> None:
         self._set(index, self._ends[index])
 
+    def set_end(self, index: int, end: int) -> None:
+        """Puts the range back ending at ``end`` instead."""
+        self._set(index, end)
+
     def _set(self, index: int, end: int) -> None:
         tree = self._tree
         node = self._leaf[index]

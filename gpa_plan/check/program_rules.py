@@ -341,6 +341,8 @@ class _DeviceOverlaps:
         ranges = [d.range for d in devices]
         self.live = LiveRanges(ranges)
         self.blocked = LiveRanges(ranges, present=False)
+        # The blocked devices again, each up to where its left-out memslot starts.
+        self.short = LiveRanges(ranges, present=False)
         self.waiting = LiveRanges(ranges, present=False)
         self.by_name: dict[str, list[int]] = {}
         for k, device in enumerate(devices):
@@ -354,8 +356,11 @@ class _DeviceOverlaps:
         for k, objects in enumerate(self.own):
             for name in dict.fromkeys(objects[1:]):
                 self.users.setdefault(name, []).append(k)
-        self.block: dict[int, tuple[str, int]] = {}  # blocked device: (name, since position)
-        self.spans: list[tuple[str, int, int, int]] = []  # (name, device, from, to) blocked
+        # blocked device: (name, since position, the least end of a segment counted)
+        self.block: dict[int, tuple[str, int, int]] = {}
+        # (name, device, least end, from, to): the segments from `from` up to `to` that
+        # start at or before the device and end at or after `least end` are left out
+        self.spans: list[tuple[str, int, int, int, int]] = []
         self.done: set[int] = set()
         self.shown: dict[str, int] = {}
         self.full_at: dict[str, int] = {}
@@ -407,10 +412,8 @@ class _DeviceOverlaps:
             )
             if full is not None:
                 self._left_out(full, program, 1)
-                if shared == device.range and k not in self.block:
-                    self.live.remove(k)
-                    self.blocked.add(k)
-                    self.block[k] = (full, position + 1)
+                if shared.start == device.range.start and k not in self.block:
+                    self._block(k, full, position + 1)
                 continue
             self.kept.append(self._finding(program, segment, device, shared, objects))
             for name in dict.fromkeys(objects):
@@ -418,14 +421,36 @@ class _DeviceOverlaps:
                 if self.shown[name] == MAX_FINDINGS_PER_OBJECT:
                     self._filled(name, position, k, rng, pending)
 
+    def _block(self, k: int, name: str, since: int) -> None:
+        """Device ``k``: a segment from its start on names ``name`` first among the full ones
+        once it reaches the first region of the device that lists ``name``."""
+        device = self.ctx.layout.devices[k]
+        lo, hi = region_span(self.ctx.regions, device.range)
+        first = next(
+            r
+            for r in self.ctx.regions[lo : min(hi, lo + _MAX_LISTED)]
+            if name in r.names
+        )
+        least_end = max(first.start, device.range.start) + 1
+        self.live.remove(k)
+        self.blocked.add(k)
+        self.short.set_end(k, least_end)
+        self.block[k] = (name, since, least_end)
+
+    def _counted(self, k: int, rng: Range) -> bool:
+        """Whether the segment over ``rng`` is one the spans of blocked device ``k`` count."""
+        _, _, least_end = self.block[k]
+        return rng.start <= self.ctx.layout.devices[k].range.start and rng.end >= least_end
+
     def _blocked_across(self, rng: Range) -> list[int]:
-        """The blocked devices over part of ``rng``: across its start or its end."""
+        """The blocked devices over part of ``rng`` that their spans do not count: those
+        across its start, and those it ends in before their left-out memslot."""
         found = []
         if rng.start > 0:
             for k in self.blocked.overlapping(Range(rng.start - 1, rng.start)):
                 if self.ctx.layout.devices[k].range.end > rng.start:
                     found.append(k)
-        for k in self.blocked.overlapping(Range(rng.end, rng.end + 1)):
+        for k in self.short.overlapping(Range(rng.end, rng.end + 1)):
             if self.ctx.layout.devices[k].range.start < rng.end:
                 found.append(k)
         return found
@@ -444,16 +469,17 @@ class _DeviceOverlaps:
             if k not in self.block:
                 continue
             # The devices after this one in the segment see the name full: decided anew.
-            later = k > at and rng.covers(self.ctx.layout.devices[k].range)
+            later = k > at and self._counted(k, rng)
             self._unblock(k, position if later else position + 1)
             if later:
                 heapq.heappush(pending, k)
 
     def _unblock(self, k: int, until: int) -> None:
-        name, since = self.block.pop(k)
+        name, since, least_end = self.block.pop(k)
         if until > since:
-            self.spans.append((name, k, since, until))
+            self.spans.append((name, k, least_end, since, until))
         self.blocked.remove(k)
+        self.short.remove(k)
         if k not in self.done:
             self.live.add(k)
 
@@ -494,19 +520,19 @@ class _DeviceOverlaps:
         """Adds, for each time a device was blocked, the segments of that time over the whole
         device: positions from the first up, each span asked at its two ends."""
         asked = sorted(
-            (at, sign, name, k)
-            for name, k, since, until in self.spans
+            (at, sign, name, k, least_end)
+            for name, k, least_end, since, until in self.spans
             for at, sign in ((since, -1), (until, 1))
         )
         containing = _Containing(sorted({r.start for r in self.placed}))
         position = 0
-        for at, sign, name, k in asked:
+        for at, sign, name, k, least_end in asked:
             while position < at:
                 rng = self.placed[position]
                 if rng.start < rng.end:
                     containing.add(rng)
                 position += 1
-            inside = containing.around(self.ctx.layout.devices[k].range)
+            inside = containing.around(self.ctx.layout.devices[k].range.start, least_end)
             self.hidden[name] = self.hidden.get(name, 0) + sign * inside
 
     def _finding(
@@ -555,12 +581,13 @@ class _Containing:
             bisect.insort(self.ends[k], rng.end)
             k += k & -k
 
-    def around(self, rng: Range) -> int:
+    def around(self, start: int, least_end: int) -> int:
+        """How many start at or before ``start`` and end at or after ``least_end``."""
         total = 0
-        k = bisect.bisect_right(self.starts, rng.start)
+        k = bisect.bisect_right(self.starts, start)
         while k > 0:
             ends = self.ends[k]
-            total += len(ends) - bisect.bisect_left(ends, rng.end)
+            total += len(ends) - bisect.bisect_left(ends, least_end)
             k -= k & -k
         return total
 
