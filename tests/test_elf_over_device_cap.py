@@ -34,8 +34,9 @@ from gpa_plan.check.program_rules import (
 )
 from gpa_plan.check.rules import RULES, RuleContext
 from gpa_plan.check.run import load_layout
-from gpa_plan.elf import PHYSICAL
+from gpa_plan.elf import PHYSICAL, SELFTESTS
 from gpa_plan.elf.program import Program, Segment
+from gpa_plan.ranges import Range
 
 PAGE = 0x1000
 HEADER = "layout: 1\narch: x86_64\npa_bits: 48\npage_size: 4K\n"
@@ -229,3 +230,131 @@ def test_segments_over_devices_in_ram_count_what_the_full_memslot_leaves_out(
     assert found[-1].objects == ("ram",)
     assert found[-1].message.startswith(f"{n * n - cap} more elf-over-device findings")
     assert pairs < 30 * n
+
+
+def one_per_collision(ctx: RuleContext) -> Iterator[Finding]:
+    """elf-va-collision as it was: one finding per segment and identity-mapped device."""
+    from gpa_plan.elf.placement import identity_mapped, identity_pages
+
+    page = ctx.layout.guest_page_size
+    devices = identity_mapped(ctx.layout)
+    index = RangeIndex([identity_pages(d, page) for d in devices])
+    for program in _runnable(ctx, SELFTESTS):
+        for segment in program.segments:
+            pages = segment.virtual_pages(page)
+            for k in index.overlapping(pages):
+                device = devices[k]
+                shared = identity_pages(device, page).intersection(pages)
+                if shared is None:
+                    continue
+                yield _finding(
+                    "elf-va-collision",
+                    program,
+                    f"segment {segment.index} ({segment.flag_letters}, p_vaddr "
+                    f"{_span(Range(segment.vaddr, segment.vaddr + segment.memsz))}, mapped as "
+                    f"pages {_span(pages)}) shares virtual pages {_span(shared)} with the "
+                    f"identity mapping of {device.type.name} device {device.name!r} "
+                    f"(VA = GPA {device.range}): kvm_vm_elf_load() maps the program there and "
+                    "virt_map() maps the device at the same addresses, so whichever comes "
+                    "second fails a TEST_ASSERT or silently takes over the page-table entry "
+                    "and the guest reaches the device where it expects its code or data; "
+                    f"link the program at virtual addresses clear of {_span(shared)}",
+                    (device.name,),
+                )
+
+
+BYTES = st.integers(0, 12 * PAGE)  # addresses at any byte, so pages round both ways
+
+
+@st.composite
+def identity_layouts(draw: st.DrawFn) -> str:
+    devices = [
+        f"name: d{k}, type: mmio, base: {base:#x}, size: {size:#x}"
+        + (", identity_map: true" if draw(st.integers(0, 3)) else "")
+        for k, (base, size) in enumerate(
+            draw(st.lists(st.tuples(BYTES, st.integers(1, 3 * PAGE)), max_size=8))
+        )
+    ]
+    text = HEADER + "memslots:\n  - {name: ram, base: 0x100000, size: 1M}\n"
+    if devices:
+        text += "devices:\n" + "".join(f"  - {{{d}}}\n" for d in devices)
+    return text
+
+
+@st.composite
+def virtual_programs(draw: st.DrawFn) -> tuple[Program, ...]:
+    machine = ARCHES["x86_64"].elf_machine
+    found = []
+    for _ in range(draw(st.integers(1, 3))):
+        segments = tuple(
+            Segment(k, vaddr, 0, memsz, 0, 5)
+            for k, (vaddr, memsz) in enumerate(
+                draw(st.lists(st.tuples(BYTES, st.integers(1, 6 * PAGE)), max_size=7))
+            )
+        )
+        found.append(Program(draw(st.sampled_from(["p.elf", "q.elf"])), machine, segments))
+    return tuple(found)
+
+
+@settings(max_examples=300, deadline=None)
+@given(identity_layouts(), virtual_programs(), st.sampled_from([1, 2, 3, 10]))
+def test_collisions_capped_as_made_are_what_capping_every_one_gave(
+    layout_text: str, programs: tuple[Program, ...], cap: int
+) -> None:
+    check = RULES["elf-va-collision"].check
+    assert check is not None
+    with tempfile.TemporaryDirectory() as directory, mock.patch.object(
+        findings_module, "MAX_FINDINGS_PER_OBJECT", cap
+    ), mock.patch.object(program_rules, "MAX_FINDINGS_PER_OBJECT", cap):
+        ctx = context(layout_text, programs, Path(directory))._replace(elf_mode=SELFTESTS)
+        before = cap_per_object(sorted(one_per_collision(ctx), key=Finding.sort_key))
+        after = cap_per_object(
+            sorted(check(ctx), key=Finding.sort_key), capped_as_made=CAPPED_AS_MADE
+        )
+    assert after == before
+
+
+def test_segments_ending_inside_devices_in_ram_are_counted_not_decided(tmp_path: Path) -> None:
+    n = 2_000
+    # Every device runs past the end of every segment; RAM under them fills first.
+    big = (n + 10) * PAGE
+    text = HEADER + "memslots:\n  - {name: ram, base: 0x0, size: 1G}\ndevices:\n" + "".join(
+        f"  - {{name: d{i}, type: mmio, base: {(i + 1) * PAGE:#x}, size: {big:#x}}}\n"
+        for i in range(n)
+    )
+    segments = tuple(Segment(i, 0, 0, (n + 2) * PAGE, 0, 6) for i in range(n))
+    program = Program("guest.elf", ARCHES["x86_64"].elf_machine, segments)
+    found, pairs = decided_pairs(context(text, (program,), tmp_path))
+    cap = findings_module.MAX_FINDINGS_PER_OBJECT
+    assert found[-1].message.startswith(f"{n * n - cap} more elf-over-device findings")
+    assert pairs < 30 * n
+
+
+def test_segments_over_identity_mapped_devices_show_ten_each(tmp_path: Path) -> None:
+    n = 2_000
+    text = HEADER + "devices:\n" + "".join(
+        f"  - {{name: d{i}, type: mmio, base: {i * PAGE:#x}, size: 4K, identity_map: true}}\n"
+        for i in range(n)
+    )
+    segments = tuple(Segment(i, 0, 0, n * PAGE, 0, 5) for i in range(n))
+    program = Program("guest.elf", ARCHES["x86_64"].elf_machine, segments)
+    ctx = context(text, (program,), tmp_path)._replace(elf_mode=SELFTESTS)
+    check = RULES["elf-va-collision"].check
+    assert check is not None
+    from gpa_plan.ranges import Range as Counted
+
+    intersection = Counted.intersection
+    calls: list[int] = []
+
+    def counted(self: Range, other: Range) -> Range | None:
+        calls.append(1)
+        return intersection(self, other)
+
+    with mock.patch.object(Counted, "intersection", counted):
+        found = list(check(ctx))
+    cap = findings_module.MAX_FINDINGS_PER_OBJECT
+    more = [f for f in found if "more elf-va-collision" in f.message]
+    assert len(found) - len(more) == cap * n
+    assert len(more) == n
+    assert all(f.message.startswith(f"{n - cap} more") for f in more)
+    assert len(calls) < 30 * n

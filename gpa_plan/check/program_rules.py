@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from gpa_plan.arch.base import Backing, Outcome
 from gpa_plan.check.findings import MAX_FINDINGS_PER_OBJECT, Finding, left_out_finding
-from gpa_plan.check.overlaps import LiveRanges, RangeIndex, TakenRanges
+from gpa_plan.check.overlaps import LiveRanges, TakenRanges
 from gpa_plan.check.partition import Region, first_where, next_where, region_span
 from gpa_plan.check.rules import ERROR, RULES, RuleContext, rule
 from gpa_plan.elf import ELF64_HEADER_SIZES, PHYSICAL, SELFTESTS
@@ -312,7 +312,7 @@ def elf_over_device(ctx: RuleContext) -> Iterator[Finding]:
 
 
 # Rules that apply cap_per_object's cap themselves as they make their findings.
-CAPPED_AS_MADE = frozenset({"elf-over-device"})
+CAPPED_AS_MADE = frozenset({"elf-over-device", "elf-va-collision"})
 
 
 class _DeviceOverlaps:
@@ -333,12 +333,15 @@ class _DeviceOverlaps:
       counted at the end, and the first one only places the left-out finding.
     """
 
+    slug = "elf-over-device"
+    mode = PHYSICAL
+
     def __init__(self, ctx: RuleContext) -> None:
         self.ctx = ctx
-        self.slots = _memslots_of(ctx)
+        self.slots = self._slots()
         self.exposed = next_where(ctx.regions, lambda r: r.backing is Backing.NONE)
-        devices = ctx.layout.devices
-        ranges = [d.range for d in devices]
+        self.devices = devices = self._devices()
+        self.ranges = ranges = [self._range(d) for d in devices]
         self.live = LiveRanges(ranges)
         self.blocked = LiveRanges(ranges, present=False)
         # The blocked devices again, each up to where its left-out memslot starts.
@@ -349,9 +352,7 @@ class _DeviceOverlaps:
             self.by_name.setdefault(device.name, []).append(k)
         # What a finding over the whole device names, and the devices whose such findings
         # name each memslot.
-        self.own = [
-            (d.name, *_memslot_names(self.slots, _first_regions(ctx, d.range))) for d in devices
-        ]
+        self.own = [self._objects(d, r) for d, r in zip(devices, ranges, strict=True)]
         self.users: dict[str, list[int]] = {}
         for k, objects in enumerate(self.own):
             for name in dict.fromkeys(objects[1:]):
@@ -370,7 +371,7 @@ class _DeviceOverlaps:
         self.placed: list[Range] = []
 
     def findings(self) -> list[Finding]:
-        programs = sorted(_runnable(self.ctx, PHYSICAL), key=lambda p: p.path)
+        programs = sorted(_runnable(self.ctx, self.mode), key=lambda p: p.path)
         for program in programs:
             for segment in program.segments:
                 self._segment(program, segment)
@@ -378,15 +379,15 @@ class _DeviceOverlaps:
             self._unblock(k, len(self.placed))
         self._count_after_full()
         self._count_blocked()
-        severity = RULES["elf-over-device"].severity
+        severity = RULES[self.slug].severity
         more = [
-            left_out_finding("elf-over-device", name, self.hidden[name], severity, first)
+            left_out_finding(self.slug, name, self.hidden[name], severity, first)
             for name, first in self.first.items()
         ]
         return self.kept + more
 
     def _segment(self, program: Program, segment: Segment) -> None:
-        rng = segment.physical
+        rng = self._segment_range(segment)
         position = len(self.placed)
         self.placed.append(rng)
         pending = self.live.overlapping(rng) + self.waiting.overlapping(rng)
@@ -398,21 +399,21 @@ class _DeviceOverlaps:
             if k == last:
                 continue
             last = k
-            device = self.ctx.layout.devices[k]
-            shared = device.range.intersection(rng)
+            device = self.devices[k]
+            shared = self.ranges[k].intersection(rng)
             if shared is None:
                 continue
             if k in self.done:
                 # Counted with the others after the device's name filled, in _count_after_full.
                 self._left_out(device.name, program, 0)
                 continue
-            objects = self.own[k] if shared == device.range else self._objects(device, shared)
+            objects = self.own[k] if shared == self.ranges[k] else self._objects(device, shared)
             full = next(
                 (n for n in objects if self.shown.get(n, 0) >= MAX_FINDINGS_PER_OBJECT), None
             )
             if full is not None:
                 self._left_out(full, program, 1)
-                if shared.start == device.range.start and k not in self.block:
+                if shared.start == self.ranges[k].start and k not in self.block:
                     self._block(k, full, position + 1)
                 continue
             self.kept.append(self._finding(program, segment, device, shared, objects))
@@ -424,14 +425,14 @@ class _DeviceOverlaps:
     def _block(self, k: int, name: str, since: int) -> None:
         """Device ``k``: a segment from its start on names ``name`` first among the full ones
         once it reaches the first region of the device that lists ``name``."""
-        device = self.ctx.layout.devices[k]
-        lo, hi = region_span(self.ctx.regions, device.range)
+        device = self.ranges[k]
+        lo, hi = region_span(self.ctx.regions, device)
         first = next(
             r
             for r in self.ctx.regions[lo : min(hi, lo + _MAX_LISTED)]
             if name in r.names
         )
-        least_end = max(first.start, device.range.start) + 1
+        least_end = max(first.start, device.start) + 1
         self.live.remove(k)
         self.blocked.add(k)
         self.short.set_end(k, least_end)
@@ -440,7 +441,7 @@ class _DeviceOverlaps:
     def _counted(self, k: int, rng: Range) -> bool:
         """Whether the segment over ``rng`` is one the spans of blocked device ``k`` count."""
         _, _, least_end = self.block[k]
-        return rng.start <= self.ctx.layout.devices[k].range.start and rng.end >= least_end
+        return rng.start <= self.ranges[k].start and rng.end >= least_end
 
     def _blocked_across(self, rng: Range) -> list[int]:
         """The blocked devices over part of ``rng`` that their spans do not count: those
@@ -448,10 +449,10 @@ class _DeviceOverlaps:
         found = []
         if rng.start > 0:
             for k in self.blocked.overlapping(Range(rng.start - 1, rng.start)):
-                if self.ctx.layout.devices[k].range.end > rng.start:
+                if self.ranges[k].end > rng.start:
                     found.append(k)
         for k in self.short.overlapping(Range(rng.end, rng.end + 1)):
-            if self.ctx.layout.devices[k].range.start < rng.end:
+            if self.ranges[k].start < rng.end:
                 found.append(k)
         return found
 
@@ -483,13 +484,29 @@ class _DeviceOverlaps:
         if k not in self.done:
             self.live.add(k)
 
+    # What the rule is about: the devices, the range of each and of each segment, what a
+    # finding over part of both names.
+    def _slots(self) -> set[str]:
+        return _memslots_of(self.ctx)
+
+    def _devices(self) -> list[DeviceEntry]:
+        return list(self.ctx.layout.devices)
+
+    def _range(self, device: DeviceEntry) -> Range:
+        return device.range
+
+    def _segment_range(self, segment: Segment) -> Range:
+        return segment.physical
+
     def _objects(self, device: DeviceEntry, shared: Range) -> tuple[str, ...]:
+        if not self.slots:
+            return (device.name,)
         return (device.name, *_memslot_names(self.slots, _first_regions(self.ctx, shared)))
 
     def _left_out(self, name: str, program: Program, count: int) -> None:
         self.hidden[name] = self.hidden.get(name, 0) + count
         if name not in self.first:
-            self.first[name] = _finding("elf-over-device", program, "", ())
+            self.first[name] = _finding(self.slug, program, "", ())
             for k in self.by_name.get(name, ()):
                 self.waiting.remove(k)
 
@@ -511,10 +528,10 @@ class _DeviceOverlaps:
                 if rng.start < rng.end:
                     starts.add(rng.start)
                     ends.add(rng.end)
-            device = self.ctx.layout.devices[k]
-            if device.range.start < device.range.end:
-                overlapping = starts.below(device.range.end) - ends.at_most(device.range.start)
-                self.hidden[device.name] = self.hidden.get(device.name, 0) + overlapping
+            name, rng = self.devices[k].name, self.ranges[k]
+            if rng.start < rng.end:
+                overlapping = starts.below(rng.end) - ends.at_most(rng.start)
+                self.hidden[name] = self.hidden.get(name, 0) + overlapping
 
     def _count_blocked(self) -> None:
         """Adds, for each time a device was blocked, the segments of that time over the whole
@@ -532,7 +549,7 @@ class _DeviceOverlaps:
                 if rng.start < rng.end:
                     containing.add(rng)
                 position += 1
-            inside = containing.around(self.ctx.layout.devices[k].range.start, least_end)
+            inside = containing.around(self.ranges[k].start, least_end)
             self.hidden[name] = self.hidden.get(name, 0) + sign * inside
 
     def _finding(
@@ -563,6 +580,55 @@ class _DeviceOverlaps:
             f"{_describe(segment, 'p_paddr', rng)} overlaps {device.type.name} device "
             f"{device.name!r} {device.range} at {_span(shared)}: {effect}; link the segment "
             "clear of the device, or move the device",
+            objects,
+        )
+
+
+class _VaCollisions(_DeviceOverlaps):
+    """elf-va-collision's findings, capped as they are made: the identity-mapped devices'
+    pages against each segment's page-rounded p_vaddr range; a finding names the device
+    only."""
+
+    slug = "elf-va-collision"
+    mode = SELFTESTS
+
+    def _slots(self) -> set[str]:
+        return set()
+
+    def _devices(self) -> list[DeviceEntry]:
+        from gpa_plan.elf.placement import identity_mapped
+
+        return identity_mapped(self.ctx.layout)
+
+    def _range(self, device: DeviceEntry) -> Range:
+        from gpa_plan.elf.placement import identity_pages
+
+        return identity_pages(device, self.ctx.layout.guest_page_size)
+
+    def _segment_range(self, segment: Segment) -> Range:
+        return segment.virtual_pages(self.ctx.layout.guest_page_size)
+
+    def _finding(
+        self,
+        program: Program,
+        segment: Segment,
+        device: DeviceEntry,
+        shared: Range,
+        objects: tuple[str, ...],
+    ) -> Finding:
+        pages = self._segment_range(segment)
+        return _finding(
+            "elf-va-collision",
+            program,
+            f"segment {segment.index} ({segment.flag_letters}, p_vaddr "
+            f"{_span(Range(segment.vaddr, segment.vaddr + segment.memsz))}, mapped as "
+            f"pages {_span(pages)}) shares virtual pages {_span(shared)} with the "
+            f"identity mapping of {device.type.name} device {device.name!r} "
+            f"(VA = GPA {device.range}): kvm_vm_elf_load() maps the program there and "
+            "virt_map() maps the device at the same addresses, so whichever comes "
+            "second fails a TEST_ASSERT or silently takes over the page-table entry "
+            "and the guest reaches the device where it expects its code or data; "
+            f"link the program at virtual addresses clear of {_span(shared)}",
             objects,
         )
 
@@ -637,33 +703,7 @@ def elf_va_collision(ctx: RuleContext) -> Iterator[Finding]:
     the device."""
     if not ctx.programs:
         return
-    from gpa_plan.elf.placement import identity_mapped, identity_pages
-
-    page = ctx.layout.guest_page_size
-    devices = identity_mapped(ctx.layout)
-    index = RangeIndex([identity_pages(d, page) for d in devices])
-    for program in _runnable(ctx, SELFTESTS):
-        for segment in program.segments:
-            pages = segment.virtual_pages(page)
-            for k in index.overlapping(pages):
-                device = devices[k]
-                shared = identity_pages(device, page).intersection(pages)
-                if shared is None:
-                    continue
-                yield _finding(
-                    "elf-va-collision",
-                    program,
-                    f"segment {segment.index} ({segment.flag_letters}, p_vaddr "
-                    f"{_span(Range(segment.vaddr, segment.vaddr + segment.memsz))}, mapped as "
-                    f"pages {_span(pages)}) shares virtual pages {_span(shared)} with the "
-                    f"identity mapping of {device.type.name} device {device.name!r} "
-                    f"(VA = GPA {device.range}): kvm_vm_elf_load() maps the program there and "
-                    "virt_map() maps the device at the same addresses, so whichever comes "
-                    "second fails a TEST_ASSERT or silently takes over the page-table entry "
-                    "and the guest reaches the device where it expects its code or data; "
-                    f"link the program at virtual addresses clear of {_span(shared)}",
-                    (device.name,),
-                )
+    yield from _VaCollisions(ctx).findings()
 
 
 @rule(
