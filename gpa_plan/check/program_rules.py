@@ -541,7 +541,7 @@ class _DeviceOverlaps:
             for name, k, least_end, since, until in self.spans
             for at, sign in ((since, -1), (until, 1))
         )
-        containing = _Containing(sorted({r.start for r in self.placed}))
+        containing = _Containing([r for r in self.placed if r.start < r.end])
         position = 0
         for at, sign, name, k, least_end in asked:
             while position < at:
@@ -634,17 +634,32 @@ class _VaCollisions(_DeviceOverlaps):
 
 
 class _Containing:
-    """How many of the ranges added contain a range: a Fenwick tree over their starts whose
-    nodes keep their ends sorted."""
+    """How many of the ranges added contain a range, for ranges known up front: a Fenwick
+    tree over their starts whose nodes are Fenwick trees over the ends that can reach them,
+    so that adding one is O(log^2 n) whatever the order (sorted lists there would move
+    whole lists on each insert)."""
 
-    def __init__(self, starts: list[int]) -> None:
-        self.starts = starts
-        self.ends: list[list[int]] = [[] for _ in range(len(starts) + 1)]
+    def __init__(self, ranges: Sequence[Range]) -> None:
+        self.starts = sorted({r.start for r in ranges})
+        size = len(self.starts) + 1
+        reach: list[set[int]] = [set() for _ in range(size)]
+        for r in ranges:
+            k = bisect.bisect_left(self.starts, r.start) + 1
+            while k < size:
+                reach[k].add(r.end)
+                k += k & -k
+        self.ends = [sorted(e) for e in reach]
+        self.counts = [[0] * (len(e) + 1) for e in self.ends]
 
     def add(self, rng: Range) -> None:
         k = bisect.bisect_left(self.starts, rng.start) + 1
         while k < len(self.ends):
-            bisect.insort(self.ends[k], rng.end)
+            ends, counts = self.ends[k], self.counts[k]
+            # Counted from the largest end down: position j holds ends >= ends[-j].
+            j = len(ends) - bisect.bisect_left(ends, rng.end)
+            while j < len(counts):
+                counts[j] += 1
+                j += j & -j
             k += k & -k
 
     def around(self, start: int, least_end: int) -> int:
@@ -652,8 +667,11 @@ class _Containing:
         total = 0
         k = bisect.bisect_right(self.starts, start)
         while k > 0:
-            ends = self.ends[k]
-            total += len(ends) - bisect.bisect_left(ends, least_end)
+            ends, counts = self.ends[k], self.counts[k]
+            j = len(ends) - bisect.bisect_left(ends, least_end)
+            while j > 0:
+                total += counts[j]
+                j -= j & -j
             k -= k & -k
         return total
 
