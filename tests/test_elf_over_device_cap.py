@@ -151,9 +151,36 @@ MIDDLE_OF_A_SEGMENT = (
 )
 
 
+# A segment starts inside devices whose findings there are left out under m1, counted
+# together; a device before them fills m0, which their findings name before m1: from
+# there on they are left out under m0.
+ACROSS_THE_START = (
+    HEADER
+    + "memslots:\n  - {name: m0, base: 0x0, size: 8K}\n  - {name: m1, base: 0x2000, size: 8K}\n"
+    + "devices:\n  - {name: d0, type: mmio, base: 0x1000, size: 0x800}\n"
+    + "  - {name: d1, type: mmio, base: 0x800, size: 0x3800}\n"
+    + "  - {name: d2, type: mmio, base: 0x800, size: 0x3800}\n"
+    + "  - {name: d3, type: mmio, base: 0x0, size: 0x800}\n",
+    (
+        Program(
+            "p.elf",
+            ARCHES["x86_64"].elf_machine,
+            tuple(
+                Segment(k, 0, start, size, 0, 6)
+                for k, (start, size) in enumerate(
+                    [(0, 0x800), (0x2000, 0x1000), (0x2000, 0x1000), (0x1000, 0x3000)]
+                )
+            ),
+        ),
+    ),
+    2,
+)
+
+
 @settings(max_examples=500, deadline=None)
 @given(layouts(), programs(), st.sampled_from([1, 2, 3, 10]))
 @example(*MIDDLE_OF_A_SEGMENT)
+@example(*ACROSS_THE_START)
 def test_capping_as_made_gives_what_capping_every_finding_gave(
     layout_text: str, programs: tuple[Program, ...], cap: int
 ) -> None:
@@ -358,3 +385,21 @@ def test_segments_over_identity_mapped_devices_show_ten_each(tmp_path: Path) -> 
     assert len(more) == n
     assert all(f.message.startswith(f"{n - cap} more") for f in more)
     assert len(calls) < 30 * n
+
+
+def test_segments_starting_inside_devices_in_ram_are_counted_not_decided(
+    tmp_path: Path,
+) -> None:
+    n = 2_000
+    big = (n + 10) * PAGE
+    text = HEADER + "memslots:\n  - {name: ram, base: 0x0, size: 1G}\ndevices:\n" + "".join(
+        f"  - {{name: d{i}, type: mmio, base: {(i + 1) * PAGE:#x}, size: {big:#x}}}\n"
+        for i in range(n)
+    )
+    # Every segment starts past every device's start and inside it.
+    segments = tuple(Segment(i, 0, (n + 2) * PAGE, big, 0, 6) for i in range(n))
+    program = Program("guest.elf", ARCHES["x86_64"].elf_machine, segments)
+    found, pairs = decided_pairs(context(text, (program,), tmp_path))
+    cap = findings_module.MAX_FINDINGS_PER_OBJECT
+    assert found[-1].message.startswith(f"{n * n - cap} more elf-over-device findings")
+    assert pairs < 30 * n

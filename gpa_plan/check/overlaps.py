@@ -86,17 +86,19 @@ class RangeIndex:
             tree[node] = max(tree[2 * node], tree[2 * node + 1])
         self._tree = tree
 
-    def overlapping(self, rng: Range) -> list[int]:
-        """The indexes (into the ranges given) of those that overlap ``rng``, ascending."""
+    def overlapping(self, rng: Range, *, starting_at: int | None = None) -> list[int]:
+        """The indexes (into the ranges given) of those that overlap ``rng``, ascending; with
+        ``starting_at``, only those that start there or later."""
         if rng.start >= rng.end:
             return []
         limit = bisect.bisect_left(self._starts, rng.end)  # sorted positions [0, limit)
+        first = 0 if starting_at is None else bisect.bisect_left(self._starts, starting_at)
         found: list[int] = []
         stack = [(1, 0, self._size)]
         tree = self._tree
         while stack:
             node, low, high = stack.pop()
-            if low >= limit or tree[node] <= rng.start:
+            if low >= limit or high <= first or tree[node] <= rng.start:
                 continue
             if node >= self._size:
                 found.append(self._order[node - self._size])

@@ -343,6 +343,16 @@ class _DeviceOverlaps:
         self.devices = devices = self._devices()
         self.ranges = ranges = [self._range(d) for d in devices]
         self.live = LiveRanges(ranges)
+        # The devices not done, mirrored (start and end swapped about `top`) so that those
+        # across a segment's start are found by how far they reach; and counted by reach.
+        self.top = max((r.end for r in ranges), default=0) + 1
+        self.by_end = LiveRanges([Range(self.top - r.end, self.top - r.start) for r in ranges])
+        self.every = _Containing(ranges)
+        for r in ranges:
+            self.every.add(r)
+        self.finished = _Containing(ranges)
+        # This segment's devices across its start left out in bulk: (name, reaching past).
+        self.bulk: tuple[str, int, Range] | None = None
         self.blocked = LiveRanges(ranges, present=False)
         # The blocked devices again, each up to where its left-out memslot starts.
         self.short = LiveRanges(ranges, present=False)
@@ -390,8 +400,10 @@ class _DeviceOverlaps:
         rng = self._segment_range(segment)
         position = len(self.placed)
         self.placed.append(rng)
-        pending = self.live.overlapping(rng) + self.waiting.overlapping(rng)
+        pending = self.live.overlapping(rng, starting_at=rng.start)
+        pending += self.waiting.overlapping(rng)
         pending += self._blocked_across(rng)
+        pending += self._across_start(rng)
         heapq.heapify(pending)
         last = -1
         while pending:
@@ -444,25 +456,75 @@ class _DeviceOverlaps:
         return rng.start <= self.ranges[k].start and rng.end >= least_end
 
     def _blocked_across(self, rng: Range) -> list[int]:
-        """The blocked devices over part of ``rng`` that their spans do not count: those
-        across its start, and those it ends in before their left-out memslot."""
-        found = []
-        if rng.start > 0:
-            for k in self.blocked.overlapping(Range(rng.start - 1, rng.start)):
-                if self.ranges[k].end > rng.start:
-                    found.append(k)
-        for k in self.short.overlapping(Range(rng.end, rng.end + 1)):
-            if self.ranges[k].start < rng.end:
-                found.append(k)
-        return found
+        """The blocked devices from ``rng``'s start on that it ends in before their left-out
+        memslot: their spans do not count it."""
+        return [
+            k
+            for k in self.short.overlapping(Range(rng.end, rng.end + 1), starting_at=rng.start)
+            if self.ranges[k].start < rng.end
+        ]
+
+    def _across(self, rng: Range, reach: int | None = None) -> list[int]:
+        """The devices not done that start before ``rng`` and end inside or after it (with
+        ``reach``, at or before ``reach``)."""
+        if rng.start >= self.top or rng.start == 0:
+            return []
+        point = self.top - rng.start
+        found = self.by_end.overlapping(
+            Range(point, point + 1), starting_at=None if reach is None else self.top - reach
+        )
+        return [k for k in found if self.ranges[k].end > rng.start]
+
+    def _across_start(self, rng: Range) -> list[int]:
+        """The devices across ``rng``'s start to decide one by one. Their findings name the
+        memslots from ``rng``'s start on, so once the first of those regions with a full
+        memslot is reached (and that memslot's left-out finding has come), every device
+        reaching past it is one more left out there: counted here, not listed."""
+        self.bulk = None
+        name, reach = self._full_from(rng)
+        if name is None or name not in self.first:
+            return self._across(rng)
+        start = rng.start - 1
+        bulk = self.every.around(start, reach + 1) - self.finished.around(start, reach + 1)
+        self.hidden[name] = self.hidden.get(name, 0) + bulk
+        self.bulk = (name, reach, rng)
+        return self._across(rng, reach)
+
+    def _full_from(self, rng: Range) -> tuple[str | None, int]:
+        """The first full memslot the regions from ``rng``'s start name (among those a
+        finding lists), and the address a device must reach past to be named with it."""
+        if not self.slots:
+            return None, 0
+        lo, hi = region_span(self.ctx.regions, rng)
+        for region in self.ctx.regions[lo : min(hi, lo + _MAX_LISTED)]:
+            for name in region.names:
+                if name in self.slots and self.shown.get(name, 0) >= MAX_FINDINGS_PER_OBJECT:
+                    return name, max(region.start, rng.start)
+        return None, 0
+
+    def _unbulk(self, at: int, pending: list[int]) -> None:
+        """A name filled at device ``at``: the devices after it that this segment left out
+        in bulk are decided one by one instead."""
+        if self.bulk is None:
+            return
+        name, reach, rng = self.bulk
+        self.bulk = None
+        for k in self._across(rng):
+            if self.ranges[k].end > reach and k > at:
+                self.hidden[name] -= 1
+                heapq.heappush(pending, k)
 
     def _filled(self, name: str, position: int, at: int, rng: Range, pending: list[int]) -> None:
         """``name`` has its findings shown, at device ``at`` of the segment at ``position``."""
         self.full_at[name] = position
+        if name in self.slots:
+            self._unbulk(at, pending)
         for k in self.by_name.get(name, ()):
             if k in self.block:
                 self._unblock(k, position + 1)
             self.live.remove(k)
+            self.by_end.remove(k)
+            self.finished.add(self.ranges[k])
             self.done.add(k)
             if name not in self.first:
                 self.waiting.add(k)
