@@ -24,6 +24,9 @@ Shapes (every layout is x86_64, 48-bit, 4 KiB pages; each entry one line of flow
 * ``auto-in-place``: ``allocate --in-place`` of N ``auto`` devices, each with a comment;
 * ``map-devices-in-ram``: ``map`` (SVG) of one memslot over N devices a page apart, each a
   ``device-shadowed`` finding naming the memslot.
+* ``elf-segments-over-devices``: ``check --elf`` (physical mode) of an x86_64 ELF of N
+  ``PT_LOAD`` segments, each over all of N unbacked devices a page apart (N counts the
+  devices; ``--max-bytes`` bounds the layout).
 
 ``check`` runs with ``--format json`` (compact, the cheapest to print) and its output is
 counted, not kept.
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import struct
 import subprocess
 import sys
 import tempfile
@@ -132,6 +136,26 @@ def devices_in_ram(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def devices_in_a_row(n: int) -> str:
+    """N devices a page apart, no memory: what elf-segments-over-devices' segments cover."""
+    lines = [*HEADER, "devices:"]
+    for i in range(n):
+        lines.append(f"  - {{name: d{i}, type: mmio, base: {(i + 1) * PAGE:#x}, size: 4K}}")
+    return "\n".join(lines) + "\n"
+
+
+def segments_elf(n: int) -> bytes:
+    """An x86_64 ELF executable of n PT_LOAD segments, each over [0, (n + 2) pages)."""
+    header = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
+    header += struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0, 64, 0, 0, 64, 56, n, 64, 0, 0)
+    load = struct.pack("<IIQQQQQQ", 1, 6, 0, 0, 0, 0, (n + 2) * PAGE, PAGE)
+    return header + load * n
+
+
+# A shape's arguments may name the ELF written beside its input.
+ELF = "{elf}"
+ELF_SHAPES = {"elf-segments-over-devices"}
+
 SHAPES: dict[str, tuple[Callable[[int], str], list[str]]] = {
     "realistic": (realistic, ["check", "--format", "json"]),
     "staircase-devices": (staircase_devices, ["check", "--format", "json"]),
@@ -141,6 +165,10 @@ SHAPES: dict[str, tuple[Callable[[int], str], list[str]]] = {
     "one-identifier": (one_identifier, ["allocate", "--format", "c"]),
     "auto-in-place": (auto_devices, ["allocate", "--in-place"]),
     "map-devices-in-ram": (devices_in_ram, ["map"]),
+    "elf-segments-over-devices": (
+        devices_in_a_row,
+        ["check", "--format", "json", "--elf", ELF],
+    ),
 }
 
 
@@ -179,6 +207,8 @@ def write_input(shape: str, n: int, max_bytes: int, path: Path) -> int:
     if max_bytes:
         n = largest_within(make, max_bytes)
     path.write_text(make(n))
+    if shape in ELF_SHAPES:
+        Path(f"{path}.elf").write_bytes(segments_elf(n))
     return n
 
 
@@ -217,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                     text=True,
                 )
                 n = int(made.stdout)
-                command = [sys.executable, "-m", "gpa_plan", *arguments, str(path)]
+                elf = Path(f"{path}.elf")
+                named = [str(elf) if a == ELF else a for a in arguments]
+                command = [sys.executable, "-m", "gpa_plan", *named, str(path)]
                 seconds, rss, printed, code = measure(command)
                 status = "" if code in (0, 1) else f"  (exit {code})"
                 print(
@@ -226,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 path.unlink()
+                elf.unlink(missing_ok=True)
     return 0
 
 

@@ -342,7 +342,9 @@ def test_elf_rules_look_up_regions_without_scanning_them_per_segment(tmp_path: P
         check = RULES[rule].check
         assert check is not None
         found = list(check(ctx))
-        assert len(found) == n, rule
+        # elf-over-device caps its findings as it makes them: ten for the device, then one.
+        capped = MAX_FINDINGS_PER_OBJECT + 1 if rule == "elf-over-device" else n
+        assert len(found) == capped, rule
         # Reading every region for each segment would be n * len(regions).
         assert CountingRegions.reads < 6 * len(regions) + 100 * n, rule
         messages[rule] = found[0].message

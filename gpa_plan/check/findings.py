@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import NamedTuple
 
 ERROR = "error"
@@ -30,10 +30,13 @@ class Finding(NamedTuple):
         return self.file, self.line, self.column, self.rule
 
 
-def cap_per_object(findings: Iterable[Finding]) -> list[Finding]:
+def cap_per_object(
+    findings: Iterable[Finding], *, capped_as_made: Collection[str] = ()
+) -> list[Finding]:
     """``findings`` (sorted) with at most MAX_FINDINGS_PER_OBJECT of one rule naming any one
     object; for each object and rule that had more, one finding at the first one left out
-    says how many were, at the most severe level among them.
+    says how many were, at the most severe level among them. Findings of the rules in
+    ``capped_as_made`` pass as they are: those rules apply the same cap as they make them.
 
     Thousands of devices at one address would otherwise give thousands of findings naming
     the memslot or the device they all overlap; the first ones say what is wrong.
@@ -42,6 +45,9 @@ def cap_per_object(findings: Iterable[Finding]) -> list[Finding]:
     hidden: dict[tuple[str, str], list[Finding]] = {}
     kept: list[Finding] = []
     for finding in findings:
+        if finding.rule in capped_as_made:
+            kept.append(finding)
+            continue
         full = next(
             (
                 (finding.rule, name)
@@ -67,7 +73,12 @@ def cap_per_object(findings: Iterable[Finding]) -> list[Finding]:
 def _left_out(rule: str, name: str, left_out: list[Finding]) -> Finding:
     first = left_out[0]
     severity = ERROR if any(f.severity == ERROR for f in left_out) else first.severity
-    count = len(left_out)
+    return left_out_finding(rule, name, len(left_out), severity, first)
+
+
+def left_out_finding(rule: str, name: str, count: int, severity: str, first: Finding) -> Finding:
+    """The finding that stands for ``count`` findings of ``rule`` naming ``name`` left out,
+    placed where the first of them, ``first``, would be."""
     return Finding(
         rule,
         severity,

@@ -86,17 +86,19 @@ class RangeIndex:
             tree[node] = max(tree[2 * node], tree[2 * node + 1])
         self._tree = tree
 
-    def overlapping(self, rng: Range) -> list[int]:
-        """The indexes (into the ranges given) of those that overlap ``rng``, ascending."""
+    def overlapping(self, rng: Range, *, starting_at: int | None = None) -> list[int]:
+        """The indexes (into the ranges given) of those that overlap ``rng``, ascending; with
+        ``starting_at``, only those that start there or later."""
         if rng.start >= rng.end:
             return []
         limit = bisect.bisect_left(self._starts, rng.end)  # sorted positions [0, limit)
+        first = 0 if starting_at is None else bisect.bisect_left(self._starts, starting_at)
         found: list[int] = []
         stack = [(1, 0, self._size)]
         tree = self._tree
         while stack:
             node, low, high = stack.pop()
-            if low >= limit or tree[node] <= rng.start:
+            if low >= limit or high <= first or tree[node] <= rng.start:
                 continue
             if node >= self._size:
                 found.append(self._order[node - self._size])
@@ -105,3 +107,37 @@ class RangeIndex:
             stack.append((2 * node + 1, middle, high))
             stack.append((2 * node, low, middle))
         return sorted(found)
+
+
+class LiveRanges(RangeIndex):
+    """A RangeIndex whose ranges can be taken out and put back, O(log n) each: those left
+    in are the ones `overlapping` finds."""
+
+    def __init__(self, ranges: Sequence[Range], *, present: bool = True) -> None:
+        super().__init__(ranges)
+        self._ends = [r.end if r.start < r.end else -1 for r in ranges]
+        self._leaf = [0] * len(ranges)
+        for k, i in enumerate(self._order):
+            self._leaf[i] = self._size + k
+        if not present:
+            for i in range(len(ranges)):
+                self.remove(i)
+
+    def remove(self, index: int) -> None:
+        self._set(index, -1)
+
+    def add(self, index: int) -> None:
+        self._set(index, self._ends[index])
+
+    def set_end(self, index: int, end: int) -> None:
+        """Puts the range back ending at ``end`` instead."""
+        self._set(index, end)
+
+    def _set(self, index: int, end: int) -> None:
+        tree = self._tree
+        node = self._leaf[index]
+        tree[node] = end
+        node //= 2
+        while node:
+            tree[node] = max(tree[2 * node], tree[2 * node + 1])
+            node //= 2

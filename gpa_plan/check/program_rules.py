@@ -7,16 +7,18 @@ and name the layout entries involved in `objects` and in the message.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from gpa_plan.arch.base import Backing, Outcome
-from gpa_plan.check.findings import Finding
-from gpa_plan.check.overlaps import RangeIndex, TakenRanges
+from gpa_plan.check.findings import MAX_FINDINGS_PER_OBJECT, Finding, left_out_finding
+from gpa_plan.check.overlaps import LiveRanges, TakenRanges
 from gpa_plan.check.partition import Region, first_where, next_where, region_span
 from gpa_plan.check.rules import ERROR, RULES, RuleContext, rule
 from gpa_plan.elf import ELF64_HEADER_SIZES, PHYSICAL, SELFTESTS
-from gpa_plan.layout.resolved import MemslotEntry
+from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry
 from gpa_plan.ranges import Range, hex_addr, human_size
 
 # The ELF modules are imported where a program is at hand: a check without `--elf` does
@@ -306,30 +308,323 @@ def elf_over_device(ctx: RuleContext) -> Iterator[Finding]:
     accesses. Fix: link the segment clear of every device, or move the device."""
     if not ctx.programs:
         return
-    slots = _memslots_of(ctx)
-    devices = RangeIndex([d.range for d in ctx.layout.devices])
-    exposed = next_where(ctx.regions, lambda r: r.backing is Backing.NONE)
-    for program in _runnable(ctx, PHYSICAL):
-        for segment in program.segments:
-            yield from _over_devices(ctx, program, segment, slots, devices, exposed)
+    yield from _DeviceOverlaps(ctx).findings()
 
 
-def _over_devices(
-    ctx: RuleContext,
-    program: Program,
-    segment: Segment,
-    slots: set[str],
-    devices: RangeIndex,
-    next_exposed: list[int],
-) -> Iterator[Finding]:
-    rng = segment.physical
-    access = _main_access(segment)
-    for index in devices.overlapping(rng):
-        device = ctx.layout.devices[index]
-        shared = device.range.intersection(rng)
-        if shared is None:
-            continue
-        exposed = first_where(ctx.regions, next_exposed, shared)
+# Rules that apply cap_per_object's cap themselves as they make their findings.
+CAPPED_AS_MADE = frozenset({"elf-over-device", "elf-va-collision"})
+
+
+class _DeviceOverlaps:
+    """elf-over-device's findings, capped as cap_per_object caps them, without making one per
+    segment and device. The findings come out in the order the cap sees them (programs by
+    file, segments in order, devices in file order): the kept ones, then one per object that
+    had more, in the order the first left out of each came.
+
+    Each device is in one of three indexes the segments search:
+
+    - live: its findings may still be shown; each segment over it decides.
+    - blocked: a segment over the whole device names a memslot whose findings are full and
+      whose left-out finding has come: a segment over the whole device is one more left out
+      there, counted at the end, and only a segment over part of it (whose finding names
+      other memslots) is decided one by one. A memslot filling sends the devices under it
+      back to live.
+    - waiting: the device's own findings are full; the segments over it after that are
+      counted at the end, and the first one only places the left-out finding.
+    """
+
+    slug = "elf-over-device"
+    mode = PHYSICAL
+
+    def __init__(self, ctx: RuleContext) -> None:
+        self.ctx = ctx
+        self.slots = self._slots()
+        self.exposed = next_where(ctx.regions, lambda r: r.backing is Backing.NONE)
+        self.devices = devices = self._devices()
+        self.ranges = ranges = [self._range(d) for d in devices]
+        self.live = LiveRanges(ranges)
+        # The devices not done, mirrored (start and end swapped about `top`) so that those
+        # across a segment's start are found by how far they reach; and counted by reach.
+        self.top = max((r.end for r in ranges), default=0) + 1
+        self.by_end = LiveRanges([Range(self.top - r.end, self.top - r.start) for r in ranges])
+        self.every = _Containing(ranges)
+        for r in ranges:
+            self.every.add(r)
+        self.finished = _Containing(ranges)
+        # This segment's devices across its start left out in bulk: (name, reaching past).
+        self.bulk: tuple[str, int, Range] | None = None
+        self.blocked = LiveRanges(ranges, present=False)
+        # The blocked devices again, each up to where its left-out memslot starts.
+        self.short = LiveRanges(ranges, present=False)
+        self.waiting = LiveRanges(ranges, present=False)
+        self.by_name: dict[str, list[int]] = {}
+        for k, device in enumerate(devices):
+            self.by_name.setdefault(device.name, []).append(k)
+        # What a finding over the whole device names, and the devices whose such findings
+        # name each memslot.
+        self.own = [self._objects(d, r) for d, r in zip(devices, ranges, strict=True)]
+        self.users: dict[str, list[int]] = {}
+        for k, objects in enumerate(self.own):
+            for name in dict.fromkeys(objects[1:]):
+                self.users.setdefault(name, []).append(k)
+        # blocked device: (name, since position, the least end of a segment counted)
+        self.block: dict[int, tuple[str, int, int]] = {}
+        # (name, device, least end, from, to): the segments from `from` up to `to` that
+        # start at or before the device and end at or after `least end` are left out
+        self.spans: list[tuple[str, int, int, int, int]] = []
+        self.done: set[int] = set()
+        self.shown: dict[str, int] = {}
+        self.full_at: dict[str, int] = {}
+        self.hidden: dict[str, int] = {}
+        self.first: dict[str, Finding] = {}
+        self.kept: list[Finding] = []
+        self.placed: list[Range] = []
+
+    def findings(self) -> list[Finding]:
+        programs = sorted(_runnable(self.ctx, self.mode), key=lambda p: p.path)
+        for program in programs:
+            for segment in program.segments:
+                self._segment(program, segment)
+        for k in list(self.block):
+            self._unblock(k, len(self.placed))
+        self._count_after_full()
+        self._count_blocked()
+        severity = RULES[self.slug].severity
+        more = [
+            left_out_finding(self.slug, name, self.hidden[name], severity, first)
+            for name, first in self.first.items()
+        ]
+        return self.kept + more
+
+    def _segment(self, program: Program, segment: Segment) -> None:
+        rng = self._segment_range(segment)
+        position = len(self.placed)
+        self.placed.append(rng)
+        pending = self.live.overlapping(rng, starting_at=rng.start)
+        pending += self.waiting.overlapping(rng)
+        pending += self._blocked_across(rng)
+        pending += self._across_start(rng)
+        heapq.heapify(pending)
+        last = -1
+        while pending:
+            k = heapq.heappop(pending)
+            if k == last:
+                continue
+            last = k
+            device = self.devices[k]
+            shared = self.ranges[k].intersection(rng)
+            if shared is None:
+                continue
+            if k in self.done:
+                # Counted with the others after the device's name filled, in _count_after_full.
+                self._left_out(device.name, program, 0)
+                continue
+            objects = self.own[k] if shared == self.ranges[k] else self._objects(device, shared)
+            full = next(
+                (n for n in objects if self.shown.get(n, 0) >= MAX_FINDINGS_PER_OBJECT), None
+            )
+            if full is not None:
+                self._left_out(full, program, 1)
+                if shared.start == self.ranges[k].start and k not in self.block:
+                    self._block(k, full, position + 1)
+                continue
+            self.kept.append(self._finding(program, segment, device, shared, objects))
+            for name in dict.fromkeys(objects):
+                self.shown[name] = self.shown.get(name, 0) + 1
+                if self.shown[name] == MAX_FINDINGS_PER_OBJECT:
+                    self._filled(name, position, k, rng, pending)
+
+    def _block(self, k: int, name: str, since: int) -> None:
+        """Device ``k``: a segment from its start on names ``name`` first among the full ones
+        once it reaches the first region of the device that lists ``name``."""
+        device = self.ranges[k]
+        lo, hi = region_span(self.ctx.regions, device)
+        first = next(
+            r
+            for r in self.ctx.regions[lo : min(hi, lo + _MAX_LISTED)]
+            if name in r.names
+        )
+        least_end = max(first.start, device.start) + 1
+        self.live.remove(k)
+        self.blocked.add(k)
+        self.short.set_end(k, least_end)
+        self.block[k] = (name, since, least_end)
+
+    def _counted(self, k: int, rng: Range) -> bool:
+        """Whether the segment over ``rng`` is one the spans of blocked device ``k`` count."""
+        _, _, least_end = self.block[k]
+        return rng.start <= self.ranges[k].start and rng.end >= least_end
+
+    def _blocked_across(self, rng: Range) -> list[int]:
+        """The blocked devices from ``rng``'s start on that it ends in before their left-out
+        memslot: their spans do not count it."""
+        return [
+            k
+            for k in self.short.overlapping(Range(rng.end, rng.end + 1), starting_at=rng.start)
+            if self.ranges[k].start < rng.end
+        ]
+
+    def _across(self, rng: Range, reach: int | None = None) -> list[int]:
+        """The devices not done that start before ``rng`` and end inside or after it (with
+        ``reach``, at or before ``reach``)."""
+        if rng.start >= self.top or rng.start == 0:
+            return []
+        point = self.top - rng.start
+        found = self.by_end.overlapping(
+            Range(point, point + 1), starting_at=None if reach is None else self.top - reach
+        )
+        return [k for k in found if self.ranges[k].end > rng.start]
+
+    def _across_start(self, rng: Range) -> list[int]:
+        """The devices across ``rng``'s start to decide one by one. Their findings name the
+        memslots from ``rng``'s start on, so once the first of those regions with a full
+        memslot is reached (and that memslot's left-out finding has come), every device
+        reaching past it is one more left out there: counted here, not listed."""
+        self.bulk = None
+        name, reach = self._full_from(rng)
+        if name is None or name not in self.first:
+            return self._across(rng)
+        start = rng.start - 1
+        bulk = self.every.around(start, reach + 1) - self.finished.around(start, reach + 1)
+        self.hidden[name] = self.hidden.get(name, 0) + bulk
+        self.bulk = (name, reach, rng)
+        return self._across(rng, reach)
+
+    def _full_from(self, rng: Range) -> tuple[str | None, int]:
+        """The first full memslot the regions from ``rng``'s start name (among those a
+        finding lists), and the address a device must reach past to be named with it."""
+        if not self.slots:
+            return None, 0
+        lo, hi = region_span(self.ctx.regions, rng)
+        for region in self.ctx.regions[lo : min(hi, lo + _MAX_LISTED)]:
+            for name in region.names:
+                if name in self.slots and self.shown.get(name, 0) >= MAX_FINDINGS_PER_OBJECT:
+                    return name, max(region.start, rng.start)
+        return None, 0
+
+    def _unbulk(self, at: int, pending: list[int]) -> None:
+        """A name filled at device ``at``: the devices after it that this segment left out
+        in bulk are decided one by one instead."""
+        if self.bulk is None:
+            return
+        name, reach, rng = self.bulk
+        self.bulk = None
+        for k in self._across(rng):
+            if self.ranges[k].end > reach and k > at:
+                self.hidden[name] -= 1
+                heapq.heappush(pending, k)
+
+    def _filled(self, name: str, position: int, at: int, rng: Range, pending: list[int]) -> None:
+        """``name`` has its findings shown, at device ``at`` of the segment at ``position``."""
+        self.full_at[name] = position
+        if name in self.slots:
+            self._unbulk(at, pending)
+        for k in self.by_name.get(name, ()):
+            if k in self.block:
+                self._unblock(k, position + 1)
+            self.live.remove(k)
+            self.by_end.remove(k)
+            self.finished.add(self.ranges[k])
+            self.done.add(k)
+            if name not in self.first:
+                self.waiting.add(k)
+        for k in self.users.get(name, ()):
+            if k not in self.block:
+                continue
+            # The devices after this one in the segment see the name full: decided anew.
+            later = k > at and self._counted(k, rng)
+            self._unblock(k, position if later else position + 1)
+            if later:
+                heapq.heappush(pending, k)
+
+    def _unblock(self, k: int, until: int) -> None:
+        name, since, least_end = self.block.pop(k)
+        if until > since:
+            self.spans.append((name, k, least_end, since, until))
+        self.blocked.remove(k)
+        self.short.remove(k)
+        if k not in self.done:
+            self.live.add(k)
+
+    # What the rule is about: the devices, the range of each and of each segment, what a
+    # finding over part of both names.
+    def _slots(self) -> set[str]:
+        return _memslots_of(self.ctx)
+
+    def _devices(self) -> list[DeviceEntry]:
+        return list(self.ctx.layout.devices)
+
+    def _range(self, device: DeviceEntry) -> Range:
+        return device.range
+
+    def _segment_range(self, segment: Segment) -> Range:
+        return segment.physical
+
+    def _objects(self, device: DeviceEntry, shared: Range) -> tuple[str, ...]:
+        if not self.slots:
+            return (device.name,)
+        return (device.name, *_memslot_names(self.slots, _first_regions(self.ctx, shared)))
+
+    def _left_out(self, name: str, program: Program, count: int) -> None:
+        self.hidden[name] = self.hidden.get(name, 0) + count
+        if name not in self.first:
+            self.first[name] = _finding(self.slug, program, "", ())
+            for k in self.by_name.get(name, ()):
+                self.waiting.remove(k)
+
+    def _count_after_full(self) -> None:
+        """Adds, for each device whose name filled at some segment, the segments after that
+        one that overlap it: positions from the last down, each device asked when the sweep
+        reaches its name's segment."""
+        asked = sorted(
+            ((at, k) for name, at in self.full_at.items() for k in self.by_name.get(name, ())),
+            reverse=True,
+        )
+        starts = _Counts(sorted({r.start for r in self.placed}))
+        ends = _Counts(sorted({r.end for r in self.placed}))
+        position = len(self.placed)
+        for at, k in asked:
+            while position > at + 1:
+                position -= 1
+                rng = self.placed[position]
+                if rng.start < rng.end:
+                    starts.add(rng.start)
+                    ends.add(rng.end)
+            name, rng = self.devices[k].name, self.ranges[k]
+            if rng.start < rng.end:
+                overlapping = starts.below(rng.end) - ends.at_most(rng.start)
+                self.hidden[name] = self.hidden.get(name, 0) + overlapping
+
+    def _count_blocked(self) -> None:
+        """Adds, for each time a device was blocked, the segments of that time over the whole
+        device: positions from the first up, each span asked at its two ends."""
+        asked = sorted(
+            (at, sign, name, k, least_end)
+            for name, k, least_end, since, until in self.spans
+            for at, sign in ((since, -1), (until, 1))
+        )
+        containing = _Containing([r for r in self.placed if r.start < r.end])
+        position = 0
+        for at, sign, name, k, least_end in asked:
+            while position < at:
+                rng = self.placed[position]
+                if rng.start < rng.end:
+                    containing.add(rng)
+                position += 1
+            inside = containing.around(self.ranges[k].start, least_end)
+            self.hidden[name] = self.hidden.get(name, 0) + sign * inside
+
+    def _finding(
+        self,
+        program: Program,
+        segment: Segment,
+        device: DeviceEntry,
+        shared: Range,
+        objects: tuple[str, ...],
+    ) -> Finding:
+        rng = segment.physical
+        access = _main_access(segment)
+        exposed = first_where(self.ctx.regions, self.exposed, shared)
         if exposed is not None:
             effect = (
                 f"the loader has no memory to copy into there, and "
@@ -341,14 +636,134 @@ def _over_devices(
                 "a memslot shadows the device there, so the program's bytes land in memory "
                 "but the device never sees the guest's accesses to that range"
             )
-        yield _finding(
+        return _finding(
             "elf-over-device",
             program,
             f"{_describe(segment, 'p_paddr', rng)} overlaps {device.type.name} device "
             f"{device.name!r} {device.range} at {_span(shared)}: {effect}; link the segment "
             "clear of the device, or move the device",
-            (device.name, *_memslot_names(slots, _first_regions(ctx, shared))),
+            objects,
         )
+
+
+class _VaCollisions(_DeviceOverlaps):
+    """elf-va-collision's findings, capped as they are made: the identity-mapped devices'
+    pages against each segment's page-rounded p_vaddr range; a finding names the device
+    only."""
+
+    slug = "elf-va-collision"
+    mode = SELFTESTS
+
+    def _slots(self) -> set[str]:
+        return set()
+
+    def _devices(self) -> list[DeviceEntry]:
+        from gpa_plan.elf.placement import identity_mapped
+
+        return identity_mapped(self.ctx.layout)
+
+    def _range(self, device: DeviceEntry) -> Range:
+        from gpa_plan.elf.placement import identity_pages
+
+        return identity_pages(device, self.ctx.layout.guest_page_size)
+
+    def _segment_range(self, segment: Segment) -> Range:
+        return segment.virtual_pages(self.ctx.layout.guest_page_size)
+
+    def _finding(
+        self,
+        program: Program,
+        segment: Segment,
+        device: DeviceEntry,
+        shared: Range,
+        objects: tuple[str, ...],
+    ) -> Finding:
+        pages = self._segment_range(segment)
+        return _finding(
+            "elf-va-collision",
+            program,
+            f"segment {segment.index} ({segment.flag_letters}, p_vaddr "
+            f"{_span(Range(segment.vaddr, segment.vaddr + segment.memsz))}, mapped as "
+            f"pages {_span(pages)}) shares virtual pages {_span(shared)} with the "
+            f"identity mapping of {device.type.name} device {device.name!r} "
+            f"(VA = GPA {device.range}): kvm_vm_elf_load() maps the program there and "
+            "virt_map() maps the device at the same addresses, so whichever comes "
+            "second fails a TEST_ASSERT or silently takes over the page-table entry "
+            "and the guest reaches the device where it expects its code or data; "
+            f"link the program at virtual addresses clear of {_span(shared)}",
+            objects,
+        )
+
+
+class _Containing:
+    """How many of the ranges added contain a range, for ranges known up front: a Fenwick
+    tree over their starts whose nodes are Fenwick trees over the ends that can reach them,
+    so that adding one is O(log^2 n) whatever the order (sorted lists there would move
+    whole lists on each insert)."""
+
+    def __init__(self, ranges: Sequence[Range]) -> None:
+        self.starts = sorted({r.start for r in ranges})
+        size = len(self.starts) + 1
+        reach: list[set[int]] = [set() for _ in range(size)]
+        for r in ranges:
+            k = bisect.bisect_left(self.starts, r.start) + 1
+            while k < size:
+                reach[k].add(r.end)
+                k += k & -k
+        self.ends = [sorted(e) for e in reach]
+        self.counts = [[0] * (len(e) + 1) for e in self.ends]
+
+    def add(self, rng: Range) -> None:
+        k = bisect.bisect_left(self.starts, rng.start) + 1
+        while k < len(self.ends):
+            ends, counts = self.ends[k], self.counts[k]
+            # Counted from the largest end down: position j holds ends >= ends[-j].
+            j = len(ends) - bisect.bisect_left(ends, rng.end)
+            while j < len(counts):
+                counts[j] += 1
+                j += j & -j
+            k += k & -k
+
+    def around(self, start: int, least_end: int) -> int:
+        """How many start at or before ``start`` and end at or after ``least_end``."""
+        total = 0
+        k = bisect.bisect_right(self.starts, start)
+        while k > 0:
+            ends, counts = self.ends[k], self.counts[k]
+            j = len(ends) - bisect.bisect_left(ends, least_end)
+            while j > 0:
+                total += counts[j]
+                j -= j & -j
+            k -= k & -k
+        return total
+
+
+class _Counts:
+    """How many of the values added are below, or at most, a value: a Fenwick tree over the
+    values there can be."""
+
+    def __init__(self, values: list[int]) -> None:
+        self.values = values
+        self.tree = [0] * (len(values) + 1)
+
+    def add(self, value: int) -> None:
+        k = bisect.bisect_left(self.values, value) + 1
+        while k < len(self.tree):
+            self.tree[k] += 1
+            k += k & -k
+
+    def _prefix(self, k: int) -> int:
+        total = 0
+        while k > 0:
+            total += self.tree[k]
+            k -= k & -k
+        return total
+
+    def below(self, value: int) -> int:
+        return self._prefix(bisect.bisect_left(self.values, value))
+
+    def at_most(self, value: int) -> int:
+        return self._prefix(bisect.bisect_right(self.values, value))
 
 
 @rule(
@@ -368,33 +783,7 @@ def elf_va_collision(ctx: RuleContext) -> Iterator[Finding]:
     the device."""
     if not ctx.programs:
         return
-    from gpa_plan.elf.placement import identity_mapped, identity_pages
-
-    page = ctx.layout.guest_page_size
-    devices = identity_mapped(ctx.layout)
-    index = RangeIndex([identity_pages(d, page) for d in devices])
-    for program in _runnable(ctx, SELFTESTS):
-        for segment in program.segments:
-            pages = segment.virtual_pages(page)
-            for k in index.overlapping(pages):
-                device = devices[k]
-                shared = identity_pages(device, page).intersection(pages)
-                if shared is None:
-                    continue
-                yield _finding(
-                    "elf-va-collision",
-                    program,
-                    f"segment {segment.index} ({segment.flag_letters}, p_vaddr "
-                    f"{_span(Range(segment.vaddr, segment.vaddr + segment.memsz))}, mapped as "
-                    f"pages {_span(pages)}) shares virtual pages {_span(shared)} with the "
-                    f"identity mapping of {device.type.name} device {device.name!r} "
-                    f"(VA = GPA {device.range}): kvm_vm_elf_load() maps the program there and "
-                    "virt_map() maps the device at the same addresses, so whichever comes "
-                    "second fails a TEST_ASSERT or silently takes over the page-table entry "
-                    "and the guest reaches the device where it expects its code or data; "
-                    f"link the program at virtual addresses clear of {_span(shared)}",
-                    (device.name,),
-                )
+    yield from _VaCollisions(ctx).findings()
 
 
 @rule(

@@ -15,6 +15,7 @@ from gpa_plan.check import (  # noqa: F401  (registers rules)
 )
 from gpa_plan.check.findings import ERROR, WARNING, Finding, cap_per_object
 from gpa_plan.check.partition import Region, partition
+from gpa_plan.check.program_rules import CAPPED_AS_MADE
 from gpa_plan.check.rules import RULES, RuleContext
 from gpa_plan.collector import paused
 from gpa_plan.elf import PHYSICAL
@@ -152,7 +153,7 @@ def check_loaded(
         loaded.resolved.pa_bits,
         True,
         tuple(regions),
-        tuple(cap_per_object(findings)),
+        tuple(cap_per_object(findings, capped_as_made=CAPPED_AS_MADE)),
         _program_placements(readable, loaded, regions, elf_mode) if programs else None,
     )
 

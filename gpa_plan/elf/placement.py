@@ -12,10 +12,11 @@ Two loaders, two answers:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gpa_plan.check.partition import Region, regions_within
+from gpa_plan.check.partition import MAX_REGION_NAMES, Region, region_span
 from gpa_plan.elf import ELF_MODES, PHYSICAL, SELFTESTS
 from gpa_plan.elf.program import Program, Segment
 from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ResolvedLayout
@@ -31,7 +32,9 @@ class SegmentPlacement:
     flags: str
     range: Range
     kinds: tuple[str, ...]
+    # The first MAX_REGION_NAMES names, and how many more the regions under it name.
     names: tuple[str, ...]
+    more_names: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,16 +48,36 @@ class ProgramPlacement:
 def program_placements(
     programs: Sequence[Program], layout: ResolvedLayout, regions: list[Region], mode: str
 ) -> tuple[ProgramPlacement, ...]:
-    return tuple(segment_placements(p, layout, regions, mode) for p in programs)
+    return _placements(programs, layout, regions, mode)
 
 
 def segment_placements(
     program: Program, layout: ResolvedLayout, regions: list[Region], mode: str
 ) -> ProgramPlacement:
     """Where every segment of ``program`` lands when ``mode`` loads it into ``layout``."""
+    return _placements((program,), layout, regions, mode)[0]
+
+
+def _placements(
+    programs: Sequence[Program], layout: ResolvedLayout, regions: list[Region], mode: str
+) -> tuple[ProgramPlacement, ...]:
     if mode == PHYSICAL:
-        placed = tuple(_physical(s, layout, regions) for s in program.segments)
-    elif mode == SELFTESTS:
+        names = _RegionNames(regions, [s.physical for p in programs for s in p.segments])
+        kinds = _RegionKinds(regions)
+        return tuple(
+            ProgramPlacement(
+                p.path,
+                p.machine,
+                mode,
+                tuple(_physical(s, layout, regions, names, kinds) for s in p.segments),
+            )
+            for p in programs
+        )
+    return tuple(_other(p, layout, mode) for p in programs)
+
+
+def _other(program: Program, layout: ResolvedLayout, mode: str) -> ProgramPlacement:
+    if mode == SELFTESTS:
         mapped = _IdentityMapped(layout)
         placed = tuple(_selftests(s, layout, mapped) for s in program.segments)
     else:
@@ -62,16 +85,134 @@ def segment_placements(
     return ProgramPlacement(program.path, program.machine, mode, placed)
 
 
-def _physical(segment: Segment, layout: ResolvedLayout, regions: list[Region]) -> SegmentPlacement:
+def _physical(
+    segment: Segment,
+    layout: ResolvedLayout,
+    regions: list[Region],
+    names: _RegionNames,
+    kinds: _RegionKinds,
+) -> SegmentPlacement:
     rng = segment.physical
-    found = regions_within(regions, rng)
-    kinds = [r.kind for r in found]
-    if rng.end > layout.limit:
-        kinds.append("unbacked")  # beyond the guest's physical address size
-    names = (n for r in found for n in r.names)
+    lo, hi = region_span(regions, rng)
+    found = kinds.within(lo, hi)
+    if rng.end > layout.limit and "unbacked" not in found:
+        found.append("unbacked")  # beyond the guest's physical address size
+    listed, total = names.within(lo, hi)
     return SegmentPlacement(
-        segment.index, segment.flag_letters, rng, _unique(kinds), _unique(names)
+        segment.index,
+        segment.flag_letters,
+        rng,
+        tuple(found),
+        listed,
+        total - len(listed),
     )
+
+
+class _RegionKinds:
+    """The kinds of the regions in a span, in the order they first come: per kind, the
+    indexes of its regions, searched once each (there are a handful of kinds)."""
+
+    def __init__(self, regions: Sequence[Region]) -> None:
+        self.at: dict[str, list[int]] = {}
+        for k, region in enumerate(regions):
+            self.at.setdefault(region.kind, []).append(k)
+
+    def within(self, lo: int, hi: int) -> list[str]:
+        first = []
+        for kind, indexes in self.at.items():
+            k = bisect.bisect_left(indexes, lo)
+            if k < len(indexes) and indexes[k] < hi:
+                first.append((indexes[k], kind))
+        return [kind for _, kind in sorted(first)]
+
+
+class _RegionNames:
+    """The names the regions of a span list, without walking the span: the first
+    MAX_REGION_NAMES of them, and how many different ones there are.
+
+    Every name of every region is one entry of a flat list, each knowing where the entry
+    before it of the same name is; an entry is a name's first in a span when that one lies
+    before the span. A tree of the least such position per block finds the first few, and
+    the counts for all the spans asked (``spans``, given up front) come from one sweep.
+    """
+
+    def __init__(self, regions: Sequence[Region], spans: Sequence[Range]) -> None:
+        self.regions = regions
+        self.offsets = [0]
+        self.names: list[str] = []
+        previous: list[int] = []
+        last: dict[str, int] = {}
+        for region in regions:
+            for name in region.names:
+                previous.append(last.get(name, -1))
+                last[name] = len(self.names)
+                self.names.append(name)
+            self.offsets.append(len(self.names))
+        size = 1
+        while size < len(self.names):
+            size *= 2
+        self.size = size
+        tree = [len(self.names)] * (2 * size)
+        tree[size : size + len(previous)] = previous
+        for node in range(size - 1, 0, -1):
+            tree[node] = min(tree[2 * node], tree[2 * node + 1])
+        self.tree = tree
+        self.counts = self._distinct([self._flat(region_span(regions, r)) for r in spans], previous)
+
+    def _flat(self, span: tuple[int, int]) -> tuple[int, int]:
+        return self.offsets[span[0]], self.offsets[span[1]]
+
+    def within(self, lo: int, hi: int) -> tuple[tuple[str, ...], int]:
+        a, b = self._flat((lo, hi))
+        listed: list[str] = []
+        k = self._first_new(a, a, b)
+        while k < b and len(listed) < MAX_REGION_NAMES:
+            listed.append(self.names[k])
+            k = self._first_new(k + 1, a, b)
+        return tuple(listed), self.counts.get((a, b), len(listed))
+
+    def _first_new(self, start: int, a: int, b: int) -> int:
+        """The first entry at or after ``start`` and before ``b`` whose name has no entry in
+        [a, entry); ``b`` when there is none."""
+        tree, size = self.tree, self.size
+        node, low, high = 1, 0, size
+        stack = [(node, low, high)]
+        while stack:
+            node, low, high = stack.pop()
+            if high <= start or low >= b or tree[node] >= a:
+                continue
+            if node >= size:
+                return low
+            middle = (low + high) // 2
+            stack.append((2 * node + 1, middle, high))
+            stack.append((2 * node, low, middle))
+        return b
+
+    @staticmethod
+    def _distinct(spans: list[tuple[int, int]], previous: list[int]) -> dict[tuple[int, int], int]:
+        """For each flat span [a, b), how many entries in it have their previous entry before
+        a: spans by a, entries by previous, a Fenwick tree over the entries let in."""
+        by_previous = sorted(range(len(previous)), key=previous.__getitem__)
+        tree = [0] * (len(previous) + 1)
+
+        def prefix(k: int) -> int:
+            total = 0
+            while k > 0:
+                total += tree[k]
+                k -= k & -k
+            return total
+
+        counts: dict[tuple[int, int], int] = {}
+        let_in = 0
+        for a, b in sorted(set(spans)):
+            while let_in < len(by_previous) and previous[by_previous[let_in]] < a:
+                k = by_previous[let_in] + 1
+                while k < len(tree):
+                    tree[k] += 1
+                    k += k & -k
+                let_in += 1
+            counts[(a, b)] = prefix(b) - prefix(a)
+        return counts
 
 
 class _IdentityMapped:
@@ -101,8 +242,14 @@ def _selftests(
     if devices:
         kinds.append("device")
         names += devices
+    unique = _unique(names)
     return SegmentPlacement(
-        segment.index, segment.flag_letters, rng, _unique(kinds), _unique(names)
+        segment.index,
+        segment.flag_letters,
+        rng,
+        _unique(kinds),
+        unique[:MAX_REGION_NAMES],
+        max(len(unique) - MAX_REGION_NAMES, 0),
     )
 
 

@@ -58,6 +58,8 @@ def program_dict(p: ProgramPlacement) -> dict[str, Any]:
                 "end": s.range.end,
                 "kinds": list(s.kinds),
                 "regions": list(s.names),
+                # Only where the regions under it name more than `regions` lists.
+                **({"more_names": s.more_names} if s.more_names else {}),
             }
             for s in p.segments
         ],

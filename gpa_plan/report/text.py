@@ -164,6 +164,7 @@ def _program_lines(result: CheckResult) -> Iterator[Line]:
             target = ", ".join(s.kinds) or "nothing"
             if s.names:
                 target += " / " + ", ".join(s.names)
+                target += f" and {s.more_names} more" if s.more_names else ""
             yield line(f"  segment {s.index}: {s.flags}, {s.range} -> {target}")
 
 
