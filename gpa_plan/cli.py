@@ -67,6 +67,13 @@ INPUT_PATH = click.Path(readable=False, allow_dash=True)
     help="Drop these rules' findings before the exit status is decided (repeatable).",
 )
 @click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Text format: print only the findings and the summary line, not the region tables "
+    "(what pre-commit and other lint steps want). Other formats are unchanged.",
+)
+@click.option(
     "--strict/--no-strict",
     default=None,
     help="Fail (exit 1) on warnings too (default: the configured `strict`, else off).",
@@ -92,6 +99,7 @@ def check(
     fmt: str,
     select: tuple[str, ...],
     ignore: tuple[str, ...],
+    quiet: bool,
     strict: bool | None,
     elf_files: tuple[str, ...],
     elf_mode: str,
@@ -107,7 +115,7 @@ def check(
     config = _check_config(select, ignore, strict)
     run = check_paths(files, arches, elf_files=elf_files, elf_mode=elf_mode)
     results = config.apply_to(run.results)
-    _render_check(fmt, results, run.unreadable)
+    _render_check(fmt, results, run.unreadable, quiet)
     for err in run.unreadable:
         _say_unreadable(err)
     sys.exit(2 if run.unreadable else 1 if config.fails(results) else 0)
@@ -158,7 +166,7 @@ def _check_config(
 
 
 def _render_check(
-    fmt: str, results: Sequence[CheckResult], unreadable: Sequence[InputError]
+    fmt: str, results: Sequence[CheckResult], unreadable: Sequence[InputError], quiet: bool
 ) -> None:
     if fmt == "json":
         from gpa_plan.report import json_report
@@ -183,7 +191,7 @@ def _render_check(
     else:
         from gpa_plan.report import text
 
-        text.render_check(results, sys.stdout, len(unreadable))
+        text.render_check(results, sys.stdout, len(unreadable), quiet=quiet)
 
 
 def _echo_stderr(line: str) -> None:

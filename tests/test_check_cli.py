@@ -119,6 +119,36 @@ def test_strict_turns_a_warning_into_exit_1() -> None:
     assert run("check", "--strict", "small-arm64.yaml").exit_code == 0
 
 
+FINDING_LINE = re.compile(r"^\S+:\d+:\d+: (error|warning)\[[a-z0-9-]+\] ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["small-arm64.yaml"],
+        ["ro-device-warning.yaml"],
+        ["small-arm64.yaml", "--arch", "arm64", "--arch", "x86_64"],
+        ["small-arm64.yaml", "ro-device-warning.yaml", "small-x86_64.yaml"],
+    ],
+)
+@pytest.mark.parametrize("colour", [None, "1"])
+def test_quiet_prints_the_findings_and_the_summary_only(
+    args: list[str], colour: str | None
+) -> None:
+    full = run("check", *args, env={"FORCE_COLOR": colour})
+    quiet = run("check", "-q", *args, env={"FORCE_COLOR": colour})
+    assert quiet.exit_code == full.exit_code
+    plain = [SGR.sub("", line) for line in lines(full.stdout)]
+    findings = [line for line in plain if FINDING_LINE.match(line)]
+    assert [SGR.sub("", line) for line in lines(quiet.stdout)] == [*findings, plain[-1]]
+
+
+def test_quiet_leaves_the_machine_formats_as_they_are() -> None:
+    for fmt in ("json", "github", "sarif"):
+        args = ["check", "--format", fmt, "small-arm64.yaml", "--arch", "x86_64"]
+        assert run(*args).stdout == run(*args[:1], "--quiet", *args[1:]).stdout
+
+
 SGR = re.compile(r"\x1b\[([0-9;]*)m")
 
 

@@ -40,7 +40,7 @@ def test_manifest_declares_the_gpa_plan_hook() -> None:
     declared = hook()
     assert declared["id"] == "gpa-plan"
     assert declared["name"] == "gpa-plan check"
-    assert declared["entry"] == "gpa-plan check"
+    assert declared["entry"] == "gpa-plan check --quiet"  # linters print findings, not tables
     assert declared["language"] == "python"
     assert declared["types"] == ["yaml"]
     assert declared["pass_filenames"] is True
@@ -153,13 +153,15 @@ def assert_hook_fails_on_the_overlap_only(result: subprocess.CompletedProcess[st
     assert "gpa-plan check" in output and "Failed" in output
     assert OVERLAP_FINDING in output
     assert "not-a-layout" not in output
+    assert "end (incl.)" not in output  # findings, not region tables (check --quiet)
 
 
 def test_local_hook_mirroring_the_manifest_checks_only_layout_files(
     consumer: Path, tmp_path: Path
 ) -> None:
     local = {**hook(), "language": "system"}
-    local["entry"] = f"{shlex.quote(sys.executable)} -m gpa_plan check"
+    command = hook()["entry"].split()[1:]  # `check --quiet`, after the console script
+    local["entry"] = shlex.join([sys.executable, "-m", "gpa_plan", *command])
     config = {"repos": [{"repo": "local", "hooks": [local]}]}
     (consumer / ".pre-commit-config.yaml").write_text(yaml.safe_dump(config))
     git(consumer, "add", "-A")

@@ -65,8 +65,10 @@ def finding_line(f: Finding) -> str:
     return printable(f"{f.file}:{f.line}:{f.column}: {f.severity}[{f.rule}] {f.message}")
 
 
-def render_check(results: Sequence[CheckResult], stream: TextIO, unreadable: int = 0) -> None:
-    write_blocks(check_blocks(results, unreadable), stream)
+def render_check(
+    results: Sequence[CheckResult], stream: TextIO, unreadable: int = 0, *, quiet: bool = False
+) -> None:
+    write_blocks(check_blocks(results, unreadable, quiet=quiet), stream)
 
 
 def render_explain(answers: Sequence[Answer], stream: TextIO) -> None:
@@ -109,23 +111,38 @@ def plain_table(table: Table) -> str:
 # --- what `check` says -------------------------------------------------------------------
 
 
-def check_blocks(results: Sequence[CheckResult], unreadable: int = 0) -> Iterator[Block]:
+def check_blocks(
+    results: Sequence[CheckResult], unreadable: int = 0, *, quiet: bool = False
+) -> Iterator[Block]:
     """The report; ``unreadable`` paths (said on stderr) are counted in the summary line, so a
-    run that exits 2 never ends on a summary that looks clean."""
+    run that exits 2 never ends on a summary that looks clean. ``quiet``: the findings and the
+    summary only, as linters print them (no region tables, segment lines or arch differences)."""
+    if quiet:
+        for result in results:
+            yield from (_finding_block(f) for f in result.findings)
+        yield _summary(results, unreadable)
+        return
     for result in results:
         if result.valid:
             yield Table(result_title(result), region_rows(result))
             yield from _program_lines(result)
-        for finding in result.findings:
-            yield line(finding_line(finding), "red" if finding.severity == "error" else "yellow")
+        yield from (_finding_block(f) for f in result.findings)
         if result.valid or result.findings:
             yield line()
     yield from _difference_lines(results)
+    yield _summary(results, unreadable)
+
+
+def _finding_block(finding: Finding) -> Line:
+    return line(finding_line(finding), "red" if finding.severity == "error" else "yellow")
+
+
+def _summary(results: Sequence[CheckResult], unreadable: int) -> Line:
     errors = sum(r.errors for r in results)
     warnings = sum(r.warnings for r in results)
     files = len({r.file for r in results})
     not_read = f", {unreadable} could not be read" if unreadable else ""
-    yield line(
+    return line(
         f"{files} file{'s' if files != 1 else ''} checked{not_read}: "
         f"{errors} error{'s' if errors != 1 else ''}, "
         f"{warnings} warning{'s' if warnings != 1 else ''}"
