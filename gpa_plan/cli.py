@@ -67,6 +67,14 @@ INPUT_PATH = click.Path(readable=False, allow_dash=True)
     help="Drop these rules' findings before the exit status is decided (repeatable).",
 )
 @click.option(
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Skip paths matching this shell glob, tried against the path and its last part "
+    "(repeatable). Hidden directories, node_modules and virtual environments are always "
+    "skipped inside a directory.",
+)
+@click.option(
     "-q",
     "--quiet",
     is_flag=True,
@@ -99,6 +107,7 @@ def check(
     fmt: str,
     select: tuple[str, ...],
     ignore: tuple[str, ...],
+    exclude: tuple[str, ...],
     quiet: bool,
     strict: bool | None,
     elf_files: tuple[str, ...],
@@ -113,7 +122,7 @@ def check(
     from gpa_plan.check.batch import check_paths
 
     config = _check_config(select, ignore, strict)
-    run = check_paths(files, arches, elf_files=elf_files, elf_mode=elf_mode)
+    run = check_paths(files, arches, elf_files=elf_files, elf_mode=elf_mode, exclude=exclude)
     results = config.apply_to(run.results)
     _render_check(fmt, results, run.unreadable, quiet)
     for err in run.unreadable:

@@ -282,8 +282,68 @@ def test_check_dir_without_layouts_is_an_error(contents: list[str]) -> None:
     assert checked(result) == ["a.yaml"]
     assert result.stderr == (
         "gpa-plan: cannot read empty: no *.yaml or *.yml file below this directory, so "
-        "nothing was checked; give the directory that holds the layouts\n"
+        "nothing was checked (hidden and excluded paths are skipped); give the directory that "
+        "holds the layouts\n"
     )
+
+
+def test_check_dir_skips_hidden_paths_tool_folders_and_virtual_environments() -> None:
+    write("tree/a.yaml")
+    write("tree/sub/b.yaml")
+    for skipped in (
+        "tree/.git/objects/x.yaml",
+        "tree/.venv/lib/site.yaml",
+        "tree/.gpa-plan.yaml",  # configuration, not a layout
+        "tree/node_modules/pkg/c.yaml",
+        "tree/sub/__pycache__/d.yaml",
+        "tree/python-env/lib/e.yaml",  # a virtual environment by its pyvenv.cfg
+    ):
+        write(skipped, OVERLAP)
+    write("tree/python-env/pyvenv.cfg", "home = /usr/bin\n")
+    result = run("check", "tree")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert checked(result) == ["tree/a.yaml", "tree/sub/b.yaml"]
+
+
+def test_a_hidden_directory_named_on_the_command_line_is_walked() -> None:
+    write(".layouts/a.yaml")
+    write(".layouts/.hidden/b.yaml")
+    assert checked(run("check", ".layouts")) == [".layouts/a.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("patterns", "expected"),
+    [
+        (["broken"], ["tree/a.yaml", "tree/sub/b.yaml"]),
+        (["tree/sub"], ["tree/a.yaml", "tree/broken/x.yaml"]),
+        (["*/b.yaml", "x.yaml"], ["tree/a.yaml"]),
+        (["*.yml"], ["tree/a.yaml", "tree/broken/x.yaml", "tree/sub/b.yaml"]),
+    ],
+)
+def test_exclude_skips_matching_directories_and_files(
+    patterns: list[str], expected: list[str]
+) -> None:
+    for name in ("tree/a.yaml", "tree/sub/b.yaml", "tree/broken/x.yaml"):
+        write(name)
+    args = [arg for p in patterns for arg in ("--exclude", p)]
+    result = run("check", "tree", *args)
+    assert result.exit_code == 0, result.stderr
+    assert checked(result) == expected
+
+
+def test_exclude_applies_to_a_file_named_on_the_command_line_too() -> None:
+    write("a.yaml")
+    write("b.yaml", OVERLAP)
+    result = run("check", "a.yaml", "b.yaml", "--exclude", "b.yaml")
+    assert result.exit_code == 0
+    assert checked(result) == ["a.yaml"]
+
+
+def test_a_directory_whose_layouts_are_all_excluded_is_an_error() -> None:
+    write("tree/a.yaml")
+    result = run("check", "tree", "--exclude", "a.yaml")
+    assert result.exit_code == 2
+    assert "nothing was checked (hidden and excluded paths are skipped)" in result.stderr
 
 
 def test_check_dir_follows_file_symlinks_skips_directory_symlinks_and_other_files(

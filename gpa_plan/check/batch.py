@@ -11,6 +11,15 @@ Every path is tried, so one bad path does not hide what the others would report:
   twice through two names): name such a directory on the command line to check it. A
   subdirectory that cannot be listed, and a directory with no layout file below it, cannot be
   read: a check that silently covered nothing would pass in CI.
+* Inside a directory, what linters skip is skipped too: hidden files and directories (their
+  names start with ``.``: ``.git``, ``.venv``, ``.gpa-plan.yaml``, which is configuration),
+  ``node_modules``, ``__pycache__`` and any directory holding a ``pyvenv.cfg`` (a Python
+  virtual environment, whatever its name). A directory named on the command line is walked
+  even if it would be skipped inside another.
+* ``exclude`` patterns (``--exclude``) are shell globs (``*`` also matches ``/``) tried against
+  a path as it would be reported (``layouts/broken/x.yaml``) and against its last part
+  (``broken``, ``x.yaml``). A matching directory is not walked, and a matching file is not
+  checked, also when it is named on the command line.
 * ``-`` is standard input, read once, and named ``<stdin>`` in findings.
 * A file named more than once (twice on the command line, inside a directory also given, or
   through a symbolic or hard link) is checked once, under the first of its names; so is an
@@ -47,14 +56,16 @@ def check_paths(
     *,
     elf_files: Sequence[str] = (),
     elf_mode: str = PHYSICAL,
+    exclude: Sequence[str] = (),
 ) -> CheckRun:
-    """Check every layout ``paths`` name against every program of ``elf_files``."""
+    """Check every layout ``paths`` name, less what ``exclude`` matches, against every
+    program of ``elf_files``."""
     unreadable: list[InputError] = []
     programs = _programs(elf_files, unreadable)
     results: list[CheckResult] = []
     stdin_read = False
     seen: set[tuple[int, int]] = set()
-    for item in layout_files(paths):
+    for item in layout_files(paths, exclude):
         if isinstance(item, InputError):
             unreadable.append(item)
             continue
@@ -89,37 +100,72 @@ def _seen_before(path: str, seen: set[tuple[int, int]]) -> bool:
     return False
 
 
-def layout_files(paths: Sequence[str]) -> Iterator[str | InputError]:
-    """Each path, a directory replaced by the layout files below it (sorted), in order; an
-    InputError in place of a directory, or part of one, that cannot be listed or holds no
-    layout file. Files themselves are not opened here."""
+def layout_files(
+    paths: Sequence[str], exclude: Sequence[str] = ()
+) -> Iterator[str | InputError]:
+    """Each path, a directory replaced by the layout files below it (sorted), in order, less
+    what ``exclude`` matches; an InputError in place of a directory, or part of one, that
+    cannot be listed or holds no layout file. Files themselves are not opened here."""
     for path in paths:
+        if path != STDIN and excluded(path, exclude):
+            continue
         if path != STDIN and os.path.isdir(path):
-            yield from _directory(path)
+            yield from _directory(path, exclude)
         else:
             yield path
 
 
-def _directory(top: str) -> Iterator[str | InputError]:
+# Directories that hold other tools' files, never layouts of this project.
+_SKIPPED_DIRECTORIES = frozenset({"node_modules", "__pycache__"})
+
+
+def excluded(path: str, patterns: Sequence[str]) -> bool:
+    """Whether ``path`` (or its last part) matches one of the ``patterns``."""
+    if not patterns:
+        return False
+    from fnmatch import fnmatchcase
+
+    normal = os.path.normpath(path)
+    name = os.path.basename(normal)
+    return any(fnmatchcase(normal, p) or fnmatchcase(name, p) for p in patterns)
+
+
+def _walked(root: str, name: str) -> bool:
+    """Whether the walk enters directory ``name`` of ``root``: not hidden, not a tool's."""
+    if name.startswith(".") or name in _SKIPPED_DIRECTORIES:
+        return False
+    return not os.path.isfile(os.path.join(root, name, "pyvenv.cfg"))
+
+
+def _directory(top: str, exclude: Sequence[str]) -> Iterator[str | InputError]:
     errors: list[InputError] = []
 
     def refuse(err: OSError) -> None:
         where = err.filename if isinstance(err.filename, str) else top
         errors.append(InputError(os.path.normpath(where), _listing_reason(err)))
 
-    found = sorted(
-        os.path.normpath(os.path.join(root, name))
-        for root, _, names in os.walk(top, onerror=refuse)
-        for name in names
-        if name.endswith(LAYOUT_SUFFIXES)
-    )
+    found: list[str] = []
+    for root, directories, names in os.walk(top, onerror=refuse):
+        directories[:] = [
+            d
+            for d in directories
+            if _walked(root, d) and not excluded(os.path.join(root, d), exclude)
+        ]
+        found.extend(
+            path
+            for path in (os.path.normpath(os.path.join(root, n)) for n in names)
+            if path.endswith(LAYOUT_SUFFIXES)
+            and not os.path.basename(path).startswith(".")
+            and not excluded(path, exclude)
+        )
+    found.sort()
     yield from found
     yield from errors
     if not found and not errors:
         yield InputError(
             top,
-            "no *.yaml or *.yml file below this directory, so nothing was checked; "
-            "give the directory that holds the layouts",
+            "no *.yaml or *.yml file below this directory, so nothing was checked (hidden and "
+            "excluded paths are skipped); give the directory that holds the layouts",
         )
 
 
