@@ -21,7 +21,24 @@ if TYPE_CHECKING:
     from gpa_plan.config import Config
     from gpa_plan.inputs import InputError
 
-ARCH_CHOICE = click.Choice(["arm64", "x86_64"])
+
+
+class _ArchChoice(click.Choice):  # type: ignore[type-arg]
+    """The architectures by our names, telling a user of another name (aarch64) which."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as err:
+            from gpa_plan.arch import name_hint
+
+            hint = name_hint(value, "--arch {}")
+            if hint:
+                err.message = err.message.rstrip(".") + hint
+            raise
+
+
+ARCH_CHOICE = _ArchChoice(["arm64", "x86_64"])
 ACCESS_CHOICE = click.Choice(["read", "write", "fetch"])
 
 

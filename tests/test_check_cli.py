@@ -327,3 +327,32 @@ def test_forced_rich_output_survives_a_columns_that_is_not_a_width(columns: str)
     assert out[0] == "small-arm64.yaml (arm64, 32-bit)"
     assert max(len(line) for line in out) <= 160
     assert out[-1] == "1 file checked: 0 errors, 0 warnings"
+
+
+@pytest.mark.parametrize(
+    ("written", "ours"),
+    [("aarch64", "arm64"), ("AArch64", "arm64"), ("amd64", "x86_64"), ("x86-64", "x86_64")],
+)
+def test_another_tools_name_of_an_arch_is_told_ours(
+    tmp_path: Path, written: str, ours: str
+) -> None:
+    path = tmp_path / "alias.yaml"
+    path.write_text(f"layout: 1\narch: {written}\n")
+    in_file = run("check", str(path))
+    assert in_file.exit_code == 1
+    assert lines(in_file.stdout)[0] == (
+        f"{path}:2:7: error[schema] `arch` must be arm64 or x86_64, not {written!r}; "
+        f"{written} is the architecture layouts call `{ours}`: write `arch: {ours}`"
+    )
+    option = run("check", "small-arm64.yaml", "--arch", written)
+    assert option.exit_code == 2
+    assert f"{written} is the architecture layouts call `{ours}`: write `--arch {ours}`" in (
+        option.stderr
+    )
+
+
+def test_an_unknown_arch_gets_no_alias_hint(tmp_path: Path) -> None:
+    path = tmp_path / "riscv.yaml"
+    path.write_text("layout: 1\narch: riscv64\n")
+    assert lines(run("check", str(path)).stdout)[0].endswith("not 'riscv64'")
+    assert "layouts call" not in run("check", "small-arm64.yaml", "--arch", "riscv64").stderr

@@ -8,4 +8,34 @@ from gpa_plan.arch.x86_64 import X86_64
 
 ARCHES: dict[str, ArchSpec] = {spec.name: spec for spec in (ARM64, X86_64)}
 
-__all__ = ["ACCESSES", "ARCHES", "ArchSpec", "Backing", "Effect", "Handler", "Outcome"]
+# Names other tools give the same architectures (GNU triplets and `uname -m`, Debian and Go,
+# QEMU's target names). Layouts take one name per architecture, the kernel's (its ARCH=), so
+# that files stay comparable; a layout or option that uses another is told which.
+OTHER_NAMES = {
+    "aarch64": "arm64",
+    "armv8": "arm64",
+    "amd64": "x86_64",
+    "x86-64": "x86_64",
+    "x64": "x86_64",
+}
+
+
+def name_hint(name: object, written: str = "arch: {}") -> str:
+    """A hint naming ours for another tool's name of an architecture, else ``""``; ``written``
+    shows how to write ours where the name was given."""
+    ours = OTHER_NAMES.get(name.lower()) if isinstance(name, str) else None
+    if ours is None:
+        return ""
+    return f"; {name} is the architecture layouts call `{ours}`: write `{written.format(ours)}`"
+
+__all__ = [
+    "ACCESSES",
+    "ARCHES",
+    "OTHER_NAMES",
+    "ArchSpec",
+    "Backing",
+    "Effect",
+    "Handler",
+    "Outcome",
+    "name_hint",
+]

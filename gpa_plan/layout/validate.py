@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic_core import ErrorDetails, ValidationError
 
+from gpa_plan.arch import name_hint
 from gpa_plan.arch.devices import CATALOG
 from gpa_plan.layout.errors import LayoutError, Problem
 from gpa_plan.layout.loader import Document
@@ -155,8 +156,9 @@ def _value_message(doc: Document, path: Path, errors: list[ErrorDetails]) -> str
             return f"{prefix} must be a list of two numbers [LOW, HIGH)"
         else:
             wanted.append(str(error["msg"]).removeprefix("Input should be "))
-    got = _shown(_entry(doc.data, path))
-    return f"{prefix} must be {' or '.join(dict.fromkeys(wanted))}, not {got}"
+    value = _entry(doc.data, path)
+    hint = name_hint(value) if path == ("arch",) else ""
+    return f"{prefix} must be {' or '.join(dict.fromkeys(wanted))}, not {_shown(value)}{hint}"
 
 
 def _shown(value: Any) -> str:
