@@ -486,7 +486,7 @@ def rules() -> None:
     from gpa_plan.check.run import RULES  # the import registers every rule
 
     for rule in RULES.values():
-        click.echo(f"{rule.slug} ({rule.severity}): {rule.summary}")
+        click.echo(f"{rule.slug} ({rule.severity_text}): {rule.summary}")
         click.echo(f"    {rule.description}")
 
 

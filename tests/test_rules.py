@@ -53,6 +53,32 @@ def test_every_registered_rule_has_a_severity_summary_and_description() -> None:
         assert rule.summary and rule.description
 
 
+def test_every_finding_takes_a_severity_its_rule_declares() -> None:
+    # `gpa-plan rules` and SARIF's rule list say what severities a rule's findings take.
+    root = Path(__file__).parent.parent
+    corpus = sorted({*root.glob("layouts/**/*.yaml"), *root.glob("tests/data/**/*.yaml")})
+    seen: set[tuple[str, str]] = set()
+    for path in corpus:
+        for arch in ("arm64", "x86_64"):
+            for result in check_file(path, [arch]):
+                seen |= {(f.rule, f.severity) for f in result.findings}
+    assert ("device-shadowed", "warning") in seen  # the corpus reaches the second severity
+    assert {(rule, sev) for rule, sev in seen if sev not in RULES[rule].severities} == set()
+
+
+def test_rules_lists_every_severity_a_rule_gives_and_when() -> None:
+    from click.testing import CliRunner
+
+    from gpa_plan.cli import cli
+
+    listed = CliRunner().invoke(cli, ["rules"]).stdout.splitlines()
+    assert (
+        "device-shadowed (error; warning when the memslot is read-only: the device still gets "
+        "the writes): a device range is backed by a read-write memslot, so the device never "
+        "sees an access"
+    ) in listed
+
+
 # --- memslot-overlap ------------------------------------------------------------------------
 
 

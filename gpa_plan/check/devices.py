@@ -25,6 +25,7 @@ def _describe(d: DeviceEntry) -> str:
     "device-shadowed",
     ERROR,
     "a device range is backed by a read-write memslot, so the device never sees an access",
+    also=((WARNING, "when the memslot is read-only: the device still gets the writes"),),
 )
 def device_shadowed(ctx: RuleContext) -> Iterator[Finding]:
     """A memslot wins over any device: the access is served from memory (kvm_handle_guest_abort

@@ -65,22 +65,43 @@ class Rule(NamedTuple):
     summary: str
     description: str
     check: RuleCheck | None
+    # Other severities some of its findings take, each with when: ((WARNING, "when ..."),).
+    also: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def severities(self) -> tuple[str, ...]:
+        return (self.severity, *(severity for severity, _ in self.also))
+
+    @property
+    def severity_text(self) -> str:
+        """``error``, or ``error; warning when ...`` for a rule with several severities."""
+        return "; ".join([self.severity, *(f"{s} {when}" for s, when in self.also)])
 
 
 RULES: dict[str, Rule] = {}
 
 
 def _register(
-    slug: str, severity: str, summary: str, description: str, check: RuleCheck | None
+    slug: str,
+    severity: str,
+    summary: str,
+    description: str,
+    check: RuleCheck | None,
+    also: tuple[tuple[str, str], ...] = (),
 ) -> None:
     if slug in RULES:
         raise ValueError(f"rule {slug} registered twice")
-    RULES[slug] = Rule(slug, severity, summary, " ".join(description.split()), check)
+    RULES[slug] = Rule(slug, severity, summary, " ".join(description.split()), check, also)
 
 
-def rule(slug: str, severity: str, summary: str) -> Callable[[RuleCheck], RuleCheck]:
+def rule(
+    slug: str, severity: str, summary: str, *, also: tuple[tuple[str, str], ...] = ()
+) -> Callable[[RuleCheck], RuleCheck]:
+    """Register ``check`` as rule ``slug``; ``also`` lists the other severities its findings
+    may take, with when (what `gpa-plan rules` and SARIF's rule list say)."""
+
     def register(check: RuleCheck) -> RuleCheck:
-        _register(slug, severity, summary, check.__doc__ or summary, check)
+        _register(slug, severity, summary, check.__doc__ or summary, check, also)
         return check
 
     return register
