@@ -72,12 +72,12 @@ def _open_regular(path: str, allow_stdin: bool) -> int:
         mode = _mode(path)
         if mode is not None and not stat.S_ISREG(mode):
             raise _not_regular(path, mode, allow_stdin) from None
-        raise InputError(path, _os_reason(err)) from None
+        raise InputError(path, os_reason(err)) from None
     try:
         mode = os.fstat(fd).st_mode
     except OSError as err:
         os.close(fd)
-        raise InputError(path, _os_reason(err)) from None
+        raise InputError(path, os_reason(err)) from None
     if not stat.S_ISREG(mode):
         os.close(fd)
         raise _not_regular(path, mode, allow_stdin)
@@ -129,7 +129,7 @@ def _read_bounded(fd: int, path: str, limit: int) -> bytes:
             select.select([fd], [], [])
             continue
         except OSError as err:
-            raise InputError(path, _os_reason(err)) from None
+            raise InputError(path, os_reason(err)) from None
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
@@ -161,8 +161,9 @@ def file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _os_reason(err: OSError) -> str:
-    return (err.strerror or str(err)).lower() if err.strerror else str(err)
+def os_reason(err: OSError) -> str:
+    """Why an operating-system call failed, in the lower case messages continue in."""
+    return err.strerror.lower() if err.strerror else str(err)
 
 
 def read_open_file(fd: int, path: str, *, limit: int = MAX_INPUT_BYTES) -> bytes:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from gpa_plan.check.run import CheckResult, check_file
 from gpa_plan.elf import PHYSICAL
-from gpa_plan.inputs import STDIN, InputError
+from gpa_plan.inputs import STDIN, InputError, os_reason
 
 if TYPE_CHECKING:
     from gpa_plan.elf.program import Program, ProgramError
@@ -170,7 +170,7 @@ def _directory(top: str, exclude: Sequence[str]) -> Iterator[str | InputError]:
 
 
 def _listing_reason(err: OSError) -> str:
-    reason = (err.strerror or str(err)).lower()
+    reason = os_reason(err)
     return (
         f"cannot list this directory ({reason}), so the layouts below it were not checked; "
         "make it readable, or leave it out"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from gpa_plan.elf import ELF64_HEADER_SIZES
-from gpa_plan.inputs import MAX_INPUT_BYTES, InputError, open_input
+from gpa_plan.inputs import MAX_INPUT_BYTES, InputError, open_input, os_reason
 from gpa_plan.ranges import Range, align_down, align_up, human_size
 
 # include/uapi/linux/elf.h: p_flags bits.
@@ -106,7 +106,7 @@ def load_program(path: str | Path) -> Program:
         try:
             return _parse(name, stream)
         except OSError as err:
-            raise InputError(name, (err.strerror or str(err)).lower()) from None
+            raise InputError(name, os_reason(err)) from None
 
 
 def load_programs(paths: Iterable[str | Path]) -> tuple[Program | ProgramError, ...]:
