@@ -2,9 +2,10 @@
 ``[tool.gpa-plan]`` in `pyproject.toml`, merged with the command line.
 
 Discovery walks up from the working directory and stops at the first directory with either
-file; a `pyproject.toml` without a ``[tool.gpa-plan]`` table does not count (one whose keys
-cannot define it is not even parsed, so it cannot be called broken), and when both
-files are in one directory `.gpa-plan.yaml` wins. Keys: ``select``, ``ignore`` (lists of rule
+file (`.gpa-plan.yml` is read like `.gpa-plan.yaml`; a directory with both is an error); a
+`pyproject.toml` without a ``[tool.gpa-plan]`` table does not count (one whose keys cannot
+define it is not even parsed, so it cannot be called broken), and when both files are in one
+directory `.gpa-plan.yaml` wins. Keys: ``select``, ``ignore`` (lists of rule
 slugs) and ``strict`` (boolean). Unknown keys, unknown rule slugs and wrong types are errors.
 
 `yaml-syntax` and `schema` cannot be ignored: a file that does not load has nothing else to
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from gpa_plan.layout.loader import Document
 
 CONFIG_FILE = ".gpa-plan.yaml"
+# Both spellings are accepted, as YAML tools do; one directory holding both is ambiguous.
+CONFIG_FILES = (CONFIG_FILE, ".gpa-plan.yml")
 PYPROJECT = "pyproject.toml"
 TOOL_TABLE = "gpa-plan"
 KEYS = ("select", "ignore", "strict")
@@ -119,9 +122,18 @@ def config_in(directory: str | os.PathLike[str]) -> Config | None:
 
     Anything named like a configuration file counts, so one that is not a regular file (a
     FIFO, a directory, a dangling link) is an error rather than silently passed over."""
-    dedicated = os.path.join(directory, CONFIG_FILE)
-    if os.path.lexists(dedicated):
-        return load_yaml_config(_path(dedicated))
+    dedicated = [
+        os.path.join(directory, name)
+        for name in CONFIG_FILES
+        if os.path.lexists(os.path.join(directory, name))
+    ]
+    if len(dedicated) > 1:
+        raise ConfigError(
+            f"{printable(os.fspath(directory))}: both {' and '.join(CONFIG_FILES)} are here; "
+            "gpa-plan would not know which one applies: keep one of them"
+        )
+    if dedicated:
+        return load_yaml_config(_path(dedicated[0]))
     pyproject = os.path.join(directory, PYPROJECT)
     if os.path.lexists(pyproject):
         return load_pyproject_config(pyproject)
@@ -136,7 +148,7 @@ def _path(name: str) -> Path:
 
 
 def load_yaml_config(path: Path) -> Config:
-    """Settings from a `.gpa-plan.yaml`; an empty file means the defaults."""
+    """Settings from a `.gpa-plan.yaml` (or `.yml`); an empty file means the defaults."""
     from gpa_plan.layout.errors import LayoutError
     from gpa_plan.layout.loader import load_mapping
 

@@ -114,6 +114,26 @@ def test_dedicated_file_wins_over_pyproject_in_the_same_directory(project: Path)
     assert find_config(project).source == project / ".gpa-plan.yaml"
 
 
+def test_the_yml_spelling_is_a_configuration_too(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / ".gpa-plan.yml").write_text("select: [memslot-overlap]\n")
+    assert find_config(project / "layouts").source == project / ".gpa-plan.yml"
+    result = check(["layouts"], project, monkeypatch)
+    assert set(rules_reported(result)) == {"memslot-overlap", "schema"}
+
+
+def test_both_spellings_in_one_directory_is_a_usage_error(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / ".gpa-plan.yml").write_text("strict: true\n")
+    (project / ".gpa-plan.yaml").write_text("strict: false\n")
+    result = check(["layouts"], project, monkeypatch)
+    assert result.exit_code == 2
+    assert ".gpa-plan.yaml and .gpa-plan.yml" in result.stderr
+    assert "keep one of them" in result.stderr
+
+
 def test_empty_dedicated_file_means_defaults(project: Path) -> None:
     (project / ".gpa-plan.yaml").write_text("# nothing yet\n")
     assert find_config(project) == Config(source=project / ".gpa-plan.yaml")
