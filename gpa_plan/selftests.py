@@ -51,8 +51,8 @@ torvalds/linux commits cb9f145f638d7afa633632a9290d6ad06caeb8ee (lib/arm64/proce
 b2128290c29902315e632ea59e0504d6bc9e9b42 (lib/arm64/ucall.c),
 2bdef77c6019c3439e7a07a82ed76dde2747633f (lib/x86/ucall.c) and
 84318277d6334c6981ab326d4acc87c6a6ddc9b8 (include/arm64/gic.h); ``struct ucall`` with its
-1024-byte buffer as in the guest-printf selftests (Linux 6.7 and later). Trees before
-``ucall_nr_pages_required()`` (Linux 6.2) or before the buffer give a smaller slot 0.
+1024-byte buffer the guest printf support added. Trees before ``ucall_nr_pages_required()``
+(the ucall pool, Linux 6.2) or before that buffer give a smaller slot 0.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ SOURCES = """\
 #     (that + extra pages) / PTES_PER_MIN_PAGE (4096 / 8 = 512) * 2 for page tables, plus
 #     ucall_nr_pages_required(page_size), then vm_adjust_num_guest_pages() (whole host pages).
 #   lib/ucall_common.c @ torvalds/linux 31e00dae72fda939a084cda86b068ac9c302a2d3, and
-#   include/ucall_common.h as of the guest printf (UCALL_BUFFER_LEN 1024, Linux 6.7 and later):
+#   include/ucall_common.h since the guest printf support (UCALL_BUFFER_LEN 1024):
 #     struct ucall_header { DECLARE_BITMAP(in_use, KVM_MAX_VCPUS = 512); struct ucall ucalls[512]; }
 #     struct ucall { u64 cmd; u64 args[7]; char buffer[1024]; struct ucall *hva; } = 1096 bytes,
 #     so the header is 64 + 512 * 1096 = 561216 bytes, whatever the number of vCPUs.
