@@ -181,3 +181,19 @@ def test_a_plan_allocate_emits_has_no_error_its_input_had_not(
         after.write_text(emit.to_yaml(allocation.document(), allocation.notes, "in.yaml"))
         new = error_keys(after) - error_keys(before)
         assert new == Counter(), text
+
+
+def test_a_memslot_over_part_of_the_ucall_page_is_named_too(workdir: Path) -> None:
+    # 64 KiB guest pages: the ucall page is [0x40_0000, 0x41_0000); 'data' holds 4 KiB of it.
+    Path("vm.yaml").write_text(
+        "layout: 1\narch: arm64\npage_size: 4K\nguest_page_size: 64K\nmemslots:\n"
+        "  - {name: ram, base: 0, size: 4M}\n  - {name: data, base: 0x40_8000, size: 4K}\n"
+        "devices:\n  - {name: ucall, type: ucall, base: 0x40_0000}\n"
+    )
+    result = run("allocate", "vm.yaml", "--ucall-memslot", "-o", "out.yaml")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "vm.yaml:9:38: error[memslot-overlap] ucall 'ucall' at 0x0040_0000 overlaps memslot "
+        "'data' [0x0040_8000, 0x0040_9000): "
+    )
+    assert "(0x0041_0000 is free)" in result.stderr

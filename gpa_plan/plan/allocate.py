@@ -137,7 +137,7 @@ def _with_ucall_memslot(
         under = _memslot_under(memslots, base, span)
         if under is not None:
             free = _free_ucall_page(layout, i, span)
-            problems.append((_ucall_in_memslot(d.name, base, under, free), ("devices", i)))
+            problems.append((_ucall_in_memslot(d.name, base, span, under, free), ("devices", i)))
             rules.append("memslot-overlap")
             continue
         name = _free_name(layout, UCALL_SLOT_NAME if len(ucalls) == 1 else f"{d.name}-slot")
@@ -167,15 +167,18 @@ def _free_ucall_page(layout: Layout, index: int, span: int) -> int | None:
     return plan.placements.get(devices[index].name)
 
 
-def _ucall_in_memslot(name: str, base: int, memslot: Memslot, free: int | None) -> str:
+def _ucall_in_memslot(
+    name: str, base: int, span: int, memslot: Memslot, free: int | None
+) -> str:
     # kvm_set_memory_region() -> kvm_check_memslot_overlap(): a new memslot overlapping one of
     # the same address space is refused with EEXIST.
     assert isinstance(memslot.base, int)
     where = Range(memslot.base, memslot.base + memslot.size)
+    lies = "lies in" if where.covers(Range(base, base + span)) else "overlaps"
     move = (f"move the ucall page to a free address ({hex_addr(free)} is free) or set its "
             "base to auto" if free is not None else "set its base to auto")
     return (
-        f"ucall {name!r} at {hex_addr(base)} lies in memslot {memslot.name!r} {where}: the "
+        f"ucall {name!r} at {hex_addr(base)} {lies} memslot {memslot.name!r} {where}: the "
         "read-only memslot --ucall-memslot adds over the ucall page would overlap it, and "
         "KVM_SET_USER_MEMORY_REGION refuses that with EEXIST (kvm_check_memslot_overlap()); "
         f"{move}"
