@@ -5,6 +5,7 @@ Library use gets the same answers as the command line::
     import gpa_plan
     results = gpa_plan.check_file("layouts/qemu-virt-arm64.yaml", ["arm64", "x86_64"])
     loaded = gpa_plan.load_layout("layouts/selftests-arm64.yaml")
+    vm = gpa_plan.selftests_vm("arm64", vcpus=4)   # vm.ucall_gpa == 0x2a_0000
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ _EXPORTS = {
     "AllocationError": "gpa_plan.plan.allocator",
     "Policy": "gpa_plan.plan.allocator",
     "plan_layout": "gpa_plan.plan.place",
+    "selftests_vm": "gpa_plan.selftests",
+    "selftests_layout": "gpa_plan.selftests",
+    "SelftestsVM": "gpa_plan.selftests",
+    "SelftestsParameterError": "gpa_plan.selftests",
 }
 
 if TYPE_CHECKING:
@@ -62,6 +67,10 @@ if TYPE_CHECKING:
     from gpa_plan.plan.allocator import Policy as Policy
     from gpa_plan.plan.place import plan_layout as plan_layout
     from gpa_plan.ranges import Range as Range
+    from gpa_plan.selftests import SelftestsParameterError as SelftestsParameterError
+    from gpa_plan.selftests import SelftestsVM as SelftestsVM
+    from gpa_plan.selftests import selftests_layout as selftests_layout
+    from gpa_plan.selftests import selftests_vm as selftests_vm
 
 
 def __getattr__(name: str) -> Any:

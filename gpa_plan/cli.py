@@ -480,6 +480,38 @@ def _page_size(text: str) -> int:
     return size
 
 
+@cli.command("selftests-layout")
+@click.option("--arch", type=ARCH_CHOICE, default="arm64", show_default=True)
+@click.option("--vcpus", type=int, default=1, show_default=True,
+              help="nr_runnable_vcpus given to __vm_create() (1 to 512).")
+@click.option("--extra-pages", type=int, default=0, show_default=True,
+              help="The test's extra_mem_pages (they size slot 0's page tables).")
+@click.option("--guest-page-size", "guest_page_text", metavar="SIZE", default="4K",
+              show_default=True, help="The VM mode's page size: 4K, 16K or 64K on arm64.")
+@click.option("--host-page-size", "host_page_text", metavar="SIZE", default="4K",
+              show_default=True, help="The host's page size (slot 0 is whole host pages).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write here (atomically) instead of stdout.")
+def selftests_layout(
+    arch: str, vcpus: int, extra_pages: int, guest_page_text: str, host_page_text: str,
+    output: str | None,
+) -> None:
+    """Print the layout of a KVM selftests VM, with the ucall address selftests compute.
+
+    Slot 0's size, and so the ucall address past it, follows vm_nr_pages_required() for the
+    vCPU count, extra pages and page sizes given; the layout's comments show the sum.
+    """
+    from gpa_plan.selftests import SelftestsParameterError, selftests_layout, selftests_vm
+
+    guest_page = _size(guest_page_text, "--guest-page-size")
+    host_page = _size(host_page_text, "--host-page-size")
+    try:
+        vm = selftests_vm(arch, vcpus, extra_pages, guest_page, host_page)
+    except SelftestsParameterError as err:
+        raise click.UsageError(str(err)) from None
+    _emit(selftests_layout(vm), output)
+
+
 @cli.command()
 def rules() -> None:
     """List every finding rule, its severity and what it means."""

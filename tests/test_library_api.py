@@ -40,9 +40,19 @@ def test_explain_layout_matches_explain_json() -> None:
 
 
 def test_allocate_places_the_selftests_ucall_page_past_slot_0() -> None:
-    loaded = gpa_plan.load_layout(LAYOUTS / "selftests-arm64.yaml")
+    # The built-in layout leaves the ucall page `auto`; the planner puts it where selftests do.
+    builtin = Path(gpa_plan.__file__).parent / "data" / "selftests-arm64.yaml"
+    loaded = gpa_plan.load_layout(builtin)
     allocation = gpa_plan.allocate(loaded.layout, ucall=True)
     assert allocation.placements == {"ucall": 0x29_1000}
+    assert gpa_plan.selftests_vm("arm64").ucall_gpa == 0x29_1000
+
+
+def test_the_shipped_selftests_layout_states_the_ucall_address_itself() -> None:
+    loaded = gpa_plan.load_layout(LAYOUTS / "selftests-arm64.yaml")
+    assert gpa_plan.allocate(loaded.layout, ucall=True).placements == {}
+    (ucall,) = [d for d in loaded.resolved.devices if d.name == "ucall"]
+    assert ucall.range.start == 0x29_1000
 
 
 def test_a_layout_built_in_code_allocates_like_one_loaded_from_a_file() -> None:

@@ -1,17 +1,19 @@
 """`gpa-plan allocate`: resolve every `auto` of a layout, optionally adding the ucall page.
 
 The result is the layout with concrete numbers (``Allocation.document``: the same keys as the
-YAML, placement options dropped, slot ids filled in), ready for any output format, and for
-``check`` with no error.
+YAML, placement options dropped, slot ids filled in), ready for any output format. ``check``
+finds no error in it that the input did not have: a plan that would add one is refused
+(gpa_plan.plan.guard).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gpa_plan.layout.models import Device, Layout, Memslot, as_data
-from gpa_plan.layout.resolved import assign_slot_ids, device_base, resolve
+from gpa_plan.layout.resolved import EntryPath, assign_slot_ids, device_base, resolve
 from gpa_plan.plan.place import Plan, plan_layout
 from gpa_plan.ranges import Range, hex_addr, human_size
 
@@ -21,10 +23,15 @@ _PLACEMENT_KEYS = {"align", "within", "policy"}
 
 
 class PlanError(Exception):
-    """Some `auto` entries found no room; ``problems`` holds (message, entry path) pairs."""
+    """No plan was made; ``problems`` holds (message, entry path) pairs and ``rules`` the rule
+    slug of each: `no-room` for an `auto` entry that found no room, else the `check` rule the
+    plan would have broken. An entry path of None is the layout as a whole."""
 
-    def __init__(self, problems: list[tuple[str, tuple[str, int]]]) -> None:
-        self.problems = problems
+    def __init__(
+        self, problems: Sequence[tuple[str, EntryPath | None]], rules: list[str] | None = None
+    ) -> None:
+        self.problems = list(problems)
+        self.rules = rules or ["no-room"] * len(problems)
         super().__init__("; ".join(message for message, _ in problems))
 
 
@@ -52,7 +59,10 @@ def allocate(layout: Layout, *, ucall: bool = False, ucall_memslot: bool = False
     """Plan ``layout``; with ``ucall``, place a ucall page (adding a device named `ucall`
     when there is none); with ``ucall_memslot``, also cover it with a read-only memslot so a
     later memslot over it is refused (EEXIST) instead of silently taking its writes.
-    Raises PlanError when an entry finds no room."""
+    Raises PlanError when an entry finds no room, and when the plan would have an error
+    `check` reports that ``layout`` has not (gpa_plan.plan.guard): a plan is never made worse
+    than its input."""
+    original = layout
     added: list[tuple[str, str]] = []
     if (ucall or ucall_memslot) and not any(d.type == "ucall" for d in layout.devices):
         device = _ucall_device(layout)
@@ -66,12 +76,29 @@ def allocate(layout: Layout, *, ucall: bool = False, ucall_memslot: bool = False
     if ucall_memslot:
         layout, slot_added = _with_ucall_memslot(layout, plan, span)
         added.extend(slot_added)
+    if layout is not original or ucall_memslot:
+        # Else the plan is the one `check` makes of the input itself: nothing new to find.
+        _refuse_new_errors(original, layout, plan.placements)
     if layout.arch == "x86_64" and (ucall or ucall_memslot):
         notes.append(
             "x86_64: KVM selftests deliver ucalls by port I/O (UCALL_PIO_PORT 0x1000), not "
             "MMIO; the ucall address here is a valid MMIO page for VMMs that want one"
         )
     return Allocation(layout, plan.placements, notes, added)
+
+
+def _refuse_new_errors(before: Layout, after: Layout, placements: dict[str, int]) -> None:
+    """PlanError if ``after`` (planned) has an error finding ``before`` (as `check` places
+    its `auto` entries) has not."""
+    from gpa_plan.plan.guard import new_errors
+
+    made = new_errors(resolve(before, plan_layout(before).placements), resolve(after, placements))
+    if made:
+        raise PlanError(
+            [(f"the plan would fail check: {f.message}; nothing was written", path)
+             for f, path in made],
+            [f.rule for f, _ in made],
+        )
 
 
 def _ucall_device(layout: Layout) -> Device:
@@ -96,7 +123,8 @@ def _with_ucall_memslot(
     Raises PlanError for a fixed ucall page that no such memslot can cover exactly."""
     ucalls = [(i, d) for i, d in enumerate(layout.devices) if d.type == "ucall"]
     added = []
-    problems: list[tuple[str, tuple[str, int]]] = []
+    problems: list[tuple[str, EntryPath | None]] = []
+    rules = []
     memslots = list(layout.memslots)
     for i, d in ucalls:
         base = plan.placements.get(d.name, d.base)
@@ -104,13 +132,57 @@ def _with_ucall_memslot(
             continue  # a rerun of --ucall-memslot: the page is guarded already
         if base % span:
             problems.append((_unaligned_ucall(d.name, base, span), ("devices", i)))
+            rules.append("no-room")
+            continue
+        under = _memslot_under(memslots, base, span)
+        if under is not None:
+            free = _free_ucall_page(layout, i, span)
+            problems.append((_ucall_in_memslot(d.name, base, span, under, free), ("devices", i)))
+            rules.append("memslot-overlap")
             continue
         name = _free_name(layout, UCALL_SLOT_NAME if len(ucalls) == 1 else f"{d.name}-slot")
         memslots.append(Memslot(name=name, base=base, size=span, readonly=True))
         added.append(("memslots", name))
     if problems:
-        raise PlanError(problems)
+        raise PlanError(problems, rules)
     return layout._replace(memslots=tuple(memslots)), added
+
+
+def _memslot_under(memslots: list[Memslot], base: int, span: int) -> Memslot | None:
+    """The first memslot of address space 0 that the page [base, base + span) overlaps."""
+    page = Range(base, base + span)
+    return next(
+        (m for m in memslots
+         if m.as_id == 0 and isinstance(m.base, int)
+         and Range(m.base, m.base + m.size).overlaps(page)),
+        None,
+    )
+
+
+def _free_ucall_page(layout: Layout, index: int, span: int) -> int | None:
+    """Where `base: auto` would put ucall device ``index`` (None: nowhere)."""
+    devices = list(layout.devices)
+    devices[index] = devices[index]._replace(base="auto")
+    plan = plan_layout(layout._replace(devices=tuple(devices)), ucall_span=span)
+    return plan.placements.get(devices[index].name)
+
+
+def _ucall_in_memslot(
+    name: str, base: int, span: int, memslot: Memslot, free: int | None
+) -> str:
+    # kvm_set_memory_region() -> kvm_check_memslot_overlap(): a new memslot overlapping one of
+    # the same address space is refused with EEXIST.
+    assert isinstance(memslot.base, int)
+    where = Range(memslot.base, memslot.base + memslot.size)
+    lies = "lies in" if where.covers(Range(base, base + span)) else "overlaps"
+    move = (f"move the ucall page to a free address ({hex_addr(free)} is free) or set its "
+            "base to auto" if free is not None else "set its base to auto")
+    return (
+        f"ucall {name!r} at {hex_addr(base)} {lies} memslot {memslot.name!r} {where}: the "
+        "read-only memslot --ucall-memslot adds over the ucall page would overlap it, and "
+        "KVM_SET_USER_MEMORY_REGION refuses that with EEXIST (kvm_check_memslot_overlap()); "
+        f"{move}"
+    )
 
 
 def _read_only_memslot_over(memslots: list[Memslot], base: int, span: int) -> bool:

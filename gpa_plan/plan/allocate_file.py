@@ -90,7 +90,10 @@ def _allocate_text(
         raise _load_failure(source, err) from None
     except PlanError as err:
         raise AllocateFailure(
-            [_located(doc, source.path, message, path) for message, path in err.problems]
+            [
+                _located(doc, source.path, message, path, rule)
+                for (message, path), rule in zip(err.problems, err.rules, strict=True)
+            ]
         ) from None
     if in_place:
         # The parser's offsets count from after a BOM (the loader decodes with utf-8-sig).
@@ -139,9 +142,11 @@ def _load_failure(source: LayoutSource, err: LayoutError) -> AllocateFailure:
     )
 
 
-def _located(doc: Document, file: str, message: str, path: tuple[str, int]) -> str:
-    line, column = doc.position((*path, "base"))
-    return f"{file}:{line}:{column}: error[no-room] {message}"
+def _located(
+    doc: Document, file: str, message: str, path: tuple[str, int] | None, rule: str
+) -> str:
+    line, column = doc.position((*path, "base") if path is not None else ())
+    return f"{file}:{line}:{column}: error[{rule}] {message}"
 
 
 def _render(allocation: Allocation, fmt: str, source: str) -> str:

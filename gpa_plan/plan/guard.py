@@ -1,0 +1,66 @@
+"""The planner checks its own plan: a plan that `check` would reject for a reason the input did
+not already have is refused, never emitted.
+
+The input is checked as `check` checks it (its `auto` entries placed by the planner's own
+rules); the plan is checked with every address fixed and every entry it added. An error
+finding of the plan that the input does not have (same rule, same message) is new: the plan
+made it, so the plan is refused with it. Errors the input already has pass through unchanged
+(allocate fills in `auto` values; it does not repair fixed entries), and so do warnings.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from yaml.error import Mark
+from yaml.nodes import MappingNode
+
+from gpa_plan.arch import ARCHES
+from gpa_plan.check.findings import ERROR, Finding
+from gpa_plan.check.partition import partition
+from gpa_plan.check.rules import RuleContext
+from gpa_plan.check.run import RULES  # the import registers every rule
+from gpa_plan.layout.loader import Document
+from gpa_plan.layout.resolved import EntryPath, ResolvedLayout
+
+_NAME = "<plan>"
+
+
+def new_errors(
+    before: ResolvedLayout, after: ResolvedLayout
+) -> list[tuple[Finding, EntryPath | None]]:
+    """Error findings of ``after`` that ``before`` does not have, each with the entry of
+    ``after`` it names first (None when it names no entry)."""
+    had = Counter((f.rule, f.message) for f in _errors(before))
+    new = []
+    for finding in _errors(after):
+        key = (finding.rule, finding.message)
+        if had[key]:
+            had[key] -= 1
+            continue
+        new.append((finding, _entry_path(after, finding.objects)))
+    return new
+
+
+def _errors(layout: ResolvedLayout) -> list[Finding]:
+    arch = ARCHES[layout.arch]
+    ctx = RuleContext(_NAME, _NOWHERE, layout, arch, partition(layout, arch))
+    findings: list[Finding] = []
+    for rule in RULES.values():
+        if rule.check is not None:
+            findings.extend(f for f in rule.check(ctx) if f.severity == ERROR)
+    return findings
+
+
+def _entry_path(layout: ResolvedLayout, names: tuple[str, ...]) -> EntryPath | None:
+    paths = {m.name: m.path for m in layout.memslots}
+    paths.update({d.name: d.path for d in layout.devices})
+    paths.update({r.name: r.path for r in layout.reserved})
+    return next((paths[name] for name in names if name in paths), None)
+
+
+# Findings made here are compared by rule and message, never shown with their positions: an
+# empty document stands in for the file.
+_NOWHERE = Document(
+    _NAME, {}, MappingNode("tag:yaml.org,2002:map", [], start_mark=Mark(_NAME, 0, 0, 0, "", 0))
+)

@@ -1,0 +1,435 @@
+"""The KVM selftests default VM: the size of slot 0, the ucall address, and its layout.
+
+A selftest's VM comes from ``__vm_create()`` (tools/testing/selftests/kvm/lib/kvm_util.c),
+which adds memslot 0 at GPA 0 with ``vm_nr_pages_required()`` guest pages and then calls
+``ucall_init(vm, slot0->region.guest_phys_addr + slot0->region.memory_size)``: the ucall
+MMIO address is the first byte past slot 0, chosen once, before the test adds a memslot of its
+own. A later memslot over that page never moves it; it takes the ucall writes instead. So the
+layouts written here state the address as a fixed ``base``, for ``check`` to hold later
+memslots to it.
+
+``vm_nr_pages_required(mode, nr_runnable_vcpus, extra_mem_pages)`` (same file)::
+
+    nr_pages  = 512                                       # test code and per-VM assets
+    nr_pages += nr_runnable_vcpus * DEFAULT_STACK_PGS     # vCPU stacks
+    nr_pages += (nr_pages + extra_mem_pages) / PTES_PER_MIN_PAGE * 2   # page tables
+    nr_pages += ucall_nr_pages_required(page_size)        # the ucall pool
+    return vm_adjust_num_guest_pages(mode, nr_pages)
+
+with, from include/kvm_util.h: ``DEFAULT_STACK_PGS`` 5; ``KVM_MAX_VCPUS`` 512;
+``MIN_PAGE_SHIFT`` 12 and ``ptes_per_page(page_size) = page_size / 8`` on arm64 and x86_64, so
+``PTES_PER_MIN_PAGE`` is 512 whatever the guest page size. The page-table term divides
+first (C integer division), then doubles.
+
+``ucall_nr_pages_required(page_size)`` (lib/ucall_common.c) is
+``align_up(sizeof(struct ucall_header), page_size) / page_size``, where ``struct ucall_header``
+is a bitmap of ``KVM_MAX_VCPUS`` bits (64 bytes) and ``KVM_MAX_VCPUS`` ``struct ucall``
+(include/ucall_common.h: ``u64 cmd``, ``u64 args[UCALL_MAX_ARGS = 7]``,
+``char buffer[UCALL_BUFFER_LEN = 1024]``, ``struct ucall *hva``: 1096 bytes). The pool is sized
+for 512 vCPUs whatever the VM has, so only the guest page size changes it.
+
+``vm_adjust_num_guest_pages()`` (include/kvm_util.h, with ``vm_num_host_pages()`` and
+``vm_num_guest_pages()`` in kvm_util.c) rounds the count up to whole host pages: it changes
+nothing when the guest page is at least the host page, and rounds up to a multiple of
+host/guest pages otherwise (a 4 KiB guest on a 64 KiB host).
+
+The guest page size is that of the VM mode: 4 KiB, 16 KiB or 64 KiB on arm64 (the
+``VM_MODE_P*V*_4K/16K/64K`` modes of kvm_util.c ``vm_guest_mode_params[]``), 4 KiB on x86_64
+(``VM_MODE_PXXVYY_4K``).
+
+On arm64, ``kvm_arch_vm_post_create(vm, nr_vcpus)`` (lib/arm64/processor.c) also creates a
+vGICv3 for every default VM on a host that has one, ``__vgic_v3_setup(vm, nr_vcpus, 64)``:
+the distributor at ``GICD_BASE_GPA`` and ``nr_vcpus`` redistributor frames at
+``GICR_BASE_GPA`` (include/arm64/gic.h). On x86_64, ``kvm_arch_vm_post_create()``
+(lib/x86/processor.c) makes the in-kernel irqchip (LAPIC, IOAPIC), and ucalls are port I/O
+(lib/x86/ucall.c ``UCALL_PIO_PORT`` 0x1000): there is no ucall MMIO address to protect.
+
+These follow the selftests library as read in kvm-x86/linux commit
+1a27afa0511e404fd87c1a5e643945940ef72f90 (lib/kvm_util.c, include/kvm_util.h) and
+torvalds/linux commits cb9f145f638d7afa633632a9290d6ad06caeb8ee (lib/arm64/processor.c),
+31e00dae72fda939a084cda86b068ac9c302a2d3 (lib/ucall_common.c),
+b2128290c29902315e632ea59e0504d6bc9e9b42 (lib/arm64/ucall.c),
+2bdef77c6019c3439e7a07a82ed76dde2747633f (lib/x86/ucall.c) and
+84318277d6334c6981ab326d4acc87c6a6ddc9b8 (include/arm64/gic.h); ``struct ucall`` with its
+1024-byte buffer the guest printf support added. Trees before ``ucall_nr_pages_required()``
+(the ucall pool, Linux 6.2) or before that buffer give a smaller slot 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpa_plan.ranges import hex_addr as _hex
+
+# include/kvm_util.h
+KVM_MAX_VCPUS = 512
+DEFAULT_STACK_PGS = 5
+PTES_PER_MIN_PAGE = (1 << 12) // 8  # ptes_per_page(MIN_PAGE_SIZE) on arm64 and x86_64
+# lib/kvm_util.c vm_nr_pages_required(): "Arbitrarily allocate 512 pages ... for the test code"
+SLOT0_BASE_PAGES = 512
+# include/ucall_common.h struct ucall: cmd, args[UCALL_MAX_ARGS], buffer[UCALL_BUFFER_LEN], hva
+UCALL_MAX_ARGS = 7
+UCALL_BUFFER_LEN = 1024
+UCALL_STRUCT_BYTES = 8 + 8 * UCALL_MAX_ARGS + UCALL_BUFFER_LEN + 8
+# lib/ucall_common.c struct ucall_header: DECLARE_BITMAP(in_use, KVM_MAX_VCPUS) + ucalls[]
+UCALL_HEADER_BYTES = (KVM_MAX_VCPUS + 63) // 64 * 8 + KVM_MAX_VCPUS * UCALL_STRUCT_BYTES
+
+KiB = 1 << 10
+GUEST_PAGE_SIZES = {"arm64": (4 * KiB, 16 * KiB, 64 * KiB), "x86_64": (4 * KiB,)}
+HOST_PAGE_SIZES = GUEST_PAGE_SIZES
+PA_BITS = {"arm64": 40, "x86_64": 48}
+
+# include/arm64/gic.h: GITS_BASE_GPA 0x8000000, then the ITS (128 KiB), the distributor
+# (64 KiB) and the redistributor frames (128 KiB each, KVM_VGIC_V3_REDIST_SIZE).
+GITS_BASE_GPA = 0x0800_0000
+GICD_BASE_GPA = GITS_BASE_GPA + 0x2_0000
+GICR_BASE_GPA = GICD_BASE_GPA + 0x1_0000
+# x86: the lowest fixed address of the x86_64 layout, the IOAPIC (IOAPIC_DEFAULT_BASE_ADDRESS).
+IOAPIC_BASE = 0xFEC0_0000
+# Slot 0 (and on arm64 its ucall page) must end below these, or it covers the device.
+FIRST_DEVICE = {"arm64": (GITS_BASE_GPA, "the vGIC ITS base GITS_BASE_GPA"),
+                "x86_64": (IOAPIC_BASE, "the IOAPIC")}
+
+
+class SelftestsParameterError(ValueError):
+    """Parameters no selftests VM has; the message says which and what is allowed."""
+
+
+@dataclass(frozen=True)
+class SelftestsVM:
+    """The default VM ``__vm_create()`` makes for these parameters, term by term."""
+
+    arch: str
+    vcpus: int
+    extra_pages: int
+    guest_page_size: int
+    host_page_size: int
+    stack_pages: int  # vcpus * DEFAULT_STACK_PGS
+    page_table_pages: int  # (512 + stack_pages + extra_pages) // PTES_PER_MIN_PAGE * 2
+    ucall_pages: int  # ucall_nr_pages_required(guest_page_size)
+    slot0_pages: int  # the sum, after vm_adjust_num_guest_pages()
+
+    @property
+    def unadjusted_pages(self) -> int:
+        return SLOT0_BASE_PAGES + self.stack_pages + self.page_table_pages + self.ucall_pages
+
+    @property
+    def slot0_size(self) -> int:
+        return self.slot0_pages * self.guest_page_size
+
+    @property
+    def ucall_gpa(self) -> int:
+        """The ucall MMIO address: the first byte past slot 0 (on x86_64 given to
+        ucall_init() too, which ignores it: ucalls there are port I/O)."""
+        return self.slot0_size
+
+    @property
+    def is_default(self) -> bool:
+        return (self.vcpus, self.extra_pages, self.guest_page_size, self.host_page_size) == (
+            1, 0, 4 * KiB, 4 * KiB
+        )
+
+
+def selftests_vm(
+    arch: str = "arm64",
+    vcpus: int = 1,
+    extra_pages: int = 0,
+    guest_page_size: int = 4 * KiB,
+    host_page_size: int = 4 * KiB,
+) -> SelftestsVM:
+    """Slot 0 and the ucall address of ``__vm_create(shape, vcpus, extra_pages)`` for a guest
+    (VM mode) page of ``guest_page_size`` on a host with ``host_page_size`` pages, as the
+    module docstring derives them.
+
+    Raises SelftestsParameterError for an architecture other than arm64 and x86_64, a vCPU
+    count outside 1..KVM_MAX_VCPUS (512), a negative ``extra_pages``, a page size the
+    architecture has no VM mode (or host) for, and for a slot 0 so large that it (or, on
+    arm64, the ucall page past it) reaches the first fixed device of the layout: the vGIC at
+    0x0800_0000 on arm64, the IOAPIC at 0xfec0_0000 on x86_64.
+    """
+    if arch not in GUEST_PAGE_SIZES:
+        raise SelftestsParameterError(f"arch {arch!r}: the selftests layouts are for arm64 "
+                                      "and x86_64")
+    if not 1 <= vcpus <= KVM_MAX_VCPUS:
+        raise SelftestsParameterError(
+            f"{vcpus} vCPUs: selftests VMs have 1 to KVM_MAX_VCPUS ({KVM_MAX_VCPUS}) vCPUs"
+        )
+    if extra_pages < 0:
+        raise SelftestsParameterError(f"{extra_pages} extra pages: give 0 or more")
+    _check_page_size(arch, guest_page_size, "guest", GUEST_PAGE_SIZES)
+    _check_page_size(arch, host_page_size, "host", HOST_PAGE_SIZES)
+    vm = _vm(arch, vcpus, extra_pages, guest_page_size, host_page_size)
+    limit, what = FIRST_DEVICE[arch]
+    if _end(vm) > limit:
+        most = _most_extra_pages(arch, vcpus, guest_page_size, host_page_size)
+        fits = (f"at most {most} extra pages fit with these parameters" if most is not None
+                else "no extra pages fit with these parameters")
+        raise SelftestsParameterError(
+            f"{extra_pages} extra pages make slot 0 end at {_hex(vm.slot0_size)}"
+            f"{' and the ucall page at ' + _hex(_end(vm)) if arch == 'arm64' else ''}, "
+            f"past {what} at {_hex(limit)}: {fits}"
+        )
+    return vm
+
+
+def _check_page_size(arch: str, size: int, which: str, sizes: dict[str, tuple[int, ...]]) -> None:
+    if size not in sizes[arch]:
+        allowed = ", ".join(f"{s // KiB}K" for s in sizes[arch])
+        raise SelftestsParameterError(
+            f"{which} page size {_human(size)}: {arch} selftests run with {allowed} "
+            f"{which} pages"
+        )
+
+
+def _vm(arch: str, vcpus: int, extra: int, guest_page: int, host_page: int) -> SelftestsVM:
+    stacks = vcpus * DEFAULT_STACK_PGS
+    tables = (SLOT0_BASE_PAGES + stacks + extra) // PTES_PER_MIN_PAGE * 2
+    ucall = -(-UCALL_HEADER_BYTES // guest_page)
+    pages = SLOT0_BASE_PAGES + stacks + tables + ucall
+    return SelftestsVM(arch, vcpus, extra, guest_page, host_page, stacks, tables, ucall,
+                       _adjust(pages, guest_page, host_page))
+
+
+def _adjust(pages: int, guest_page: int, host_page: int) -> int:
+    """vm_adjust_num_guest_pages(): up to whole host pages, back in guest pages."""
+    if guest_page >= host_page:
+        return pages
+    per_host = host_page // guest_page
+    return -(-pages // per_host) * per_host
+
+
+def _end(vm: SelftestsVM) -> int:
+    return vm.slot0_size + (vm.guest_page_size if vm.arch == "arm64" else 0)
+
+
+def _most_extra_pages(arch: str, vcpus: int, guest_page: int, host_page: int) -> int | None:
+    """The largest extra_pages whose slot 0 stays below the first device (the end grows
+    with extra_pages, so a binary search finds it)."""
+    limit = FIRST_DEVICE[arch][0]
+    if _end(_vm(arch, vcpus, 0, guest_page, host_page)) > limit:
+        return None
+    low, high = 0, limit  # an extra page adds at most 2/512 of a page: never `limit` of them
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _end(_vm(arch, vcpus, middle, guest_page, host_page)) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _human(size: int) -> str:
+    return f"{size // KiB}K" if size % KiB == 0 and size else f"{size} bytes"
+
+
+# -- the layout ---------------------------------------------------------------------------
+
+SOURCES = """\
+# Sources (torvalds/linux or kvm-x86/linux, tools/testing/selftests/kvm):
+#   lib/kvm_util.c, include/kvm_util.h @ kvm-x86/linux 1a27afa0511e404fd87c1a5e643945940ef72f90
+#     __vm_create(): memslot 0 at GPA 0 with vm_nr_pages_required() guest pages, then
+#     ucall_init(vm, slot0->region.guest_phys_addr + slot0->region.memory_size), before the
+#     test adds any memslot of its own: a later memslot never moves the ucall address.
+#     vm_nr_pages_required(): 512 + nr_vcpus * DEFAULT_STACK_PGS (5), plus
+#     (that + extra pages) / PTES_PER_MIN_PAGE (4096 / 8 = 512) * 2 for page tables, plus
+#     ucall_nr_pages_required(page_size), then vm_adjust_num_guest_pages() (whole host pages).
+#   lib/ucall_common.c @ torvalds/linux 31e00dae72fda939a084cda86b068ac9c302a2d3, and
+#   include/ucall_common.h since the guest printf support (UCALL_BUFFER_LEN 1024):
+#     struct ucall_header { DECLARE_BITMAP(in_use, KVM_MAX_VCPUS = 512); struct ucall ucalls[512]; }
+#     struct ucall { u64 cmd; u64 args[7]; char buffer[1024]; struct ucall *hva; } = 1096 bytes,
+#     so the header is 64 + 512 * 1096 = 561216 bytes, whatever the number of vCPUs.
+"""
+
+
+def selftests_layout(vm: SelftestsVM, *, ucall_base: str = "fixed") -> str:
+    """The layout YAML of ``vm``, with the derivation of its numbers in comments.
+
+    On arm64 the ucall device has the fixed base selftests compute (``ucall_base="fixed"``,
+    what the shipped layouts/selftests-arm64.yaml holds), or ``auto`` (the built-in layout
+    `gpa-plan allocate` starts from: the planner puts the ucall page at the same address,
+    the first free page past slot 0, as long as nothing else is there). x86_64 layouts have no
+    ucall device: selftests use port I/O there.
+    """
+    if ucall_base not in ("fixed", "auto"):
+        raise ValueError(f"ucall_base must be 'fixed' or 'auto', not {ucall_base!r}")
+    header = _header(vm, ucall_base)
+    body = _arm64_body(vm, ucall_base) if vm.arch == "arm64" else _x86_body(vm)
+    return header + body
+
+
+def _name(vm: SelftestsVM) -> str:
+    if vm.is_default:
+        return f"kvm-selftests-{vm.arch}-default"
+    name = f"kvm-selftests-{vm.arch}-{vm.vcpus}vcpu"
+    if vm.extra_pages:
+        name += f"-{vm.extra_pages}extra"
+    name += f"-{vm.guest_page_size // KiB}k"
+    if vm.host_page_size != vm.guest_page_size:
+        name += f"-host{vm.host_page_size // KiB}k"
+    return name
+
+
+def _derivation(vm: SelftestsVM) -> str:
+    g, base = vm.guest_page_size, SLOT0_BASE_PAGES + vm.stack_pages
+    tables = base + vm.page_table_pages
+    lines = [
+        f"# Memslot 0 for {vm.vcpus} vCPU{'s' if vm.vcpus != 1 else ''}, {vm.extra_pages} "
+        f"extra pages, {g // KiB} KiB guest pages on {vm.host_page_size // KiB} KiB host pages:",
+        f"#   512 + {vm.vcpus} * 5 (stacks) = {base} pages",
+        f"#   + ({base} + {vm.extra_pages}) / 512 * 2 (page tables) = {base} + "
+        f"{vm.page_table_pages} = {tables} pages",
+        f"#   + align_up(561216, {g}) / {g} (ucall pool) = {tables} + {vm.ucall_pages} = "
+        f"{vm.unadjusted_pages} pages",
+    ]
+    if vm.slot0_pages != vm.unadjusted_pages:
+        per = vm.host_page_size // g
+        lines.append(f"#   rounded up to whole {vm.host_page_size // KiB} KiB host pages "
+                     f"({per} guest pages each) = {vm.slot0_pages} pages")
+    lines.append(f"#   {vm.slot0_pages} pages * {g} bytes = {_hex(vm.slot0_size)}: slot 0 is "
+                 f"[0, {_hex(vm.slot0_size)}),")
+    lines.append(f"#   and the ucall address selftests compute is {_hex(vm.ucall_gpa)}.")
+    return "\n".join(lines) + "\n"
+
+
+def _header(vm: SelftestsVM, ucall_base: str) -> str:
+    params = (f"{vm.vcpus} vCPU{'s' if vm.vcpus != 1 else ''}, {vm.extra_pages} extra pages, "
+              f"{vm.guest_page_size // KiB} KiB guest pages")
+    generate = ("gpa-plan selftests-layout"
+                + (f" --arch {vm.arch}" if vm.arch != "arm64" else "")
+                + (f" --vcpus {vm.vcpus}" if vm.vcpus != 1 else "")
+                + (f" --extra-pages {vm.extra_pages}" if vm.extra_pages else "")
+                + (f" --guest-page-size {vm.guest_page_size // KiB}K"
+                   if vm.guest_page_size != 4 * KiB else "")
+                + (f" --host-page-size {vm.host_page_size // KiB}K"
+                   if vm.host_page_size != 4 * KiB else ""))
+    if ucall_base == "auto":
+        origin = (f"# The layout `gpa-plan allocate` starts from without FILE; `{generate}`\n"
+                  "# writes it with the ucall address fixed, and for other parameters.\n")
+    else:
+        origin = (f"# Written by `{generate}`; run it with your test's parameters\n"
+                  "# (--vcpus, --extra-pages, --guest-page-size) for the layout of your VM.\n")
+    return (
+        f"# KVM selftests: the default {vm.arch} VM of __vm_create() with {params}.\n"
+        + origin
+        + "#\n" + SOURCES + "#\n" + _derivation(vm)
+    )
+
+
+def _arm64_body(vm: SelftestsVM, ucall_base: str) -> str:
+    redist_end = GICR_BASE_GPA + vm.vcpus * 0x2_0000
+    if ucall_base == "fixed":
+        ucall = (
+            "  # ucall MMIO page: the first GPA past slot 0, fixed when the VM is created\n"
+            "  # (kvm_util.c __vm_create() -> ucall_init(); lib/arm64/ucall.c @ b2128290c299\n"
+            "  # ucall_arch_init() maps it at an unused GVA, and the host waits for a\n"
+            "  # KVM_EXIT_MMIO write of 8 bytes there). A memslot a test adds over it later takes\n"
+            "  # the guest's ucall writes and the test hangs: check reports it (ucall-not-io).\n"
+            "  - name: ucall\n"
+            "    type: ucall\n"
+            f"    base: {_hex(vm.ucall_gpa)}\n"
+        )
+    else:
+        ucall = (
+            "  # ucall MMIO page: selftests put it at the first GPA past slot 0\n"
+            f"  # ({_hex(vm.ucall_gpa)}; kvm_util.c __vm_create() -> ucall_init()). `auto` here\n"
+            "  # lets `gpa-plan allocate --ucall` follow that convention for a new layout;\n"
+            "  # layouts/selftests-arm64.yaml states the address itself.\n"
+            "  - name: ucall\n"
+            "    type: ucall\n"
+            "    base: auto\n"
+        )
+    return (
+        "#\n"
+        "# pa_bits: arm64 VM_MODE_DEFAULT is chosen at run time from the host\n"
+        "# (kvm_selftest_arch_init() -> guest_modes_append_default()); 40 is the P40V48 mode of a\n"
+        "# host with KVM's default 40-bit IPA size.\n"
+        "layout: 1\n"
+        f"name: {_name(vm)}\n"
+        "arch: arm64\n"
+        "pa_bits: 40\n"
+        f"page_size: {_human(vm.host_page_size)}\n"
+        f"guest_page_size: {_human(vm.guest_page_size)}\n"
+        "\n"
+        "memslots:\n"
+        "  # __vm_create(): vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, 0 /*gpa*/,\n"
+        "  # 0 /*slot*/, nr_pages, flags): code, data, page tables and the ucall pool all live\n"
+        "  # here (every MEM_REGION_* maps to slot 0).\n"
+        "  - name: slot0\n"
+        "    slot: 0\n"
+        "    base: 0x0\n"
+        f"    size: {_hex(vm.slot0_size)}            # {vm.slot0_pages} pages, computed above\n"
+        "\n"
+        "devices:\n"
+        "  # lib/arm64/processor.c @ cb9f145f638d kvm_arch_vm_post_create(vm, nr_vcpus): every\n"
+        "  # default VM on a host with a vGICv3 gets one, __vgic_v3_setup(vm, nr_vcpus, 64)\n"
+        "  # (test_disable_default_vgic() opts out): the distributor at GICD_BASE_GPA and\n"
+        "  # nr_vcpus redistributor frames at GICR_BASE_GPA, identity-mapped\n"
+        "  # (include/arm64/gic.h @ 84318277d633: GITS_BASE_GPA 0x8000000,\n"
+        "  # GICD = GITS + 128 KiB, GICR = GICD + 64 KiB).\n"
+        "  - name: gicd\n"
+        "    type: vgic-v3-dist\n"
+        f"    base: {_hex(GICD_BASE_GPA)}\n"
+        "    identity_map: true\n"
+        "  - name: gicr\n"
+        "    type: vgic-v3-redist\n"
+        f"    base: {_hex(GICR_BASE_GPA)}\n"
+        f"    vcpus: {vm.vcpus}                   "
+        f"# {vm.vcpus} * 128 KiB, ends at {_hex(redist_end)}\n"
+        "    identity_map: true\n"
+        "  # The ITS (vgic_its_setup(), lib/arm64/gic_v3_its.c) sits at GITS_BASE_GPA\n"
+        "  # 0x0800_0000, 128 KiB, only when a test creates it:\n"
+        "  #   - name: gits\n"
+        "  #     type: vgic-its\n"
+        "  #     base: 0x0800_0000\n"
+        "  #     identity_map: true\n"
+        "\n" + ucall
+    )
+
+
+def _x86_body(vm: SelftestsVM) -> str:
+    return (
+        "#\n"
+        "# ucall_init() is given the GPA past slot 0 here too, but x86 ignores it:\n"
+        "# lib/x86/ucall.c @ 2bdef77c6019 delivers ucalls by port I/O, UCALL_PIO_PORT\n"
+        "# ((u16)0x1000): the guest does `in` from port 0x1000 with RDI = the ucall struct and\n"
+        "# the host sees KVM_EXIT_IO. Port I/O is its own 16-bit space: no MMIO ucall address is\n"
+        "# at stake on x86_64, so this layout has no `ucall` device.\n"
+        "# lib/x86/processor.c kvm_arch_vm_post_create(): vm_create_irqchip(vm), i.e.\n"
+        "# KVM_CREATE_IRQCHIP: in-kernel LAPIC and IOAPIC (and PIC).\n"
+        "#\n"
+        "# pa_bits: VM_MODE_PXXVYY_4K takes the guest physical address width from KVM's CPUID\n"
+        "# (kvm_get_cpu_address_width()) at run time; 48 is a typical value, not a selftests\n"
+        "# constant.\n"
+        "layout: 1\n"
+        f"name: {_name(vm)}\n"
+        "arch: x86_64\n"
+        "pa_bits: 48\n"
+        "page_size: 4K\n"
+        "\n"
+        "memslots:\n"
+        "  - name: slot0\n"
+        "    slot: 0\n"
+        "    base: 0x0\n"
+        f"    size: {_hex(vm.slot0_size)}            # {vm.slot0_pages} pages, computed above\n"
+        "\n"
+        "devices:\n"
+        "  # Default bases of the in-kernel devices (arch/x86/kvm/ioapic.h\n"
+        "  # IOAPIC_DEFAULT_BASE_ADDRESS 0xfec00000, IOAPIC_MEM_LENGTH 0x100;\n"
+        "  # APIC_DEFAULT_PHYS_BASE 0xfee00000, LAPIC_MMIO_LENGTH 4 KiB).\n"
+        "  - name: ioapic\n"
+        "    type: ioapic\n"
+        "    base: 0xfec0_0000\n"
+        "  - name: lapic\n"
+        "    type: lapic\n"
+        "    base: 0xfee0_0000\n"
+        "\n"
+        "reserved:\n"
+        "  # An early include/kvm_util.h (torvalds/linux @ 60a5825e9cbe):\n"
+        "  # KVM_DEFAULT_IDENTITY_MAP_ADDRESS 0xfffbc000ul, \"Memslots can't cover the gfn\n"
+        "  # starting at this gpa otherwise vCPUs can't be created. Only applies to VMs using\n"
+        "  # EPT.\" It is KVM's VMX_EPT_IDENTITY_PAGETABLE_ADDR default, used only on VMX\n"
+        "  # without unrestricted guest.\n"
+        "  - name: kvm-ept-identity-map\n"
+        "    base: 0xfffb_c000\n"
+        "    size: 4K\n"
+    )

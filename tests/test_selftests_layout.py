@@ -1,0 +1,291 @@
+"""`gpa-plan selftests-layout`: the KVM selftests VM for given parameters, ucall address fixed.
+
+The expected numbers below are worked out by hand from vm_nr_pages_required()
+(tools/testing/selftests/kvm/lib/kvm_util.c), not taken from the function under test:
+
+    pages = 512 + vcpus * 5                       (code, stacks)
+    pages += (pages + extra) // 512 * 2           (page tables; PTES_PER_MIN_PAGE = 4096 / 8)
+    pages += ceil(561216 / guest_page)            (struct ucall_header: 64 + 512 * 1096 bytes)
+    pages rounded up to whole host pages          (vm_adjust_num_guest_pages())
+    ucall address = pages * guest_page
+
+The shipped layouts/selftests-*.yaml are this command's default output, and the built-in
+layouts `allocate` starts from are the same with the ucall page `auto`:
+GPA_PLAN_UPDATE_GOLDEN=1 rewrites all four after a change to the generator.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gpa_plan
+from gpa_plan.check.run import check_file
+from gpa_plan.cli import cli
+from gpa_plan.selftests import (
+    GUEST_PAGE_SIZES,
+    SelftestsParameterError,
+    selftests_layout,
+    selftests_vm,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "layouts"
+BUILTIN = ROOT / "gpa_plan" / "data"
+KiB = 1 << 10
+
+
+def run(*args: str) -> object:
+    return CliRunner().invoke(cli, list(args))
+
+
+def layout_findings(path: Path) -> list[str]:
+    (result,) = check_file(path)
+    assert result.valid
+    return [f.rule for f in result.findings]
+
+
+# -- the shipped files are the generator's output --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "arch", "ucall_base"),
+    [
+        (SHIPPED / "selftests-arm64.yaml", "arm64", "fixed"),
+        (SHIPPED / "selftests-x86_64.yaml", "x86_64", "fixed"),
+        (BUILTIN / "selftests-arm64.yaml", "arm64", "auto"),
+        (BUILTIN / "selftests-x86_64.yaml", "x86_64", "auto"),
+    ],
+    ids=lambda v: str(v).replace(str(ROOT) + "/", "") if isinstance(v, Path) else v,
+)
+def test_selftests_layouts_are_the_generators_default_output(
+    path: Path, arch: str, ucall_base: str
+) -> None:
+    text = selftests_layout(selftests_vm(arch), ucall_base=ucall_base)
+    if os.environ.get("GPA_PLAN_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert not path.is_symlink()
+    assert path.read_text() == text
+
+
+def test_the_command_prints_the_shipped_layout_by_default() -> None:
+    result = CliRunner().invoke(cli, ["selftests-layout"])
+    assert result.exit_code == 0
+    assert result.stdout == (SHIPPED / "selftests-arm64.yaml").read_text()
+    x86 = CliRunner().invoke(cli, ["selftests-layout", "--arch", "x86_64"])
+    assert x86.stdout == (SHIPPED / "selftests-x86_64.yaml").read_text()
+
+
+def test_shipped_arm64_layout_states_the_ucall_address_and_its_derivation() -> None:
+    text = (SHIPPED / "selftests-arm64.yaml").read_text()
+    assert "  - name: ucall\n    type: ucall\n    base: 0x0029_1000\n" in text
+    assert "base: auto" not in text
+    assert "#   + align_up(561216, 4096) / 4096 (ucall pool) = 519 + 138 = 657 pages\n" in text
+
+
+def test_shipped_x86_layout_says_ucalls_are_port_io_and_has_no_ucall_device() -> None:
+    text = (SHIPPED / "selftests-x86_64.yaml").read_text()
+    assert "UCALL_PIO_PORT" in text
+    assert "no MMIO ucall address is\n# at stake on x86_64" in text
+    assert "type: ucall" not in text
+
+
+def test_builtin_arm64_layout_keeps_the_ucall_page_auto() -> None:
+    text = (BUILTIN / "selftests-arm64.yaml").read_text()
+    assert "  - name: ucall\n    type: ucall\n    base: auto\n" in text
+
+
+# -- the seed scenario: a test's memslot where selftests put the ucall page -----------------
+
+
+def test_a_memslot_added_at_the_ucall_address_fails_with_ucall_not_io(tmp_path: Path) -> None:
+    text = (SHIPPED / "selftests-arm64.yaml").read_text()
+    added = "  - name: test-data\n    base: 0x29_1000\n    size: 1M\n\ndevices:\n"
+    assert text.count("\ndevices:\n") == 1
+    (tmp_path / "mine.yaml").write_text(text.replace("\ndevices:\n", "\n" + added))
+    mine = str(tmp_path / "mine.yaml")
+    lines = Path(mine).read_text().splitlines()
+    base_line = lines.index("    base: 0x0029_1000", lines.index("  - name: ucall")) + 1
+    result = CliRunner().invoke(cli, ["check", "-q", mine])
+    assert result.exit_code == 1
+    (finding,) = [line for line in result.stdout.splitlines() if "error[" in line]
+    assert finding.startswith(f"{mine}:{base_line}:11: error[ucall-not-io] ucall 'ucall' at ")
+    assert "0x0029_1000" in finding
+    assert "('test-data')" in finding
+
+
+def test_the_same_memslot_past_the_ucall_page_is_fine(tmp_path: Path) -> None:
+    text = (SHIPPED / "selftests-arm64.yaml").read_text()
+    added = "  - name: test-data\n    base: 0x29_2000\n    size: 1M\n\ndevices:\n"
+    (tmp_path / "mine.yaml").write_text(text.replace("\ndevices:\n", "\n" + added))
+    assert layout_findings(tmp_path / "mine.yaml") == []
+
+
+# -- the numbers, worked out by hand ---------------------------------------------------------
+
+
+def test_default_vm_one_vcpu_4k() -> None:
+    # 512 + 1*5 = 517; + (517 + 0)//512*2 = 2 -> 519; + ceil(561216/4096) = 138 -> 657 pages
+    vm = selftests_vm("arm64")
+    assert (vm.slot0_pages, vm.ucall_gpa) == (657, 657 * 0x1000)
+    assert vm.ucall_gpa == 0x29_1000
+
+
+def test_four_vcpus() -> None:
+    # 512 + 4*5 = 532; + 532//512*2 = 2 -> 534; + 138 -> 672 pages = 0x2a_0000
+    result = run("selftests-layout", "--vcpus", "4")
+    assert result.exit_code == 0
+    assert "  - name: ucall\n    type: ucall\n    base: 0x002a_0000\n" in result.stdout
+    assert "    size: 0x002a_0000            # 672 pages" in result.stdout
+    assert "    vcpus: 4 " in result.stdout  # four redistributor frames
+    assert selftests_vm("arm64", vcpus=4).ucall_gpa == 672 * 4096
+
+
+def test_extra_pages_grow_the_page_tables() -> None:
+    # 517; + (517 + 1_000_000)//512*2 = 1954*2 = 3908 -> 4425; + 138 -> 4563 pages = 0x11d_3000
+    result = run("selftests-layout", "--extra-pages", "1000000")
+    assert result.exit_code == 0
+    assert "    base: 0x011d_3000\n" in result.stdout
+    assert selftests_vm("arm64", extra_pages=1_000_000).slot0_pages == 4563
+
+
+def test_64k_guest_pages() -> None:
+    # 517; + 2 -> 519; + ceil(561216/65536) = 9 -> 528 pages of 64 KiB = 0x210_0000
+    result = run("selftests-layout", "--guest-page-size", "64K")
+    assert result.exit_code == 0
+    assert "guest_page_size: 64K\n" in result.stdout
+    assert "    base: 0x0210_0000\n" in result.stdout
+    assert selftests_vm("arm64", guest_page_size=64 * KiB).slot0_pages == 528
+
+
+def test_16k_guest_pages() -> None:
+    # 519 + ceil(561216/16384) = 35 -> 554 pages of 16 KiB = 0x8a_8000
+    assert selftests_vm("arm64", guest_page_size=16 * KiB).ucall_gpa == 0x8A_8000
+
+
+def test_4k_guest_on_a_64k_host_rounds_up_to_whole_host_pages() -> None:
+    # 657 guest pages -> ceil(657/16) = 42 host pages -> 672 guest pages = 0x2a_0000
+    result = run("selftests-layout", "--host-page-size", "64K")
+    assert result.exit_code == 0
+    assert "page_size: 64K\nguest_page_size: 4K\n" in result.stdout
+    assert "    base: 0x002a_0000\n" in result.stdout
+    assert "rounded up to whole 64 KiB host pages (16 guest pages each) = 672" in result.stdout
+
+
+def test_x86_64_slot0_follows_the_same_sum() -> None:
+    # 4 vCPUs: 672 pages as on arm64; x86 has only 4 KiB guest pages
+    vm = selftests_vm("x86_64", vcpus=4)
+    assert vm.slot0_size == 0x2A_0000
+
+
+def test_the_library_gives_the_commands_answer(tmp_path: Path) -> None:
+    out = tmp_path / "vm.yaml"
+    result = run("selftests-layout", "--vcpus", "8", "--guest-page-size", "16K", "-o", str(out))
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    vm = gpa_plan.selftests_vm("arm64", vcpus=8, guest_page_size=16 * KiB)
+    assert out.read_text() == gpa_plan.selftests_layout(vm)
+    assert layout_findings(out) == []
+
+
+# -- bad parameters are usage errors ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--vcpus", "0"], "0 vCPUs: selftests VMs have 1 to KVM_MAX_VCPUS (512) vCPUs"),
+        (["--vcpus", "513"], "513 vCPUs: selftests VMs have 1 to KVM_MAX_VCPUS (512) vCPUs"),
+        (["--extra-pages", "-1"], "-1 extra pages: give 0 or more"),
+        (["--arch", "x86_64", "--guest-page-size", "64K"],
+         "guest page size 64K: x86_64 selftests run with 4K guest pages"),
+        (["--guest-page-size", "8K"],
+         "guest page size 8K: arm64 selftests run with 4K, 16K, 64K guest pages"),
+        (["--arch", "x86_64", "--host-page-size", "16K"],
+         "host page size 16K: x86_64 selftests run with 4K host pages"),
+        # 517 + (517 + 10_000_000)//512*2 = 517 + 39064; + 138 = 39719 pages = 0x9b2_7000
+        (["--extra-pages", "10000000"],
+         "10000000 extra pages make slot 0 end at 0x09b2_7000 and the ucall page at "
+         "0x09b2_8000, past the vGIC ITS base GITS_BASE_GPA at 0x0800_0000: at most 8220666 "
+         "extra pages fit with these parameters"),
+    ],
+)
+def test_bad_parameters_exit_2_saying_what_is_allowed(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["selftests-layout", *args])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.endswith(f"Error: {message}\n")
+
+
+def test_the_extra_pages_bound_is_exact() -> None:
+    most = 8220666
+    vm = selftests_vm("arm64", extra_pages=most)
+    assert vm.ucall_gpa + vm.guest_page_size <= 0x0800_0000
+    with pytest.raises(SelftestsParameterError):
+        selftests_vm("arm64", extra_pages=most + 1)
+
+
+def test_a_bad_size_is_a_usage_error() -> None:
+    result = run("selftests-layout", "--guest-page-size", "4MB")
+    assert result.exit_code == 2
+
+
+# -- every generated layout checks clean ------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["arm64", "x86_64"])
+def test_every_default_checks_clean(arch: str, tmp_path: Path) -> None:
+    path = tmp_path / f"{arch}.yaml"
+    path.write_text(selftests_layout(selftests_vm(arch)))
+    assert layout_findings(path) == []
+
+
+@st.composite
+def parameters(draw: st.DrawFn) -> tuple[str, int, int, int, int]:
+    arch = draw(st.sampled_from(["arm64", "x86_64"]))
+    guest = draw(st.sampled_from(GUEST_PAGE_SIZES[arch]))
+    host = draw(st.sampled_from(GUEST_PAGE_SIZES[arch]))
+    vcpus = draw(st.integers(1, 512))
+    extra = draw(st.one_of(st.integers(0, 200_000), st.integers(0, 300_000_000)))
+    return arch, vcpus, extra, guest, host
+
+
+@settings(max_examples=40, deadline=None)
+@given(parameters(), st.sampled_from(["fixed", "auto"]))
+def test_any_valid_parameters_give_a_layout_that_checks_clean(
+    params: tuple[str, int, int, int, int], ucall_base: str
+) -> None:
+    try:
+        vm = selftests_vm(*params)
+    except SelftestsParameterError as err:
+        assert "extra pages make slot 0 end at" in str(err)  # the only refusal left
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "vm.yaml"
+        path.write_text(selftests_layout(vm, ucall_base=ucall_base))
+        (result,) = check_file(path)
+        assert result.valid
+        assert result.findings == ()
+        if vm.arch == "arm64":
+            (ucall,) = [r for r in result.regions if "ucall" in r.names]
+            assert ucall.range.start == vm.ucall_gpa
+
+
+# -- allocate without FILE keeps the selftests convention -------------------------------------
+
+
+def test_allocate_ucall_in_an_empty_directory_uses_the_builtin_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("allocate", "--ucall")
+    assert result.exit_code == 0
+    assert "  - name: ucall\n    type: ucall\n    base: 0x0029_1000\n" in result.stdout
+    assert list(tmp_path.iterdir()) == []
