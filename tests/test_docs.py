@@ -331,3 +331,27 @@ def test_readme_lists_every_doc() -> None:
     listed = set(local_links(README))
     for doc in DOCS:
         assert f"docs/{doc.name}" in listed, doc.name
+
+
+def layout_format_examples() -> list[str]:
+    return fenced_blocks(LAYOUT_FORMAT, "yaml")
+
+
+def test_layout_format_has_examples_of_every_section() -> None:
+    text = "".join(layout_format_examples())
+    for section_key in ("memslots:", "devices:", "reserved:", "within:", "as_id:", "handler:"):
+        assert section_key in text
+
+
+@pytest.mark.parametrize("index", range(len(layout_format_examples())))
+def test_layout_format_examples_load(tmp_path: Path, index: int) -> None:
+    """Each example is a layout, or a section of one, that loads (what `check` then says of
+    it, a vGIC beside a LAPIC say, is not the point of a field's example)."""
+    from gpa_plan import load_layout
+
+    example = layout_format_examples()[index]
+    if not example.startswith("layout:"):
+        example = "layout: 1\narch: x86_64\n" + example
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    load_layout(str(path))  # raises LayoutError, naming the line, if the example is wrong
