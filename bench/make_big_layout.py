@@ -4,8 +4,9 @@ Run ``python3 bench/make_big_layout.py OUT.yaml``. The layout is x86_64 with a 4
 MAXPHYADDR and holds:
 
 * 32,764 memslots, KVM_USER_MEM_SLOTS on x86 (KVM_MEM_SLOTS_NUM minus the 3 internal slots;
-  kvm-semantics.md 1.1), one per equal cell of the 48-bit space, each at a random 4 KiB-aligned
-  offset in its cell with a random size of 1 to 4,096 pages, every fourth one read-only;
+  include/linux/kvm_host.h, docs/kernel.md), one per equal cell of the 48-bit space, each at a
+  random 4 KiB-aligned offset in its cell with a random size of 1 to 4,096 pages, every fourth one
+  read-only;
 * 4,096 user ``mmio`` devices of 4 to 64 KiB, each in the gap right after a random memslot.
 
 Slot ids are left to gpa-plan (the lowest free id, so 0 to 32,763). Nothing overlaps and

@@ -1,6 +1,6 @@
 """The `gpa-plan` command line: options in, core calls, a reporter out, exit codes.
 
-Exit codes (SPEC section 6): 0 nothing at error severity (with --strict, no warning either);
+Exit codes (docs/exit-codes.md): 0 nothing at error severity (with --strict, no warning either);
 1 findings at error severity, files that fail to load, or no room to allocate; 2 usage errors
 (bad options, unknown rules, bad configuration) and internal errors; 130 and 141 when
 interrupted or when the output's reader went away (gpa_plan.exits). Modules are imported
@@ -531,9 +531,9 @@ def schema() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
-    """Console-script entry point: exits with the contract's status, or 130 on Ctrl-C and
-    141 when the reader of standard output went away (see gpa_plan.exits); internal errors
-    and an unwritable standard output are exit 2 with a one-line message, never a traceback.
+    """Console-script entry point: exits with the status docs/exit-codes.md gives, or 130 on Ctrl-C
+    and 141 when the reader of standard output went away (see gpa_plan.exits); internal errors and
+    an unwritable standard output are exit 2 with a one-line message, never a traceback.
 
     Without ``argv`` (the program itself, not a caller in the same process) the exiting
     interpreter is spared its final garbage collection.

@@ -1,11 +1,11 @@
 """How `gpa-plan` ends when the world around it fails: Ctrl-C, a reader that went away, a standard
 output that cannot be written.
 
-The contract's statuses are 0 (clean), 1 (findings, files that do not load) and 2 (usage and
-internal errors). CI reads 1 as findings, so nothing else may end with it: an interrupted run
-ends with 130 and a run whose reader went away (``gpa-plan check ... | head -1``) with 141, the
-statuses a shell shows for a process killed by SIGINT and SIGPIPE (128 + 2, 128 + 13). Python
-ignores SIGPIPE and raises BrokenPipeError instead, so 141 is returned, quietly, rather than
+The documented statuses (docs/exit-codes.md) are 0 (clean), 1 (findings, files that do not load) and
+2 (usage and internal errors). CI reads 1 as findings, so nothing else may end with it: an
+interrupted run ends with 130 and a run whose reader went away (``gpa-plan check ... | head -1``)
+with 141, the statuses a shell shows for a process killed by SIGINT and SIGPIPE (128 + 2, 128 + 13).
+Python ignores SIGPIPE and raises BrokenPipeError instead, so 141 is returned, quietly, rather than
 the process being killed. A standard output that cannot be written (closed with ``>&-``, a full
 disk) is exit 2 with a one-line message.
 """

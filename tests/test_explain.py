@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from spec_rules import SPEC_MINIMUM_RULES
+from stable_rules import STABLE_RULES
 
 from gpa_plan.check.rules import RULES
 from gpa_plan.cli import cli
@@ -169,8 +169,8 @@ def test_rules_lists_every_rule_with_its_severity_and_description() -> None:
         assert out[heading + 1] == f"    {rule.description}"
 
 
-def test_rules_includes_the_spec_minimum_set() -> None:
+def test_rules_includes_every_stable_rule() -> None:
     out = run("rules").stdout
-    for slug in SPEC_MINIMUM_RULES:
+    for slug in STABLE_RULES:
         # Errors first; a rule that also warns says when after a semicolon.
         assert f"\n{slug} (error): " in "\n" + out or f"\n{slug} (error; " in "\n" + out

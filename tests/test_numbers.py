@@ -1,4 +1,4 @@
-"""Addresses and sizes: the forms SPEC section 1 accepts, and the YAML 1.1 traps it refuses."""
+"""Addresses and sizes: the forms docs/numbers.md accepts, and the YAML 1.1 traps it refuses."""
 
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
-"""The partition of ``[0, 2**pa_bits)``: exact regions, precedence and SPEC section 2's outcomes.
+"""The partition of ``[0, 2**pa_bits)``: exact regions, precedence and each access's outcome.
 
-The expected outcomes here are written from SPEC section 2 and kvm-semantics.md (sections 3 and
-5), not taken from gpa_plan.arch: a memslot wins over every device, an in-kernel device over an
-ioeventfd, coalesced zone or user device; a read-only memslot serves reads and fetches and sends
-writes to the device layer; outside memslots, reads and writes go to the device layer and a fetch
-is a guest fault on arm64 (prefetch abort) and a VM error on x86 (emulation failure).
+The expected outcomes here are written by hand from docs/kernel.md ("What an access becomes": arm64
+kvm_handle_guest_abort() -> io_mem_abort(), x86 kvm_handle_noslot_fault() ->
+vcpu_mmio_read()/vcpu_mmio_write()), not taken from gpa_plan.arch: a memslot wins over every device,
+an in-kernel device over an ioeventfd, coalesced zone or user device; a read-only memslot serves
+reads and fetches and sends writes to the device layer; outside memslots, reads and writes go to the
+device layer and a fetch is a guest fault on arm64 (prefetch abort) and a VM error on x86 (emulation
+failure).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from gpa_plan.ranges import Range
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
-# SPEC section 2, by hand. Keys: (memslot backing, strongest device handler at the address).
+# docs/kernel.md's table, by hand. Keys: (memslot backing, strongest device handler at the address).
 WRITE_TO_DEVICE_LAYER = {
     None: "io-exit",
     "user": "io-exit",
@@ -220,7 +222,7 @@ def layout_with(backing: str | None, handler: str | None, arch: str) -> str:
 
 @pytest.mark.parametrize("arch", ["arm64", "x86_64"])
 @pytest.mark.parametrize(("backing", "handler"), CASES)
-def test_outcomes_follow_spec_section_2(
+def test_outcomes_follow_the_kernel_table(
     tmp_path: Path, arch: str, backing: str | None, handler: str | None
 ) -> None:
     regions = regions_of(tmp_path, layout_with(backing, handler, arch))

@@ -1,7 +1,8 @@
 """Each finding rule on small layouts: its slug, severity, position and what the message says.
 
 Positions are 1-based (line, column) of the value the finding is about, worked out from the
-layout text in each test. Kernel facts (errnos, limits) are from kvm-semantics.md.
+layout text in each test. Kernel facts (errnos, limits) are those of docs/kernel.md, each
+with the kernel function it comes from.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from spec_rules import SPEC_MINIMUM_RULES
+from stable_rules import STABLE_RULES
 
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.rules import RULES
@@ -47,7 +48,7 @@ def test_clean_layout_has_no_finding(name: str) -> None:
 
 
 def test_every_registered_rule_has_a_severity_summary_and_description() -> None:
-    assert set(SPEC_MINIMUM_RULES) <= set(RULES)
+    assert set(STABLE_RULES) <= set(RULES)
     for rule in RULES.values():
         assert rule.severity in ("error", "warning")
         assert rule.summary and rule.description
@@ -242,7 +243,8 @@ def test_memslot_beyond_the_ipa_size_is_efault_on_arm64(tmp_path: Path) -> None:
 
 def test_memslot_beyond_guest_maxphyaddr_is_unreachable_on_x86(tmp_path: Path) -> None:
     # The x86 memslot check is against the host's MAXPHYADDR: beyond the guest's the slot is
-    # accepted but the guest cannot reach it (kvm-semantics.md, observed table).
+    # accepted but the guest cannot reach it (x86 kvm_arch_prepare_memory_region() checks
+    # kvm_mmu_max_gfn(), the host's limit; seen so on a real host, docs/kernel.md).
     found = findings(
         tmp_path,
         """\

@@ -10,7 +10,7 @@ ACCESSES = ("read", "write", "fetch")
 
 
 class Outcome(str, enum.Enum):
-    """What one guest access turns into (SPEC section 2)."""
+    """What one guest access turns into (docs/kernel.md, "What an access becomes")."""
 
     MEMORY = "memory"
     IO_EXIT = "io-exit"

@@ -1,4 +1,4 @@
-"""The layout format (SPEC section 1): immutable records, and the pydantic-core schema that
+"""The layout format (docs/layout-format.md): immutable records, and the pydantic-core schema that
 validates a loaded document into them (shape, types, unknown keys).
 
 The schema is written with pydantic-core's own builders, the engine under pydantic v2, rather

@@ -4,6 +4,10 @@ that validates layouts (``gpa_plan.layout.models``).
 Editors (yaml-language-server, VS Code) use it for completion and to flag unknown keys and
 wrong types as you type. It describes the shape only: duplicate names, YAML 1.1 traps such as
 ``010`` and everything KVM checks are left to `gpa-plan check`.
+
+The schema has no ``$id``: gpa-plan has no address on the web to name it by, and an ``$id``
+is optional (references inside it are to its own ``#/$defs``, which resolve without one).
+Editors take it from the file `gpa-plan schema` writes.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from typing import Any
 from gpa_plan.layout.models import layout_core_schema
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-SCHEMA_ID = "https://gpa-plan.dev/schema/layout-1.json"
 TITLE = "gpa-plan layout"
 DESCRIPTION = (
     "A KVM guest-physical address layout for gpa-plan: memslots "
@@ -30,7 +33,7 @@ def layout_schema() -> dict[str, Any]:
     from pydantic.json_schema import GenerateJsonSchema
 
     generated = GenerateJsonSchema().generate(layout_core_schema())
-    head = {"$schema": JSON_SCHEMA_DIALECT, "$id": SCHEMA_ID, "title": TITLE}
+    head = {"$schema": JSON_SCHEMA_DIALECT, "title": TITLE}
     head["description"] = DESCRIPTION
     return head | {key: value for key, value in generated.items() if key not in head}
 

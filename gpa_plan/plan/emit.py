@@ -29,7 +29,7 @@ def to_json(document: dict[str, Any]) -> str:
 
 # What a one-line YAML comment may not hold beyond what printable() escapes: surrogates, the
 # byte-order mark (PyYAML refuses it inside a document) and the two non-characters U+FFFE and
-# U+FFFF, none of them YAML printable (spec 5.1).
+# U+FFFF, none of them YAML printable (the YAML specification, section 5.1).
 _UNFIT_FOR_COMMENT = re.compile("[\ud800-\udfff\ufeff\ufffe\uffff]")
 
 

@@ -1,4 +1,4 @@
-"""JSON documents exactly as SPEC section 4 describes them."""
+"""JSON documents, every field as docs/outputs.md describes it."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def program_dict(p: ProgramPlacement) -> dict[str, Any]:
 
 
 def _programs_key(r: CheckResult) -> dict[str, Any]:
-    # Only with `check --elf`: without it the document stays exactly as SPEC section 4 says.
+    # Only with `check --elf`: without it a result has no `programs` key (docs/outputs.md).
     if r.programs is None:
         return {}
     return {"programs": [program_dict(p) for p in r.programs]}

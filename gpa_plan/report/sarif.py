@@ -4,7 +4,8 @@ One run; ``tool.driver.rules`` lists every rule gpa-plan has (so a viewer can ex
 even when this run found nothing for it); each finding is one result with one location.
 Paths below the working directory are repository-relative URIs against ``%SRCROOT%``, so the
 document does not depend on where the checkout lives; other paths are absolute ``file:`` URIs.
-Columns count Unicode code points, as the YAML loader does.
+Columns count Unicode code points, as the YAML loader does. The driver has no
+``informationUri`` (optional in SARIF 2.1.0): gpa-plan has no published home page to point at.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ SARIF_SCHEMA = (
     "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 )
 TOOL_NAME = "gpa-plan"
-INFORMATION_URI = "https://gpa-plan.dev/"
 SRCROOT = "%SRCROOT%"
 # Versioned as SARIF asks of partialFingerprints keys: a new recipe needs a new key.
 FINGERPRINT_KEY = "gpaPlanFinding/v1"
@@ -80,7 +80,6 @@ def _driver(rules: Sequence[Rule], tool_version: str) -> dict[str, Any]:
     return {
         "name": TOOL_NAME,
         "version": tool_version,
-        "informationUri": INFORMATION_URI,
         "rules": [_rule(rule) for rule in rules],
     }
 

@@ -32,8 +32,8 @@ ACCESSES = ("read", "write", "fetch")
 # of rows, and each would repeat every finding that names it.
 TOOLTIP_FINDINGS = 3
 
-# Characters XML 1.0 does not allow at all, even escaped (spec 2.2), beyond the controls
-# printable() already escapes.
+# Characters XML 1.0 does not allow at all, even escaped (the XML 1.0 specification, section
+# 2.2), beyond the controls printable() already escapes.
 _NOT_XML = re.compile("[\ud800-\udfff\ufffe\uffff]")
 
 

@@ -11,10 +11,11 @@ raises ``ImportFailure`` (line 0: binary input) saying what is wrong; device tre
 How the tree becomes a layout:
 
 - Addresses: a node's ``reg`` is read with its parent's ``#address-cells`` / ``#size-cells``
-  (2 and 1 when absent, spec 2.3.5) and translated to a CPU address through the ``ranges`` of
-  every bus above it (spec 2.3.8: empty ``ranges`` is the identity; a bus without ``ranges``
-  does not map its children into its parent, so they are skipped with a note). A bus whose
-  ``#size-cells`` is 0 gives ids, not ranges (cpus, i2c, gpio-keys): skipped silently, as are
+  (2 and 1 when absent, Devicetree Specification v0.4 section 2.3.5) and translated to a CPU
+  address through the ``ranges`` of every bus above it (section 2.3.8 there: empty ``ranges``
+  is the identity; a bus without ``ranges`` does not map its children into its parent, so they
+  are skipped with a note). A bus whose ``#size-cells`` is 0 gives ids, not ranges (cpus, i2c,
+  gpio-keys): skipped silently, as are
   nodes without ``reg`` (cpus, psci, timer, chosen, aliases, clocks...).
 - ``status``: "okay"/"ok" or absent is imported; "reserved" is imported with a note (the
   device is there, owned by other software); anything else ("disabled", "fail") is skipped,

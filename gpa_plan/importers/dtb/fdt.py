@@ -22,8 +22,9 @@ FDT_PROP = 0x3
 FDT_NOP = 0x4
 FDT_END = 0x9
 
-# Spec 5.2: magic, totalsize, off_dt_struct, off_dt_strings, off_mem_rsvmap, version,
-# last_comp_version, boot_cpuid_phys, size_dt_strings (v3+), size_dt_struct (v17+).
+# Devicetree Specification v0.4 section 5.2: magic, totalsize, off_dt_struct, off_dt_strings,
+# off_mem_rsvmap, version, last_comp_version, boot_cpuid_phys, size_dt_strings (v3+),
+# size_dt_struct (v17+).
 _HEADER = struct.Struct(">10I")
 _HEADER_V16_SIZE = 36
 _RESERVE_ENTRY = struct.Struct(">QQ")
@@ -107,8 +108,8 @@ def _read_header(blob: bytes) -> _Header:
     _check_block("structure block", off_struct, size_struct, header_size, totalsize)
     _check_block("strings block", off_strings, size_strings, header_size, totalsize)
     _check_block("memory reservation block", off_rsvmap, 0, header_size, totalsize)
-    # Spec chapter 5: the structure block is 4-byte aligned, the memory reservation block
-    # 8-byte aligned (its entries are pairs of 64-bit integers).
+    # Devicetree Specification v0.4 chapter 5: the structure block is 4-byte aligned, the memory
+    # reservation block 8-byte aligned (its entries are pairs of 64-bit integers).
     if off_struct % 4 or off_rsvmap % 8:
         raise FdtError(
             f"misaligned blocks: structure at {off_struct:#x} (needs 4-byte alignment), "

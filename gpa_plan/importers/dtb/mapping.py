@@ -151,7 +151,8 @@ class _LayoutBuilder:
             self.notes.append(line)
 
     def note_reservations(self, reservations: tuple[tuple[int, int], ...]) -> None:
-        # Spec 5.3: /memreserve/ keeps RAM from the OS; the memory node still covers it.
+        # Devicetree Specification v0.4 section 5.3: /memreserve/ keeps RAM from the OS; the
+        # memory node still covers it.
         for address, size in reservations:
             self._add_note(
                 f"/memreserve/ {hex_addr(address)} ({human_size(size)}): RAM the guest OS "
@@ -175,9 +176,10 @@ class _LayoutBuilder:
             self.visit(child, (*parents, node))
 
     def _enabled(self, node: Node) -> bool:
-        # Spec 2.3.4 status: "okay" (or the legacy "ok"), "disabled", "reserved", "fail",
-        # "fail-sss". QEMU virt marks secure-only devices "disabled" (create_uart(),
-        # virt_flash_fdt(), create_secure_ram()): the guest never reaches them.
+        # Devicetree Specification v0.4 section 2.3.4, status: "okay" (or the legacy "ok"),
+        # "disabled", "reserved", "fail", "fail-sss". QEMU virt marks secure-only devices
+        # "disabled" (create_uart(), virt_flash_fdt(), create_secure_ram()): the guest never
+        # reaches them.
         status = node.string("status")
         if status in (None, "okay", "ok"):
             return True
@@ -188,7 +190,8 @@ class _LayoutBuilder:
         return False
 
     def _reserved_memory(self, node: Node, parents: tuple[Node, ...]) -> None:
-        # Spec 3.5 /reserved-memory: carve-outs of RAM, still backed by the memory memslot.
+        # Devicetree Specification v0.4 section 3.5, /reserved-memory: carve-outs of RAM, still
+        # backed by the memory memslot.
         for child in node.children:
             regions = self._regions(child, (*parents, node))
             for base, size in regions or ():
@@ -223,7 +226,8 @@ class _LayoutBuilder:
                 self._device(node, role, "mmio", base, size=size)
 
     def _memory(self, node: Node, regions: list[Region], *, readonly: bool) -> None:
-        # device_type "memory" (spec 3.4): RAM, one read-write memslot per reg entry.
+        # device_type "memory" (Devicetree Specification v0.4 section 3.4): RAM, one read-write
+        # memslot per reg entry.
         # cfi-flash: QEMU virt's pflash banks (virt_flash_fdt(): one node, one reg entry per
         # bank) are ROM devices in read-array mode: KVM maps them read-only, reads come from
         # memory and writes exit to QEMU's flash emulation: one read-only memslot per bank.
@@ -482,8 +486,9 @@ class _LayoutBuilder:
 
     def _translate(self, node: Node, address: int, parents: tuple[Node, ...]) -> int | None:
         """``address``, in the address space of the children of ``parents[-1]``, as a CPU
-        address, through each bus's ``ranges`` (spec 2.3.8: empty is identity; absent means
-        the bus's children are not memory-mapped in its parent)."""
+        address, through each bus's ``ranges`` (Devicetree Specification v0.4 section 2.3.8:
+        empty is identity; absent means the bus's children are not memory-mapped in its
+        parent)."""
         for depth in range(len(parents) - 1, 0, -1):
             bus, above = parents[depth], parents[depth - 1]
             if "ranges" not in bus.props:

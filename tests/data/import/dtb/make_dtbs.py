@@ -108,7 +108,8 @@ def prop(nameoff: int, value: bytes) -> bytes:
 
 
 def node_tokens(name: str, tree: Tree, strings: StringTable) -> bytes:
-    """A node's tokens: its properties first (spec 5.4.2), then its children."""
+    """A node's tokens: its properties first (Devicetree Specification v0.4 section 5.4.2),
+    then its children."""
     # Joined once: growing one bytes object made a tree of thousands of nodes take seconds.
     parts = [begin_node(name)]
     for key, value in tree.items():
