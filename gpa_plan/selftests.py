@@ -44,15 +44,11 @@ the distributor at ``GICD_BASE_GPA`` and ``nr_vcpus`` redistributor frames at
 (lib/x86/processor.c) makes the in-kernel irqchip (LAPIC, IOAPIC), and ucalls are port I/O
 (lib/x86/ucall.c ``UCALL_PIO_PORT`` 0x1000): there is no ucall MMIO address to protect.
 
-These follow the selftests library as read in kvm-x86/linux commit
-1a27afa0511e404fd87c1a5e643945940ef72f90 (lib/kvm_util.c, include/kvm_util.h) and
-torvalds/linux commits cb9f145f638d7afa633632a9290d6ad06caeb8ee (lib/arm64/processor.c),
-31e00dae72fda939a084cda86b068ac9c302a2d3 (lib/ucall_common.c),
-b2128290c29902315e632ea59e0504d6bc9e9b42 (lib/arm64/ucall.c),
-2bdef77c6019c3439e7a07a82ed76dde2747633f (lib/x86/ucall.c) and
-84318277d6334c6981ab326d4acc87c6a6ddc9b8 (include/arm64/gic.h); ``struct ucall`` with its
-1024-byte buffer the guest printf support added. Trees before ``ucall_nr_pages_required()``
-(the ucall pool, Linux 6.2) or before that buffer give a smaller slot 0.
+These follow tools/testing/selftests/kvm of Linux 7.2.13, in which every function and constant
+named above was read (lib/kvm_util.c, include/kvm_util.h, lib/ucall_common.c,
+include/ucall_common.h, lib/arm64/processor.c, lib/arm64/ucall.c, lib/x86/processor.c,
+lib/x86/ucall.c, include/arm64/gic.h). Trees before ``ucall_nr_pages_required()`` (the ucall
+pool, Linux 6.2) or before the 1024-byte print buffer of ``struct ucall`` give a smaller slot 0.
 """
 
 from __future__ import annotations
@@ -225,16 +221,15 @@ def _human(size: int) -> str:
 # -- the layout ---------------------------------------------------------------------------
 
 SOURCES = """\
-# Sources (torvalds/linux or kvm-x86/linux, tools/testing/selftests/kvm):
-#   lib/kvm_util.c, include/kvm_util.h @ kvm-x86/linux 1a27afa0511e404fd87c1a5e643945940ef72f90
+# Sources: tools/testing/selftests/kvm of Linux 7.2.13.
+#   lib/kvm_util.c, include/kvm_util.h:
 #     __vm_create(): memslot 0 at GPA 0 with vm_nr_pages_required() guest pages, then
 #     ucall_init(vm, slot0->region.guest_phys_addr + slot0->region.memory_size), before the
 #     test adds any memslot of its own: a later memslot never moves the ucall address.
 #     vm_nr_pages_required(): 512 + nr_vcpus * DEFAULT_STACK_PGS (5), plus
 #     (that + extra pages) / PTES_PER_MIN_PAGE (4096 / 8 = 512) * 2 for page tables, plus
 #     ucall_nr_pages_required(page_size), then vm_adjust_num_guest_pages() (whole host pages).
-#   lib/ucall_common.c @ torvalds/linux 31e00dae72fda939a084cda86b068ac9c302a2d3, and
-#   include/ucall_common.h since the guest printf support (UCALL_BUFFER_LEN 1024):
+#   lib/ucall_common.c, include/ucall_common.h:
 #     struct ucall_header { DECLARE_BITMAP(in_use, KVM_MAX_VCPUS = 512); struct ucall ucalls[512]; }
 #     struct ucall { u64 cmd; u64 args[7]; char buffer[1024]; struct ucall *hva; } = 1096 bytes,
 #     so the header is 64 + 512 * 1096 = 561216 bytes, whatever the number of vCPUs.
@@ -320,7 +315,7 @@ def _arm64_body(vm: SelftestsVM, ucall_base: str) -> str:
     if ucall_base == "fixed":
         ucall = (
             "  # ucall MMIO page: the first GPA past slot 0, fixed when the VM is created\n"
-            "  # (kvm_util.c __vm_create() -> ucall_init(); lib/arm64/ucall.c @ b2128290c299\n"
+            "  # (kvm_util.c __vm_create() -> ucall_init(); lib/arm64/ucall.c\n"
             "  # ucall_arch_init() maps it at an unused GVA, and the host waits for a\n"
             "  # KVM_EXIT_MMIO write of 8 bytes there). A memslot a test adds over it later takes\n"
             "  # the guest's ucall writes and the test hangs: check reports it (ucall-not-io).\n"
@@ -360,11 +355,11 @@ def _arm64_body(vm: SelftestsVM, ucall_base: str) -> str:
         f"    size: {_hex(vm.slot0_size)}            # {vm.slot0_pages} pages, computed above\n"
         "\n"
         "devices:\n"
-        "  # lib/arm64/processor.c @ cb9f145f638d kvm_arch_vm_post_create(vm, nr_vcpus): every\n"
+        "  # lib/arm64/processor.c kvm_arch_vm_post_create(vm, nr_vcpus): every\n"
         "  # default VM on a host with a vGICv3 gets one, __vgic_v3_setup(vm, nr_vcpus, 64)\n"
         "  # (test_disable_default_vgic() opts out): the distributor at GICD_BASE_GPA and\n"
         "  # nr_vcpus redistributor frames at GICR_BASE_GPA, identity-mapped\n"
-        "  # (include/arm64/gic.h @ 84318277d633: GITS_BASE_GPA 0x8000000,\n"
+        "  # (include/arm64/gic.h: GITS_BASE_GPA 0x8000000,\n"
         "  # GICD = GITS + 128 KiB, GICR = GICD + 64 KiB).\n"
         "  - name: gicd\n"
         "    type: vgic-v3-dist\n"
@@ -390,7 +385,7 @@ def _x86_body(vm: SelftestsVM) -> str:
     return (
         "#\n"
         "# ucall_init() is given the GPA past slot 0 here too, but x86 ignores it:\n"
-        "# lib/x86/ucall.c @ 2bdef77c6019 delivers ucalls by port I/O, UCALL_PIO_PORT\n"
+        "# lib/x86/ucall.c delivers ucalls by port I/O, UCALL_PIO_PORT\n"
         "# ((u16)0x1000): the guest does `in` from port 0x1000 with RDI = the ucall struct and\n"
         "# the host sees KVM_EXIT_IO. Port I/O is its own 16-bit space: no MMIO ucall address is\n"
         "# at stake on x86_64, so this layout has no `ucall` device.\n"
