@@ -59,9 +59,9 @@ def allocate(layout: Layout, *, ucall: bool = False, ucall_memslot: bool = False
     """Plan ``layout``; with ``ucall``, place a ucall page (adding a device named `ucall`
     when there is none); with ``ucall_memslot``, also cover it with a read-only memslot so a
     later memslot over it is refused (EEXIST) instead of silently taking its writes.
-    Raises PlanError when an entry finds no room, and when the plan would have an error
-    `check` reports that ``layout`` has not (gpa_plan.plan.guard): a plan is never made worse
-    than its input."""
+    Raises PlanError when an entry finds no room, and when `check` would report an error on
+    the plan (gpa_plan.plan.guard), whether the plan made it or ``layout`` already had it:
+    allocate never emits a plan `check` rejects."""
     original = layout
     added: list[tuple[str, str]] = []
     if (ucall or ucall_memslot) and not any(d.type == "ucall" for d in layout.devices):
@@ -76,9 +76,7 @@ def allocate(layout: Layout, *, ucall: bool = False, ucall_memslot: bool = False
     if ucall_memslot:
         layout, slot_added = _with_ucall_memslot(layout, plan, span)
         added.extend(slot_added)
-    if layout is not original or ucall_memslot:
-        # Else the plan is the one `check` makes of the input itself: nothing new to find.
-        _refuse_new_errors(original, layout, plan.placements)
+    _refuse_errors(original, layout, plan.placements)
     if layout.arch == "x86_64" and (ucall or ucall_memslot):
         notes.append(
             "x86_64: KVM selftests deliver ucalls by port I/O (UCALL_PIO_PORT 0x1000), not "
@@ -87,18 +85,35 @@ def allocate(layout: Layout, *, ucall: bool = False, ucall_memslot: bool = False
     return Allocation(layout, plan.placements, notes, added)
 
 
-def _refuse_new_errors(before: Layout, after: Layout, placements: dict[str, int]) -> None:
-    """PlanError if ``after`` (planned) has an error finding ``before`` (as `check` places
-    its `auto` entries) has not."""
-    from gpa_plan.plan.guard import new_errors
+def _refuse_errors(before: Layout, after: Layout, placements: dict[str, int]) -> None:
+    """PlanError if ``after`` (planned) has any error finding: `check` would reject the plan.
 
-    made = new_errors(resolve(before, plan_layout(before).placements), resolve(after, placements))
-    if made:
-        raise PlanError(
-            [(f"the plan would fail check: {f.message}; nothing was written", path)
-             for f, path in made],
-            [f.rule for f, _ in made],
+    An error the plan made is named as such; one ``before`` already has (as `check` places its
+    `auto` entries) is named as the input's, with the fix: allocate fills in `auto` values
+    and leaves fixed entries alone, so it cannot repair them."""
+    from gpa_plan.plan.guard import Located, errors_of, split_new
+
+    found = errors_of(resolve(after, placements))
+    if not found:
+        return
+    made: list[Located] = []
+    if after is before:
+        had = found
+    else:
+        made, had = split_new(errors_of(resolve(before, plan_layout(before).placements)), found)
+    problems = [
+        (f"the plan would fail check: {f.message}; nothing was written", path) for f, path in made
+    ]
+    problems += [
+        (
+            f"the layout already fails check: {f.message}; allocate fills in `auto` values and "
+            "leaves fixed entries alone, so fix this entry first (`gpa-plan check` shows every "
+            "such error); nothing was written",
+            path,
         )
+        for f, path in had
+    ]
+    raise PlanError(problems, [f.rule for f, _ in made] + [f.rule for f, _ in had])
 
 
 def _ucall_device(layout: Layout) -> Device:

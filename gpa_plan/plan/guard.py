@@ -1,11 +1,11 @@
-"""The planner checks its own plan: a plan that `check` would reject for a reason the input did
-not already have is refused, never emitted.
+"""The planner checks its own plan: a plan that `check` would reject is refused, never emitted.
 
 The input is checked as `check` checks it (its `auto` entries placed by the planner's own
 rules); the plan is checked with every address fixed and every entry it added. An error
 finding of the plan that the input does not have (same rule, same message) is new: the plan
-made it, so the plan is refused with it. Errors the input already has pass through unchanged
-(allocate fills in `auto` values; it does not repair fixed entries), and so do warnings.
+made it, so the plan is refused with it. Errors the input already has refuse the plan too, named
+as the input's (allocate fills in `auto` values; it does not repair fixed entries). Warnings
+pass.
 """
 
 from __future__ import annotations
@@ -26,20 +26,28 @@ from gpa_plan.layout.resolved import EntryPath, ResolvedLayout
 _NAME = "<plan>"
 
 
-def new_errors(
-    before: ResolvedLayout, after: ResolvedLayout
-) -> list[tuple[Finding, EntryPath | None]]:
-    """Error findings of ``after`` that ``before`` does not have, each with the entry of
-    ``after`` it names first (None when it names no entry)."""
-    had = Counter((f.rule, f.message) for f in _errors(before))
-    new = []
-    for finding in _errors(after):
-        key = (finding.rule, finding.message)
+Located = tuple[Finding, "EntryPath | None"]
+
+
+def errors_of(layout: ResolvedLayout) -> list[Located]:
+    """The error findings `check` reports on ``layout``, each with the entry it names first
+    (None when it names no entry)."""
+    return [(f, _entry_path(layout, f.objects)) for f in _errors(layout)]
+
+
+def split_new(before: list[Located], after: list[Located]) -> tuple[list[Located], list[Located]]:
+    """``after``'s errors split into those ``before`` lacks (same rule and message: the plan
+    made them) and those it has."""
+    had = Counter((f.rule, f.message) for f, _ in before)
+    made, kept = [], []
+    for found in after:
+        key = (found[0].rule, found[0].message)
         if had[key]:
             had[key] -= 1
-            continue
-        new.append((finding, _entry_path(after, finding.objects)))
-    return new
+            kept.append(found)
+        else:
+            made.append(found)
+    return made, kept
 
 
 def _errors(layout: ResolvedLayout) -> list[Finding]:
