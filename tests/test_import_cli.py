@@ -79,7 +79,7 @@ def test_a_malformed_mtree_range_is_refused_at_its_line(tmp_path: Path) -> None:
     result = invoke("import", "qemu-mtree", str(source), "-o", str(out))
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert result.stderr.startswith(f"{source}:4:1: error[import] ")
+    assert result.stderr.startswith(f"{source}:4:3: error[import] ")
     assert not out.exists()
 
 
@@ -113,7 +113,7 @@ def test_a_byte_that_is_not_utf8_is_located_after_a_byte_order_mark(tmp_path: Pa
     result = invoke("import", "qemu-mtree", str(source))
     assert result.exit_code == 1
     assert result.stderr.startswith(
-        f"{source}:3:1: error[import] not UTF-8 text (byte 0xc3 at offset 30): "
+        f"{source}:3:3: error[import] not UTF-8 text (byte 0xc3 at offset 30): "
     )
 
 
