@@ -2,9 +2,11 @@
 
 The samples here are not typed out by hand: they are printed by the functions below, each of
 which mirrors a QEMU printf format string by string, so that every byte of them (the TABs of
-the dispatch tree included) is what QEMU 7.2 writes. The formats, from QEMU v7.2.0
-(softmmu/memory.c and softmmu/physmem.c; the files are system/memory.c and system/physmem.c
-since QEMU 8.1, with the same formats):
+the dispatch tree included) is what QEMU writes. The formats are those of QEMU 7.2's
+softmmu/memory.c and softmmu/physmem.c (system/memory.c and system/physmem.c since QEMU 8.1),
+read in qemu/qemu at softmmu/memory.c 0021c4765a6b and softmmu/physmem.c 06bb74985f42, trees
+between QEMU 6.0 and 8.0 (they print with TARGET_FMT_plx, which 8.0 renamed HWADDR_FMT_plx,
+and have the RamDiscardManager of 6.0):
 
 - include/exec/hwaddr.h: TARGET_FMT_plx is "%016" PRIx64 (HWADDR_FMT_plx since QEMU 8.0).
 - memory.c: MTREE_INDENT is "  ".
@@ -259,10 +261,10 @@ def test_a_dispatch_tree_whose_tabs_an_editor_expanded_is_read_too() -> None:
 # --- the in-kernel IOAPIC -------------------------------------------------------------------
 
 IOAPIC_NOTE = (
-    "Device ioapic added at 0xfec00000 though no region shows it: the I/O address space has "
-    "QEMU's in-kernel PIC (kvm-pic, line {line}), so QEMU made KVM_CREATE_IRQCHIP, which also "
-    "creates KVM's IOAPIC there (kvm_ioapic_init()); QEMU maps no kvm-ioapic region on a "
-    "machine without PCI, such as isapc."
+    "Device ioapic added at 0xfec0_0000 though no region shows it: the I/O address space has "
+    "QEMU's in-kernel PIC (kvm-pic, at line {line} of the input), so QEMU made "
+    "KVM_CREATE_IRQCHIP, which also creates KVM's IOAPIC there (kvm_ioapic_init()); QEMU maps "
+    "no kvm-ioapic region on a machine without PCI, such as isapc."
 )
 
 

@@ -16,7 +16,7 @@ from gpa_plan.importers import (
     pa_bits_needed,
 )
 from gpa_plan.importers.qemu_mtree.text import HOW, MEMORY_TYPES, Region, listing
-from gpa_plan.ranges import human_size
+from gpa_plan.ranges import hex_addr, human_size
 
 KiB = 1024
 # The host page kvm_align_section() trims memslots to (qemu_real_host_page_size()) when the
@@ -120,7 +120,8 @@ class Mapping:
         self._widened: list[str] = []
         self._ram_devices: list[str] = []
         self._memory_seen = False
-        self._irqchip_ioapic = ""  # where kvm-pic was seen, when the IOAPIC was added
+        # The IOAPIC's base and where kvm-pic was seen, when the IOAPIC was added.
+        self._irqchip_ioapic: tuple[str, str] | None = None
 
     def add(self, region: Region) -> None:
         if region.end - region.start >= U64_LIMIT:
@@ -204,14 +205,16 @@ class Mapping:
         KVM_MMIO_BUS at IOAPIC_DEFAULT_BASE_ADDRESS for IOAPIC_MEM_LENGTH bytes, and
         vcpu_mmio_write()/vcpu_mmio_read() answer from that bus before exiting to QEMU. QEMU
         shows it only through its "kvm-ioapic" device, which hw/i386/pc_piix.c pc_init1()
-        creates for PCI machines only: the isapc machine has KVM's IOAPIC but no region."""
+        creates for PCI machines only: the isapc machine has KVM's IOAPIC but no region.
+        Kernel source read: x86.c in a Linux 6.17/6.18 tree (CachyOS/linux 4703912f5e30),
+        ioapic.c and ioapic.h in torvalds/linux (00116795aa87, 0191e92d84ee)."""
         if any(entry["type"] == "ioapic" for entry in self.devices):
             return
         base = CATALOG["ioapic"].default_base
         if base is None:  # the catalog gives it IOAPIC_DEFAULT_BASE_ADDRESS
             return
         self.devices.append({"name": "ioapic", "type": "ioapic", "base": base})
-        self._irqchip_ioapic = f"line {pic_line}"
+        self._irqchip_ioapic = (hex_addr(base), f"at line {pic_line} of the input")
 
     def _mmio(self, name: str, base: int, size: int) -> None:
         if size:
@@ -253,12 +256,12 @@ class Mapping:
                 f"{listing(self._widened)}."
             )
         if self._irqchip_ioapic:
+            base, seen = self._irqchip_ioapic
             notes.append(
-                f"Device ioapic added at 0xfec00000 though no region shows it: the I/O address "
-                f"space has QEMU's in-kernel PIC (kvm-pic, {self._irqchip_ioapic}), so QEMU "
-                "made KVM_CREATE_IRQCHIP, which also creates KVM's IOAPIC there "
-                "(kvm_ioapic_init()); QEMU maps no kvm-ioapic region on a machine without "
-                "PCI, such as isapc."
+                f"Device ioapic added at {base} though no region shows it: the I/O address "
+                f"space has QEMU's in-kernel PIC (kvm-pic, {seen}), so QEMU made "
+                "KVM_CREATE_IRQCHIP, which also creates KVM's IOAPIC there (kvm_ioapic_init()); "
+                "QEMU maps no kvm-ioapic region on a machine without PCI, such as isapc."
             )
         if self.arch == "arm64" and self._memory_seen and not self.page_given:
             notes.append(
