@@ -20,6 +20,7 @@ FIXTURES = [
     ("qemu-mtree", MTREE / "virt-gicv3-kvm-flat.txt"),
     ("qemu-mtree", MTREE / "q35-kvm-flat.txt"),
     ("qemu-mtree", MTREE / "pc-aliases-tree.txt"),
+    ("qemu-mtree", MTREE / "isapc-kvm-flat-d-o.txt"),
     ("dtb", DTB / "qemu-virt-gicv3.dtb"),
     ("dtb", DTB / "qemu-virt-gicv2.dtb"),
     ("dtb", DTB / "firecracker-aarch64.dtb"),

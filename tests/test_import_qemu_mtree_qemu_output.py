@@ -221,6 +221,16 @@ ISAPC_MEMSLOTS = [
 ]
 
 
+FIXTURE = Path(__file__).parent / "data" / "import" / "qemu-mtree" / "isapc-kvm-flat-d-o.txt"
+
+
+def test_the_isapc_fixture_is_what_the_formats_print() -> None:
+    # The saved sample (read by the fixture tests of test_import_qemu_mtree.py) is this
+    # module's output under its comment header: it cannot drift from QEMU's formats here.
+    body = [line for line in FIXTURE.read_text().split("\n") if not line.startswith("#")]
+    assert "\n".join(body) == isapc(dispatch_tree=True, owners=True)
+
+
 def test_the_samples_hold_what_makes_them_qemus_output() -> None:
     text = isapc(dispatch_tree=True, owners=True)
     assert "\n\t  0       skip=1  ptr=[1]\n" in text
