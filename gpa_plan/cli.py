@@ -447,8 +447,9 @@ def import_command(
 ) -> None:
     """Make a layout from what a VMM reports.
 
-    KIND is qemu-mtree (the QEMU monitor's `info mtree -f`) or dtb (a flattened device tree,
-    e.g. from `-machine virt,dumpdtb=FILE`). FILE may be - for standard input.
+    KIND is qemu-mtree (the QEMU monitor's `info mtree -f`, also with -d and -o) or dtb (a
+    flattened device tree, e.g. from `-machine virt,dumpdtb=FILE`). FILE may be - for
+    standard input.
     """
     if arch is not None and kind != "qemu-mtree":
         raise click.UsageError("--arch is for qemu-mtree; a device tree says its architecture")
