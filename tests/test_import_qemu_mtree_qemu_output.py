@@ -32,9 +32,11 @@ machines only), so the memory tree has no kvm-ioapic region, while pc_i8259_crea
 QEMU's in-kernel PIC (hw/i386/kvm/i8259.c kvm_pic_realize(): "kvm-pic", 2 ports, and
 "kvm-elcr", 1) on the I/O ports because KVM_CREATE_IRQCHIP was made (accel/kvm/kvm-all.c
 kvm_irqchip_create()). Memory: hw/i386/pc.c pc_memory_init() (pc.ram; "pc.rom" at 0xc0000,
-PC_ROM_SIZE 0x20000, read-write when PCI is off), hw/i386/x86.c x86_bios_rom_init() (pc.bios
-256 KiB below 4 GiB, its last 128 KiB aliased read-only at 0xe0000 with priority 1),
-hw/display/vga-isa.c ("vga-lowmem", priority 1). The dispatch tree's section and node numbers
+PC_ROM_SIZE 0x20000, read-write when PCI is off), hw/i386/pc_sysfw.c
+pc_system_firmware_init() and x86_bios_rom_init(..., "bios.bin", ..., isapc_ram_fw true):
+pc.bios, the 128 KiB of bios.bin (isapc sets no firmware=bios-256k.bin), in RAM below 4 GiB
+and aliased at 0xe0000 with priority 1, both read-write; hw/display/vga-isa.c ("vga-lowmem",
+priority 1). The dispatch tree's section and node numbers
 are examples of the format, not a claim about this machine's dispatch.
 """
 
@@ -149,14 +151,12 @@ def isapc(*, dispatch_tree: bool, owners: bool, kvm_pic: bool = True) -> str:
     memory += flat_range(0, 0x9_FFFF, 0, "ram", "pc.ram", owner=ram_owner, kvm=True)
     memory += flat_range(0xA_0000, 0xB_FFFF, 1, "i/o", "vga-lowmem", owner=vga_owner)
     memory += flat_range(0xC_0000, 0xD_FFFF, 1, "ram", "pc.rom", owner=bios_owner, kvm=True)
-    memory += flat_range(
-        0xE_0000, 0xF_FFFF, 1, "rom", "pc.bios", offset=0x2_0000, owner=bios_owner, kvm=True
-    )
+    memory += flat_range(0xE_0000, 0xF_FFFF, 1, "ram", "pc.bios", owner=bios_owner, kvm=True)
     memory += flat_range(
         0x10_0000, 32 * MiB - 1, 0, "ram", "pc.ram", offset=0x10_0000, owner=ram_owner, kvm=True
     )
     memory += flat_range(
-        0xFFFC_0000, 0xFFFF_FFFF, 0, "rom", "pc.bios", owner=bios_owner, kvm=True
+        0xFFFE_0000, 0xFFFF_FFFF, 0, "ram", "pc.bios", owner=bios_owner, kvm=True
     )
     if dispatch_tree:
         memory += dispatch(
@@ -165,16 +165,16 @@ def isapc(*, dispatch_tree: bool, owners: bool, kvm_pic: bool = True) -> str:
                 (0, 32 * MiB - 1, "pc.ram", ""),
                 (0xA_0000, 0xB_FFFF, "vga-lowmem", ""),
                 (0xC_0000, 0xD_FFFF, "pc.rom", ""),
-                (0xE_0000, 0x11_FFFF, "pc.bios", ""),
+                (0xE_0000, 0xF_FFFF, "pc.bios", ""),
                 (0x10_0000, 0x20F_FFFF, "pc.ram", " [MRU]"),
-                (0xFFFC_0000, 0xFFFF_FFFF, "pc.bios", ""),
+                (0xFFFE_0000, 0xFFFF_FFFF, "pc.bios", ""),
             ],
             [
                 [(0, 1, 1, "[1]"), (1, 512, 1, "NIL")],
                 [(0, 1, 1, "[2]"), (1, 3, 0, "#0"), (3, 4, 1, "[3]"), (4, 512, 1, "NIL")],
                 [(0, 160, 0, "#1"), (160, 192, 0, "#2"), (192, 224, 0, "#3"), (224, 256, 0, "#4"),
                  (256, 512, 0, "#5")],
-                [(0, 448, 0, "#0"), (448, 512, 0, "#6")],
+                [(0, 480, 0, "#0"), (480, 512, 0, "#6")],
             ],
         )
     memory += "\n"
@@ -215,9 +215,9 @@ ISAPC_DEVICES = [
 ISAPC_MEMSLOTS = [
     {"name": "pc.ram-0x0", "base": 0, "size": 0xA_0000},
     {"name": "pc.rom", "base": 0xC_0000, "size": 0x2_0000},
-    {"name": "pc.bios-0xe0000", "base": 0xE_0000, "size": 0x2_0000, "readonly": True},
+    {"name": "pc.bios-0xe0000", "base": 0xE_0000, "size": 0x2_0000},
     {"name": "pc.ram-0x100000", "base": 0x10_0000, "size": 32 * MiB - 0x10_0000},
-    {"name": "pc.bios-0xfffc0000", "base": 0xFFFC_0000, "size": 0x4_0000, "readonly": True},
+    {"name": "pc.bios-0xfffe0000", "base": 0xFFFE_0000, "size": 0x2_0000},
 ]
 
 
@@ -237,8 +237,8 @@ def test_the_samples_hold_what_makes_them_qemus_output() -> None:
     assert "\n\t  1..511  skip=1  ptr=NIL\n" in text
     assert "\n      #5 @0000000000100000..00000000020fffff pc.ram [MRU]\n" in text
     assert (
-        "\n  00000000000e0000-00000000000fffff (prio 1, rom): pc.bios @0000000000020000"
-        " parent:{obj path=/machine/unattached} KVM\n" in text
+        "\n  0000000000100000-0000000001ffffff (prio 0, ram): pc.ram @0000000000100000"
+        " owner:{obj path=/objects/pc.ram} KVM\n" in text
     )
     assert "\n  0000000000000512-000000000000ffff (prio 0, i/o): io @0000000000000512 orphan\n" in (
         text
