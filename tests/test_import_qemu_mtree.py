@@ -466,8 +466,9 @@ def test_names_of_both_architectures_need_an_arch() -> None:
             "0000000008000000-000000000800ffff (prio 0, i/o): gicv3_dist",
         )
     )
-    assert (error.line, error.message) == (
-        1,
+    assert (error.line, error.column, error.message) == (
+        5,
+        3,
         "region names of two architectures: arm64 (gicv3_dist) and x86_64 (pc.ram); say "
         "which with --arch arm64 or --arch x86_64",
     )

@@ -161,7 +161,7 @@ CASES = [
         + "  0000000000000000-000000000009ffff (prio 0, ram): pc.ram\n"
         + "  0000000008000000-000000000800ffff (prio 0, i/o): gicv3_dist\n",
         [],
-        "1:1",
+        "5:3",
         "region names of two architectures",
     ),
     (

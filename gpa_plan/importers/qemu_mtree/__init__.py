@@ -38,7 +38,8 @@ flat view (only the tree view prints it), output without the ``"memory"`` addres
 with nothing in it, a tree line indented below no parent, an alias whose target block is
 missing, aliases that lead back into a region they lie in (a loop) or more than 64 deep, a
 tree that takes more than a million steps to flatten, region names that name no architecture
-(or both) when ``arch`` is not given, a ``page_size`` the architecture has no pages of (at
+(at the block's first line) or both (at the first region that contradicts the other) when
+``arch`` is not given, a ``page_size`` the architecture has no pages of (at
 the line of the region whose name told the architecture), and ranges no layout entry can
 hold. Those are a range covering the whole 64-bit space, 2**64 bytes (a layout's sizes stop
 at 2**64-1), refused rather than skipped: such a range leaves room for nothing else, so the

@@ -56,16 +56,21 @@ def architecture(
             )
         return arch, None
     found = [name for name, names in seen.items() if names]
+    firsts = {
+        name: min((r for r in regions if _ARCH_NAMES[name].fullmatch(r.name)), key=_place)
+        for name in found
+    }
     if len(found) == 1:
         notes.append(f"Architecture {found[0]}, from the region names {listing(seen[found[0]])}.")
-        pattern = _ARCH_NAMES[found[0]]
-        first = min((r for r in regions if pattern.fullmatch(r.name)), key=lambda r: r.line)
-        return found[0], first
+        return found[0], firsts[found[0]]
     if found:
+        # At the first region that contradicts the architecture named before it.
+        conflict = max(firsts.values(), key=_place)
         raise ImportFailure(
             f"region names of two architectures: arm64 ({listing(seen['arm64'])}) and x86_64 "
             f"({listing(seen['x86_64'])}); say which with --arch arm64 or --arch x86_64",
-            line,
+            conflict.line,
+            conflict.column,
         )
     raise ImportFailure(
         "cannot tell the architecture: no region name QEMU uses only on arm64 (gicv3_dist, "
@@ -73,6 +78,10 @@ def architecture(
         "arm64 or --arch x86_64",
         line,
     )
+
+
+def _place(region: Region) -> tuple[int, int]:
+    return region.line, region.column
 
 
 def with_its(regions: list[Region], arch: str) -> list[Region]:
