@@ -39,13 +39,13 @@ with nothing in it, a tree line indented below no parent, an alias whose target 
 missing, aliases that lead back into a region they lie in (a loop) or more than 64 deep, a
 tree that takes more than a million steps to flatten, region names that name no architecture
 (at the block's first line) or both (at the first region that contradicts the other) when
-``arch`` is not given, a ``page_size`` the architecture has no pages of (at
-the line of the region whose name told the architecture), and ranges no layout entry can
-hold. Those are a range covering the whole 64-bit space, 2**64 bytes (a layout's sizes stop
-at 2**64-1), refused rather than skipped: such a range leaves room for nothing else, so the
-input maps no guest (in a tree view it is typically an empty root container); and an
-in-kernel device whose KVM size would run past 2**64, where KVM could not have placed it.
-Every entry therefore ends at 2**64 at the highest.
+``arch`` is not given, a ``page_size`` the architecture has no pages of (at the line of the
+region whose name told the architecture), and ranges no layout entry can hold. Those are a
+range covering the whole 64-bit space, 2**64 bytes (a layout's sizes stop at 2**64-1),
+refused rather than skipped: such a range leaves room for nothing else, so the input maps no
+guest (in a tree view it is typically an empty root container); and an in-kernel device
+whose KVM size would run past 2**64, where KVM could not have placed it. Every entry
+therefore ends at 2**64 at the highest.
 
 What each range becomes (KVM's view of it; each rule's code cites the QEMU function):
 
