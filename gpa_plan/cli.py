@@ -447,14 +447,15 @@ def import_command(
 ) -> None:
     """Make a layout from what a VMM reports.
 
-    KIND is qemu-mtree (the QEMU monitor's `info mtree -f`) or dtb (a flattened device tree,
-    e.g. from `-machine virt,dumpdtb=FILE`). FILE may be - for standard input.
+    KIND is qemu-mtree (the QEMU monitor's `info mtree -f`, also with -d and -o) or dtb (a
+    flattened device tree, e.g. from `-machine virt,dumpdtb=FILE`). FILE may be - for
+    standard input.
     """
     if arch is not None and kind != "qemu-mtree":
         raise click.UsageError("--arch is for qemu-mtree; a device tree says its architecture")
     if page_size_text is not None and kind != "qemu-mtree":
         raise click.UsageError("--page-size is for qemu-mtree")
-    page_size = None if page_size_text is None else _page_size(page_size_text)
+    page_size = None if page_size_text is None else _page_size(page_size_text, arch)
     _refuse_input_as_output(output, 0 if file == "-" else file, "-o", "give -o another file")
     from gpa_plan.importers import ImportFailure
     from gpa_plan.importers.convert import import_yaml
@@ -464,19 +465,22 @@ def import_command(
     try:
         text = import_yaml(kind, data, source, arch, page_size)
     except ImportFailure as err:
-        where = f"{source}:{err.line}:1" if err.line else source
+        where = f"{source}:{err.line}:{err.column}" if err.line else source
         _echo_stderr(f"{where}: error[import] {err.message}")
         sys.exit(1)
     _emit(text, output)
 
 
-def _page_size(text: str) -> int:
-    from gpa_plan.importers.qemu_mtree import page_size_problem
+def _page_size(text: str, arch: str | None) -> int:
+    from gpa_plan.importers.qemu_mtree import arch_page_size_problem, page_size_problem
 
     size = _size(text, "--page-size")
     problem = page_size_problem(size)
     if problem:
         raise click.BadParameter(f"{problem} (4K, 16K, 64K ...)", param_hint="--page-size")
+    problem = None if arch is None else arch_page_size_problem(arch, size)
+    if problem:
+        raise click.BadParameter(f"{problem} (--arch {arch})", param_hint="--page-size")
     return size
 
 

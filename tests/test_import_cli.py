@@ -20,6 +20,7 @@ FIXTURES = [
     ("qemu-mtree", MTREE / "virt-gicv3-kvm-flat.txt"),
     ("qemu-mtree", MTREE / "q35-kvm-flat.txt"),
     ("qemu-mtree", MTREE / "pc-aliases-tree.txt"),
+    ("qemu-mtree", MTREE / "isapc-kvm-flat-d-o.txt"),
     ("dtb", DTB / "qemu-virt-gicv3.dtb"),
     ("dtb", DTB / "qemu-virt-gicv2.dtb"),
     ("dtb", DTB / "firecracker-aarch64.dtb"),
@@ -79,7 +80,7 @@ def test_a_malformed_mtree_range_is_refused_at_its_line(tmp_path: Path) -> None:
     result = invoke("import", "qemu-mtree", str(source), "-o", str(out))
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert result.stderr.startswith(f"{source}:4:1: error[import] ")
+    assert result.stderr.startswith(f"{source}:4:3: error[import] ")
     assert not out.exists()
 
 
@@ -113,7 +114,7 @@ def test_a_byte_that_is_not_utf8_is_located_after_a_byte_order_mark(tmp_path: Pa
     result = invoke("import", "qemu-mtree", str(source))
     assert result.exit_code == 1
     assert result.stderr.startswith(
-        f"{source}:3:1: error[import] not UTF-8 text (byte 0xc3 at offset 30): "
+        f"{source}:3:3: error[import] not UTF-8 text (byte 0xc3 at offset 30): "
     )
 
 

@@ -466,8 +466,9 @@ def test_names_of_both_architectures_need_an_arch() -> None:
             "0000000008000000-000000000800ffff (prio 0, i/o): gicv3_dist",
         )
     )
-    assert (error.line, error.message) == (
-        1,
+    assert (error.line, error.column, error.message) == (
+        5,
+        3,
         "region names of two architectures: arm64 (gicv3_dist) and x86_64 (pc.ram); say "
         "which with --arch arm64 or --arch x86_64",
     )
@@ -492,7 +493,7 @@ def test_prompts_comments_crlf_owners_and_dispatch_trees_are_read_through() -> N
         "      #0 @0000000000000000..ffffffffffffffff (noname) [unassigned]\r\n"
         "    Nodes (9 bits per level, 6 levels) ptr=[3] skip=4\r\n"
         "      [0]\r\n"
-        "          0       skip=3  ptr=[3]\r\n"
+        "\t  0       skip=3  ptr=[3]\r\n"
         "\r\n"
     )
     document = import_qemu_mtree(text).document
@@ -513,11 +514,15 @@ def test_flat_view_is_preferred_when_the_tree_view_is_in_the_same_input() -> Non
 HOW = "run `info mtree -f` in the QEMU monitor (HMP) and save everything it prints"
 
 
-@pytest.mark.parametrize("text", ["", "\n\n", "(qemu) info mtree -f\n"])
-def test_input_without_mtree_output_is_refused_at_line_0(text: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [("", 1), ("\n\n", 1), ("(qemu) info mtree -f\n", 1), ("\n(qemu) info mtree -f\n\n", 2)],
+)
+def test_input_without_mtree_output_is_refused_at_its_last_line(text: str, line: int) -> None:
     error = failure(text)
-    assert (error.line, error.message) == (
-        0,
+    assert (error.line, error.column, error.message) == (
+        line,
+        1,
         "the input holds no QEMU memory tree output; " + HOW,
     )
 
@@ -537,7 +542,7 @@ def test_malformed_range_line_is_refused_at_its_line() -> None:
         "00000000000a0000-00000000000bfff (prio 1, i/o): vga-lowmem",
     )
     error = failure(text)
-    assert error.line == 5
+    assert (error.line, error.column) == (5, 3)
     assert error.message == (
         "malformed range line '00000000000a0000-00000000000bfff (prio 1, i/o): vga-lowmem': "
         "expected 'START-END (prio P, TYPE): NAME' with 16-digit hex addresses, as `info mtree "
@@ -547,23 +552,27 @@ def test_malformed_range_line_is_refused_at_its_line() -> None:
 
 def test_range_ending_before_it_starts_is_refused() -> None:
     error = failure(flat("0000000000002000-0000000000000fff (prio 0, ram): pc.ram"))
-    assert (error.line, error.message) == (
+    assert (error.line, error.column, error.message) == (
         4,
+        20,
         "range ends (0000000000000fff) before it starts (0000000000002000); " + HOW,
     )
 
 
 def test_region_type_qemu_does_not_print_is_refused() -> None:
     error = failure(flat("0000000000000000-0000000000000fff (prio 0, RW): pc.ram"))
-    assert error.line == 4
+    assert (error.line, error.column) == (4, 46)
     assert error.message.startswith("unknown region type 'RW': expected one of container, i/o")
 
 
 def test_stray_line_inside_a_flatview_is_refused() -> None:
     error = failure("FlatView #0\nthis is not QEMU\n")
-    assert (error.line, error.message) == (
+    assert (error.line, error.column, error.message) == (
         2,
-        "unexpected line in QEMU memory tree output: 'this is not QEMU'; " + HOW,
+        1,
+        "unexpected line 'this is not QEMU' in a FlatView: expected ' AS \"NAME\", root: "
+        "ROOT' and ' Root memory region: NAME' lines, then range lines '  START-END (prio P, "
+        "TYPE): NAME' (or '  No rendered FlatView'), as `info mtree -f` prints them; " + HOW,
     )
 
 

@@ -177,5 +177,5 @@ def test_a_byte_that_is_not_utf8_is_said_at_its_line_whatever_the_line_ends(
     )
     assert done.returncode == 1
     assert done.stderr.startswith(
-        f"{mtree}:3:1: error[import] not UTF-8 text (byte 0xff at offset 40): "
+        f"{mtree}:3:2: error[import] not UTF-8 text (byte 0xff at offset 40): "
     )

@@ -3,8 +3,8 @@
 Each importer turns its input into an `Imported`: a layout document (plain data in the layout
 format, keys in the format's order, ready for ``gpa_plan.plan.emit``) and notes for the reader
 (what was skipped or guessed, and why), which `gpa-plan import` writes as YAML comments. An
-input that cannot be read raises `ImportFailure` with the line (1-based; 0 when the input has
-no lines, such as a DTB) where reading stopped.
+input that cannot be read raises `ImportFailure` with the line and column (both 1-based; line
+0 when the input has no lines, such as a DTB) where reading stopped.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ class Imported(NamedTuple):
 
 
 class ImportFailure(Exception):
-    """The input is not what the importer reads; ``line`` is 1-based, 0 for binary input."""
+    """The input is not what the importer reads; ``line`` is 1-based, 0 for binary input, and
+    ``column`` the 1-based character of that line the problem starts at (1: the whole line)."""
 
-    def __init__(self, message: str, line: int = 0) -> None:
+    def __init__(self, message: str, line: int = 0, column: int = 1) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
+        self.column = column
 
 
 U64_LIMIT = 1 << 64

@@ -22,12 +22,15 @@ def import_layout(
         try:
             text = data[bom:].decode("utf-8")  # a dump saved by an editor may start with a BOM
         except UnicodeDecodeError as err:
-            # Offsets count from the start of the file, BOM included, as an editor's do.
+            # Offsets count from the start of the file, BOM included, as an editor's do; the
+            # column counts the characters before the byte on its line.
             where = bom + err.start
+            lines = LINE_END.split(data[bom:where].decode("utf-8"))
             raise ImportFailure(
                 f"not UTF-8 text (byte 0x{data[where]:02x} at offset {where}): expected the "
                 "output of the QEMU monitor command `info mtree -f`",
-                len(LINE_END.split(data[bom:where].decode("utf-8"))),
+                len(lines),
+                len(lines[-1]) + 1,
             ) from None
         return import_qemu_mtree(text, arch, page_size)
     if kind == "dtb":

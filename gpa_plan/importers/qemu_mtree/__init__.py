@@ -7,7 +7,13 @@ Input read:
   address space; every other FlatView (``I/O``, bus-master spaces of other devices,
   ``cpu-secure-memory-N``, x86 ``KVM-SMRAM``) is skipped with a note. This is the reliable form:
   QEMU has resolved priorities, aliases and containers already, and with KVM it marks each range
-  KVM holds as a memslot.
+  KVM holds as a memslot. A FlatView is read line by line as mtree_print_flatview() prints it
+  (softmmu/memory.c in QEMU 7.2, system/memory.c since 8.1): ``AS`` lines and ``Root memory
+  region:``, then range lines or ``No rendered FlatView``, then with ``-d`` the dispatch tree
+  of softmmu/physmem.c mtree_print_dispatch() (``Dispatch``, ``Physical sections``, ``#N
+  @START..END NAME``, ``Nodes (...)``, ``[N]`` and node entries indented with a TAB, or the
+  eight spaces an editor may have expanded it to), which says nothing the ranges do not and is
+  skipped. Any other line inside a FlatView is refused, so that nothing is dropped unseen.
 - The tree view, plain ``info mtree``: the ``address-space:`` block of ``"memory"`` is flattened
   the way QEMU's render_memory_region() does (higher priority first, what is already rendered
   stays on top, aliases followed into their ``memory-region:`` blocks). The tree does not say
@@ -22,19 +28,24 @@ Input read:
 - Monitor prompts (``(qemu) ...``), lines starting with ``#`` (notes kept with a saved dump;
   QEMU prints none at the start of a line), blank lines and Windows line ends are ignored.
 
-Refused (ImportFailure with the 1-based line, 0 when the input is empty or the ``arch``
-argument is wrong): text that is not mtree output, a malformed range line, a region type
+Refused (ImportFailure with the 1-based line and column: the range's start address, or the
+region type or end address that is wrong, column 1 for a whole line or a block; a block's
+problem is at the line that starts it, input that ends too soon at its last line; line 0 only
+when the ``arch`` or ``page_size`` argument is wrong): text that is not mtree output, a line
+inside a FlatView or a tree that QEMU does not print there, a malformed range line, a region type
 QEMU's memory_region_type() does not print, an end below the start, the overflow mark in a
 flat view (only the tree view prints it), output without the ``"memory"`` address space or
 with nothing in it, a tree line indented below no parent, an alias whose target block is
 missing, aliases that lead back into a region they lie in (a loop) or more than 64 deep, a
 tree that takes more than a million steps to flatten, region names that name no architecture
-(or both) when ``arch`` is not given, and ranges no layout entry can hold. Those are a range
-covering the whole 64-bit space, 2**64 bytes (a layout's sizes stop at 2**64-1), refused
-rather than skipped: such a range leaves room for nothing else, so the input maps no guest
-(in a tree view it is typically an empty root container); and an in-kernel device whose
-KVM size would run past 2**64, where KVM could not have placed it. Every entry therefore ends
-at 2**64 at the highest.
+(at the block's first line) or both (at the first region that contradicts the other) when
+``arch`` is not given, a ``page_size`` the architecture has no pages of (at the line of the
+region whose name told the architecture), and ranges no layout entry can hold. Those are a
+range covering the whole 64-bit space, 2**64 bytes (a layout's sizes stop at 2**64-1),
+refused rather than skipped: such a range leaves room for nothing else, so the input maps no
+guest (in a tree view it is typically an empty root container); and an in-kernel device
+whose KVM size would run past 2**64, where KVM could not have placed it. Every entry
+therefore ends at 2**64 at the highest.
 
 What each range becomes (KVM's view of it; each rule's code cites the QEMU function):
 
@@ -61,6 +72,13 @@ What each range becomes (KVM's view of it; each rule's code cites the QEMU funct
   an ``mmio`` device ``NAME.rest``: KVM exits there and QEMU answers (MSI writes, for the APIC
   window). Everything else is ``type: mmio`` with its size and the default handler (user);
   ioeventfds and coalesced MMIO do not show in mtree output.
+- The in-kernel IOAPIC that no region shows: on x86_64, when the ``I/O`` address space holds
+  QEMU's in-kernel PIC (``kvm-pic``, hw/i386/kvm/i8259.c kvm_pic_realize()), QEMU made
+  KVM_CREATE_IRQCHIP, and that ioctl also creates KVM's IOAPIC at 0xfec00000 (Linux
+  arch/x86/kvm/x86.c kvm_arch_vm_ioctl() calls kvm_pic_init() and kvm_ioapic_init(), which puts
+  it on KVM_MMIO_BUS at IOAPIC_DEFAULT_BASE_ADDRESS). QEMU shows it only through its own
+  ``kvm-ioapic`` device, which PCI machines have and ``isapc`` has not (hw/i386/pc_piix.c
+  pc_init1()). An ``ioapic`` device at 0xfec00000 is then added, with a note that says why.
 - Zero-size, disabled and overflowing regions of the tree view are skipped, and so are its
   regions with subregions (containers), whose gaps show what lies below.
 
@@ -75,7 +93,7 @@ from __future__ import annotations
 
 from gpa_plan.arch import ARCHES
 from gpa_plan.importers import Imported, ImportFailure
-from gpa_plan.importers.qemu_mtree.address_space import memory_regions
+from gpa_plan.importers.qemu_mtree.address_space import in_kernel_pic, memory_regions
 from gpa_plan.importers.qemu_mtree.mapping import Mapping, architecture, document, with_its
 from gpa_plan.importers.qemu_mtree.text import scan
 from gpa_plan.ranges import human_size
@@ -87,6 +105,16 @@ def page_size_problem(page_size: int) -> str | None:
     if page_size < 4096 or page_size & (page_size - 1):
         return f"host page size {page_size:#x} is not a power of two of at least 4 KiB"
     return None
+
+
+def arch_page_size_problem(arch: str, page_size: int | None) -> str | None:
+    """Why ``arch`` has no host page of ``page_size`` bytes, or None. `check` would refuse the
+    layout (arch-limits), so the import says it where the option is."""
+    sizes = ARCHES[arch].page_sizes
+    if page_size is None or page_size in sizes:
+        return None
+    named = ", ".join(f"{size // 1024}K" for size in sizes)
+    return f"host page size {human_size(page_size)} is not one {arch} has ({named})"
 
 
 def import_qemu_mtree(
@@ -102,19 +130,25 @@ def import_qemu_mtree(
     if problem:
         raise ImportFailure(problem)
     notes: list[str] = []
-    regions, header_line = memory_regions(scan(text), notes)
-    arch = architecture(regions, arch, header_line, notes)
-    sizes = ARCHES[arch].page_sizes
-    if page_size is not None and page_size not in sizes:
-        # `check` would refuse the layout (arch-limits): say it here, where the option is.
-        named = ", ".join(f"{size // 1024}K" for size in sizes)
+    blocks = scan(text)
+    regions, header_line = memory_regions(blocks, notes)
+    arch, named_by = architecture(regions, arch, header_line, notes)
+    problem = arch_page_size_problem(arch, page_size)
+    if problem and named_by is None:
+        raise ImportFailure(f"{problem}; give the host's page size (--page-size)")
+    if problem and named_by is not None:
         raise ImportFailure(
-            f"host page size {human_size(page_size)} is not one {arch} has ({named}); give the "
-            "host's page size (--page-size)"
+            f"{problem}, and region {named_by.name!r} here says the guest is {arch}; give the "
+            "host's page size (--page-size)",
+            named_by.line,
+            named_by.column,
         )
     mapping = Mapping(arch, regions, page_size)
     for region in with_its(regions, arch):
         mapping.add(region)
+    pic = in_kernel_pic(blocks)
+    if arch == "x86_64" and pic is not None:
+        mapping.add_irqchip_ioapic(pic.number)
     notes += mapping.notes()
     return Imported(document(mapping, arch, notes), notes)
 

@@ -4,16 +4,22 @@ tree view; every other address space is noted as skipped."""
 from __future__ import annotations
 
 from gpa_plan.importers import ImportFailure
-from gpa_plan.importers.qemu_mtree.text import HOW, Block, Region, flat_regions, listing
-from gpa_plan.importers.qemu_mtree.tree import tree_regions
+from gpa_plan.importers.qemu_mtree.text import (
+    HOW,
+    Block,
+    Line,
+    Region,
+    flat_regions,
+    listing,
+    split_flat_rest,
+)
+from gpa_plan.importers.qemu_mtree.tree import tree_region_name, tree_regions
 
 
 def memory_regions(blocks: list[Block], notes: list[str]) -> tuple[list[Region], int]:
     """The ranges of address space "memory" and the line its block starts at."""
     flat = [b for b in blocks if b.kind == "flat"]
     trees = [b for b in blocks if b.kind == "as"]
-    if not blocks:
-        raise ImportFailure("the input holds no QEMU memory tree output; " + HOW)
     chosen = next((b for b in flat if "memory" in b.names), None)
     if chosen is not None:
         _note_skipped([b for b in flat if b is not chosen], "FlatView", notes)
@@ -47,3 +53,17 @@ def _note_skipped(blocks: list[Block], what: str, notes: list[str]) -> None:
         f"Skipped {len(blocks)} other {what}{plural} (address spaces {listing(names)}): a "
         f'layout holds the system memory address space "memory" only{smm}.'
     )
+
+
+def in_kernel_pic(blocks: list[Block]) -> Line | None:
+    """The first range of QEMU's in-kernel PIC, "kvm-pic" (hw/i386/kvm/i8259.c
+    kvm_pic_realize()), in the I/O address space of a FlatView or tree view, or None."""
+    for block in blocks:
+        if block.kind == "mr" or "I/O" not in block.names:
+            continue
+        for line in block.ranges:
+            rest = line.match["rest"]
+            name = split_flat_rest(rest)[0] if block.kind == "flat" else tree_region_name(rest)
+            if name == "kvm-pic":
+                return line
+    return None

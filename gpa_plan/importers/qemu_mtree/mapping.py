@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 from gpa_plan.arch import ARCHES
+from gpa_plan.arch.devices import CATALOG
 from gpa_plan.importers import (
     U64_LIMIT,
     ImportFailure,
@@ -15,7 +16,7 @@ from gpa_plan.importers import (
     pa_bits_needed,
 )
 from gpa_plan.importers.qemu_mtree.text import HOW, MEMORY_TYPES, Region, listing
-from gpa_plan.ranges import human_size
+from gpa_plan.ranges import hex_addr, human_size
 
 KiB = 1024
 # The host page kvm_align_section() trims memslots to (qemu_real_host_page_size()) when the
@@ -37,7 +38,11 @@ _ARCH_NAMES = {
 # --- architecture ---------------------------------------------------------------------------
 
 
-def architecture(regions: list[Region], arch: str | None, line: int, notes: list[str]) -> str:
+def architecture(
+    regions: list[Region], arch: str | None, line: int, notes: list[str]
+) -> tuple[str, Region | None]:
+    """The guest's architecture: ``arch`` when given, else the one the region names tell;
+    with the first region that told it (None when ``arch`` was given)."""
     seen = {
         name: sorted({r.name for r in regions if pattern.fullmatch(r.name)})
         for name, pattern in _ARCH_NAMES.items()
@@ -49,16 +54,23 @@ def architecture(regions: list[Region], arch: str | None, line: int, notes: list
                 f"Imported as {arch}, as asked, though the region names {listing(others)} are "
                 "another architecture's: they are plain mmio devices or memslots here."
             )
-        return arch
+        return arch, None
     found = [name for name, names in seen.items() if names]
+    firsts = {
+        name: min((r for r in regions if _ARCH_NAMES[name].fullmatch(r.name)), key=_place)
+        for name in found
+    }
     if len(found) == 1:
         notes.append(f"Architecture {found[0]}, from the region names {listing(seen[found[0]])}.")
-        return found[0]
+        return found[0], firsts[found[0]]
     if found:
+        # At the first region that contradicts the architecture named before it.
+        conflict = max(firsts.values(), key=_place)
         raise ImportFailure(
             f"region names of two architectures: arm64 ({listing(seen['arm64'])}) and x86_64 "
             f"({listing(seen['x86_64'])}); say which with --arch arm64 or --arch x86_64",
-            line,
+            conflict.line,
+            conflict.column,
         )
     raise ImportFailure(
         "cannot tell the architecture: no region name QEMU uses only on arm64 (gicv3_dist, "
@@ -66,6 +78,10 @@ def architecture(regions: list[Region], arch: str | None, line: int, notes: list
         "arm64 or --arch x86_64",
         line,
     )
+
+
+def _place(region: Region) -> tuple[int, int]:
+    return region.line, region.column
 
 
 def with_its(regions: list[Region], arch: str) -> list[Region]:
@@ -113,6 +129,8 @@ class Mapping:
         self._widened: list[str] = []
         self._ram_devices: list[str] = []
         self._memory_seen = False
+        # The IOAPIC's base and where kvm-pic was seen, when the IOAPIC was added.
+        self._irqchip_ioapic: tuple[str, str] | None = None
 
     def add(self, region: Region) -> None:
         if region.end - region.start >= U64_LIMIT:
@@ -121,6 +139,7 @@ class Mapping:
                 "leaving room for nothing else: it cannot be a memslot or a device (a layout's "
                 "sizes stop at 2**64-1), and no guest's memory is that one region; " + HOW,
                 region.line,
+                region.column,
             )
         if region.type in MEMORY_TYPES:
             self._memory(region)
@@ -184,6 +203,28 @@ class Mapping:
         elif size < kernel_size:
             self._widened.append(f"{region.name} ({kernel_size:#x}, QEMU {size:#x})")
 
+    def add_irqchip_ioapic(self, pic_line: int) -> None:
+        """Add KVM's IOAPIC where KVM_CREATE_IRQCHIP puts it, unless a region showed it.
+
+        QEMU's in-kernel PIC (hw/i386/kvm/i8259.c kvm_pic_realize(), I/O ports "kvm-pic")
+        exists only when QEMU made KVM_CREATE_IRQCHIP (accel/kvm/kvm-all.c
+        kvm_irqchip_create(); a split irqchip has QEMU's own PIC instead). In the kernel that
+        ioctl (arch/x86/kvm/x86.c kvm_arch_vm_ioctl()) calls kvm_pic_init() and
+        kvm_ioapic_init() (arch/x86/kvm/ioapic.c), which registers the IOAPIC on
+        KVM_MMIO_BUS at IOAPIC_DEFAULT_BASE_ADDRESS for IOAPIC_MEM_LENGTH bytes, and
+        vcpu_mmio_write()/vcpu_mmio_read() answer from that bus before exiting to QEMU. QEMU
+        shows it only through its "kvm-ioapic" device, which hw/i386/pc_piix.c pc_init1()
+        creates for PCI machines only: the isapc machine has KVM's IOAPIC but no region.
+        Kernel source read: x86.c in a Linux 6.17/6.18 tree (CachyOS/linux 4703912f5e30),
+        ioapic.c and ioapic.h in torvalds/linux (00116795aa87, 0191e92d84ee)."""
+        if any(entry["type"] == "ioapic" for entry in self.devices):
+            return
+        base = CATALOG["ioapic"].default_base
+        if base is None:  # the catalog gives it IOAPIC_DEFAULT_BASE_ADDRESS
+            return
+        self.devices.append({"name": "ioapic", "type": "ioapic", "base": base})
+        self._irqchip_ioapic = (hex_addr(base), f"at line {pic_line} of the input")
+
     def _mmio(self, name: str, base: int, size: int) -> None:
         if size:
             self.devices.append({"name": name, "type": "mmio", "base": base, "size": size})
@@ -222,6 +263,14 @@ class Mapping:
             notes.append(
                 f"In-kernel devices imported at KVM's size, larger than QEMU's region: "
                 f"{listing(self._widened)}."
+            )
+        if self._irqchip_ioapic:
+            base, seen = self._irqchip_ioapic
+            notes.append(
+                f"Device ioapic added at {base} though no region shows it: the I/O address "
+                f"space has QEMU's in-kernel PIC (kvm-pic, {seen}), so QEMU made "
+                "KVM_CREATE_IRQCHIP, which also creates KVM's IOAPIC there (kvm_ioapic_init()); "
+                "QEMU maps no kvm-ioapic region on a machine without PCI, such as isapc."
             )
         if self.arch == "arm64" and self._memory_seen and not self.page_given:
             notes.append(
@@ -277,6 +326,7 @@ def _check_fits(region: Region, kernel_size: int) -> None:
             f"in-kernel device {region.name!r} at {region.start:#x} would end past 2**64 at "
             f"KVM's size {kernel_size:#x}, where KVM could not have placed it; " + HOW,
             region.line,
+            region.column,
         )
 
 

@@ -16,11 +16,13 @@ _MAX_LISTED = 6
 _TYPES = frozenset({"ram", "rom", "romd", "ramd", "i/o", "container"})
 MEMORY_TYPES = frozenset({"ram", "rom", "romd", "ramd"})
 
-# system/memory.c mtree_info_flatview() / mtree_print_flatview(), mtree_info_as() /
-# mtree_print_mr(): headers, then one line per range with HWADDR_FMT_plx (16 hex digits,
-# inclusive end), indented by MTREE_INDENT per level.
+# softmmu/memory.c (system/memory.c since QEMU 8.1) mtree_print_flatview(), mtree_print_mr():
+# headers, then one line per range with TARGET_FMT_plx / HWADDR_FMT_plx ("%016" PRIx64: 16 hex
+# digits, inclusive end), indented by MTREE_INDENT ("  ") per level.
 _FLATVIEW = re.compile(r"FlatView #\d+")
 _FLAT_AS = re.compile(r' AS "(?P<name>.*)", root: .*')
+_FLAT_ROOT = re.compile(r" Root memory region: .*")
+_FLAT_EMPTY = "  No rendered FlatView"
 _TREE_AS = re.compile(r"address-space: (?P<name>.*)")
 _TREE_MR = re.compile(r"memory-region: (?P<name>.*)")
 _RANGE = re.compile(
@@ -29,6 +31,23 @@ _RANGE = re.compile(
     r"\(prio (?P<prio>-?\d{1,10}), (?:nv-)?(?P<type>[^)]*)\): (?P<rest>.*)"
 )
 _RANGE_LIKE = re.compile(r"(?:\[DETECTED OVERFLOW!\] )?\s*[0-9a-fA-F]+-")
+# `info mtree -f -d`: after the ranges of a FlatView, mtree_print_flatview() calls
+# softmmu/physmem.c mtree_print_dispatch(), which prints "  Dispatch", "    Physical
+# sections", one "      #N @START..END NAME[flags]" line per section, "    Nodes (...)", and
+# per node "      [N]" then its entries from mtree_print_phys_entries(), indented with a TAB:
+# "\t%3d      " or "\t%3d..%-3d ", then " skip=%d ", then " ptr=NIL", " ptr=#%d" or
+# " ptr=[%d]". None of it says where a range is that the ranges above do not.
+_DISPATCH = "  Dispatch"
+_DISPATCH_LINES = (
+    re.compile(r"    Physical sections"),
+    re.compile(r"      #\d+ @[0-9a-f]{16}\.\.[0-9a-f]{16}(?: .*)?"),
+    re.compile(r"    Nodes \(\d+ bits per level, \d+ levels\) ptr=\[\d+\] skip=\d+"),
+    re.compile(r"      \[\d+\]"),
+    # The TAB, or the eight spaces an editor may have expanded it to.
+    re.compile(
+        r"(?:\t| {8})[ \d]{2}\d(?: {6}|\.\.\d[\d ]{2} ) skip=\d+  ptr=(?:NIL|#\d+|\[\d+\])"
+    ),
+)
 # mtree_print_mr_owner(), printed with -o: " orphan", " owner:{...}", " parent:{...}".
 _ORPHAN = " orphan"
 _OWNER_KEYS = (" owner:{", " parent:{")
@@ -37,7 +56,8 @@ _OFFSET_DIGITS = 16
 
 
 class Region(NamedTuple):
-    """One range of the flat view: [start, end), QEMU's region name and type."""
+    """One range of the flat view: [start, end), QEMU's region name and type; ``line`` and
+    ``column`` are where its range line (its start address) is in the input."""
 
     start: int
     end: int
@@ -46,11 +66,17 @@ class Region(NamedTuple):
     offset: int = 0
     kvm: bool = False
     line: int = 0
+    column: int = 1
 
 
 class Line(NamedTuple):
     number: int
     match: re.Match[str]
+
+    @property
+    def column(self) -> int:
+        """Where the range begins: its start address, after the indent."""
+        return self.match.start("start") + 1
 
 
 class Block(NamedTuple):
@@ -68,19 +94,30 @@ class Block(NamedTuple):
 # line number was off.
 LINE_END = re.compile("\r\n|\r|\n")
 
+# What a FlatView has printed so far decides which lines may follow.
+_HEADER, _RANGES, _EMPTY, _DISPATCH_TREE = "header", "ranges", "empty", "dispatch"
+
 
 def scan(text: str) -> list[Block]:
     blocks: list[Block] = []
+    part = _HEADER
+    last = 1  # the last line that holds text
     for number, raw in enumerate(LINE_END.split(text), 1):
         line = raw.rstrip()
+        if line:
+            last = number
         if not line or line.startswith(("(qemu)", "#")):
             continue
         current = blocks[-1] if blocks else None
         header = _header(line, number, current)
         if header is None:
-            _body_line(current, line, number)
+            part = _body_line(current, part, line, number)
         elif header is not current:
             blocks.append(header)
+            part = _HEADER
+    if not blocks:
+        # Reading stopped at the end of the input.
+        raise ImportFailure("the input holds no QEMU memory tree output; " + HOW, last)
     return blocks
 
 
@@ -98,27 +135,79 @@ def _header(line: str, number: int, current: Block | None) -> Block | None:
     return None
 
 
-def _body_line(block: Block | None, line: str, number: int) -> None:
+def _body_line(block: Block | None, part: str, line: str, number: int) -> str:
+    """Read ``line`` into ``block``; the part of a FlatView it leaves the block in."""
     if block is None:
         raise ImportFailure(
             f"this is not QEMU memory tree output: expected a 'FlatView #0' line (`info mtree "
             f"-f`) or an 'address-space: memory' line (`info mtree`), found {line[:60]!r}; " + HOW,
             number,
         )
+    if block.kind == "flat":
+        return _flat_line(block, part, line, number)
     if match := _RANGE.fullmatch(line):
         _check_range(match, number, block.kind)
         block.ranges.append(Line(number, match))
-    elif _RANGE_LIKE.match(line):
-        raise ImportFailure(malformed(line), number)
-    elif block.kind == "flat" and line.startswith(" "):
-        as_line = _FLAT_AS.fullmatch(line)
-        if as_line and not block.ranges:
-            block.names.append(as_line["name"])
-        # else the root line, "No rendered FlatView" or a dispatch tree (-d): nothing to read
-    else:
+        return part
+    if _RANGE_LIKE.match(line):
+        raise ImportFailure(malformed(line), number, _content_column(line))
+    what = "address space" if block.kind == "as" else "memory region"
+    raise ImportFailure(
+        f"unexpected line {line[:60]!r} in the tree of {what} {block.names[0]!r}: `info mtree` "
+        "prints only range lines 'START-END (prio P, TYPE): NAME' there, indented two spaces "
+        "a level; " + HOW,
+        number,
+    )
+
+
+def _flat_line(block: Block, part: str, line: str, number: int) -> str:
+    """Read a line of a FlatView: the lines mtree_print_flatview() prints, in its order."""
+    if part == _DISPATCH_TREE:
+        if any(pattern.fullmatch(line) for pattern in _DISPATCH_LINES):
+            return part
         raise ImportFailure(
-            f"unexpected line in QEMU memory tree output: {line[:60]!r}; " + HOW, number
+            f"unexpected line {line[:60]!r} in the dispatch tree of a FlatView (`info mtree -f "
+            "-d`): expected 'Physical sections', '#N @START..END NAME', 'Nodes (...)', '[N]' "
+            "or a TAB-indented node entry, as QEMU's mtree_print_dispatch() prints them; " + HOW,
+            number,
         )
+    if part != _EMPTY:
+        if match := _RANGE.fullmatch(line):
+            _check_range(match, number, block.kind)
+            block.ranges.append(Line(number, match))
+            return _RANGES
+        if _RANGE_LIKE.match(line):
+            raise ImportFailure(malformed(line), number, _content_column(line))
+    if part == _HEADER:
+        if as_line := _FLAT_AS.fullmatch(line):
+            block.names.append(as_line["name"])
+            return part
+        if _FLAT_ROOT.fullmatch(line):
+            return part
+        if line == _FLAT_EMPTY:
+            return _EMPTY
+    if part == _RANGES and line == _DISPATCH:
+        return _DISPATCH_TREE
+    raise ImportFailure(_unexpected_in_flat_view(line, part), number)
+
+
+def _unexpected_in_flat_view(line: str, part: str) -> str:
+    expected = {
+        _HEADER: "' AS \"NAME\", root: ROOT' and ' Root memory region: NAME' lines, then range "
+        "lines '  START-END (prio P, TYPE): NAME' (or '  No rendered FlatView')",
+        _RANGES: "more range lines '  START-END (prio P, TYPE): NAME' or, with -d, the "
+        "'  Dispatch' tree",
+        _EMPTY: "the next 'FlatView #N' after '  No rendered FlatView'",
+    }[part]
+    return (
+        f"unexpected line {line[:60]!r} in a FlatView: expected {expected}, as `info mtree -f` "
+        "prints them; " + HOW
+    )
+
+
+def _content_column(line: str) -> int:
+    """The column of the first character of ``line`` that is not blank."""
+    return len(line) - len(line.lstrip()) + 1
 
 
 def malformed(line: str) -> str:
@@ -141,10 +230,13 @@ def _check_range(match: re.Match[str], number: int, kind: str) -> None:
             f"{', '.join(sorted(_TYPES))} (QEMU's memory_region_type()); output of a QEMU "
             "older than that is not read; " + HOW,
             number,
+            match.start("type") + 1,
         )
     if not match["overflow"] and int(match["end"], 16) < int(match["start"], 16):
         raise ImportFailure(
-            f"range ends ({match['end']}) before it starts ({match['start']}); " + HOW, number
+            f"range ends ({match['end']}) before it starts ({match['start']}); " + HOW,
+            number,
+            match.start("end") + 1,
         )
 
 
@@ -174,7 +266,7 @@ def _flat_region(line: Line) -> Region:
     match = line.match
     name, offset, kvm = split_flat_rest(match["rest"])
     if not name:
-        raise ImportFailure(malformed(match.string), line.number)
+        raise ImportFailure(malformed(match.string), line.number, line.column)
     return Region(
         start=int(match["start"], 16),
         end=int(match["end"], 16) + 1,
@@ -183,6 +275,7 @@ def _flat_region(line: Line) -> Region:
         offset=offset,
         kvm=kvm,
         line=line.number,
+        column=line.column,
     )
 
 

@@ -60,6 +60,11 @@ def _split_tree_rest(rest: str) -> _TreeRest:
     return _TreeRest(head[len(_ALIAS) : at], disabled, target)
 
 
+def tree_region_name(rest: str) -> str:
+    """The region's name in what mtree_print_mr() prints after a range's type."""
+    return _split_tree_rest(rest).name
+
+
 class _Node(NamedTuple):
     start: int
     end: int  # exclusive; equal to start for the zero-size regions
@@ -69,6 +74,7 @@ class _Node(NamedTuple):
     alias: tuple[str, int] | None  # target region, offset into it
     rendered: bool  # enabled and not an overflow QEMU flagged
     line: int
+    column: int  # of its start address
     children: list[_Node]
 
 
@@ -110,12 +116,13 @@ def _tree(block: Block) -> _Node | None:
         level, node = _node(line)
         if root is None:
             if level != 1:
-                raise ImportFailure(malformed(line.match.string), line.number)
+                raise ImportFailure(malformed(line.match.string), line.number, line.column)
             root = node
         elif level < 2 or level > len(stack) + 1:
             raise ImportFailure(
                 f"range line indented to no parent: {line.match.string.strip()[:80]!r}; " + HOW,
                 line.number,
+                line.column,
             )
         else:
             stack[level - 2].children.append(node)
@@ -134,7 +141,7 @@ def _node(line: Line) -> tuple[int, _Node]:
     indent = len(match["indent"])
     rest = _split_tree_rest(match["rest"])
     if indent % 2 or not rest.name:
-        raise ImportFailure(malformed(match.string), line.number)
+        raise ImportFailure(malformed(match.string), line.number, line.column)
     start, last = int(match["start"], 16), int(match["end"], 16)
     node = _Node(
         start=start,
@@ -146,6 +153,7 @@ def _node(line: Line) -> tuple[int, _Node]:
         alias=rest.alias,
         rendered=not rest.disabled and not match["overflow"],
         line=line.number,
+        column=line.column,
         children=[],
     )
     return indent // 2, node
@@ -193,7 +201,9 @@ class _Painter:
 
     def _piece(self, low: int, high: int, node: _Node, region_start: int) -> None:
         offset = low - region_start
-        self._pieces.append(Region(low, high, node.name, node.type, offset, False, node.line))
+        self._pieces.append(
+            Region(low, high, node.name, node.type, offset, False, node.line, node.column)
+        )
 
     def regions(self) -> list[Region]:
         """The pieces by address, adjacent ones of one region merged (flatview_simplify())."""
@@ -240,7 +250,7 @@ def _render(root: _Node, targets: dict[str, _Node], painter: _Painter) -> None:
         task = todo.pop()
         painter.work += 1
         if painter.work > _WORK_BUDGET:
-            raise ImportFailure(_too_much_work(task.node), task.node.line)
+            raise ImportFailure(_too_much_work(task.node), task.node.line, task.node.column)
         if isinstance(task, _Fill):
             painter.paint(task.start, task.end, task.node, task.region_start)
         else:
@@ -278,6 +288,7 @@ def _follow(
             f"alias {node.name!r} points at region {name!r}, but the input has no "
             f"'memory-region: {name}' block; save the whole `info mtree` output",
             node.line,
+            node.column,
         )
     if name in aliases:
         loop = " -> ".join((*aliases[aliases.index(name) :], name))
@@ -285,6 +296,7 @@ def _follow(
             f"aliases refer to each other in a loop: alias {node.name!r} leads back into "
             f"region {name!r}, which it lies in ({loop}); " + HOW,
             node.line,
+            node.column,
         )
     if len(aliases) >= _MAX_ALIAS_HOPS:
         raise ImportFailure(
@@ -292,6 +304,7 @@ def _follow(
             f"target of the one before ({aliases[0]} -> ... -> {name}); more than "
             f"{_MAX_ALIAS_HOPS} is not read; " + HOW,
             node.line,
+            node.column,
         )
     return _Visit(target, node.start + shift - offset - target.start, clip, (*aliases, name))
 
