@@ -30,9 +30,11 @@ if TYPE_CHECKING:
     from gpa_plan.check.explain import Answer
     from gpa_plan.check.findings import Finding
     from gpa_plan.check.run import CheckResult
+    from gpa_plan.report import fold
 
 COLUMNS = ("start", "end (incl.)", "size", "kind", "names", "read", "write", "fetch")
 OUTCOME_COLUMNS = 3  # the last three: read, write, fetch
+NAMES = COLUMNS.index("names")
 
 OUTCOME_STYLE = {
     "memory": "green",
@@ -98,14 +100,40 @@ def write_plain(blocks: Iterable[Block], stream: TextIO) -> None:
             stream.write("".join(printable(text) for text, _ in block.parts) + "\n")
 
 
-def plain_table(table: Table) -> str:
-    """The title, then the header and rows as columns two spaces apart."""
-    rows = [COLUMNS, *(tuple(map(printable, row)) for row in table.rows)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = [printable(table.title)]
-    for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+def plain_table(table: Table, width: int | None = None) -> str:
+    """The title, then the header and rows as columns two spaces apart. With a ``width``
+    (a terminal's) names wrap inside their column, or below the width the table needs each
+    region is a block of lines, as gpa_plan.report.fold says; without one (a pipe, a file)
+    every row is one line, however long."""
+    rows = [tuple(map(printable, row)) for row in table.rows]
+    title = printable(table.title)
+    if width is None:
+        return _plain_columns(title, rows, None)
+    from gpa_plan.report import fold
+
+    fit = fold.table_fit(rows, width, fold.PLAIN_GAPS)
+    if fit is not None:
+        return _plain_columns(title, rows, fit)
+    lines = [*fold.wrap(fold.words(((title, ""),)), width, fold.INDENT),
+             *fold.stacked(rows, width)]
+    return "".join("".join(text for text, _ in parts) + "\n" for parts in lines)
+
+
+def _plain_columns(title: str, rows: list[tuple[str, ...]], fit: fold.Fit | None) -> str:
+    names = fit.names if fit else [[row[NAMES]] for row in rows]
+    widths = fit.widths if fit else [
+        max(len(row[i]) for row in [COLUMNS, *rows]) for i in range(len(COLUMNS))
+    ]
+    lines = [title, _plain_row(COLUMNS, widths)]
+    for row, row_names in zip(rows, names, strict=True):
+        lines.append(_plain_row((*row[:NAMES], row_names[0], *row[NAMES + 1:]), widths))
+        blank = ("",) * NAMES
+        lines.extend(_plain_row((*blank, more), widths) for more in row_names[1:])
     return "\n".join(lines) + "\n"
+
+
+def _plain_row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip()
 
 
 # --- what `check` says -------------------------------------------------------------------
