@@ -74,6 +74,7 @@ def stacked(rows: Sequence[Sequence[str]], width: int) -> Iterator[list[Part]]:
     pads = [max((len(h[i]) for h in heads), default=0) for i in range(3)]
     if sum(pads) + 6 > width:  # aligned fields do not fit: single spaces, wrapping as needed
         pads = [0, 0, 0]
+    labels = COLUMNS[-OUTCOME_COLUMNS:]
     for row, head in zip(rows, heads, strict=True):
         # start- and end are two tokens, so that a narrow line breaks between them.
         fields: list[Token] = [
@@ -82,14 +83,21 @@ def stacked(rows: Sequence[Sequence[str]], width: int) -> Iterator[list[Part]]:
             ((f"{row[2].ljust(pads[1])}  ", ""),),
             ((f"{row[3].ljust(pads[2])}  ", ""),),
         ]
-        yield from wrap([*fields, *words(((row[NAMES], ""),))], width, INDENT)
-        outcomes: list[Token] = []
-        labels = COLUMNS[-OUTCOME_COLUMNS:]
+        names = row[NAMES]
+        if sum(map(_length, fields)) + len(names) <= width:  # most rows: no need to wrap
+            line = [part for field in fields for part in field]
+            if names:
+                line.append((names, ""))
+            _trim(line)
+            yield line
+        else:
+            yield from wrap([*fields, *words(((names, ""),))], width, INDENT)
+        outcomes: list[Token] = [((" " * INDENT, ""),)]
         for i, (label, outcome) in enumerate(zip(labels, row[-OUTCOME_COLUMNS:], strict=True)):
             sep = ", " if i < OUTCOME_COLUMNS - 1 else ""
             style = OUTCOME_STYLE.get(outcome, "")
             outcomes.append(((f"{label} ", ""), (outcome, style), (sep, "")))
-        yield from wrap([((" " * INDENT, ""),), *outcomes], width, INDENT)
+        yield from wrap(outcomes, width, INDENT)
 
 
 _WORD = re.compile(r"\S+\s*|\s+")
@@ -116,6 +124,10 @@ def wrap(tokens: Sequence[Token], width: int, indent: int) -> list[list[Part]]:
     """Lines of at most ``width`` characters (trailing blanks aside) holding ``tokens`` in
     order, each continuation line starting with ``indent`` more blanks than the first (which
     keeps its own leading blanks). A token longer than a whole line is folded."""
+    if sum(map(_length, tokens)) <= width:  # the common case: it all fits on one line
+        line = [part for token in tokens for part in token]
+        _trim(line)
+        return [line]
     lead = _length(tokens[0]) if tokens and not _text(tokens[0]).strip() else 0
     indent = min(lead + indent, max(width // 2, 0))
     lines: list[list[Part]] = [[]]

@@ -7,9 +7,10 @@ It is shown only when all of these hold, so that logs, pipes and small runs stay
   bar off, and ``NO_COLOR`` draws it without colour, as rich does;
 * the output is one a person reads (`check` in text format without ``-q``, `map`), never
   JSON, SARIF or GitHub annotations;
-* the input holds at least MIN_BYTES: a layout of that size takes over a second to check
-  (about 13,000 memslots; KVM's 32,764 take 3 s to check and 10 s to draw with `map --html`),
-  while an ordinary layout of a few kilobytes is done before a bar could be seen.
+* the input holds at least MIN_BYTES (1 MiB, some 13,000 memslots): a layout at KVM's memslot
+  limit (2.4 MB) takes over a second to check and about 10 s to draw with `map --html`, while
+  an ordinary layout of a few kilobytes is done before a bar could be seen, and a bar that
+  flashes for an instant would only be noise.
 
 The bar is transient: it is erased when the work is done, before the report is printed, so
 standard output is byte for byte what it would be without it.
