@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from rich.cells import cell_len
 
 from gpa_plan.cli import cli
 from gpa_plan.report import fold, terminal
@@ -85,7 +86,7 @@ def region_chunks(text: str, regions: list[dict[str, Any]]) -> Iterator[tuple[di
 
 
 def assert_reads_in_full(text: str, results: list[dict[str, Any]], width: int) -> None:
-    too_wide = [line for line in text.splitlines() if len(line.rstrip()) > width]
+    too_wide = [line for line in text.splitlines() if cell_len(line.rstrip()) > width]
     assert not too_wide, f"{len(too_wide)} lines wider than {width}: {too_wide[:3]}"
     for result in results:
         if not result["valid"]:
@@ -164,6 +165,30 @@ def test_names_wrap_inside_their_column_before_the_table_gives_way(
     assert_reads_in_full(narrower, json_results(path), natural - 40)
 
 
+@pytest.mark.parametrize("writer", ["rich", "plain"])
+def test_wide_characters_in_names_take_two_cells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str
+) -> None:
+    # Terminals give a CJK character two cells: a table measured in characters would be
+    # wider than the terminal, and rich would cut the names to fit.
+    if writer == "plain":
+        monkeypatch.setattr(terminal, "RICH_TABLE_ROWS", 0)
+    monkeypatch.chdir(tmp_path)
+    Path("wide.yaml").write_text(
+        "layout: 1\narch: arm64\npa_bits: 40\nmemslots:\n"
+        "  - {name: 内存内存内存内存内存内存, base: 0x4000_0000, size: 1G}\n"
+        "devices:\n  - {name: 串口控制器串口控制器, type: mmio, base: 0x0900_0000, size: 4K}\n",
+        encoding="utf-8",
+    )
+    results = json_results("wide.yaml")
+    seen = set()
+    for width in range(40, 161, 3):
+        text = run(["check", "wide.yaml"], width)
+        assert_reads_in_full(text, results, width)
+        seen.add("table" if "start" in text.splitlines()[1] else "stacked")
+    assert seen == {"table", "stacked"}
+
+
 def test_at_80_columns_a_layout_is_stacked_as_the_golden_file_shows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -198,12 +223,16 @@ def test_explain_wraps_its_lines_and_keeps_each_outcome_whole(width: int) -> Non
 # --- the wrapping itself ------------------------------------------------------------------
 
 
-words = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=30)
+words = st.text(
+    st.one_of(st.characters(min_codepoint=33, max_codepoint=126), st.sampled_from("内存串口é")),
+    min_size=1,
+    max_size=30,
+)
 
 
 @given(
     st.lists(st.tuples(words, st.sampled_from(["", "red"])), min_size=1, max_size=30),
-    st.integers(min_value=1, max_value=50),
+    st.integers(min_value=4, max_value=50),
     st.integers(min_value=0, max_value=6),
 )
 def test_wrapping_loses_nothing_and_keeps_within_the_width(
@@ -212,8 +241,9 @@ def test_wrapping_loses_nothing_and_keeps_within_the_width(
     spaced = [(f"{text} ", style) for text, style in parts]
     lines = fold.wrap(fold.words(spaced), width, indent)
     texts = ["".join(t for t, _ in line) for line in lines]
-    assert all(len(t) <= max(width, 1) for t in texts)
+    assert all(cell_len(t) <= width for t in texts), texts
+    assert all(t.strip() for t in texts), texts  # no empty line
     assert "".join("".join(texts).split()) == "".join(t for t, _ in parts)
     # A word is only ever broken when it is longer than a line.
-    if all(len(t) <= width - min(indent, width // 2) for t, _ in parts):
+    if all(cell_len(t) <= width - min(indent, width // 2) for t, _ in parts):
         assert [w for t in texts for w in t.split()] == [t for t, _ in parts]

@@ -20,6 +20,7 @@ one region per line at its natural width, for grep and CI logs.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -48,10 +49,10 @@ def table_fit(rows: Sequence[Sequence[str]], width: int, gaps: tuple[int, int]) 
     """The widths of COLUMNS for a table of ``rows`` that fits in ``width``, or None when the
     stacked layout must be used instead. Every column but ``names`` keeps its full width."""
     header = COLUMNS
-    widths = [max([len(header[i]), *(len(r[i]) for r in rows)]) for i in range(len(header))]
+    widths = [max([len(header[i]), *(cells(r[i]) for r in rows)]) for i in range(len(header))]
     per_column, once = gaps
     room = width - once - per_column * len(header) - sum(widths) + widths[NAMES]
-    longest_word = max((len(w) for r in rows for w in r[NAMES].split()), default=0)
+    longest_word = max((cells(w) for r in rows for w in r[NAMES].split()), default=0)
     needed = min(widths[NAMES], max(len(header[NAMES]), min(longest_word, NAME_ROOM)))
     if room < needed:
         return None
@@ -61,7 +62,7 @@ def table_fit(rows: Sequence[Sequence[str]], width: int, gaps: tuple[int, int]) 
 
 
 def _wrapped_text(text: str, width: int) -> list[str]:
-    if len(text) <= width:
+    if cells(text) <= width:
         return [text]
     lines = wrap(words(((text, ""),)), width, 0)
     return ["".join(t for t, _ in line) for line in lines]
@@ -71,7 +72,7 @@ def stacked(rows: Sequence[Sequence[str]], width: int) -> Iterator[list[Part]]:
     """The lines of the stacked layout: per region, ``start-end  size  kind  names`` (names
     wrapping onto indented lines), then ``read X, write Y, fetch Z`` indented."""
     heads = [(f"{r[0]}-{r[1]}", r[2], r[3]) for r in rows]
-    pads = [max((len(h[i]) for h in heads), default=0) for i in range(3)]
+    pads = [max((cells(h[i]) for h in heads), default=0) for i in range(3)]
     if sum(pads) + 6 > width:  # aligned fields do not fit: single spaces, wrapping as needed
         pads = [0, 0, 0]
     labels = COLUMNS[-OUTCOME_COLUMNS:]
@@ -79,12 +80,12 @@ def stacked(rows: Sequence[Sequence[str]], width: int) -> Iterator[list[Part]]:
         # start- and end are two tokens, so that a narrow line breaks between them.
         fields: list[Token] = [
             ((f"{row[0]}-", "bold"),),
-            ((row[1], "bold"), (" " * (max(pads[0] - len(head[0]), 0) + 2), "")),
-            ((f"{row[2].ljust(pads[1])}  ", ""),),
-            ((f"{row[3].ljust(pads[2])}  ", ""),),
+            ((row[1], "bold"), (_gap(head[0], pads[0]), "")),
+            ((row[2] + _gap(row[2], pads[1]), ""),),
+            ((row[3] + _gap(row[3], pads[2]), ""),),
         ]
         names = row[NAMES]
-        if sum(map(_length, fields)) + len(names) <= width:  # most rows: no need to wrap
+        if sum(map(_length, fields)) + cells(names) <= width:  # most rows: no need to wrap
             line = [part for field in fields for part in field]
             if names:
                 line.append((names, ""))
@@ -98,6 +99,11 @@ def stacked(rows: Sequence[Sequence[str]], width: int) -> Iterator[list[Part]]:
             style = OUTCOME_STYLE.get(outcome, "")
             outcomes.append(((f"{label} ", ""), (outcome, style), (sep, "")))
         yield from wrap(outcomes, width, INDENT)
+
+
+def _gap(text: str, pad: int) -> str:
+    """The blanks after a field: up to ``pad`` cells, then two."""
+    return " " * (max(pad - cells(text), 0) + 2)
 
 
 _WORD = re.compile(r"\S+\s*|\s+")
@@ -121,9 +127,10 @@ def words(parts: Sequence[Part]) -> list[Token]:
 
 
 def wrap(tokens: Sequence[Token], width: int, indent: int) -> list[list[Part]]:
-    """Lines of at most ``width`` characters (trailing blanks aside) holding ``tokens`` in
-    order, each continuation line starting with ``indent`` more blanks than the first (which
-    keeps its own leading blanks). A token longer than a whole line is folded."""
+    """Lines of at most ``width`` cells (trailing blanks aside) holding ``tokens`` in order,
+    each continuation line starting with ``indent`` more blanks than the first (which keeps
+    its own leading blanks). A token longer than a whole line is folded (from 4 cells up, a
+    wide character always fits on a line)."""
     if sum(map(_length, tokens)) <= width:  # the common case: it all fits on one line
         line = [part for token in tokens for part in token]
         _trim(line)
@@ -133,7 +140,7 @@ def wrap(tokens: Sequence[Token], width: int, indent: int) -> list[list[Part]]:
     lines: list[list[Part]] = [[]]
     used = 0
     for token in tokens:
-        size = len(_text(token).rstrip())
+        size = cells(_text(token).rstrip())
         if used and used + size > width:
             _trim(lines[-1])
             lines.append([(" " * indent, "")])
@@ -151,7 +158,8 @@ def wrap(tokens: Sequence[Token], width: int, indent: int) -> list[list[Part]]:
 
 
 def _fold(token: Token, first: int, rest: int) -> list[Token]:
-    """``token`` cut into pieces of ``first``, then ``rest``, characters (at least one)."""
+    """``token`` cut into pieces of ``first``, then ``rest``, cells (at least one character
+    each)."""
     pieces: list[list[Part]] = [[]]
     room = max(first, 1)
     for text, style in token:
@@ -159,9 +167,17 @@ def _fold(token: Token, first: int, rest: int) -> list[Token]:
             if room == 0:
                 pieces.append([])
                 room = max(rest, 1)
-            chunk, text = text[:room], text[room:]
+            chunk = _prefix(text, room)
+            if not chunk:  # a double-width character and one cell left: start a new piece
+                room = 0
+                if pieces[-1]:
+                    continue
+                chunk = text[0]
+            text = text[len(chunk):]
             pieces[-1].append((chunk, style))
-            room -= len(chunk)
+            room = max(room - cells(chunk), 0)
+    if len(pieces) > 1 and not "".join(text for text, _ in pieces[-1]).strip():
+        pieces[-2].extend(pieces.pop())  # the blanks after a word stay its separator
     return [tuple(p) for p in pieces]
 
 
@@ -178,4 +194,30 @@ def _text(token: Token) -> str:
 
 
 def _length(token: Token) -> int:
-    return sum(len(text) for text, _ in token)
+    return sum(cells(text) for text, _ in token)
+
+
+def cells(text: str) -> int:
+    """How many terminal cells ``text`` takes: two for a wide (East Asian) character, none
+    for a combining one, else one, as terminals (and rich) count them."""
+    if text.isascii():
+        return len(text)
+    return sum(_cell(c) for c in text)
+
+
+def _cell(char: str) -> int:
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def _prefix(text: str, room: int) -> str:
+    """The longest start of ``text`` that takes at most ``room`` cells."""
+    if text.isascii():
+        return text[:room]
+    used = 0
+    for i, char in enumerate(text):
+        used += _cell(char)
+        if used > room:
+            return text[:i]
+    return text

@@ -101,7 +101,8 @@ def _print_lines(console: Console, lines: Iterable[list[tuple[str, str]]]) -> No
 def _rich_table(title: str, rows: list[tuple[str, ...]], fit: fold.Fit) -> RichTable:
     table = RichTable(title=Text(printable(title)), title_justify="left", show_edge=False)
     for column, width in zip(COLUMNS, fit.widths, strict=True):
-        table.add_column(column, width=width, no_wrap=True)
+        # Widths fit every cell, so nothing is folded; were one off, fold beats an ellipsis.
+        table.add_column(column, width=width, no_wrap=True, overflow="fold")
     first_outcome = len(COLUMNS) - OUTCOME_COLUMNS
     for cells, names in zip(rows, fit.names, strict=True):
         outcomes = (Text(o, OUTCOME_STYLE.get(o, "")) for o in cells[first_outcome:])

@@ -20,7 +20,7 @@ command) or a bidirectional override is printed as an escape (``\\x1b``, ``\\n``
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from gpa_plan.printable import printable
@@ -113,27 +113,39 @@ def plain_table(table: Table, width: int | None = None) -> str:
 
     fit = fold.table_fit(rows, width, fold.PLAIN_GAPS)
     if fit is not None:
-        return _plain_columns(title, rows, fit)
+        title_lines = fold.wrap(fold.words(((title, ""),)), width, fold.INDENT)
+        title = "\n".join("".join(text for text, _ in parts) for parts in title_lines)
+        return _plain_columns(title, rows, fit, fold.cells)
     lines = [*fold.wrap(fold.words(((title, ""),)), width, fold.INDENT),
              *fold.stacked(rows, width)]
     return "".join("".join(text for text, _ in parts) + "\n" for parts in lines)
 
 
-def _plain_columns(title: str, rows: list[tuple[str, ...]], fit: fold.Fit | None) -> str:
+def _plain_columns(
+    title: str,
+    rows: list[tuple[str, ...]],
+    fit: fold.Fit | None,
+    measure: Callable[[str], int] = len,
+) -> str:
+    """``measure``: the width of a cell's text (on a terminal, wide characters take two)."""
     names = fit.names if fit else [[row[NAMES]] for row in rows]
     widths = fit.widths if fit else [
         max(len(row[i]) for row in [COLUMNS, *rows]) for i in range(len(COLUMNS))
     ]
-    lines = [title, _plain_row(COLUMNS, widths)]
+    lines = [title, _plain_row(COLUMNS, widths, measure)]
     for row, row_names in zip(rows, names, strict=True):
-        lines.append(_plain_row((*row[:NAMES], row_names[0], *row[NAMES + 1:]), widths))
+        cells = (*row[:NAMES], row_names[0], *row[NAMES + 1:])
+        lines.append(_plain_row(cells, widths, measure))
         blank = ("",) * NAMES
-        lines.extend(_plain_row((*blank, more), widths) for more in row_names[1:])
+        lines.extend(_plain_row((*blank, more), widths, measure) for more in row_names[1:])
     return "\n".join(lines) + "\n"
 
 
-def _plain_row(cells: Sequence[str], widths: Sequence[int]) -> str:
-    return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip()
+def _plain_row(
+    cells: Sequence[str], widths: Sequence[int], measure: Callable[[str], int]
+) -> str:
+    padded = (c + " " * (w - measure(c)) for c, w in zip(cells, widths, strict=False))
+    return "  ".join(padded).rstrip()
 
 
 # --- what `check` says -------------------------------------------------------------------
