@@ -177,10 +177,13 @@ def test_wide_characters_in_names_take_two_cells(
     Path("wide.yaml").write_text(
         "layout: 1\narch: arm64\npa_bits: 40\nmemslots:\n"
         "  - {name: 内存内存内存内存内存内存, base: 0x4000_0000, size: 1G}\n"
-        "devices:\n  - {name: 串口控制器串口控制器, type: mmio, base: 0x0900_0000, size: 4K}\n",
+        "devices:\n  - {name: 串口控制器串口控制器, type: mmio, base: 0x0900_0000, size: 4K}\n"
+        # in the memslot: a finding line that names it, to wrap as well
+        "  - {name: 内存里的设备, type: mmio, base: 0x4000_0000, size: 4K}\n",
         encoding="utf-8",
     )
     results = json_results("wide.yaml")
+    assert results[0]["findings"]
     seen = set()
     for width in range(40, 161, 3):
         text = run(["check", "wide.yaml"], width)

@@ -5,9 +5,13 @@ Every title, cell and line goes to rich as a ``Text`` made from ``printable`` te
 plain strings as markup, so a name such as ``[red]x`` would be styled and one such as ``[/]``
 would stop the output with a MarkupError.
 
-Past ``RICH_TABLE_ROWS`` regions a table is printed as plain aligned columns even here: rich
-lays a table out at about 0.35 ms a row, which made a layout at KVM's memslot limit (some
-70,000 regions) take half a minute to print after a check of under two seconds.
+Everything is fitted to the terminal's width without cutting anything (gpa_plan.report.fold):
+a table when its columns fit, else one block of lines per region; lines wrap between words.
+
+Past ``RICH_TABLE_ROWS`` regions a table is printed as plain aligned columns (or blocks, on a
+narrower terminal) even here: rich lays a table out at about 0.35 ms a row, which made a
+layout at KVM's memslot limit (some 70,000 regions) take half a minute to print after a check
+of under two seconds.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def write_rich(blocks: Iterable[Block], stream: TextIO) -> None:
 
 
 def _fits(parts: tuple[tuple[str, str], ...], width: int) -> bool:
-    return sum(len(text) for text, _ in parts) <= width
+    return sum(fold.cells(text) for text, _ in parts) <= width
 
 
 def _print_lines(console: Console, lines: Iterable[list[tuple[str, str]]]) -> None:

@@ -5,7 +5,8 @@ What is said is decided here, as blocks (tables and lines with a style per part)
 is up to the writer:
 
 * on a terminal (or with ``FORCE_COLOR`` / ``TTY_COMPATIBLE`` set, rich's own switches), rich
-  draws the tables, with colour unless ``NO_COLOR`` is set (``gpa_plan.report.terminal``);
+  draws the tables, with colour unless ``NO_COLOR`` is set (``gpa_plan.report.terminal``),
+  fitted to the terminal's width without cutting anything (``gpa_plan.report.fold``);
 * into a pipe or a file (CI logs, ``grep``, pre-commit), tables print as plain aligned columns
   and lines as plain text. Such output never wraps at a guessed width, and the check does not
   pay for importing and laying out rich, which was most of a one-file check's run time.
