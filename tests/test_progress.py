@@ -179,3 +179,28 @@ def test_without_a_terminal_the_core_gets_the_progress_nobody_watches() -> None:
     with progress_bar.watched(measured, NotATerminal()) as got:  # type: ignore[arg-type]
         assert got is unwatched
     assert sizes == []  # the input is not even measured
+
+
+def test_the_core_reports_each_step_to_a_callable_and_never_loads_rich(tmp_path: Path) -> None:
+    path = layout(tmp_path)
+    script = (
+        "import sys\n"
+        "from gpa_plan.check.run import check_file\n"
+        "from gpa_plan.report.svg import page\n"
+        "steps = []\n"
+        "def seen(step, done=0, total=None): steps.append((step, done, total))\n"
+        f"(result,) = check_file({str(path)!r}, progress=seen)\n"
+        "page(result, seen)\n"
+        "assert 'rich' not in sys.modules, 'the core loaded rich'\n"
+        "for step, done, total in steps: print(step, done, total, sep='|')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    steps = [line.split("|") for line in done.stdout.splitlines()]
+    names = [step for step, _, _ in steps]
+    assert names[:3] == [f"reading {path}", f"validating {path}", f"partitioning {path} (x86_64)"]
+    checking = [s for s in steps if s[0].startswith(f"checking {path} (x86_64): ")]
+    assert [int(d) for _, d, _ in checking] == list(range(len(checking)))
+    assert {t for _, _, t in checking} == {str(len(checking))}
+    assert names[-2:] == ["drawing the regions", "writing the region table"]
