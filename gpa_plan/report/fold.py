@@ -1,7 +1,7 @@
 """Fitting text output to a terminal's width without cutting anything.
 
 A region table is drawn as a table when every column fits at full width with room left for the
-``names`` column to hold its longest name (up to NAME_ROOM characters): names then wrap inside
+``names`` column to hold its longest name (up to NAME_ROOM cells): names then wrap inside
 their column. Below that width each region becomes a block of lines (the stacked layout)::
 
     0x0800_0000-0x0800_ffff  64 KiB  device  gicd
@@ -10,8 +10,9 @@ their column. Below that width each region becomes a block of lines (the stacked
 An address, a size, a kind and an outcome are never broken or shortened: they only move to a
 line of their own; a name, a finding or an ``explain`` line wraps between words, its
 continuation indented. Only a single word longer than the whole line is folded (cut into
-pieces on consecutive lines, nothing left out), and at the widths people use (60 columns and
-up) no address or outcome is that long.
+pieces on consecutive lines, nothing left out); from 24 columns up no address (21 cells at
+64 bits, after a 2-cell indent) or outcome is that long. Widths are counted in terminal cells
+(``cells``): a CJK character takes two.
 
 Output that is not going to a terminal (a pipe, a file) is not passed through here: it keeps
 one region per line at its natural width, for grep and CI logs.
