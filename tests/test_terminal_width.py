@@ -210,6 +210,18 @@ def test_a_pipe_keeps_one_region_per_line_whatever_columns_says() -> None:
     assert max(len(line) for line in narrow.splitlines()) > 80
 
 
+def test_forced_colour_in_a_log_keeps_each_finding_on_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # FORCE_COLOR without COLUMNS: colour into a CI log, at a guessed width of 160.
+    monkeypatch.chdir(DATA / "layouts")
+    text = run(["check", "ro-device-warning.yaml"], None)
+    finding = next(line for line in text.splitlines() if "warning[device-shadowed]" in line)
+    assert len(finding) > 160
+    assert finding.endswith("move the device if it must answer reads")
+    assert all(len(line.rstrip()) <= 160 for line in text.splitlines() if line != finding)
+
+
 @pytest.mark.parametrize("width", [60, 80])
 def test_explain_wraps_its_lines_and_keeps_each_outcome_whole(width: int) -> None:
     path = ROOT / "layouts" / "qemu-virt-arm64.yaml"

@@ -69,10 +69,13 @@ def write_rich(blocks: Iterable[Block], stream: TextIO) -> None:
     wrapped between words with their continuation indented; nothing is cut."""
     console = console_for(stream)
     width = console.width
+    # Forced onto a pipe with no COLUMNS (colour in a CI log), the width is PIPE_WIDTH, a
+    # guess: lines stay whole there, one finding a line, for grep and problem matchers.
+    wrap_lines = _width_known(stream)
     for block in blocks:
         if not isinstance(block, Table):
             parts = tuple((printable(text), style) for text, style in block.parts)
-            _print_lines(console, [list(parts)] if _fits(parts, width) else
+            _print_lines(console, [list(parts)] if not wrap_lines or _fits(parts, width) else
                          fold.wrap(fold.words(parts), width, fold.INDENT))
         elif len(block.rows) > RICH_TABLE_ROWS:
             console.file.write(plain_table(block, width))
@@ -85,6 +88,11 @@ def write_rich(blocks: Iterable[Block], stream: TextIO) -> None:
                 title = ((printable(block.title), "italic"),)
                 _print_lines(console, [*fold.wrap(fold.words(title), width, fold.INDENT),
                                        *fold.stacked(rows, width)])
+
+
+def _width_known(stream: TextIO) -> bool:
+    """Whether the width is the reader's: a terminal's, or a valid ``COLUMNS``."""
+    return stream.isatty() or _dimension(os.environ.get("COLUMNS")) is not None
 
 
 def _fits(parts: tuple[tuple[str, str], ...], width: int) -> bool:
