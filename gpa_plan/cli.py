@@ -136,10 +136,14 @@ def check(
     regular file, a directory without layouts) is reported on stderr and makes the exit
     status 2; the other files are still checked and reported.
     """
-    from gpa_plan.check.batch import check_paths
+    from gpa_plan.check.batch import check_paths, input_bytes
+    from gpa_plan.report.progress_bar import watched
 
     config = _check_config(select, ignore, strict)
-    run = check_paths(files, arches, elf_files=elf_files, elf_mode=elf_mode, exclude=exclude)
+    size = None if fmt != "text" or quiet else lambda: input_bytes(files, exclude)
+    with watched(size) as progress:
+        run = check_paths(files, arches, elf_files=elf_files, elf_mode=elf_mode,
+                          exclude=exclude, progress=progress)
     results = config.apply_to(run.results)
     _render_check(fmt, results, run.unreadable, quiet)
     for err in run.unreadable:
@@ -320,21 +324,28 @@ def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str 
     if config.source is not None:
         _refuse_input_as_output(html_out or svg_out, str(config.source), option,
                                 "give it another file", "the configuration map reads")
+    from gpa_plan.check.batch import input_bytes
     from gpa_plan.check.run import check_file
     from gpa_plan.inputs import InputError
     from gpa_plan.report import svg
+    from gpa_plan.report.progress_bar import watched
     from gpa_plan.report.text import finding_line
 
     try:
-        results = check_file(file, (arch,) if arch else ())
+        # Nothing is printed while the bar is up: it is erased first.
+        with watched(lambda: input_bytes((file,))) as progress:
+            (result,) = config.apply_to(
+                check_file(file, (arch,) if arch else (), progress=progress)
+            )
+            draw = svg.page if html_out else svg.drawing
+            text = draw(result, progress) if result.valid else None
     except InputError as err:
         _unreadable(err)
-    (result,) = config.apply_to(results)
-    if not result.valid:
+    if text is None:
         for finding in result.findings:
             click.echo(finding_line(finding), err=True)
         sys.exit(1)
-    _emit(svg.page(result) if html_out else svg.drawing(result), html_out or svg_out)
+    _emit(text, html_out or svg_out)
 
 
 @cli.command()

@@ -139,7 +139,13 @@ def test_quiet_prints_the_findings_and_the_summary_only(
     quiet = run("check", "-q", *args, env={"FORCE_COLOR": colour})
     assert quiet.exit_code == full.exit_code
     plain = [SGR.sub("", line) for line in lines(full.stdout)]
-    findings = [line for line in plain if FINDING_LINE.match(line)]
+    # A finding line and, on a terminal, the indented lines it wraps onto.
+    findings: list[str] = []
+    in_finding = False
+    for line in plain:
+        in_finding = bool(FINDING_LINE.match(line)) or (in_finding and line.startswith("  "))
+        if in_finding:
+            findings.append(line)
     assert [SGR.sub("", line) for line in lines(quiet.stdout)] == [*findings, plain[-1]]
 
 

@@ -29,12 +29,14 @@ Every path is tried, so one bad path does not hide what the others would report:
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from gpa_plan.check.run import CheckResult, check_file
 from gpa_plan.elf import PHYSICAL
 from gpa_plan.inputs import STDIN, InputError, os_reason
+from gpa_plan.progress import Progress, unwatched
 
 if TYPE_CHECKING:
     from gpa_plan.elf.program import Program, ProgramError
@@ -57,6 +59,7 @@ def check_paths(
     elf_files: Sequence[str] = (),
     elf_mode: str = PHYSICAL,
     exclude: Sequence[str] = (),
+    progress: Progress = unwatched,
 ) -> CheckRun:
     """Check every layout ``paths`` name, less what ``exclude`` matches, against every
     program of ``elf_files``."""
@@ -78,11 +81,27 @@ def check_paths(
             stdin_read = True
         try:
             results.extend(
-                check_file(item, arches, programs=programs, elf_mode=elf_mode, allow_stdin=True)
+                check_file(item, arches, programs=programs, elf_mode=elf_mode, allow_stdin=True,
+                           progress=progress)
             )
         except InputError as err:
             unreadable.append(err)
     return CheckRun(results, unreadable)
+
+
+def input_bytes(paths: Sequence[str], exclude: Sequence[str] = ()) -> int:
+    """How many bytes the layouts ``paths`` stand for hold, as `check_paths` would read them
+    (standard input counts when it is a file); what cannot be looked up counts 0."""
+    total = 0
+    for item in layout_files(paths, exclude):
+        if isinstance(item, InputError):
+            continue
+        try:
+            found = os.fstat(0) if item == STDIN else os.stat(item)
+        except (OSError, ValueError):
+            continue
+        total += found.st_size if stat.S_ISREG(found.st_mode) else 0
+    return total
 
 
 def _seen_before(path: str, seen: set[tuple[int, int]]) -> bool:

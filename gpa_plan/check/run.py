@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from gpa_plan.arch import ARCHES
@@ -24,6 +24,7 @@ from gpa_plan.layout.loader import Document, load_file
 from gpa_plan.layout.models import Layout
 from gpa_plan.layout.resolved import ResolvedLayout, resolve
 from gpa_plan.layout.validate import validate_layout
+from gpa_plan.progress import Progress, unwatched
 
 if TYPE_CHECKING:
     from gpa_plan.elf.placement import ProgramPlacement
@@ -58,24 +59,32 @@ class LoadedLayout(NamedTuple):
     placement_errors: tuple[tuple[str, tuple[str, int]], ...]
 
 
-def load_layout(path: str | os.PathLike[str], *, allow_stdin: bool = False) -> LoadedLayout:
+def load_layout(
+    path: str | os.PathLike[str], *, allow_stdin: bool = False, progress: Progress = unwatched
+) -> LoadedLayout:
     """Load, validate and place a layout file; raises LayoutError with positions, and
     InputError (gpa_plan.inputs) when the file cannot be read at all. With ``allow_stdin``,
     ``-`` is standard input."""
     with paused():
+        progress(f"reading {os.fspath(path)}")
         doc = load_file(path, allow_stdin=allow_stdin)
+        progress(f"validating {doc.path}")
         layout = validate_layout(doc)
-        placements, errors = _plan(layout)
+        placements, errors = _plan(layout, lambda: progress(f"placing `auto` in {doc.path}"))
         return LoadedLayout(doc, layout, resolve(layout, placements), errors)
 
 
-def _plan(layout: Layout) -> tuple[dict[str, int], tuple[tuple[str, tuple[str, int]], ...]]:
-    """Addresses for the `auto` entries, and the entries that found no room."""
+def _plan(
+    layout: Layout, starting: Callable[[], None]
+) -> tuple[dict[str, int], tuple[tuple[str, tuple[str, int]], ...]]:
+    """Addresses for the `auto` entries, and the entries that found no room (``starting`` is
+    called first when there are any)."""
     has_auto = any(m.base == "auto" for m in layout.memslots) or any(
         d.base == "auto" for d in layout.devices
     )
     if not has_auto:
         return {}, ()  # most layouts: no need to load the planner
+    starting()
     from gpa_plan.plan.place import plan_layout
 
     plan = plan_layout(layout)
@@ -89,6 +98,7 @@ def check_file(
     programs: Sequence[Program | ProgramError] = (),
     elf_mode: str = PHYSICAL,
     allow_stdin: bool = False,
+    progress: Progress = unwatched,
 ) -> list[CheckResult]:
     """One result per requested architecture (default: the layout's own; one asked for twice
     is checked once). ``programs``
@@ -100,14 +110,14 @@ def check_file(
     """
     with paused():
         try:
-            loaded = load_layout(path, allow_stdin=allow_stdin)
+            loaded = load_layout(path, allow_stdin=allow_stdin, progress=progress)
         except LayoutError as err:
             return [
                 _invalid(err.path, arch, err, bool(programs))
                 for arch in dict.fromkeys(arches or (None,))
             ]
         results = [
-            check_loaded(loaded, arch, programs=programs, elf_mode=elf_mode)
+            check_loaded(loaded, arch, programs=programs, elf_mode=elf_mode, progress=progress)
             for arch in dict.fromkeys(arches or (loaded.layout.arch,))
         ]
         # Free the node graph and models before the collector resumes, or its first pass
@@ -122,8 +132,11 @@ def check_loaded(
     *,
     programs: Sequence[Program | ProgramError] = (),
     elf_mode: str = PHYSICAL,
+    progress: Progress = unwatched,
 ) -> CheckResult:
     arch = ARCHES[arch_name]
+    where = f"{loaded.doc.path} ({arch.name})"
+    progress(f"partitioning {where}")
     regions = partition(loaded.resolved, arch)
     readable: tuple[Program, ...] = ()
     unreadable: tuple[ProgramError, ...] = ()
@@ -143,9 +156,10 @@ def check_loaded(
         elf_mode=elf_mode,
     )
     findings: list[Finding] = []
-    for rule in RULES.values():
-        if rule.check is not None:
-            findings.extend(rule.check(ctx))
+    checks = [(rule.slug, rule.check) for rule in RULES.values() if rule.check is not None]
+    for done, (slug, check) in enumerate(checks):
+        progress(f"checking {where}: {slug}", done, len(checks))
+        findings.extend(check(ctx))
     findings.sort(key=Finding.sort_key)
     return CheckResult(
         loaded.doc.path,

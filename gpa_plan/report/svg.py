@@ -19,6 +19,7 @@ from html import escape as _escape_markup
 from typing import TYPE_CHECKING
 
 from gpa_plan.printable import printable
+from gpa_plan.progress import EVERY, Progress, unwatched
 from gpa_plan.ranges import hex_addr, human_size
 from gpa_plan.report.text import COLUMNS, finding_line, region_rows, result_title
 
@@ -69,12 +70,15 @@ def row_height(size: int) -> int:
     return min(ROW_MAX, ROW_MIN + ROW_PER_DOUBLING * doublings)
 
 
-def drawing(result: CheckResult) -> str:
+def drawing(result: CheckResult, progress: Progress = unwatched) -> str:
     """The SVG document for a result of a layout that loaded."""
     findings = _findings_by_name(result.findings)
     rows: list[str] = []
     y = TOP
-    for region in result.regions:
+    total = len(result.regions)
+    for done, region in enumerate(result.regions):
+        if done % EVERY == 0:
+            progress("drawing the regions", done, total)
         height = row_height(region.end - region.start)
         rows.append(_row(region, y, height, _findings_of(region, findings)))
         y += height
@@ -93,13 +97,17 @@ def drawing(result: CheckResult) -> str:
     return "\n".join(parts) + "\n"
 
 
-def page(result: CheckResult) -> str:
+def page(result: CheckResult, progress: Progress = unwatched) -> str:
     """A standalone HTML page: the drawing, the region table and every finding."""
+    picture = drawing(result, progress)
     head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
-    body = "\n".join(
-        "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>"
-        for row in region_rows(result)
-    )
+    rows = region_rows(result)
+    table: list[str] = []
+    for done, row in enumerate(rows):
+        if done % EVERY == 0:
+            progress("writing the region table", done, len(rows))
+        table.append("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>")
+    body = "\n".join(table)
     findings = "\n".join(
         f"<li class='{f.severity}'>{escape(finding_line(f))}</li>" for f in result.findings
     )
@@ -123,7 +131,7 @@ def page(result: CheckResult) -> str:
                 f"<h2>Findings ({result.errors} errors, {result.warnings} warnings)</h2>",
                 f"<ul>\n{findings}\n</ul>" if findings else "<p>None.</p>",
                 "<h2>Address map</h2>",
-                drawing(result),
+                picture,
                 "<h2>Regions</h2>",
                 f"<table>\n<tr>{head}</tr>\n{body}\n</table>",
                 "</body>",

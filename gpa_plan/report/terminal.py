@@ -5,9 +5,13 @@ Every title, cell and line goes to rich as a ``Text`` made from ``printable`` te
 plain strings as markup, so a name such as ``[red]x`` would be styled and one such as ``[/]``
 would stop the output with a MarkupError.
 
-Past ``RICH_TABLE_ROWS`` regions a table is printed as plain aligned columns even here: rich
-lays a table out at about 0.35 ms a row, which made a layout at KVM's memslot limit (some
-70,000 regions) take half a minute to print after a check of under two seconds.
+Everything is fitted to the terminal's width without cutting anything (gpa_plan.report.fold):
+a table when its columns fit, else one block of lines per region; lines wrap between words.
+
+Past ``RICH_TABLE_ROWS`` regions a table is printed as plain aligned columns (or blocks, on a
+narrower terminal) even here: rich lays a table out at about 0.35 ms a row, which made a
+layout at KVM's memslot limit (some 70,000 regions) take half a minute to print after a check
+of under two seconds.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from gpa_plan.printable import printable
+from gpa_plan.report import fold
 from gpa_plan.report.text import (
     COLUMNS,
+    NAMES,
     OUTCOME_COLUMNS,
     OUTCOME_STYLE,
     Block,
@@ -58,28 +64,60 @@ def _dimension(text: str | None) -> int | None:
 
 
 def write_rich(blocks: Iterable[Block], stream: TextIO) -> None:
+    """``blocks`` drawn for a terminal of the console's width: tables as gpa_plan.report.fold
+    fits them (a table with names wrapping, or one block of lines per region), and lines
+    wrapped between words with their continuation indented; nothing is cut."""
     console = console_for(stream)
+    width = console.width
+    # Forced onto a pipe with no COLUMNS (colour in a CI log), the width is PIPE_WIDTH, a
+    # guess: lines stay whole there, one finding a line, for grep and problem matchers.
+    wrap_lines = _width_known(stream)
     for block in blocks:
-        if isinstance(block, Table):
-            if len(block.rows) <= RICH_TABLE_ROWS:
-                console.print(_rich_table(block))
-            else:
-                console.file.write(plain_table(block))
+        if not isinstance(block, Table):
+            parts = tuple((printable(text), style) for text, style in block.parts)
+            _print_lines(console, [list(parts)] if not wrap_lines or _fits(parts, width) else
+                         fold.wrap(fold.words(parts), width, fold.INDENT))
+        elif len(block.rows) > RICH_TABLE_ROWS:
+            console.file.write(plain_table(block, width))
         else:
-            parts = ((printable(text), style) for text, style in block.parts)
-            console.print(Text.assemble(*parts), soft_wrap=True)
+            rows = [tuple(map(printable, row)) for row in block.rows]
+            fit = fold.table_fit(rows, width, fold.RICH_GAPS)
+            if fit is not None:
+                console.print(_rich_table(block.title, rows, fit))
+            else:
+                title = ((printable(block.title), "italic"),)
+                _print_lines(console, [*fold.wrap(fold.words(title), width, fold.INDENT),
+                                       *fold.stacked(rows, width)])
 
 
-def _rich_table(block: Table) -> RichTable:
-    table = RichTable(title=_text(block.title), title_justify="left", show_edge=False)
-    for column in COLUMNS:
-        table.add_column(column, no_wrap=column != "names")
+def _width_known(stream: TextIO) -> bool:
+    """Whether the width is the reader's: a terminal's, or a valid ``COLUMNS``."""
+    return stream.isatty() or _dimension(os.environ.get("COLUMNS")) is not None
+
+
+def _fits(parts: tuple[tuple[str, str], ...], width: int) -> bool:
+    return sum(fold.cells(text) for text, _ in parts) <= width
+
+
+def _print_lines(console: Console, lines: Iterable[list[tuple[str, str]]]) -> None:
+    """Lines already fitted to the width, printed as one text (one print per line costs
+    rich's whole render path each time)."""
+    text = Text()
+    for parts in lines:
+        for part, style in parts:
+            text.append(part, style)
+        text.append("\n")
+    console.print(text, soft_wrap=True, end="")
+
+
+def _rich_table(title: str, rows: list[tuple[str, ...]], fit: fold.Fit) -> RichTable:
+    table = RichTable(title=Text(printable(title)), title_justify="left", show_edge=False)
+    for column, width in zip(COLUMNS, fit.widths, strict=True):
+        # Widths fit every cell, so nothing is folded; were one off, fold beats an ellipsis.
+        table.add_column(column, width=width, no_wrap=True, overflow="fold")
     first_outcome = len(COLUMNS) - OUTCOME_COLUMNS
-    for cells in block.rows:
-        outcomes = (_text(o, OUTCOME_STYLE.get(o, "")) for o in cells[first_outcome:])
-        table.add_row(*map(_text, cells[:first_outcome]), *outcomes)
+    for cells, names in zip(rows, fit.names, strict=True):
+        outcomes = (Text(o, OUTCOME_STYLE.get(o, "")) for o in cells[first_outcome:])
+        shown = (*cells[:NAMES], "\n".join(names), *cells[NAMES + 1:first_outcome])
+        table.add_row(*map(Text, shown), *outcomes)
     return table
-
-
-def _text(cell: str, style: str = "") -> Text:
-    return Text(printable(cell), style=style)

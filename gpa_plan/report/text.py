@@ -5,7 +5,8 @@ What is said is decided here, as blocks (tables and lines with a style per part)
 is up to the writer:
 
 * on a terminal (or with ``FORCE_COLOR`` / ``TTY_COMPATIBLE`` set, rich's own switches), rich
-  draws the tables, with colour unless ``NO_COLOR`` is set (``gpa_plan.report.terminal``);
+  draws the tables, with colour unless ``NO_COLOR`` is set (``gpa_plan.report.terminal``),
+  fitted to the terminal's width without cutting anything (``gpa_plan.report.fold``);
 * into a pipe or a file (CI logs, ``grep``, pre-commit), tables print as plain aligned columns
   and lines as plain text. Such output never wraps at a guessed width, and the check does not
   pay for importing and laying out rich, which was most of a one-file check's run time.
@@ -20,7 +21,7 @@ command) or a bidirectional override is printed as an escape (``\\x1b``, ``\\n``
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from gpa_plan.printable import printable
@@ -30,9 +31,11 @@ if TYPE_CHECKING:
     from gpa_plan.check.explain import Answer
     from gpa_plan.check.findings import Finding
     from gpa_plan.check.run import CheckResult
+    from gpa_plan.report import fold
 
 COLUMNS = ("start", "end (incl.)", "size", "kind", "names", "read", "write", "fetch")
 OUTCOME_COLUMNS = 3  # the last three: read, write, fetch
+NAMES = COLUMNS.index("names")
 
 OUTCOME_STYLE = {
     "memory": "green",
@@ -98,14 +101,52 @@ def write_plain(blocks: Iterable[Block], stream: TextIO) -> None:
             stream.write("".join(printable(text) for text, _ in block.parts) + "\n")
 
 
-def plain_table(table: Table) -> str:
-    """The title, then the header and rows as columns two spaces apart."""
-    rows = [COLUMNS, *(tuple(map(printable, row)) for row in table.rows)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = [printable(table.title)]
-    for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+def plain_table(table: Table, width: int | None = None) -> str:
+    """The title, then the header and rows as columns two spaces apart. With a ``width``
+    (a terminal's) names wrap inside their column, or below the width the table needs each
+    region is a block of lines, as gpa_plan.report.fold says; without one (a pipe, a file)
+    every row is one line, however long."""
+    rows = [tuple(map(printable, row)) for row in table.rows]
+    title = printable(table.title)
+    if width is None:
+        return _plain_columns(title, rows, None)
+    from gpa_plan.report import fold
+
+    fit = fold.table_fit(rows, width, fold.PLAIN_GAPS)
+    if fit is not None:
+        title_lines = fold.wrap(fold.words(((title, ""),)), width, fold.INDENT)
+        title = "\n".join("".join(text for text, _ in parts) for parts in title_lines)
+        return _plain_columns(title, rows, fit, fold.cells)
+    lines = [*fold.wrap(fold.words(((title, ""),)), width, fold.INDENT),
+             *fold.stacked(rows, width)]
+    return "".join("".join(text for text, _ in parts) + "\n" for parts in lines)
+
+
+def _plain_columns(
+    title: str,
+    rows: list[tuple[str, ...]],
+    fit: fold.Fit | None,
+    measure: Callable[[str], int] = len,
+) -> str:
+    """``measure``: the width of a cell's text (on a terminal, wide characters take two)."""
+    names = fit.names if fit else [[row[NAMES]] for row in rows]
+    widths = fit.widths if fit else [
+        max(len(row[i]) for row in [COLUMNS, *rows]) for i in range(len(COLUMNS))
+    ]
+    lines = [title, _plain_row(COLUMNS, widths, measure)]
+    for row, row_names in zip(rows, names, strict=True):
+        cells = (*row[:NAMES], row_names[0], *row[NAMES + 1:])
+        lines.append(_plain_row(cells, widths, measure))
+        blank = ("",) * NAMES
+        lines.extend(_plain_row((*blank, more), widths, measure) for more in row_names[1:])
     return "\n".join(lines) + "\n"
+
+
+def _plain_row(
+    cells: Sequence[str], widths: Sequence[int], measure: Callable[[str], int]
+) -> str:
+    padded = (c + " " * (w - measure(c)) for c, w in zip(cells, widths, strict=False))
+    return "  ".join(padded).rstrip()
 
 
 # --- what `check` says -------------------------------------------------------------------
