@@ -161,8 +161,8 @@ def test_misaligned_base_and_size_are_each_an_einval(tmp_path: Path) -> None:
         ("memslot-misaligned", "error", 5, 11, ("ram",)),
         ("memslot-misaligned", "error", 6, 11, ("ram",)),
     ]
-    says(found[0], "base 0x0010_0800", "EINVAL", "use 0x0010_0000 or 0x0010_1000")
-    says(found[1], "size 0x0000_1800", "EINVAL", "use 0x0000_1000 or 0x0000_2000")
+    says(found[0], "base 0x0010_0800", "EINVAL", "down to 0x0010_0000 (or up to 0x0010_1000)")
+    says(found[1], "size 0x0000_1800", "EINVAL", "up to 0x0000_2000 (or down to 0x0000_1000)")
 
 
 def test_alignment_follows_the_host_page_size(tmp_path: Path) -> None:
