@@ -7,11 +7,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.run import check_file
+from gpa_plan.cli import cli
 
 _ROUNDED = re.compile(r"round it (?:up|down) to (0x[0-9a-f_]+)")
 PAGE_SIZES = {"4K": 0x1000, "16K": 0x4000, "64K": 0x1_0000}
@@ -70,3 +72,65 @@ def test_applying_every_suggestion_leaves_the_memslot_aligned(
     assert fields["size"] > 0
     path.write_text(_memslot_layout(page, fields["base"], fields["size"]))
     assert _misaligned(path) == []
+
+
+# --- ucall-not-io: the address it suggests is free ---------------------------------------------
+
+ROOT = Path(__file__).parent.parent
+_SUGGESTED_BASE = re.compile(
+    r":(\d+):(\d+): error\[ucall-not-io\] .*set its base to (0x[0-9a-f_]+)"
+)
+
+UCALL_UNDER_IOEVENTFD = """\
+layout: 1
+arch: arm64
+memslots:
+  - {name: code, base: 0x0, size: 2M}
+devices:
+  - {name: doorbell, type: mmio, handler: ioeventfd, base: 0x20_0000, size: 4K}
+  - {name: ucall, type: ucall, base: 0x20_0000}
+"""
+
+
+def _apply_suggested_base(path: Path) -> str:
+    """Check ``path``, write the ucall base the finding suggests into it; the suggestion."""
+    result = CliRunner().invoke(cli, ["check", "-q", str(path)])
+    assert result.exit_code == 1, result.output
+    match = _SUGGESTED_BASE.search(result.stdout)
+    assert match, result.stdout
+    line, column, address = int(match[1]), int(match[2]), match[3]
+    lines = path.read_text().splitlines(keepends=True)
+    old = lines[line - 1]
+    value = re.match(r"0x[0-9a-fA-F_]+", old[column - 1 :])
+    assert value, old
+    lines[line - 1] = old[: column - 1] + address + old[column - 1 + value.end() :]
+    path.write_text("".join(lines))
+    return address
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        (ROOT / "layouts/broken/ucall-clobbered-by-memslot.yaml").read_text(),
+        UCALL_UNDER_IOEVENTFD,
+    ],
+    ids=["memslot-over-ucall", "ioeventfd-over-ucall"],
+)
+def test_the_suggested_ucall_base_makes_check_pass(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "layout.yaml"
+    path.write_text(text)
+    _apply_suggested_base(path)
+    result = CliRunner().invoke(cli, ["check", "-q", str(path)])
+    assert (result.exit_code, result.stdout.splitlines()[-1]) == (
+        0,
+        "1 file checked: 0 errors, 0 warnings",
+    ), result.stdout
+
+
+def test_the_suggested_ucall_base_follows_the_selftests_convention(tmp_path: Path) -> None:
+    # Slot 0 ends at 0x29_1000 and the test's memslot covers [0x29_1000, 0x49_1000): the first
+    # free page past slot 0, where selftests would have put the ucall page, is 0x49_1000.
+    path = tmp_path / "layout.yaml"
+    path.write_text((ROOT / "layouts/broken/ucall-clobbered-by-memslot.yaml").read_text())
+    assert _apply_suggested_base(path) == "0x0049_1000"
+

@@ -217,8 +217,10 @@ def ucall_not_io(ctx: RuleContext) -> Iterator[Finding]:
     """KVM selftests deliver a ucall on arm64 as one 8-byte guest write to the ucall MMIO page;
     the host waits for the KVM_EXIT_MMIO. If a read-write memslot covers the page (the
     December 2022 selftests bug, when a test's memslot landed on the ucall address), the write
-    lands in RAM and the test hangs. Fix: move the ucall page to unbacked space
-    (`gpa-plan allocate --ucall`) or cover it with a read-only memslot."""
+    lands in RAM and the test hangs. Fix: for a fixed base, move the ucall page to the free
+    address the message names (the one `base: auto` would get: the first free guest page past
+    slot 0, as selftests choose it, else the first free page), or write `base: auto` and let
+    `gpa-plan allocate --ucall` choose; or cover the page with a read-only memslot."""
     ucalls = [d for d in ctx.layout.devices if d.type.name == "ucall"]
     if not ucalls:
         return
@@ -233,12 +235,33 @@ def ucall_not_io(ctx: RuleContext) -> Iterator[Finding]:
         yield ctx.finding(
             "ucall-not-io",
             f"ucall {d.name!r} at {region.range}: guest writes there{cause} "
-            f"{_NOT_AN_EXIT.get(region.write, 'do not exit')}; move the ucall page to "
-            "unbacked space (gpa-plan allocate --ucall) or make that memslot read-only",
+            f"{_NOT_AN_EXIT.get(region.write, 'do not exit')}; {_ucall_fix(ctx, d)}",
             d.path,
             "base",
             (d.name, *others),
         )
+
+
+def _ucall_fix(ctx: RuleContext, ucall: DeviceEntry) -> str:
+    """A fix that works for this ucall: `allocate --ucall` moves only a `base: auto` page, so a
+    fixed base gets the address the planner finds for it."""
+    index = ucall.path[1]
+    assert isinstance(index, int)
+    if ctx.layout.source.devices[index].base == "auto":
+        return (
+            "move the ucall page to unbacked space (gpa-plan allocate --ucall) or make that "
+            "memslot read-only"
+        )
+    from gpa_plan.plan.place import auto_base  # the planner is loaded only when needed
+
+    free = auto_base(ctx.layout.source, index)
+    readonly = "or make that memslot read-only"
+    if free is None:
+        return f"no free guest page is left for it: free room in the layout {readonly}"
+    return (
+        f"set its base to {hex_addr(free)}, a free page that exits to the VMM (`base: auto` "
+        f"lets gpa-plan allocate --ucall choose it), {readonly}"
+    )
 
 
 @rule("iobus-full", ERROR, "more than NR_IOBUS_DEVS (1000) devices on the KVM MMIO bus")
