@@ -230,3 +230,26 @@ def test_the_cases_cover_every_entry_and_the_docs_name_each() -> None:
 def test_every_entry_cites_a_kernel_function_and_the_source_read() -> None:
     for pair in PAIRS:
         assert "()" in pair.kernel and pair.read.startswith("Linux "), pair.entry
+
+
+@pytest.mark.parametrize(
+    ("readonly", "severity", "words"),
+    [
+        (False, "error", ("checks no device range", "reads and writes there hit memory")),
+        (True, "warning", ("reads return the memslot's memory", "only writes reach the device")),
+    ],
+)
+def test_a_memslot_over_a_device_wins_and_kvm_refuses_neither(
+    tmp_path: Path, readonly: bool, severity: str, words: tuple[str, ...]
+) -> None:
+    path = tmp_path / "layout.yaml"
+    path.write_text(
+        "layout: 1\narch: arm64\n"
+        f"memslots:\n  - {{name: ram, base: 0x0, size: 2G, readonly: {str(readonly).lower()}}}\n"
+        "devices:\n  - {name: gicd, type: vgic-v3-dist, base: 0x0800_0000}\n"
+    )
+    result = CliRunner().invoke(cli, ["check", "-q", "--select", "device-shadowed", str(path)])
+    (line,) = [x for x in result.stdout.splitlines() if "[device-shadowed]" in x]
+    assert f": {severity}[device-shadowed] " in line
+    for word in words:
+        assert word in line, (word, line)
