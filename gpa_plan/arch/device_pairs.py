@@ -84,7 +84,7 @@ class Party(NamedTuple):
     range: Range
 
 
-class Outcome(NamedTuple):
+class PairOutcome(NamedTuple):
     """What happens to one overlapping pair: ``refused`` (KVM fails an ioctl) or accepted, in
     words that name the two devices, and whether the layout is in error or only worth a look."""
 
@@ -398,11 +398,11 @@ def kind_of(type_name: str, handler: Handler) -> Kind:
     }[handler]
 
 
-def overlap_outcome(later: Party, first: Party) -> Outcome:
+def overlap_outcome(later: Party, first: Party) -> PairOutcome:
     """What KVM does with two overlapping devices: the first entry of PAIRS that covers them."""
     for pair in PAIRS:
         ordered = pair.covers(later, first)
         if ordered is not None:
             refused, error, what = pair.outcome(*ordered)
-            return Outcome(pair.entry, refused, error, what)
+            return PairOutcome(pair.entry, refused, error, what)
     raise AssertionError(f"no PAIRS entry for {later.kind} and {first.kind}")  # pragma: no cover
