@@ -6,9 +6,10 @@ import bisect
 from collections.abc import Iterator
 
 from gpa_plan.arch.base import Backing, Handler, Outcome
+from gpa_plan.arch.device_pairs import MEMSLOT_OVER_DEVICE, Party, kind_of, overlap_outcome
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.overlaps import TakenRanges, any_overlap
-from gpa_plan.check.partition import Region, first_where, next_where
+from gpa_plan.check.partition import Region, device_handler, first_where, next_where
 from gpa_plan.check.rules import ERROR, WARNING, RuleContext, rule
 from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ReservedEntry
 from gpa_plan.ranges import hex_addr, human_size
@@ -29,7 +30,8 @@ def _describe(d: DeviceEntry) -> str:
 )
 def device_shadowed(ctx: RuleContext) -> Iterator[Finding]:
     """A memslot wins over any device: the access is served from memory (kvm_handle_guest_abort
-    / the x86 TDP fault maps the page) and never reaches the io bus or the VMM. Over a
+    / the x86 TDP fault maps the page) and never reaches the io bus or the VMM, and KVM refuses
+    neither (docs/device-overlaps.md). Over a
     read-only memslot only reads miss the device (writes still reach it): a warning. The
     ucall device is left to `ucall-not-io`, and a read-only memslot over it is the carve-out
     KVM selftests plan. Fix: move the device out of RAM, or split the memslot around it."""
@@ -46,9 +48,9 @@ def device_shadowed(ctx: RuleContext) -> Iterator[Finding]:
             yield ctx.finding(
                 "device-shadowed",
                 f"{_describe(device)} lies in read-write memory ({owner} covers "
-                f"{region.range.intersection(device.range)} of it): guest reads and writes "
-                "there hit RAM and never reach the device; move the device out of the memslot "
-                "or split the memslot around it",
+                f"{region.range.intersection(device.range)} of it): "
+                + MEMSLOT_OVER_DEVICE.format(accesses="reads and writes")
+                + "; move the device out of the memslot or split the memslot around it",
                 device.path,
                 "base",
                 _involved(device, region),
@@ -80,13 +82,26 @@ def _memslots_in(memslot_names: set[str], region: Region) -> str:
     return "memslot " + ", ".join(repr(n) for n in slots) if slots else "a memslot"
 
 
-@rule("device-overlap", ERROR, "two devices claim the same address")
+@rule(
+    "device-overlap",
+    ERROR,
+    "two devices claim the same address: KVM refuses one, or one never sees the accesses",
+    also=(
+        (
+            WARNING,
+            "when KVM accepts both and each still answers part of the accesses (an ioeventfd "
+            "or coalesced zone that takes the writes over another device)",
+        ),
+    ),
+)
 def device_overlap(ctx: RuleContext) -> Iterator[Finding]:
-    """Devices on the KVM io bus are not checked for overlap (kvm_io_bus_register_dev): the
-    first one that accepts an access wins, the other never sees it; for the vGIC, KVM refuses
-    overlapping distributor and redistributors with EINVAL at the first KVM_RUN
-    (vgic_v3_check_base). Each device that overlaps one listed before it is reported once,
-    with one of those. Fix: move one of them."""
+    """What KVM does depends on the two kinds (docs/device-overlaps.md has every pair): some
+    vGIC frames it refuses (EEXIST or EINVAL, at KVM_SET_DEVICE_ATTR or the first KVM_RUN), as
+    it does a second ioeventfd of the same range; everything else it accepts, and one device
+    answers where they overlap: the LAPIC before the MMIO bus, a kernel device before the VMM,
+    on the MMIO bus the one with the lower base. A device the VMM emulates never makes KVM
+    refuse anything. Each device that overlaps one listed before it is reported once, with one
+    of those. Fix: move one of them."""
     devices = ctx.layout.devices
     if not any_overlap([d.range for d in devices]):
         return
@@ -100,14 +115,21 @@ def device_overlap(ctx: RuleContext) -> Iterator[Finding]:
             continue
         first = devices[hit]
         shared = first.range.intersection(later.range)
+        outcome = overlap_outcome(_party(later, ctx), _party(first, ctx))
+        fix = "move one of them" if outcome.error else "move one of them unless that is meant"
         yield ctx.finding(
             "device-overlap",
-            f"{_describe(later)} overlaps {_describe(first)} at {shared}: only one of them "
-            "answers there (for vGIC frames KVM_RUN fails with EINVAL); move one of them",
+            f"{_describe(later)} overlaps {_describe(first)} at {shared}: {outcome.what}; {fix}",
             later.path,
             "base",
             (later.name, first.name),
+            severity=None if outcome.error else WARNING,
         )
+
+
+def _party(device: DeviceEntry, ctx: RuleContext) -> Party:
+    kind = kind_of(device.type.name, device_handler(device, ctx.arch))
+    return Party(kind, device.name, device.range)
 
 
 @rule("device-misaligned", ERROR, "a device base breaks its type's alignment")
@@ -217,8 +239,10 @@ def ucall_not_io(ctx: RuleContext) -> Iterator[Finding]:
     """KVM selftests deliver a ucall on arm64 as one 8-byte guest write to the ucall MMIO page;
     the host waits for the KVM_EXIT_MMIO. If a read-write memslot covers the page (the
     December 2022 selftests bug, when a test's memslot landed on the ucall address), the write
-    lands in RAM and the test hangs. Fix: move the ucall page to unbacked space
-    (`gpa-plan allocate --ucall`) or cover it with a read-only memslot."""
+    lands in RAM and the test hangs. Fix: for a fixed base, move the ucall page to the free
+    address the message names (the one `base: auto` would get: the first free guest page past
+    slot 0, as selftests choose it, else the first free page), or write `base: auto` and let
+    `gpa-plan allocate --ucall` choose; or cover the page with a read-only memslot."""
     ucalls = [d for d in ctx.layout.devices if d.type.name == "ucall"]
     if not ucalls:
         return
@@ -233,12 +257,33 @@ def ucall_not_io(ctx: RuleContext) -> Iterator[Finding]:
         yield ctx.finding(
             "ucall-not-io",
             f"ucall {d.name!r} at {region.range}: guest writes there{cause} "
-            f"{_NOT_AN_EXIT.get(region.write, 'do not exit')}; move the ucall page to "
-            "unbacked space (gpa-plan allocate --ucall) or make that memslot read-only",
+            f"{_NOT_AN_EXIT.get(region.write, 'do not exit')}; {_ucall_fix(ctx, d)}",
             d.path,
             "base",
             (d.name, *others),
         )
+
+
+def _ucall_fix(ctx: RuleContext, ucall: DeviceEntry) -> str:
+    """A fix that works for this ucall: `allocate --ucall` moves only a `base: auto` page, so a
+    fixed base gets the address the planner finds for it."""
+    index = ucall.path[1]
+    assert isinstance(index, int)
+    if ctx.layout.source.devices[index].base == "auto":
+        return (
+            "move the ucall page to unbacked space (gpa-plan allocate --ucall) or make that "
+            "memslot read-only"
+        )
+    from gpa_plan.plan.place import auto_base  # the planner is loaded only when needed
+
+    free = auto_base(ctx.layout.source, index)
+    readonly = "or make that memslot read-only"
+    if free is None:
+        return f"no free guest page is left for it: free room in the layout {readonly}"
+    return (
+        f"set its base to {hex_addr(free)}, a free page that exits to the VMM (`base: auto` "
+        f"lets gpa-plan allocate --ucall choose it), {readonly}"
+    )
 
 
 @rule("iobus-full", ERROR, "more than NR_IOBUS_DEVS (1000) devices on the KVM MMIO bus")

@@ -62,21 +62,33 @@ def memslot_overlap(ctx: RuleContext) -> Iterator[Finding]:
 def memslot_misaligned(ctx: RuleContext) -> Iterator[Finding]:
     """kvm_set_memory_region() refuses, with EINVAL, a guest_phys_addr or memory_size that is
     not a multiple of the host PAGE_SIZE (`page_size`). Fix: round base down and size up to
-    the page size, or change page_size to the host's."""
+    the page size (the message gives both values, and the other direction where it is valid
+    too), or change page_size to the host's."""
     page = ctx.layout.page_size
     for m in ctx.layout.memslots:
         for field, value in (("base", m.range.start), ("size", m.range.size)):
             if value > 0 and value % page:
-                down = value - value % page
                 yield ctx.finding(
                     "memslot-misaligned",
                     f"{field} {hex_addr(value)} of memslot {m.name!r} is not a multiple of the "
                     f"{human_size(page)} page size: KVM_SET_USER_MEMORY_REGION returns EINVAL; "
-                    f"use {hex_addr(down)} or {hex_addr(down + page)}",
+                    + _aligned_choices(field, value, page),
                     m.path,
                     field,
                     (m.name,),
                 )
+
+
+def _aligned_choices(field: str, value: int, page: int) -> str:
+    """What to write instead: a base rounds down (the memslot keeps its start page), a size up
+    (it keeps every byte); the other direction follows where it is a valid value too. A size
+    never rounds down to 0, which would delete the slot."""
+    down = value - value % page
+    up = down + page
+    if field == "base":
+        return f"round it down to {hex_addr(down)} (or up to {hex_addr(up)})"
+    other = f" (or down to {hex_addr(down)})" if down else ""
+    return f"round it up to {hex_addr(up)}{other}"
 
 
 @rule("memslot-out-of-range", ERROR, "a memslot is empty, wraps, or ends beyond 2**pa_bits")

@@ -99,6 +99,16 @@ def plan_layout(layout: Layout, *, ucall_span: int | None = None) -> Plan:
     return plan
 
 
+def auto_base(layout: Layout, index: int) -> int | None:
+    """The base device ``index`` would get as `base: auto` (its `within` and `policy` kept), with
+    every other entry where it is: for a ucall page, the KVM selftests convention where it
+    applies. None when there is no room."""
+    devices = list(layout.devices)
+    devices[index] = devices[index]._replace(base="auto")
+    plan = plan_layout(layout._replace(devices=tuple(devices)))
+    return plan.placements.get(devices[index].name)
+
+
 def _code_memslot(layout: Layout) -> Memslot | None:
     """The lowest-numbered read-write memslot of as_id 0, if any."""
     slot_ids = assign_slot_ids(layout)

@@ -1,0 +1,408 @@
+"""What KVM does when two devices, or a memslot and a device, claim the same guest address.
+
+One table, ``PAIRS``: each entry names a class of pairs of device kinds, what KVM does with
+them (refuses one, with which ioctl and errno, at set-up or at the first KVM_RUN; or accepts
+both, with one answering the guest where they overlap), and the kernel function and file that
+decide it, and the kernel source it was read in. docs/device-overlaps.md is the same table in
+prose.
+
+Two facts decide most entries:
+- A device the VMM emulates (`mmio` with handler user, the ucall page) is unknown to KVM: the
+  kernel refuses nothing because of it and answers every access its own devices cover.
+- In-kernel MMIO devices share KVM_MMIO_BUS, and virt/kvm/kvm_main.c kvm_io_bus_register_dev()
+  checks no overlap. kvm_io_bus_get_first_dev() finds the first range, in the bus order of
+  kvm_io_bus_sort_cmp() (lower base first, then the one ending first), that holds the whole
+  access, and __kvm_io_bus_write()/__kvm_io_bus_read() offer it to each match in that order
+  until one accepts. The vGIC, ITS and IOAPIC accept any access in their range
+  (vgic-mmio.c dispatch_mmio_read()/dispatch_mmio_write() answer unknown offsets as RAZ/WI);
+  an ioeventfd (eventfd.c ioeventfd_write()) and a coalesced zone (coalesced_mmio.c
+  coalesced_mmio_write()) take writes only, so reads go on to the next device or exit.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import NamedTuple
+
+from gpa_plan.arch.base import Handler
+from gpa_plan.ranges import Range
+
+# Where each entry was read (torvalds/linux commits). The vGIC files are 6.x mainline (config_lock,
+# vgic_check_iorange(): 6.4 and later; vgic-v2.c with scoped_guard() and irq->on_lr: 6.18-era).
+# The io bus, ioeventfd and coalesced-MMIO logic used here reads the same in every version read.
+_VGIC_DEVICE = "Linux 6.x mainline, vgic-kvm-device.c at 0ea5c948cb64"
+_VGIC_INIT = "Linux 6.x mainline, vgic-init.c kvm_vgic_create()"
+_VGIC_V2 = "Linux 6.18-era mainline, vgic-v2.c at 0660bc4a2b70"
+_VGIC_V3 = "Linux 6.x mainline, vgic-mmio-v3.c at 02e3858f08fa, vgic-v3.c at 016cbbd2ba55"
+_X86 = "Linux 6.x mainline, arch/x86/kvm/x86.c"
+_EVENTFD = "Linux 6.x mainline, virt/kvm/eventfd.c (bus_idx and length-0 checks)"
+_IO_BUS = (
+    "Linux 4.x to 6.x, virt/kvm/kvm_main.c, eventfd.c at 01c94e64f5a6, coalesced_mmio.c at "
+    "05e5bd0f3dad: the same bus order and write-only handlers in each"
+)
+
+
+class Kind(str, enum.Enum):
+    """A device as the overlap table sees it."""
+
+    VGIC_V2_DIST = "vgic-v2-dist"
+    VGIC_V2_CPU = "vgic-v2-cpu"
+    VGIC_V3_DIST = "vgic-v3-dist"
+    VGIC_V3_REDIST = "vgic-v3-redist"
+    VGIC_ITS = "vgic-its"
+    LAPIC = "lapic"
+    IOAPIC = "ioapic"
+    KERNEL_MMIO = "mmio (handler kernel)"
+    IOEVENTFD = "mmio (handler ioeventfd)"
+    COALESCED = "mmio (handler coalesced)"
+    USER = "mmio (handler user)"
+    UCALL = "ucall"
+
+
+# On KVM_MMIO_BUS and answering reads and writes anywhere in their range.
+_BUS = frozenset(
+    {Kind.VGIC_V2_DIST, Kind.VGIC_V3_DIST, Kind.VGIC_V3_REDIST, Kind.VGIC_ITS, Kind.IOAPIC,
+     Kind.KERNEL_MMIO}
+)  # fmt: skip
+# On KVM_MMIO_BUS, taking writes only.
+_WRITES = frozenset({Kind.IOEVENTFD, Kind.COALESCED})
+# Unknown to KVM: every access that reaches neither memory nor a kernel device exits.
+_VMM = frozenset({Kind.USER, Kind.UCALL})
+_V2 = frozenset({Kind.VGIC_V2_DIST, Kind.VGIC_V2_CPU})
+_V3 = frozenset({Kind.VGIC_V3_DIST, Kind.VGIC_V3_REDIST})
+# vGIC frames with one address each (redistributors may come in several regions).
+_SINGLE_FRAMES = frozenset({Kind.VGIC_V2_DIST, Kind.VGIC_V2_CPU, Kind.VGIC_V3_DIST})
+_ALL = frozenset(Kind)
+
+
+class Party(NamedTuple):
+    """One device of a pair: its kind, name and range."""
+
+    kind: Kind
+    name: str
+    range: Range
+
+
+class PairOutcome(NamedTuple):
+    """What happens to one overlapping pair: ``refused`` (KVM fails an ioctl) or accepted, in
+    words that name the two devices, and whether the layout is in error or only worth a look."""
+
+    entry: str
+    refused: bool
+    error: bool
+    what: str
+
+
+class Pair(NamedTuple):
+    """A row of the table: the pairs it covers, what KVM does, and where the kernel decides."""
+
+    entry: str
+    kinds: tuple[frozenset[Kind], frozenset[Kind]]
+    kernel: str
+    outcome: Callable[[Party, Party], tuple[bool, bool, str]]
+    # The kernel source the entry was read in.
+    read: str
+    # Beyond the kinds: a condition on the ranges (same base and size), if any.
+    when: Callable[[Party, Party], bool] | None = None
+
+    def covers(self, a: Party, b: Party) -> tuple[Party, Party] | None:
+        """(a, b) ordered as the entry's kinds, when the entry covers the pair; else None."""
+        first, second = self.kinds
+        for x, y in ((a, b), (b, a)):
+            if x.kind in first and y.kind in second and (self.when is None or self.when(x, y)):
+                return x, y
+        return None
+
+
+def _refused(text: str) -> Callable[[Party, Party], tuple[bool, bool, str]]:
+    return lambda a, b: (True, True, text.format(a=repr(a.name), b=repr(b.name)))
+
+
+def _bus_order(a: Party, b: Party) -> tuple[Party, Party] | None:
+    """(first, second) in KVM's bus order where both hold an access; None when the two ranges
+    are the same, where the order is the sort's and not defined."""
+    ka, kb = (a.range.start, a.range.end), (b.range.start, b.range.end)
+    if ka == kb:
+        return None
+    return (a, b) if ka < kb else (b, a)
+
+
+_BUS_ORDER_WORDS = "first in KVM's MMIO bus order (lower base, then the one ending first)"
+
+
+def _both_on_bus(a: Party, b: Party) -> tuple[bool, bool, str]:
+    order = _bus_order(a, b)
+    accepted = "KVM accepts both on its MMIO bus, which checks no overlap; "
+    if order is None:
+        return False, True, accepted + (
+            "with the same range, which of them answers is not defined (the bus sort's order)"
+        )
+    first, second = order
+    return False, True, accepted + (
+        f"{first.name!r} answers every access they share ({_BUS_ORDER_WORDS}), "
+        f"{second.name!r} never sees one"
+    )
+
+
+def _writes_vs_bus(w: Party, k: Party) -> tuple[bool, bool, str]:
+    takes = "signals its eventfd" if w.kind is Kind.IOEVENTFD else "queues it in the ring"
+    order = _bus_order(w, k)
+    accepted = "KVM accepts both on its MMIO bus, which checks no overlap; "
+    if order is not None and order[0] is w:
+        return False, False, accepted + (
+            f"{w.name!r} comes {_BUS_ORDER_WORDS} and takes the writes they share "
+            f"({takes}), reads still reach {k.name!r}"
+        )
+    if order is None:
+        return False, True, accepted + (
+            f"with the same range, whether {w.name!r} or {k.name!r} takes the writes is not "
+            f"defined; reads reach {k.name!r}"
+        )
+    return False, True, accepted + (
+        f"{k.name!r} comes {_BUS_ORDER_WORDS} and answers every access they share, "
+        f"{w.name!r} never sees one"
+    )
+
+
+def _writes_vs_writes(a: Party, b: Party) -> tuple[bool, bool, str]:
+    order = _bus_order(a, b)
+    same = a.kind is b.kind is Kind.COALESCED
+    accepted = "KVM accepts both on its MMIO bus, which checks no overlap; "
+    if order is None:
+        first_words = "which of them takes the writes they share is not defined"
+    else:
+        first_words = (
+            f"{order[0].name!r} takes the writes they share ({_BUS_ORDER_WORDS}), "
+            f"{order[1].name!r} never sees one"
+        )
+    reads = "; reads exit to the VMM"
+    if same:
+        return False, False, accepted + first_words + " (both queue in the same ring)" + reads
+    return False, True, accepted + first_words + reads
+
+
+def _kernel_over_vmm(k: Party, v: Party) -> tuple[bool, bool, str]:
+    return False, True, (
+        f"KVM accepts it: {v.name!r} is the VMM's and unknown to KVM, so {k.name!r} answers "
+        f"every guest access they share in the kernel and {v.name!r} never sees one"
+    )
+
+
+def _writes_over_vmm(w: Party, v: Party) -> tuple[bool, bool, str]:
+    takes = "signal the eventfd" if w.kind is Kind.IOEVENTFD else "are queued in the ring"
+    ucall = v.kind is Kind.UCALL
+    return False, ucall, (
+        f"KVM accepts it: guest writes they share {takes} of {w.name!r} instead of exiting, "
+        f"reads still exit to the VMM's {v.name!r}"
+        + (" (so the ucall write never exits)" if ucall else " (how a VMM offloads a doorbell)")
+    )
+
+
+def _vmm_pair(a: Party, b: Party) -> tuple[bool, bool, str]:
+    return False, True, (
+        "KVM knows neither: guest accesses there exit to the VMM (KVM_EXIT_MMIO), and the "
+        "VMM's own dispatch decides which of them answers"
+    )
+
+
+def _lapic_first(apic: Party, other: Party) -> tuple[bool, bool, str]:
+    return False, True, (
+        f"KVM accepts it: vcpu_mmio_read()/vcpu_mmio_write() offer every access to the vCPU's "
+        f"LAPIC before the MMIO bus or an exit, so {apic.name!r} answers and {other.name!r} "
+        "never sees an access they share"
+    )
+
+
+def _gicv2_cpu_first(cpu: Party, other: Party) -> tuple[bool, bool, str]:
+    return False, True, (
+        f"KVM accepts it: the GICv2 CPU interface {cpu.name!r} is mapped into the guest at "
+        "stage 2 at the first KVM_RUN (or trapped and handled at EL2 on hosts that cannot map "
+        f"it), before any MMIO bus device or exit, so {other.name!r} never sees an access they "
+        "share"
+    )
+
+
+def _same_range(a: Party, b: Party) -> bool:
+    return a.range == b.range
+
+
+PAIRS: tuple[Pair, ...] = (
+    Pair(
+        "vgic-frame-twice",
+        (_SINGLE_FRAMES, _SINGLE_FRAMES),
+        "arch/arm64/kvm/vgic/vgic-kvm-device.c kvm_vgic_addr() -> vgic_check_iorange()",
+        _refused(
+            "KVM refuses the second address of one vGIC frame: KVM_SET_DEVICE_ATTR "
+            "(KVM_DEV_ARM_VGIC_GRP_ADDR) for {a} fails with EEXIST at set-up"
+        ),
+        read=_VGIC_DEVICE,
+        when=lambda a, b: a.kind is b.kind,
+    ),
+    Pair(
+        "vgic-two-models",
+        (_V2, _V3),
+        "arch/arm64/kvm/vgic/vgic-init.c kvm_vgic_create()",
+        _refused(
+            "KVM refuses a second vGIC: a VM has one, so the KVM_CREATE_DEVICE of the other "
+            "model fails with EEXIST at set-up"
+        ),
+        read=_VGIC_INIT,
+    ),
+    Pair(
+        "vgic-v2-dist-cpu",
+        (frozenset({Kind.VGIC_V2_DIST}), frozenset({Kind.VGIC_V2_CPU})),
+        "arch/arm64/kvm/vgic/vgic-v2.c vgic_v2_map_resources() -> vgic_v2_check_base()",
+        _refused(
+            "KVM refuses the GICv2 frames: the first KVM_RUN fails with EINVAL "
+            "(distributor {a} and CPU interface {b} overlap)"
+        ),
+        read=_VGIC_V2,
+    ),
+    Pair(
+        "vgic-v3-dist-redist",
+        (frozenset({Kind.VGIC_V3_DIST}), frozenset({Kind.VGIC_V3_REDIST})),
+        "arch/arm64/kvm/vgic/vgic-mmio-v3.c vgic_v3_alloc_redist_region() -> "
+        "vgic_dist_overlap(), vgic_register_redist_iodev() and vgic-v3.c "
+        "vgic_v3_map_resources() -> vgic_v3_check_base()",
+        _refused(
+            "KVM refuses the GICv3 frames with EINVAL: KVM_SET_DEVICE_ATTR of the "
+            "redistributors {b} fails when it can see the overlap (the distributor set first, "
+            "or vCPUs created), else KVM_CREATE_VCPU or at the latest the first KVM_RUN fails"
+        ),
+        read=_VGIC_V3,
+    ),
+    Pair(
+        "vgic-v3-redist-redist",
+        (frozenset({Kind.VGIC_V3_REDIST}), frozenset({Kind.VGIC_V3_REDIST})),
+        "arch/arm64/kvm/vgic/vgic-mmio-v3.c vgic_v3_alloc_redist_region() -> "
+        "vgic_v3_rdist_overlap()",
+        _refused(
+            "KVM refuses the later redistributor region: KVM_SET_DEVICE_ATTR "
+            "(KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION) for {a} fails with EINVAL at set-up"
+        ),
+        read=_VGIC_V3,
+    ),
+    Pair(
+        "irqchip-twice",
+        (frozenset({Kind.LAPIC, Kind.IOAPIC}), frozenset({Kind.LAPIC, Kind.IOAPIC})),
+        "arch/x86/kvm/x86.c kvm_arch_vm_ioctl() (KVM_CREATE_IRQCHIP)",
+        _refused(
+            "KVM has one IOAPIC per VM and one LAPIC per vCPU, made by KVM_CREATE_IRQCHIP; a "
+            "second call fails with EEXIST at set-up, so {a} is not a second device"
+        ),
+        read=_X86,
+        when=lambda a, b: a.kind is b.kind,
+    ),
+    Pair(
+        "ioeventfd-same-range",
+        (frozenset({Kind.IOEVENTFD}), frozenset({Kind.IOEVENTFD})),
+        "virt/kvm/eventfd.c kvm_assign_ioeventfd_idx() -> ioeventfd_check_collision()",
+        _refused(
+            "KVM refuses the second ioeventfd at the same address and length (without "
+            "distinct datamatch values): KVM_IOEVENTFD for {a} fails with EEXIST at set-up"
+        ),
+        read=_EVENTFD,
+        when=_same_range,
+    ),
+    Pair(
+        "gicv2-cpu-first",
+        (frozenset({Kind.VGIC_V2_CPU}), _ALL),
+        "arch/arm64/kvm/vgic/vgic-v2.c vgic_v2_map_resources() -> kvm_phys_addr_ioremap()",
+        _gicv2_cpu_first,
+        read=_VGIC_V2,
+    ),
+    Pair(
+        "lapic-first",
+        (frozenset({Kind.LAPIC}), _ALL),
+        "arch/x86/kvm/x86.c vcpu_mmio_read()/vcpu_mmio_write(); lapic.c apic_mmio_read()/"
+        "apic_mmio_write()",
+        _lapic_first,
+        read=_X86,
+    ),
+    Pair(
+        "bus-bus",
+        (_BUS, _BUS),
+        "virt/kvm/kvm_main.c kvm_io_bus_register_dev(), kvm_io_bus_get_first_dev(); "
+        "vgic-mmio.c dispatch_mmio_read()/dispatch_mmio_write(); vgic-its.c "
+        "vgic_its_set_attr() (vgic_check_iorange() only)",
+        _both_on_bus,
+        read=_IO_BUS,
+    ),
+    Pair(
+        "writes-bus",
+        (_WRITES, _BUS),
+        "virt/kvm/kvm_main.c __kvm_io_bus_write()/__kvm_io_bus_read(); eventfd.c "
+        "ioeventfd_write(); coalesced_mmio.c coalesced_mmio_write() (no .read)",
+        _writes_vs_bus,
+        read=_IO_BUS,
+    ),
+    Pair(
+        "writes-writes",
+        (_WRITES, _WRITES),
+        "virt/kvm/kvm_main.c __kvm_io_bus_write(); eventfd.c ioeventfd_check_collision() "
+        "(same address and length only); coalesced_mmio.c "
+        "kvm_vm_ioctl_register_coalesced_mmio() (no check)",
+        _writes_vs_writes,
+        read=_IO_BUS,
+    ),
+    Pair(
+        "bus-vmm",
+        (_BUS, _VMM),
+        "virt/kvm/kvm_main.c __kvm_io_bus_read()/__kvm_io_bus_write(): a kernel device "
+        "answers before any KVM_EXIT_MMIO",
+        _kernel_over_vmm,
+        read=_IO_BUS,
+    ),
+    Pair(
+        "writes-vmm",
+        (_WRITES, _VMM),
+        "virt/kvm/eventfd.c ioeventfd_write(); coalesced_mmio.c coalesced_mmio_write(); "
+        "reads find no .read and exit (KVM_EXIT_MMIO)",
+        _writes_over_vmm,
+        read=_IO_BUS,
+    ),
+    Pair(
+        "vmm-vmm",
+        (_VMM, _VMM),
+        "arm64 io_mem_abort() / x86 vcpu_mmio_write(): no kernel device -> KVM_EXIT_MMIO",
+        _vmm_pair,
+        read=_IO_BUS,
+    ),
+)
+
+# A memslot wins over every device: the page is mapped (arm64 kvm_handle_guest_abort() ->
+# user_mem_abort(); x86 kvm_tdp_page_fault()), so the access never reaches the io bus or the
+# VMM; kvm_set_memory_region() checks no device, so KVM refuses nothing (except the x86
+# APIC-access page, `private-slot-conflict`). Over a read-only memslot only writes go on to the
+# device (arm64 io_mem_abort(), x86 kvm_handle_error_pfn() -> emulator).
+MEMSLOT_OVER_DEVICE = (
+    "the memslot is mapped (kvm_set_memory_region() checks no device range), so guest "
+    "{accesses} there hit memory and never reach the device"
+)
+
+
+def kind_of(type_name: str, handler: Handler) -> Kind:
+    """The kind of a device of catalog type ``type_name`` whose accesses go to ``handler``
+    (a kernel device the architecture lacks goes to the VMM: a user device)."""
+    if type_name == "ucall":
+        return Kind.UCALL
+    if handler is Handler.USER or handler is Handler.NONE:
+        return Kind.USER
+    if type_name != "mmio":
+        return Kind(type_name)
+    return {
+        Handler.KERNEL: Kind.KERNEL_MMIO,
+        Handler.IOEVENTFD: Kind.IOEVENTFD,
+        Handler.COALESCED: Kind.COALESCED,
+    }[handler]
+
+
+def overlap_outcome(later: Party, first: Party) -> PairOutcome:
+    """What KVM does with two overlapping devices: the first entry of PAIRS that covers them."""
+    for pair in PAIRS:
+        ordered = pair.covers(later, first)
+        if ordered is not None:
+            refused, error, what = pair.outcome(*ordered)
+            return PairOutcome(pair.entry, refused, error, what)
+    raise AssertionError(f"no PAIRS entry for {later.kind} and {first.kind}")  # pragma: no cover

@@ -1,0 +1,255 @@
+"""device-overlap through the CLI: for each class of pairs in gpa_plan/arch/device_pairs.py,
+the severity and the words of what KVM does (the errno that refuses it, or who answers)."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gpa_plan.arch.device_pairs import PAIRS
+from gpa_plan.cli import cli
+
+DOCS = Path(__file__).parent.parent / "docs" / "device-overlaps.md"
+
+# (entry, arch, devices, severity, words the message says)
+CASES = [
+    (
+        "vgic-frame-twice",
+        "arm64",
+        """\
+        - {name: gicd, type: vgic-v3-dist, base: 0x0800_0000}
+        - {name: gicd2, type: vgic-v3-dist, base: 0x0800_0000}
+        """,
+        "error",
+        ("KVM_SET_DEVICE_ATTR", "EEXIST", "'gicd2'"),
+    ),
+    (
+        "vgic-two-models",
+        "arm64",
+        """\
+        - {name: gicd, type: vgic-v3-dist, base: 0x0800_0000}
+        - {name: gicd2, type: vgic-v2-dist, base: 0x0800_0000}
+        """,
+        "error",
+        ("KVM_CREATE_DEVICE", "EEXIST"),
+    ),
+    (
+        "vgic-v2-dist-cpu",
+        "arm64",
+        """\
+        - {name: gicd, type: vgic-v2-dist, base: 0x0800_0000}
+        - {name: gicc, type: vgic-v2-cpu, base: 0x0800_0000}
+        """,
+        "error",
+        ("first KVM_RUN fails with EINVAL",),
+    ),
+    (
+        "vgic-v3-dist-redist",
+        "arm64",
+        """\
+        - {name: gicd, type: vgic-v3-dist, base: 0x0800_0000}
+        - {name: gicr, type: vgic-v3-redist, base: 0x0800_0000, vcpus: 2}
+        """,
+        "error",
+        ("EINVAL", "KVM_SET_DEVICE_ATTR", "'gicr'", "first KVM_RUN"),
+    ),
+    (
+        "vgic-v3-redist-redist",
+        "arm64",
+        """\
+        - {name: gicr, type: vgic-v3-redist, base: 0x080a_0000, vcpus: 2}
+        - {name: gicr2, type: vgic-v3-redist, base: 0x080c_0000, vcpus: 2}
+        """,
+        "error",
+        ("REDIST_REGION", "EINVAL", "'gicr2'"),
+    ),
+    (
+        "irqchip-twice",
+        "x86_64",
+        """\
+        - {name: ioapic, type: ioapic}
+        - {name: ioapic2, type: ioapic, base: 0xfec0_0000}
+        """,
+        "error",
+        ("KVM_CREATE_IRQCHIP", "EEXIST"),
+    ),
+    (
+        "ioeventfd-same-range",
+        "x86_64",
+        """\
+        - {name: kick, type: mmio, handler: ioeventfd, base: 0xd000_0000, size: 4}
+        - {name: kick2, type: mmio, handler: ioeventfd, base: 0xd000_0000, size: 4}
+        """,
+        "error",
+        ("KVM_IOEVENTFD", "EEXIST", "'kick2'"),
+    ),
+    (
+        "gicv2-cpu-first",
+        "arm64",
+        """\
+        - {name: gicc, type: vgic-v2-cpu, base: 0x0801_0000}
+        - {name: uart, type: mmio, base: 0x0801_0000, size: 4K}
+        """,
+        "error",
+        ("stage 2", "'uart' never sees"),
+    ),
+    (
+        "lapic-first",
+        "x86_64",
+        """\
+        - {name: lapic, type: lapic}
+        - {name: dev, type: mmio, base: 0xfee0_0000, size: 4K, handler: kernel}
+        """,
+        "error",
+        ("LAPIC before the MMIO bus", "'lapic' answers", "'dev' never sees"),
+    ),
+    (
+        "bus-bus",
+        "arm64",
+        """\
+        - {name: its, type: vgic-its, base: 0x0808_0000}
+        - {name: gicd, type: vgic-v3-dist, base: 0x0809_0000}
+        """,
+        "error",
+        ("checks no overlap", "'its' answers", "'gicd' never sees"),
+    ),
+    (
+        "writes-bus",
+        "arm64",
+        """\
+        - {name: gicd, type: vgic-v3-dist, base: 0x0801_0000}
+        - {name: kick, type: mmio, handler: ioeventfd, base: 0x0800_0000, size: 128K}
+        """,
+        "warning",
+        ("'kick' comes first", "takes the writes", "signals its eventfd", "reads still reach"),
+    ),
+    (
+        "writes-bus",
+        "arm64",
+        """\
+        - {name: gicd, type: vgic-v3-dist, base: 0x0800_0000}
+        - {name: ring, type: mmio, handler: coalesced, base: 0x0800_1000, size: 4K}
+        """,
+        "error",
+        ("'gicd' comes first", "'ring' never sees"),
+    ),
+    (
+        "writes-writes",
+        "x86_64",
+        """\
+        - {name: vga, type: mmio, handler: coalesced, base: 0xa_0000, size: 128K}
+        - {name: vga2, type: mmio, handler: coalesced, base: 0xb_0000, size: 64K}
+        """,
+        "warning",
+        ("'vga' takes the writes", "same ring", "reads exit to the VMM"),
+    ),
+    (
+        "bus-vmm",
+        "arm64",
+        """\
+        - {name: gicr, type: vgic-v3-redist, base: 0x080a_0000, vcpus: 2}
+        - {name: uart, type: mmio, base: 0x080b_0000, size: 4K}
+        """,
+        "error",
+        ("unknown to KVM", "'gicr' answers", "'uart' never sees"),
+    ),
+    (
+        "writes-vmm",
+        "x86_64",
+        """\
+        - {name: virtio, type: mmio, base: 0xd000_0000, size: 8K}
+        - {name: notify, type: mmio, handler: ioeventfd, base: 0xd000_1000, size: 4}
+        """,
+        "warning",
+        ("signal the eventfd of 'notify'", "reads still exit", "'virtio'"),
+    ),
+    (
+        "writes-vmm",
+        "arm64",
+        """\
+        - {name: ucall, type: ucall, base: 0x1000_0000}
+        - {name: ring, type: mmio, handler: coalesced, base: 0x1000_0000, size: 4K}
+        """,
+        "error",
+        ("queued in the ring", "ucall write never exits"),
+    ),
+    (
+        "vmm-vmm",
+        "arm64",
+        """\
+        - {name: uart, type: mmio, base: 0x0900_0000, size: 8K}
+        - {name: rtc, type: mmio, base: 0x0900_1000, size: 4K}
+        """,
+        "error",
+        ("KVM knows neither", "KVM_EXIT_MMIO", "VMM's own dispatch"),
+    ),
+]
+
+_LINE = re.compile(r"^\S+:\d+:\d+: (error|warning)\[device-overlap\] (.*)$", re.MULTILINE)
+
+
+def _overlaps(tmp_path: Path, arch: str, devices: str) -> list[tuple[str, str]]:
+    path = tmp_path / "layout.yaml"
+    path.write_text(
+        f"layout: 1\narch: {arch}\ndevices:\n" + textwrap.indent(textwrap.dedent(devices), "  ")
+    )
+    result = CliRunner().invoke(cli, ["check", "-q", "--select", "device-overlap", str(path)])
+    assert result.exit_code in (0, 1), result.output
+    return _LINE.findall(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("entry", "arch", "devices", "severity", "words"), CASES, ids=[c[0] for c in CASES]
+)
+def test_each_pair_class_says_what_kvm_does(
+    tmp_path: Path, entry: str, arch: str, devices: str, severity: str, words: tuple[str, ...]
+) -> None:
+    ((found_severity, message),) = _overlaps(tmp_path, arch, devices)
+    assert found_severity == severity, message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_a_user_device_over_a_redistributor_refuses_nothing(tmp_path: Path) -> None:
+    bus_vmm = next(c for c in CASES if c[0] == "bus-vmm")
+    ((_, message),) = _overlaps(tmp_path, bus_vmm[1], bus_vmm[2])
+    assert "EINVAL" not in message and "fails" not in message
+
+
+def test_the_cases_cover_every_entry_and_the_docs_name_each() -> None:
+    entries = {pair.entry for pair in PAIRS}
+    assert {c[0] for c in CASES} == entries
+    docs = DOCS.read_text()
+    assert {e for e in entries if f"`{e}`" not in docs} == set()
+
+
+def test_every_entry_cites_a_kernel_function_and_the_source_read() -> None:
+    for pair in PAIRS:
+        assert "()" in pair.kernel and pair.read.startswith("Linux "), pair.entry
+
+
+@pytest.mark.parametrize(
+    ("readonly", "severity", "words"),
+    [
+        (False, "error", ("checks no device range", "reads and writes there hit memory")),
+        (True, "warning", ("reads return the memslot's memory", "only writes reach the device")),
+    ],
+)
+def test_a_memslot_over_a_device_wins_and_kvm_refuses_neither(
+    tmp_path: Path, readonly: bool, severity: str, words: tuple[str, ...]
+) -> None:
+    path = tmp_path / "layout.yaml"
+    path.write_text(
+        "layout: 1\narch: arm64\n"
+        f"memslots:\n  - {{name: ram, base: 0x0, size: 2G, readonly: {str(readonly).lower()}}}\n"
+        "devices:\n  - {name: gicd, type: vgic-v3-dist, base: 0x0800_0000}\n"
+    )
+    result = CliRunner().invoke(cli, ["check", "-q", "--select", "device-shadowed", str(path)])
+    (line,) = [x for x in result.stdout.splitlines() if "[device-shadowed]" in x]
+    assert f": {severity}[device-shadowed] " in line
+    for word in words:
+        assert word in line, (word, line)
