@@ -22,7 +22,7 @@ from gpa_plan.elf import PHYSICAL
 from gpa_plan.layout.errors import LayoutError
 from gpa_plan.layout.loader import Document, load_file
 from gpa_plan.layout.models import Layout
-from gpa_plan.layout.resolved import ResolvedLayout, resolve
+from gpa_plan.layout.resolved import ResolvedLayout, created_on, resolve
 from gpa_plan.layout.validate import validate_layout
 
 if TYPE_CHECKING:
@@ -124,7 +124,8 @@ def check_loaded(
     elf_mode: str = PHYSICAL,
 ) -> CheckResult:
     arch = ARCHES[arch_name]
-    regions = partition(loaded.resolved, arch)
+    layout, left_out = created_on(loaded.resolved, arch.name)
+    regions = partition(layout, arch)
     readable: tuple[Program, ...] = ()
     unreadable: tuple[ProgramError, ...] = ()
     if programs:
@@ -134,13 +135,14 @@ def check_loaded(
     ctx = RuleContext(
         loaded.doc.path,
         loaded.doc,
-        loaded.resolved,
+        layout,
         arch,
         regions,
         loaded.placement_errors,
         programs=readable,
         program_errors=unreadable,
         elf_mode=elf_mode,
+        left_out=left_out,
     )
     findings: list[Finding] = []
     for rule in RULES.values():
@@ -154,16 +156,16 @@ def check_loaded(
         True,
         tuple(regions),
         tuple(cap_per_object(findings, capped_as_made=CAPPED_AS_MADE)),
-        _program_placements(readable, loaded, regions, elf_mode) if programs else None,
+        _program_placements(readable, layout, regions, elf_mode) if programs else None,
     )
 
 
 def _program_placements(
-    programs: tuple[Program, ...], loaded: LoadedLayout, regions: list[Region], mode: str
+    programs: tuple[Program, ...], layout: ResolvedLayout, regions: list[Region], mode: str
 ) -> tuple[ProgramPlacement, ...]:
     from gpa_plan.elf.placement import program_placements
 
-    return program_placements(programs, loaded.resolved, regions, mode)
+    return program_placements(programs, layout, regions, mode)
 
 
 __all__ = ["RULES", "CheckResult", "LoadedLayout", "check_file", "check_loaded", "load_layout"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from gpa_plan.check.findings import ERROR, WARNING
+from gpa_plan.check.findings import ERROR, NOTE, WARNING
 from gpa_plan.check.rules import Rule
 from gpa_plan.check.run import RULES, CheckResult
 from gpa_plan.config import ALWAYS_REPORTED
@@ -112,7 +112,13 @@ def _result(
     result: dict[str, Any] = {"ruleId": f.rule}
     if f.rule in index:
         result["ruleIndex"] = index[f.rule]
-    result["level"] = level(f.severity)
+    if f.severity == NOTE:
+        # Information, not a problem: SARIF's kind for it, whose level is always "none", so
+        # code scanning does not raise it as an alert.
+        result["kind"] = "informational"
+        result["level"] = "none"
+    else:
+        result["level"] = level(f.severity)
     result["message"] = {"text": item.text}
     result["locations"] = [
         {
