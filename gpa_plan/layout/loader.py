@@ -26,6 +26,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from gpa_plan.inputs import STDIN, STDIN_NAME, read_input
 from gpa_plan.layout.errors import LayoutError, Problem
 from gpa_plan.layout.numbers import NumberError, RejectedNumber, parse_number
+from gpa_plan.layout.yaml_errors import plain_syntax
 
 Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -126,6 +127,9 @@ def load_text(text: str, name: str) -> Document:
     except _Located as err:
         raise LayoutError(name, [Problem(err.rule, err.message, err.line, err.column)]) from None
     except yaml.MarkedYAMLError as err:
+        plain = plain_syntax(err, text)
+        if plain is not None:
+            raise LayoutError(name, [Problem("yaml-syntax", *plain)]) from None
         mark = err.problem_mark or err.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = Problem("yaml-syntax", _syntax_message(err), line, column)
