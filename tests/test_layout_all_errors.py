@@ -25,7 +25,8 @@ def problems(tmp_path: Path, text: str) -> list[tuple[int, int, str]]:
         where, message = line[len(str(path)) + 1 :].split(" error[schema] ", 1)
         row, column = where.rstrip(":").split(":")
         found.append((int(row), int(column), message))
-    assert result.stdout.splitlines()[-1] == f"1 file checked: {len(found)} errors, 0 warnings"
+    errors = f"{len(found)} error{'s' if len(found) != 1 else ''}"
+    assert result.stdout.splitlines()[-1] == f"1 file checked: {errors}, 0 warnings"
     return found
 
 
@@ -81,4 +82,35 @@ def test_a_wrong_top_level_value_does_not_hide_the_entries_problems(tmp_path: Pa
     assert problems(tmp_path, text) == [
         (3, 10, "`pa_bits` must be an integer, not 'forty'"),
         (5, 45, "align 0x3 is not a power of two"),
+    ]
+
+
+def test_a_duplicate_key_does_not_hide_the_other_mistakes(tmp_path: Path) -> None:
+    text = (
+        "layout: 1\n"
+        "arch: arm64\n"
+        "name: a\n"
+        "name: b\n"
+        "memslot: []\n"
+        "devices:\n"
+        "  - {name: u, type: bogus, base: 0, size: 4K}\n"
+    )
+    found = problems(tmp_path, text)
+    assert [(row, column) for row, column, _ in found] == [(4, 1), (5, 1), (7, 21)]
+    assert found[0][2] == (
+        "duplicate key 'name' (first defined on line 3); YAML would silently keep only the last one"
+    )
+    assert found[1][2].startswith("unknown key `memslot` at the top level; did you mean")
+    assert found[2][2].startswith("unknown device type 'bogus'")
+
+
+def test_a_key_that_is_not_a_name_is_an_unknown_key(tmp_path: Path) -> None:
+    found = problems(tmp_path, "layout: 1\narch: arm64\n16: x\n")
+    assert found == [
+        (
+            3,
+            1,
+            "unknown key `16` at the top level (allowed: layout, name, arch, pa_bits, "
+            "page_size, guest_page_size, memslots, devices, reserved)",
+        )
     ]

@@ -39,10 +39,13 @@ def validate_layout(doc: Document) -> Layout:
     try:
         layout = parse_layout(doc.data)
     except ValidationError as err:
-        problems = [*_pydantic_problems(doc, err), *_checks_on_the_rest(doc, err)]
+        problems = [*doc.problems, *_pydantic_problems(doc, err), *_checks_on_the_rest(doc, err)]
         raise LayoutError(doc.path, sorted(problems, key=_order)) from None
     problems = sorted(
-        (_problem(doc, path, message, key=key) for path, message, key in _cross_checks(layout)),
+        [
+            *doc.problems,
+            *(_problem(doc, p, message, key=key) for p, message, key in _cross_checks(layout)),
+        ],
         key=_order,
     )
     if problems:
@@ -62,13 +65,17 @@ def _problem(doc: Document, path: Path, message: str, *, key: bool = False) -> P
 # --- pydantic errors -------------------------------------------------------------------------
 
 
+# A key the format does not have: a name it does not know, or not a name at all (`16:`).
+_UNKNOWN_KEY = ("extra_forbidden", "invalid_key")
+
+
 def _pydantic_problems(doc: Document, err: ValidationError) -> Iterator[Problem]:
     grouped: dict[tuple[Path, str], list[ErrorDetails]] = {}
     for error in err.errors(include_url=False):
         path, rest = _split_loc(doc.data, tuple(error["loc"]))
         if error["type"] == "missing" and rest:
             grouped.setdefault((path, f"missing:{rest[0]}"), []).append(error)
-        elif error["type"] == "extra_forbidden":
+        elif error["type"] in _UNKNOWN_KEY:
             grouped.setdefault((path, "extra"), []).append(error)
         else:
             grouped.setdefault((path, "value"), []).append(error)
@@ -236,11 +243,11 @@ def _leave_out(
     if section in kept and len(path) >= 2 and isinstance(path[1], int):
         index = indexes[section][path[1]]
         entry = kept[section].get(index)
-        if kind == "extra_forbidden" and len(path) == 3 and isinstance(entry, dict):
+        if kind in _UNKNOWN_KEY and len(path) == 3 and isinstance(entry, dict):
             kept[section][index] = {k: v for k, v in entry.items() if k != path[2]}
         else:
             kept[section].pop(index, None)
-    elif section in _STAND_INS and kind != "extra_forbidden":
+    elif section in _STAND_INS and kind not in _UNKNOWN_KEY:
         top[section] = _STAND_INS[section]
     else:
         top.pop(path[0], None)
