@@ -94,6 +94,11 @@ def check_file(
     is checked once). ``programs``
     (from gpa_plan.elf.load_programs) are checked against the layout as ``elf_mode`` loads them.
 
+    Under another architecture than the layout's own, the devices that exist only on its own
+    (the vGIC of an arm64 layout under x86_64) are not created: they are left out of the
+    regions and the rules, and one finding of severity ``note`` (rule device-wrong-arch, at
+    the layout's `arch`) says so; a note is no error nor warning.
+
     A layout that does not load gives invalid results with its problems as findings; a file
     that cannot be read at all (missing, unreadable, not a regular file, too large) raises
     InputError instead, for the caller to report as it reports a bad argument.
