@@ -113,8 +113,7 @@ def _result(
     if f.rule in index:
         result["ruleIndex"] = index[f.rule]
     if f.severity == NOTE:
-        # Information, not a problem: SARIF's kind for it, whose level is always "none", so
-        # code scanning does not raise it as an alert.
+        # Information, not a problem: SARIF's kind for it, whose level must be "none".
         result["kind"] = "informational"
         result["level"] = "none"
     else:
