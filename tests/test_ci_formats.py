@@ -33,7 +33,8 @@ CLEAN = (FIXTURES / "layouts" / "clean.yaml").read_text()
 OVERLAP = (FIXTURES / "layouts" / "overlap.yaml").read_text()
 READONLY_DEVICE = (FIXTURES / "layouts" / "readonly-device.yaml").read_text()
 
-# arm64-only vGIC: checked under x86_64 as well, it is a device-wrong-arch there only.
+# arm64-only vGIC in RAM: checked under x86_64 as well, it is left out there (one note), so
+# it is shadowed under arm64 only; the UART in RAM is shadowed under both.
 ARM64_GIC_IN_RAM = """\
 layout: 1
 arch: arm64
@@ -44,7 +45,7 @@ memslots:
 devices:
   - name: gicd
     type: vgic-v3-dist
-    base: 0x0800_0000
+    base: 0x4010_0000
   - name: uart
     type: mmio
     base: 0x4000_0000
@@ -295,10 +296,15 @@ def test_findings_under_several_arches_are_reported_once(
     write(tmp_path, "gic.yaml", ARM64_GIC_IN_RAM)
     args = ["--arch", "arm64", "--arch", "x86_64", "gic.yaml"]
     annotations = check(["--format", "github", *args], tmp_path, monkeypatch).stdout
-    assert annotations.count("title=gpa-plan(device-shadowed)") == 1
+    assert annotations.count("title=gpa-plan(device-shadowed)") == 2
     results = sarif_results(check(["--format", "sarif", *args], tmp_path, monkeypatch))
-    assert [r["ruleId"] for r in results] == ["device-wrong-arch", "device-shadowed"]
-    assert results[1]["properties"]["arches"] == ["arm64", "x86_64"]
+    assert [r["ruleId"] for r in results] == [
+        "device-wrong-arch",
+        "device-shadowed",
+        "device-shadowed",
+    ]
+    assert results[2]["properties"]["objects"][0] == "uart"
+    assert results[2]["properties"]["arches"] == ["arm64", "x86_64"]
 
 
 def test_a_finding_under_only_some_arches_says_which(
@@ -306,9 +312,37 @@ def test_a_finding_under_only_some_arches_says_which(
 ) -> None:
     write(tmp_path, "gic.yaml", ARM64_GIC_IN_RAM)
     args = ["--format", "sarif", "--arch", "arm64", "--arch", "x86_64", "gic.yaml"]
-    wrong_arch = sarif_results(check(args, tmp_path, monkeypatch))[0]
-    assert wrong_arch["message"]["text"].endswith("(found under x86_64 only)")
-    assert wrong_arch["properties"]["arches"] == ["x86_64"]
+    shadowed = sarif_results(check(args, tmp_path, monkeypatch))[1]
+    assert shadowed["properties"]["objects"][0] == "gicd"
+    assert shadowed["message"]["text"].endswith("(found under arm64 only)")
+    assert shadowed["properties"]["arches"] == ["arm64"]
+
+
+def test_a_device_left_out_under_another_arch_is_a_note_in_every_ci_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "gic.yaml", ARM64_GIC_IN_RAM)
+    args = ["--arch", "arm64", "--arch", "x86_64", "gic.yaml"]
+    sarif = check(["--format", "sarif", *args], tmp_path, monkeypatch)
+    note = sarif_results(sarif)[0]
+    # Information, not a problem: no alert level, and the exit status is the errors' alone.
+    assert (note["ruleId"], note["kind"], note["level"]) == (
+        "device-wrong-arch",
+        "informational",
+        "none",
+    )
+    assert note["locations"][0]["physicalLocation"]["region"] == {
+        "startLine": 2,
+        "startColumn": 7,
+    }
+    assert note["message"]["text"].startswith(
+        "checked as x86_64, this arm64 layout's vgic-v3-dist 'gicd' is left out"
+    )
+    github = check(["--format", "github", *args], tmp_path, monkeypatch)
+    notices = [a for a in github.stdout.splitlines() if "device-wrong-arch" in a]
+    assert [a.split(" ", 1)[0] for a in notices] == ["::notice"]
+    assert "file=gic.yaml,line=2,col=7" in notices[0]
+    assert github.exit_code == sarif.exit_code == 1  # the two device-shadowed errors
 
 
 def test_a_broken_file_checked_under_two_arches_is_reported_once(

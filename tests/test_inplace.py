@@ -168,7 +168,9 @@ def test_a_shared_auto_anchor_is_refused_and_the_file_left_as_it_was(workdir: Pa
     assert result.exit_code == 1
     assert result.stderr == (
         "layout.yaml: error: cannot fill in the `auto` values of this file in place (it would "
-        "not load: line 5, column 21: found undefined alias); the file is left as it was: "
+        "not load: line 5, column 21: `*x` is an alias, and no anchor `&x` comes before it; "
+        "define the anchor first, or quote the value if the `*` is meant as text); the file is "
+        "left as it was: "
         "fill them in by hand, or write the resolved layout to another file with -o\n"
     )
     assert Path("layout.yaml").read_text() == source

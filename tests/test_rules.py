@@ -51,6 +51,7 @@ def test_every_registered_rule_has_a_severity_summary_and_description() -> None:
     assert set(STABLE_RULES) <= set(RULES)
     for rule in RULES.values():
         assert rule.severity in ("error", "warning")
+        assert set(rule.severities) <= {"error", "warning", "note"}
         assert rule.summary and rule.description
 
 
@@ -569,7 +570,7 @@ def test_device_ending_exactly_at_2_to_the_pa_bits_is_in_range(tmp_path: Path) -
 # --- device-wrong-arch --------------------------------------------------------------------------
 
 
-def test_vgic_evaluated_as_x86_does_not_exist(tmp_path: Path) -> None:
+def test_vgic_of_an_arm64_layout_is_left_out_under_x86_with_one_note(tmp_path: Path) -> None:
     text = """\
         layout: 1
         arch: arm64
@@ -577,18 +578,54 @@ def test_vgic_evaluated_as_x86_does_not_exist(tmp_path: Path) -> None:
           - name: gicd
             type: vgic-v3-dist
             base: 0x0800_0000
+          - name: gicr
+            type: vgic-v3-redist
+            base: 0x080a_0000
         """
     assert findings(tmp_path, text) == []
     found = findings(tmp_path, text, "x86_64")
+    # One note at the layout's `arch` (line 2, column 7), naming both devices.
+    assert where(found) == [("device-wrong-arch", "note", 2, 7, ("gicd", "gicr"))]
+    says(found[0], "checked as x86_64", "vgic-v3-dist 'gicd', vgic-v3-redist 'gicr' are left out")
+
+
+def test_vgic_in_an_x86_64_layout_does_not_exist(tmp_path: Path) -> None:
+    text = """\
+        layout: 1
+        arch: x86_64
+        devices:
+          - name: gicd
+            type: vgic-v3-dist
+            base: 0x0800_0000
+        """
+    # The layout's own arch lacks it: an error under it, and nothing to leave out under arm64.
+    found = findings(tmp_path, text, "x86_64", "arm64")
     assert where(found) == [("device-wrong-arch", "error", 5, 11, ("gicd",))]
     says(found[0], "no vgic-v3-dist on x86_64", "exit to the VMM")
 
 
-def test_lapic_on_arm64_does_not_exist(tmp_path: Path) -> None:
+def test_lapic_of_an_x86_64_layout_is_left_out_under_arm64(tmp_path: Path) -> None:
     text = "layout: 1\narch: x86_64\ndevices:\n  - name: lapic\n    type: lapic\n"
     found = findings(tmp_path, text, "x86_64", "arm64")
-    # Under x86_64 nothing; under arm64 the type (line 5, column 11).
+    assert where(found) == [("device-wrong-arch", "note", 2, 7, ("lapic",))]
+    says(found[0], "lapic 'lapic' is left out", "on arm64")
+
+
+def test_lapic_in_an_arm64_layout_does_not_exist(tmp_path: Path) -> None:
+    text = "layout: 1\narch: arm64\ndevices:\n  - name: lapic\n    type: lapic\n"
+    found = findings(tmp_path, text)
     assert where(found) == [("device-wrong-arch", "error", 5, 11, ("lapic",))]
+
+
+def test_a_note_names_at_most_ten_devices_and_counts_the_rest(tmp_path: Path) -> None:
+    its = "".join(
+        f"  - {{name: its{i}, type: vgic-its, base: {0x0800_0000 + i * 0x2_0000:#x}}}\n"
+        for i in range(12)
+    )
+    found = findings(tmp_path, f"layout: 1\narch: arm64\ndevices:\n{its}", "x86_64")
+    (note,) = found
+    assert note.objects == tuple(f"its{i}" for i in range(10))
+    says(note, "vgic-its 'its9' and 2 more are left out")
 
 
 # --- reserved-overlap ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from gpa_plan.arch.device_pairs import MEMSLOT_OVER_DEVICE, Party, kind_of, over
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.overlaps import TakenRanges, any_overlap
 from gpa_plan.check.partition import Region, device_handler, first_where, next_where
-from gpa_plan.check.rules import ERROR, WARNING, RuleContext, rule
+from gpa_plan.check.rules import ERROR, NOTE, WARNING, RuleContext, rule
 from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ReservedEntry
 from gpa_plan.ranges import hex_addr, human_size
 
@@ -173,10 +173,24 @@ def device_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
             )
 
 
-@rule("device-wrong-arch", ERROR, "a device type that does not exist on the architecture")
+@rule(
+    "device-wrong-arch",
+    ERROR,
+    "a device type that does not exist on the layout's architecture",
+    also=(
+        (
+            NOTE,
+            "under another --arch than the layout's, once, for the devices of the layout's "
+            "own architecture left out there",
+        ),
+    ),
+)
 def device_wrong_arch(ctx: RuleContext) -> Iterator[Finding]:
     """The vGIC exists only on arm64, the in-kernel LAPIC and IOAPIC only on x86_64; KVM has no
-    such device elsewhere (KVM_CREATE_DEVICE fails), so accesses there exit to the VMM.
+    such device elsewhere (KVM_CREATE_DEVICE fails), so accesses there exit to the VMM. A
+    layout whose own `arch` lacks the device is an error. Checked under another architecture
+    (`--arch`), the devices that exist only on the layout's own are not created there: they
+    are left out, their ranges show what they are without them, and one note says so.
     Fix: use the architecture's own interrupt controller, or an `mmio` device."""
     for d in ctx.layout.devices:
         if ctx.arch.name not in d.type.arches:
@@ -189,6 +203,33 @@ def device_wrong_arch(ctx: RuleContext) -> Iterator[Finding]:
                 "type",
                 (d.name,),
             )
+    if ctx.left_out:
+        yield ctx.finding(
+            "device-wrong-arch",
+            _left_out_note(ctx.left_out, ctx.layout.arch, ctx.arch.name),
+            ("arch",),
+            objects=(d.name for d in ctx.left_out[:MAX_NAMED]),
+            severity=NOTE,
+        )
+
+
+# Devices a note names; it counts the others.
+MAX_NAMED = 10
+
+
+def _left_out_note(left_out: tuple[DeviceEntry, ...], own: str, arch: str) -> str:
+    named = ", ".join(f"{d.type.name} {d.name!r}" for d in left_out[:MAX_NAMED])
+    more = len(left_out) - MAX_NAMED
+    if more > 0:
+        named += f" and {more} more"
+    one = len(left_out) == 1
+    return (
+        f"checked as {arch}, this {own} layout's {named} {'is' if one else 'are'} left out: "
+        f"KVM has no {'such device' if one else 'such devices'} on {arch}, so a VMM there "
+        f"would not create {'it' if one else 'them'}; the region table shows "
+        f"{'its range' if one else 'their ranges'} as without {'it' if one else 'them'} "
+        "(accesses exit to the VMM where nothing else claims the range)"
+    )
 
 
 @rule("reserved-overlap", ERROR, "a memslot or device intrudes into a reserved range")

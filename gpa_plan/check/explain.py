@@ -10,6 +10,7 @@ from gpa_plan.arch.base import Backing, Handler
 from gpa_plan.check.partition import Region, partition, region_at
 from gpa_plan.check.run import LoadedLayout
 from gpa_plan.collector import paused
+from gpa_plan.layout.resolved import created_on
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +30,14 @@ def explain_layout(
     accesses: Sequence[str] = ACCESSES,
     arches: Sequence[str] = (),
 ) -> list[Answer]:
-    """One answer per architecture (default: the layout's own), address and access kind."""
+    """One answer per architecture (default: the layout's own), address and access kind.
+    Under another architecture than the layout's, the devices that exist only on the
+    layout's own are not there (gpa_plan.layout.resolved.created_on), as `check` shows."""
     answers: list[Answer] = []
     with paused():
         for arch in arches or (loaded.layout.arch,):
-            regions = partition(loaded.resolved, ARCHES[arch])
+            layout, _ = created_on(loaded.resolved, arch)
+            regions = partition(layout, ARCHES[arch])
             for address in addresses:
                 answers.extend(explain_address(regions, arch, address, a) for a in accesses)
     return answers

@@ -7,6 +7,8 @@ from typing import NamedTuple
 
 ERROR = "error"
 WARNING = "warning"
+# Said once, never counted: no error or warning, no effect on the exit status.
+NOTE = "note"
 
 # Findings of one rule that name one object, shown before the rest are counted instead.
 MAX_FINDINGS_PER_OBJECT = 10

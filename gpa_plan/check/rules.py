@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 from gpa_plan.arch.base import ArchSpec
-from gpa_plan.check.findings import ERROR, WARNING, Finding
+from gpa_plan.check.findings import ERROR, NOTE, WARNING, Finding
 from gpa_plan.check.partition import Region
 from gpa_plan.elf import PHYSICAL
 from gpa_plan.layout.loader import Document
-from gpa_plan.layout.resolved import EntryPath, ResolvedLayout
+from gpa_plan.layout.resolved import DeviceEntry, EntryPath, ResolvedLayout
 
 if TYPE_CHECKING:
     from gpa_plan.elf.program import Program, ProgramError
@@ -33,6 +33,9 @@ class RuleContext(NamedTuple):
     programs: tuple[Program, ...] = ()
     program_errors: tuple[ProgramError, ...] = ()
     elf_mode: str = PHYSICAL
+    # devices of the layout's own arch that `arch` does not have: not created, left out of
+    # `layout` (gpa_plan.layout.resolved.created_on)
+    left_out: tuple[DeviceEntry, ...] = ()
 
     def finding(
         self,
@@ -130,4 +133,4 @@ _register(
     None,
 )
 
-__all__ = ["ERROR", "RULES", "WARNING", "Rule", "RuleContext", "rule"]
+__all__ = ["ERROR", "NOTE", "RULES", "WARNING", "Rule", "RuleContext", "rule"]

@@ -22,7 +22,7 @@ from gpa_plan.elf import PHYSICAL
 from gpa_plan.layout.errors import LayoutError
 from gpa_plan.layout.loader import Document, load_file
 from gpa_plan.layout.models import Layout
-from gpa_plan.layout.resolved import ResolvedLayout, resolve
+from gpa_plan.layout.resolved import ResolvedLayout, created_on, resolve
 from gpa_plan.layout.validate import validate_layout
 from gpa_plan.progress import Progress, unwatched
 
@@ -104,6 +104,11 @@ def check_file(
     is checked once). ``programs``
     (from gpa_plan.elf.load_programs) are checked against the layout as ``elf_mode`` loads them.
 
+    Under another architecture than the layout's own, the devices that exist only on its own
+    (the vGIC of an arm64 layout under x86_64) are not created: they are left out of the
+    regions and the rules, and one finding of severity ``note`` (rule device-wrong-arch, at
+    the layout's `arch`) says so; a note is no error nor warning.
+
     A layout that does not load gives invalid results with its problems as findings; a file
     that cannot be read at all (missing, unreadable, not a regular file, too large) raises
     InputError instead, for the caller to report as it reports a bad argument.
@@ -137,7 +142,8 @@ def check_loaded(
     arch = ARCHES[arch_name]
     where = f"{loaded.doc.path} ({arch.name})"
     progress(f"partitioning {where}")
-    regions = partition(loaded.resolved, arch)
+    layout, left_out = created_on(loaded.resolved, arch.name)
+    regions = partition(layout, arch)
     readable: tuple[Program, ...] = ()
     unreadable: tuple[ProgramError, ...] = ()
     if programs:
@@ -147,13 +153,14 @@ def check_loaded(
     ctx = RuleContext(
         loaded.doc.path,
         loaded.doc,
-        loaded.resolved,
+        layout,
         arch,
         regions,
         loaded.placement_errors,
         programs=readable,
         program_errors=unreadable,
         elf_mode=elf_mode,
+        left_out=left_out,
     )
     findings: list[Finding] = []
     checks = [(rule.slug, rule.check) for rule in RULES.values() if rule.check is not None]
@@ -168,16 +175,16 @@ def check_loaded(
         True,
         tuple(regions),
         tuple(cap_per_object(findings, capped_as_made=CAPPED_AS_MADE)),
-        _program_placements(readable, loaded, regions, elf_mode) if programs else None,
+        _program_placements(readable, layout, regions, elf_mode) if programs else None,
     )
 
 
 def _program_placements(
-    programs: tuple[Program, ...], loaded: LoadedLayout, regions: list[Region], mode: str
+    programs: tuple[Program, ...], layout: ResolvedLayout, regions: list[Region], mode: str
 ) -> tuple[ProgramPlacement, ...]:
     from gpa_plan.elf.placement import program_placements
 
-    return program_placements(programs, loaded.resolved, regions, mode)
+    return program_placements(programs, layout, regions, mode)
 
 
 __all__ = ["RULES", "CheckResult", "LoadedLayout", "check_file", "check_loaded", "load_layout"]

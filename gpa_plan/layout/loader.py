@@ -26,6 +26,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from gpa_plan.inputs import STDIN, STDIN_NAME, read_input
 from gpa_plan.layout.errors import LayoutError, Problem
 from gpa_plan.layout.numbers import NumberError, RejectedNumber, parse_number
+from gpa_plan.layout.yaml_errors import plain_syntax
 
 Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -46,11 +47,16 @@ _TRUE = frozenset({"yes", "true", "on", "y"})
 
 
 class Document(NamedTuple):
-    """A loaded layout file: its data and the node graph that knows every value's position."""
+    """A loaded layout file: its data and the node graph that knows every value's position.
+
+    ``problems`` are mistakes found while loading that leave the rest of the file readable
+    (a duplicate key: the first value is kept), for validation to report with its own, so
+    that one does not hide the others."""
 
     path: str
     data: dict[str, Any]
     root: MappingNode
+    problems: tuple[Problem, ...] = ()
 
     def position(self, path: tuple[str | int, ...], *, key: bool = False) -> tuple[int, int]:
         """1-based (line, column) of the value at ``path``, or of its key with ``key=True``.
@@ -122,10 +128,14 @@ def load_bytes(raw: bytes, name: str) -> Document:
 def load_text(text: str, name: str) -> Document:
     try:
         root = _compose(text)
-        data = _Constructor().mapping(root)
+        constructor = _Constructor()
+        data = constructor.mapping(root)
     except _Located as err:
         raise LayoutError(name, [Problem(err.rule, err.message, err.line, err.column)]) from None
     except yaml.MarkedYAMLError as err:
+        plain = plain_syntax(err, text)
+        if plain is not None:
+            raise LayoutError(name, [Problem("yaml-syntax", *plain)]) from None
         mark = err.problem_mark or err.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = Problem("yaml-syntax", _syntax_message(err), line, column)
@@ -134,7 +144,8 @@ def load_text(text: str, name: str) -> Document:
         raise LayoutError(name, [_unacceptable_character(text, err)]) from None
     except yaml.YAMLError as err:
         raise LayoutError(name, [Problem("yaml-syntax", str(err), 1, 1)]) from None
-    return Document(name, data, root)
+    # An aliased mapping is constructed once per alias: say each of its problems once.
+    return Document(name, data, root, tuple(dict.fromkeys(constructor.problems)))
 
 
 # What YAML 1.1 lets a stream hold (PyYAML's Reader.NON_PRINTABLE, libyaml's check alike).
@@ -186,7 +197,10 @@ def load_mapping(raw: bytes, name: str, what: str) -> Document | None:
         mark = first.start_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise LayoutError(name, [Problem("schema", message, line, column)])
-    return load_text(text, name)
+    document = load_text(text, name)
+    if document.problems:
+        raise LayoutError(name, list(document.problems))
+    return document
 
 
 _PREAMBLE = (yaml.StreamStartEvent, yaml.DocumentStartEvent)
@@ -375,6 +389,9 @@ def _scalar(node: ScalarNode) -> Any:
 
 
 class _Constructor:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
     def value(self, node: Node, depth: int) -> Any:
         if isinstance(node, ScalarNode):
             return _scalar(node)
@@ -393,12 +410,13 @@ class _Constructor:
                 raise _Located("keys must be plain scalars, not collections", key_node)
             key = _scalar(key_node)
             if key in result:
-                raise _Located(
+                mark = key_node.start_mark
+                message = (
                     f"duplicate key {key_node.value!r} (first defined on line "
-                    f"{first_line[key]}); YAML would silently keep only the last one",
-                    key_node,
-                    "schema",
+                    f"{first_line[key]}); YAML would silently keep only the last one"
                 )
+                self.problems.append(Problem("schema", message, mark.line + 1, mark.column + 1))
+                continue
             first_line[key] = key_node.start_mark.line + 1
             result[key] = self.value(value_node, depth + 1)
         return result

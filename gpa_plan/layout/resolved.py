@@ -56,6 +56,28 @@ class ResolvedLayout(NamedTuple):
         return 1 << self.pa_bits
 
 
+def created_on(layout: ResolvedLayout, arch: str) -> tuple[ResolvedLayout, tuple[DeviceEntry, ...]]:
+    """``layout`` as a VMM would create it on ``arch``, and the devices it leaves out.
+
+    A layout describes a VM of its own architecture. Evaluated under another one (``check
+    --arch``), a device that exists only on the layout's own architecture (the vGIC of an
+    arm64 layout under x86_64, the LAPIC of an x86_64 layout under arm64) is not created
+    there: it is left out, and its range is whatever it is without it. A device that the
+    layout's own architecture lacks as well stays in: that layout is wrong on its own terms
+    (`device-wrong-arch`).
+    """
+    if arch == layout.arch:
+        return layout, ()
+    kept: list[DeviceEntry] = []
+    left_out: list[DeviceEntry] = []
+    for d in layout.devices:
+        absent = arch not in d.type.arches and layout.arch in d.type.arches
+        (left_out if absent else kept).append(d)
+    if not left_out:
+        return layout, ()
+    return layout._replace(devices=tuple(kept)), tuple(left_out)
+
+
 def effective_pa_bits(layout: Layout) -> int:
     return layout.pa_bits if layout.pa_bits is not None else ARCHES[layout.arch].default_pa_bits
 

@@ -31,13 +31,21 @@ Path = tuple[str | int, ...]
 
 
 def validate_layout(doc: Document) -> Layout:
-    """The validated layout; raises LayoutError listing every problem with its position."""
+    """The validated layout; raises LayoutError listing every problem with its position.
+
+    One mistake does not hide the others: when the shape or a type is wrong somewhere (a
+    misspelt key, say), the checks across fields still run on every part of the file that is
+    valid, and every problem of both kinds is reported, in the order of the file."""
     try:
         layout = parse_layout(doc.data)
     except ValidationError as err:
-        raise LayoutError(doc.path, sorted(_pydantic_problems(doc, err), key=_order)) from None
+        problems = [*doc.problems, *_pydantic_problems(doc, err), *_checks_on_the_rest(doc, err)]
+        raise LayoutError(doc.path, sorted(problems, key=_order)) from None
     problems = sorted(
-        (_problem(doc, path, message, key=key) for path, message, key in _cross_checks(layout)),
+        [
+            *doc.problems,
+            *(_problem(doc, p, message, key=key) for p, message, key in _cross_checks(layout)),
+        ],
         key=_order,
     )
     if problems:
@@ -57,13 +65,17 @@ def _problem(doc: Document, path: Path, message: str, *, key: bool = False) -> P
 # --- pydantic errors -------------------------------------------------------------------------
 
 
+# A key the format does not have: a name it does not know, or not a name at all (`16:`).
+_UNKNOWN_KEY = ("extra_forbidden", "invalid_key")
+
+
 def _pydantic_problems(doc: Document, err: ValidationError) -> Iterator[Problem]:
     grouped: dict[tuple[Path, str], list[ErrorDetails]] = {}
     for error in err.errors(include_url=False):
         path, rest = _split_loc(doc.data, tuple(error["loc"]))
         if error["type"] == "missing" and rest:
             grouped.setdefault((path, f"missing:{rest[0]}"), []).append(error)
-        elif error["type"] == "extra_forbidden":
+        elif error["type"] in _UNKNOWN_KEY:
             grouped.setdefault((path, "extra"), []).append(error)
         else:
             grouped.setdefault((path, "value"), []).append(error)
@@ -170,6 +182,83 @@ def _shown(value: Any) -> str:
     if isinstance(value, str):
         return shown(value)
     return repr(value)
+
+
+# --- what is valid in a file that is not -----------------------------------------------------
+
+# Stand-ins for a required top-level value that is missing or wrong (already reported): the
+# checks across fields read neither.
+_STAND_INS = {"layout": 1, "arch": "arm64"}
+# Each pass only removes what failed; a few are enough (a key, then its entry, then a stand-in).
+_SALVAGE_PASSES = 4
+
+
+def _checks_on_the_rest(doc: Document, err: ValidationError) -> list[Problem]:
+    """The checks across fields on the parts of ``doc`` that validate: its unknown keys left
+    out, each entry (memslot, device, reserved range) with any other error left out whole, a
+    top-level value with an error replaced by its default. Positions are those of the file."""
+    if not isinstance(doc.data, dict):
+        return []
+    top: dict[Any, Any] = dict(doc.data)
+    # Each section's entries by their index in the file, so positions stay the file's.
+    kept: dict[str, dict[int, Any]] = {
+        s: dict(enumerate(top[s])) for s in _SECTIONS if isinstance(top.get(s), list)
+    }
+    data: Any = doc.data
+    indexes: dict[str, list[int]] = {s: list(entries) for s, entries in kept.items()}
+    errors = err.errors(include_url=False)
+    for _ in range(_SALVAGE_PASSES):
+        for error in errors:
+            _leave_out(top, kept, indexes, *_split_loc(data, tuple(error["loc"])), error["type"])
+        for section, entries in kept.items():
+            top[section] = list(entries.values())
+        indexes = {s: list(entries) for s, entries in kept.items()}
+        data = top
+        try:
+            layout = parse_layout(top)
+        except ValidationError as again:
+            errors = again.errors(include_url=False)
+            continue
+        return [
+            _problem(doc, _in_file(path, indexes), message, key=key)
+            for path, message, key in _cross_checks(layout)
+        ]
+    return []
+
+
+def _leave_out(
+    top: dict[Any, Any],
+    kept: dict[str, dict[int, Any]],
+    indexes: dict[str, list[int]],
+    path: Path,
+    rest: Path,
+    kind: str,
+) -> None:
+    """Remove from ``top`` and ``kept`` what one error of the last pass is about."""
+    if not path:
+        if rest and rest[0] in _STAND_INS:
+            top[rest[0]] = _STAND_INS[str(rest[0])]
+        return
+    section = str(path[0])
+    if section in kept and len(path) >= 2 and isinstance(path[1], int):
+        index = indexes[section][path[1]]
+        entry = kept[section].get(index)
+        if kind in _UNKNOWN_KEY and len(path) == 3 and isinstance(entry, dict):
+            kept[section][index] = {k: v for k, v in entry.items() if k != path[2]}
+        else:
+            kept[section].pop(index, None)
+    elif section in _STAND_INS and kind not in _UNKNOWN_KEY:
+        top[section] = _STAND_INS[section]
+    else:
+        top.pop(path[0], None)
+        kept.pop(section, None)
+
+
+def _in_file(path: Path, indexes: dict[str, list[int]]) -> Path:
+    """``path`` into the salvaged layout as a path into the file."""
+    if len(path) >= 2 and path[0] in indexes and isinstance(path[1], int):
+        return (path[0], indexes[str(path[0])][path[1]], *path[2:])
+    return path
 
 
 # --- checks across fields ----------------------------------------------------------------------

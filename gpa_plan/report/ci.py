@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpa_plan.check.findings import Finding
+from gpa_plan.check.findings import NOTE, Finding
 from gpa_plan.check.run import CheckResult
 
 
@@ -28,7 +28,8 @@ class ReportedFinding:
     @property
     def text(self) -> str:
         """The finding's message, plus which arches see it when not all checked ones do."""
-        if not self.only_some_arches:
+        # A note names the arch it is about already.
+        if not self.only_some_arches or self.finding.severity == NOTE:
             return self.finding.message
         return f"{self.finding.message} (found under {', '.join(self.arches)} only)"
 

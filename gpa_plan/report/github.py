@@ -1,4 +1,5 @@
-"""GitHub Actions workflow commands: one ``::error`` or ``::warning`` annotation per finding.
+"""GitHub Actions workflow commands: one ``::error`` or ``::warning`` annotation per finding, and
+a ``::notice`` for a note (which fails nothing).
 
     ::error file=layouts/q.yaml,line=8,col=11,title=gpa-plan(memslot-overlap)::memslot ...
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from gpa_plan.check.findings import ERROR, WARNING
+from gpa_plan.check.findings import ERROR, NOTE, WARNING
 from gpa_plan.check.run import CheckResult
 from gpa_plan.inputs import InputError
 from gpa_plan.printable import printable
@@ -40,7 +41,7 @@ def escape_property(value: str) -> str:
 def annotation(item: ReportedFinding, root: Path) -> str:
     """One workflow command for one finding."""
     f = item.finding
-    command = "error" if f.severity == ERROR else "warning"
+    command = {ERROR: "error", NOTE: "notice"}.get(f.severity, "warning")
     properties = {
         "file": relative_posix(f.file, root) or f.file,
         "line": str(f.line),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from gpa_plan.check.findings import ERROR, WARNING
+from gpa_plan.check.findings import ERROR, NOTE, WARNING
 from gpa_plan.check.rules import Rule
 from gpa_plan.check.run import RULES, CheckResult
 from gpa_plan.config import ALWAYS_REPORTED
@@ -111,7 +111,12 @@ def _result(
     result: dict[str, Any] = {"ruleId": f.rule}
     if f.rule in index:
         result["ruleIndex"] = index[f.rule]
-    result["level"] = level(f.severity)
+    if f.severity == NOTE:
+        # Information, not a problem: SARIF's kind for it, whose level must be "none".
+        result["kind"] = "informational"
+        result["level"] = "none"
+    else:
+        result["level"] = level(f.severity)
     result["message"] = {"text": item.text}
     result["locations"] = [
         {

@@ -174,8 +174,11 @@ def check_blocks(
     yield _summary(results, unreadable)
 
 
+SEVERITY_STYLE = {"error": "red", "warning": "yellow", "note": "cyan"}
+
+
 def _finding_block(finding: Finding) -> Line:
-    return line(finding_line(finding), "red" if finding.severity == "error" else "yellow")
+    return line(finding_line(finding), SEVERITY_STYLE.get(finding.severity, ""))
 
 
 def _summary(results: Sequence[CheckResult], unreadable: int) -> Line:
