@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from gpa_plan.arch import ARCHES, Handler
 from gpa_plan.arch.devices import CATALOG
 from gpa_plan.check.explain import explain_address
-from gpa_plan.check.partition import Region, partition
+from gpa_plan.check.partition import MAX_REGION_NAMES, Region, partition
 from gpa_plan.check.run import load_layout
 from gpa_plan.layout.models import parse_layout
 from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ReservedEntry, ResolvedLayout
@@ -462,8 +462,9 @@ def random_layouts(draw: st.DrawFn) -> ResolvedLayout:
 
 def page_by_page(
     layout: ResolvedLayout, arch: str
-) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
-    """(kind, names, outcomes) of every page, straight from the precedence rules."""
+) -> list[tuple[str, tuple[str, ...], int, tuple[str, ...]]]:
+    """(kind, names, more names, outcomes) of every page, straight from the precedence rules;
+    the names are cut at the documented MAX_REGION_NAMES and the rest counted."""
     pages = []
     for page in range(PAGES):
         address = page * PAGE
@@ -480,7 +481,8 @@ def page_by_page(
         handler = max(handlers, key=HANDLER_RANK.__getitem__) if handlers else None
         kind = backing or ("device" if handler else "unbacked")
         names = (*(m.name for m in slots), *(d.name for d in devs), *(r.name for r in holes))
-        pages.append((kind, names, expected_outcomes(arch, backing, handler)))
+        shown, more = names[:MAX_REGION_NAMES], max(0, len(names) - MAX_REGION_NAMES)
+        pages.append((kind, shown, more, expected_outcomes(arch, backing, handler)))
     return pages
 
 
@@ -494,9 +496,10 @@ def test_partition_equals_a_page_by_page_evaluation(layout: ResolvedLayout, arch
     assert regions[-1].end == 1 << PA_BITS
     for left, right in itertools.pairwise(regions):
         assert left.end == right.start
-        assert (left.kind, left.names, left.read, left.write, left.fetch) != (
+        assert (left.kind, left.names, left.more_names, left.read, left.write, left.fetch) != (
             right.kind,
             right.names,
+            right.more_names,
             right.read,
             right.write,
             right.fetch,
@@ -508,4 +511,23 @@ def test_partition_equals_a_page_by_page_evaluation(layout: ResolvedLayout, arch
         assert region.start % PAGE == 0 and region.end % PAGE == 0
         outcomes = (region.read.value, region.write.value, region.fetch.value)
         for page in range(region.start // PAGE, region.end // PAGE):
-            assert expected[page] == (region.kind, region.names, outcomes), hex(page * PAGE)
+            got = (region.kind, region.names, region.more_names, outcomes)
+            assert expected[page] == got, hex(page * PAGE)
+
+
+def test_a_page_claimed_by_more_objects_than_a_region_names_matches_the_reference() -> None:
+    # Six memslots, six devices and three reserved ranges over one page: the region names the
+    # first MAX_REGION_NAMES in the documented order and counts the rest, as the reference does.
+    whole = Range(0, PAGE)
+    memslots = [MemslotEntry(f"m{i}", ("memslots", i), whole, i, 0, False, True) for i in range(6)]
+    devices = [
+        DeviceEntry(f"d{i}", ("devices", i), whole, CATALOG["mmio"], Handler("user"), False)
+        for i in range(6)
+    ]
+    reserved = [ReservedEntry(f"r{i}", ("reserved", i), whole) for i in range(3)]
+    layout = resolved(PA_BITS, memslots, devices, reserved)
+    first = partition(layout, ARCHES["arm64"])[0]
+    assert first.names == ("m0", "m1", "m2", "m3", "m4", "m5", "d0", "d1", "d2", "d3")
+    assert first.more_names == 5
+    outcomes = (first.read.value, first.write.value, first.fetch.value)
+    assert page_by_page(layout, "arm64")[0] == (first.kind, first.names, 5, outcomes)
