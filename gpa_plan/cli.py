@@ -476,7 +476,11 @@ def import_command(
     try:
         text = import_yaml(kind, data, source, arch, page_size)
     except ImportFailure as err:
-        where = f"{source}:{err.line}:{err.column}" if err.line else source
+        from gpa_plan.inputs import STDIN_NAME
+
+        # Located as `check` locates it: <stdin>:LINE:COL, a name editors and CI read as a path.
+        name = STDIN_NAME if file == "-" else file
+        where = f"{name}:{err.line}:{err.column}" if err.line else name
         _echo_stderr(f"{where}: error[import] {err.message}")
         sys.exit(1)
     _emit(text, output)
