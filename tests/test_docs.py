@@ -348,3 +348,34 @@ def test_layout_format_examples_load(tmp_path: Path, index: int) -> None:
     path = tmp_path / "example.yaml"
     path.write_text(example)
     load_layout(str(path))  # raises LayoutError, naming the line, if the example is wrong
+
+
+# -- docs/exit-codes.md and docs/outputs.md against what the tool does ----------------------------
+
+
+def test_exit_codes_has_a_row_for_every_command() -> None:
+    from gpa_plan.cli import cli
+
+    text = (ROOT / "docs" / "exit-codes.md").read_text()
+    rows = {name for cell in re.findall(r"^\| ([^|]+) \|", text, re.MULTILINE)
+            for name in re.findall(r"`([a-z-]+)`", cell)}
+    assert set(cli.commands) - rows == set(), "commands docs/exit-codes.md leaves out"
+
+
+def test_outputs_json_example_shows_real_regions_and_findings() -> None:
+    from click.testing import CliRunner
+
+    from gpa_plan.cli import cli
+
+    example = fenced_blocks(ROOT / "docs" / "outputs.md", "json")[0]
+    (file,) = set(re.findall(r'"file": "([^"]+)"', example))
+    result = CliRunner().invoke(cli, ["check", "--format", "json", str(ROOT / file)])
+    (real,) = json.loads(result.stdout)["results"]
+    regions = re.findall(r'\{"start": \d+.*?\}', example, re.DOTALL)
+    assert regions
+    for shown in regions:
+        assert json.loads(shown) in real["regions"], shown
+    line, column = (int(n) for n in re.findall(r'"line": (\d+),\s*"column": (\d+)', example)[0])
+    assert (line, column) in {(f["line"], f["column"]) for f in real["findings"]}
+    errors = sum(f["severity"] == "error" for f in real["findings"])
+    assert f'"errors": {errors}' in example
