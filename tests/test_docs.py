@@ -379,3 +379,11 @@ def test_outputs_json_example_shows_real_regions_and_findings() -> None:
     assert (line, column) in {(f["line"], f["column"]) for f in real["findings"]}
     errors = sum(f["severity"] == "error" for f in real["findings"])
     assert f'"errors": {errors}' in example
+
+
+def test_outputs_has_a_section_for_every_command() -> None:
+    from gpa_plan.cli import cli
+
+    headings = re.findall(r"^## (.*)$", (ROOT / "docs" / "outputs.md").read_text(), re.MULTILINE)
+    named = {name for heading in headings for name in re.findall(r"`([a-z-]+)", heading)}
+    assert set(cli.commands) - named == set(), "commands docs/outputs.md does not describe"
