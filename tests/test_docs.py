@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.test_precommit import run_pre_commit
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
@@ -127,27 +129,12 @@ def test_documented_precommit_configs_use_local_hooks_like_the_manifest() -> Non
                     assert Path(dependency).is_absolute(), (path, dependency)
 
 
-def run_pre_commit(args: list[str], cwd: Path, env_path: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRE_COMMIT", "GIT_"))}
-    env |= {"PRE_COMMIT_HOME": str(cwd.parent / "home"), "PRE_COMMIT_COLOR": "never"}
-    env["PATH"] = env_path
-    return subprocess.run(
-        [sys.executable, "-m", "pre_commit", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def test_documented_precommit_configs_are_valid(tmp_path: Path) -> None:
     pytest.importorskip("pre_commit")
     for i, (_, config) in enumerate(documented_precommit_configs()):
         path = tmp_path / f"config-{i}.yaml"
         path.write_text(yaml.safe_dump(config))
-        result = run_pre_commit(["validate-config", str(path)], tmp_path, os.environ["PATH"])
+        result = run_pre_commit(["validate-config", str(path)], tmp_path, tmp_path / "home")
         assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -171,7 +158,9 @@ def test_readme_precommit_hook_runs_the_installed_gpa_plan(tmp_path: Path) -> No
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
 
-    result = run_pre_commit(["run", "--all-files"], repo, f"{bin_dir}:{os.environ['PATH']}")
+    result = run_pre_commit(
+        ["run", "--all-files"], repo, tmp_path / "home", f"{bin_dir}:{os.environ['PATH']}"
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "layouts/overlap.yaml:11:11: error[memslot-overlap]" in output
