@@ -518,7 +518,8 @@ def selftests_layout(
     """Print the layout of a KVM selftests VM, with the ucall address selftests compute.
 
     Slot 0's size, and so the ucall address past it, follows vm_nr_pages_required() for the
-    vCPU count, extra pages and page sizes given; the layout's comments show the sum.
+    vCPU count, extra pages and page sizes given; the layout's comments show the sum. It
+    follows the selftests library of Linux 7.2.13 (docs/kernel.md, "KVM selftests").
     """
     from gpa_plan.selftests import SelftestsParameterError, selftests_layout, selftests_vm
 

@@ -160,9 +160,9 @@ def selftests_vm(
         most = _most_extra_pages(arch, vcpus, guest_page_size, host_page_size)
         fits = (f"at most {most} extra pages fit with these parameters" if most is not None
                 else "no extra pages fit with these parameters")
+        ucall = f" and the ucall page past it end at {_hex(_end(vm))}" if arch == "arm64" else ""
         raise SelftestsParameterError(
-            f"{extra_pages} extra pages make slot 0 end at {_hex(vm.slot0_size)}"
-            f"{' and the ucall page at ' + _hex(_end(vm)) if arch == 'arm64' else ''}, "
+            f"{extra_pages} extra pages make slot 0 end at {_hex(vm.slot0_size)}{ucall}, "
             f"past {what} at {_hex(limit)}: {fits}"
         )
     return vm
