@@ -376,3 +376,26 @@ def test_outputs_has_a_section_for_every_command() -> None:
     headings = re.findall(r"^## (.*)$", (ROOT / "docs" / "outputs.md").read_text(), re.MULTILINE)
     named = {name for heading in headings for name in re.findall(r"`([a-z-]+)", heading)}
     assert set(cli.commands) - named == set(), "commands docs/outputs.md does not describe"
+
+
+def test_docs_call_device_wrong_arch_under_another_arch_a_note() -> None:
+    """Under a foreign --arch a layout's own devices give a note, never an error: every doc
+    sentence about device-wrong-arch under another architecture says so."""
+    from click.testing import CliRunner
+
+    from gpa_plan.cli import cli
+
+    layout = str(ROOT / "layouts" / "qemu-virt-arm64.yaml")
+    result = CliRunner().invoke(cli, ["check", "--format", "json", "--arch", "x86_64", layout])
+    (found,) = [f for r in json.loads(result.stdout)["results"] for f in r["findings"]]
+    assert (found["rule"], found["severity"]) == ("device-wrong-arch", "note")
+    sentences = 0
+    for path in MARKDOWN:
+        text = re.sub(r"\s+", " ", path.read_text())
+        for sentence in re.split(r"(?<=[.;:])\s+(?=[A-Z`(])", text):
+            if "device-wrong-arch" in sentence and re.search(
+                r"other (one|arch)|another|foreign|--arch", sentence
+            ):
+                sentences += 1
+                assert "note" in sentence, f"{path.name}: {sentence}"
+    assert sentences >= 2
