@@ -476,7 +476,11 @@ def import_command(
     try:
         text = import_yaml(kind, data, source, arch, page_size)
     except ImportFailure as err:
-        where = f"{source}:{err.line}:{err.column}" if err.line else source
+        from gpa_plan.inputs import STDIN_NAME
+
+        # Located as `check` locates it: <stdin>:LINE:COL, a name editors and CI read as a path.
+        name = STDIN_NAME if file == "-" else file
+        where = f"{name}:{err.line}:{err.column}" if err.line else name
         _echo_stderr(f"{where}: error[import] {err.message}")
         sys.exit(1)
     _emit(text, output)
@@ -514,7 +518,8 @@ def selftests_layout(
     """Print the layout of a KVM selftests VM, with the ucall address selftests compute.
 
     Slot 0's size, and so the ucall address past it, follows vm_nr_pages_required() for the
-    vCPU count, extra pages and page sizes given; the layout's comments show the sum.
+    vCPU count, extra pages and page sizes given; the layout's comments show the sum. It
+    follows the selftests library of Linux 7.2.13 (docs/kernel.md, "KVM selftests").
     """
     from gpa_plan.selftests import SelftestsParameterError, selftests_layout, selftests_vm
 

@@ -160,9 +160,9 @@ def selftests_vm(
         most = _most_extra_pages(arch, vcpus, guest_page_size, host_page_size)
         fits = (f"at most {most} extra pages fit with these parameters" if most is not None
                 else "no extra pages fit with these parameters")
+        ucall = f" and the ucall page past it end at {_hex(_end(vm))}" if arch == "arm64" else ""
         raise SelftestsParameterError(
-            f"{extra_pages} extra pages make slot 0 end at {_hex(vm.slot0_size)}"
-            f"{' and the ucall page at ' + _hex(_end(vm)) if arch == 'arm64' else ''}, "
+            f"{extra_pages} extra pages make slot 0 end at {_hex(vm.slot0_size)}{ucall}, "
             f"past {what} at {_hex(limit)}: {fits}"
         )
     return vm
@@ -345,16 +345,8 @@ def _arm64_body(vm: SelftestsVM, ucall_base: str) -> str:
         f"page_size: {_human(vm.host_page_size)}\n"
         f"guest_page_size: {_human(vm.guest_page_size)}\n"
         "\n"
-        "memslots:\n"
-        "  # __vm_create(): vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, 0 /*gpa*/,\n"
-        "  # 0 /*slot*/, nr_pages, flags): code, data, page tables and the ucall pool all live\n"
-        "  # here (every MEM_REGION_* maps to slot 0).\n"
-        "  - name: slot0\n"
-        "    slot: 0\n"
-        "    base: 0x0\n"
-        f"    size: {_hex(vm.slot0_size)}            # {vm.slot0_pages} pages, computed above\n"
-        "\n"
-        "devices:\n"
+        + _slot0(vm)
+        + "devices:\n"
         "  # lib/arm64/processor.c kvm_arch_vm_post_create(vm, nr_vcpus): every\n"
         "  # default VM on a host with a vGICv3 gets one, __vgic_v3_setup(vm, nr_vcpus, 64)\n"
         "  # (test_disable_default_vgic() opts out): the distributor at GICD_BASE_GPA and\n"
@@ -381,6 +373,21 @@ def _arm64_body(vm: SelftestsVM, ucall_base: str) -> str:
     )
 
 
+def _slot0(vm: SelftestsVM) -> str:
+    """The memslots section: slot 0 as __vm_create() adds it, the same on both architectures."""
+    return (
+        "memslots:\n"
+        "  # __vm_create(): vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, 0 /*gpa*/,\n"
+        "  # 0 /*slot*/, nr_pages, flags): code, data, page tables and the ucall pool all live\n"
+        "  # here (every MEM_REGION_* maps to slot 0).\n"
+        "  - name: slot0\n"
+        "    slot: 0\n"
+        "    base: 0x0\n"
+        f"    size: {_hex(vm.slot0_size)}            # {vm.slot0_pages} pages, computed above\n"
+        "\n"
+    )
+
+
 def _x86_body(vm: SelftestsVM) -> str:
     return (
         "#\n"
@@ -401,13 +408,8 @@ def _x86_body(vm: SelftestsVM) -> str:
         "pa_bits: 48\n"
         "page_size: 4K\n"
         "\n"
-        "memslots:\n"
-        "  - name: slot0\n"
-        "    slot: 0\n"
-        "    base: 0x0\n"
-        f"    size: {_hex(vm.slot0_size)}            # {vm.slot0_pages} pages, computed above\n"
-        "\n"
-        "devices:\n"
+        + _slot0(vm)
+        + "devices:\n"
         "  # Default bases of the in-kernel devices (arch/x86/kvm/ioapic.h\n"
         "  # IOAPIC_DEFAULT_BASE_ADDRESS 0xfec00000, IOAPIC_MEM_LENGTH 0x100;\n"
         "  # APIC_DEFAULT_PHYS_BASE 0xfee00000, LAPIC_MMIO_LENGTH 4 KiB).\n"

@@ -338,7 +338,14 @@ def test_forced_rich_output_survives_a_columns_that_is_not_a_width(columns: str)
 
 @pytest.mark.parametrize(
     ("written", "ours"),
-    [("aarch64", "arm64"), ("AArch64", "arm64"), ("amd64", "x86_64"), ("x86-64", "x86_64")],
+    [
+        ("aarch64", "arm64"),
+        ("AArch64", "arm64"),
+        ("amd64", "x86_64"),
+        ("x86-64", "x86_64"),
+        ("ARM64", "arm64"),
+        ("X86_64", "x86_64"),
+    ],
 )
 def test_another_tools_name_of_an_arch_is_told_ours(
     tmp_path: Path, written: str, ours: str

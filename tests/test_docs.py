@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.test_precommit import run_pre_commit
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
@@ -127,27 +129,12 @@ def test_documented_precommit_configs_use_local_hooks_like_the_manifest() -> Non
                     assert Path(dependency).is_absolute(), (path, dependency)
 
 
-def run_pre_commit(args: list[str], cwd: Path, env_path: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRE_COMMIT", "GIT_"))}
-    env |= {"PRE_COMMIT_HOME": str(cwd.parent / "home"), "PRE_COMMIT_COLOR": "never"}
-    env["PATH"] = env_path
-    return subprocess.run(
-        [sys.executable, "-m", "pre_commit", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def test_documented_precommit_configs_are_valid(tmp_path: Path) -> None:
     pytest.importorskip("pre_commit")
     for i, (_, config) in enumerate(documented_precommit_configs()):
         path = tmp_path / f"config-{i}.yaml"
         path.write_text(yaml.safe_dump(config))
-        result = run_pre_commit(["validate-config", str(path)], tmp_path, os.environ["PATH"])
+        result = run_pre_commit(["validate-config", str(path)], tmp_path, tmp_path / "home")
         assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -171,7 +158,9 @@ def test_readme_precommit_hook_runs_the_installed_gpa_plan(tmp_path: Path) -> No
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
 
-    result = run_pre_commit(["run", "--all-files"], repo, f"{bin_dir}:{os.environ['PATH']}")
+    result = run_pre_commit(
+        ["run", "--all-files"], repo, tmp_path / "home", f"{bin_dir}:{os.environ['PATH']}"
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "layouts/overlap.yaml:11:11: error[memslot-overlap]" in output
@@ -348,3 +337,65 @@ def test_layout_format_examples_load(tmp_path: Path, index: int) -> None:
     path = tmp_path / "example.yaml"
     path.write_text(example)
     load_layout(str(path))  # raises LayoutError, naming the line, if the example is wrong
+
+
+# -- docs/exit-codes.md and docs/outputs.md against what the tool does ----------------------------
+
+
+def test_exit_codes_has_a_row_for_every_command() -> None:
+    from gpa_plan.cli import cli
+
+    text = (ROOT / "docs" / "exit-codes.md").read_text()
+    rows = {name for cell in re.findall(r"^\| ([^|]+) \|", text, re.MULTILINE)
+            for name in re.findall(r"`([a-z-]+)`", cell)}
+    assert set(cli.commands) - rows == set(), "commands docs/exit-codes.md leaves out"
+
+
+def test_outputs_json_example_shows_real_regions_and_findings() -> None:
+    from click.testing import CliRunner
+
+    from gpa_plan.cli import cli
+
+    example = fenced_blocks(ROOT / "docs" / "outputs.md", "json")[0]
+    (file,) = set(re.findall(r'"file": "([^"]+)"', example))
+    result = CliRunner().invoke(cli, ["check", "--format", "json", str(ROOT / file)])
+    (real,) = json.loads(result.stdout)["results"]
+    regions = re.findall(r'\{"start": \d+.*?\}', example, re.DOTALL)
+    assert regions
+    for shown in regions:
+        assert json.loads(shown) in real["regions"], shown
+    line, column = (int(n) for n in re.findall(r'"line": (\d+),\s*"column": (\d+)', example)[0])
+    assert (line, column) in {(f["line"], f["column"]) for f in real["findings"]}
+    errors = sum(f["severity"] == "error" for f in real["findings"])
+    assert f'"errors": {errors}' in example
+
+
+def test_outputs_has_a_section_for_every_command() -> None:
+    from gpa_plan.cli import cli
+
+    headings = re.findall(r"^## (.*)$", (ROOT / "docs" / "outputs.md").read_text(), re.MULTILINE)
+    named = {name for heading in headings for name in re.findall(r"`([a-z-]+)", heading)}
+    assert set(cli.commands) - named == set(), "commands docs/outputs.md does not describe"
+
+
+def test_docs_call_device_wrong_arch_under_another_arch_a_note() -> None:
+    """Under a foreign --arch a layout's own devices give a note, never an error: every doc
+    sentence about device-wrong-arch under another architecture says so."""
+    from click.testing import CliRunner
+
+    from gpa_plan.cli import cli
+
+    layout = str(ROOT / "layouts" / "qemu-virt-arm64.yaml")
+    result = CliRunner().invoke(cli, ["check", "--format", "json", "--arch", "x86_64", layout])
+    (found,) = [f for r in json.loads(result.stdout)["results"] for f in r["findings"]]
+    assert (found["rule"], found["severity"]) == ("device-wrong-arch", "note")
+    sentences = 0
+    for path in MARKDOWN:
+        text = re.sub(r"\s+", " ", path.read_text())
+        for sentence in re.split(r"(?<=[.;:])\s+(?=[A-Z`(])", text):
+            if "device-wrong-arch" in sentence and re.search(
+                r"other (one|arch)|another|foreign|--arch", sentence
+            ):
+                sentences += 1
+                assert "note" in sentence, f"{path.name}: {sentence}"
+    assert sentences >= 2

@@ -134,3 +134,27 @@ def test_the_suggested_ucall_base_follows_the_selftests_convention(tmp_path: Pat
     path.write_text((ROOT / "layouts/broken/ucall-clobbered-by-memslot.yaml").read_text())
     assert _apply_suggested_base(path) == "0x0049_1000"
 
+
+
+@pytest.mark.parametrize(
+    ("over", "why"),
+    [
+        ("{name: co, type: mmio, handler: coalesced, base: 0x0a00_0000, size: 8}", "ring"),
+        ("{name: kdev, type: mmio, handler: kernel, base: 0x0a00_0000, size: 4K}", "in-kernel"),
+    ],
+)
+def test_a_ucall_under_a_device_is_not_told_to_make_a_memslot_read_only(
+    tmp_path: Path, over: str, why: str
+) -> None:
+    path = tmp_path / "layout.yaml"
+    path.write_text(
+        "layout: 1\narch: arm64\nmemslots:\n  - {name: ram, base: 0x4000_0000, size: 1G}\n"
+        "devices:\n  - {name: ucall, type: ucall, base: 0x0a00_0000}\n"
+        f"  - {over}\n"
+    )
+    result = CliRunner().invoke(cli, ["check", "-q", "--select", "ucall-not-io", str(path)])
+    assert result.exit_code == 1, result.output
+    (line,) = [ln for ln in result.output.splitlines() if "ucall-not-io" in ln]
+    assert why in line
+    assert "set its base to 0x8000_0000" in line  # the fix that does work is still offered
+    assert "read-only" not in line  # no memslot is involved: a read-only one would not help

@@ -191,3 +191,11 @@ def test_a_page_size_that_is_no_page_is_a_usage_error(tmp_path: Path, size: str)
     assert "Invalid value for --page-size: host page size 0x" in result.stderr
     assert "is not a power of two of at least 4 KiB (4K, 16K, 64K ...)" in result.stderr
     assert not out.exists()
+
+
+def test_an_error_in_standard_input_is_located_as_check_locates_it() -> None:
+    result = invoke("import", "qemu-mtree", "-", stdin=b"hello\n")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("<stdin>:1:1: error[import] ")
+    check = invoke("check", "-", stdin=b"layout: 1\narch: aarch64\n")
+    assert check.stdout.startswith("<stdin>:2:7: error[schema] ")

@@ -92,10 +92,15 @@ def test_manifest_is_valid_for_pre_commit(tmp_path: Path) -> None:
 # -- end to end --------------------------------------------------------------------------------
 
 
-def run_pre_commit(args: list[str], cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
+def run_pre_commit(
+    args: list[str], cwd: Path, home: Path, path: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """pre-commit with its own cache in ``home``, no colour, and ``path`` as PATH if given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRE_COMMIT", "GIT_"))}
     env["PRE_COMMIT_HOME"] = str(home)
     env["PRE_COMMIT_COLOR"] = "never"
+    if path is not None:
+        env["PATH"] = path
     return subprocess.run(
         [sys.executable, "-m", "pre_commit", *args],
         cwd=cwd,

@@ -17,6 +17,7 @@ GPA_PLAN_UPDATE_GOLDEN=1 rewrites all four after a change to the generator.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -210,8 +211,8 @@ def test_the_library_gives_the_commands_answer(tmp_path: Path) -> None:
          "host page size 16K: x86_64 selftests run with 4K host pages"),
         # 517 + (517 + 10_000_000)//512*2 = 517 + 39064; + 138 = 39719 pages = 0x9b2_7000
         (["--extra-pages", "10000000"],
-         "10000000 extra pages make slot 0 end at 0x09b2_7000 and the ucall page at "
-         "0x09b2_8000, past the vGIC ITS base GITS_BASE_GPA at 0x0800_0000: at most 8220666 "
+         "10000000 extra pages make slot 0 end at 0x09b2_7000 and the ucall page past it end "
+         "at 0x09b2_8000, past the vGIC ITS base GITS_BASE_GPA at 0x0800_0000: at most 8220666 "
          "extra pages fit with these parameters"),
     ],
 )
@@ -289,3 +290,10 @@ def test_allocate_ucall_in_an_empty_directory_uses_the_builtin_layout(
     assert result.exit_code == 0
     assert "  - name: ucall\n    type: ucall\n    base: 0x0029_1000\n" in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_help_names_the_kernel_version_the_layout_follows() -> None:
+    help_text = " ".join(CliRunner().invoke(cli, ["selftests-layout", "--help"]).stdout.split())
+    (version,) = re.findall(r"^# Sources: tools/testing/selftests/kvm of (Linux [\d.]+)\.$",
+                            (SHIPPED / "selftests-arm64.yaml").read_text(), re.MULTILINE)
+    assert f"selftests library of {version}" in help_text

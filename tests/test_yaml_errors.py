@@ -85,6 +85,20 @@ CASES = [
         id="unclosed-bracket",
     ),
     pytest.param(
+        HEAD + "memslots: [\n",
+        (4, 1),
+        "the file ends inside a `[...]` list or `{...}` mapping that is not closed: add its "
+        "closing `]` or `}` (an empty list is `[]`)",
+        id="unclosed-bracket-at-the-end",
+    ),
+    pytest.param(
+        HEAD + "memslots:\n  - {name: ram, base: 0, size: 1G,\n\n",
+        (6, 1),
+        "the file ends inside a `[...]` list or `{...}` mapping that is not closed: add its "
+        "closing `]` or `}` (an empty list is `[]`)",
+        id="unclosed-brace-after-a-comma-at-the-end",
+    ),
+    pytest.param(
         HEAD + 'name: "a" b\n',
         (3, 11),
         "text after a value that is already complete (a quoted string, or a `[...]` or "

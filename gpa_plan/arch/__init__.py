@@ -23,7 +23,10 @@ OTHER_NAMES = {
 def name_hint(name: object, written: str = "arch: {}") -> str:
     """A hint naming ours for another tool's name of an architecture, else ``""``; ``written``
     shows how to write ours where the name was given."""
-    ours = OTHER_NAMES.get(name.lower()) if isinstance(name, str) else None
+    if not isinstance(name, str):
+        return ""
+    lower = name.lower()
+    ours = OTHER_NAMES.get(lower, lower if lower in ARCHES else None)  # ARM64: case matters
     if ours is None:
         return ""
     return f"; {name} is the architecture layouts call `{ours}`: write `{written.format(ours)}`"

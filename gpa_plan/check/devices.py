@@ -298,32 +298,34 @@ def ucall_not_io(ctx: RuleContext) -> Iterator[Finding]:
         yield ctx.finding(
             "ucall-not-io",
             f"ucall {d.name!r} at {region.range}: guest writes there{cause} "
-            f"{_NOT_AN_EXIT.get(region.write, 'do not exit')}; {_ucall_fix(ctx, d)}",
+            f"{_NOT_AN_EXIT.get(region.write, 'do not exit')}; "
+            f"{_ucall_fix(ctx, d, region.write is Outcome.MEMORY)}",
             d.path,
             "base",
             (d.name, *others),
         )
 
 
-def _ucall_fix(ctx: RuleContext, ucall: DeviceEntry) -> str:
+def _ucall_fix(ctx: RuleContext, ucall: DeviceEntry, in_memory: bool) -> str:
     """A fix that works for this ucall: `allocate --ucall` moves only a `base: auto` page, so a
-    fixed base gets the address the planner finds for it."""
+    fixed base gets the address the planner finds for it. Making the memslot read-only is
+    offered only when a memslot is what takes the write: it does not help against an in-kernel
+    device or a coalesced zone, which answer writes a read-only memslot lets through."""
     index = ucall.path[1]
     assert isinstance(index, int)
     if ctx.layout.source.devices[index].base == "auto":
-        return (
-            "move the ucall page to unbacked space (gpa-plan allocate --ucall) or make that "
-            "memslot read-only"
+        return "move the ucall page to unbacked space (gpa-plan allocate --ucall)" + (
+            " or make that memslot read-only" if in_memory else ""
         )
     from gpa_plan.plan.place import auto_base  # the planner is loaded only when needed
 
     free = auto_base(ctx.layout.source, index)
-    readonly = "or make that memslot read-only"
+    readonly = ", or make that memslot read-only" if in_memory else ""
     if free is None:
-        return f"no free guest page is left for it: free room in the layout {readonly}"
+        return f"no free guest page is left for it: free room in the layout{readonly}"
     return (
         f"set its base to {hex_addr(free)}, a free page that exits to the VMM (`base: auto` "
-        f"lets gpa-plan allocate --ucall choose it), {readonly}"
+        f"lets gpa-plan allocate --ucall choose it){readonly}"
     )
 
 

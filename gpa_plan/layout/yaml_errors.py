@@ -74,6 +74,13 @@ def plain_syntax(err: yaml.MarkedYAMLError, text: str) -> SyntaxProblem | None:
             "the line like them, or deeper under the key it belongs to",
             *here,
         )
+    if "flow node" in context and _only_blanks_from(lines, *here):
+        # `key: [` or `[1,` at the end of the file: the parser names the end, not the bracket.
+        return SyntaxProblem(
+            "the file ends inside a `[...]` list or `{...}` mapping that is not closed: add "
+            "its closing `]` or `}` (an empty list is `[]`)",
+            *here,
+        )
     if "flow sequence" in context and opened is not None:
         return _unclosed_flow("list", "[", "]", opened, here)
     if "flow mapping" in context and opened is not None:
@@ -91,6 +98,12 @@ def plain_syntax(err: yaml.MarkedYAMLError, text: str) -> SyntaxProblem | None:
 
 def _line(lines: list[str], line: int) -> str:
     return lines[line - 1] if 0 < line <= len(lines) else ""
+
+
+def _only_blanks_from(lines: list[str], line: int, column: int) -> bool:
+    """Whether nothing but white space follows (line, column): the file ends there."""
+    rest = [_line(lines, line)[column - 1 :], *lines[line:]]
+    return not "".join(rest).strip()
 
 
 def _char_at(lines: list[str], line: int, column: int) -> str:
