@@ -188,17 +188,19 @@ def device_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
 def device_wrong_arch(ctx: RuleContext) -> Iterator[Finding]:
     """The vGIC exists only on arm64, the in-kernel LAPIC and IOAPIC only on x86_64; KVM has no
     such device elsewhere (KVM_CREATE_DEVICE fails), so accesses there exit to the VMM. A
-    layout whose own `arch` lacks the device is an error. Checked under another architecture
-    (`--arch`), the devices that exist only on the layout's own are not created there: they
-    are left out, their ranges show what they are without them, and one note says so.
+    layout whose own `arch` lacks the device is an error, under whichever `--arch` it is
+    checked: the layout is wrong on its own terms. Checked under another architecture, the
+    devices that exist only on the layout's own are not created there: they are left out,
+    their ranges are what they are without them, and one note says so.
     Fix: use the architecture's own interrupt controller, or an `mmio` device."""
+    own = ctx.layout.arch
     for d in ctx.layout.devices:
-        if ctx.arch.name not in d.type.arches:
+        if own not in d.type.arches:
             yield ctx.finding(
                 "device-wrong-arch",
-                f"{_describe(d)}: KVM has no {d.type.name} on {ctx.arch.name}, so this range is "
-                "not handled in the kernel and accesses exit to the VMM; use "
-                f"{ctx.arch.name}'s own devices or an `mmio` device",
+                f"{_describe(d)}: KVM has no {d.type.name} on {own}, the layout's arch, so there "
+                "this range is not handled in the kernel and accesses exit to the VMM; use "
+                f"{own}'s own devices or an `mmio` device",
                 d.path,
                 "type",
                 (d.name,),
@@ -223,12 +225,12 @@ def _left_out_note(left_out: tuple[DeviceEntry, ...], own: str, arch: str) -> st
     if more > 0:
         named += f" and {more} more"
     one = len(left_out) == 1
+    it, ranges = ("it", "its range is") if one else ("them", "their ranges are")
     return (
         f"checked as {arch}, this {own} layout's {named} {'is' if one else 'are'} left out: "
         f"KVM has no {'such device' if one else 'such devices'} on {arch}, so a VMM there "
-        f"would not create {'it' if one else 'them'}; the region table shows "
-        f"{'its range' if one else 'their ranges'} as without {'it' if one else 'them'} "
-        "(accesses exit to the VMM where nothing else claims the range)"
+        f"would not create {it}, and {ranges} what {'it is' if one else 'they are'} without "
+        f"{it} (accesses exit to the VMM where nothing else claims the range)"
     )
 
 
