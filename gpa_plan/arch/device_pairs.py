@@ -120,23 +120,52 @@ def _refused(text: str) -> Callable[[Party, Party], tuple[bool, bool, str]]:
 
 
 def _bus_order(a: Party, b: Party) -> tuple[Party, Party] | None:
-    """(first, second) in KVM's bus order where both hold an access; None when the two ranges
-    are the same, where the order is the sort's and not defined."""
-    ka, kb = (a.range.start, a.range.end), (b.range.start, b.range.end)
-    if ka == kb:
+    """(first, second) in KVM's MMIO bus order where both hold an access; None when that order
+    is the order the VMM registers them in, which a layout does not say.
+
+    kvm_io_bus_register_dev() inserts a device before the first one already on the bus that
+    starts at or above its base and ends after it (kvm_io_bus_cmp() > 0), else at the end. So
+    of two overlapping ranges the lower base comes first, and of two with the same base the one
+    ending first, whatever the registration order, except for the same range twice, or one
+    range inside the other that starts after it: there the one registered first comes first.
+    """
+    lo, hi = sorted((a, b), key=lambda p: (p.range.start, p.range.end))
+    if hi.range.end <= lo.range.end:
         return None
-    return (a, b) if ka < kb else (b, a)
+    return lo, hi
 
 
 _BUS_ORDER_WORDS = "first in KVM's MMIO bus order (lower base, then the one ending first)"
+
+
+def _registration_words(a: Party, b: Party, answers: str) -> str:
+    """Why the order is unknown, and what the inner range does to the outer one."""
+    if a.range == b.range:
+        return (
+            f"with the same range, {answers} is the one the VMM registers first, which the "
+            "layout does not say"
+        )
+    outer, inner = (a, b) if a.range.start < b.range.start else (b, a)
+    text = (
+        f"{inner.name!r} lies inside {outer.name!r} and starts after it, so {answers} is the "
+        "one the VMM registers first (kvm_io_bus_register_dev() keeps such ranges in "
+        "registration order), which the layout does not say"
+    )
+    if inner.range.end < outer.range.end:
+        text += (
+            f"; registered after {outer.name!r}, {inner.name!r} can also hide the part of "
+            f"{outer.name!r} past its end from kvm_io_bus_get_first_dev()'s bsearch(), so "
+            "accesses there exit to the VMM"
+        )
+    return text
 
 
 def _both_on_bus(a: Party, b: Party) -> tuple[bool, bool, str]:
     order = _bus_order(a, b)
     accepted = "KVM accepts both on its MMIO bus, which checks no overlap; "
     if order is None:
-        return False, True, accepted + (
-            "with the same range, which of them answers is not defined (the bus sort's order)"
+        return False, True, accepted + _registration_words(
+            a, b, "the one that answers the accesses they share"
         )
     first, second = order
     return False, True, accepted + (
@@ -155,10 +184,9 @@ def _writes_vs_bus(w: Party, k: Party) -> tuple[bool, bool, str]:
             f"({takes}), reads still reach {k.name!r}"
         )
     if order is None:
-        return False, True, accepted + (
-            f"with the same range, whether {w.name!r} or {k.name!r} takes the writes is not "
-            f"defined; reads reach {k.name!r}"
-        )
+        return False, True, accepted + _registration_words(
+            w, k, f"whether {w.name!r} or {k.name!r} takes the writes they share"
+        ) + f"; reads reach {k.name!r}"
     return False, True, accepted + (
         f"{k.name!r} comes {_BUS_ORDER_WORDS} and answers every access they share, "
         f"{w.name!r} never sees one"
@@ -170,7 +198,7 @@ def _writes_vs_writes(a: Party, b: Party) -> tuple[bool, bool, str]:
     same = a.kind is b.kind is Kind.COALESCED
     accepted = "KVM accepts both on its MMIO bus, which checks no overlap; "
     if order is None:
-        first_words = "which of them takes the writes they share is not defined"
+        first_words = _registration_words(a, b, "the one that takes the writes they share")
     else:
         first_words = (
             f"{order[0].name!r} takes the writes they share ({_BUS_ORDER_WORDS}), "
