@@ -101,6 +101,18 @@ CASES = [
         ("stage 2", "'uart' never sees"),
     ),
     (
+        # Linux 7.2.13 vgic_v2_map_resources(): only the first 4 KiB are mapped at stage 2; the
+        # whole 8 KiB frame is also an MMIO bus device, which answers GICC_DIR.
+        "gicv2-cpu-first",
+        "arm64",
+        """\
+        - {name: gicc, type: vgic-v2-cpu, base: 0x0801_0000}
+        - {name: uart, type: mmio, base: 0x0801_1000, size: 4K}
+        """,
+        "error",
+        ("second 4 KiB (GICC_DIR, from 0x0801_1000)", "'gicc' answers them", "'uart' never"),
+    ),
+    (
         "lapic-first",
         "x86_64",
         """\
