@@ -90,8 +90,8 @@ X86_64 = ArchSpec(
     pa_name="MAXPHYADDR",
 )
 
-# arch/x86/kvm/lapic.c kvm_alloc_apic_access_page() (Linux 7.2.13, from vmx_vcpu_create() when
-# cpu_need_virtualize_apic_accesses()): the APIC-access page is a private memslot
+# arch/x86/kvm/lapic.c kvm_alloc_apic_access_page() (Linux 7.2.13, called by Intel's
+# vmx_vcpu_create() and AMD's avic_init_backing_page()): the APIC-access page is a private memslot
 # (APIC_ACCESS_PAGE_PRIVATE_MEMSLOT) at APIC_DEFAULT_PHYS_BASE, created by
 # __x86_set_memory_region() in every address space when the in-kernel LAPIC is virtualised.
 APIC_ACCESS_PAGE = 0xFEE0_0000
