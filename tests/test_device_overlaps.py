@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
-from gpa_plan.arch.device_pairs import PAIRS
+from gpa_plan.arch.device_pairs import PAIRS, Kind, Party, _bus_order
 from gpa_plan.cli import cli
+from gpa_plan.ranges import Range
 
 DOCS = Path(__file__).parent.parent / "docs" / "device-overlaps.md"
 
@@ -98,6 +101,18 @@ CASES = [
         ("stage 2", "'uart' never sees"),
     ),
     (
+        # Linux 7.2.13 vgic_v2_map_resources(): only the first 4 KiB are mapped at stage 2; the
+        # whole 8 KiB frame is also an MMIO bus device, which answers GICC_DIR.
+        "gicv2-cpu-first",
+        "arm64",
+        """\
+        - {name: gicc, type: vgic-v2-cpu, base: 0x0801_0000}
+        - {name: uart, type: mmio, base: 0x0801_1000, size: 4K}
+        """,
+        "error",
+        ("second 4 KiB (GICC_DIR, from 0x0801_1000)", "'gicc' answers them", "'uart' never"),
+    ),
+    (
         "lapic-first",
         "x86_64",
         """\
@@ -112,17 +127,29 @@ CASES = [
         "arm64",
         """\
         - {name: its, type: vgic-its, base: 0x0808_0000}
+        - {name: gicd, type: vgic-v3-dist, base: 0x0808_0000}
+        """,
+        "error",
+        ("checks no overlap", "'gicd' answers", "'its' never sees"),
+    ),
+    (
+        # Linux 7.2.13 kvm_io_bus_register_dev(): a range inside another that starts after it
+        # keeps its place in registration order, so the layout cannot say which answers.
+        "bus-bus",
+        "arm64",
+        """\
+        - {name: its, type: vgic-its, base: 0x0808_0000}
         - {name: gicd, type: vgic-v3-dist, base: 0x0809_0000}
         """,
         "error",
-        ("checks no overlap", "'its' answers", "'gicd' never sees"),
+        ("'gicd' lies inside 'its'", "the one the VMM registers first"),
     ),
     (
         "writes-bus",
         "arm64",
         """\
         - {name: gicd, type: vgic-v3-dist, base: 0x0801_0000}
-        - {name: kick, type: mmio, handler: ioeventfd, base: 0x0800_0000, size: 128K}
+        - {name: kick, type: mmio, handler: ioeventfd, base: 0x0800_0000, size: 68K}
         """,
         "warning",
         ("'kick' comes first", "takes the writes", "signals its eventfd", "reads still reach"),
@@ -131,18 +158,40 @@ CASES = [
         "writes-bus",
         "arm64",
         """\
+        - {name: gicd, type: vgic-v3-dist, base: 0x0801_0000}
+        - {name: kick, type: mmio, handler: ioeventfd, base: 0x0800_0000, size: 128K}
+        """,
+        "error",
+        ("'gicd' lies inside 'kick'", "whether 'kick' or 'gicd' takes the writes", "reach 'gicd'"),
+    ),
+    (
+        "writes-bus",
+        "arm64",
+        """\
+        - {name: gicd, type: vgic-v3-dist, base: 0x0800_0000}
+        - {name: ring, type: mmio, handler: coalesced, base: 0x0800_f000, size: 8K}
+        """,
+        "error",
+        ("'gicd' comes first", "'ring' never sees"),
+    ),
+    (
+        # Registered after 'gicd', 'ring' is the bsearch() pivot that sends an access to
+        # 'gicd' past 0x0800_2000 the wrong way: kvm_io_bus_get_first_dev() finds nothing.
+        "writes-bus",
+        "arm64",
+        """\
         - {name: gicd, type: vgic-v3-dist, base: 0x0800_0000}
         - {name: ring, type: mmio, handler: coalesced, base: 0x0800_1000, size: 4K}
         """,
         "error",
-        ("'gicd' comes first", "'ring' never sees"),
+        ("the one the VMM registers first", "hide the part of 'gicd' past its end"),
     ),
     (
         "writes-writes",
         "x86_64",
         """\
         - {name: vga, type: mmio, handler: coalesced, base: 0xa_0000, size: 128K}
-        - {name: vga2, type: mmio, handler: coalesced, base: 0xb_0000, size: 64K}
+        - {name: vga2, type: mmio, handler: coalesced, base: 0xb_0000, size: 128K}
         """,
         "warning",
         ("'vga' takes the writes", "same ring", "reads exit to the VMM"),
@@ -253,3 +302,58 @@ def test_a_memslot_over_a_device_wins_and_kvm_refuses_neither(
     assert f": {severity}[device-shadowed] " in line
     for word in words:
         assert word in line, (word, line)
+
+
+# --- the MMIO bus order, against Linux 7.2.13 virt/kvm/kvm_main.c ------------------------------
+
+
+def _kvm_io_bus_cmp(r1: tuple[int, int], r2: tuple[int, int]) -> int:
+    """kvm_io_bus_cmp() on (addr, len)."""
+    addr1, addr2 = r1[0], r2[0]
+    if addr1 < addr2:
+        return -1
+    if r2[1]:
+        addr1, addr2 = addr1 + r1[1], addr2 + r2[1]
+    return 1 if addr1 > addr2 else 0
+
+
+def _kernel_first(registered: list[tuple[int, int]], addr: int) -> tuple[int, int] | None:
+    """The device kvm_io_bus_get_first_dev() offers a 1-byte access to first, after
+    kvm_io_bus_register_dev() of each range in turn (lib bsearch() included)."""
+    bus: list[tuple[int, int]] = []
+    for new in registered:
+        i = next((i for i, r in enumerate(bus) if _kvm_io_bus_cmp(r, new) > 0), len(bus))
+        bus.insert(i, new)
+    key, base, num = (addr, 1), 0, len(bus)
+    while num > 0:
+        pivot = base + (num >> 1)
+        result = _kvm_io_bus_cmp(key, bus[pivot])
+        if result == 0:
+            while pivot > 0 and _kvm_io_bus_cmp(key, bus[pivot - 1]) == 0:
+                pivot -= 1
+            return bus[pivot]
+        if result > 0:
+            base, num = pivot + 1, num - 1
+        num >>= 1
+    return None
+
+
+_SPAN = st.integers(0, 6)
+
+
+@given(_SPAN, st.integers(1, 6), _SPAN, st.integers(1, 6))
+def test_bus_order_is_the_kernels_or_left_to_registration(
+    start_a: int, size_a: int, start_b: int, size_b: int
+) -> None:
+    a = Party(Kind.KERNEL_MMIO, "a", Range(start_a, start_a + size_a))
+    b = Party(Kind.KERNEL_MMIO, "b", Range(start_b, start_b + size_b))
+    shared = range(max(start_a, start_b), min(start_a + size_a, start_b + size_b))
+    assume(len(shared) > 0)
+    ra, rb = (start_a, size_a), (start_b, size_b)
+    firsts = {(_kernel_first([ra, rb], x), _kernel_first([rb, ra], x)) for x in shared}
+    order = _bus_order(a, b)
+    if order is None:
+        assert any(one != other for one, other in firsts) or ra == rb
+    else:
+        first = (order[0].range.start, order[0].range.size)
+        assert firsts == {(first, first)}

@@ -77,7 +77,7 @@ def test_x86_fetch_outside_memory_is_an_internal_error() -> None:
 def test_arm64_fetch_outside_memory_is_a_prefetch_abort() -> None:
     (answer,) = answers("small-arm64.yaml", "0x2000_0000", "--access", "fetch")
     assert answer["outcome"] == "guest-fault"
-    assert "kvm_inject_pabt()" in str(answer["detail"])
+    assert "kvm_inject_sea_iabt()" in str(answer["detail"])
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ kvm_handle_guest_abort() -> io_mem_abort(), x86 kvm_handle_noslot_fault() ->
 vcpu_mmio_read()/vcpu_mmio_write()), not taken from gpa_plan.arch: a memslot wins over every device,
 an in-kernel device over an ioeventfd, coalesced zone or user device; a read-only memslot serves
 reads and fetches and sends writes to the device layer; outside memslots, reads and writes go to the
-device layer and a fetch is a guest fault on arm64 (prefetch abort) and a VM error on x86 (emulation
-failure).
+device layer and a fetch is a guest fault on arm64 (instruction abort) and a VM error on x86
+(emulation failure).
 """
 
 from __future__ import annotations

@@ -728,7 +728,7 @@ def test_more_than_1000_io_bus_devices_do_not_fit(
     # NR_IOBUS_DEVS = 1000 per bus. Device k is on line 4 + k; user devices do not count.
     lines = ["layout: 1", "arch: arm64", "devices:"]
     lines += [
-        f"  - {{name: d{k}, type: mmio, base: {k * 4096:#x}, size: 4K, handler: ioeventfd}}"
+        f"  - {{name: d{k}, type: mmio, base: {k * 4096:#x}, size: 4K, handler: coalesced}}"
         for k in range(count)
     ]
     lines += [
@@ -741,6 +741,29 @@ def test_more_than_1000_io_bus_devices_do_not_fit(
     assert where(found) == [("iobus-full", "error", 4 + 1000, 5, ("d1000",))] * expected
     if found:
         says(found[0], "NR_IOBUS_DEVS", "ENOSPC")
+
+
+def test_ioeventfds_do_not_fill_the_io_bus_but_are_refused_once_it_is_full(
+    tmp_path: Path,
+) -> None:
+    # Linux 7.2.13 kvm_io_bus_register_dev(): ENOSPC when dev_count - ioeventfd_count reaches
+    # NR_IOBUS_DEVS. 1500 ioeventfds, then 1000 kernel devices fit; the ioeventfd after them
+    # (line 4 + 2500) does not.
+    lines = ["layout: 1", "arch: arm64", "devices:"]
+    lines += [
+        f"  - {{name: e{k}, type: mmio, base: {k * 4096:#x}, size: 4, handler: ioeventfd}}"
+        for k in range(1500)
+    ]
+    lines += [
+        f"  - {{name: d{k}, type: mmio, base: {(k + 2000) * 4096:#x}, size: 4K, handler: kernel}}"
+        for k in range(1000)
+    ]
+    lines.append("  - {name: late, type: mmio, base: 0x1000_0000, size: 4, handler: ioeventfd}")
+    path = tmp_path / "bus.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    (result,) = check_file(path)
+    found = [f for f in result.findings if f.rule == "iobus-full"]
+    assert where(found) == [("iobus-full", "error", 4 + 2500, 5, ("late",))]
 
 
 def test_each_redistributor_is_one_io_bus_device(tmp_path: Path) -> None:

@@ -1,9 +1,13 @@
 """arm64: stage-2 abort handling, IPA size and memslot limits.
 
 The table models arch/arm64/kvm/mmu.c kvm_handle_guest_abort() and user_mem_abort(), and
-arch/arm64/kvm/mmio.c io_mem_abort(): an access outside a memslot, or a write to a read-only
-memslot, is offered to the KVM_MMIO_BUS (vGIC, ITS, ioeventfds, coalesced zones) and otherwise
-exits with KVM_EXIT_MMIO; an instruction fetch outside memory gets a prefetch abort.
+arch/arm64/kvm/mmio.c io_mem_abort(), as read in Linux 7.2.13: an access outside a memslot, or
+a write to a read-only memslot, is offered to the KVM_MMIO_BUS (vGIC, ITS, ioeventfds,
+coalesced zones) and otherwise exits with KVM_EXIT_MMIO; an instruction fetch outside memory
+gets a synchronous external abort injected (kvm_inject_sea_iabt()). The table assumes a data
+abort with a valid syndrome (ISV=1, a single load or store): without one, io_mem_abort() makes
+KVM_RUN fail with ENOSYS, or exits with KVM_EXIT_ARM_NISV when the VMM enabled
+KVM_CAP_ARM_NISV_TO_USER.
 """
 
 from __future__ import annotations
@@ -43,25 +47,27 @@ _BUS_READ = {
     Handler.NONE: (Outcome.IO_EXIT, " -> no io-bus device -> KVM_EXIT_MMIO (is_write=0)"),
 }
 # kvm_handle_guest_abort(): an instruction abort outside a memslot is not MMIO: -ENOEXEC,
-# then kvm_inject_pabt().
+# then kvm_inject_sea_iabt() (Linux 7.2.13; older kernels called it kvm_inject_pabt()).
 _FETCH_FAULT = Effect(
     Outcome.GUEST_FAULT,
-    _ABORT + "instruction fetch outside a memslot -> kvm_inject_pabt(): prefetch abort",
+    _ABORT + "instruction fetch outside a memslot -> kvm_inject_sea_iabt(): "
+    "instruction abort (synchronous external abort) injected",
 )
 
 
 ARM64 = ArchSpec(
     name="arm64",
     elf_machine="EM_AARCH64",
-    # arch/arm64/kvm/mmu.c kvm_init_stage2_mmu(): type 0 means KVM_PHYS_SHIFT (40); an explicit
-    # IPA size must lie in [ARM64_MIN_PARANGE_BITS (32), kvm_ipa_limit].
+    # arch/arm64/kvm/mmu.c kvm_init_ipa_range() (from kvm_init_stage2_mmu()), Linux 7.2.13:
+    # type 0 means KVM_PHYS_SHIFT (40); an explicit IPA size must lie in
+    # [ARM64_MIN_PARANGE_BITS (32), kvm_ipa_limit], else EINVAL.
     default_pa_bits=40,
     min_pa_bits=32,
     max_pa_bits=52,
     page_sizes=(4096, 16384, 65536),
     address_spaces=1,
-    # include/linux/kvm_host.h: KVM_USER_MEM_SLOTS = KVM_MEM_SLOTS_NUM (SHRT_MAX); arm64 keeps
-    # no internal memslots.
+    # include/linux/kvm_host.h (Linux 7.2.13): KVM_USER_MEM_SLOTS = KVM_MEM_SLOTS_NUM (SHRT_MAX)
+    # - KVM_INTERNAL_MEM_SLOTS, which is 0 on arm64.
     user_memslots=32767,
     beyond_pa_errno="EFAULT",
     beyond_pa_check="kvm_arch_prepare_memory_region()",
@@ -76,8 +82,8 @@ ARM64 = ArchSpec(
     ),
     beyond_pa=Effect(
         Outcome.GUEST_FAULT,
-        _ABORT + "IPA beyond the VM's IPA size -> external abort (address size fault "
-        "beyond the host limit) injected into the guest",
+        _ABORT + "IPA beyond the VM's IPA size -> kvm_inject_sea() injects an external "
+        "abort (kvm_inject_size_fault(), an address size fault, beyond the host's IPA limit)",
     ),
     pa_name="IPA size",
 )

@@ -37,7 +37,9 @@ class Handler(str, enum.Enum):
 
     IOEVENTFD and COALESCED answer writes only: virt/kvm/eventfd.c ioeventfd_ops and
     virt/kvm/coalesced_mmio.c coalesced_mmio_ops register no .read, so a read of their range
-    finds no io-bus device and exits to the VMM.
+    finds no io-bus device and exits to the VMM (Linux 7.2.13). An ioeventfd takes a write only
+    at its exact base and length (eventfd.c ioeventfd_in_range()); the table counts its whole
+    range as that one doorbell.
     """
 
     KERNEL = "kernel"

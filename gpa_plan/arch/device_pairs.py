@@ -10,13 +10,15 @@ Two facts decide most entries:
 - A device the VMM emulates (`mmio` with handler user, the ucall page) is unknown to KVM: the
   kernel refuses nothing because of it and answers every access its own devices cover.
 - In-kernel MMIO devices share KVM_MMIO_BUS, and virt/kvm/kvm_main.c kvm_io_bus_register_dev()
-  checks no overlap. kvm_io_bus_get_first_dev() finds the first range, in the bus order of
-  kvm_io_bus_sort_cmp() (lower base first, then the one ending first), that holds the whole
-  access, and __kvm_io_bus_write()/__kvm_io_bus_read() offer it to each match in that order
-  until one accepts. The vGIC, ITS and IOAPIC accept any access in their range
-  (vgic-mmio.c dispatch_mmio_read()/dispatch_mmio_write() answer unknown offsets as RAZ/WI);
-  an ioeventfd (eventfd.c ioeventfd_write()) and a coalesced zone (coalesced_mmio.c
-  coalesced_mmio_write()) take writes only, so reads go on to the next device or exit.
+  checks no overlap; it keeps the bus an array in the order of _bus_order() below.
+  kvm_io_bus_get_first_dev() bsearch()es it (kvm_io_bus_cmp()) for the first range that holds
+  the whole access, and __kvm_io_bus_write()/__kvm_io_bus_read() offer the access to each
+  following range that holds it, in array order, until one accepts. The vGIC, ITS and IOAPIC
+  accept any access in their range (vgic-mmio.c dispatch_mmio_read()/dispatch_mmio_write()
+  answer unknown offsets as RAZ/WI); an ioeventfd (eventfd.c ioeventfd_write()) and a
+  coalesced zone (coalesced_mmio.c coalesced_mmio_write()) take writes only, so reads go on to
+  the next device or exit. An ioeventfd takes only a write of its exact base and length
+  (ioeventfd_in_range()); the table treats its range as one such doorbell.
 """
 
 from __future__ import annotations
@@ -26,20 +28,21 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from gpa_plan.arch.base import Handler
-from gpa_plan.ranges import Range
+from gpa_plan.ranges import Range, hex_addr
 
-# Where each entry was read (torvalds/linux commits). The vGIC files are 6.x mainline (config_lock,
-# vgic_check_iorange(): 6.4 and later; vgic-v2.c with scoped_guard() and irq->on_lr: 6.18-era).
-# The io bus, ioeventfd and coalesced-MMIO logic used here reads the same in every version read.
-_VGIC_DEVICE = "Linux 6.x mainline, vgic-kvm-device.c at 0ea5c948cb64"
-_VGIC_INIT = "Linux 6.x mainline, vgic-init.c kvm_vgic_create()"
-_VGIC_V2 = "Linux 6.18-era mainline, vgic-v2.c at 0660bc4a2b70"
-_VGIC_V3 = "Linux 6.x mainline, vgic-mmio-v3.c at 02e3858f08fa, vgic-v3.c at 016cbbd2ba55"
-_X86 = "Linux 6.x mainline, arch/x86/kvm/x86.c"
-_EVENTFD = "Linux 6.x mainline, virt/kvm/eventfd.c (bus_idx and length-0 checks)"
+# Every entry was read in Linux 7.2.13 (Debian linux-source-7.2).
+_VGIC_DEVICE = "Linux 7.2.13, vgic-kvm-device.c kvm_vgic_addr(), vgic_check_iorange()"
+_VGIC_INIT = "Linux 7.2.13, vgic-init.c kvm_vgic_create()"
+_VGIC_V2 = (
+    "Linux 7.2.13, vgic-v2.c vgic_v2_map_resources(), hyp/vgic-v2-cpuif-proxy.c "
+    "__vgic_v2_perform_cpuif_access()"
+)
+_VGIC_V3 = "Linux 7.2.13, vgic-mmio-v3.c vgic_v3_alloc_redist_region(), vgic-v3.c"
+_X86 = "Linux 7.2.13, arch/x86/kvm/x86.c"
+_EVENTFD = "Linux 7.2.13, virt/kvm/eventfd.c ioeventfd_check_collision()"
 _IO_BUS = (
-    "Linux 4.x to 6.x, virt/kvm/kvm_main.c, eventfd.c at 01c94e64f5a6, coalesced_mmio.c at "
-    "05e5bd0f3dad: the same bus order and write-only handlers in each"
+    "Linux 7.2.13, virt/kvm/kvm_main.c kvm_io_bus_register_dev()/kvm_io_bus_get_first_dev(), "
+    "eventfd.c, coalesced_mmio.c"
 )
 
 
@@ -120,23 +123,52 @@ def _refused(text: str) -> Callable[[Party, Party], tuple[bool, bool, str]]:
 
 
 def _bus_order(a: Party, b: Party) -> tuple[Party, Party] | None:
-    """(first, second) in KVM's bus order where both hold an access; None when the two ranges
-    are the same, where the order is the sort's and not defined."""
-    ka, kb = (a.range.start, a.range.end), (b.range.start, b.range.end)
-    if ka == kb:
+    """(first, second) in KVM's MMIO bus order where both hold an access; None when that order
+    is the order the VMM registers them in, which a layout does not say.
+
+    kvm_io_bus_register_dev() inserts a device before the first one already on the bus that
+    starts at or above its base and ends after it (kvm_io_bus_cmp() > 0), else at the end. So
+    of two overlapping ranges the lower base comes first, and of two with the same base the one
+    ending first, whatever the registration order, except for the same range twice, or one
+    range inside the other that starts after it: there the one registered first comes first.
+    """
+    lo, hi = sorted((a, b), key=lambda p: (p.range.start, p.range.end))
+    if hi.range.end <= lo.range.end:
         return None
-    return (a, b) if ka < kb else (b, a)
+    return lo, hi
 
 
 _BUS_ORDER_WORDS = "first in KVM's MMIO bus order (lower base, then the one ending first)"
+
+
+def _registration_words(a: Party, b: Party, answers: str) -> str:
+    """Why the order is unknown, and what the inner range does to the outer one."""
+    if a.range == b.range:
+        return (
+            f"with the same range, {answers} is the one the VMM registers first, which the "
+            "layout does not say"
+        )
+    outer, inner = (a, b) if a.range.start < b.range.start else (b, a)
+    text = (
+        f"{inner.name!r} lies inside {outer.name!r} and starts after it, so {answers} is the "
+        "one the VMM registers first (kvm_io_bus_register_dev() keeps such ranges in "
+        "registration order), which the layout does not say"
+    )
+    if inner.range.end < outer.range.end:
+        text += (
+            f"; registered after {outer.name!r}, {inner.name!r} can also hide the part of "
+            f"{outer.name!r} past its end from kvm_io_bus_get_first_dev()'s bsearch(), so "
+            "accesses there exit to the VMM"
+        )
+    return text
 
 
 def _both_on_bus(a: Party, b: Party) -> tuple[bool, bool, str]:
     order = _bus_order(a, b)
     accepted = "KVM accepts both on its MMIO bus, which checks no overlap; "
     if order is None:
-        return False, True, accepted + (
-            "with the same range, which of them answers is not defined (the bus sort's order)"
+        return False, True, accepted + _registration_words(
+            a, b, "the one that answers the accesses they share"
         )
     first, second = order
     return False, True, accepted + (
@@ -155,10 +187,9 @@ def _writes_vs_bus(w: Party, k: Party) -> tuple[bool, bool, str]:
             f"({takes}), reads still reach {k.name!r}"
         )
     if order is None:
-        return False, True, accepted + (
-            f"with the same range, whether {w.name!r} or {k.name!r} takes the writes is not "
-            f"defined; reads reach {k.name!r}"
-        )
+        return False, True, accepted + _registration_words(
+            w, k, f"whether {w.name!r} or {k.name!r} takes the writes they share"
+        ) + f"; reads reach {k.name!r}"
     return False, True, accepted + (
         f"{k.name!r} comes {_BUS_ORDER_WORDS} and answers every access they share, "
         f"{w.name!r} never sees one"
@@ -170,7 +201,7 @@ def _writes_vs_writes(a: Party, b: Party) -> tuple[bool, bool, str]:
     same = a.kind is b.kind is Kind.COALESCED
     accepted = "KVM accepts both on its MMIO bus, which checks no overlap; "
     if order is None:
-        first_words = "which of them takes the writes they share is not defined"
+        first_words = _registration_words(a, b, "the one that takes the writes they share")
     else:
         first_words = (
             f"{order[0].name!r} takes the writes they share ({_BUS_ORDER_WORDS}), "
@@ -214,13 +245,36 @@ def _lapic_first(apic: Party, other: Party) -> tuple[bool, bool, str]:
     )
 
 
+# include/linux/irqchip/arm-gic.h GIC_CPU_DEACTIVATE: the GICv2 CPU interface's second page.
+_GICC_DIR = 0x1000
+
+
 def _gicv2_cpu_first(cpu: Party, other: Party) -> tuple[bool, bool, str]:
-    return False, True, (
-        f"KVM accepts it: the GICv2 CPU interface {cpu.name!r} is mapped into the guest at "
-        "stage 2 at the first KVM_RUN (or trapped and handled at EL2 on hosts that cannot map "
-        f"it), before any MMIO bus device or exit, so {other.name!r} never sees an access they "
-        "share"
-    )
+    mapped = Range(cpu.range.start, cpu.range.start + _GICC_DIR)
+    texts = []
+    if mapped.overlaps(other.range):
+        texts.append(
+            f"KVM accepts it: the first 4 KiB of the GICv2 CPU interface {cpu.name!r} are "
+            "mapped into the guest at stage 2 at the first KVM_RUN (or handled at EL2 on hosts "
+            "that trap them), before any MMIO bus device or exit, so "
+            f"{other.name!r} never sees an access there"
+        )
+    if Range(mapped.end, cpu.range.end).overlaps(other.range):
+        if other.kind in _VMM:
+            answer = f"{cpu.name!r} answers them and {other.name!r} never sees one"
+        else:
+            answer = (
+                "which of the two answers follows the bus order (lower base, then the one "
+                "ending first; for a range inside the other that starts after it, the one "
+                "registered first)"
+            )
+        texts.append(
+            ("KVM accepts it: " if not texts else "")
+            + f"accesses to its second 4 KiB (GICC_DIR, from {hex_addr(mapped.end)}) go to "
+            f"the MMIO bus, where {cpu.name!r} is a device registered at the first KVM_RUN: "
+            + answer
+        )
+    return False, True, "; ".join(texts)
 
 
 def _same_range(a: Party, b: Party) -> bool:
@@ -308,7 +362,8 @@ PAIRS: tuple[Pair, ...] = (
     Pair(
         "gicv2-cpu-first",
         (frozenset({Kind.VGIC_V2_CPU}), _ALL),
-        "arch/arm64/kvm/vgic/vgic-v2.c vgic_v2_map_resources() -> kvm_phys_addr_ioremap()",
+        "arch/arm64/kvm/vgic/vgic-v2.c vgic_v2_map_resources() -> kvm_phys_addr_ioremap() "
+        "(first 4 KiB) and kvm_io_bus_register_dev() (KVM_VGIC_V2_CPU_SIZE)",
         _gicv2_cpu_first,
         read=_VGIC_V2,
     ),

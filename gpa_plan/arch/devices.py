@@ -1,9 +1,10 @@
 """The device catalog: the MMIO devices a layout may name by type.
 
-Sizes and alignments are the kernel's own: arch/arm64/include/uapi/asm/kvm.h (KVM_VGIC_*_SIZE),
-arch/arm64/kvm/vgic/vgic-kvm-device.c kvm_vgic_addr() / vgic_check_iorange() and vgic-its.c
-vgic_its_set_attr() for the vGIC; arch/x86/kvm/lapic.h LAPIC_MMIO_LENGTH and ioapic.h
-IOAPIC_MEM_LENGTH / IOAPIC_DEFAULT_BASE_ADDRESS for x86.
+Sizes and alignments are the kernel's own, confirmed in Linux 7.2.13:
+arch/arm64/include/uapi/asm/kvm.h (KVM_VGIC_*_SIZE), arch/arm64/kvm/vgic/vgic-kvm-device.c
+kvm_vgic_addr() / vgic_check_iorange() and vgic-its.c vgic_its_set_attr() for the vGIC (base
+and size aligned to 4 KiB for GICv2, 64 KiB for GICv3 and the ITS); arch/x86/kvm/lapic.c
+LAPIC_MMIO_LENGTH and ioapic.h IOAPIC_MEM_LENGTH / IOAPIC_DEFAULT_BASE_ADDRESS for x86.
 """
 
 from __future__ import annotations

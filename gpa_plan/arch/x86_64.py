@@ -3,9 +3,9 @@
 The table models arch/x86/kvm/mmu/mmu.c kvm_handle_noslot_fault() and kvm_handle_error_pfn()
 (a write to a read-only memslot is KVM_PFN_ERR_RO_FAULT -> RET_PF_EMULATE), and
 arch/x86/kvm/x86.c vcpu_mmio_read()/vcpu_mmio_write(), which try the in-kernel LAPIC, then the
-KVM_MMIO_BUS, then exit with KVM_EXIT_MMIO. An instruction fetch outside memory cannot be
-emulated: kvm_fetch_guest_virt() fails and handle_emulation_failure() reports
-KVM_EXIT_INTERNAL_ERROR (confirmed on a real host, see tests/test_kvm_x86.py).
+KVM_MMIO_BUS, then exit with KVM_EXIT_MMIO, as read in Linux 7.2.13. An instruction fetch
+outside memory cannot be emulated: kvm_fetch_guest_virt() fails and handle_emulation_failure()
+reports KVM_EXIT_INTERNAL_ERROR at CPL 0 (confirmed on a real host, see tests/test_kvm_x86.py).
 """
 
 from __future__ import annotations
@@ -65,9 +65,12 @@ X86_64 = ArchSpec(
     min_pa_bits=32,
     max_pa_bits=52,
     page_sizes=(4096,),
-    # arch/x86/include/asm/kvm_host.h: KVM_MAX_NR_ADDRESS_SPACES 2 (as_id 1 is SMM).
+    # arch/x86/include/asm/kvm_host.h (Linux 7.2.13): KVM_MAX_NR_ADDRESS_SPACES 2 with
+    # CONFIG_KVM_SMM (as_id 1 is SMM); kvm_arch_nr_memslot_as_ids() is 1 for a VM with private
+    # memory, or a kernel without SMM.
     address_spaces=2,
-    # KVM_USER_MEM_SLOTS = SHRT_MAX - KVM_INTERNAL_MEM_SLOTS (3 on x86).
+    # KVM_USER_MEM_SLOTS = SHRT_MAX - KVM_INTERNAL_MEM_SLOTS (3 on x86: the TSS, APIC-access
+    # and identity-map private memslots of arch/x86/include/asm/vmx.h).
     user_memslots=32764,
     beyond_pa_errno="EINVAL",
     beyond_pa_check="kvm_arch_prepare_memory_region() (beyond host MAXPHYADDR)",
@@ -87,7 +90,8 @@ X86_64 = ArchSpec(
     pa_name="MAXPHYADDR",
 )
 
-# arch/x86/kvm/lapic.c kvm_alloc_apic_access_page(): the APIC-access page is a private memslot
+# arch/x86/kvm/lapic.c kvm_alloc_apic_access_page() (Linux 7.2.13, called by Intel's
+# vmx_vcpu_create() and AMD's avic_init_backing_page()): the APIC-access page is a private memslot
 # (APIC_ACCESS_PAGE_PRIVATE_MEMSLOT) at APIC_DEFAULT_PHYS_BASE, created by
 # __x86_set_memory_region() in every address space when the in-kernel LAPIC is virtualised.
 APIC_ACCESS_PAGE = 0xFEE0_0000

@@ -134,8 +134,9 @@ def _party(device: DeviceEntry, ctx: RuleContext) -> Party:
 
 @rule("device-misaligned", ERROR, "a device base breaks its type's alignment")
 def device_misaligned(ctx: RuleContext) -> Iterator[Finding]:
-    """vGIC frames must be aligned as the kernel checks in vgic_check_iorange() (4 KiB for
-    GICv2, 64 KiB for GICv3 and the ITS), else KVM_SET_DEVICE_ATTR returns EINVAL; the
+    """vGIC frames must be aligned as the kernel checks in vgic_check_iorange()
+    (arch/arm64/kvm/vgic/vgic-kvm-device.c, Linux 7.2.13: 4 KiB for GICv2, 64 KiB for GICv3
+    and the ITS), else KVM_SET_DEVICE_ATTR returns EINVAL; the
     LAPIC base is page-aligned by the APIC base MSR; the ucall page is mapped by
     virt_pg_map(), which needs a guest-page-aligned address. Fix: align the base."""
     for d in ctx.layout.devices:
@@ -156,7 +157,8 @@ def device_misaligned(ctx: RuleContext) -> Iterator[Finding]:
 @rule("device-out-of-range", ERROR, "a device ends beyond 2**pa_bits")
 def device_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
     """The guest cannot reach an address beyond its IPA size (arm64) or MAXPHYADDR (x86); for
-    the vGIC, vgic_check_iorange() refuses it with E2BIG. Fix: move it below 2**pa_bits or
+    the vGIC, vgic_check_iorange() refuses it with E2BIG (Linux 7.2.13). Fix: move it below
+    2**pa_bits or
     raise pa_bits."""
     limit = ctx.layout.limit
     for d in ctx.layout.devices:
@@ -333,33 +335,40 @@ def _ucall_fix(ctx: RuleContext, ucall: DeviceEntry, in_memory: bool) -> str:
 
 @rule("iobus-full", ERROR, "more than NR_IOBUS_DEVS (1000) devices on the KVM MMIO bus")
 def iobus_full(ctx: RuleContext) -> Iterator[Finding]:
-    """kvm_io_bus_register_dev() refuses the 1001st device of a bus with ENOSPC. In-kernel
-    devices, ioeventfds and coalesced zones all register on KVM_MMIO_BUS (the vGIC one per
-    redistributor); the x86 LAPIC does not. Fix: use fewer ioeventfds or coalesced zones."""
+    """kvm_io_bus_register_dev() (virt/kvm/kvm_main.c, Linux 7.2.13) refuses a device with
+    ENOSPC once the bus holds NR_IOBUS_DEVS (1000) devices that are not ioeventfds: in-kernel
+    devices (the vGIC one per redistributor) and coalesced zones count, ioeventfds do not
+    (bus->ioeventfd_count is left out) but are refused too past that point; the x86 LAPIC is
+    not on the bus. Devices are taken in file order. Fix: use fewer in-kernel devices or
+    coalesced zones, or make some of them user devices."""
     count = 0
     for d in ctx.layout.devices:
         if d.handler is Handler.USER or d.type.name == "lapic":
             continue
-        count += (d.range.size // d.type.per_vcpu) if d.type.per_vcpu else 1
-        if count > NR_IOBUS_DEVS:
+        added = (d.range.size // d.type.per_vcpu) if d.type.per_vcpu else 1
+        if count + added > NR_IOBUS_DEVS:
             yield ctx.finding(
                 "iobus-full",
-                f"{d.name!r} is past the {NR_IOBUS_DEVS} devices one KVM io bus holds "
-                "(NR_IOBUS_DEVS): kvm_io_bus_register_dev() returns ENOSPC; make some of "
-                "them user devices",
+                f"{d.name!r} is past the {NR_IOBUS_DEVS} devices other than ioeventfds one KVM "
+                "io bus holds (NR_IOBUS_DEVS): kvm_io_bus_register_dev() returns ENOSPC; make "
+                "some of them user devices",
                 d.path,
                 None,
                 (d.name,),
             )
             return
+        if d.handler is not Handler.IOEVENTFD:
+            count += added
 
 
 @rule("vgic-conflict", ERROR, "vGIC frames of two GIC models, or one frame given twice")
 def vgic_conflict(ctx: RuleContext) -> Iterator[Finding]:
-    """A VM has one vGIC: KVM_CREATE_DEVICE of a second one fails with EEXIST, and each of its
-    frames has one address (kvm_vgic_addr(): setting it twice gives EEXIST), except GICv3
-    redistributors, which may be split into several REDIST_REGIONs. GICv2 and GICv3 frames
-    cannot be mixed. Fix: keep the frames of one model, each once."""
+    """A VM has one vGIC: KVM_CREATE_DEVICE of a second one fails with EEXIST
+    (kvm_vgic_create(), vgic-init.c), and each of its frames has one address (kvm_vgic_addr()
+    -> vgic_check_iorange(): setting it twice gives EEXIST), except GICv3 redistributors,
+    which may be split into several REDIST_REGIONs. GICv2 and GICv3 frames cannot be mixed
+    (the address of a frame of the other model gets ENODEV from vgic_check_type()). Confirmed
+    in Linux 7.2.13. Fix: keep the frames of one model, each once."""
     first_model: DeviceEntry | None = None
     seen: dict[str, DeviceEntry] = {}
     for d in ctx.layout.devices:

@@ -11,8 +11,9 @@ from gpa_plan.ranges import human_size
 
 @rule("arch-limits", ERROR, "pa_bits or page_size that the architecture does not support")
 def arch_limits(ctx: RuleContext) -> Iterator[Finding]:
-    """arm64 takes an IPA size from 32 to 52 bits (kvm_init_stage2_mmu(): EINVAL outside
-    [ARM64_MIN_PARANGE_BITS, kvm_ipa_limit]) and host pages of 4, 16 or 64 KiB; x86_64 has a
+    """arm64 takes an IPA size from 32 to 52 bits (arch/arm64/kvm/mmu.c kvm_init_ipa_range(),
+    Linux 7.2.13: EINVAL outside [ARM64_MIN_PARANGE_BITS, kvm_ipa_limit]) and host pages of 4,
+    16 or 64 KiB; x86_64 has a
     MAXPHYADDR of at most 52 bits and 4 KiB pages. Fix: pick a value the arch supports."""
     layout, arch = ctx.layout, ctx.arch
     if not arch.min_pa_bits <= layout.pa_bits <= arch.max_pa_bits:

@@ -1,4 +1,5 @@
-"""Rules for memslots: what KVM_SET_USER_MEMORY_REGION would refuse (virt/kvm/kvm_main.c)."""
+"""Rules for memslots: what KVM_SET_USER_MEMORY_REGION would refuse (virt/kvm/kvm_main.c
+kvm_vm_ioctl_set_memory_region() and kvm_set_memory_region(), confirmed in Linux 7.2.13)."""
 
 from __future__ import annotations
 
@@ -94,10 +95,12 @@ def _aligned_choices(field: str, value: int, page: int) -> str:
 @rule("memslot-out-of-range", ERROR, "a memslot is empty, wraps, or ends beyond 2**pa_bits")
 def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
     """A memslot of size 0 deletes a slot rather than creating one (EINVAL when there is none);
-    one whose end wraps past 2**64, or with more than KVM_MEM_MAX_NR_PAGES pages, gets EINVAL;
-    one that ends beyond the guest physical address size is refused on arm64 with EFAULT
-    (kvm_arch_prepare_memory_region) and on x86 is unreachable by the guest beyond its
-    MAXPHYADDR (EINVAL beyond the host's). Fix the size or raise pa_bits."""
+    one whose end wraps past 2**64, or with more than KVM_MEM_MAX_NR_PAGES (2**31 - 1) pages,
+    gets EINVAL (kvm_set_memory_region()); one that ends beyond the guest physical address size
+    is refused on arm64 with EFAULT (arch/arm64/kvm/mmu.c kvm_arch_prepare_memory_region()) and
+    on x86 is unreachable by the guest beyond its MAXPHYADDR (EINVAL beyond the host's:
+    arch/x86/kvm/x86.c kvm_arch_prepare_memory_region(), kvm_mmu_max_gfn()). Linux 7.2.13.
+    Fix the size or raise pa_bits."""
     layout, arch = ctx.layout, ctx.arch
     for m in layout.memslots:
         size, end = m.range.size, m.range.end
@@ -147,9 +150,11 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
 )
 def slot_id_conflict(ctx: RuleContext) -> Iterator[Finding]:
     """A second memslot with the same (as_id, slot) does not add a slot: KVM treats it as a
-    move or resize of the first (EINVAL when the size changes). Slot ids must be below
-    KVM_USER_MEM_SLOTS (32767 on arm64, 32764 on x86) and as_id below the number of address
-    spaces (1 on arm64; 2 on x86, where 1 is SMM), else EINVAL. Fix: give each memslot its own
+    move or resize of the first (EINVAL when the size, the host address or the read-only flag
+    changes). Slot ids must be below KVM_USER_MEM_SLOTS (32767 on arm64, 32764 on x86;
+    kvm_vm_ioctl_set_memory_region()) and as_id below kvm_arch_nr_memslot_as_ids() (1 on
+    arm64; 2 on x86 with SMM, where 1 is SMM), else EINVAL (Linux 7.2.13). Fix: give each
+    memslot its own
     id, or omit `slot` to let gpa-plan number them."""
     arch = ctx.arch
     seen: dict[tuple[int, int], MemslotEntry] = {}
@@ -218,7 +223,8 @@ def too_many_memslots(ctx: RuleContext) -> Iterator[Finding]:
 def private_slot_conflict(ctx: RuleContext) -> Iterator[Finding]:
     """With an in-kernel LAPIC and APIC virtualisation (Intel APICv, AMD AVIC), KVM creates a
     private memslot for the APIC-access page at 0xfee00000 in every address space
-    (kvm_alloc_apic_access_page -> __x86_set_memory_region). A user memslot over that page
+    (arch/x86/kvm/lapic.c kvm_alloc_apic_access_page() -> __x86_set_memory_region(), Linux
+    7.2.13). A user memslot over that page
     makes KVM_CREATE_VCPU fail with EEXIST, or is itself refused with EEXIST when added later.
     Fix: leave 0xfee00000-0xfee00fff out of every memslot (split RAM around it)."""
     if ctx.arch.name != "x86_64":
