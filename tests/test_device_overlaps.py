@@ -197,6 +197,47 @@ CASES = [
         ("'vga' takes the writes", "same ring", "reads exit to the VMM"),
     ),
     (
+        "writes-writes",
+        "x86_64",
+        """\
+        - {name: kick4, type: mmio, handler: ioeventfd, base: 0xd000_0000, size: 4}
+        - {name: kick8, type: mmio, handler: ioeventfd, base: 0xd000_0000, size: 8}
+        """,
+        "warning",
+        ("accepts both", "matches exactly", "each keeps its own doorbell"),
+    ),
+    (
+        "writes-writes",
+        "x86_64",
+        """\
+        - {name: kick, type: mmio, handler: ioeventfd, base: 0xd000_0000, size: 4}
+        - {name: ring, type: mmio, handler: coalesced, base: 0xd000_0000, size: 4K}
+        """,
+        "warning",
+        ("'kick' comes first", "exactly its base and length", "'ring' the other writes"),
+    ),
+    (
+        "writes-writes",
+        "x86_64",
+        """\
+        - {name: ring, type: mmio, handler: coalesced, base: 0xcfff_f000, size: 0x1004}
+        - {name: kick, type: mmio, handler: ioeventfd, base: 0xd000_0000, size: 8}
+        """,
+        "warning",
+        ("'ring' comes first", "wholly inside it", "goes on to 'kick'"),
+    ),
+    (
+        "writes-writes",
+        "x86_64",
+        """\
+        - {name: ring, type: mmio, handler: coalesced, base: 0xcfff_f000, size: 0x1008}
+        - {name: kick, type: mmio, handler: ioeventfd, base: 0xd000_0000, size: 8}
+        """,
+        # Inside the zone, the doorbell goes to whichever the VMM registers first.
+        "error",
+        ("'kick' lies inside 'ring'", "the one the VMM registers first"),
+    ),
+    (
         "bus-vmm",
         "arm64",
         """\

@@ -196,18 +196,45 @@ def _writes_vs_bus(w: Party, k: Party) -> tuple[bool, bool, str]:
     )
 
 
+def _inside(inner: Party, outer: Party) -> bool:
+    return outer.range.start <= inner.range.start and inner.range.end <= outer.range.end
+
+
 def _writes_vs_writes(a: Party, b: Party) -> tuple[bool, bool, str]:
+    reads = "; reads exit to the VMM"
+    if a.kind is b.kind is Kind.IOEVENTFD:
+        # ioeventfd_in_range(): a write signals an ioeventfd only at exactly its base and
+        # length, and two with the same base and length are refused (ioeventfd-same-range):
+        # no write matches both, whichever comes first on the bus.
+        return False, False, (
+            "KVM accepts both (ioeventfd_check_collision() refuses only the same address and "
+            "length): a write signals only the ioeventfd whose base and length it matches "
+            "exactly (ioeventfd_in_range()), so each keeps its own doorbell" + reads
+        )
     order = _bus_order(a, b)
     same = a.kind is b.kind is Kind.COALESCED
     accepted = "KVM accepts both on its MMIO bus, which checks no overlap; "
     if order is None:
         first_words = _registration_words(a, b, "the one that takes the writes they share")
+    elif order[0].kind is Kind.IOEVENTFD:
+        # The ioeventfd declines every write but its doorbell, which goes on to the zone.
+        return False, False, accepted + (
+            f"{order[0].name!r} comes {_BUS_ORDER_WORDS} and takes the writes of exactly its "
+            f"base and length (ioeventfd_in_range()), {order[1].name!r} the other writes they "
+            "share" + reads
+        )
+    elif order[1].kind is Kind.IOEVENTFD and not _inside(order[1], order[0]):
+        # coalesced_mmio_in_range(): a zone takes only writes wholly inside it.
+        return False, False, accepted + (
+            f"{order[0].name!r} comes {_BUS_ORDER_WORDS} and takes the writes wholly inside "
+            f"it (coalesced_mmio_in_range()); {order[1].name!r}'s doorbell write reaches past "
+            f"{order[0].name!r}, so it goes on to {order[1].name!r}" + reads
+        )
     else:
         first_words = (
             f"{order[0].name!r} takes the writes they share ({_BUS_ORDER_WORDS}), "
             f"{order[1].name!r} never sees one"
         )
-    reads = "; reads exit to the VMM"
     if same:
         return False, False, accepted + first_words + " (both queue in the same ring)" + reads
     return False, True, accepted + first_words + reads
