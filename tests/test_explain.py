@@ -67,6 +67,22 @@ def test_explain_json_has_one_answer_per_address_access_and_arch() -> None:
     assert "kvm_io_bus_read()" in str(got[0]["detail"])
 
 
+def test_an_answer_under_another_arch_names_the_device_left_out_there() -> None:
+    got = answers("small-arm64.yaml", "0x0800_0000", "1G", "--arch", "x86_64")
+    here = [a["detail"] for a in got if a["address"] == 0x0800_0000]
+    elsewhere = [a["detail"] for a in got if a["address"] == 0x4000_0000]
+    assert len(here) == 3
+    for detail in here:
+        assert str(detail).startswith(
+            "vgic-v3-dist 'gicd' of this arm64 layout is left out on x86_64, where KVM has no "
+            "such device; no memslot and no device: "
+        )
+    assert not any("left out" in str(d) for d in elsewhere)
+    # Under its own arch nothing is left out.
+    own = answers("small-arm64.yaml", "0x0800_0000")
+    assert not any("left out" in str(a["detail"]) for a in own)
+
+
 def test_x86_fetch_outside_memory_is_an_internal_error() -> None:
     (answer,) = answers("small-x86_64.yaml", "0x2000_0000", "--access", "fetch")
     assert (answer["outcome"], answer["kind"], answer["names"]) == ("vm-error", "unbacked", [])

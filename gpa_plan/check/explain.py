@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gpa_plan.arch import ACCESSES, ARCHES
 from gpa_plan.arch.base import Backing, Handler
 from gpa_plan.check.partition import Region, partition, region_at
 from gpa_plan.check.run import LoadedLayout
 from gpa_plan.collector import paused
-from gpa_plan.layout.resolved import created_on
+from gpa_plan.layout.resolved import DeviceEntry, created_on
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,15 +32,30 @@ def explain_layout(
 ) -> list[Answer]:
     """One answer per architecture (default: the layout's own), address and access kind.
     Under another architecture than the layout's, the devices that exist only on the
-    layout's own are not there (gpa_plan.layout.resolved.created_on), as `check` shows."""
+    layout's own are not there (gpa_plan.layout.resolved.created_on), as `check` shows, and
+    an answer at such a device's address says so."""
     answers: list[Answer] = []
     with paused():
         for arch in arches or (loaded.layout.arch,):
-            layout, _ = created_on(loaded.resolved, arch)
+            layout, left_out = created_on(loaded.resolved, arch)
             regions = partition(layout, ARCHES[arch])
             for address in addresses:
-                answers.extend(explain_address(regions, arch, address, a) for a in accesses)
+                why = _left_out_here(left_out, address, loaded.layout.arch, arch)
+                for a in accesses:
+                    answer = explain_address(regions, arch, address, a)
+                    answers.append(replace(answer, detail=why + answer.detail) if why else answer)
     return answers
+
+
+def _left_out_here(left_out: Sequence[DeviceEntry], address: int, own: str, arch: str) -> str:
+    here = [d for d in left_out if d.range.contains(address)]
+    if not here:
+        return ""
+    named = ", ".join(f"{d.type.name} {d.name!r}" for d in here)
+    return (
+        f"{named} of this {own} layout {'is' if len(here) == 1 else 'are'} left out on {arch}, "
+        f"where KVM has no such device; "
+    )
 
 
 def explain_address(regions: list[Region], arch_name: str, address: int, access: str) -> Answer:
