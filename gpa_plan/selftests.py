@@ -302,7 +302,8 @@ def _header(vm: SelftestsVM, ucall_base: str) -> str:
                   "# writes it with the ucall address fixed, and for other parameters.\n")
     else:
         origin = (f"# Written by `{generate}`; run it with your test's parameters\n"
-                  "# (--vcpus, --extra-pages, --guest-page-size) for the layout of your VM.\n")
+                  "# (--vcpus, --extra-pages, --guest-page-size, --host-page-size) for the\n"
+                  "# layout of your VM.\n")
     return (
         f"# KVM selftests: the default {vm.arch} VM of __vm_create() with {params}.\n"
         + origin
