@@ -283,7 +283,7 @@ _NOT_AN_EXIT = {
 def ucall_not_io(ctx: RuleContext) -> Iterator[Finding]:
     """KVM selftests deliver a ucall on arm64 as one 8-byte guest write to the ucall MMIO page;
     the host waits for the KVM_EXIT_MMIO. If a read-write memslot covers the page (the
-    December 2022 selftests bug, when a test's memslot landed on the ucall address), the write
+    selftests failure where a test's memslot landed on the ucall address), the write
     lands in RAM and the test hangs. Fix: for a fixed base, move the ucall page to the free
     address the message names (the one `base: auto` would get: the first free guest page past
     slot 0, as selftests choose it, else the first free page), or write `base: auto` and let
