@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from gpa_plan.arch import ARCHES
+
 if TYPE_CHECKING:
     from gpa_plan.check.run import CheckResult
     from gpa_plan.config import Config
@@ -38,7 +40,7 @@ class _ArchChoice(click.Choice):  # type: ignore[type-arg]
             raise
 
 
-ARCH_CHOICE = _ArchChoice(["arm64", "x86_64"])
+ARCH_CHOICE = _ArchChoice(list(ARCHES))
 ACCESS_CHOICE = click.Choice(["read", "write", "fetch"])
 
 

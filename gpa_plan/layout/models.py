@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic_core import CoreConfig, SchemaValidator
 from pydantic_core import core_schema as cs
 
+from gpa_plan.arch import ARCHES
 from gpa_plan.layout.numbers import U64_LIMIT, coerce_number, refuse_rejected
 
 Policy = Literal["first", "last"]
@@ -75,7 +76,7 @@ class Layout(NamedTuple):
     """A gpa-plan layout file."""
 
     layout: int
-    arch: Literal["arm64", "x86_64"]
+    arch: str  # a name in gpa_plan.arch.ARCHES
     name: str | None = None
     pa_bits: int | None = None
     page_size: int = 4096
@@ -268,7 +269,7 @@ def layout_core_schema() -> cs.CoreSchema:
     fields = {
         "layout": _field(_checked(cs.literal_schema([1])), "format version"),
         "name": _optional(cs.str_schema(), "what the layout describes"),
-        "arch": _field(cs.literal_schema(["arm64", "x86_64"])),
+        "arch": _field(cs.literal_schema(list(ARCHES))),
         "pa_bits": _field(
             _checked(cs.nullable_schema(cs.int_schema(ge=1, le=64))),
             "arm64: IPA size (default 40); x86_64: MAXPHYADDR (default 48)",
