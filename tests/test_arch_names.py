@@ -29,9 +29,6 @@ FORMAT_READERS = {
 }
 # Architecture facts still outside gpa_plan/arch/, to move there.
 NOT_YET_MOVED = {
-    "check/memslots.py": 2,  # the x86 APIC-access page and SMM address spaces
-    "plan/allocate.py": 1,  # the x86 port-I/O ucall note
-    "plan/place.py": 1,  # the x86 APIC-access page
     "selftests.py": 7,  # each architecture's selftests VM
 }
 

@@ -76,8 +76,24 @@ class AccessEffects(NamedTuple):
 OutcomeTable = Mapping[tuple[Backing, Handler], AccessEffects]
 
 
+class PrivateRange(NamedTuple):
+    """A guest-physical range KVM takes for itself when the layout has a ``with_device``."""
+
+    name: str  # "KVM's APIC-access page"
+    start: int
+    size: int
+    with_device: str  # a device type name: the range exists when the layout has one
+    what: str  # what KVM keeps there, for messages
+    refusal: str  # what KVM does to a user memslot over it
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+
 class ArchSpec(NamedTuple):
-    """An architecture's KVM limits and its access-outcome table."""
+    """An architecture's KVM limits, its access-outcome table and the facts the rules, the
+    planner and the messages ask of it (none of them names an architecture)."""
 
     name: str
     elf_machine: str
@@ -93,6 +109,12 @@ class ArchSpec(NamedTuple):
     outcomes: OutcomeTable
     beyond_pa: Effect
     pa_name: str
+    # What KVM does to a memslot ending beyond ``pa_name``, when it is not simply a refusal
+    # with ``beyond_pa_errno`` in ``beyond_pa_check``.
+    beyond_pa_outcome: str | None = None
+    private_ranges: tuple[PrivateRange, ...] = ()
+    # Said by `allocate --ucall` where KVM selftests deliver ucalls some other way than MMIO.
+    ucall_note: str | None = None
 
     def effects(self, backing: Backing, handler: Handler) -> AccessEffects:
         return self.outcomes[(backing, handler)]

@@ -10,7 +10,7 @@ reports KVM_EXIT_INTERNAL_ERROR at CPL 0 (confirmed on a real host, see tests/te
 
 from __future__ import annotations
 
-from gpa_plan.arch.base import ArchSpec, Effect, Handler, Outcome, outcome_table
+from gpa_plan.arch.base import ArchSpec, Effect, Handler, Outcome, PrivateRange, outcome_table
 
 _MAPPED = "kvm_tdp_page_fault() maps the page in the TDP (EPT/NPT) tables; no exit"
 _MAPPED_RO = "kvm_tdp_page_fault() maps the read-only page; no exit"
@@ -58,6 +58,12 @@ _FETCH_ERROR = Effect(
 )
 
 
+# arch/x86/kvm/lapic.c kvm_alloc_apic_access_page() (Linux 7.2.13, called by Intel's
+# vmx_vcpu_create() and AMD's avic_init_backing_page()): the APIC-access page is a private memslot
+# (APIC_ACCESS_PAGE_PRIVATE_MEMSLOT) at APIC_DEFAULT_PHYS_BASE, created by
+# __x86_set_memory_region() in every address space when the in-kernel LAPIC is virtualised.
+APIC_ACCESS_PAGE = 0xFEE0_0000
+
 X86_64 = ArchSpec(
     name="x86_64",
     elf_machine="EM_X86_64",
@@ -88,10 +94,27 @@ X86_64 = ArchSpec(
         "a guest PTE with bits above MAXPHYADDR raises #PF with RSVD set, in hardware",
     ),
     pa_name="MAXPHYADDR",
+    # kvm_arch_prepare_memory_region() compares with the host's MAXPHYADDR (kvm_mmu_max_gfn()),
+    # not the guest's: below that the slot is accepted.
+    beyond_pa_outcome=(
+        "the guest cannot reach what lies above it, and KVM refuses the slot (EINVAL) if it also "
+        "ends beyond the host's MAXPHYADDR"
+    ),
+    private_ranges=(
+        PrivateRange(
+            "KVM's APIC-access page",
+            APIC_ACCESS_PAGE,
+            0x1000,
+            "lapic",
+            "a private memslot created with the in-kernel LAPIC",
+            "KVM_CREATE_VCPU or this KVM_SET_USER_MEMORY_REGION fails with EEXIST on hosts with "
+            "APICv/AVIC",
+        ),
+    ),
+    # tools/testing/selftests/kvm/lib/x86/ucall.c (Linux 7.2.13): UCALL_PIO_PORT.
+    ucall_note=(
+        "x86_64: KVM selftests deliver ucalls by port I/O (UCALL_PIO_PORT 0x1000), not MMIO; the "
+        "ucall address here is a valid MMIO page for VMMs that want one"
+    ),
 )
 
-# arch/x86/kvm/lapic.c kvm_alloc_apic_access_page() (Linux 7.2.13, called by Intel's
-# vmx_vcpu_create() and AMD's avic_init_backing_page()): the APIC-access page is a private memslot
-# (APIC_ACCESS_PAGE_PRIVATE_MEMSLOT) at APIC_DEFAULT_PHYS_BASE, created by
-# __x86_set_memory_region() in every address space when the in-kernel LAPIC is virtualised.
-APIC_ACCESS_PAGE = 0xFEE0_0000

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 
-from gpa_plan.arch.x86_64 import APIC_ACCESS_PAGE
+from gpa_plan.arch.base import PrivateRange
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.overlaps import TakenRanges, any_overlap
 from gpa_plan.check.rules import ERROR, RuleContext, rule
@@ -120,15 +120,9 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
             )
             yield ctx.finding("memslot-out-of-range", message, m.path, "size", (m.name,))
         elif end > layout.limit:
-            if arch.name == "x86_64":
-                # kvm_arch_prepare_memory_region() compares with the host's MAXPHYADDR
-                # (kvm_mmu_max_gfn()), not the guest's: below that the slot is accepted.
-                outcome = (
-                    "the guest cannot reach what lies above it, and KVM refuses the slot "
-                    f"({arch.beyond_pa_errno}) if it also ends beyond the host's MAXPHYADDR"
-                )
-            else:
-                outcome = f"KVM refuses it with {arch.beyond_pa_errno} in {arch.beyond_pa_check}"
+            outcome = arch.beyond_pa_outcome or (
+                f"KVM refuses it with {arch.beyond_pa_errno} in {arch.beyond_pa_check}"
+            )
             message = (
                 f"memslot {m.name!r} {m.range} ends beyond the {layout.pa_bits}-bit "
                 f"{arch.pa_name} ({hex_addr(layout.limit)}): {outcome}; move it below "
@@ -227,19 +221,21 @@ def private_slot_conflict(ctx: RuleContext) -> Iterator[Finding]:
     7.2.13). A user memslot over that page
     makes KVM_CREATE_VCPU fail with EEXIST, or is itself refused with EEXIST when added later.
     Fix: leave 0xfee00000-0xfee00fff out of every memslot (split RAM around it)."""
-    if ctx.arch.name != "x86_64":
-        return
-    if not any(d.type.name == "lapic" for d in ctx.layout.devices):
-        return
-    page = Range(APIC_ACCESS_PAGE, APIC_ACCESS_PAGE + 0x1000)
+    types = {d.type.name for d in ctx.layout.devices}
+    for private in ctx.arch.private_ranges:
+        if private.with_device in types:
+            yield from _over_private(ctx, private)
+
+
+def _over_private(ctx: RuleContext, private: PrivateRange) -> Iterator[Finding]:
+    page = Range(private.start, private.end)
     for m in ctx.layout.memslots:
         if m.range.overlaps(page):
             yield ctx.finding(
                 "private-slot-conflict",
-                f"memslot {m.name!r} {m.range} covers KVM's APIC-access page at "
-                f"{hex_addr(APIC_ACCESS_PAGE)} (a private memslot created with the in-kernel "
-                "LAPIC): KVM_CREATE_VCPU or this KVM_SET_USER_MEMORY_REGION fails with EEXIST "
-                "on hosts with APICv/AVIC; leave that page out of the memslot",
+                f"memslot {m.name!r} {m.range} covers {private.name} at "
+                f"{hex_addr(private.start)} ({private.what}): {private.refusal}; leave that "
+                "page out of the memslot",
                 m.path,
                 "base",
                 (m.name,),

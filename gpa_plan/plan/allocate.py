@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpa_plan.arch import ARCHES
 from gpa_plan.layout.models import Device, Layout, Memslot, as_data
 from gpa_plan.layout.resolved import EntryPath, assign_slot_ids, device_base, resolve
 from gpa_plan.plan.place import Plan, plan_layout
@@ -77,11 +78,9 @@ def allocate(layout: Layout, *, ucall: bool = False, ucall_memslot: bool = False
         layout, slot_added = _with_ucall_memslot(layout, plan, span)
         added.extend(slot_added)
     _refuse_errors(original, layout, plan.placements)
-    if layout.arch == "x86_64" and (ucall or ucall_memslot):
-        notes.append(
-            "x86_64: KVM selftests deliver ucalls by port I/O (UCALL_PIO_PORT 0x1000), not "
-            "MMIO; the ucall address here is a valid MMIO page for VMMs that want one"
-        )
+    ucall_note = ARCHES[layout.arch].ucall_note
+    if ucall_note and (ucall or ucall_memslot):
+        notes.append(ucall_note)
     return Allocation(layout, plan.placements, notes, added)
 
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gpa_plan.arch import ARCHES
 from gpa_plan.arch.devices import CATALOG
-from gpa_plan.arch.x86_64 import APIC_ACCESS_PAGE
 from gpa_plan.layout.models import Device, Layout, Memslot
 from gpa_plan.layout.resolved import (
     EntryPath,
@@ -56,9 +56,10 @@ def occupied_ranges(layout: Layout) -> list[tuple[Range, str]]:
             taken.append((Range(base, base + device_size(layout, i)), f"device {d.name!r}"))
     for r in layout.reserved:
         taken.append((Range(r.base, r.base + r.size), f"reserved {r.name!r}"))
-    if layout.arch == "x86_64" and any(d.type == "lapic" for d in layout.devices):
-        # kvm_alloc_apic_access_page(): a private memslot at APIC_DEFAULT_PHYS_BASE.
-        taken.append((Range(APIC_ACCESS_PAGE, APIC_ACCESS_PAGE + 0x1000), "KVM APIC-access page"))
+    types = {d.type for d in layout.devices}
+    for private in ARCHES[layout.arch].private_ranges:
+        if private.with_device in types:
+            taken.append((Range(private.start, private.end), private.name))
     return taken
 
 
