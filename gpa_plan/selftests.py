@@ -55,6 +55,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gpa_plan.arch import ARCHES
+from gpa_plan.arch.base import SelftestsDefaults
 from gpa_plan.ranges import hex_addr as _hex
 
 # include/kvm_util.h
@@ -71,24 +73,27 @@ UCALL_STRUCT_BYTES = 8 + 8 * UCALL_MAX_ARGS + UCALL_BUFFER_LEN + 8
 UCALL_HEADER_BYTES = (KVM_MAX_VCPUS + 63) // 64 * 8 + KVM_MAX_VCPUS * UCALL_STRUCT_BYTES
 
 KiB = 1 << 10
-GUEST_PAGE_SIZES = {"arm64": (4 * KiB, 16 * KiB, 64 * KiB), "x86_64": (4 * KiB,)}
-HOST_PAGE_SIZES = GUEST_PAGE_SIZES
-PA_BITS = {"arm64": 40, "x86_64": 48}
 
 # include/arm64/gic.h: GITS_BASE_GPA 0x8000000, then the ITS (128 KiB), the distributor
 # (64 KiB) and the redistributor frames (128 KiB each, KVM_VGIC_V3_REDIST_SIZE).
 GITS_BASE_GPA = 0x0800_0000
 GICD_BASE_GPA = GITS_BASE_GPA + 0x2_0000
 GICR_BASE_GPA = GICD_BASE_GPA + 0x1_0000
-# x86: the lowest fixed address of the x86_64 layout, the IOAPIC (IOAPIC_DEFAULT_BASE_ADDRESS).
-IOAPIC_BASE = 0xFEC0_0000
-# Slot 0 (and on arm64 its ucall page) must end below these, or it covers the device.
-FIRST_DEVICE = {"arm64": (GITS_BASE_GPA, "the vGIC ITS base GITS_BASE_GPA"),
-                "x86_64": (IOAPIC_BASE, "the IOAPIC")}
 
 
 class SelftestsParameterError(ValueError):
     """Parameters no selftests VM has; the message says which and what is allowed."""
+
+
+def defaults(arch: str) -> SelftestsDefaults:
+    """The selftests conventions of ``arch`` (gpa_plan.arch: ArchSpec.selftests)."""
+    spec = ARCHES.get(arch)
+    if spec is None or spec.selftests is None:
+        modelled = ", ".join(name for name, a in ARCHES.items() if a.selftests is not None)
+        raise SelftestsParameterError(
+            f"arch {arch!r}: the selftests layouts are for {modelled}"
+        )
+    return spec.selftests
 
 
 @dataclass(frozen=True)
@@ -143,24 +148,23 @@ def selftests_vm(
     arm64, the ucall page past it) reaches the first fixed device of the layout: the vGIC at
     0x0800_0000 on arm64, the IOAPIC at 0xfec0_0000 on x86_64.
     """
-    if arch not in GUEST_PAGE_SIZES:
-        raise SelftestsParameterError(f"arch {arch!r}: the selftests layouts are for arm64 "
-                                      "and x86_64")
+    conventions = defaults(arch)
     if not 1 <= vcpus <= KVM_MAX_VCPUS:
         raise SelftestsParameterError(
             f"{vcpus} vCPUs: selftests VMs have 1 to KVM_MAX_VCPUS ({KVM_MAX_VCPUS}) vCPUs"
         )
     if extra_pages < 0:
         raise SelftestsParameterError(f"{extra_pages} extra pages: give 0 or more")
-    _check_page_size(arch, guest_page_size, "guest", GUEST_PAGE_SIZES)
-    _check_page_size(arch, host_page_size, "host", HOST_PAGE_SIZES)
+    _check_page_size(arch, guest_page_size, "guest", conventions.guest_page_sizes)
+    _check_page_size(arch, host_page_size, "host", conventions.host_page_sizes)
     vm = _vm(arch, vcpus, extra_pages, guest_page_size, host_page_size)
-    limit, what = FIRST_DEVICE[arch]
+    limit, what = conventions.first_device, conventions.first_device_name
     if _end(vm) > limit:
         most = _most_extra_pages(arch, vcpus, guest_page_size, host_page_size)
         fits = (f"at most {most} extra pages fit with these parameters" if most is not None
                 else "no extra pages fit with these parameters")
-        ucall = f" and the ucall page past it end at {_hex(_end(vm))}" if arch == "arm64" else ""
+        ucall = (f" and the ucall page past it end at {_hex(_end(vm))}"
+                 if conventions.mmio_ucall else "")
         raise SelftestsParameterError(
             f"{extra_pages} extra pages make slot 0 end at {_hex(vm.slot0_size)}{ucall}, "
             f"past {what} at {_hex(limit)}: {fits}"
@@ -168,9 +172,9 @@ def selftests_vm(
     return vm
 
 
-def _check_page_size(arch: str, size: int, which: str, sizes: dict[str, tuple[int, ...]]) -> None:
-    if size not in sizes[arch]:
-        allowed = ", ".join(f"{s // KiB}K" for s in sizes[arch])
+def _check_page_size(arch: str, size: int, which: str, sizes: tuple[int, ...]) -> None:
+    if size not in sizes:
+        allowed = ", ".join(f"{s // KiB}K" for s in sizes)
         raise SelftestsParameterError(
             f"{which} page size {_human(size)}: {arch} selftests run with {allowed} "
             f"{which} pages"
@@ -195,13 +199,13 @@ def _adjust(pages: int, guest_page: int, host_page: int) -> int:
 
 
 def _end(vm: SelftestsVM) -> int:
-    return vm.slot0_size + (vm.guest_page_size if vm.arch == "arm64" else 0)
+    return vm.slot0_size + (vm.guest_page_size if defaults(vm.arch).mmio_ucall else 0)
 
 
 def _most_extra_pages(arch: str, vcpus: int, guest_page: int, host_page: int) -> int | None:
     """The largest extra_pages whose slot 0 stays below the first device (the end grows
     with extra_pages, so a binary search finds it)."""
-    limit = FIRST_DEVICE[arch][0]
+    limit = defaults(arch).first_device
     if _end(_vm(arch, vcpus, 0, guest_page, host_page)) > limit:
         return None
     low, high = 0, limit  # an extra page adds at most 2/512 of a page: never `limit` of them
@@ -342,7 +346,7 @@ def _arm64_body(vm: SelftestsVM, ucall_base: str) -> str:
         "layout: 1\n"
         f"name: {_name(vm)}\n"
         "arch: arm64\n"
-        "pa_bits: 40\n"
+        f"pa_bits: {defaults(vm.arch).pa_bits}\n"
         f"page_size: {_human(vm.host_page_size)}\n"
         f"guest_page_size: {_human(vm.guest_page_size)}\n"
         "\n"
@@ -406,7 +410,7 @@ def _x86_body(vm: SelftestsVM) -> str:
         "layout: 1\n"
         f"name: {_name(vm)}\n"
         "arch: x86_64\n"
-        "pa_bits: 48\n"
+        f"pa_bits: {defaults(vm.arch).pa_bits}\n"
         "page_size: 4K\n"
         "\n"
         + _slot0(vm)

@@ -29,8 +29,8 @@ import gpa_plan
 from gpa_plan.check.run import check_file
 from gpa_plan.cli import cli
 from gpa_plan.selftests import (
-    GUEST_PAGE_SIZES,
     SelftestsParameterError,
+    defaults,
     selftests_layout,
     selftests_vm,
 )
@@ -249,8 +249,8 @@ def test_every_default_checks_clean(arch: str, tmp_path: Path) -> None:
 @st.composite
 def parameters(draw: st.DrawFn) -> tuple[str, int, int, int, int]:
     arch = draw(st.sampled_from(["arm64", "x86_64"]))
-    guest = draw(st.sampled_from(GUEST_PAGE_SIZES[arch]))
-    host = draw(st.sampled_from(GUEST_PAGE_SIZES[arch]))
+    guest = draw(st.sampled_from(defaults(arch).guest_page_sizes))
+    host = draw(st.sampled_from(defaults(arch).host_page_sizes))
     vcpus = draw(st.integers(1, 512))
     extra = draw(st.one_of(st.integers(0, 200_000), st.integers(0, 300_000_000)))
     return arch, vcpus, extra, guest, host

@@ -12,7 +12,14 @@ KVM_CAP_ARM_NISV_TO_USER.
 
 from __future__ import annotations
 
-from gpa_plan.arch.base import ArchSpec, Effect, Handler, Outcome, outcome_table
+from gpa_plan.arch.base import (
+    ArchSpec,
+    Effect,
+    Handler,
+    Outcome,
+    SelftestsDefaults,
+    outcome_table,
+)
 
 _MAPPED = "kvm_handle_guest_abort() -> user_mem_abort() maps the page at stage 2; no exit"
 _MAPPED_RO = "kvm_handle_guest_abort() -> user_mem_abort() maps the read-only page; no exit"
@@ -86,4 +93,15 @@ ARM64 = ArchSpec(
         "abort (kvm_inject_size_fault(), an address size fault, beyond the host's IPA limit)",
     ),
     pa_name="IPA size",
+    # tools/testing/selftests/kvm (Linux 7.2.13): the VM_MODE_P*V*_4K/16K/64K modes of
+    # lib/kvm_util.c vm_guest_mode_params[]; lib/arm64/ucall.c, an MMIO write past slot 0;
+    # include/arm64/gic.h GITS_BASE_GPA 0x8000000, below the default vGIC.
+    selftests=SelftestsDefaults(
+        guest_page_sizes=(0x1000, 0x4000, 0x1_0000),
+        host_page_sizes=(0x1000, 0x4000, 0x1_0000),
+        pa_bits=40,
+        mmio_ucall=True,
+        first_device=0x0800_0000,
+        first_device_name="the vGIC ITS base GITS_BASE_GPA",
+    ),
 )

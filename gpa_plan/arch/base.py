@@ -91,6 +91,17 @@ class PrivateRange(NamedTuple):
         return self.start + self.size
 
 
+class SelftestsDefaults(NamedTuple):
+    """How KVM selftests build this architecture's default VM (tools/testing/selftests/kvm)."""
+
+    guest_page_sizes: tuple[int, ...]  # the page sizes of its VM modes
+    host_page_sizes: tuple[int, ...]
+    pa_bits: int  # the layout's pa_bits (selftests pick the mode from the host at run time)
+    mmio_ucall: bool  # a ucall is a write to an MMIO page past slot 0 (else port I/O, SBI...)
+    first_device: int  # slot 0, and an MMIO ucall page past it, must end at or below this
+    first_device_name: str
+
+
 class ArchSpec(NamedTuple):
     """An architecture's KVM limits, its access-outcome table and the facts the rules, the
     planner and the messages ask of it (none of them names an architecture)."""
@@ -115,6 +126,7 @@ class ArchSpec(NamedTuple):
     private_ranges: tuple[PrivateRange, ...] = ()
     # Said by `allocate --ucall` where KVM selftests deliver ucalls some other way than MMIO.
     ucall_note: str | None = None
+    selftests: SelftestsDefaults | None = None
 
     def effects(self, backing: Backing, handler: Handler) -> AccessEffects:
         return self.outcomes[(backing, handler)]

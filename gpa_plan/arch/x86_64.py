@@ -10,7 +10,15 @@ reports KVM_EXIT_INTERNAL_ERROR at CPL 0 (confirmed on a real host, see tests/te
 
 from __future__ import annotations
 
-from gpa_plan.arch.base import ArchSpec, Effect, Handler, Outcome, PrivateRange, outcome_table
+from gpa_plan.arch.base import (
+    ArchSpec,
+    Effect,
+    Handler,
+    Outcome,
+    PrivateRange,
+    SelftestsDefaults,
+    outcome_table,
+)
 
 _MAPPED = "kvm_tdp_page_fault() maps the page in the TDP (EPT/NPT) tables; no exit"
 _MAPPED_RO = "kvm_tdp_page_fault() maps the read-only page; no exit"
@@ -112,6 +120,16 @@ X86_64 = ArchSpec(
         ),
     ),
     # tools/testing/selftests/kvm/lib/x86/ucall.c (Linux 7.2.13): UCALL_PIO_PORT.
+    # tools/testing/selftests/kvm (Linux 7.2.13): VM_MODE_PXXVYY_4K only; lib/x86/ucall.c
+    # uses port I/O; slot 0 must stay below the IOAPIC (IOAPIC_DEFAULT_BASE_ADDRESS).
+    selftests=SelftestsDefaults(
+        guest_page_sizes=(0x1000,),
+        host_page_sizes=(0x1000,),
+        pa_bits=48,
+        mmio_ucall=False,
+        first_device=0xFEC0_0000,
+        first_device_name="the IOAPIC",
+    ),
     ucall_note=(
         "x86_64: KVM selftests deliver ucalls by port I/O (UCALL_PIO_PORT 0x1000), not MMIO; the "
         "ucall address here is a valid MMIO page for VMMs that want one"
