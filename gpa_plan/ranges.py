@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+# Addresses and sizes are unsigned 64-bit (KVM's guest_phys_addr and memory_size are __u64): a
+# size is below this, an end at or below it.
+U64_LIMIT = 1 << 64
+
 
 class Range(NamedTuple):
     """A half-open range of guest-physical addresses, ``start <= addr < end``."""

@@ -15,11 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpa_plan.check.run import check_file
-from gpa_plan.importers import U64_LIMIT, Imported, ImportFailure, entry_end
+from gpa_plan.importers import Imported, ImportFailure, entry_end
 from gpa_plan.importers.qemu_mtree import import_qemu_mtree
 from gpa_plan.importers.qemu_mtree import tree as qemu_mtree
 from gpa_plan.layout.models import parse_layout
 from gpa_plan.plan.emit import to_yaml
+from gpa_plan.ranges import U64_LIMIT
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "import" / "qemu-mtree"
 VIRT_FLAT = FIXTURES / "virt-gicv3-kvm-flat.txt"

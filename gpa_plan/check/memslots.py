@@ -11,11 +11,10 @@ from gpa_plan.check.findings import Finding
 from gpa_plan.check.overlaps import TakenRanges, any_overlap
 from gpa_plan.check.rules import ERROR, RuleContext, rule
 from gpa_plan.layout.resolved import MemslotEntry
-from gpa_plan.ranges import Range, hex_addr, human_size
+from gpa_plan.ranges import U64_LIMIT, Range, hex_addr, human_size
 
 # include/linux/kvm_host.h: KVM_MEM_MAX_NR_PAGES, pages per user memslot.
 KVM_MEM_MAX_NR_PAGES = (1 << 31) - 1
-U64_LIMIT = 1 << 64
 
 
 def _describe(m: MemslotEntry) -> str:

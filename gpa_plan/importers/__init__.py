@@ -28,7 +28,6 @@ class ImportFailure(Exception):
         self.column = column
 
 
-U64_LIMIT = 1 << 64
 GUEST_PAGE = 4096  # catalog sizes that follow the guest page (the ucall page) use this
 
 

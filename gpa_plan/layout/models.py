@@ -21,7 +21,8 @@ from pydantic_core import CoreConfig, SchemaValidator
 from pydantic_core import core_schema as cs
 
 from gpa_plan.arch import ARCHES
-from gpa_plan.layout.numbers import U64_LIMIT, coerce_number, refuse_rejected
+from gpa_plan.layout.numbers import coerce_number, refuse_rejected
+from gpa_plan.ranges import U64_LIMIT
 
 Policy = Literal["first", "last"]
 Handler = Literal["user", "kernel", "ioeventfd", "coalesced"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-U64_LIMIT = 1 << 64
+from gpa_plan.ranges import U64_LIMIT
 
 _SCALES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 # The most significant digits a value below 2**64 can have, per base.

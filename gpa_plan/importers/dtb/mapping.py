@@ -17,15 +17,13 @@ from gpa_plan.importers import (
     pa_bits_needed,
 )
 from gpa_plan.importers.dtb.fdt import DeviceTree, Node
-from gpa_plan.ranges import hex_addr, human_size
+from gpa_plan.ranges import U64_LIMIT, hex_addr, human_size
 
 # Devicetree Specification v0.4, 2.3.5: without #address-cells / #size-cells a client assumes
 # 2 and 1. More than 4 address cells is beyond anything Linux translates (OF_MAX_ADDR_CELLS).
 DEFAULT_ADDRESS_CELLS = 2
 DEFAULT_SIZE_CELLS = 1
 MAX_CELLS = 4
-# The layout format's numbers are unsigned 64-bit: a size below 2**64, an end at or below it.
-ADDRESS_LIMIT = 1 << 64
 
 # Linux Documentation/devicetree/bindings/interrupt-controller/arm,gic-v3.yaml and arm,gic.yaml.
 GICV3 = "arm,gic-v3"
@@ -426,14 +424,14 @@ class _LayoutBuilder:
         if size == 0:
             self.note(node, f"empty range at {hex_addr(base)}, not imported")
             return False
-        if size >= ADDRESS_LIMIT:
+        if size >= U64_LIMIT:
             self.note(
                 node,
                 f"range at {hex_addr(base)} is {size:#x} bytes, more than a 64-bit size holds; "
                 "not imported",
             )
             return False
-        if base + size > ADDRESS_LIMIT:
+        if base + size > U64_LIMIT:
             self.note(node, f"range at {hex_addr(base)} ends beyond 2**64, not imported")
             return False
         return True

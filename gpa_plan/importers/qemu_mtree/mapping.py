@@ -9,14 +9,9 @@ from typing import Any
 
 from gpa_plan.arch import ARCHES
 from gpa_plan.arch.devices import CATALOG
-from gpa_plan.importers import (
-    U64_LIMIT,
-    ImportFailure,
-    catalog_size,
-    pa_bits_needed,
-)
+from gpa_plan.importers import ImportFailure, catalog_size, pa_bits_needed
 from gpa_plan.importers.qemu_mtree.text import HOW, MEMORY_TYPES, Region, listing
-from gpa_plan.ranges import hex_addr, human_size
+from gpa_plan.ranges import U64_LIMIT, hex_addr, human_size
 
 KiB = 1024
 # The host page kvm_align_section() trims memslots to (qemu_real_host_page_size()) when the

@@ -7,7 +7,7 @@ import re
 from bisect import bisect_left, bisect_right
 from typing import NamedTuple
 
-from gpa_plan.importers import U64_LIMIT, ImportFailure
+from gpa_plan.importers import ImportFailure
 from gpa_plan.importers.qemu_mtree.text import (
     HOW,
     MEMORY_TYPES,
@@ -18,6 +18,7 @@ from gpa_plan.importers.qemu_mtree.text import (
     malformed,
     owners_start,
 )
+from gpa_plan.ranges import U64_LIMIT
 
 # Flattening a tree view: regions visited plus painted intervals stepped over. Real trees
 # need a few per range line; aliases that fan out (each rendering its target again) could
