@@ -53,11 +53,15 @@ pool, Linux 6.2) or before the 1024-byte print buffer of ``struct ucall`` give a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gpa_plan.arch import ARCHES
 from gpa_plan.arch.base import SelftestsDefaults
 from gpa_plan.ranges import hex_addr as _hex
+
+T = TypeVar("T")
 
 # include/kvm_util.h
 KVM_MAX_VCPUS = 512
@@ -79,6 +83,15 @@ KiB = 1 << 10
 GITS_BASE_GPA = 0x0800_0000
 GICD_BASE_GPA = GITS_BASE_GPA + 0x2_0000
 GICR_BASE_GPA = GICD_BASE_GPA + 0x1_0000
+
+
+def code_memslot(memslots: Iterable[tuple[int, int, bool, T]]) -> T | None:
+    """Of ``(slot id, address space, read-only, memslot)``, the memslot KVM selftests load
+    the program into and plan from: ``__vm_create()`` adds slot 0 and points every
+    ``MEM_REGION_*`` (code included) at it. Read in a layout as the lowest-numbered read-write
+    memslot of address space 0; None when there is none."""
+    candidates = [(slot, m) for slot, as_id, readonly, m in memslots if as_id == 0 and not readonly]
+    return min(candidates, key=lambda c: c[0])[1] if candidates else None
 
 
 class SelftestsParameterError(ValueError):

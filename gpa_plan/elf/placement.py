@@ -21,6 +21,7 @@ from gpa_plan.elf import ELF_MODES, PHYSICAL, SELFTESTS
 from gpa_plan.elf.program import Program, Segment
 from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ResolvedLayout
 from gpa_plan.ranges import Range, align_down, align_up
+from gpa_plan.selftests import code_memslot as selftests_code_memslot
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,11 +255,9 @@ def _selftests(
 
 
 def code_memslot(layout: ResolvedLayout) -> MemslotEntry | None:
-    """The memslot kvm_vm_elf_load() takes the program's pages from: __vm_create() adds slot 0
-    and points every MEM_REGION_* (code included) at it. Read as the lowest-numbered read-write
-    memslot of address space 0; None when there is none."""
-    candidates = [m for m in layout.memslots if m.as_id == 0 and not m.readonly]
-    return min(candidates, key=lambda m: m.slot, default=None)
+    """The memslot kvm_vm_elf_load() takes the program's pages from (None when there is
+    none): selftests' code memslot, as gpa_plan.selftests.code_memslot reads it."""
+    return selftests_code_memslot((m.slot, m.as_id, m.readonly, m) for m in layout.memslots)
 
 
 def identity_mapped(layout: ResolvedLayout) -> list[DeviceEntry]:

@@ -34,6 +34,7 @@ from gpa_plan.layout.resolved import (
 )
 from gpa_plan.plan.allocator import AddressAllocator, AllocationError, Policy
 from gpa_plan.ranges import Range
+from gpa_plan.selftests import code_memslot
 
 
 @dataclass
@@ -111,12 +112,11 @@ def auto_base(layout: Layout, index: int) -> int | None:
 
 
 def _code_memslot(layout: Layout) -> Memslot | None:
-    """The lowest-numbered read-write memslot of as_id 0, if any."""
+    """KVM selftests' code memslot (gpa_plan.selftests.code_memslot), if any."""
     slot_ids = assign_slot_ids(layout)
-    candidates = [
-        (slot_ids[i], m) for i, m in enumerate(layout.memslots) if m.as_id == 0 and not m.readonly
-    ]
-    return min(candidates, key=lambda item: item[0])[1] if candidates else None
+    return code_memslot(
+        (slot_ids[i], m.as_id, m.readonly, m) for i, m in enumerate(layout.memslots)
+    )
 
 
 def _after_code_slot(layout: Layout, plan: Plan, code: Memslot | None) -> Range | None:
