@@ -33,6 +33,11 @@ class DeviceType(NamedTuple):
     default_base: int | None = None
     # How the VMM hands the address to KVM, for messages.
     kvm_api: str = ""
+    # A frame of the VM's one in-kernel interrupt controller of this model ("GICv2"): a VM
+    # has one model, and each frame one address unless ``frame_may_repeat``.
+    irqchip_model: str | None = None
+    # KVM takes several addresses of this frame (GICv3 KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION).
+    frame_may_repeat: bool = False
 
     def size_for(self, *, vcpus: int | None, guest_page_size: int, size: int | None) -> int:
         if self.size_is_guest_page:
@@ -61,6 +66,7 @@ CATALOG: dict[str, DeviceType] = {
             size=4 * KiB,
             align=4 * KiB,
             kvm_api=_VGIC_API,
+            irqchip_model="GICv2",
         ),
         DeviceType(
             "vgic-v2-cpu",
@@ -70,6 +76,7 @@ CATALOG: dict[str, DeviceType] = {
             size=8 * KiB,
             align=4 * KiB,
             kvm_api=_VGIC_API,
+            irqchip_model="GICv2",
         ),
         DeviceType(
             "vgic-v3-dist",
@@ -79,6 +86,7 @@ CATALOG: dict[str, DeviceType] = {
             size=64 * KiB,
             align=64 * KiB,
             kvm_api=_VGIC_API,
+            irqchip_model="GICv3",
         ),
         DeviceType(
             "vgic-v3-redist",
@@ -88,6 +96,8 @@ CATALOG: dict[str, DeviceType] = {
             per_vcpu=128 * KiB,
             align=64 * KiB,
             kvm_api=_VGIC_API,
+            irqchip_model="GICv3",
+            frame_may_repeat=True,
         ),
         DeviceType(
             "vgic-its",

@@ -372,25 +372,23 @@ def vgic_conflict(ctx: RuleContext) -> Iterator[Finding]:
     first_model: DeviceEntry | None = None
     seen: dict[str, DeviceEntry] = {}
     for d in ctx.layout.devices:
-        name = d.type.name
-        if not name.startswith("vgic-") or name == "vgic-its":
+        name, model = d.type.name, d.type.irqchip_model
+        if model is None:
             continue
-        model = name.split("-")[1]
         if first_model is None:
             first_model = d
-        elif first_model.type.name.split("-")[1] != model:
+        elif first_model.type.irqchip_model != model:
             yield ctx.finding(
                 "vgic-conflict",
-                f"{_describe(d)} is a GIC{model} frame but {first_model.name!r} is "
-                f"GIC{first_model.type.name.split('-')[1]}: a VM has one vGIC, the second "
+                f"{_describe(d)} is a {model} frame but {first_model.name!r} is "
+                f"{first_model.type.irqchip_model}: a VM has one vGIC, the second "
                 "KVM_CREATE_DEVICE fails with EEXIST; keep one model",
                 d.path,
                 "type",
                 (d.name, first_model.name),
             )
             continue
-        # Redistributors may come as several KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION regions.
-        if name in seen and name != "vgic-v3-redist":
+        if name in seen and not d.type.frame_may_repeat:
             yield ctx.finding(
                 "vgic-conflict",
                 f"{_describe(d)} gives the {name} frame a second address after "
