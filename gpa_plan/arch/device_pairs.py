@@ -196,10 +196,6 @@ def _writes_vs_bus(w: Party, k: Party) -> tuple[bool, bool, str]:
     )
 
 
-def _inside(inner: Party, outer: Party) -> bool:
-    return outer.range.start <= inner.range.start and inner.range.end <= outer.range.end
-
-
 def _writes_vs_writes(a: Party, b: Party) -> tuple[bool, bool, str]:
     reads = "; reads exit to the VMM"
     if a.kind is b.kind is Kind.IOEVENTFD:
@@ -223,7 +219,7 @@ def _writes_vs_writes(a: Party, b: Party) -> tuple[bool, bool, str]:
             f"base and length (ioeventfd_in_range()), {order[1].name!r} the other writes they "
             "share" + reads
         )
-    elif order[1].kind is Kind.IOEVENTFD and not _inside(order[1], order[0]):
+    elif order[1].kind is Kind.IOEVENTFD and not order[0].range.covers(order[1].range):
         # coalesced_mmio_in_range(): a zone takes only writes wholly inside it.
         return False, False, accepted + (
             f"{order[0].name!r} comes {_BUS_ORDER_WORDS} and takes the writes wholly inside "
