@@ -162,11 +162,7 @@ def check_loaded(
         elf_mode=elf_mode,
         left_out=left_out,
     )
-    findings: list[Finding] = []
-    checks = [(rule.slug, rule.check) for rule in RULES.values() if rule.check is not None]
-    for done, (slug, check) in enumerate(checks):
-        progress(f"checking {where}: {slug}", done, len(checks))
-        findings.extend(check(ctx))
+    findings = run_rules(ctx, progress, where)
     findings.sort(key=Finding.sort_key)
     return CheckResult(
         loaded.doc.path,
@@ -177,6 +173,16 @@ def check_loaded(
         tuple(cap_per_object(findings, capped_as_made=CAPPED_AS_MADE)),
         _program_placements(readable, layout, regions, elf_mode) if programs else None,
     )
+
+
+def run_rules(ctx: RuleContext, progress: Progress = unwatched, where: str = "") -> list[Finding]:
+    """Every rule's findings on ``ctx``, in rule order, telling ``progress`` of each rule."""
+    findings: list[Finding] = []
+    checks = [(rule.slug, rule.check) for rule in RULES.values() if rule.check is not None]
+    for done, (slug, check) in enumerate(checks):
+        progress(f"checking {where}: {slug}", done, len(checks))
+        findings.extend(check(ctx))
+    return findings
 
 
 def _program_placements(

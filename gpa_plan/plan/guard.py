@@ -19,7 +19,7 @@ from gpa_plan.arch import ARCHES
 from gpa_plan.check.findings import ERROR, Finding
 from gpa_plan.check.partition import partition
 from gpa_plan.check.rules import RuleContext
-from gpa_plan.check.run import RULES  # the import registers every rule
+from gpa_plan.check.run import run_rules
 from gpa_plan.layout.loader import Document
 from gpa_plan.layout.resolved import EntryPath, ResolvedLayout
 
@@ -53,11 +53,7 @@ def split_new(before: list[Located], after: list[Located]) -> tuple[list[Located
 def _errors(layout: ResolvedLayout) -> list[Finding]:
     arch = ARCHES[layout.arch]
     ctx = RuleContext(_NAME, _NOWHERE, layout, arch, partition(layout, arch))
-    findings: list[Finding] = []
-    for rule in RULES.values():
-        if rule.check is not None:
-            findings.extend(f for f in rule.check(ctx) if f.severity == ERROR)
-    return findings
+    return [f for f in run_rules(ctx) if f.severity == ERROR]
 
 
 def _entry_path(layout: ResolvedLayout, names: tuple[str, ...]) -> EntryPath | None:
