@@ -122,11 +122,8 @@ def config_in(directory: str | os.PathLike[str]) -> Config | None:
 
     Anything named like a configuration file counts, so one that is not a regular file (a
     FIFO, a directory, a dangling link) is an error rather than silently passed over."""
-    dedicated = [
-        os.path.join(directory, name)
-        for name in CONFIG_FILES
-        if os.path.lexists(os.path.join(directory, name))
-    ]
+    named = (os.path.join(directory, name) for name in CONFIG_FILES)
+    dedicated = [path for path in named if os.path.lexists(path)]
     if len(dedicated) > 1:
         raise ConfigError(
             f"{printable(os.fspath(directory))}: both {' and '.join(CONFIG_FILES)} are here; "
