@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from gpa_plan.arch import ARCHES
+from gpa_plan.arch import ARCHES, SELFTESTS_DEFAULT_ARCH
 
 if TYPE_CHECKING:
     from gpa_plan.check.run import CheckResult
@@ -502,7 +502,7 @@ def _page_size(text: str, arch: str | None) -> int:
 
 
 @cli.command("selftests-layout")
-@click.option("--arch", type=ARCH_CHOICE, default="arm64", show_default=True)
+@click.option("--arch", type=ARCH_CHOICE, default=SELFTESTS_DEFAULT_ARCH, show_default=True)
 @click.option("--vcpus", type=int, default=1, show_default=True,
               help="nr_runnable_vcpus given to __vm_create() (1 to 512).")
 @click.option("--extra-pages", type=int, default=0, show_default=True,

@@ -57,7 +57,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from gpa_plan.arch import ARCHES
+from gpa_plan.arch import ARCHES, SELFTESTS_DEFAULT_ARCH
 from gpa_plan.arch.base import SelftestsDefaults
 from gpa_plan.ranges import hex_addr as _hex
 
@@ -77,13 +77,6 @@ UCALL_STRUCT_BYTES = 8 + 8 * UCALL_MAX_ARGS + UCALL_BUFFER_LEN + 8
 UCALL_HEADER_BYTES = (KVM_MAX_VCPUS + 63) // 64 * 8 + KVM_MAX_VCPUS * UCALL_STRUCT_BYTES
 
 KiB = 1 << 10
-
-# include/arm64/gic.h: GITS_BASE_GPA 0x8000000, then the ITS (128 KiB), the distributor
-# (64 KiB) and the redistributor frames (128 KiB each, KVM_VGIC_V3_REDIST_SIZE).
-GITS_BASE_GPA = 0x0800_0000
-GICD_BASE_GPA = GITS_BASE_GPA + 0x2_0000
-GICR_BASE_GPA = GICD_BASE_GPA + 0x1_0000
-
 
 def code_memslot(memslots: Iterable[tuple[int, int, bool, T]]) -> T | None:
     """Of ``(slot id, address space, read-only, memslot)``, the memslot KVM selftests load
@@ -145,7 +138,7 @@ class SelftestsVM:
 
 
 def selftests_vm(
-    arch: str = "arm64",
+    arch: str = SELFTESTS_DEFAULT_ARCH,
     vcpus: int = 1,
     extra_pages: int = 0,
     guest_page_size: int = 4 * KiB,
@@ -177,7 +170,7 @@ def selftests_vm(
         fits = (f"at most {most} extra pages fit with these parameters" if most is not None
                 else "no extra pages fit with these parameters")
         ucall = (f" and the ucall page past it end at {_hex(_end(vm))}"
-                 if conventions.mmio_ucall else "")
+                 if conventions.ucall.is_mmio else "")
         raise SelftestsParameterError(
             f"{extra_pages} extra pages make slot 0 end at {_hex(vm.slot0_size)}{ucall}, "
             f"past {what} at {_hex(limit)}: {fits}"
@@ -212,7 +205,7 @@ def _adjust(pages: int, guest_page: int, host_page: int) -> int:
 
 
 def _end(vm: SelftestsVM) -> int:
-    return vm.slot0_size + (vm.guest_page_size if defaults(vm.arch).mmio_ucall else 0)
+    return vm.slot0_size + (vm.guest_page_size if defaults(vm.arch).ucall.is_mmio else 0)
 
 
 def _most_extra_pages(arch: str, vcpus: int, guest_page: int, host_page: int) -> int | None:
@@ -264,9 +257,23 @@ def selftests_layout(vm: SelftestsVM, *, ucall_base: str = "fixed") -> str:
     """
     if ucall_base not in ("fixed", "auto"):
         raise ValueError(f"ucall_base must be 'fixed' or 'auto', not {ucall_base!r}")
-    header = _header(vm, ucall_base)
-    body = _arm64_body(vm, ucall_base) if vm.arch == "arm64" else _x86_body(vm)
-    return header + body
+    conventions = defaults(vm.arch)
+    guest_page = (f"guest_page_size: {_human(vm.guest_page_size)}\n"
+                  if len(conventions.guest_page_sizes) > 1 else "")
+    return (
+        _header(vm, ucall_base)
+        + "#\n"
+        + conventions.preamble
+        + "layout: 1\n"
+        f"name: {_name(vm)}\n"
+        f"arch: {vm.arch}\n"
+        f"pa_bits: {conventions.pa_bits}\n"
+        f"page_size: {_human(vm.host_page_size)}\n"
+        + guest_page
+        + "\n"
+        + _slot0(vm)
+        + conventions.sections(vm, ucall_base)
+    )
 
 
 def _name(vm: SelftestsVM) -> str:
@@ -307,7 +314,7 @@ def _header(vm: SelftestsVM, ucall_base: str) -> str:
     params = (f"{vm.vcpus} vCPU{'s' if vm.vcpus != 1 else ''}, {vm.extra_pages} extra pages, "
               f"{vm.guest_page_size // KiB} KiB guest pages")
     generate = ("gpa-plan selftests-layout"
-                + (f" --arch {vm.arch}" if vm.arch != "arm64" else "")
+                + (f" --arch {vm.arch}" if vm.arch != SELFTESTS_DEFAULT_ARCH else "")
                 + (f" --vcpus {vm.vcpus}" if vm.vcpus != 1 else "")
                 + (f" --extra-pages {vm.extra_pages}" if vm.extra_pages else "")
                 + (f" --guest-page-size {vm.guest_page_size // KiB}K"
@@ -328,69 +335,6 @@ def _header(vm: SelftestsVM, ucall_base: str) -> str:
     )
 
 
-def _arm64_body(vm: SelftestsVM, ucall_base: str) -> str:
-    redist_end = GICR_BASE_GPA + vm.vcpus * 0x2_0000
-    if ucall_base == "fixed":
-        ucall = (
-            "  # ucall MMIO page: the first GPA past slot 0, fixed when the VM is created\n"
-            "  # (kvm_util.c __vm_create() -> ucall_init(); lib/arm64/ucall.c\n"
-            "  # ucall_arch_init() maps it at an unused GVA, and the host waits for a\n"
-            "  # KVM_EXIT_MMIO write of 8 bytes there). A memslot a test adds over it later takes\n"
-            "  # the guest's ucall writes and the test hangs: check reports it (ucall-not-io).\n"
-            "  - name: ucall\n"
-            "    type: ucall\n"
-            f"    base: {_hex(vm.ucall_gpa)}\n"
-        )
-    else:
-        ucall = (
-            "  # ucall MMIO page: selftests put it at the first GPA past slot 0\n"
-            f"  # ({_hex(vm.ucall_gpa)}; kvm_util.c __vm_create() -> ucall_init()). `auto` here\n"
-            "  # lets `gpa-plan allocate --ucall` follow that convention for a new layout;\n"
-            "  # layouts/selftests-arm64.yaml states the address itself.\n"
-            "  - name: ucall\n"
-            "    type: ucall\n"
-            "    base: auto\n"
-        )
-    return (
-        "#\n"
-        "# pa_bits: arm64 VM_MODE_DEFAULT is chosen at run time from the host\n"
-        "# (kvm_selftest_arch_init() -> guest_modes_append_default()); 40 is the P40V48 mode of a\n"
-        "# host with KVM's default 40-bit IPA size.\n"
-        "layout: 1\n"
-        f"name: {_name(vm)}\n"
-        "arch: arm64\n"
-        f"pa_bits: {defaults(vm.arch).pa_bits}\n"
-        f"page_size: {_human(vm.host_page_size)}\n"
-        f"guest_page_size: {_human(vm.guest_page_size)}\n"
-        "\n"
-        + _slot0(vm)
-        + "devices:\n"
-        "  # lib/arm64/processor.c kvm_arch_vm_post_create(vm, nr_vcpus): every\n"
-        "  # default VM on a host with a vGICv3 gets one, __vgic_v3_setup(vm, nr_vcpus, 64)\n"
-        "  # (test_disable_default_vgic() opts out): the distributor at GICD_BASE_GPA and\n"
-        "  # nr_vcpus redistributor frames at GICR_BASE_GPA, identity-mapped\n"
-        "  # (include/arm64/gic.h: GITS_BASE_GPA 0x8000000,\n"
-        "  # GICD = GITS + 128 KiB, GICR = GICD + 64 KiB).\n"
-        "  - name: gicd\n"
-        "    type: vgic-v3-dist\n"
-        f"    base: {_hex(GICD_BASE_GPA)}\n"
-        "    identity_map: true\n"
-        "  - name: gicr\n"
-        "    type: vgic-v3-redist\n"
-        f"    base: {_hex(GICR_BASE_GPA)}\n"
-        f"    vcpus: {vm.vcpus}                   "
-        f"# {vm.vcpus} * 128 KiB, ends at {_hex(redist_end)}\n"
-        "    identity_map: true\n"
-        "  # The ITS (vgic_its_setup(), lib/arm64/gic_v3_its.c) sits at GITS_BASE_GPA\n"
-        "  # 0x0800_0000, 128 KiB, only when a test creates it:\n"
-        "  #   - name: gits\n"
-        "  #     type: vgic-its\n"
-        "  #     base: 0x0800_0000\n"
-        "  #     identity_map: true\n"
-        "\n" + ucall
-    )
-
-
 def _slot0(vm: SelftestsVM) -> str:
     """The memslots section: slot 0 as __vm_create() adds it, the same on both architectures."""
     return (
@@ -403,48 +347,4 @@ def _slot0(vm: SelftestsVM) -> str:
         "    base: 0x0\n"
         f"    size: {_hex(vm.slot0_size)}            # {vm.slot0_pages} pages, computed above\n"
         "\n"
-    )
-
-
-def _x86_body(vm: SelftestsVM) -> str:
-    return (
-        "#\n"
-        "# ucall_init() is given the GPA past slot 0 here too, but x86 ignores it:\n"
-        "# lib/x86/ucall.c delivers ucalls by port I/O, UCALL_PIO_PORT\n"
-        "# ((u16)0x1000): the guest does `in` from port 0x1000 with RDI = the ucall struct and\n"
-        "# the host sees KVM_EXIT_IO. Port I/O is its own 16-bit space: no MMIO ucall address is\n"
-        "# at stake on x86_64, so this layout has no `ucall` device.\n"
-        "# lib/x86/processor.c kvm_arch_vm_post_create(): vm_create_irqchip(vm), i.e.\n"
-        "# KVM_CREATE_IRQCHIP: in-kernel LAPIC and IOAPIC (and PIC).\n"
-        "#\n"
-        "# pa_bits: VM_MODE_PXXVYY_4K takes the guest physical address width from KVM's CPUID\n"
-        "# (kvm_get_cpu_address_width()) at run time; 48 is a typical value, not a selftests\n"
-        "# constant.\n"
-        "layout: 1\n"
-        f"name: {_name(vm)}\n"
-        "arch: x86_64\n"
-        f"pa_bits: {defaults(vm.arch).pa_bits}\n"
-        "page_size: 4K\n"
-        "\n"
-        + _slot0(vm)
-        + "devices:\n"
-        "  # Default bases of the in-kernel devices (arch/x86/kvm/ioapic.h\n"
-        "  # IOAPIC_DEFAULT_BASE_ADDRESS 0xfec00000, IOAPIC_MEM_LENGTH 0x100;\n"
-        "  # APIC_DEFAULT_PHYS_BASE 0xfee00000, LAPIC_MMIO_LENGTH 4 KiB).\n"
-        "  - name: ioapic\n"
-        "    type: ioapic\n"
-        "    base: 0xfec0_0000\n"
-        "  - name: lapic\n"
-        "    type: lapic\n"
-        "    base: 0xfee0_0000\n"
-        "\n"
-        "reserved:\n"
-        "  # An early include/kvm_util.h (torvalds/linux @ 60a5825e9cbe):\n"
-        "  # KVM_DEFAULT_IDENTITY_MAP_ADDRESS 0xfffbc000ul, \"Memslots can't cover the gfn\n"
-        "  # starting at this gpa otherwise vCPUs can't be created. Only applies to VMs using\n"
-        "  # EPT.\" It is KVM's VMX_EPT_IDENTITY_PAGETABLE_ADDR default, used only on VMX\n"
-        "  # without unrestricted guest.\n"
-        "  - name: kvm-ept-identity-map\n"
-        "    base: 0xfffb_c000\n"
-        "    size: 4K\n"
     )

@@ -8,6 +8,9 @@ from gpa_plan.arch.x86_64 import X86_64
 
 ARCHES: dict[str, ArchSpec] = {spec.name: spec for spec in (ARM64, X86_64)}
 
+# `gpa-plan selftests-layout` without --arch.
+SELFTESTS_DEFAULT_ARCH = ARM64.name
+
 # Names other tools give the same architectures (GNU triplets and `uname -m`, Debian and Go,
 # QEMU's target names). Layouts take one name per architecture, the kernel's (its ARCH=), so
 # that files stay comparable; a layout or option that uses another is told which.
@@ -35,6 +38,7 @@ __all__ = [
     "ACCESSES",
     "ARCHES",
     "OTHER_NAMES",
+    "SELFTESTS_DEFAULT_ARCH",
     "ArchSpec",
     "Backing",
     "Effect",

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from gpa_plan.arch.base import (
     ArchSpec,
+    DeviceType,
     Effect,
     Handler,
     Outcome,
     SelftestsDefaults,
+    SelftestsVMFacts,
+    Ucall,
     outcome_table,
 )
+from gpa_plan.ranges import hex_addr
 
 _MAPPED = "kvm_handle_guest_abort() -> user_mem_abort() maps the page at stage 2; no exit"
 _MAPPED_RO = "kvm_handle_guest_abort() -> user_mem_abort() maps the read-only page; no exit"
@@ -61,6 +65,123 @@ _FETCH_FAULT = Effect(
     "instruction abort (synchronous external abort) injected",
 )
 
+KiB = 1024
+_VGIC_API = "KVM_SET_DEVICE_ATTR(KVM_DEV_ARM_VGIC_GRP_ADDR)"
+
+# Sizes and alignments from arch/arm64/include/uapi/asm/kvm.h (KVM_VGIC_*_SIZE),
+# arch/arm64/kvm/vgic/vgic-kvm-device.c kvm_vgic_addr() / vgic_check_iorange() and vgic-its.c
+# vgic_its_set_attr() (Linux 7.2.13): base and size aligned to 4 KiB for GICv2, 64 KiB for
+# GICv3 and the ITS.
+_DEVICES = (
+    DeviceType(
+        "vgic-v2-dist",
+        "GICv2 distributor (KVM_VGIC_V2_DIST_SIZE)",
+        Handler.KERNEL,
+        size=4 * KiB,
+        align=4 * KiB,
+        kvm_api=_VGIC_API,
+        irqchip_model="GICv2",
+    ),
+    DeviceType(
+        "vgic-v2-cpu",
+        "GICv2 CPU interface (KVM_VGIC_V2_CPU_SIZE)",
+        Handler.KERNEL,
+        size=8 * KiB,
+        align=4 * KiB,
+        kvm_api=_VGIC_API,
+        irqchip_model="GICv2",
+    ),
+    DeviceType(
+        "vgic-v3-dist",
+        "GICv3 distributor (KVM_VGIC_V3_DIST_SIZE)",
+        Handler.KERNEL,
+        size=64 * KiB,
+        align=64 * KiB,
+        kvm_api=_VGIC_API,
+        irqchip_model="GICv3",
+    ),
+    DeviceType(
+        "vgic-v3-redist",
+        "GICv3 redistributors, 128 KiB per vCPU (KVM_VGIC_V3_REDIST_SIZE)",
+        Handler.KERNEL,
+        per_vcpu=128 * KiB,
+        align=64 * KiB,
+        kvm_api=_VGIC_API,
+        irqchip_model="GICv3",
+        frame_may_repeat=True,
+    ),
+    DeviceType(
+        "vgic-its",
+        "GICv3 ITS (KVM_VGIC_V3_ITS_SIZE)",
+        Handler.KERNEL,
+        size=128 * KiB,
+        align=64 * KiB,
+        kvm_api="KVM_SET_DEVICE_ATTR(KVM_VGIC_ITS_ADDR_TYPE)",
+    ),
+)
+
+
+# tools/testing/selftests/kvm/include/arm64/gic.h (Linux 7.2.13): GITS_BASE_GPA 0x8000000,
+# then the ITS (128 KiB), the distributor (64 KiB) and the redistributor frames (128 KiB each,
+# KVM_VGIC_V3_REDIST_SIZE).
+GITS_BASE_GPA = 0x0800_0000
+GICD_BASE_GPA = GITS_BASE_GPA + 0x2_0000
+GICR_BASE_GPA = GICD_BASE_GPA + 0x1_0000
+
+
+def _selftests_sections(vm: SelftestsVMFacts, ucall_base: str) -> str:
+    """The default VM's vGICv3 and its ucall page (lib/arm64/processor.c, lib/arm64/ucall.c)."""
+    redist_end = GICR_BASE_GPA + vm.vcpus * 0x2_0000
+    return (
+        "devices:\n"
+        "  # lib/arm64/processor.c kvm_arch_vm_post_create(vm, nr_vcpus): every\n"
+        "  # default VM on a host with a vGICv3 gets one, __vgic_v3_setup(vm, nr_vcpus, 64)\n"
+        "  # (test_disable_default_vgic() opts out): the distributor at GICD_BASE_GPA and\n"
+        "  # nr_vcpus redistributor frames at GICR_BASE_GPA, identity-mapped\n"
+        "  # (include/arm64/gic.h: GITS_BASE_GPA 0x8000000,\n"
+        "  # GICD = GITS + 128 KiB, GICR = GICD + 64 KiB).\n"
+        "  - name: gicd\n"
+        "    type: vgic-v3-dist\n"
+        f"    base: {hex_addr(GICD_BASE_GPA)}\n"
+        "    identity_map: true\n"
+        "  - name: gicr\n"
+        "    type: vgic-v3-redist\n"
+        f"    base: {hex_addr(GICR_BASE_GPA)}\n"
+        f"    vcpus: {vm.vcpus}                   "
+        f"# {vm.vcpus} * 128 KiB, ends at {hex_addr(redist_end)}\n"
+        "    identity_map: true\n"
+        "  # The ITS (vgic_its_setup(), lib/arm64/gic_v3_its.c) sits at GITS_BASE_GPA\n"
+        "  # 0x0800_0000, 128 KiB, only when a test creates it:\n"
+        "  #   - name: gits\n"
+        "  #     type: vgic-its\n"
+        "  #     base: 0x0800_0000\n"
+        "  #     identity_map: true\n"
+        "\n" + _selftests_ucall(vm, ucall_base)
+    )
+
+
+def _selftests_ucall(vm: SelftestsVMFacts, ucall_base: str) -> str:
+    if ucall_base == "fixed":
+        return (
+            "  # ucall MMIO page: the first GPA past slot 0, fixed when the VM is created\n"
+            "  # (kvm_util.c __vm_create() -> ucall_init(); lib/arm64/ucall.c\n"
+            "  # ucall_arch_init() maps it at an unused GVA, and the host waits for a\n"
+            "  # KVM_EXIT_MMIO write of 8 bytes there). A memslot a test adds over it later takes\n"
+            "  # the guest's ucall writes and the test hangs: check reports it (ucall-not-io).\n"
+            "  - name: ucall\n"
+            "    type: ucall\n"
+            f"    base: {hex_addr(vm.ucall_gpa)}\n"
+        )
+    return (
+        "  # ucall MMIO page: selftests put it at the first GPA past slot 0\n"
+        f"  # ({hex_addr(vm.ucall_gpa)}; kvm_util.c __vm_create() -> ucall_init()). `auto` here\n"
+        "  # lets `gpa-plan allocate --ucall` follow that convention for a new layout;\n"
+        "  # layouts/selftests-arm64.yaml states the address itself.\n"
+        "  - name: ucall\n"
+        "    type: ucall\n"
+        "    base: auto\n"
+    )
+
 
 ARM64 = ArchSpec(
     name="arm64",
@@ -100,8 +221,15 @@ ARM64 = ArchSpec(
         guest_page_sizes=(0x1000, 0x4000, 0x1_0000),
         host_page_sizes=(0x1000, 0x4000, 0x1_0000),
         pa_bits=40,
-        mmio_ucall=True,
-        first_device=0x0800_0000,
+        ucall=Ucall.MMIO,
+        first_device=GITS_BASE_GPA,
         first_device_name="the vGIC ITS base GITS_BASE_GPA",
+        preamble=(
+            "# pa_bits: arm64 VM_MODE_DEFAULT is chosen at run time from the host\n"
+            "# (kvm_selftest_arch_init() -> guest_modes_append_default()); 40 is the P40V48 mode "
+            "of a\n# host with KVM's default 40-bit IPA size.\n"
+        ),
+        sections=_selftests_sections,
     ),
+    devices=_DEVICES,
 )

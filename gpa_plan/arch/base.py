@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import NamedTuple, Protocol
 
 ACCESSES = ("read", "write", "fetch")
 
@@ -91,15 +91,82 @@ class PrivateRange(NamedTuple):
         return self.start + self.size
 
 
+class Ucall(enum.Enum):
+    """How KVM selftests' guest code hands a ucall to the host."""
+
+    MMIO = "an MMIO write"  # to a page past slot 0, which must stay IO
+    PORT_IO = "port I/O"
+    SBI = "an SBI call"
+
+    @property
+    def is_mmio(self) -> bool:
+        return self is Ucall.MMIO
+
+
+class SelftestsVMFacts(Protocol):
+    """What an architecture's selftests layout text needs of the VM (gpa_plan.selftests)."""
+
+    @property
+    def vcpus(self) -> int: ...
+
+    @property
+    def ucall_gpa(self) -> int: ...
+
+
 class SelftestsDefaults(NamedTuple):
     """How KVM selftests build this architecture's default VM (tools/testing/selftests/kvm)."""
 
     guest_page_sizes: tuple[int, ...]  # the page sizes of its VM modes
     host_page_sizes: tuple[int, ...]
     pa_bits: int  # the layout's pa_bits (selftests pick the mode from the host at run time)
-    mmio_ucall: bool  # a ucall is a write to an MMIO page past slot 0 (else port I/O, SBI...)
+    ucall: Ucall
     first_device: int  # slot 0, and an MMIO ucall page past it, must end at or below this
     first_device_name: str
+    # Comment lines of the layout before `layout: 1`: what pa_bits stands for, how ucalls go.
+    preamble: str
+    # The layout's `devices:` (and `reserved:`) sections for a VM, with a ucall base of
+    # "fixed" or "auto" (gpa_plan.selftests.selftests_layout).
+    sections: Callable[[SelftestsVMFacts, str], str]
+
+
+class DeviceType(NamedTuple):
+    """A catalog entry. ``size``/``handler`` of None mean the layout gives them (``mmio``).
+
+    An architecture module lists its own types (``ArchSpec.devices``); ``arches`` is filled in
+    when gpa_plan.arch.devices builds the catalog from the registry.
+    """
+
+    name: str
+    summary: str
+    handler: Handler | None
+    size: int | None = None
+    per_vcpu: int | None = None
+    # Alignment the kernel enforces on the base (KVM refuses the device otherwise); None: none.
+    align: int | None = None
+    align_is_guest_page: bool = False
+    size_is_guest_page: bool = False
+    default_base: int | None = None
+    # How the VMM hands the address to KVM, for messages.
+    kvm_api: str = ""
+    # A frame of the VM's one in-kernel interrupt controller of this model ("GICv2"): a VM
+    # has one model, and each frame one address unless ``frame_may_repeat``.
+    irqchip_model: str | None = None
+    # KVM takes several addresses of this frame (GICv3 KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION).
+    frame_may_repeat: bool = False
+    arches: frozenset[str] = frozenset()
+
+    def size_for(self, *, vcpus: int | None, guest_page_size: int, size: int | None) -> int:
+        if self.size_is_guest_page:
+            return guest_page_size
+        if self.per_vcpu is not None:
+            return self.per_vcpu * (vcpus or 1)
+        if self.size is not None:
+            return self.size
+        assert size is not None, "the layout validation requires a size for this type"
+        return size
+
+    def align_for(self, guest_page_size: int) -> int | None:
+        return guest_page_size if self.align_is_guest_page else self.align
 
 
 class ArchSpec(NamedTuple):
@@ -127,6 +194,8 @@ class ArchSpec(NamedTuple):
     # Said by `allocate --ucall` where KVM selftests deliver ucalls some other way than MMIO.
     ucall_note: str | None = None
     selftests: SelftestsDefaults | None = None
+    # The MMIO device types of this architecture (gpa_plan.arch.devices adds the generic ones).
+    devices: tuple[DeviceType, ...] = ()
 
     def effects(self, backing: Backing, handler: Handler) -> AccessEffects:
         return self.outcomes[(backing, handler)]

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from gpa_plan.arch.base import (
     ArchSpec,
+    DeviceType,
     Effect,
     Handler,
     Outcome,
     PrivateRange,
     SelftestsDefaults,
+    SelftestsVMFacts,
+    Ucall,
     outcome_table,
 )
 
@@ -72,6 +75,58 @@ _FETCH_ERROR = Effect(
 # __x86_set_memory_region() in every address space when the in-kernel LAPIC is virtualised.
 APIC_ACCESS_PAGE = 0xFEE0_0000
 
+KiB = 1024
+
+# arch/x86/kvm/lapic.c LAPIC_MMIO_LENGTH, ioapic.h IOAPIC_MEM_LENGTH and
+# IOAPIC_DEFAULT_BASE_ADDRESS (Linux 7.2.13).
+_DEVICES = (
+    DeviceType(
+        "lapic",
+        "in-kernel local APIC (LAPIC_MMIO_LENGTH)",
+        Handler.KERNEL,
+        size=4 * KiB,
+        align=4 * KiB,
+        default_base=0xFEE0_0000,
+        kvm_api="KVM_CREATE_IRQCHIP and the APIC base MSR",
+    ),
+    DeviceType(
+        "ioapic",
+        "in-kernel IOAPIC (IOAPIC_MEM_LENGTH)",
+        Handler.KERNEL,
+        size=0x100,
+        default_base=0xFEC0_0000,
+        kvm_api="KVM_CREATE_IRQCHIP",
+    ),
+)
+
+
+
+def _selftests_sections(vm: SelftestsVMFacts, ucall_base: str) -> str:
+    """The in-kernel irqchip of the default VM; no ucall device (selftests use port I/O)."""
+    return (
+        "devices:\n"
+        "  # Default bases of the in-kernel devices (arch/x86/kvm/ioapic.h\n"
+        "  # IOAPIC_DEFAULT_BASE_ADDRESS 0xfec00000, IOAPIC_MEM_LENGTH 0x100;\n"
+        "  # APIC_DEFAULT_PHYS_BASE 0xfee00000, LAPIC_MMIO_LENGTH 4 KiB).\n"
+        "  - name: ioapic\n"
+        "    type: ioapic\n"
+        "    base: 0xfec0_0000\n"
+        "  - name: lapic\n"
+        "    type: lapic\n"
+        "    base: 0xfee0_0000\n"
+        "\n"
+        "reserved:\n"
+        "  # An early include/kvm_util.h (torvalds/linux @ 60a5825e9cbe):\n"
+        "  # KVM_DEFAULT_IDENTITY_MAP_ADDRESS 0xfffbc000ul, \"Memslots can't cover the gfn\n"
+        "  # starting at this gpa otherwise vCPUs can't be created. Only applies to VMs using\n"
+        "  # EPT.\" It is KVM's VMX_EPT_IDENTITY_PAGETABLE_ADDR default, used only on VMX\n"
+        "  # without unrestricted guest.\n"
+        "  - name: kvm-ept-identity-map\n"
+        "    base: 0xfffb_c000\n"
+        "    size: 4K\n"
+    )
+
+
 X86_64 = ArchSpec(
     name="x86_64",
     elf_machine="EM_X86_64",
@@ -126,13 +181,28 @@ X86_64 = ArchSpec(
         guest_page_sizes=(0x1000,),
         host_page_sizes=(0x1000,),
         pa_bits=48,
-        mmio_ucall=False,
+        ucall=Ucall.PORT_IO,
         first_device=0xFEC0_0000,
         first_device_name="the IOAPIC",
+        preamble=(
+            "# ucall_init() is given the GPA past slot 0 here too, but x86 ignores it:\n"
+            "# lib/x86/ucall.c delivers ucalls by port I/O, UCALL_PIO_PORT\n"
+            "# ((u16)0x1000): the guest does `in` from port 0x1000 with RDI = the ucall struct "
+            "and\n"
+            "# the host sees KVM_EXIT_IO. Port I/O is its own 16-bit space: no MMIO ucall address "
+            "is\n# at stake on x86_64, so this layout has no `ucall` device.\n"
+            "# lib/x86/processor.c kvm_arch_vm_post_create(): vm_create_irqchip(vm), i.e.\n"
+            "# KVM_CREATE_IRQCHIP: in-kernel LAPIC and IOAPIC (and PIC).\n"
+            "#\n"
+            "# pa_bits: VM_MODE_PXXVYY_4K takes the guest physical address width from KVM's CPUID\n"
+            "# (kvm_get_cpu_address_width()) at run time; 48 is a typical value, not a selftests\n"
+            "# constant.\n"
+        ),
+        sections=_selftests_sections,
     ),
     ucall_note=(
         "x86_64: KVM selftests deliver ucalls by port I/O (UCALL_PIO_PORT 0x1000), not MMIO; the "
         "ucall address here is a valid MMIO page for VMMs that want one"
     ),
+    devices=_DEVICES,
 )
-
