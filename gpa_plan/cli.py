@@ -459,12 +459,10 @@ _IMPORT_HELP = (
 )
 @_importer_options
 def import_command(kind: str, file: str, output: str | None, **options: Any) -> int:
-    importer = IMPORTERS[kind]
-    flags = {o.key: o.flag for o in IMPORTERS.options()}
-    refusal = IMPORTERS.refusal(kind, [flags[k] for k, v in options.items() if v is not None])
+    refusal = IMPORTERS.refusal(kind, options)
     if refusal:
         raise click.UsageError(refusal)
-    problem = importer.option_problem(options)
+    problem = IMPORTERS[kind].option_problem(options)
     if problem:
         raise click.BadParameter(problem[1], param_hint=problem[0])
     _refuse_input_as_output(output, 0 if file == "-" else file, "-o", "give -o another file")

@@ -126,11 +126,12 @@ def test_every_importer_refuses_the_options_only_others_declare() -> None:
             if option.flag in mine:
                 continue
             takers = " and ".join(IMPORTERS.takers(option.flag))
-            assert IMPORTERS.refusal(name, [option.flag]) == (
+            assert IMPORTERS.refusal(name, {option.key: "x"}) == (
                 f"{option.flag} is for {takers}; `import {name}` takes no {option.flag}: "
                 "leave it out"
             )
-        assert IMPORTERS.refusal(name, sorted(mine)) is None
+        given = {o.key: "x" for o in IMPORTERS[name].options}
+        assert IMPORTERS.refusal(name, {**given, "unrelated": None}) is None
 
 
 # -- a failure in each format that carries findings ---------------------------------------

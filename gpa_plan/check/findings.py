@@ -24,7 +24,9 @@ IMPORT = "import"
 
 
 class Finding(NamedTuple):
-    """One problem at a 1-based line and column of a file, tagged with its rule slug."""
+    """One problem at a 1-based line and column of a file, tagged with its rule slug. Line 0
+    is no place in the file (a binary input, a file that cannot be rewritten as a whole); only
+    the commands whose formats need no position (text) make such findings."""
 
     rule: str
     severity: str

@@ -15,7 +15,7 @@ problem, a usage error.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gpa_plan.formats import resolve
@@ -85,14 +85,16 @@ class Importers:
         """The importers that take ``flag``."""
         return [i.name for i in self._importers.values() if any(o.flag == flag for o in i.options)]
 
-    def refusal(self, name: str, given: Iterable[str]) -> str | None:
-        """Why importer ``name`` cannot be given the options flagged ``given``, or None."""
-        taken = {o.flag for o in self[name].options}
-        for flag in given:
-            if flag not in taken:
-                takers = " and ".join(self.takers(flag))
-                return (f"{flag} is for {takers}; `import {name}` takes no {flag}: "
-                        "leave it out")
+    def refusal(self, name: str, options: Mapping[str, Any]) -> str | None:
+        """Why importer ``name`` cannot be given ``options`` (by key; None is not given): the
+        first option it does not declare, and which importers take it. None if it takes
+        them all."""
+        taken = {o.key for o in self[name].options}
+        for option in self.options():
+            if options.get(option.key) is not None and option.key not in taken:
+                takers = " and ".join(self.takers(option.flag))
+                return (f"{option.flag} is for {takers}; `import {name}` takes no "
+                        f"{option.flag}: leave it out")
         return None
 
 

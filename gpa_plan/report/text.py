@@ -73,7 +73,13 @@ def finding_line(f: Finding) -> str:
     if f.rule == UNREADABLE:
         return printable(f"gpa-plan: {f.message}")
     where = f"{f.file}:{f.line}:{f.column}" if f.line else f.file
-    return printable(f"{where}: {f.severity}[{f.rule}] {f.message}")
+    return printable(f"{where}: {finding_text(f)}")
+
+
+def finding_text(f: Finding) -> str:
+    """``severity[rule] message``: a finding without its place, where the place is shown
+    otherwise (the map's tooltip of a region)."""
+    return f"{f.severity}[{f.rule}] {f.message}"
 
 
 def write_failure(findings: Sequence[Finding], stdout: TextIO, stderr: TextIO) -> None:
