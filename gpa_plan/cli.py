@@ -12,17 +12,18 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gpa_plan.arch import ARCHES, SELFTESTS_DEFAULT_ARCH
+from gpa_plan.formats import ALLOCATE_FORMATS, CHECK_FORMATS, EXPLAIN_FORMATS, Formats
+from gpa_plan.importers.registry import ARCH, IMPORTERS, SIZE
 
 if TYPE_CHECKING:
-    from gpa_plan.check.run import CheckResult
+    from gpa_plan.check.findings import Finding
     from gpa_plan.config import Config
     from gpa_plan.inputs import InputError
-
 
 
 class _ArchChoice(click.Choice):  # type: ignore[type-arg]
@@ -50,6 +51,13 @@ def cli() -> None:
     """Check and plan KVM guest-physical address layouts."""
 
 
+@cli.result_callback()
+def _exit_with(status: int | None, **_: Any) -> None:
+    """Each command returns its exit status; click's own exit carries it, so that it is the
+    process's status under click's standalone mode (CliRunner) and main()'s return value."""
+    click.get_current_context().exit(status or 0)
+
+
 # Checks nothing itself: the reader refuses what it cannot read, so one bad path does not stop
 # a run (click.Path(exists=True) would) and a FIFO is never opened for reading.
 INPUT_PATH = click.Path(readable=False, allow_dash=True)
@@ -67,10 +75,10 @@ INPUT_PATH = click.Path(readable=False, allow_dash=True)
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json", "github", "sarif"]),
+    type=click.Choice(CHECK_FORMATS.names),
     default="text",
     show_default=True,
-    help="Output format: github prints workflow-command annotations, sarif a SARIF 2.1.0 log.",
+    help=CHECK_FORMATS.help(),
 )
 @click.option(
     "--select",
@@ -131,7 +139,7 @@ def check(
     strict: bool | None,
     elf_files: tuple[str, ...],
     elf_mode: str,
-) -> None:
+) -> int:
     """Check layout files (or directories of them) and report every IO range and finding.
 
     A FILE of - is standard input. A path that cannot be read (missing, unreadable, not a
@@ -139,6 +147,7 @@ def check(
     status 2; the other files are still checked and reported.
     """
     from gpa_plan.check.batch import check_paths, input_bytes
+    from gpa_plan.formats import CheckReport
     from gpa_plan.report.progress_bar import watched
 
     config = _check_config(select, ignore, strict)
@@ -147,36 +156,40 @@ def check(
         run = check_paths(files, arches, elf_files=elf_files, elf_mode=elf_mode,
                           exclude=exclude, progress=progress)
     results = config.apply_to(run.results)
-    _render_check(fmt, results, run.unreadable, quiet)
+    CHECK_FORMATS.writer(fmt)(CheckReport(results, run.unreadable, quiet), sys.stdout)
     for err in run.unreadable:
-        _say_unreadable(err)
-    sys.exit(2 if run.unreadable else 1 if config.fails(results) else 0)
+        _say_findings([_unreadable_finding(err)])
+    return 2 if run.unreadable else 1 if config.fails(results) else 0
 
 
-def _say_unreadable(err: InputError) -> None:
-    from gpa_plan.printable import printable
+def _unreadable_finding(err: InputError) -> Finding:
+    from gpa_plan.check.findings import unreadable_finding
 
-    click.echo(f"gpa-plan: {printable(str(err))}", err=True)
+    return unreadable_finding(err)
 
 
-def _unreadable(err: InputError) -> NoReturn:
-    """A command's one input cannot be read: say so, exit 2."""
-    _say_unreadable(err)
-    sys.exit(2)
+def _say_findings(findings: Sequence[Finding]) -> None:
+    """Finding lines on stderr, as gpa_plan.report.text words them."""
+    from gpa_plan.report.text import write_failure
+
+    write_failure(findings, sys.stdout, sys.stderr)
+
+
+def _unreadable(err: InputError) -> int:
+    """A command's one input cannot be read: say so; the status, 2."""
+    _say_findings([_unreadable_finding(err)])
+    return 2
+
+
+def _failed(formats: Formats[Any], fmt: str, findings: Sequence[Finding], status: int = 1) -> int:
+    """A command that has nothing to print but ``findings``: in format ``fmt``'s way (finding
+    lines on stderr, or a JSON document of them on stdout); the status, ``status``."""
+    formats.failure_writer(fmt)(findings, sys.stdout, sys.stderr)
+    return status
 
 
 class _ConfigError(click.ClickException):
     exit_code = 2
-
-
-def _read_bytes(path: str) -> bytes:
-    """The bytes of ``path``, ``-`` being standard input; exit 2 when it cannot be read."""
-    from gpa_plan.inputs import InputError, read_input
-
-    try:
-        return read_input(path, allow_stdin=True)
-    except InputError as err:
-        _unreadable(err)
 
 
 def _check_config(
@@ -195,35 +208,6 @@ def _check_config(
         return find_config(cwd).override(select, ignore, strict)
     except ConfigError as err:
         raise _ConfigError(str(err)) from None
-
-
-def _render_check(
-    fmt: str, results: Sequence[CheckResult], unreadable: Sequence[InputError], quiet: bool
-) -> None:
-    if fmt == "json":
-        from gpa_plan.report import json_report
-
-        sys.stdout.write(json_report.dumps(json_report.check_document(results)))
-    elif fmt == "github":
-        from pathlib import Path
-
-        from gpa_plan.report import github
-
-        sys.stdout.write(github.render(results, Path.cwd()))
-        sys.stdout.write(github.render_unreadable(unreadable, Path.cwd()))
-    elif fmt == "sarif":
-        from pathlib import Path
-
-        from gpa_plan import __version__
-        from gpa_plan.report import sarif
-
-        document = sarif.sarif_document(results, Path.cwd(), __version__)
-        sarif.add_unreadable(document, unreadable, Path.cwd())
-        sys.stdout.write(sarif.dumps(document))
-    else:
-        from gpa_plan.report import text
-
-        text.render_check(results, sys.stdout, len(unreadable), quiet=quiet)
 
 
 def _echo_stderr(line: str) -> None:
@@ -264,7 +248,12 @@ def _size(value: str, hint: str) -> int:
     help="Architecture (repeatable; default: the layout's).",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(EXPLAIN_FORMATS.names),
+    default="text",
+    show_default=True,
+    help=EXPLAIN_FORMATS.help("A FILE that does not load gives its findings."),
 )
 def explain(
     file: str,
@@ -272,9 +261,10 @@ def explain(
     accesses: tuple[str, ...],
     arches: tuple[str, ...],
     fmt: str,
-) -> None:
+) -> int:
     """Say what a guest access at each ADDR becomes, and through which kernel path."""
     from gpa_plan.check.explain import explain_layout
+    from gpa_plan.check.findings import problem_findings
     from gpa_plan.check.run import load_layout
     from gpa_plan.inputs import InputError
     from gpa_plan.layout.errors import LayoutError
@@ -283,20 +273,12 @@ def explain(
     try:
         loaded = load_layout(file)
     except InputError as err:
-        _unreadable(err)
+        return _failed(EXPLAIN_FORMATS, fmt, [_unreadable_finding(err)], 2)
     except LayoutError as err:
-        for p in err.problems:
-            _echo_stderr(f"{file}:{p.line}:{p.column}: error[{p.rule}] {p.message}")
-        sys.exit(1)
+        return _failed(EXPLAIN_FORMATS, fmt, problem_findings(err.path, err.problems))
     answers = explain_layout(loaded, parsed, accesses or ("read", "write", "fetch"), arches)
-    if fmt == "json":
-        from gpa_plan.report import json_report
-
-        sys.stdout.write(json_report.dumps(json_report.explain_document(answers)))
-    else:
-        from gpa_plan.report import text
-
-        text.render_explain(answers, sys.stdout)
+    EXPLAIN_FORMATS.writer(fmt)(answers, sys.stdout)
+    return 0
 
 
 @cli.command("map")
@@ -313,7 +295,7 @@ def explain(
     type=click.Path(dir_okay=False),
     help="Write an HTML page (drawing, region table, findings) here.",
 )
-def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str | None) -> None:
+def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str | None) -> int:
     """Draw the address map of FILE: every region with its read, write and fetch outcome.
 
     Without --svg or --html the SVG goes to stdout. Files are written atomically.
@@ -331,7 +313,6 @@ def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str 
     from gpa_plan.inputs import InputError
     from gpa_plan.report import svg
     from gpa_plan.report.progress_bar import watched
-    from gpa_plan.report.text import finding_line
 
     try:
         # Nothing is printed while the bar is up: it is erased first.
@@ -342,12 +323,12 @@ def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str 
             draw = svg.page if html_out else svg.drawing
             text = draw(result, progress) if result.valid else None
     except InputError as err:
-        _unreadable(err)
+        return _unreadable(err)
     if text is None:
-        for finding in result.findings:
-            click.echo(finding_line(finding), err=True)
-        sys.exit(1)
+        _say_findings(result.findings)
+        return 1
     _emit(text, html_out or svg_out)
+    return 0
 
 
 @cli.command()
@@ -358,15 +339,17 @@ def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str 
 @click.option("--arch", type=ARCH_CHOICE, default=None,
               help="Built-in KVM selftests layout to start from when there is no FILE "
               "and no ./gpa-plan.yaml (default arm64).")
-@click.option("--format", "fmt", type=click.Choice(["yaml", "json", "c", "env"]),
-              default="yaml", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(ALLOCATE_FORMATS.names),
+              default="yaml", show_default=True,
+              help=ALLOCATE_FORMATS.help("A failure gives its findings: on stderr, or as a "
+                                         "JSON document on stdout for json."))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write here (atomically) instead of stdout.")
 @click.option("--in-place", is_flag=True, help="Rewrite only the `auto` values in FILE.")
 def allocate(
     file: str | None, ucall: bool, ucall_memslot: bool, arch: str | None, fmt: str,
     output: str | None, in_place: bool,
-) -> None:
+) -> int:
     """Give every `auto` base and slot an address, and print the resolved layout."""
     from gpa_plan.inputs import InputError
     from gpa_plan.plan import allocate_file as job
@@ -374,7 +357,7 @@ def allocate(
     try:
         source = job.pick_source(file, arch)
     except InputError as err:
-        _unreadable(err)
+        return _failed(ALLOCATE_FORMATS, fmt, [_unreadable_finding(err)], 2)
     if in_place and (output or source.builtin):
         raise click.UsageError("--in-place rewrites a layout FILE and takes no -o")
     if in_place and fmt != "yaml":
@@ -398,15 +381,14 @@ def allocate(
             text, notes = job.allocate_text(source, ucall or ucall_memslot, ucall_memslot,
                                                fmt, False)
     except job.AllocateFailure as err:
-        for line in err.lines:
-            _echo_stderr(line)
-        sys.exit(1)
+        return _failed(ALLOCATE_FORMATS, fmt, err.findings)
     except OutputError as err:
         raise click.UsageError(str(err)) from None
     for note in notes:
         _echo_stderr(f"note: {note}")
     if text is not None:
         _emit(text, output)
+    return 0
 
 
 def _refuse_input_as_output(output: str | None, source: str | int, option: str,
@@ -436,69 +418,71 @@ def _emit(text: str, destination: str | None) -> None:
         _echo_stderr(f"note: {note}")
 
 
-@cli.command("import")
-@click.argument("kind", type=click.Choice(["qemu-mtree", "dtb"]))
+class _SizeType(click.ParamType):  # type: ignore[type-arg]
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from gpa_plan.layout.numbers import NumberError, parse_number
+
+        try:
+            return parse_number(value)
+        except NumberError as err:
+            hint = param.opts[0] if param is not None else None
+            raise click.BadParameter(str(err), ctx, param, param_hint=hint) from None
+
+
+_IMPORT_OPTION_TYPES: dict[str, Any] = {ARCH: ARCH_CHOICE, SIZE: _SizeType()}
+
+
+def _importer_options(command: Any) -> Any:
+    """The options every importer declares (gpa_plan.importers.registry), each once."""
+    for option in reversed(IMPORTERS.options()):
+        takers = " and ".join(IMPORTERS.takers(option.flag))
+        command = click.option(option.flag, option.key, type=_IMPORT_OPTION_TYPES[option.value],
+                               default=None, metavar=option.metavar,
+                               help=f"{takers}: {option.help}")(command)
+    return command
+
+
+_IMPORT_HELP = (
+    "Make a layout from what a VMM reports.\n\nKIND is "
+    + " or ".join(f"{i.name} ({i.help})" for i in (IMPORTERS[n] for n in IMPORTERS.names))
+    + ". FILE may be - for standard input."
+)
+
+
+@cli.command("import", help=_IMPORT_HELP)
+@click.argument("kind", type=click.Choice(IMPORTERS.names))
 @click.argument("file", type=INPUT_PATH)
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="Write here (atomically), not stdout."
 )
-@click.option(
-    "--arch",
-    type=ARCH_CHOICE,
-    default=None,
-    help="qemu-mtree: the guest's architecture, when the region names do not tell.",
-)
-@click.option(
-    "--page-size",
-    "page_size_text",
-    metavar="SIZE",
-    help="qemu-mtree: the host page size KVM memslots are trimmed to (default 4K; 64K for "
-    "many arm64 hosts).",
-)
-def import_command(
-    kind: str, file: str, output: str | None, arch: str | None, page_size_text: str | None
-) -> None:
-    """Make a layout from what a VMM reports.
-
-    KIND is qemu-mtree (the QEMU monitor's `info mtree -f`, also with -d and -o) or dtb (a
-    flattened device tree, e.g. from `-machine virt,dumpdtb=FILE`). FILE may be - for
-    standard input.
-    """
-    if arch is not None and kind != "qemu-mtree":
-        raise click.UsageError("--arch is for qemu-mtree; a device tree says its architecture")
-    if page_size_text is not None and kind != "qemu-mtree":
-        raise click.UsageError("--page-size is for qemu-mtree")
-    page_size = None if page_size_text is None else _page_size(page_size_text, arch)
+@_importer_options
+def import_command(kind: str, file: str, output: str | None, **options: Any) -> int:
+    refusal = IMPORTERS.refusal(kind, options)
+    if refusal:
+        raise click.UsageError(refusal)
+    problem = IMPORTERS[kind].option_problem(options)
+    if problem:
+        raise click.BadParameter(problem[1], param_hint=problem[0])
     _refuse_input_as_output(output, 0 if file == "-" else file, "-o", "give -o another file")
     from gpa_plan.importers import ImportFailure
     from gpa_plan.importers.convert import import_yaml
+    from gpa_plan.inputs import STDIN_NAME, InputError, read_input
 
-    data = _read_bytes(file)
+    try:
+        data = read_input(file, allow_stdin=True)
+    except InputError as err:
+        return _unreadable(err)
     source = "standard input" if file == "-" else file
     try:
-        text = import_yaml(kind, data, source, arch, page_size)
+        text = import_yaml(kind, data, source, options)
     except ImportFailure as err:
-        from gpa_plan.inputs import STDIN_NAME
-
         # Located as `check` locates it: <stdin>:LINE:COL, a name editors and CI read as a path.
-        name = STDIN_NAME if file == "-" else file
-        where = f"{name}:{err.line}:{err.column}" if err.line else name
-        _echo_stderr(f"{where}: error[import] {err.message}")
-        sys.exit(1)
+        _say_findings([err.finding(STDIN_NAME if file == "-" else file)])
+        return 1
     _emit(text, output)
-
-
-def _page_size(text: str, arch: str | None) -> int:
-    from gpa_plan.importers.qemu_mtree import arch_page_size_problem, page_size_problem
-
-    size = _size(text, "--page-size")
-    problem = page_size_problem(size)
-    if problem:
-        raise click.BadParameter(f"{problem} (4K, 16K, 64K ...)", param_hint="--page-size")
-    problem = None if arch is None else arch_page_size_problem(arch, size)
-    if problem:
-        raise click.BadParameter(f"{problem} (--arch {arch})", param_hint="--page-size")
-    return size
+    return 0
 
 
 @cli.command("selftests-layout")
@@ -516,7 +500,7 @@ def _page_size(text: str, arch: str | None) -> int:
 def selftests_layout(
     arch: str, vcpus: int, extra_pages: int, guest_page_text: str, host_page_text: str,
     output: str | None,
-) -> None:
+) -> int:
     """Print the layout of a KVM selftests VM, with the ucall address selftests compute.
 
     Slot 0's size, and so the ucall address past it, follows vm_nr_pages_required() for the
@@ -532,6 +516,7 @@ def selftests_layout(
     except SelftestsParameterError as err:
         raise click.UsageError(str(err)) from None
     _emit(selftests_layout(vm), output)
+    return 0
 
 
 @cli.command()
@@ -552,10 +537,12 @@ def schema() -> None:
     sys.stdout.write(schema_json())
 
 
-def main(argv: Sequence[str] | None = None) -> Any:
-    """Console-script entry point: exits with the status docs/exit-codes.md gives, or 130 on Ctrl-C
-    and 141 when the reader of standard output went away (see gpa_plan.exits); internal errors and
-    an unwritable standard output are exit 2 with a one-line message, never a traceback.
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run gpa-plan on ``argv`` (default: the program's own arguments) and return the exit
+    status docs/exit-codes.md gives, or 130 on Ctrl-C and 141 when the reader of standard
+    output went away (see gpa_plan.exits); internal errors and an unwritable standard output
+    are 2 with a one-line message, never a traceback. Nothing is raised: the console script
+    (gpa_plan.launch) exits with what this returns.
 
     Without ``argv`` (the program itself, not a caller in the same process) the exiting
     interpreter is spared its final garbage collection.
@@ -564,12 +551,27 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
     exits.stand_in_for_closed_stdout()
     try:
+        return _run(argv)
+    except SystemExit as done:
+        # How gpa_plan.exits ends a run (Ctrl-C, a closed pipe, an unwritable output).
+        return exits.status_of(done.code)
+    finally:
+        if argv is None:
+            from gpa_plan.collector import spare_final_collection
+
+            spare_final_collection()
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    from gpa_plan import exits
+
+    try:
         try:
             args = list(argv) if argv is not None else None
             result = cli.main(args=args, prog_name="gpa-plan", standalone_mode=False)
         finally:
             exits.flush_stdout()
-        sys.exit(result if isinstance(result, int) else 0)
+        return result if isinstance(result, int) else 0
     except SystemExit:
         if exits.click_met_a_closed_pipe():
             exits.output_failed(BrokenPipeError(), as_program=argv is None)
@@ -580,26 +582,21 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
         err.message = printable(err.message)
         exits.say_with(err.show)
-        sys.exit(err.exit_code)
+        return err.exit_code
     except (click.Abort, KeyboardInterrupt) as err:
         if isinstance(err, KeyboardInterrupt) or isinstance(err.__cause__, KeyboardInterrupt):
             exits.interrupted()
-        _internal_error(err)
+        return _internal_error(err)
     except Exception as err:
         if isinstance(err, OSError) and exits.is_output_failure(err):
             exits.output_failed(err, as_program=argv is None)
-        _internal_error(err)
-    finally:
-        if argv is None:
-            from gpa_plan.collector import spare_final_collection
-
-            spare_final_collection()
+        return _internal_error(err)
 
 
-def _internal_error(err: BaseException) -> NoReturn:
+def _internal_error(err: BaseException) -> int:
     # A bug, not bad input: say so without a traceback.
     from gpa_plan.exits import say
     from gpa_plan.printable import printable
 
     say(f"gpa-plan: internal error: {type(err).__name__}: {printable(str(err))}")
-    sys.exit(2)
+    return 2

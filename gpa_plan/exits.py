@@ -40,6 +40,18 @@ class _ClosedOutput(io.RawIOBase):
         raise OSError(errno.EBADF, os.strerror(errno.EBADF))
 
 
+def status_of(code: object) -> int:
+    """The exit status a ``SystemExit(code)`` stands for: None is 0 and an int is itself; any
+    other value (never raised by gpa-plan) is said on stderr and is 2, not Python's 1, which
+    CI would read as findings."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    say(f"gpa-plan: internal error: {code}")
+    return OUTPUT_FAILED
+
+
 def stand_in_for_closed_stdout() -> None:
     """Give a process started with file descriptor 1 closed (``>&-``; Python then sets
     sys.stdout to None) a standard output whose writes fail, so that the first write reports

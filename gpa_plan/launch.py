@@ -1,4 +1,4 @@
-"""The `gpa-plan` program's entry point.
+"""The `gpa-plan` program's entry point: runs gpa_plan.cli.main and exits with its status.
 
 It is the smallest module that can be: Ctrl-C while the command line itself is still being
 imported (the first tenth of a second) ends with status 130 like Ctrl-C at any later moment,
@@ -7,14 +7,15 @@ not with a traceback and status 1.
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import NoReturn
 
 
-def main() -> Any:
+def main() -> NoReturn:
     try:
         from gpa_plan.cli import main as run
     except KeyboardInterrupt:
         from gpa_plan.exits import interrupted
 
         interrupted()
-    return run()
+    sys.exit(run())

@@ -403,7 +403,7 @@ def test_in_place_refuses_to_append_to_a_flow_style_list(workdir: Path) -> None:
     result = allocate("--in-place", "--ucall", str(name))
     assert result.exit_code == 1
     assert result.stderr == (
-        "inplace-flow.yaml: error: `devices` is a flow-style list; add 'ucall' by hand or "
+        "inplace-flow.yaml: error[in-place] `devices` is a flow-style list; add 'ucall' by hand or "
         "make the list block-style, then run again\n"
     )
     assert name.read_bytes() == before

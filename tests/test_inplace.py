@@ -30,8 +30,8 @@ UCALL_SLOT = (
 )
 UCALL_DEVICE = "devices:\n  - name: ucall\n    type: ucall\n    base: 0x4000_0000\n"
 CHANGED = (
-    "layout.yaml: error: the file changed while gpa-plan worked on it (saved by an editor or "
-    "another program); it was left as it is now: run gpa-plan again\n"
+    "layout.yaml: error[in-place] the file changed while gpa-plan worked on it (saved by an "
+    "editor or another program); it was left as it is now: run gpa-plan again\n"
 )
 
 
@@ -149,8 +149,8 @@ def test_a_flow_style_document_cannot_take_new_entries(workdir: Path) -> None:
     result = in_place("--ucall", "layout.yaml")
     assert result.exit_code == 1
     assert result.stderr == (
-        "layout.yaml: error: the layout is one flow-style mapping ({...}); add 'ucall' by hand "
-        "or write it block-style, then run again\n"
+        "layout.yaml: error[in-place] the layout is one flow-style mapping ({...}); add "
+        "'ucall' by hand or write it block-style, then run again\n"
     )
     assert Path("layout.yaml").read_text() == source
 
@@ -167,9 +167,9 @@ def test_a_shared_auto_anchor_is_refused_and_the_file_left_as_it_was(workdir: Pa
     result = in_place("layout.yaml")
     assert result.exit_code == 1
     assert result.stderr == (
-        "layout.yaml: error: cannot fill in the `auto` values of this file in place (it would "
-        "not load: line 5, column 21: `*x` is an alias, and no anchor `&x` comes before it; "
-        "define the anchor first, or quote the value if the `*` is meant as text); the file is "
+        "layout.yaml: error[in-place] cannot fill in the `auto` values of this file in place "
+        "(it would not load: line 5, column 21: `*x` is an alias, and no anchor `&x` comes before "
+        "it; define the anchor first, or quote the value if the `*` is meant as text); the file is "
         "left as it was: "
         "fill them in by hand, or write the resolved layout to another file with -o\n"
     )

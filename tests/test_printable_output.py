@@ -227,9 +227,7 @@ def test_usage_errors_and_internal_errors_quote_paths_escaped(
 
     layout = tmp_path / f"{PATH_PART}.yaml"
     layout.write_text("layout: 1\narch: arm64\n")
-    with pytest.raises(SystemExit) as done:
-        main(["allocate", "--arch", "arm64", str(layout)])
-    assert done.value.code == 2
+    assert main(["allocate", "--arch", "arm64", str(layout)]) == 2
     err = capsys.readouterr().err
     assert PATH_SHOWN in err and "\x1b" not in err and "\r" not in err
 
@@ -237,9 +235,7 @@ def test_usage_errors_and_internal_errors_quote_paths_escaped(
         raise RuntimeError(HOSTILE)
 
     monkeypatch.setattr("gpa_plan.check.batch.check_file", broken)
-    with pytest.raises(SystemExit) as done:
-        main(["check", str(layout)])
-    assert done.value.code == 2
+    assert main(["check", str(layout)]) == 2
     err = capsys.readouterr().err
     assert err == f"gpa-plan: internal error: RuntimeError: {SHOWN}\n"
 

@@ -20,10 +20,7 @@ import io, json, sys
 before = set(sys.modules)  # what the interpreter and its site loaded is not ours
 from gpa_plan.cli import main
 out, sys.stdout = sys.stdout, io.StringIO()
-try:
-    main(sys.argv[1:])
-except SystemExit as done:
-    code = done.code
+code = main(sys.argv[1:])
 sys.stdout = out
 print(json.dumps({"exit": code, "modules": sorted(set(sys.modules) - before)}))
 """
@@ -78,10 +75,7 @@ import gc, sys
 from gpa_plan.cli import main
 as_program = sys.argv[1] == "program"
 sys.argv = ["gpa-plan", "rules"]
-try:
-    main() if as_program else main(["rules"])
-except SystemExit:
-    pass
+main() if as_program else main(["rules"])
 sys.stderr.write(str(gc.get_freeze_count()))
 """
 

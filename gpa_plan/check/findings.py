@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from gpa_plan.inputs import InputError
+    from gpa_plan.layout.errors import Problem
 
 ERROR = "error"
 WARNING = "warning"
@@ -13,9 +17,16 @@ NOTE = "note"
 # Findings of one rule that name one object, shown before the rest are counted instead.
 MAX_FINDINGS_PER_OBJECT = 10
 
+# What a command that reads one input reports when it cannot read it at all (exit 2), in the
+# formats that carry findings; no rule of `gpa-plan rules`, as `import` for a refused import.
+UNREADABLE = "unreadable"
+IMPORT = "import"
+
 
 class Finding(NamedTuple):
-    """One problem at a 1-based line and column of a file, tagged with its rule slug."""
+    """One problem at a 1-based line and column of a file, tagged with its rule slug. Line 0
+    is no place in the file (a binary input, a file that cannot be rewritten as a whole); only
+    the commands whose formats need no position (text) make such findings."""
 
     rule: str
     severity: str
@@ -30,6 +41,16 @@ class Finding(NamedTuple):
 
     def sort_key(self) -> tuple[str, int, int, str]:
         return self.file, self.line, self.column, self.rule
+
+
+def problem_findings(file: str, problems: Iterable[Problem]) -> tuple[Finding, ...]:
+    """The findings of a layout file that did not load, one per problem, at error severity."""
+    return tuple(Finding(p.rule, ERROR, p.message, file, p.line, p.column) for p in problems)
+
+
+def unreadable_finding(err: InputError) -> Finding:
+    """The finding of an input that could not be read at all, for the whole file (1, 1)."""
+    return Finding(UNREADABLE, ERROR, str(err), err.path, 1, 1)
 
 
 def cap_per_object(

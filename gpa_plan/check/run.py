@@ -13,7 +13,7 @@ from gpa_plan.check import (  # noqa: F401  (registers rules)
     memslots,
     program_rules,
 )
-from gpa_plan.check.findings import ERROR, WARNING, Finding, cap_per_object
+from gpa_plan.check.findings import ERROR, WARNING, Finding, cap_per_object, problem_findings
 from gpa_plan.check.partition import Region, partition
 from gpa_plan.check.program_rules import CAPPED_AS_MADE
 from gpa_plan.check.rules import RULES, RuleContext
@@ -197,7 +197,5 @@ __all__ = ["RULES", "CheckResult", "LoadedLayout", "check_file", "check_loaded",
 
 
 def _invalid(name: str, arch: str | None, err: LayoutError, with_programs: bool) -> CheckResult:
-    findings = tuple(
-        Finding(p.rule, ERROR, p.message, name, p.line, p.column) for p in err.problems
-    )
+    findings = problem_findings(name, err.problems)
     return CheckResult(name, arch, None, False, (), findings, () if with_programs else None)

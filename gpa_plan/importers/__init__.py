@@ -9,7 +9,10 @@ input that cannot be read raises `ImportFailure` with the line and column (both 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from gpa_plan.check.findings import Finding
 
 
 class Imported(NamedTuple):
@@ -26,6 +29,13 @@ class ImportFailure(Exception):
         self.message = message
         self.line = line
         self.column = column
+
+    def finding(self, file: str) -> Finding:
+        """This failure as the finding `gpa-plan import` reports for ``file`` (rule `import`;
+        line 0 names the file alone)."""
+        from gpa_plan.check.findings import ERROR, IMPORT, Finding
+
+        return Finding(IMPORT, ERROR, self.message, file, self.line, self.column)
 
 
 GUEST_PAGE = 4096  # catalog sizes that follow the guest page (the ucall page) use this

@@ -2,50 +2,22 @@
 
 from __future__ import annotations
 
-import codecs
+from collections.abc import Mapping
+from typing import Any
 
-from gpa_plan.importers import Imported, ImportFailure
+from gpa_plan.importers import Imported
+from gpa_plan.importers.registry import IMPORTERS
 
-KINDS = ("qemu-mtree", "dtb")
 
-
-def import_layout(
-    kind: str, data: bytes, arch: str | None = None, page_size: int | None = None
-) -> Imported:
-    """The layout ``data`` describes, read as ``kind``; ``arch`` and ``page_size`` (the host
-    page) are for qemu-mtree. Raises ImportFailure."""
-    if kind == "qemu-mtree":
-        from gpa_plan.importers.qemu_mtree import import_qemu_mtree
-        from gpa_plan.importers.qemu_mtree.text import LINE_END
-
-        bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-        try:
-            text = data[bom:].decode("utf-8")  # a dump saved by an editor may start with a BOM
-        except UnicodeDecodeError as err:
-            # Offsets count from the start of the file, BOM included, as an editor's do; the
-            # column counts the characters before the byte on its line.
-            where = bom + err.start
-            lines = LINE_END.split(data[bom:where].decode("utf-8"))
-            raise ImportFailure(
-                f"not UTF-8 text (byte 0x{data[where]:02x} at offset {where}): expected the "
-                "output of the QEMU monitor command `info mtree -f`",
-                len(lines),
-                len(lines[-1]) + 1,
-            ) from None
-        return import_qemu_mtree(text, arch, page_size)
-    if kind == "dtb":
-        from gpa_plan.importers.dtb import import_dtb
-
-        return import_dtb(data)
-    raise ValueError(f"unknown import kind {kind!r}; expected one of {KINDS}")
+def import_layout(kind: str, data: bytes, options: Mapping[str, Any] | None = None) -> Imported:
+    """The layout ``data`` describes, read by the importer named ``kind``
+    (gpa_plan.importers.registry), with its ``options`` (the others are left out). Raises
+    ImportFailure, and KeyError for an unknown ``kind``."""
+    return IMPORTERS[kind].read(data, options or {})
 
 
 def import_yaml(
-    kind: str,
-    data: bytes,
-    source: str,
-    arch: str | None = None,
-    page_size: int | None = None,
+    kind: str, data: bytes, source: str, options: Mapping[str, Any] | None = None
 ) -> str:
     """The imported layout as YAML: a comment naming the source, the importer's notes, then
     the layout. The text is loaded and validated here as `check` would load it, so a wrong
@@ -56,7 +28,7 @@ def import_yaml(
     from gpa_plan.plan.emit import to_yaml
 
     with paused():  # many long-lived, acyclic objects: see gpa_plan.collector
-        imported = import_layout(kind, data, arch, page_size)
+        imported = import_layout(kind, data, options)
         text = to_yaml(
             imported.document,
             imported.notes,

@@ -7,16 +7,19 @@ from dataclasses import dataclass
 from importlib import resources
 
 from gpa_plan import files
+from gpa_plan.check.findings import ERROR, Finding, problem_findings
 from gpa_plan.collector import paused
+from gpa_plan.formats import ALLOCATE_FORMATS
 from gpa_plan.inputs import InputError, read_input
 from gpa_plan.layout.errors import LayoutError
 from gpa_plan.layout.loader import Document, load_bytes
 from gpa_plan.layout.validate import validate_layout
-from gpa_plan.plan import emit
-from gpa_plan.plan.allocate import Allocation, PlanError, allocate
+from gpa_plan.plan.allocate import PlanError, allocate
 from gpa_plan.plan.inplace import InPlaceError, rewrite, verify
 
 DEFAULT_FILE = "gpa-plan.yaml"
+# The rule of a finding that --in-place cannot rewrite the file (it is left as it was).
+IN_PLACE = "in-place"
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,17 @@ class LayoutSource:
 
 
 class AllocateFailure(Exception):
-    """Allocation failed; ``lines`` are the messages to print, each naming what failed."""
+    """Allocation failed; ``findings`` say what failed and where, as `check` says it: the
+    layout's load problems, `no-room`, the rules the plan would break, or `in-place` (line 0:
+    about the whole file) when the file cannot be rewritten."""
 
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
-        super().__init__("\n".join(lines))
+    def __init__(self, findings: list[Finding]) -> None:
+        self.findings = findings
+        super().__init__("\n".join(f.message for f in findings))
+
+
+def _in_place_failure(path: str, message: str) -> AllocateFailure:
+    return AllocateFailure([Finding(IN_PLACE, ERROR, message, path, 0, 0)])
 
 
 def builtin_layout(arch: str) -> str:
@@ -74,7 +83,8 @@ def pick_source(file: str | None, arch: str | None) -> LayoutSource:
 def allocate_text(
     source: LayoutSource, ucall: bool, ucall_memslot: bool, fmt: str, in_place: bool
 ) -> tuple[str, list[str]]:
-    """The output text and notes for the user; raises AllocateFailure with located messages."""
+    """The output text (``fmt``: a name of gpa_plan.formats.ALLOCATE_FORMATS) and notes for
+    the user; raises AllocateFailure with located findings."""
     with paused():
         return _allocate_text(source, ucall, ucall_memslot, fmt, in_place)
 
@@ -102,9 +112,9 @@ def _allocate_text(
             text = bom + rewrite(source.text[len(bom) :], doc, allocation)
             verify(text, source.path, allocation)
         except InPlaceError as err:
-            raise AllocateFailure([f"{source.path}: error: {err}"]) from None
+            raise _in_place_failure(source.path, str(err)) from None
         return text, allocation.notes
-    return _render(allocation, fmt, source.path), allocation.notes
+    return ALLOCATE_FORMATS.writer(fmt)(allocation, source.path), allocation.notes
 
 
 def allocate_in_place(path: str, ucall: bool, ucall_memslot: bool) -> list[str]:
@@ -124,9 +134,9 @@ def allocate_in_place(path: str, ucall: bool, ucall_memslot: bool) -> list[str]:
             text, notes = allocate_text(source, ucall, ucall_memslot, "yaml", True)
             return notes + locked.replace(text)
     except files.FileChangedError as err:
-        raise AllocateFailure([f"{path}: error: {err.reason}"]) from None
+        raise _in_place_failure(path, err.reason) from None
     except InputError as err:
-        raise AllocateFailure([f"{path}: error: cannot read it: {err.reason}"]) from None
+        raise _in_place_failure(path, f"cannot read it: {err.reason}") from None
 
 
 def _load(source: LayoutSource) -> Document:
@@ -137,24 +147,12 @@ def _load(source: LayoutSource) -> Document:
 
 
 def _load_failure(source: LayoutSource, err: LayoutError) -> AllocateFailure:
-    return AllocateFailure(
-        [f"{source.path}:{p.line}:{p.column}: error[{p.rule}] {p.message}" for p in err.problems]
-    )
+    return AllocateFailure(list(problem_findings(source.path, err.problems)))
 
 
 def _located(
     doc: Document, file: str, message: str, path: tuple[str, int] | None, rule: str
-) -> str:
+) -> Finding:
     line, column = doc.position((*path, "base") if path is not None else ())
-    return f"{file}:{line}:{column}: error[{rule}] {message}"
+    return Finding(rule, ERROR, message, file, line, column)
 
-
-def _render(allocation: Allocation, fmt: str, source: str) -> str:
-    document = allocation.document()
-    if fmt == "json":
-        return emit.to_json(document)
-    if fmt == "c":
-        return emit.to_c(allocation.regions(), allocation.layout.name, allocation.notes, source)
-    if fmt == "env":
-        return emit.to_env(allocation.regions(), allocation.notes, source)
-    return emit.to_yaml(document, allocation.notes, source)

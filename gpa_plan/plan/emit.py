@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpa_plan.printable import printable
 from gpa_plan.ranges import hex_addr
+
+if TYPE_CHECKING:
+    from gpa_plan.plan.allocate import Allocation
 
 _NUMBER_KEYS = {"base", "size", "page_size", "guest_page_size"}
 _SECTIONS = ("memslots", "devices", "reserved")
@@ -130,3 +133,23 @@ def to_env(regions: list[NamedRange], notes: list[str], source: str) -> str:
         lines.append(f"{ident}_SIZE=0x{size:x}")
         lines.append(f"{ident}_END=0x{base + size:x}")
     return "\n".join(lines) + "\n"
+
+
+# The `allocate --format` writers (gpa_plan.formats.ALLOCATE_FORMATS): an allocation and the
+# name of its source in, the text out.
+
+
+def allocation_yaml(allocation: Allocation, source: str) -> str:
+    return to_yaml(allocation.document(), allocation.notes, source)
+
+
+def allocation_json(allocation: Allocation, source: str) -> str:
+    return to_json(allocation.document())
+
+
+def allocation_c(allocation: Allocation, source: str) -> str:
+    return to_c(allocation.regions(), allocation.layout.name, allocation.notes, source)
+
+
+def allocation_env(allocation: Allocation, source: str) -> str:
+    return to_env(allocation.regions(), allocation.notes, source)

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from gpa_plan.check.findings import ERROR, NOTE, WARNING
 from gpa_plan.check.run import CheckResult
 from gpa_plan.inputs import InputError
 from gpa_plan.printable import printable
 from gpa_plan.report.ci import ReportedFinding, relative_posix, unique_findings
+
+if TYPE_CHECKING:
+    from gpa_plan.formats import CheckReport
 
 # GitHub shows at most this many error and this many warning annotations per step; the rest
 # only reach the log.
@@ -83,3 +87,11 @@ def render_unreadable(unreadable: Sequence[InputError], root: Path) -> str:
         f"title={escape_property('gpa-plan')}::{escape_data(str(err))}\n"
         for err in unreadable
     )
+
+
+def write_check(report: CheckReport, stream: TextIO) -> None:
+    """Every annotation, then one per path that could not be read; paths relative to the
+    working directory."""
+    root = Path.cwd()
+    stream.write(render(report.results, root))
+    stream.write(render_unreadable(report.unreadable, root))

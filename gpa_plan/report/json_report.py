@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from gpa_plan.check.explain import Answer
@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from gpa_plan.check.partition import Region
     from gpa_plan.check.run import CheckResult
     from gpa_plan.elf.placement import ProgramPlacement
+    from gpa_plan.formats import CheckReport
 
 FORMAT_VERSION = 1
 
@@ -118,3 +119,21 @@ def dumps(document: dict[str, Any]) -> str:
     # Compact on purpose: json's C encoder only runs without `indent`, and a layout at KVM's
     # memslot limit has some 70,000 regions. Pipe through `python -m json.tool` to read it.
     return json.dumps(document) + "\n"
+
+
+def failure_document(findings: Sequence[Finding]) -> dict[str, Any]:
+    """What a command's JSON is when it fails before it has an answer (a file that does not
+    load, an allocation that cannot be met): its findings, as `check` gives them."""
+    return {"format": FORMAT_VERSION, "findings": [finding_dict(f) for f in findings]}
+
+
+def write_check(report: CheckReport, stream: TextIO) -> None:
+    stream.write(dumps(check_document(report.results)))
+
+
+def write_explain(answers: Sequence[Answer], stream: TextIO) -> None:
+    stream.write(dumps(explain_document(answers)))
+
+
+def write_failure(findings: Sequence[Finding], stdout: TextIO, stderr: TextIO) -> None:
+    stdout.write(dumps(failure_document(findings)))

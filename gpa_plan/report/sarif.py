@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote
 
 from gpa_plan.check.findings import ERROR, NOTE, WARNING
@@ -24,6 +24,9 @@ from gpa_plan.config import ALWAYS_REPORTED
 from gpa_plan.inputs import InputError
 from gpa_plan.printable import printable_json
 from gpa_plan.report.ci import ReportedFinding, relative_posix, unique_findings
+
+if TYPE_CHECKING:
+    from gpa_plan.formats import CheckReport
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = (
@@ -177,3 +180,13 @@ def add_unreadable(document: dict[str, Any], unreadable: Sequence[InputError], r
     document["runs"][0]["invocations"] = [
         {"executionSuccessful": False, "toolExecutionNotifications": notifications}
     ]
+
+
+def write_check(report: CheckReport, stream: TextIO) -> None:
+    """The SARIF log of a check, paths relative to the working directory."""
+    from gpa_plan import __version__
+
+    root = Path.cwd()
+    document = sarif_document(report.results, root, __version__)
+    add_unreadable(document, report.unreadable, root)
+    stream.write(dumps(document))

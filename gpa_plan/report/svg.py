@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from gpa_plan.printable import printable
 from gpa_plan.progress import EVERY, Progress, unwatched
 from gpa_plan.ranges import hex_addr, human_size
-from gpa_plan.report.text import COLUMNS, finding_line, region_rows, result_title
+from gpa_plan.report.text import COLUMNS, finding_line, finding_text, region_rows, result_title
 
 if TYPE_CHECKING:
     from gpa_plan.check.findings import Finding
@@ -182,7 +182,7 @@ def _tooltip(region: Region, findings: Sequence[Finding]) -> str:
         + (f" ({', '.join(region.names)})" if region.names else ""),
         ", ".join(f"{a} {region.outcome(a).value}" for a in ACCESSES),
     ]
-    lines += [f"{f.severity}[{f.rule}] {f.message}" for f in findings[:TOOLTIP_FINDINGS]]
+    lines += [finding_text(f) for f in findings[:TOOLTIP_FINDINGS]]
     if len(findings) > TOOLTIP_FINDINGS:
         more = len(findings) - TOOLTIP_FINDINGS
         lines.append(

@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
+from gpa_plan.check.findings import UNREADABLE
 from gpa_plan.printable import printable
 from gpa_plan.ranges import hex_addr, human_size
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from gpa_plan.check.explain import Answer
     from gpa_plan.check.findings import Finding
     from gpa_plan.check.run import CheckResult
+    from gpa_plan.formats import CheckReport
     from gpa_plan.report import fold
 
 COLUMNS = ("start", "end (incl.)", "size", "kind", "names", "read", "write", "fetch")
@@ -64,8 +66,30 @@ def line(text: str = "", style: str = "") -> Line:
 
 
 def finding_line(f: Finding) -> str:
-    """``file:line:col: severity[rule] message``, one line, safe to print."""
-    return printable(f"{f.file}:{f.line}:{f.column}: {f.severity}[{f.rule}] {f.message}")
+    """``file:line:col: severity[rule] message``, one line, safe to print: the one wording of
+    a finding in text, whatever command met it. A finding at line 0 has no place in its file
+    (a binary input) and names the file alone; an input that could not be read at all is said
+    as every command says it, ``gpa-plan: cannot read PATH: reason``."""
+    if f.rule == UNREADABLE:
+        return printable(f"gpa-plan: {f.message}")
+    where = f"{f.file}:{f.line}:{f.column}" if f.line else f.file
+    return printable(f"{where}: {finding_text(f)}")
+
+
+def finding_text(f: Finding) -> str:
+    """``severity[rule] message``: a finding without its place, where the place is shown
+    otherwise (the map's tooltip of a region)."""
+    return f"{f.severity}[{f.rule}] {f.message}"
+
+
+def write_failure(findings: Sequence[Finding], stdout: TextIO, stderr: TextIO) -> None:
+    """A failed command's findings, one finding line each on ``stderr``: its standard output
+    is left to the data it would have printed."""
+    stderr.write("".join(finding_line(f) + "\n" for f in findings))
+
+
+def write_check(report: CheckReport, stream: TextIO) -> None:
+    render_check(report.results, stream, len(report.unreadable), quiet=report.quiet)
 
 
 def render_check(

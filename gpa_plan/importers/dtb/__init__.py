@@ -62,6 +62,9 @@ base address. The document's name is the root's ``model``, else its first ``comp
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from gpa_plan.importers import Imported, ImportFailure
 from gpa_plan.importers.dtb.fdt import FdtError, read_fdt
 from gpa_plan.importers.dtb.mapping import tree_to_layout
@@ -76,4 +79,9 @@ def import_dtb(blob: bytes) -> Imported:
     return tree_to_layout(tree)
 
 
-__all__ = ["import_dtb"]
+def read(data: bytes, options: Mapping[str, Any]) -> Imported:
+    """`gpa-plan import dtb`'s reader (gpa_plan.importers.registry): it takes no options."""
+    return import_dtb(data)
+
+
+__all__ = ["import_dtb", "read"]

@@ -91,11 +91,15 @@ architecture's default (arm64 40, x86_64 48), by the importers' shared pa_bits_n
 
 from __future__ import annotations
 
+import codecs
+from collections import abc
+from typing import Any
+
 from gpa_plan.arch import ARCHES
 from gpa_plan.importers import Imported, ImportFailure
 from gpa_plan.importers.qemu_mtree.address_space import in_kernel_pic, memory_regions
 from gpa_plan.importers.qemu_mtree.mapping import Mapping, architecture, document, with_its
-from gpa_plan.importers.qemu_mtree.text import scan
+from gpa_plan.importers.qemu_mtree.text import LINE_END, scan
 from gpa_plan.ranges import human_size
 
 
@@ -153,4 +157,36 @@ def import_qemu_mtree(
     return Imported(document(mapping, arch, notes), notes)
 
 
-__all__ = ["import_qemu_mtree"]
+def read(data: bytes, options: abc.Mapping[str, Any]) -> Imported:
+    """`gpa-plan import qemu-mtree`'s reader (gpa_plan.importers.registry): ``data`` as UTF-8
+    text (a leading BOM, as an editor may save it, is skipped), with the ``arch`` and
+    ``page_size`` options. Raises ImportFailure."""
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = data[bom:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        # Offsets count from the start of the file, BOM included, as an editor's do; the
+        # column counts the characters before the byte on its line.
+        where = bom + err.start
+        lines = LINE_END.split(data[bom:where].decode("utf-8"))
+        raise ImportFailure(
+            f"not UTF-8 text (byte 0x{data[where]:02x} at offset {where}): expected the "
+            "output of the QEMU monitor command `info mtree -f`",
+            len(lines),
+            len(lines[-1]) + 1,
+        ) from None
+    return import_qemu_mtree(text, options.get("arch"), options.get("page_size"))
+
+
+def page_size_option_problem(page_size: int, options: abc.Mapping[str, Any]) -> str | None:
+    """Why ``--page-size`` cannot be ``page_size`` (with the ``--arch`` in ``options``), or
+    None: checked on the command line before the input is read."""
+    problem = page_size_problem(page_size)
+    if problem:
+        return f"{problem} (4K, 16K, 64K ...)"
+    arch = options.get("arch")
+    problem = None if arch is None else arch_page_size_problem(arch, page_size)
+    return f"{problem} (--arch {arch})" if problem else None
+
+
+__all__ = ["import_qemu_mtree", "read"]
