@@ -14,7 +14,7 @@ from pydantic_core import ErrorDetails, ValidationError
 
 from gpa_plan.arch import name_hint
 from gpa_plan.arch.devices import CATALOG
-from gpa_plan.layout.errors import LayoutError, Problem
+from gpa_plan.layout.errors import SCHEMA, LayoutError, Problem
 from gpa_plan.layout.loader import Document
 from gpa_plan.layout.models import Device, Layout, Memslot, Reserved, keys_of, parse_layout
 from gpa_plan.layout.numbers import shown
@@ -59,7 +59,7 @@ def _order(problem: Problem) -> tuple[int, int]:
 
 def _problem(doc: Document, path: Path, message: str, *, key: bool = False) -> Problem:
     line, column = doc.position(path, key=key)
-    return Problem("schema", message, line, column)
+    return Problem(SCHEMA, message, line, column)
 
 
 # --- pydantic errors -------------------------------------------------------------------------
