@@ -6,32 +6,43 @@ a key added there is checked here without a line of this file changing."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import pytest
 from pydantic_core import ValidationError
 
-from gpa_plan.layout.models import (
-    Device,
-    Layout,
-    Memslot,
-    Reserved,
-    json_default,
-    keys_of,
-    parse_layout,
-)
+from gpa_plan.layout.models import Layout, declared_keys, json_default, keys_of, parse_layout
 from gpa_plan.layout.schema import layout_schema
 
-# Where each record sits in a document, and a value for each of its required keys: a key
-# made required fails `test_the_samples_give_exactly_the_required_keys` until it has one here.
-SECTION = {Memslot: "memslots", Device: "devices", Reserved: "reserved"}
-SAMPLES: dict[type, dict[str, Any]] = {
-    Layout: {"layout": 1, "arch": "arm64"},
-    Memslot: {"name": "ram", "base": 0x4000_0000, "size": 0x1000},
-    Device: {"name": "uart", "type": "mmio"},
-    Reserved: {"name": "hole", "base": 0x8000_0000, "size": 0x1000},
+
+def is_record(hint: object) -> bool:
+    return isinstance(hint, type) and hasattr(hint, "_fields") and bool(declared_keys(hint))
+
+
+def placed_records() -> dict[type, tuple[str, bool]]:
+    """Each record a layout holds below its top level: the top-level key it is under, and
+    whether that key holds a list of them."""
+    found: dict[type, tuple[str, bool]] = {}
+    for key, hint in get_type_hints(Layout).items():
+        args = get_args(hint)
+        if args and args[-1] is Ellipsis and is_record(args[0]):  # tuple[Record, ...]
+            found[args[0]] = (key, True)
+            continue
+        for record in (a for a in (hint, *args) if is_record(a)):  # Record, Record | None
+            found[record] = (key, False)
+    return found
+
+
+PLACES = placed_records()
+RECORDS = (Layout, *PLACES)
+# A value for each required key of each record: a record or a required key added to the
+# format fails `test_each_sample_gives_exactly_the_required_keys` until it has one here.
+SAMPLES: dict[str, dict[str, Any]] = {
+    "Layout": {"layout": 1, "arch": "arm64"},
+    "Memslot": {"name": "ram", "base": 0x4000_0000, "size": 0x1000},
+    "Device": {"name": "uart", "type": "mmio"},
+    "Reserved": {"name": "hole", "base": 0x8000_0000, "size": 0x1000},
 }
-RECORDS = tuple(SAMPLES)
 KEYS = [(record, key) for record in RECORDS for key in keys_of(record)]
 
 
@@ -43,16 +54,31 @@ def required(record: type) -> set[str]:
     return set(keys_of(record)) - set(record._field_defaults)  # type: ignore[attr-defined]
 
 
+def sample(record: type) -> dict[str, Any]:
+    return SAMPLES.get(record.__name__, {})
+
+
+def where(record: type) -> tuple[str | int, ...]:
+    """The path of ``record``'s entry in ``document``."""
+    if record is Layout:
+        return ()
+    key, listed = PLACES[record]
+    return (key, 0) if listed else (key,)
+
+
 def document(record: type, entry: dict[str, Any]) -> dict[str, Any]:
     """A layout whose ``record`` (the layout itself, or its one entry) is ``entry``."""
     if record is Layout:
         return entry
-    return {**SAMPLES[Layout], SECTION[record]: [entry]}
+    key, listed = PLACES[record]
+    return {**SAMPLES["Layout"], key: [entry] if listed else entry}
 
 
 def parsed(record: type, entry: dict[str, Any]) -> Any:
-    layout = parse_layout(document(record, entry))
-    return layout if record is Layout else getattr(layout, SECTION[record])[0]
+    found: Any = parse_layout(document(record, entry))
+    for step in where(record):
+        found = found[step] if isinstance(step, int) else getattr(found, step)
+    return found
 
 
 def json_schema_of(record: type) -> dict[str, Any]:
@@ -61,10 +87,14 @@ def json_schema_of(record: type) -> dict[str, Any]:
     return found
 
 
+def test_every_record_of_the_format_is_checked() -> None:
+    assert {r.__name__ for r in RECORDS} >= {"Layout", "Memslot", "Device", "Reserved"}
+
+
 @pytest.mark.parametrize("record", RECORDS, ids=key_id)
-def test_the_samples_give_exactly_the_required_keys(record: type) -> None:
-    assert set(SAMPLES[record]) == required(record)
-    assert parsed(record, SAMPLES[record]).given == frozenset(SAMPLES[record])
+def test_each_sample_gives_exactly_the_required_keys(record: type) -> None:
+    assert set(sample(record)) == required(record)
+    assert parsed(record, sample(record)).given == frozenset(sample(record))
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=key_id)
@@ -79,14 +109,13 @@ def test_the_json_schema_lists_the_keys_in_order_and_requires_those_without_defa
 @pytest.mark.parametrize(("record", "key"), KEYS, ids=key_id)
 def test_record_validator_and_json_schema_agree_on_the_key(record: type, key: str) -> None:
     defaults: dict[str, Any] = record._field_defaults  # type: ignore[attr-defined]
-    entry = {k: v for k, v in SAMPLES[record].items() if k != key}
+    entry = {k: v for k, v in sample(record).items() if k != key}
     described = json_schema_of(record)["properties"][key]
     if key not in defaults:
         with pytest.raises(ValidationError) as raised:
             parsed(record, entry)
-        where = () if record is Layout else (SECTION[record], 0)
-        errors = raised.value.errors()
-        assert [(e["type"], tuple(e["loc"])) for e in errors] == [("missing", (*where, key))]
+        errors = [(e["type"], tuple(e["loc"])) for e in raised.value.errors()]
+        assert errors == [("missing", (*where(record), key))]
         assert "default" not in described
         return
     # Left out: the record's default, and not counted as given.
@@ -104,8 +133,8 @@ def test_record_validator_and_json_schema_agree_on_the_key(record: type, key: st
 def test_no_policy_is_no_default_policy() -> None:
     # Without `policy`, a ucall device follows KVM selftests instead of taking the lowest fit;
     # a schema that says `first` would tell editors to write what changes the placement.
-    for record in (Memslot, Device):
-        assert record._field_defaults["policy"] is None
+    for record in (r for r in RECORDS if r.__name__ in ("Memslot", "Device")):
+        assert record._field_defaults["policy"] is None  # type: ignore[attr-defined]
         policy = json_schema_of(record)["properties"]["policy"]
         assert policy["default"] is None
         assert "selftests" in policy["description"]

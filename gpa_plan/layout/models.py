@@ -132,7 +132,7 @@ _LISTED_FIRST: dict[str, tuple[str, ...]] = {
 }
 
 
-def keys(record: type) -> dict[str, Key]:
+def declared_keys(record: type) -> dict[str, Key]:
     """The keys of ``record`` (Layout, Memslot, Device, Reserved) in the format's order."""
     found = {
         name: key
@@ -171,7 +171,7 @@ _STRICT = CoreConfig(strict=True)
 def _object_schema(record: type, *, ref: str | None = None) -> cs.CoreSchema:
     """A mapping with exactly the keys of ``record``, validated into one."""
     defaults: dict[str, Any] = getattr(record, "_field_defaults", {})
-    fields = {name: _field(key, defaults, name) for name, key in keys(record).items()}
+    fields = {name: _field(key, defaults, name) for name, key in declared_keys(record).items()}
     mapping = cs.typed_dict_schema(
         fields,
         extra_behavior="forbid",
@@ -327,12 +327,13 @@ def parse_layout(data: object) -> Layout:
 
 def keys_of(model: type) -> tuple[str, ...]:
     """The keys a layout file may give for ``model`` (Layout, Memslot, Device, Reserved)."""
-    return _KEYS[model]
+    found = _KEYS.get(model)
+    if found is None:
+        found = _KEYS[model] = tuple(declared_keys(model))
+    return found
 
 
-_KEYS: dict[type, tuple[str, ...]] = {
-    record: tuple(keys(record)) for record in (Layout, Memslot, Device, Reserved)
-}
+_KEYS: dict[type, tuple[str, ...]] = {}
 
 
 def as_data(model: Layout | Memslot | Device | Reserved) -> dict[str, Any]:
