@@ -77,6 +77,8 @@ class Rule(NamedTuple):
     severity: str
     summary: str
     description: str
+    # The rule's function, run with ctx.rule set to this rule; None for the rules of a file
+    # that does not load, which gpa_plan.layout reports.
     check: RuleCheck | None
     # Other severities some of its findings take, each with when: ((WARNING, "when ..."),).
     also: tuple[tuple[str, str], ...] = ()
