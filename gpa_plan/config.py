@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.run import RULES, CheckResult
 from gpa_plan.inputs import InputError, read_input, utf8_error_position
+from gpa_plan.layout.errors import SCHEMA, YAML_SYNTAX
 from gpa_plan.printable import printable
 from gpa_plan.suggest import closest
 
@@ -42,7 +43,7 @@ CONFIG_FILES = (CONFIG_FILE, ".gpa-plan.yml")
 PYPROJECT = "pyproject.toml"
 TOOL_TABLE = "gpa-plan"
 KEYS = ("select", "ignore", "strict")
-ALWAYS_REPORTED = frozenset({"yaml-syntax", "schema"})
+ALWAYS_REPORTED = frozenset({YAML_SYNTAX, SCHEMA})
 # A value, key or slug echoed in a message is cut to this many characters (then "...").
 MAX_SHOWN = 60
 _MAX_LOADER_MESSAGE = 400
@@ -154,7 +155,7 @@ def load_yaml_config(path: Path) -> Config:
         document = load_mapping(_read(path), name, "the configuration")
     except LayoutError as err:
         problem = err.problems[0]
-        what = "cannot read the configuration: " if problem.rule == "yaml-syntax" else ""
+        what = "cannot read the configuration: " if problem.rule == YAML_SYNTAX else ""
         # The loader quotes keys and tags in full; an explicit YAML key may be megabytes long.
         message = _text(problem.message, limit=_MAX_LOADER_MESSAGE)
         raise ConfigError(f"{name}:{problem.line}:{problem.column}: {what}{message}") from None

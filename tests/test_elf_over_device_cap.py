@@ -69,7 +69,7 @@ def one_per_pair(ctx: RuleContext) -> Iterator[Finding]:
                         "memory but the device never sees the guest's accesses to that range"
                     )
                 yield _finding(
-                    "elf-over-device",
+                    RULES["elf-over-device"],
                     program,
                     f"{_describe(segment, 'p_paddr', rng)} overlaps {device.type.name} device "
                     f"{device.name!r} {device.range} at {_span(shared)}: {effect}; link the "
@@ -275,7 +275,7 @@ def one_per_collision(ctx: RuleContext) -> Iterator[Finding]:
                 if shared is None:
                     continue
                 yield _finding(
-                    "elf-va-collision",
+                    RULES["elf-va-collision"],
                     program,
                     f"segment {segment.index} ({segment.flag_letters}, p_vaddr "
                     f"{_span(Range(segment.vaddr, segment.vaddr + segment.memsz))}, mapped as "

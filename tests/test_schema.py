@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ CLEAN = sorted((DATA / "schema" / "valid").glob("*.yaml"))
 # The CI fixtures load (all but misspelt.yaml) even where `check` has findings.
 VALID = CLEAN + sorted((DATA / "ci" / "layouts").glob("[!m]*.yaml"))
 INVALID = sorted((DATA / "schema" / "invalid").glob("*.yaml"))
+# GPA_PLAN_UPDATE_GOLDEN=1 rewrites it; review the diff: editors see every change.
+GOLDEN = DATA / "golden" / "schema.json"
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,14 @@ def test_schema_command_prints_a_draft_2020_12_schema_with_title_and_description
     assert "KVM" in schema["description"]
     assert list(schema)[:3] == ["$schema", "title", "description"]
     assert "$id" not in schema  # no address on the web names it
+
+
+def test_schema_command_prints_the_golden_schema() -> None:
+    result = CliRunner().invoke(cli, ["schema"])
+    assert result.exit_code == 0
+    if os.environ.get("GPA_PLAN_UPDATE_GOLDEN"):
+        GOLDEN.write_text(result.stdout)
+    assert result.stdout == GOLDEN.read_text()
 
 
 def test_schema_command_prints_what_the_library_returns() -> None:

@@ -46,7 +46,6 @@ def device_shadowed(ctx: RuleContext) -> Iterator[Finding]:
         if region is not None:
             owner = _memslots_in(memslot_names, region)
             yield ctx.finding(
-                "device-shadowed",
                 f"{_describe(device)} lies in read-write memory ({owner} covers "
                 f"{region.range.intersection(device.range)} of it): "
                 + MEMSLOT_OVER_DEVICE.format(accesses="reads and writes")
@@ -60,7 +59,6 @@ def device_shadowed(ctx: RuleContext) -> Iterator[Finding]:
         if region is not None:
             owner = _memslots_in(memslot_names, region)
             yield ctx.finding(
-                "device-shadowed",
                 f"{_describe(device)} lies in a read-only memslot "
                 f"({owner} covers {region.range.intersection(device.range)} of it): guest "
                 "reads return the memslot's memory, only writes reach the device; move the "
@@ -118,7 +116,6 @@ def device_overlap(ctx: RuleContext) -> Iterator[Finding]:
         outcome = overlap_outcome(_party(later, ctx), _party(first, ctx))
         fix = "move one of them" if outcome.error else "move one of them unless that is meant"
         yield ctx.finding(
-            "device-overlap",
             f"{_describe(later)} overlaps {_describe(first)} at {shared}: {outcome.what}; {fix}",
             later.path,
             "base",
@@ -145,7 +142,6 @@ def device_misaligned(ctx: RuleContext) -> Iterator[Finding]:
             down = d.range.start - d.range.start % align
             api = f" ({d.type.kvm_api} returns EINVAL)" if d.type.kvm_api else ""
             yield ctx.finding(
-                "device-misaligned",
                 f"{_describe(d)} is not {human_size(align)}-aligned{api}; use "
                 f"{hex_addr(down)} or {hex_addr(down + align)}",
                 d.path,
@@ -164,7 +160,6 @@ def device_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
     for d in ctx.layout.devices:
         if d.range.end > limit:
             yield ctx.finding(
-                "device-out-of-range",
                 f"{_describe(d)} ends beyond the {ctx.layout.pa_bits}-bit {ctx.arch.pa_name} "
                 f"({hex_addr(limit)}): the guest cannot reach it"
                 + (" and KVM_SET_DEVICE_ATTR returns E2BIG" if d.type.kvm_api else "")
@@ -199,7 +194,6 @@ def device_wrong_arch(ctx: RuleContext) -> Iterator[Finding]:
     for d in ctx.layout.devices:
         if own not in d.type.arches:
             yield ctx.finding(
-                "device-wrong-arch",
                 f"{_describe(d)}: KVM has no {d.type.name} on {own}, the layout's arch, so there "
                 "this range is not handled in the kernel and accesses exit to the VMM; use "
                 f"{own}'s own devices or an `mmio` device",
@@ -209,7 +203,6 @@ def device_wrong_arch(ctx: RuleContext) -> Iterator[Finding]:
             )
     if ctx.left_out:
         yield ctx.finding(
-            "device-wrong-arch",
             _left_out_note(ctx.left_out, ctx.layout.arch, ctx.arch.name),
             ("arch",),
             objects=(d.name for d in ctx.left_out[:MAX_NAMED]),
@@ -254,7 +247,6 @@ def reserved_overlap(ctx: RuleContext) -> Iterator[Finding]:
         hit = reach[k]
         if hit.range.end > rng.start:
             yield ctx.finding(
-                "reserved-overlap",
                 f"{entry.name!r} {rng} intrudes into reserved range {hit.name!r} "
                 f"{hit.range} at {rng.intersection(hit.range)}; move it out",
                 entry.path,
@@ -300,7 +292,6 @@ def ucall_not_io(ctx: RuleContext) -> Iterator[Finding]:
         others = [n for n in region.names if n != d.name]
         cause = f" ({', '.join(repr(n) for n in others)})" if others else ""
         yield ctx.finding(
-            "ucall-not-io",
             f"ucall {d.name!r} at {region.range}: guest writes there{cause} "
             f"{_NOT_AN_EXIT.get(region.write, 'do not exit')}; "
             f"{_ucall_fix(ctx, d, region.write is Outcome.MEMORY)}",
@@ -348,7 +339,6 @@ def iobus_full(ctx: RuleContext) -> Iterator[Finding]:
         added = (d.range.size // d.type.per_vcpu) if d.type.per_vcpu else 1
         if count + added > NR_IOBUS_DEVS:
             yield ctx.finding(
-                "iobus-full",
                 f"{d.name!r} is past the {NR_IOBUS_DEVS} devices other than ioeventfds one KVM "
                 "io bus holds (NR_IOBUS_DEVS): kvm_io_bus_register_dev() returns ENOSPC; make "
                 "some of them user devices",
@@ -379,7 +369,6 @@ def vgic_conflict(ctx: RuleContext) -> Iterator[Finding]:
             first_model = d
         elif first_model.type.irqchip_model != model:
             yield ctx.finding(
-                "vgic-conflict",
                 f"{_describe(d)} is a {model} frame but {first_model.name!r} is "
                 f"{first_model.type.irqchip_model}: a VM has one vGIC, the second "
                 "KVM_CREATE_DEVICE fails with EEXIST; keep one model",
@@ -390,7 +379,6 @@ def vgic_conflict(ctx: RuleContext) -> Iterator[Finding]:
             continue
         if name in seen and not d.type.frame_may_repeat:
             yield ctx.finding(
-                "vgic-conflict",
                 f"{_describe(d)} gives the {name} frame a second address after "
                 f"{seen[name].name!r}: KVM_SET_DEVICE_ATTR returns EEXIST; keep one",
                 d.path,

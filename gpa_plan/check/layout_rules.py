@@ -18,7 +18,6 @@ def arch_limits(ctx: RuleContext) -> Iterator[Finding]:
     layout, arch = ctx.layout, ctx.arch
     if not arch.min_pa_bits <= layout.pa_bits <= arch.max_pa_bits:
         yield ctx.finding(
-            "arch-limits",
             f"pa_bits {layout.pa_bits} is outside what {arch.name} supports "
             f"({arch.min_pa_bits} to {arch.max_pa_bits}-bit {arch.pa_name}); KVM_CREATE_VM "
             "fails with EINVAL on arm64 and the guest cannot address it on x86",
@@ -28,7 +27,6 @@ def arch_limits(ctx: RuleContext) -> Iterator[Finding]:
     if layout.page_size not in arch.page_sizes:
         sizes = ", ".join(human_size(p) for p in arch.page_sizes)
         yield ctx.finding(
-            "arch-limits",
             f"page_size {human_size(layout.page_size)} is not a host page size {arch.name} "
             f"has ({sizes}); memslot alignment follows the host's PAGE_SIZE",
             (),
@@ -41,4 +39,4 @@ def no_room(ctx: RuleContext) -> Iterator[Finding]:
     """An entry with `base: auto` for which no free range of its size and alignment exists
     in its window. Fix: widen `within`, lower `align`, or free space in the layout."""
     for message, path in ctx.placement_errors:
-        yield ctx.finding("no-room", message, path, "base")
+        yield ctx.finding(message, path, "base")

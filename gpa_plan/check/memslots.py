@@ -48,7 +48,6 @@ def memslot_overlap(ctx: RuleContext) -> Iterator[Finding]:
             first = slots[hit]
             shared = first.range.intersection(later.range)
             yield ctx.finding(
-                "memslot-overlap",
                 f"{_describe(later)} overlaps {_describe(first)} at {shared}: "
                 f"KVM_SET_USER_MEMORY_REGION refuses it with EEXIST "
                 "(kvm_check_memslot_overlap); move or shrink one of them",
@@ -69,7 +68,6 @@ def memslot_misaligned(ctx: RuleContext) -> Iterator[Finding]:
         for field, value in (("base", m.range.start), ("size", m.range.size)):
             if value > 0 and value % page:
                 yield ctx.finding(
-                    "memslot-misaligned",
                     f"{field} {hex_addr(value)} of memslot {m.name!r} is not a multiple of the "
                     f"{human_size(page)} page size: KVM_SET_USER_MEMORY_REGION returns EINVAL; "
                     + _aligned_choices(field, value, page),
@@ -108,7 +106,7 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
                 f"memslot {m.name!r} has size 0: to KVM_SET_USER_MEMORY_REGION that means "
                 "'delete this slot' (EINVAL when it does not exist); give it a size"
             )
-            yield ctx.finding("memslot-out-of-range", message, m.path, "size", (m.name,))
+            yield ctx.finding(message, m.path, "size", (m.name,))
         elif end >= U64_LIMIT:
             # kvm_set_memory_region(): `guest_phys_addr + memory_size < guest_phys_addr` in
             # u64, so a slot ending exactly at 2**64 wraps to 0 and is refused too.
@@ -117,7 +115,7 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
                 "ends at or past 2**64, so its end wraps around: KVM_SET_USER_MEMORY_REGION "
                 "returns EINVAL"
             )
-            yield ctx.finding("memslot-out-of-range", message, m.path, "size", (m.name,))
+            yield ctx.finding(message, m.path, "size", (m.name,))
         elif end > layout.limit:
             outcome = arch.beyond_pa_outcome or (
                 f"KVM refuses it with {arch.beyond_pa_errno} in {arch.beyond_pa_check}"
@@ -127,13 +125,13 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
                 f"{arch.pa_name} ({hex_addr(layout.limit)}): {outcome}; move it below "
                 f"{hex_addr(layout.limit)} or raise pa_bits"
             )
-            yield ctx.finding("memslot-out-of-range", message, m.path, "base", (m.name,))
+            yield ctx.finding(message, m.path, "base", (m.name,))
         elif size // layout.page_size > KVM_MEM_MAX_NR_PAGES:
             message = (
                 f"memslot {m.name!r} has {size // layout.page_size} pages, more than "
                 f"KVM_MEM_MAX_NR_PAGES ({KVM_MEM_MAX_NR_PAGES}): EINVAL; split it in two"
             )
-            yield ctx.finding("memslot-out-of-range", message, m.path, "size", (m.name,))
+            yield ctx.finding(message, m.path, "size", (m.name,))
 
 
 @rule(
@@ -155,7 +153,6 @@ def slot_id_conflict(ctx: RuleContext) -> Iterator[Finding]:
         if m.as_id >= arch.address_spaces:
             allowed = "only 0" if arch.address_spaces == 1 else "0 or 1 (SMM)"
             yield ctx.finding(
-                "slot-id-conflict",
                 f"memslot {m.name!r} uses as_id {m.as_id}, but {arch.name} allows {allowed}: "
                 "KVM_SET_USER_MEMORY_REGION returns EINVAL",
                 m.path,
@@ -164,7 +161,6 @@ def slot_id_conflict(ctx: RuleContext) -> Iterator[Finding]:
             )
         if m.slot >= arch.user_memslots and not m.auto_slot:
             yield ctx.finding(
-                "slot-id-conflict",
                 f"memslot {m.name!r} uses slot id {m.slot}; {arch.name} user slot ids stop at "
                 f"{arch.user_memslots - 1} (KVM_USER_MEM_SLOTS): EINVAL",
                 m.path,
@@ -174,7 +170,6 @@ def slot_id_conflict(ctx: RuleContext) -> Iterator[Finding]:
         first = seen.get((m.as_id, m.slot))
         if first is not None:
             yield ctx.finding(
-                "slot-id-conflict",
                 f"memslot {m.name!r} reuses slot {m.slot} of as_id {m.as_id} from "
                 f"{first.name!r}: KVM would treat it as moving or resizing that slot (EINVAL "
                 "on a size change), not as a new one; give it its own slot id",
@@ -198,7 +193,6 @@ def too_many_memslots(ctx: RuleContext) -> Iterator[Finding]:
         if len(slots) > ctx.arch.user_memslots:
             extra = slots[ctx.arch.user_memslots]
             yield ctx.finding(
-                "too-many-memslots",
                 f"address space {as_id} has {len(slots)} memslots; {ctx.arch.name} allows "
                 f"{ctx.arch.user_memslots} (KVM_CAP_NR_MEMSLOTS), so {extra.name!r} and the "
                 "ones after it get EINVAL; merge adjacent memslots",
@@ -231,7 +225,6 @@ def _over_private(ctx: RuleContext, private: PrivateRange) -> Iterator[Finding]:
     for m in ctx.layout.memslots:
         if m.range.overlaps(page):
             yield ctx.finding(
-                "private-slot-conflict",
                 f"memslot {m.name!r} {m.range} covers {private.name} at "
                 f"{hex_addr(private.start)} ({private.what}): {private.refusal}; leave that "
                 "page out of the memslot",

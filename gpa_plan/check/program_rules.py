@@ -16,7 +16,7 @@ from gpa_plan.arch.base import Backing, Outcome
 from gpa_plan.check.findings import MAX_FINDINGS_PER_OBJECT, Finding, left_out_finding
 from gpa_plan.check.overlaps import LiveRanges, TakenRanges
 from gpa_plan.check.partition import Region, first_where, next_where, region_span
-from gpa_plan.check.rules import ERROR, RULES, RuleContext, rule
+from gpa_plan.check.rules import ERROR, Rule, RuleContext, rule
 from gpa_plan.elf import ELF64_HEADER_SIZES, PHYSICAL, SELFTESTS
 from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry
 from gpa_plan.ranges import Range, hex_addr, human_size
@@ -38,10 +38,8 @@ _OUTCOME_TEXT = {
 _ACCESS_TEXT = {"fetch": "instruction fetches", "write": "writes", "read": "reads"}
 
 
-def _finding(rule_slug: str, program: Program, message: str, objects: Iterable[str]) -> Finding:
-    return Finding(
-        rule_slug, RULES[rule_slug].severity, message, program.path, 1, 1, tuple(objects)
-    )
+def _finding(rule: Rule, program: Program, message: str, objects: Iterable[str]) -> Finding:
+    return rule.finding_at(program.path, 1, 1, message, objects)
 
 
 def _span(rng: Range) -> str:
@@ -147,14 +145,12 @@ def elf_unreadable(ctx: RuleContext) -> Iterator[Finding]:
     loader can place it: neither a VMM kernel loader nor KVM selftests' kvm_vm_elf_load().
     Fix: pass the guest's linked executable."""
     for err in ctx.program_errors:
-        yield Finding(
-            "elf-unreadable",
-            RULES["elf-unreadable"].severity,
-            f"{err.reason}: no loader can place it in guest memory, so the program was not "
-            "checked; pass the guest's linked ELF executable (not an object file or a core dump)",
+        yield ctx.running.finding_at(
             err.path,
             err.line,
             err.column,
+            f"{err.reason}: no loader can place it in guest memory, so the program was not "
+            "checked; pass the guest's linked ELF executable (not an object file or a core dump)",
         )
 
 
@@ -171,7 +167,7 @@ def elf_wrong_arch(ctx: RuleContext) -> Iterator[Finding]:
     for program in ctx.programs:
         if program.machine != expected:
             yield _finding(
-                "elf-wrong-arch",
+                ctx.running,
                 program,
                 f"ELF machine {program.machine} is not {expected}, the machine of the "
                 f"{ctx.arch.name} vCPU this layout is checked for: the vCPU would decode the "
@@ -229,7 +225,7 @@ def _unbacked(
     )
     names = list(dict.fromkeys(n for hole in holes for n in hole.names))
     return _finding(
-        "elf-unbacked",
+        ctx.running,
         program,
         f"{_describe(segment, 'p_paddr', rng)}: {where} outside every memslot: the loader "
         f"has no guest memory to copy the segment into, and {_what_happens(access, outcomes[0])}"
@@ -286,7 +282,7 @@ def _readonly(
             f"{_more(len(roms), total, 'read-only ranges')}"
         )
     return _finding(
-        "elf-readonly",
+        ctx.running,
         program,
         f"{_describe(segment, 'p_paddr', rng)} {where}: "
         f"{_what_happens('write', roms[0].write)} instead of updating memory; "
@@ -311,10 +307,6 @@ def elf_over_device(ctx: RuleContext) -> Iterator[Finding]:
     yield from _DeviceOverlaps(ctx).findings()
 
 
-# Rules that apply cap_per_object's cap themselves as they make their findings.
-CAPPED_AS_MADE = frozenset({"elf-over-device", "elf-va-collision"})
-
-
 class _DeviceOverlaps:
     """elf-over-device's findings, capped as cap_per_object caps them, without making one per
     segment and device. The findings come out in the order the cap sees them (programs by
@@ -333,11 +325,11 @@ class _DeviceOverlaps:
       counted at the end, and the first one only places the left-out finding.
     """
 
-    slug = "elf-over-device"
     mode = PHYSICAL
 
     def __init__(self, ctx: RuleContext) -> None:
         self.ctx = ctx
+        self.rule = ctx.running
         self.slots = self._slots()
         self.exposed = next_where(ctx.regions, lambda r: r.backing is Backing.NONE)
         self.devices = devices = self._devices()
@@ -389,9 +381,8 @@ class _DeviceOverlaps:
             self._unblock(k, len(self.placed))
         self._count_after_full()
         self._count_blocked()
-        severity = RULES[self.slug].severity
         more = [
-            left_out_finding(self.slug, name, self.hidden[name], severity, first)
+            left_out_finding(self.rule.slug, name, self.hidden[name], self.rule.severity, first)
             for name, first in self.first.items()
         ]
         return self.kept + more
@@ -568,7 +559,7 @@ class _DeviceOverlaps:
     def _left_out(self, name: str, program: Program, count: int) -> None:
         self.hidden[name] = self.hidden.get(name, 0) + count
         if name not in self.first:
-            self.first[name] = _finding(self.slug, program, "", ())
+            self.first[name] = _finding(self.rule, program, "", ())
             for k in self.by_name.get(name, ()):
                 self.waiting.remove(k)
 
@@ -637,7 +628,7 @@ class _DeviceOverlaps:
                 "but the device never sees the guest's accesses to that range"
             )
         return _finding(
-            "elf-over-device",
+            self.rule,
             program,
             f"{_describe(segment, 'p_paddr', rng)} overlaps {device.type.name} device "
             f"{device.name!r} {device.range} at {_span(shared)}: {effect}; link the segment "
@@ -651,7 +642,6 @@ class _VaCollisions(_DeviceOverlaps):
     pages against each segment's page-rounded p_vaddr range; a finding names the device
     only."""
 
-    slug = "elf-va-collision"
     mode = SELFTESTS
 
     def _slots(self) -> set[str]:
@@ -680,7 +670,7 @@ class _VaCollisions(_DeviceOverlaps):
     ) -> Finding:
         pages = self._segment_range(segment)
         return _finding(
-            "elf-va-collision",
+            self.rule,
             program,
             f"segment {segment.index} ({segment.flag_letters}, p_vaddr "
             f"{_span(Range(segment.vaddr, segment.vaddr + segment.memsz))}, mapped as "
@@ -809,7 +799,7 @@ def elf_code_slot_too_small(ctx: RuleContext) -> Iterator[Finding]:
         needed = sum(s.virtual_pages(page).size for s in program.segments)
         if slot is None:
             yield _finding(
-                "elf-code-slot-too-small",
+                ctx.running,
                 program,
                 f"the program needs {human_size(needed)} of guest pages but the layout has no "
                 "read-write memslot in address space 0: kvm_vm_elf_load() has no code memslot "
@@ -818,7 +808,7 @@ def elf_code_slot_too_small(ctx: RuleContext) -> Iterator[Finding]:
             )
         elif needed > slot.range.size:
             yield _finding(
-                "elf-code-slot-too-small",
+                ctx.running,
                 program,
                 _too_small_message(program, needed, slot, page),
                 (slot.name,),
@@ -854,7 +844,7 @@ def elf_not_loadable(ctx: RuleContext) -> Iterator[Finding]:
     for program in _runnable(ctx, SELFTESTS):
         for reason in _loader_refusals(program, ctx.layout.guest_page_size):
             yield _finding(
-                "elf-not-loadable",
+                ctx.running,
                 program,
                 f"{reason}, so kvm_vm_elf_load() fails a TEST_ASSERT and the test aborts "
                 "before the guest runs",
@@ -900,3 +890,7 @@ def _loader_refusals(program: Program, page: int) -> Iterator[str]:
             f"it the pages from its own start; align the segments to the {human_size(page)} "
             "guest page in the linker script"
         )
+
+
+# Rules that apply cap_per_object's cap themselves as they make their findings.
+CAPPED_AS_MADE = frozenset({elf_over_device.slug, elf_va_collision.slug})

@@ -3,17 +3,24 @@
 A rule is one small function registered with ``@rule(slug, severity, summary)``; its docstring
 is the long description that ``gpa-plan rules`` prints. Rules only read: the resolved layout,
 the architecture, the partition and the document's positions.
+
+The slug is written once, in the registration. The decorator gives back the registered
+``Rule``, and its ``check`` runs the function with ``ctx.rule`` set to that rule, so
+``ctx.finding(message, path, ...)`` takes the slug and severity from it. Code outside a rule
+that names one uses the ``Rule`` (``memslot_overlap.slug``), never a copy of its slug.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from functools import wraps
 from typing import TYPE_CHECKING, NamedTuple
 
 from gpa_plan.arch.base import ArchSpec
 from gpa_plan.check.findings import ERROR, NOTE, WARNING, Finding
 from gpa_plan.check.partition import Region
 from gpa_plan.elf import PHYSICAL
+from gpa_plan.layout.errors import SCHEMA, YAML_SYNTAX
 from gpa_plan.layout.loader import Document
 from gpa_plan.layout.resolved import DeviceEntry, EntryPath, ResolvedLayout
 
@@ -36,27 +43,30 @@ class RuleContext(NamedTuple):
     # devices of the layout's own arch that `arch` does not have: not created, left out of
     # `layout` (gpa_plan.layout.resolved.created_on)
     left_out: tuple[DeviceEntry, ...] = ()
+    # the rule whose check runs (set by Rule.check): its findings carry its slug
+    rule: Rule | None = None
+
+    @property
+    def running(self) -> Rule:
+        """The rule whose check runs; a rule function called other than through its
+        ``Rule.check`` has none, and making a finding there is a mistake in the code."""
+        if self.rule is None:
+            raise RuntimeError("a finding made outside a rule: call the rule's Rule.check")
+        return self.rule
 
     def finding(
         self,
-        rule: str,
         message: str,
         path: tuple[str | int, ...],
         field: str | None = None,
         objects: Iterable[str] = (),
         severity: str | None = None,
     ) -> Finding:
+        """A finding of the running rule at ``path`` (and ``field``) of the layout; at the
+        rule's severity unless ``severity`` says otherwise."""
         full: tuple[str | int, ...] = (*path, field) if field is not None else path
         line, column = self.doc.position(full)
-        return Finding(
-            rule,
-            severity or RULES[rule].severity,
-            message,
-            self.file,
-            line,
-            column,
-            tuple(objects),
-        )
+        return self.running.finding_at(self.file, line, column, message, objects, severity)
 
 
 RuleCheck = Callable[[RuleContext], Iterator[Finding]]
@@ -67,9 +77,25 @@ class Rule(NamedTuple):
     severity: str
     summary: str
     description: str
+    # The rule's function, run with ctx.rule set to this rule; None for the rules of a file
+    # that does not load, which gpa_plan.layout reports.
     check: RuleCheck | None
     # Other severities some of its findings take, each with when: ((WARNING, "when ..."),).
     also: tuple[tuple[str, str], ...] = ()
+
+    def finding_at(
+        self,
+        file: str,
+        line: int,
+        column: int,
+        message: str,
+        objects: Iterable[str] = (),
+        severity: str | None = None,
+    ) -> Finding:
+        """A finding of this rule at ``line`` and ``column`` of ``file``."""
+        return Finding(
+            self.slug, severity or self.severity, message, file, line, column, tuple(objects)
+        )
 
     @property
     def severities(self) -> tuple[str, ...]:
@@ -91,27 +117,41 @@ def _register(
     description: str,
     check: RuleCheck | None,
     also: tuple[tuple[str, str], ...] = (),
-) -> None:
+) -> Rule:
     if slug in RULES:
         raise ValueError(f"rule {slug} registered twice")
-    RULES[slug] = Rule(slug, severity, summary, " ".join(description.split()), check, also)
+    bound = _running_as(slug, check) if check is not None else None
+    entry = Rule(slug, severity, summary, " ".join(description.split()), bound, also)
+    RULES[slug] = entry
+    return entry
+
+
+def _running_as(slug: str, check: RuleCheck) -> RuleCheck:
+    """``check`` run with ``ctx.rule`` set to rule ``slug``."""
+
+    @wraps(check)
+    def run(ctx: RuleContext) -> Iterator[Finding]:
+        return check(ctx._replace(rule=RULES[slug]))
+
+    return run
 
 
 def rule(
     slug: str, severity: str, summary: str, *, also: tuple[tuple[str, str], ...] = ()
-) -> Callable[[RuleCheck], RuleCheck]:
-    """Register ``check`` as rule ``slug``; ``also`` lists the other severities its findings
-    may take, with when (what `gpa-plan rules` and SARIF's rule list say)."""
+) -> Callable[[RuleCheck], Rule]:
+    """Register ``check`` as rule ``slug`` and give back the ``Rule``; ``also`` lists the
+    other severities its findings may take, with when (what `gpa-plan rules` and SARIF's rule
+    list say)."""
 
-    def register(check: RuleCheck) -> RuleCheck:
-        _register(slug, severity, summary, check.__doc__ or summary, check, also)
-        return check
+    def register(check: RuleCheck) -> Rule:
+        return _register(slug, severity, summary, check.__doc__ or summary, check, also)
 
     return register
 
 
+# The two rules of a file that does not load: gpa_plan.layout reports them, by these slugs.
 _register(
-    "yaml-syntax",
+    YAML_SYNTAX,
     ERROR,
     "the file is not well-formed YAML (or not UTF-8)",
     """The file could not be read as one YAML document of UTF-8 text: a syntax error, bytes
@@ -121,7 +161,7 @@ _register(
     None,
 )
 _register(
-    "schema",
+    SCHEMA,
     ERROR,
     "a value or key breaks the layout format (type, unknown or duplicate key, bad number, "
     "duplicate name)",

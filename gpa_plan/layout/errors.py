@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+# The rules a file that does not load is reported under (registered in gpa_plan.check.rules):
+# YAML that does not parse, and a document that breaks the layout format.
+YAML_SYNTAX = "yaml-syntax"
+SCHEMA = "schema"
+
 
 class Problem(NamedTuple):
-    """One thing wrong with a layout file, at a 1-based line and column."""
+    """One thing wrong with a layout file, at a 1-based line and column; ``rule`` is
+    YAML_SYNTAX or SCHEMA."""
 
     rule: str
     message: str

@@ -24,7 +24,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gpa_plan.inputs import STDIN, STDIN_NAME, read_input
-from gpa_plan.layout.errors import LayoutError, Problem
+from gpa_plan.layout.errors import SCHEMA, YAML_SYNTAX, LayoutError, Problem
 from gpa_plan.layout.numbers import NumberError, RejectedNumber, parse_number
 from gpa_plan.layout.yaml_errors import plain_syntax
 
@@ -135,15 +135,15 @@ def load_text(text: str, name: str) -> Document:
     except yaml.MarkedYAMLError as err:
         plain = plain_syntax(err, text)
         if plain is not None:
-            raise LayoutError(name, [Problem("yaml-syntax", *plain)]) from None
+            raise LayoutError(name, [Problem(YAML_SYNTAX, *plain)]) from None
         mark = err.problem_mark or err.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = Problem("yaml-syntax", _syntax_message(err), line, column)
+        problem = Problem(YAML_SYNTAX, _syntax_message(err), line, column)
         raise LayoutError(name, [problem]) from None
     except yaml.reader.ReaderError as err:
         raise LayoutError(name, [_unacceptable_character(text, err)]) from None
     except yaml.YAMLError as err:
-        raise LayoutError(name, [Problem("yaml-syntax", str(err), 1, 1)]) from None
+        raise LayoutError(name, [Problem(YAML_SYNTAX, str(err), 1, 1)]) from None
     # An aliased mapping is constructed once per alias: say each of its problems once.
     return Document(name, data, root, tuple(dict.fromkeys(constructor.problems)))
 
@@ -168,7 +168,7 @@ def _unacceptable_character(text: str, err: yaml.reader.ReaderError) -> Problem:
         f"character U+{ord(char):04X} ({escape}) is not allowed in YAML text; "
         f'remove it, or write it as the escape "{escape}" inside a double-quoted string'
     )
-    return Problem("yaml-syntax", message, len(lines), len(lines[-1]) + 1)
+    return Problem(YAML_SYNTAX, message, len(lines), len(lines[-1]) + 1)
 def load_mapping(raw: bytes, name: str, what: str) -> Document | None:
     """A YAML file that holds one mapping of any kind (``what`` names it in messages: "the
     configuration"), loaded with every guard a layout gets: UTF-8 only, one document, no tags,
@@ -196,7 +196,7 @@ def load_mapping(raw: bytes, name: str, what: str) -> Document | None:
         message = f"{what} must be a mapping of keys to values, not a {kind}"
         mark = first.start_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise LayoutError(name, [Problem("schema", message, line, column)])
+        raise LayoutError(name, [Problem(SCHEMA, message, line, column)])
     document = load_text(text, name)
     if document.problems:
         raise LayoutError(name, list(document.problems))
@@ -224,7 +224,7 @@ def _syntax_message(err: yaml.MarkedYAMLError) -> str:
 
 
 class _Located(Exception):
-    def __init__(self, message: str, node_or_mark: Any, rule: str = "yaml-syntax") -> None:
+    def __init__(self, message: str, node_or_mark: Any, rule: str = YAML_SYNTAX) -> None:
         mark = getattr(node_or_mark, "start_mark", node_or_mark)
         self.message = message
         self.rule = rule
@@ -243,7 +243,7 @@ def _decode(raw: bytes, name: str, what: str = "layout files") -> str:
         # Lines count as the YAML reader counts them (CR and NEL end a line too).
         lines = _BREAK.split(text[: err.start].decode("utf-8", "replace"))
         message = f"byte 0x{text[err.start]:02x} is not UTF-8; {what} must be UTF-8 text"
-        problem = Problem("yaml-syntax", message, len(lines), len(lines[-1]) + 1)
+        problem = Problem(YAML_SYNTAX, message, len(lines), len(lines[-1]) + 1)
         raise LayoutError(name, [problem]) from None
 
 
@@ -257,13 +257,13 @@ def _compose(text: str) -> MappingNode:
     finally:
         loader.dispose()
     if root is None:
-        raise _Located("the file is empty; a layout starts with `layout: 1`", None, "schema")
+        raise _Located("the file is empty; a layout starts with `layout: 1`", None, SCHEMA)
     if not isinstance(root, MappingNode):
         raise _Located(
             "a layout is a mapping (`layout: 1`, `arch: ...`, `memslots: [...]`), "
             f"not a {_node_kind(root)}",
             root,
-            "schema",
+            SCHEMA,
         )
     if "*" in text and "&" in text:
         _check_alias_expansion(root)
@@ -415,7 +415,7 @@ class _Constructor:
                     f"duplicate key {key_node.value!r} (first defined on line "
                     f"{first_line[key]}); YAML would silently keep only the last one"
                 )
-                self.problems.append(Problem("schema", message, mark.line + 1, mark.column + 1))
+                self.problems.append(Problem(SCHEMA, message, mark.line + 1, mark.column + 1))
                 continue
             first_line[key] = key_node.start_mark.line + 1
             result[key] = self.value(value_node, depth + 1)

@@ -1,21 +1,44 @@
 """The layout format (docs/layout-format.md): immutable records, and the pydantic-core schema that
 validates a loaded document into them (shape, types, unknown keys).
 
+Each key of the format is declared once, as a field of its record::
+
+    class Memslot(NamedTuple):
+        ...
+        readonly: Annotated[bool, Key(cs.bool_schema(), "KVM_MEM_READONLY: ...")] = False
+
+The field gives the key's name, its Python type, its default and, in ``Key``, the schema of a
+value and the description editors show. Everything else is derived from that one field:
+
+* a field without a default is a required key; a field with one is optional, and a document
+  that leaves the key out gets the record's default (the validator leaves the key out of its
+  mapping and the record fills it in);
+* a field whose default is ``None`` also accepts ``null``, which means the same as leaving the
+  key out;
+* the JSON Schema of `gpa-plan schema` (``gpa_plan.layout.schema``) lists the required keys
+  and gives each other key its default (``None`` as ``null``, a tuple as a list).
+
+Adding a key is adding one such field, with a default (else every layout written before it
+stops loading; Python puts fields with defaults after the others anyway). Keys are listed, in
+messages and in files written back out, in the order of the fields, except that
+``_LISTED_FIRST`` keeps some keys ahead of the rest; a new key needs no entry there. A field
+without ``Key`` (``given``) is not a key of the format.
+
 The schema is written with pydantic-core's own builders, the engine under pydantic v2, rather
 than derived from pydantic ``BaseModel`` classes: importing pydantic's model layer and
 generating the schemas of four models took some 40 ms at every start, most of what a one-file
 `gpa-plan check` costs. Validation is the same: strict types, extra keys forbidden, pydantic's
-``ValidationError`` with one error per problem (``gpa_plan.layout.validate`` words them). The
-JSON Schema of ``gpa-plan schema`` is generated from this schema too.
+``ValidationError`` with one error per problem (``gpa_plan.layout.validate`` words them).
 
 Rules that need the whole layout (unique names, the device catalog, KVM's own limits) live in
 ``gpa_plan.layout.validate`` and ``gpa_plan.check``, where every finding gets a position.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the fields' annotations are read at run time, for
+# their Key.
 
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic_core import CoreConfig, SchemaValidator
 from pydantic_core import core_schema as cs
@@ -28,67 +51,16 @@ Policy = Literal["first", "last"]
 Handler = Literal["user", "kernel", "ioeventfd", "coalesced"]
 NumberOrAuto = int | Literal["auto"]
 
-# Each record's `given` holds the keys the source wrote, so that a layout written back out
-# (allocate) keeps an explicit `readonly: false` but adds no default the author left out.
+
+class Key(NamedTuple):
+    """A field that is a key of the layout format: the schema of its value (without ``null``;
+    see the module docstring) and what editors show about it."""
+
+    schema: cs.CoreSchema
+    description: str | None = None
 
 
-class Memslot(NamedTuple):
-    """One KVM_SET_USER_MEMORY_REGION entry."""
-
-    name: str
-    base: NumberOrAuto
-    size: int
-    slot: int | Literal["auto"] | None = None
-    as_id: int = 0
-    readonly: bool = False
-    dirty_log: bool = False
-    align: int | None = None
-    within: tuple[int, int] | None = None
-    policy: Policy | None = None
-    given: frozenset[str] = frozenset()
-
-
-class Device(NamedTuple):
-    """An MMIO device: a catalog type, or a generic `mmio` device with its own size."""
-
-    name: str
-    type: str
-    base: NumberOrAuto | None = None
-    size: int | None = None
-    vcpus: int | None = None
-    handler: Handler | None = None
-    identity_map: bool = False
-    align: int | None = None
-    within: tuple[int, int] | None = None
-    policy: Policy | None = None
-    given: frozenset[str] = frozenset()
-
-
-class Reserved(NamedTuple):
-    """A range nothing may occupy."""
-
-    name: str
-    base: int
-    size: int
-    given: frozenset[str] = frozenset()
-
-
-class Layout(NamedTuple):
-    """A gpa-plan layout file."""
-
-    layout: int
-    arch: str  # a name in gpa_plan.arch.ARCHES
-    name: str | None = None
-    pa_bits: int | None = None
-    page_size: int = 4096
-    guest_page_size: int | None = None
-    memslots: tuple[Memslot, ...] = ()
-    devices: tuple[Device, ...] = ()
-    reserved: tuple[Reserved, ...] = ()
-    given: frozenset[str] = frozenset()
-
-
-# --- the schema ---------------------------------------------------------------------------
+# --- value schemas --------------------------------------------------------------------------
 
 NUMBER_DESCRIPTION = (
     "an integer (4096, 0x1000, 0x4000_0000, 0b1000) or a size with a binary unit (4K, 64KiB, "
@@ -139,150 +111,208 @@ def _checked(schema: cs.CoreSchema) -> cs.CoreSchema:
     return cs.no_info_before_validator_function(refuse_rejected, schema)
 
 
-def _field(
-    schema: cs.CoreSchema, description: str | None = None, **default: Any
-) -> cs.TypedDictField:
-    json: dict[str, Any] = {"description": description} if description else {}
-    json |= default
+def _name() -> cs.CoreSchema:
+    return cs.str_schema(min_length=1)
+
+
+def _window() -> cs.CoreSchema:
+    return cs.no_info_after_validator_function(
+        tuple, cs.list_schema(_number(), min_length=2, max_length=2)
+    )
+
+
+# --- the schema of a record, derived from its fields ------------------------------------------
+
+# Keys listed before the others (in messages and in files written back out), as the format has
+# always listed them; the rest follow in the order of their fields.
+_LISTED_FIRST: dict[str, tuple[str, ...]] = {
+    "Layout": ("layout", "name"),
+    "Memslot": ("align", "within", "policy", "name", "slot", "as_id"),
+    "Device": ("align", "within", "policy"),
+}
+
+
+def declared_keys(record: type) -> dict[str, Key]:
+    """The keys of ``record`` (Layout, Memslot, Device, Reserved) in the format's order."""
+    found = {
+        name: key
+        for name, hint in record.__annotations__.items()
+        for key in getattr(hint, "__metadata__", ())
+        if isinstance(key, Key)
+    }
+    first = _LISTED_FIRST.get(record.__name__, ())
+    return {name: found[name] for name in (*first, *(n for n in found if n not in first))}
+
+
+def json_default(value: object) -> object:
+    """A record default as JSON writes it."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _field(key: Key, defaults: dict[str, Any], name: str) -> cs.TypedDictField:
+    json: dict[str, Any] = {"description": key.description} if key.description else {}
+    schema = key.schema
+    if name in defaults:
+        default = defaults[name]
+        if default is None:
+            schema = cs.nullable_schema(schema)
+        json["default"] = json_default(default)
     return cs.typed_dict_field(
         schema,
-        required=not default,
+        required=name not in defaults,
         metadata={"pydantic_js_updates": json} if json else None,
     )
 
 
-def _optional(schema: cs.CoreSchema, description: str) -> cs.TypedDictField:
-    return _field(cs.nullable_schema(schema), description, default=None)
-
-
-_KEYS: dict[type, tuple[str, ...]] = {}
 # No coercion: YAML already typed every value, and "1" for 1 would hide a quoting mistake.
 _STRICT = CoreConfig(strict=True)
 
 
-def _object_schema(
-    cls: type, fields: dict[str, cs.TypedDictField], *, ref: str | None = None
-) -> cs.CoreSchema:
-    """A mapping with exactly ``fields``, validated into a ``cls``."""
-    _KEYS[cls] = tuple(fields)
+def _object_schema(record: type, *, ref: str | None = None) -> cs.CoreSchema:
+    """A mapping with exactly the keys of ``record``, validated into one."""
+    defaults: dict[str, Any] = getattr(record, "_field_defaults", {})
+    fields = {name: _field(key, defaults, name) for name, key in declared_keys(record).items()}
     mapping = cs.typed_dict_schema(
         fields,
         extra_behavior="forbid",
         config=_STRICT,
         ref=ref,
-        metadata={"pydantic_js_updates": {"title": cls.__name__, "description": cls.__doc__}},
+        metadata={"pydantic_js_updates": {"title": record.__name__, "description": record.__doc__}},
     )
-    return cs.no_info_after_validator_function(_builder(cls), mapping)
+    return cs.no_info_after_validator_function(_builder(record), mapping)
 
 
-def _builder(cls: type) -> Callable[[dict[str, Any]], Any]:
+def _builder(record: type) -> Callable[[dict[str, Any]], Any]:
     def build(data: dict[str, Any]) -> Any:
-        return cls(**data, given=frozenset(data))
+        return record(**data, given=frozenset(data))
 
     return build
 
 
-def _placement_fields() -> dict[str, cs.TypedDictField]:
-    window = cs.no_info_after_validator_function(
-        tuple, cs.list_schema(_number(), min_length=2, max_length=2)
+def _section(entry: type) -> cs.CoreSchema:
+    """A list of ``entry`` records, as a tuple."""
+    return cs.no_info_after_validator_function(
+        tuple, cs.list_schema(_object_schema(entry, ref=entry.__name__))
     )
-    return {
-        "align": _optional(
-            _number(), "auto placement: alignment (default: the type's, else page_size)"
-        ),
-        "within": _optional(
-            window, "auto placement: [LOW, HIGH) window (default: the whole space)"
-        ),
-        # Absent is None in the model: a ucall page then follows the selftests convention.
-        "policy": _field(
-            cs.literal_schema(["first", "last"]),
-            "auto placement: lowest or highest fit",
-            default="first",
-        ),
-    }
 
 
-def _name() -> cs.CoreSchema:
-    return cs.str_schema(min_length=1)
+# Placement keys, the same for memslots and devices (docs/layout-format.md#placement).
+_ALIGN = Key(_number(), "auto placement: alignment (default: the type's, else page_size)")
+_WITHIN = Key(_window(), "auto placement: [LOW, HIGH) window (default: the whole space)")
+_POLICY = Key(
+    cs.literal_schema(["first", "last"]),
+    "auto placement: lowest or highest fit; omitted: the lowest, except for a ucall device "
+    "without `within`, which follows KVM selftests (the first free page past slot 0)",
+)
 
 
-def _memslot_schema() -> cs.CoreSchema:
-    slot = cs.nullable_schema(cs.union_schema([cs.int_schema(ge=0), cs.literal_schema(["auto"])]))
-    fields = _placement_fields() | {
-        "name": _field(_name()),
-        "slot": _field(
-            _checked(slot),
+# --- the records ----------------------------------------------------------------------------
+
+# Each record's `given` holds the keys the source wrote, so that a layout written back out
+# (allocate) keeps an explicit `readonly: false` but adds no default the author left out.
+
+
+class Memslot(NamedTuple):
+    """One KVM_SET_USER_MEMORY_REGION entry."""
+
+    name: Annotated[str, Key(_name())]
+    base: Annotated[NumberOrAuto, Key(_auto())]
+    size: Annotated[int, Key(_number())]
+    slot: Annotated[
+        int | Literal["auto"] | None,
+        Key(
+            _checked(cs.union_schema([cs.int_schema(ge=0), cs.literal_schema(["auto"])])),
             "slot id; omitted or auto: the lowest free id in its address space",
-            default=None,
         ),
-        "as_id": _field(
-            _checked(cs.int_schema(ge=0)), "address space (x86_64: 1 = SMM)", default=0
-        ),
-        "base": _field(_auto()),
-        "size": _field(_number()),
-        "readonly": _field(
-            cs.bool_schema(), "KVM_MEM_READONLY: guest writes exit as MMIO", default=False
-        ),
-        "dirty_log": _field(
-            cs.bool_schema(), "KVM_MEM_LOG_DIRTY_PAGES; no effect on IO", default=False
-        ),
-    }
-    return _object_schema(Memslot, fields, ref="Memslot")
+    ] = None
+    as_id: Annotated[
+        int, Key(_checked(cs.int_schema(ge=0)), "address space (x86_64: 1 = SMM)")
+    ] = 0
+    readonly: Annotated[
+        bool, Key(cs.bool_schema(), "KVM_MEM_READONLY: guest writes exit as MMIO")
+    ] = False
+    dirty_log: Annotated[
+        bool, Key(cs.bool_schema(), "KVM_MEM_LOG_DIRTY_PAGES; no effect on IO")
+    ] = False
+    align: Annotated[int | None, _ALIGN] = None
+    within: Annotated[tuple[int, int] | None, _WITHIN] = None
+    policy: Annotated[Policy | None, _POLICY] = None
+    given: frozenset[str] = frozenset()
 
 
-def _device_schema() -> cs.CoreSchema:
-    fields = _placement_fields() | {
-        "name": _field(_name()),
-        "type": _field(
+class Device(NamedTuple):
+    """An MMIO device: a catalog type, or a generic `mmio` device with its own size."""
+
+    name: Annotated[str, Key(_name())]
+    type: Annotated[
+        str,
+        Key(
             cs.str_schema(),
             "vgic-v2-dist, vgic-v2-cpu, vgic-v3-dist, vgic-v3-redist, vgic-its, lapic, "
             "ioapic, ucall or mmio",
         ),
-        "base": _optional(_auto(), "omitted only for lapic/ioapic, which have fixed default bases"),
-        "size": _optional(_number(), "mmio only: the device's size"),
-        "vcpus": _field(
-            _checked(cs.nullable_schema(cs.int_schema(ge=1))),
+    ]
+    base: Annotated[
+        NumberOrAuto | None,
+        Key(_auto(), "omitted only for lapic/ioapic, which have fixed default bases"),
+    ] = None
+    size: Annotated[int | None, Key(_number(), "mmio only: the device's size")] = None
+    vcpus: Annotated[
+        int | None,
+        Key(
+            _checked(cs.int_schema(ge=1)),
             "vgic-v3-redist only: redistributors for this many vCPUs (default 1)",
-            default=None,
         ),
-        "handler": _optional(
+    ] = None
+    handler: Annotated[
+        Handler | None,
+        Key(
             cs.literal_schema(["user", "kernel", "ioeventfd", "coalesced"]),
             "mmio only: who answers (default user: KVM_EXIT_MMIO)",
         ),
-        "identity_map": _field(
-            cs.bool_schema(), "the guest reaches it through a VA = GPA mapping", default=False
+    ] = None
+    identity_map: Annotated[
+        bool, Key(cs.bool_schema(), "the guest reaches it through a VA = GPA mapping")
+    ] = False
+    align: Annotated[int | None, _ALIGN] = None
+    within: Annotated[tuple[int, int] | None, _WITHIN] = None
+    policy: Annotated[Policy | None, _POLICY] = None
+    given: frozenset[str] = frozenset()
+
+
+class Reserved(NamedTuple):
+    """A range nothing may occupy."""
+
+    name: Annotated[str, Key(_name())]
+    base: Annotated[int, Key(_number())]
+    size: Annotated[int, Key(_number())]
+    given: frozenset[str] = frozenset()
+
+
+class Layout(NamedTuple):
+    """A gpa-plan layout file."""
+
+    layout: Annotated[int, Key(_checked(cs.literal_schema([1])), "format version")]
+    arch: Annotated[str, Key(cs.literal_schema(list(ARCHES)))]  # a name in gpa_plan.arch.ARCHES
+    name: Annotated[str | None, Key(cs.str_schema(), "what the layout describes")] = None
+    pa_bits: Annotated[
+        int | None,
+        Key(
+            _checked(cs.int_schema(ge=1, le=64)),
+            "arm64: IPA size (default 40); x86_64: MAXPHYADDR (default 48)",
         ),
-    }
-    return _object_schema(Device, fields, ref="Device")
-
-
-def _reserved_schema() -> cs.CoreSchema:
-    fields = {"name": _field(_name()), "base": _field(_number()), "size": _field(_number())}
-    return _object_schema(Reserved, fields, ref="Reserved")
-
-
-def _section(entry: cs.CoreSchema) -> cs.TypedDictField:
-    return _field(cs.no_info_after_validator_function(tuple, cs.list_schema(entry)), default=[])
+    ] = None
+    page_size: Annotated[int, Key(_number(), "host page size: memslot alignment")] = 4096
+    guest_page_size: Annotated[int | None, Key(_number(), "default page_size")] = None
+    memslots: Annotated[tuple[Memslot, ...], Key(_section(Memslot))] = ()
+    devices: Annotated[tuple[Device, ...], Key(_section(Device))] = ()
+    reserved: Annotated[tuple[Reserved, ...], Key(_section(Reserved))] = ()
+    given: frozenset[str] = frozenset()
 
 
 def layout_core_schema() -> cs.CoreSchema:
     """The pydantic-core schema of a whole layout file."""
-    fields = {
-        "layout": _field(_checked(cs.literal_schema([1])), "format version"),
-        "name": _optional(cs.str_schema(), "what the layout describes"),
-        "arch": _field(cs.literal_schema(list(ARCHES))),
-        "pa_bits": _field(
-            _checked(cs.nullable_schema(cs.int_schema(ge=1, le=64))),
-            "arm64: IPA size (default 40); x86_64: MAXPHYADDR (default 48)",
-            default=None,
-        ),
-        "page_size": _field(_number(), "host page size: memslot alignment", default=4096),
-        "guest_page_size": _optional(_number(), "default page_size"),
-        "memslots": _section(_memslot_schema()),
-        "devices": _section(_device_schema()),
-        "reserved": _section(_reserved_schema()),
-    }
-    return _object_schema(Layout, fields)
+    return _object_schema(Layout)
 
 
 _VALIDATOR = SchemaValidator(layout_core_schema())
@@ -297,7 +327,13 @@ def parse_layout(data: object) -> Layout:
 
 def keys_of(model: type) -> tuple[str, ...]:
     """The keys a layout file may give for ``model`` (Layout, Memslot, Device, Reserved)."""
-    return _KEYS[model]
+    found = _KEYS.get(model)
+    if found is None:
+        found = _KEYS[model] = tuple(declared_keys(model))
+    return found
+
+
+_KEYS: dict[type, tuple[str, ...]] = {}
 
 
 def as_data(model: Layout | Memslot | Device | Reserved) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pydantic_core import ErrorDetails, ValidationError
 
 from gpa_plan.arch import name_hint
 from gpa_plan.arch.devices import CATALOG
-from gpa_plan.layout.errors import LayoutError, Problem
+from gpa_plan.layout.errors import SCHEMA, LayoutError, Problem
 from gpa_plan.layout.loader import Document
 from gpa_plan.layout.models import Device, Layout, Memslot, Reserved, keys_of, parse_layout
 from gpa_plan.layout.numbers import shown
@@ -59,7 +59,7 @@ def _order(problem: Problem) -> tuple[int, int]:
 
 def _problem(doc: Document, path: Path, message: str, *, key: bool = False) -> Problem:
     line, column = doc.position(path, key=key)
-    return Problem("schema", message, line, column)
+    return Problem(SCHEMA, message, line, column)
 
 
 # --- pydantic errors -------------------------------------------------------------------------
@@ -139,14 +139,19 @@ def _entry(data: Any, path: Path) -> Any:
     return node
 
 
+# What each kind of pydantic error asks for, worded from its `type` and `ctx` alone: pydantic's
+# English `msg` is never shown, so a pydantic release that rewords it changes nothing here.
 _TYPE_WORDS = {
     "int_type": "an integer",
+    "int_parsing_size": "an integer that fits in 64 bits",
     "bool_type": "true or false",
     "string_type": "a string",
     "list_type": "a list",
     "dict_type": "a mapping",
     "tuple_type": "a list",
 }
+# An error of a kind not worded above (none that a layout can cause today).
+_ANY_OTHER = "of the type docs/layout-format.md gives for it"
 
 
 def _value_message(doc: Document, path: Path, errors: list[ErrorDetails]) -> str:
@@ -155,19 +160,25 @@ def _value_message(doc: Document, path: Path, errors: list[ErrorDetails]) -> str
     prefix = f"`{field}` of {subject}" if subject != "the layout" else f"`{field}`"
     wanted: list[str] = []
     for error in errors:
-        kind = error["type"]
+        kind, ctx = error["type"], error.get("ctx", {})
         if kind == "value_error":
-            return f"{prefix}: {str(error['msg']).removeprefix('Value error, ')}"
-        if kind == "literal_error":
-            wanted.append(str(error["ctx"]["expected"]).replace("'", ""))
-        elif kind in _TYPE_WORDS:
-            wanted.append(_TYPE_WORDS[kind])
-        elif kind in ("greater_than_equal", "less_than_equal"):
-            return f"{prefix} must be {error['msg'].removeprefix('Input should be ')}"
-        elif kind in ("too_short", "too_long"):
+            # Raised by gpa-plan's own validators (gpa_plan.layout.numbers): our words.
+            return f"{prefix}: {ctx['error']}"
+        if kind == "greater_than_equal":
+            return f"{prefix} must be greater than or equal to {ctx['ge']}"
+        if kind == "less_than_equal":
+            return f"{prefix} must be less than or equal to {ctx['le']}"
+        if kind in ("too_short", "too_long"):
             return f"{prefix} must be a list of two numbers [LOW, HIGH)"
+        if kind == "literal_error":
+            wanted.append(str(ctx["expected"]).replace("'", ""))
+        elif kind == "string_too_short":
+            least = ctx["min_length"]
+            wanted.append(
+                "a non-empty string" if least == 1 else f"a string of {least} characters or more"
+            )
         else:
-            wanted.append(str(error["msg"]).removeprefix("Input should be "))
+            wanted.append(_TYPE_WORDS.get(kind, _ANY_OTHER))
     value = _entry(doc.data, path)
     hint = name_hint(value) if path == ("arch",) else ""
     return f"{prefix} must be {' or '.join(dict.fromkeys(wanted))}, not {_shown(value)}{hint}"

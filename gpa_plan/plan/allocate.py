@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpa_plan.arch import ARCHES
+from gpa_plan.check.layout_rules import no_room
+from gpa_plan.check.memslots import memslot_overlap
 from gpa_plan.layout.models import Device, Layout, Memslot, as_data
 from gpa_plan.layout.resolved import EntryPath, assign_slot_ids, device_base, resolve
 from gpa_plan.plan.place import Plan, plan_layout
@@ -32,7 +34,7 @@ class PlanError(Exception):
         self, problems: Sequence[tuple[str, EntryPath | None]], rules: list[str] | None = None
     ) -> None:
         self.problems = list(problems)
-        self.rules = rules or ["no-room"] * len(problems)
+        self.rules = rules or [no_room.slug] * len(problems)
         super().__init__("; ".join(message for message, _ in problems))
 
 
@@ -146,13 +148,13 @@ def _with_ucall_memslot(
             continue  # a rerun of --ucall-memslot: the page is guarded already
         if base % span:
             problems.append((_unaligned_ucall(d.name, base, span), ("devices", i)))
-            rules.append("no-room")
+            rules.append(no_room.slug)
             continue
         under = _memslot_under(memslots, base, span)
         if under is not None:
             free = _free_ucall_page(layout, i, span)
             problems.append((_ucall_in_memslot(d.name, base, span, under, free), ("devices", i)))
-            rules.append("memslot-overlap")
+            rules.append(memslot_overlap.slug)
             continue
         name = _free_name(layout, UCALL_SLOT_NAME if len(ucalls) == 1 else f"{d.name}-slot")
         memslots.append(Memslot(name=name, base=base, size=span, readonly=True))
