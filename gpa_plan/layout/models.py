@@ -14,7 +14,8 @@ Rules that need the whole layout (unique names, the device catalog, KVM's own li
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 from pydantic_core import CoreConfig, SchemaValidator
@@ -85,6 +86,9 @@ class Layout(NamedTuple):
     memslots: tuple[Memslot, ...] = ()
     devices: tuple[Device, ...] = ()
     reserved: tuple[Reserved, ...] = ()
+    # Addresses the VMM gives KVM for its private ranges, by the key the arch declares
+    # (ArchSpec.settings); a key left out: the VMM does not set it.
+    kvm_private: Mapping[str, int] = MappingProxyType({})
     given: frozenset[str] = frozenset()
 
 
@@ -265,6 +269,30 @@ def _section(entry: cs.CoreSchema) -> cs.TypedDictField:
     return _field(cs.no_info_after_validator_function(tuple, cs.list_schema(entry)), default=[])
 
 
+def _kvm_private_schema() -> cs.TypedDictField:
+    """Every key some architecture declares settable; validate.py refuses the ones the
+    layout's own architecture does not declare, with their position."""
+    fields: dict[str, cs.TypedDictField] = {}
+    for spec in ARCHES.values():
+        for private in spec.private_ranges:
+            setting = private.setting
+            if setting is None:
+                continue
+            description = (
+                f"{spec.name}: the address the VMM gives {setting.ioctl} for {private.name} "
+                f"({private.size // 1024} KiB); left out: {setting.unset}"
+            )
+            metadata = {"pydantic_js_updates": {"description": description}}
+            fields[setting.key] = cs.typed_dict_field(_number(), required=False, metadata=metadata)
+    mapping = cs.typed_dict_schema(fields, extra_behavior="forbid", config=_STRICT)
+    return _field(
+        cs.no_info_after_validator_function(MappingProxyType, mapping),
+        "where the VMM puts the private memslots KVM keeps on some hosts (x86_64: `tss`, "
+        "`identity_map`); keys come from the layout's arch",
+        default={},
+    )
+
+
 def layout_core_schema() -> cs.CoreSchema:
     """The pydantic-core schema of a whole layout file."""
     fields = {
@@ -281,6 +309,7 @@ def layout_core_schema() -> cs.CoreSchema:
         "memslots": _section(_memslot_schema()),
         "devices": _section(_device_schema()),
         "reserved": _section(_reserved_schema()),
+        "kvm_private": _kvm_private_schema(),
     }
     return _object_schema(Layout, fields)
 
@@ -311,6 +340,8 @@ def as_data(model: Layout | Memslot | Device | Reserved) -> dict[str, Any]:
             continue
         if isinstance(value, tuple):
             value = [as_data(v) if isinstance(v, _MODELS) else v for v in value]
+        elif isinstance(value, Mapping):
+            value = dict(value)
         data[key] = value
     return data
 
