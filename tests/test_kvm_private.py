@@ -239,3 +239,16 @@ def test_rules_lists_the_warning_and_when() -> None:
         "private-slot-conflict (error; warning for the real-mode TSS and EPT identity-map pages, "
         "which only Intel hosts without unrestricted guest keep)"
     ) in " ".join(listed.split())
+
+
+@pytest.mark.parametrize("arch", ["x86", "[x86_64]"])
+def test_kvm_private_of_a_layout_without_a_known_arch_is_not_judged_by_a_stand_in(
+    tmp_path: Path, arch: str
+) -> None:
+    text = f"layout: 1\narch: {arch}\nkvm_private:\n  tss: 0xfeff_d000\n  foo: 1\n"
+    result = run(tmp_path, text)
+    assert result.exit_code == 1
+    lines = [line.split(": error[schema] ")[1] for line in finding_lines(result)]
+    assert len(lines) == 2
+    assert lines[0].startswith("`arch` must be arm64 or x86_64")
+    assert lines[1] == "unknown key `foo` in kvm_private; its keys depend on `arch`, to fix first"

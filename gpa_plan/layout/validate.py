@@ -82,7 +82,8 @@ def _pydantic_problems(doc: Document, err: ValidationError) -> Iterator[Problem]
     for (path, what), errors in grouped.items():
         if what == "extra" and path[:-1] == ("kvm_private",):
             arch = doc.data.get("arch") if isinstance(doc.data, dict) else None
-            yield _problem(doc, path, _not_settable(str(path[-1]), arch), key=True)
+            known = arch if isinstance(arch, str) and arch in ARCHES else None
+            yield _problem(doc, path, _not_settable(str(path[-1]), known), key=True)
         elif what == "extra":
             yield _problem(doc, path, _unknown_key(path), key=True)
         elif what.startswith("missing:"):
@@ -238,6 +239,8 @@ def _leave_out(
     kind: str,
 ) -> None:
     """Remove from ``top`` and ``kept`` what one error of the last pass is about."""
+    if (path or rest)[:1] == ("arch",):
+        top.pop("kvm_private", None)  # its keys are the arch's: none to judge them by
     if not path:
         if rest and rest[0] in _STAND_INS:
             top[rest[0]] = _STAND_INS[str(rest[0])]
@@ -311,23 +314,23 @@ def _kvm_private(layout: Layout) -> Iterator[tuple[Path, str, bool]]:
 
 
 def _not_settable(key: str, arch: str | None) -> str:
-    """Why ``key`` cannot be under ``kvm_private`` in a layout of ``arch`` (None: not known),
-    and what can."""
+    """Why ``key`` cannot be under ``kvm_private`` in a layout of ``arch`` (None: the layout
+    names no known architecture), and what can."""
     owners = [
         f"{spec.name} ({spec.settings[key].ioctl})"
         for spec in ARCHES.values()
         if key in spec.settings and spec.name != arch
     ]
-    allowed = ARCHES[arch].settings if arch in ARCHES else {}
+    allowed = ARCHES[arch].settings if arch is not None else {}
     guess = closest(key, allowed)
     hint = f"; did you mean `{guess}`?" if guess else ""
-    if arch not in ARCHES:
-        can = "the keys depend on the layout's `arch`"
+    if arch is None:
+        can = "its keys depend on `arch`, to fix first"
     elif allowed:
         can = f"{arch} layouts may set {', '.join(f'`{k}`' for k in allowed)}"
     else:
         can = f"KVM on {arch} keeps no private range a VMM places: remove `kvm_private`"
-    if owners:
+    if owners and arch is not None:
         return f"`{key}` in kvm_private is for {' and '.join(owners)}, not {arch}{hint}; {can}"
     return f"unknown key `{key}` in kvm_private{hint}; {can}"
 
