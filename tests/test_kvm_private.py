@@ -252,3 +252,41 @@ def test_kvm_private_of_a_layout_without_a_known_arch_is_not_judged_by_a_stand_i
     assert len(lines) == 2
     assert lines[0].startswith("`arch` must be arm64 or x86_64")
     assert lines[1] == "unknown key `foo` in kvm_private; its keys depend on `arch`, to fix first"
+
+
+def test_kvm_private_off_a_page_boundary_is_einval_where_kvm_keeps_it(tmp_path: Path) -> None:
+    # kvm_set_memory_region(): guest_phys_addr & (PAGE_SIZE - 1) is EINVAL.
+    result = run(tmp_path, "layout: 1\narch: x86_64\nkvm_private:\n  tss: 0xfeff_d800\n")
+    assert result.exit_code == 0  # AMD hosts accept any address: a warning
+    (line,) = finding_lines(result)
+    assert line == (
+        f"{tmp_path / 'layout.yaml'}:4:8: warning[private-slot-conflict] `kvm_private: tss` "
+        "0xfeff_d800 is not a multiple of the 4 KiB page: KVM keeps it only on Intel (VMX) hosts "
+        "without unrestricted guest (kvm_intel.unrestricted_guest=0 or ept=0, or a CPU or L0 "
+        "hypervisor without it); on Intel hosts with unrestricted guest (the default) and on "
+        "AMD (SVM) hosts KVM keeps no such memslot; where KVM keeps KVM's real-mode TSS, "
+        "KVM_SET_TSS_ADDR fails with EINVAL (kvm_set_memory_region()); give a page-aligned "
+        "address"
+    )
+
+
+@pytest.mark.parametrize(
+    ("private", "line", "subject"),
+    [
+        # both set: reported at the later key
+        ("  tss: 0xfeff_c000\n  identity_map: 0xfeff_d000\n", 5, "identity_map"),
+        # the TSS over KVM's default identity map (0xfffbc000), reported at `tss`
+        ("  tss: 0xfffb_b000\n", 4, "tss"),
+    ],
+)
+def test_private_ranges_put_over_each_other_cannot_both_exist(
+    tmp_path: Path, private: str, line: int, subject: str
+) -> None:
+    result = run(tmp_path, "layout: 1\narch: x86_64\nkvm_private:\n" + private)
+    (found,) = finding_lines(result)
+    assert (
+        f":{line}:" in found
+        and f"warning[private-slot-conflict] `kvm_private: {subject}` " in found
+    )
+    assert "KVM cannot keep both" in found
+    assert "the one it creates second fails with EEXIST" in found

@@ -84,6 +84,7 @@ class Setting(NamedTuple):
 
     key: str  # the key under a layout's `kvm_private`: "tss"
     ioctl: str  # "KVM_SET_TSS_ADDR"
+    created_by: str  # the call that creates the memslot (and fails when it cannot)
     default: int | None  # where KVM puts the range when the VMM never says; None: nowhere
     unset: str  # what KVM does when the VMM never calls ``ioctl``, for the docs and the schema
     highest: int | None = None  # the highest address ``ioctl`` accepts, on every host

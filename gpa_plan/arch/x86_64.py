@@ -103,6 +103,7 @@ TSS = PrivateRange(
     Setting(
         "tss",
         "KVM_SET_TSS_ADDR",
+        "KVM_SET_TSS_ADDR",
         None,
         "KVM keeps no TSS memslot; vm86 real mode then finds its TSS at guest-physical 0 "
         "(enter_rmode() loads GUEST_TR_BASE from the unset address)",
@@ -130,6 +131,7 @@ IDENTITY_MAP = PrivateRange(
     Setting(
         "identity_map",
         "KVM_SET_IDENTITY_MAP_ADDR",
+        "KVM_CREATE_VCPU",
         0xFFFB_C000,
         "KVM puts the page at VMX_EPT_IDENTITY_PAGETABLE_ADDR, 0xfffbc000 "
         "(init_rmode_identity_map())",

@@ -212,7 +212,8 @@ def too_many_memslots(ctx: RuleContext) -> Iterator[Finding]:
     "private-slot-conflict",
     ERROR,
     "x86_64: a memslot covers a page KVM keeps for itself (the APIC-access page at 0xfee00000; "
-    "on some Intel hosts the real-mode TSS and EPT identity map)",
+    "on some Intel hosts the real-mode TSS and EPT identity map), or `kvm_private` puts one "
+    "where KVM cannot create it",
     also=(
         (
             WARNING,
@@ -233,13 +234,65 @@ def private_slot_conflict(ctx: RuleContext) -> Iterator[Finding]:
     only on Intel (VMX) hosts without unrestricted guest (arch/x86/kvm/vmx/vmx.c
     vmx_set_tss_addr(), init_rmode_identity_map()), and the layout cannot say which host runs
     it; there KVM_SET_TSS_ADDR or KVM_CREATE_VCPU, or the memslot, fails with EEXIST, while
-    AMD (SVM) hosts and Intel hosts with unrestricted guest keep no such memslot. Fix: leave
-    the page out of every memslot (split RAM around it), or move the private range with
-    `kvm_private` and the VMM's ioctl."""
+    AMD (SVM) hosts and Intel hosts with unrestricted guest keep no such memslot. The same
+    hosts cannot create one that `kvm_private` puts off a page boundary (EINVAL,
+    kvm_set_memory_region()) or over another private range (EEXIST for the second one
+    created), reported at that key. Fix: leave the page out of every memslot (split RAM
+    around it), or move the private range with `kvm_private` and the VMM's ioctl."""
     source = ctx.layout.source
     types = {d.type.name for d in ctx.layout.devices}
-    for kept in ctx.arch.kept_ranges(types, source.kvm_private):
+    kept_ranges = ctx.arch.kept_ranges(types, source.kvm_private)
+    for i, kept in enumerate(kept_ranges):
         yield from _over_private(ctx, kept)
+        if kept.set_by_layout:
+            yield from _off_page(ctx, kept)
+        for other in kept_ranges[i + 1 :]:
+            yield from _private_over_private(ctx, kept, other)
+
+
+def _off_page(ctx: RuleContext, kept: KeptRange) -> Iterator[Finding]:
+    """kvm_set_memory_region() refuses a private memslot off a page boundary with EINVAL."""
+    private = kept.private
+    setting = private.setting
+    page = ctx.layout.page_size
+    if setting is None or kept.start % page == 0:
+        return
+    hosts = f"{private.hosts}; " if private.hosts else ""
+    yield ctx.finding(
+        "private-slot-conflict",
+        f"`kvm_private: {setting.key}` {hex_addr(kept.start)} is not a multiple of the "
+        f"{human_size(page)} page: {hosts}where KVM keeps {private.name}, "
+        f"{setting.created_by} fails with EINVAL (kvm_set_memory_region()); give a "
+        "page-aligned address",
+        ("kvm_private",),
+        setting.key,
+        severity=None if private.most_hosts else WARNING,
+    )
+
+
+def _private_over_private(
+    ctx: RuleContext, first: KeptRange, later: KeptRange
+) -> Iterator[Finding]:
+    """Two private ranges that `kvm_private` puts over each other: KVM cannot keep both."""
+    if not Range(first.start, first.end).overlaps(Range(later.start, later.end)):
+        return
+    # Reported at the key the layout gave (the later one's, when it gave both).
+    moved, other = (later, first) if later.set_by_layout else (first, later)
+    setting = moved.private.setting
+    if setting is None or not moved.set_by_layout:
+        return
+    conditional = [k.private for k in (moved, other) if not k.private.most_hosts]
+    hosts = f"{conditional[0].hosts}; " if conditional and conditional[0].hosts else ""
+    yield ctx.finding(
+        "private-slot-conflict",
+        f"`kvm_private: {setting.key}` puts {moved.name} {Range(moved.start, moved.end)} over "
+        f"{other.name} {Range(other.start, other.end)}: KVM cannot keep both; {hosts}where it "
+        "keeps both, the one it creates second fails with EEXIST (kvm_check_memslot_overlap()); "
+        "move one of them",
+        ("kvm_private",),
+        setting.key,
+        severity=WARNING if conditional else None,
+    )
 
 
 def _over_private(ctx: RuleContext, kept: KeptRange) -> Iterator[Finding]:
