@@ -74,8 +74,10 @@ _FETCH_ERROR = Effect(
 APIC_ACCESS_PAGE = 0xFEE0_0000
 
 # The two private memslots of Intel's real-mode support, as read in Linux 7.2.13. KVM keeps
-# them only when it runs real mode (and, for the identity map, unpaged protected mode) under
-# vm86 and EPT: vmx_set_tss_addr() returns 0 at once when enable_unrestricted_guest is set,
+# them only without unrestricted guest: it then runs guest real mode under vm86, with the TSS,
+# and with EPT gives an unpaged guest the identity map as its CR3 (vmx_load_mmu_pgd():
+# GUEST_CR3 = ept_identity_map_addr when !is_paging()). vmx_set_tss_addr() returns 0 at once
+# when enable_unrestricted_guest is set,
 # and vmx_vcpu_create() calls init_rmode_identity_map() only with enable_ept &&
 # !enable_unrestricted_guest (arch/x86/kvm/vmx/vmx.c). vmx_hardware_setup() clears
 # enable_unrestricted_guest when the CPU lacks it or EPT is off; it is on by default
@@ -124,7 +126,7 @@ IDENTITY_MAP = PrivateRange(
     0,
     0x1000,
     None,
-    "the page table of real mode under EPT, made with the first vCPU, "
+    "the page table of an unpaged guest under EPT, made with the first vCPU, "
     "init_rmode_identity_map()",
     "KVM_CREATE_VCPU fails with EEXIST if the memslot is there first, else the memslot is "
     "refused with EEXIST",
