@@ -276,7 +276,7 @@ def test_memslot_of_more_than_kvm_mem_max_nr_pages_is_einval(tmp_path: Path) -> 
         arch: x86_64
         memslots:
           - name: huge
-            base: 0x0
+            base: 0x1_0000_0000
             size: {size}
         """
     found = findings(tmp_path, text.format(size="8T"))
@@ -398,7 +398,7 @@ def test_memslot_over_the_apic_access_page_conflicts_with_the_in_kernel_lapic(
         memslots:
           - name: below-4g
             base: 0xc000_0000
-            size: 1G
+            size: 0x3f00_0000
         devices:
           - name: lapic
             type: lapic

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import NamedTuple, Protocol
 
 ACCESSES = ("read", "write", "fetch")
@@ -76,15 +76,41 @@ class AccessEffects(NamedTuple):
 OutcomeTable = Mapping[tuple[Backing, Handler], AccessEffects]
 
 
+class Setting(NamedTuple):
+    """How a VMM tells KVM where to put a private range, and what KVM does when it does not.
+
+    A layout states the address its VMM gives as ``kvm_private: {KEY: ADDRESS}``; the keys a
+    layout may give are those its architecture declares (docs/layout-format.md)."""
+
+    key: str  # the key under a layout's `kvm_private`: "tss"
+    ioctl: str  # "KVM_SET_TSS_ADDR"
+    created_by: str  # the call that creates the memslot (and fails when it cannot)
+    default: int | None  # where KVM puts the range when the VMM never says; None: nowhere
+    unset: str  # what KVM does when the VMM never calls ``ioctl``, for the docs and the schema
+    highest: int | None = None  # the highest address ``ioctl`` accepts, on every host
+    above_highest: str = ""  # what KVM does with a higher one
+
+
 class PrivateRange(NamedTuple):
-    """A guest-physical range KVM takes for itself when the layout has a ``with_device``."""
+    """A guest-physical range KVM takes for itself, as a private memslot.
+
+    It exists when the layout has a ``with_device`` (``None``: whatever its devices). Its base
+    is ``start``, fixed by KVM, unless ``setting`` lets the VMM choose it: then ``start`` is
+    unused, and the range is where the layout's ``kvm_private`` says, else at
+    ``setting.default``, else nowhere. ``hosts``, when set, says which hosts keep the range and
+    which keep none; ``most_hosts`` is False when only a minority of hosts keep it, so that a
+    memslot over it is a warning rather than an error (the layout cannot say the host).
+    """
 
     name: str  # "KVM's APIC-access page"
     start: int
     size: int
-    with_device: str  # a device type name: the range exists when the layout has one
+    with_device: str | None  # a device type name: the range exists when the layout has one
     what: str  # what KVM keeps there, for messages
     refusal: str  # what KVM does to a user memslot over it
+    setting: Setting | None = None
+    hosts: str | None = None
+    most_hosts: bool = True
 
     @property
     def end(self) -> int:
@@ -111,6 +137,30 @@ class SelftestsVMFacts(Protocol):
 
     @property
     def ucall_gpa(self) -> int: ...
+class KeptRange(NamedTuple):
+    """A private range as KVM keeps it for one layout: where, and whether the layout said so."""
+
+    private: PrivateRange
+    start: int
+    set_by_layout: bool = False
+
+    @property
+    def end(self) -> int:
+        return self.start + self.private.size
+
+    @property
+    def name(self) -> str:
+        return self.private.name
+
+    @property
+    def placed_by(self) -> str:
+        """How its base was chosen, for messages: ``""`` for a base KVM fixes."""
+        setting = self.private.setting
+        if setting is None:
+            return ""
+        if self.set_by_layout:
+            return f"`kvm_private: {setting.key}`"
+        return f"KVM's default without `kvm_private: {setting.key}`"
 
 
 class SelftestsDefaults(NamedTuple):
@@ -199,6 +249,29 @@ class ArchSpec(NamedTuple):
 
     def effects(self, backing: Backing, handler: Handler) -> AccessEffects:
         return self.outcomes[(backing, handler)]
+
+    @property
+    def settings(self) -> dict[str, Setting]:
+        """How a layout may place private ranges, by their `kvm_private` key."""
+        return {p.setting.key: p.setting for p in self.private_ranges if p.setting is not None}
+
+    def kept_ranges(
+        self, device_types: Collection[str], settings: Mapping[str, int]
+    ) -> tuple[KeptRange, ...]:
+        """The private ranges KVM keeps for a VM with these device types and `kvm_private`
+        ``settings`` (on the hosts each range names: see ``PrivateRange.hosts``)."""
+        kept: list[KeptRange] = []
+        for private in self.private_ranges:
+            if private.with_device is not None and private.with_device not in device_types:
+                continue
+            setting = private.setting
+            if setting is None:
+                kept.append(KeptRange(private, private.start))
+            elif setting.key in settings:
+                kept.append(KeptRange(private, settings[setting.key], set_by_layout=True))
+            elif setting.default is not None:
+                kept.append(KeptRange(private, setting.default))
+        return tuple(kept)
 
 
 BusCells = Mapping[Handler, tuple[Outcome, str]]

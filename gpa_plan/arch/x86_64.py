@@ -19,6 +19,7 @@ from gpa_plan.arch.base import (
     PrivateRange,
     SelftestsDefaults,
     SelftestsVMFacts,
+    Setting,
     Ucall,
     outcome_table,
 )
@@ -127,6 +128,75 @@ def _selftests_sections(vm: SelftestsVMFacts, ucall_base: str) -> str:
     )
 
 
+# The two private memslots of Intel's real-mode support, as read in Linux 7.2.13. KVM keeps
+# them only without unrestricted guest: it then runs guest real mode under vm86, with the TSS,
+# and with EPT gives an unpaged guest the identity map as its CR3 (vmx_load_mmu_pgd():
+# GUEST_CR3 = ept_identity_map_addr when !is_paging()). vmx_set_tss_addr() returns 0 at once
+# when enable_unrestricted_guest is set,
+# and vmx_vcpu_create() calls init_rmode_identity_map() only with enable_ept &&
+# !enable_unrestricted_guest (arch/x86/kvm/vmx/vmx.c). vmx_hardware_setup() clears
+# enable_unrestricted_guest when the CPU lacks it or EPT is off; it is on by default
+# (kvm_intel.unrestricted_guest=1). TDX VMs skip both (vt_set_tss_addr(), vmx/main.c). AMD's
+# svm_x86_ops has neither op, so kvm_ops_update() (arch/x86/kvm/x86.c) makes both ioctls
+# return 0 there. Each is created by __x86_set_memory_region() in every address space, and
+# kvm_set_memory_region() -> kvm_check_memslot_overlap() refuses whichever of it and a user
+# memslot over it comes second with EEXIST (virt/kvm/kvm_main.c).
+_REAL_MODE_HOSTS = (
+    "KVM keeps it only on Intel (VMX) hosts without unrestricted guest "
+    "(kvm_intel.unrestricted_guest=0{ept}, or a CPU or L0 hypervisor without it); on Intel "
+    "hosts with unrestricted guest (the default){no_ept} and on AMD (SVM) hosts KVM keeps no "
+    "such memslot"
+)
+# vmx_set_tss_addr(): __x86_set_memory_region(TSS_PRIVATE_MEMSLOT, addr, PAGE_SIZE * 3), the
+# RMODE_TSS_SIZE (0x2089) bytes init_rmode_tss() writes (arch/x86/kvm/tss.h).
+TSS = PrivateRange(
+    "KVM's real-mode TSS",
+    0,
+    0x3000,
+    None,
+    "three pages for vm86 real mode, vmx_set_tss_addr()",
+    "KVM_SET_TSS_ADDR fails with EEXIST if the memslot is there first, else the memslot is "
+    "refused with EEXIST",
+    Setting(
+        "tss",
+        "KVM_SET_TSS_ADDR",
+        "KVM_SET_TSS_ADDR",
+        None,
+        "KVM keeps no TSS memslot; vm86 real mode then finds its TSS at guest-physical 0 "
+        "(enter_rmode() loads GUEST_TR_BASE from the unset address)",
+        # kvm_vm_ioctl_set_tss_addr() (arch/x86/kvm/x86.c), before the vendor's op.
+        0xFFFF_D000,
+        "KVM_SET_TSS_ADDR fails with EINVAL above (unsigned int)(-3 * PAGE_SIZE) on every x86 "
+        "host (kvm_vm_ioctl_set_tss_addr())",
+    ),
+    _REAL_MODE_HOSTS.format(ept=" or ept=0", no_ept=""),
+    most_hosts=False,
+)
+# init_rmode_identity_map(): with the first vCPU, one page at ept_identity_map_addr, which
+# KVM_SET_IDENTITY_MAP_ADDR sets (vmx_set_identity_map_addr(); the ioctl itself refuses with
+# EINVAL once a vCPU exists, kvm_arch_vm_ioctl()), else VMX_EPT_IDENTITY_PAGETABLE_ADDR
+# (arch/x86/include/asm/vmx.h).
+IDENTITY_MAP = PrivateRange(
+    "KVM's EPT identity-map page",
+    0,
+    0x1000,
+    None,
+    "the page table of an unpaged guest under EPT, made with the first vCPU, "
+    "init_rmode_identity_map()",
+    "KVM_CREATE_VCPU fails with EEXIST if the memslot is there first, else the memslot is "
+    "refused with EEXIST",
+    Setting(
+        "identity_map",
+        "KVM_SET_IDENTITY_MAP_ADDR",
+        "KVM_CREATE_VCPU",
+        0xFFFB_C000,
+        "KVM puts the page at VMX_EPT_IDENTITY_PAGETABLE_ADDR, 0xfffbc000 "
+        "(init_rmode_identity_map())",
+    ),
+    _REAL_MODE_HOSTS.format(ept="", no_ept=", without EPT"),
+    most_hosts=False,
+)
+
 X86_64 = ArchSpec(
     name="x86_64",
     elf_machine="EM_X86_64",
@@ -173,6 +243,8 @@ X86_64 = ArchSpec(
             "KVM_CREATE_VCPU or this KVM_SET_USER_MEMORY_REGION fails with EEXIST on hosts with "
             "APICv/AVIC",
         ),
+        TSS,
+        IDENTITY_MAP,
     ),
     # tools/testing/selftests/kvm/lib/x86/ucall.c (Linux 7.2.13): UCALL_PIO_PORT.
     # tools/testing/selftests/kvm (Linux 7.2.13): VM_MODE_PXXVYY_4K only; lib/x86/ucall.c

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from gpa_plan.arch import ACCESSES, ARCHES
-from gpa_plan.arch.base import Backing, Handler
+from gpa_plan.arch.base import Backing, Handler, KeptRange
 from gpa_plan.check.partition import Region, partition, region_at
 from gpa_plan.check.run import LoadedLayout
 from gpa_plan.collector import paused
@@ -39,8 +39,11 @@ def explain_layout(
         for arch in arches or (loaded.layout.arch,):
             layout, left_out = created_on(loaded.resolved, arch)
             regions = partition(layout, ARCHES[arch])
+            types = {d.type.name for d in layout.devices}
+            kept = ARCHES[arch].kept_ranges(types, loaded.layout.kvm_private)
             for address in addresses:
                 why = _left_out_here(left_out, address, loaded.layout.arch, arch)
+                why += _private_here(kept, address)
                 for a in accesses:
                     answer = explain_address(regions, arch, address, a)
                     answers.append(replace(answer, detail=why + answer.detail) if why else answer)
@@ -56,6 +59,22 @@ def _left_out_here(left_out: Sequence[DeviceEntry], address: int, own: str, arch
         f"{named} of this {own} layout {'is' if len(here) == 1 else 'are'} left out on {arch}, "
         f"where KVM has no such device; "
     )
+
+
+def _private_here(kept: Sequence[KeptRange], address: int) -> str:
+    """What a private range KVM keeps only on some hosts makes of ``address``; ``""`` when
+    none is there. The outcome that follows is the one of the other hosts: the layout does
+    not say which host runs it."""
+    notes = []
+    for k in kept:
+        hosts = k.private.hosts
+        if hosts is not None and k.start <= address < k.end:
+            placed = f"{k.placed_by}; " if k.placed_by else ""
+            notes.append(
+                f"{k.name} is here ({placed}{k.private.what}): {hosts}; where KVM keeps it, the "
+                "access reaches that private memslot as memory; elsewhere: "
+            )
+    return "".join(notes)
 
 
 def explain_address(regions: list[Region], arch_name: str, address: int, access: str) -> Answer:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 
-from gpa_plan.arch.base import PrivateRange
+from gpa_plan.arch.base import KeptRange
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.overlaps import TakenRanges, any_overlap
-from gpa_plan.check.rules import ERROR, RuleContext, rule
+from gpa_plan.check.rules import ERROR, WARNING, RuleContext, rule
 from gpa_plan.layout.resolved import MemslotEntry
 from gpa_plan.ranges import U64_LIMIT, Range, hex_addr, human_size
 
@@ -205,30 +205,107 @@ def too_many_memslots(ctx: RuleContext) -> Iterator[Finding]:
 @rule(
     "private-slot-conflict",
     ERROR,
-    "x86_64: a memslot covers the APIC-access page KVM keeps for itself at 0xfee00000",
+    "x86_64: a memslot covers a page KVM keeps for itself (the APIC-access page at 0xfee00000; "
+    "on some Intel hosts the real-mode TSS and EPT identity map), or `kvm_private` puts one "
+    "where KVM cannot create it",
+    also=(
+        (
+            WARNING,
+            "for the real-mode TSS and EPT identity-map pages, which only Intel hosts without "
+            "unrestricted guest keep",
+        ),
+    ),
 )
 def private_slot_conflict(ctx: RuleContext) -> Iterator[Finding]:
-    """With an in-kernel LAPIC and APIC virtualisation (Intel APICv, AMD AVIC), KVM creates a
-    private memslot for the APIC-access page at 0xfee00000 in every address space
-    (arch/x86/kvm/lapic.c kvm_alloc_apic_access_page() -> __x86_set_memory_region(), Linux
-    7.2.13). A user memslot over that page
-    makes KVM_CREATE_VCPU fail with EEXIST, or is itself refused with EEXIST when added later.
-    Fix: leave 0xfee00000-0xfee00fff out of every memslot (split RAM around it)."""
+    """KVM keeps private memslots, in every address space, made by __x86_set_memory_region()
+    (arch/x86/kvm/x86.c); whichever of such a memslot and a user memslot over it comes second
+    is refused with EEXIST (kvm_check_memslot_overlap(), Linux 7.2.13). An error for the
+    APIC-access page at 0xfee00000, which KVM keeps with an in-kernel LAPIC on hosts with
+    APICv or AVIC (arch/x86/kvm/lapic.c kvm_alloc_apic_access_page()): KVM_CREATE_VCPU, or
+    the memslot added later, fails. A warning for the three-page real-mode TSS (at the
+    layout's `kvm_private: tss`, KVM_SET_TSS_ADDR) and the EPT identity-map page (at
+    `kvm_private: identity_map`, KVM_SET_IDENTITY_MAP_ADDR, else 0xfffbc000): KVM keeps them
+    only on Intel (VMX) hosts without unrestricted guest (arch/x86/kvm/vmx/vmx.c
+    vmx_set_tss_addr(), init_rmode_identity_map()), and the layout cannot say which host runs
+    it; there KVM_SET_TSS_ADDR or KVM_CREATE_VCPU, or the memslot, fails with EEXIST, while
+    AMD (SVM) hosts and Intel hosts with unrestricted guest keep no such memslot. The same
+    hosts cannot create one that `kvm_private` puts off a page boundary (EINVAL,
+    kvm_set_memory_region()) or over another private range (EEXIST for the second one
+    created), reported at that key. Fix: leave the page out of every memslot (split RAM
+    around it), or move the private range with `kvm_private` and the VMM's ioctl."""
+    source = ctx.layout.source
     types = {d.type.name for d in ctx.layout.devices}
-    for private in ctx.arch.private_ranges:
-        if private.with_device in types:
-            yield from _over_private(ctx, private)
+    kept_ranges = ctx.arch.kept_ranges(types, source.kvm_private)
+    for i, kept in enumerate(kept_ranges):
+        yield from _over_private(ctx, kept)
+        if kept.set_by_layout:
+            yield from _off_page(ctx, kept)
+        for other in kept_ranges[i + 1 :]:
+            yield from _private_over_private(ctx, kept, other)
 
 
-def _over_private(ctx: RuleContext, private: PrivateRange) -> Iterator[Finding]:
-    page = Range(private.start, private.end)
+def _off_page(ctx: RuleContext, kept: KeptRange) -> Iterator[Finding]:
+    """kvm_set_memory_region() refuses a private memslot off a page boundary with EINVAL."""
+    private = kept.private
+    setting = private.setting
+    page = ctx.layout.page_size
+    if setting is None or kept.start % page == 0:
+        return
+    hosts = f"{private.hosts}; " if private.hosts else ""
+    yield ctx.finding(
+        f"`kvm_private: {setting.key}` {hex_addr(kept.start)} is not a multiple of the "
+        f"{human_size(page)} page: {hosts}where KVM keeps {private.name}, "
+        f"{setting.created_by} fails with EINVAL (kvm_set_memory_region()); give a "
+        "page-aligned address",
+        ("kvm_private",),
+        setting.key,
+        severity=None if private.most_hosts else WARNING,
+    )
+
+
+def _private_over_private(
+    ctx: RuleContext, first: KeptRange, later: KeptRange
+) -> Iterator[Finding]:
+    """Two private ranges that `kvm_private` puts over each other: KVM cannot keep both."""
+    if not Range(first.start, first.end).overlaps(Range(later.start, later.end)):
+        return
+    # Reported at the key the layout gave (the later one's, when it gave both).
+    moved, other = (later, first) if later.set_by_layout else (first, later)
+    setting = moved.private.setting
+    if setting is None or not moved.set_by_layout:
+        return
+    conditional = [k.private for k in (moved, other) if not k.private.most_hosts]
+    hosts = f"{conditional[0].hosts}; " if conditional and conditional[0].hosts else ""
+    yield ctx.finding(
+        f"`kvm_private: {setting.key}` puts {moved.name} {Range(moved.start, moved.end)} over "
+        f"{other.name} {Range(other.start, other.end)}: KVM cannot keep both; {hosts}where it "
+        "keeps both, the one it creates second fails with EEXIST (kvm_check_memslot_overlap()); "
+        "move one of them",
+        ("kvm_private",),
+        setting.key,
+        severity=WARNING if conditional else None,
+    )
+
+
+def _over_private(ctx: RuleContext, kept: KeptRange) -> Iterator[Finding]:
+    private = kept.private
+    page = Range(kept.start, kept.end)
+    placed = f"{kept.placed_by}; " if kept.placed_by else ""
+    hosts = f". {private.hosts[0].upper()}{private.hosts[1:]}" if private.hosts else ""
+    fix = (
+        f"leave it out of the memslot, or move it (`kvm_private: {private.setting.key}` and "
+        f"the VMM's {private.setting.ioctl})"
+        if private.setting is not None
+        else "leave that page out of the memslot"
+    )
     for m in ctx.layout.memslots:
         if m.range.overlaps(page):
             yield ctx.finding(
                 f"memslot {m.name!r} {m.range} covers {private.name} at "
-                f"{hex_addr(private.start)} ({private.what}): {private.refusal}; leave that "
-                "page out of the memslot",
+                f"{hex_addr(kept.start)} ({placed}{private.what}): {private.refusal}{hosts}; "
+                f"{fix}",
                 m.path,
                 "base",
                 (m.name,),
+                severity=None if private.most_hosts else WARNING,
             )

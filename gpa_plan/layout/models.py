@@ -37,7 +37,8 @@ Rules that need the whole layout (unique names, the device catalog, KVM's own li
 # No `from __future__ import annotations`: the fields' annotations are read at run time, for
 # their Key.
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic_core import CoreConfig, SchemaValidator
@@ -146,6 +147,8 @@ def declared_keys(record: type) -> dict[str, Key]:
 
 def json_default(value: object) -> object:
     """A record default as JSON writes it."""
+    if isinstance(value, Mapping):
+        return dict(value)
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -289,6 +292,25 @@ class Reserved(NamedTuple):
     given: frozenset[str] = frozenset()
 
 
+def _kvm_private_schema() -> cs.CoreSchema:
+    """Every key some architecture declares settable; validate.py refuses the ones the
+    layout's own architecture does not declare, with their position."""
+    fields: dict[str, cs.TypedDictField] = {}
+    for spec in ARCHES.values():
+        for private in spec.private_ranges:
+            setting = private.setting
+            if setting is None:
+                continue
+            description = (
+                f"{spec.name}: the address the VMM gives {setting.ioctl} for {private.name} "
+                f"({private.size // 1024} KiB); left out: {setting.unset}"
+            )
+            metadata = {"pydantic_js_updates": {"description": description}}
+            fields[setting.key] = cs.typed_dict_field(_number(), required=False, metadata=metadata)
+    mapping = cs.typed_dict_schema(fields, extra_behavior="forbid", config=_STRICT)
+    return cs.no_info_after_validator_function(MappingProxyType, mapping)
+
+
 class Layout(NamedTuple):
     """A gpa-plan layout file."""
 
@@ -307,6 +329,16 @@ class Layout(NamedTuple):
     memslots: Annotated[tuple[Memslot, ...], Key(_section(Memslot))] = ()
     devices: Annotated[tuple[Device, ...], Key(_section(Device))] = ()
     reserved: Annotated[tuple[Reserved, ...], Key(_section(Reserved))] = ()
+    # Addresses the VMM gives KVM for its private ranges, by the key the arch declares
+    # (ArchSpec.settings); a key left out: the VMM does not set it.
+    kvm_private: Annotated[
+        Mapping[str, int],
+        Key(
+            _kvm_private_schema(),
+            "where the VMM puts the private memslots KVM keeps on some hosts (x86_64: `tss`, "
+            "`identity_map`); keys come from the layout's arch",
+        ),
+    ] = MappingProxyType({})
     given: frozenset[str] = frozenset()
 
 
@@ -347,6 +379,8 @@ def as_data(model: Layout | Memslot | Device | Reserved) -> dict[str, Any]:
             continue
         if isinstance(value, tuple):
             value = [as_data(v) if isinstance(v, _MODELS) else v for v in value]
+        elif isinstance(value, Mapping):
+            value = dict(value)
         data[key] = value
     return data
 

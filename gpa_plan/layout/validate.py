@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic_core import ErrorDetails, ValidationError
 
-from gpa_plan.arch import name_hint
+from gpa_plan.arch import ARCHES, name_hint
 from gpa_plan.arch.devices import CATALOG
 from gpa_plan.layout.errors import SCHEMA, LayoutError, Problem
 from gpa_plan.layout.loader import Document
@@ -80,7 +80,11 @@ def _pydantic_problems(doc: Document, err: ValidationError) -> Iterator[Problem]
         else:
             grouped.setdefault((path, "value"), []).append(error)
     for (path, what), errors in grouped.items():
-        if what == "extra":
+        if what == "extra" and path[:-1] == ("kvm_private",):
+            arch = doc.data.get("arch") if isinstance(doc.data, dict) else None
+            known = arch if isinstance(arch, str) and arch in ARCHES else None
+            yield _problem(doc, path, _not_settable(str(path[-1]), known), key=True)
+        elif what == "extra":
             yield _problem(doc, path, _unknown_key(path), key=True)
         elif what.startswith("missing:"):
             yield _problem(
@@ -246,6 +250,8 @@ def _leave_out(
     kind: str,
 ) -> None:
     """Remove from ``top`` and ``kept`` what one error of the last pass is about."""
+    if (path or rest)[:1] == ("arch",):
+        top.pop("kvm_private", None)  # its keys are the arch's: none to judge them by
     if not path:
         if rest and rest[0] in _STAND_INS:
             top[rest[0]] = _STAND_INS[str(rest[0])]
@@ -258,6 +264,9 @@ def _leave_out(
             kept[section][index] = {k: v for k, v in entry.items() if k != path[2]}
         else:
             kept[section].pop(index, None)
+    elif kind in _UNKNOWN_KEY and len(path) == 2 and isinstance(top.get(section), dict):
+        # a top-level mapping (kvm_private) keeps its other keys
+        top[section] = {k: v for k, v in top[section].items() if k != path[1]}
     elif section in _STAND_INS and kind not in _UNKNOWN_KEY:
         top[section] = _STAND_INS[section]
     else:
@@ -277,6 +286,7 @@ def _in_file(path: Path, indexes: dict[str, list[int]]) -> Path:
 
 def _cross_checks(layout: Layout) -> Iterator[tuple[Path, str, bool]]:
     yield from _layout_numbers(layout)
+    yield from _kvm_private(layout)
     yield from _unique_names(layout)
     for i, memslot in enumerate(layout.memslots):
         yield from _placement_options(("memslots", i), memslot.base, memslot.size, memslot)
@@ -295,6 +305,45 @@ def _layout_numbers(layout: Layout) -> Iterator[tuple[Path, str, bool]]:
     gps = layout.guest_page_size
     if gps is not None and not _is_power_of_two(gps):
         yield ("guest_page_size",), f"guest_page_size {gps:#x} is not a power of two", False
+
+
+def _kvm_private(layout: Layout) -> Iterator[tuple[Path, str, bool]]:
+    """Only keys the layout's own architecture declares (ArchSpec.settings), each within what
+    its ioctl takes on every host."""
+    settings = ARCHES[layout.arch].settings
+    for key, address in layout.kvm_private.items():
+        setting = settings.get(key)
+        if setting is None:
+            yield ("kvm_private", key), _not_settable(key, layout.arch), True
+        elif setting.highest is not None and address > setting.highest:
+            yield (
+                ("kvm_private", key),
+                f"{key} {address:#x} is above {setting.highest:#x}: {setting.above_highest}; "
+                "give a lower address",
+                False,
+            )
+
+
+def _not_settable(key: str, arch: str | None) -> str:
+    """Why ``key`` cannot be under ``kvm_private`` in a layout of ``arch`` (None: the layout
+    names no known architecture), and what can."""
+    owners = [
+        f"{spec.name} ({spec.settings[key].ioctl})"
+        for spec in ARCHES.values()
+        if key in spec.settings and spec.name != arch
+    ]
+    allowed = ARCHES[arch].settings if arch is not None else {}
+    guess = closest(key, allowed)
+    hint = f"; did you mean `{guess}`?" if guess else ""
+    if arch is None:
+        can = "its keys depend on `arch`, to fix first"
+    elif allowed:
+        can = f"{arch} layouts may set {', '.join(f'`{k}`' for k in allowed)}"
+    else:
+        can = f"KVM on {arch} keeps no private range a VMM places: remove `kvm_private`"
+    if owners and arch is not None:
+        return f"`{key}` in kvm_private is for {' and '.join(owners)}, not {arch}{hint}; {can}"
+    return f"unknown key `{key}` in kvm_private{hint}; {can}"
 
 
 def _unique_names(layout: Layout) -> Iterator[tuple[Path, str, bool]]:

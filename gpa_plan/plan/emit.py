@@ -59,6 +59,9 @@ def to_yaml(
             lines.append(f"{key}:" if value else f"{key}: []")
             for entry in value:
                 lines.extend(yaml_entry_lines(entry, "  "))
+        elif isinstance(value, dict):  # kvm_private: addresses by key
+            lines.append(f"{key}:" if value else f"{key}: {{}}")
+            lines.extend(f"  {k}: {hex_addr(v)}" for k, v in value.items())
         else:
             lines.append(f"{key}: {_yaml_scalar(key, value)}")
     return "\n".join(lines) + "\n"

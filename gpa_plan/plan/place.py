@@ -57,10 +57,10 @@ def occupied_ranges(layout: Layout) -> list[tuple[Range, str]]:
             taken.append((Range(base, base + device_size(layout, i)), f"device {d.name!r}"))
     for r in layout.reserved:
         taken.append((Range(r.base, r.base + r.size), f"reserved {r.name!r}"))
+    # Every private range KVM may keep, those only some hosts keep too: a plan must run on any.
     types = {d.type for d in layout.devices}
-    for private in ARCHES[layout.arch].private_ranges:
-        if private.with_device in types:
-            taken.append((Range(private.start, private.end), private.name))
+    for kept in ARCHES[layout.arch].kept_ranges(types, layout.kvm_private):
+        taken.append((Range(kept.start, kept.end), kept.name))
     return taken
 
 
