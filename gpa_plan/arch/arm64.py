@@ -214,6 +214,9 @@ ARM64 = ArchSpec(
         "abort (kvm_inject_size_fault(), an address size fault, beyond the host's IPA limit)",
     ),
     pa_name="IPA size",
+    # arch/arm64/kvm/mmu.c kvm_init_ipa_range(): EINVAL outside
+    # [ARM64_MIN_PARANGE_BITS, kvm_ipa_limit] (Linux 7.2.13).
+    pa_bits_refusal="KVM_CREATE_VM fails with EINVAL",
     # tools/testing/selftests/kvm (Linux 7.2.13): the VM_MODE_P*V*_4K/16K/64K modes of
     # lib/kvm_util.c vm_guest_mode_params[]; lib/arm64/ucall.c, an MMIO write past slot 0;
     # include/arm64/gic.h GITS_BASE_GPA 0x8000000, below the default vGIC.

@@ -196,9 +196,35 @@ class ArchSpec(NamedTuple):
     selftests: SelftestsDefaults | None = None
     # The MMIO device types of this architecture (gpa_plan.arch.devices adds the generic ones).
     devices: tuple[DeviceType, ...] = ()
+    # What KVM does with a pa_bits outside [min_pa_bits, max_pa_bits] (or not in
+    # ``pa_bits_choices``), for the arch-limits message.
+    pa_bits_refusal: str = ""
+    # The only pa_bits KVM gives a VM, when not every value in [min, max] exists; () for all.
+    pa_bits_choices: tuple[int, ...] = ()
+    # False where KVM refuses a memslot that ends exactly at 2**pa_bits (riscv's `>=` test).
+    memslot_may_end_at_limit: bool = True
+    # The outcome of an instruction fetch beyond 2**pa_bits, when it is not ``beyond_pa``.
+    beyond_pa_fetch: Effect | None = None
 
     def effects(self, backing: Backing, handler: Handler) -> AccessEffects:
         return self.outcomes[(backing, handler)]
+
+    def beyond(self, access: str) -> Effect:
+        """The effect of ``access`` (read, write, fetch) at or beyond 2**pa_bits."""
+        if access == "fetch" and self.beyond_pa_fetch is not None:
+            return self.beyond_pa_fetch
+        return self.beyond_pa
+
+    def pa_bits_for(self, end: int) -> int:
+        """The smallest pa_bits this architecture takes whose space holds a memslot or
+        device ending at ``end`` (the default when that already does)."""
+        bits = max(self.default_pa_bits, (end - 1).bit_length() if end > 0 else 0)
+        if not self.memslot_may_end_at_limit and end == 1 << bits:
+            bits += 1
+        for choice in self.pa_bits_choices:
+            if choice >= bits:
+                return choice
+        return bits
 
 
 BusCells = Mapping[Handler, tuple[Outcome, str]]

@@ -20,8 +20,19 @@ def arch_limits(ctx: RuleContext) -> Iterator[Finding]:
         yield ctx.finding(
             "arch-limits",
             f"pa_bits {layout.pa_bits} is outside what {arch.name} supports "
-            f"({arch.min_pa_bits} to {arch.max_pa_bits}-bit {arch.pa_name}); KVM_CREATE_VM "
-            "fails with EINVAL on arm64 and the guest cannot address it on x86",
+            f"({arch.min_pa_bits} to {arch.max_pa_bits}-bit {arch.pa_name}); "
+            f"{arch.pa_bits_refusal}",
+            (),
+            "pa_bits",
+        )
+    elif arch.pa_bits_choices and layout.pa_bits not in arch.pa_bits_choices:
+        choices = ", ".join(str(c) for c in arch.pa_bits_choices)
+        given = next(c for c in arch.pa_bits_choices if c >= layout.pa_bits)
+        yield ctx.finding(
+            "arch-limits",
+            f"pa_bits {layout.pa_bits} is not a {arch.pa_name} width {arch.name} has "
+            f"({choices}): asked for {layout.pa_bits}, KVM gives the VM {given}; "
+            f"write pa_bits: {given}",
             (),
             "pa_bits",
         )
