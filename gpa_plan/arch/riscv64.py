@@ -194,7 +194,9 @@ RISCV64 = ArchSpec(
         pa_bits=41,
         ucall=Ucall.SBI,
         first_device=(1 << 41) - 0x1000,
-        first_device_name="the last page of the 41-bit G-stage, where a memslot may not end",
+        first_device_name=(
+            "the end of what a memslot may cover in a 41-bit G-stage (a page short of 2**41)"
+        ),
         preamble=(
             "# ucall_init() is given the GPA past slot 0 here too, but riscv64 ignores it:\n"
             "# lib/riscv/ucall.c delivers ucalls by an SBI call, sbi_ecall() of\n"
