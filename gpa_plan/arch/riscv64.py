@@ -146,7 +146,7 @@ RISCV64 = ArchSpec(
     pa_bits_choices=G_STAGE_BITS,
     pa_bits_refusal=(
         "KVM_ENABLE_CAP(KVM_CAP_VM_GPA_BITS) fails with EINVAL above 59 bits or the host's "
-        "widest G-stage mode, and rounds a smaller request up to 41"
+        "widest G-stage mode"
     ),
     # arch/riscv/Kconfig: HAVE_PAGE_SIZE_4KB is the only page size.
     page_sizes=(4096,),

@@ -16,23 +16,23 @@ def arch_limits(ctx: RuleContext) -> Iterator[Finding]:
     16 or 64 KiB; x86_64 has a
     MAXPHYADDR of at most 52 bits and 4 KiB pages. Fix: pick a value the arch supports."""
     layout, arch = ctx.layout, ctx.arch
-    if not arch.min_pa_bits <= layout.pa_bits <= arch.max_pa_bits:
+    choices = arch.pa_bits_choices
+    if choices and layout.pa_bits <= arch.max_pa_bits and layout.pa_bits not in choices:
+        given = next(c for c in choices if c >= layout.pa_bits)
+        yield ctx.finding(
+            "arch-limits",
+            f"pa_bits {layout.pa_bits} is not a {arch.pa_name} {arch.name} has "
+            f"({', '.join(str(c) for c in choices)}): KVM gives a VM that asks for "
+            f"{layout.pa_bits} bits {given}; write pa_bits: {given}",
+            (),
+            "pa_bits",
+        )
+    elif not arch.min_pa_bits <= layout.pa_bits <= arch.max_pa_bits:
         yield ctx.finding(
             "arch-limits",
             f"pa_bits {layout.pa_bits} is outside what {arch.name} supports "
             f"({arch.min_pa_bits} to {arch.max_pa_bits}-bit {arch.pa_name}); "
             f"{arch.pa_bits_refusal}",
-            (),
-            "pa_bits",
-        )
-    elif arch.pa_bits_choices and layout.pa_bits not in arch.pa_bits_choices:
-        choices = ", ".join(str(c) for c in arch.pa_bits_choices)
-        given = next(c for c in arch.pa_bits_choices if c >= layout.pa_bits)
-        yield ctx.finding(
-            "arch-limits",
-            f"pa_bits {layout.pa_bits} is not a {arch.pa_name} width {arch.name} has "
-            f"({choices}): asked for {layout.pa_bits}, KVM gives the VM {given}; "
-            f"write pa_bits: {given}",
             (),
             "pa_bits",
         )
