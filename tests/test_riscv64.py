@@ -263,3 +263,11 @@ def test_an_arm64_layout_under_riscv64_leaves_the_vgic_out(tmp_path: Path) -> No
     assert any("note[device-wrong-arch]" in f and "'gicd' is left out" in f for f in found)
     # arm64's default 40-bit IPA is not a G-stage width: KVM would give the VM 41 bits.
     assert any("[arch-limits] pa_bits 40" in f for f in found)
+
+
+def test_an_aia_device_beyond_the_g_stage_is_unreachable_but_not_refused(tmp_path: Path) -> None:
+    # aia_device.c aia_aplic_addr() compares the address with nothing but the alignment.
+    body = "devices:\n  - {name: aplic, type: riscv-aplic, base: 0x200_0000_0000}\n"
+    (finding,) = findings(write(tmp_path, body))
+    assert "[device-out-of-range]" in finding and "the guest cannot reach it" in finding
+    assert "E2BIG" not in finding

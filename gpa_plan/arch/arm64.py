@@ -80,6 +80,7 @@ _DEVICES = (
         size=4 * KiB,
         align=4 * KiB,
         kvm_api=_VGIC_API,
+        beyond_pa_errno="E2BIG",
         irqchip_model="GICv2",
     ),
     DeviceType(
@@ -89,6 +90,7 @@ _DEVICES = (
         size=8 * KiB,
         align=4 * KiB,
         kvm_api=_VGIC_API,
+        beyond_pa_errno="E2BIG",
         irqchip_model="GICv2",
     ),
     DeviceType(
@@ -98,6 +100,7 @@ _DEVICES = (
         size=64 * KiB,
         align=64 * KiB,
         kvm_api=_VGIC_API,
+        beyond_pa_errno="E2BIG",
         irqchip_model="GICv3",
     ),
     DeviceType(
@@ -107,6 +110,7 @@ _DEVICES = (
         per_vcpu=128 * KiB,
         align=64 * KiB,
         kvm_api=_VGIC_API,
+        beyond_pa_errno="E2BIG",
         irqchip_model="GICv3",
         frame_may_repeat=True,
     ),
@@ -117,6 +121,7 @@ _DEVICES = (
         size=128 * KiB,
         align=64 * KiB,
         kvm_api="KVM_SET_DEVICE_ATTR(KVM_VGIC_ITS_ADDR_TYPE)",
+        beyond_pa_errno="E2BIG",
     ),
 )
 

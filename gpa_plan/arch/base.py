@@ -153,6 +153,9 @@ class DeviceType(NamedTuple):
     irqchip_model: str | None = None
     # KVM takes several addresses of this frame (GICv3 KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION).
     frame_may_repeat: bool = False
+    # What KVM_SET_DEVICE_ATTR returns for a base beyond 2**pa_bits, where KVM checks it (the
+    # vGIC's E2BIG); None where it checks nothing (the riscv AIA) or takes no address.
+    beyond_pa_errno: str | None = None
     arches: frozenset[str] = frozenset()
 
     def size_for(self, *, vcpus: int | None, guest_page_size: int, size: int | None) -> int:
