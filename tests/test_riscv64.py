@@ -271,3 +271,19 @@ def test_an_aia_device_beyond_the_g_stage_is_unreachable_but_not_refused(tmp_pat
     (finding,) = findings(write(tmp_path, body))
     assert "[device-out-of-range]" in finding and "the guest cannot reach it" in finding
     assert "E2BIG" not in finding
+
+
+def test_a_risc_v_elf_belongs_on_a_riscv64_layout(tmp_path: Path) -> None:
+    # The committed tiny AArch64 program with e_machine (offset 18, little-endian) made
+    # EM_RISCV (243): pyelftools names it, and it is riscv64's machine.
+    blob = bytearray((Path(__file__).parent / "data" / "elf" / "tiny-aarch64.elf").read_bytes())
+    blob[18:20] = (243).to_bytes(2, "little")
+    elf = tmp_path / "tiny-riscv.elf"
+    elf.write_bytes(bytes(blob))
+    ram = "memslots:\n  - {name: ram, base: 0x4000_0000, size: 1G}\n"
+    riscv = write(tmp_path, ram)
+    assert [f for f in findings(riscv, "--elf", str(elf)) if "elf-wrong-arch" in f] == []
+    arm = tmp_path / "arm.yaml"
+    arm.write_text("layout: 1\narch: arm64\n" + ram)
+    (wrong,) = [f for f in findings(str(arm), "--elf", str(elf)) if "elf-wrong-arch" in f]
+    assert "ELF machine EM_RISCV is not EM_AARCH64" in wrong
