@@ -126,7 +126,7 @@ def import_qemu_mtree(
     text: str, arch: str | None = None, page_size: int | None = None
 ) -> Imported:
     """The layout of the guest's system memory that QEMU's `info mtree -f` output describes
-    (or, flattened here, plain `info mtree`), with notes; ``arch`` (arm64 or x86_64) wins over
+    (or, flattened here, plain `info mtree`), with notes; ``arch`` (any gpa-plan models) wins over
     what the region names suggest, and ``page_size`` is the host page KVM memslots are trimmed
     to (default 4 KiB; it becomes the layout's page_size). Raises ImportFailure."""
     if arch is not None and arch not in ARCHES:
