@@ -43,6 +43,9 @@ the distributor at ``GICD_BASE_GPA`` and ``nr_vcpus`` redistributor frames at
 ``GICR_BASE_GPA`` (include/arm64/gic.h). On x86_64, ``kvm_arch_vm_post_create()``
 (lib/x86/processor.c) makes the in-kernel irqchip (LAPIC, IOAPIC), and ucalls are port I/O
 (lib/x86/ucall.c ``UCALL_PIO_PORT`` 0x1000): there is no ucall MMIO address to protect.
+On riscv64 ucalls are SBI calls (lib/riscv/ucall.c) and the default VM has no in-kernel
+device: its layout is slot 0 alone (the guest page is 4 KiB, ``ptes_per_page()`` 512 as on
+arm64, so slot 0 has the same size).
 
 These follow tools/testing/selftests/kvm of Linux 7.2.13, in which every function and constant
 named above was read (lib/kvm_util.c, include/kvm_util.h, lib/ucall_common.c,
@@ -148,11 +151,12 @@ def selftests_vm(
     (VM mode) page of ``guest_page_size`` on a host with ``host_page_size`` pages, as the
     module docstring derives them.
 
-    Raises SelftestsParameterError for an architecture other than arm64 and x86_64, a vCPU
+    Raises SelftestsParameterError for an architecture without selftests conventions, a vCPU
     count outside 1..KVM_MAX_VCPUS (512), a negative ``extra_pages``, a page size the
     architecture has no VM mode (or host) for, and for a slot 0 so large that it (or, on
     arm64, the ucall page past it) reaches the first fixed device of the layout: the vGIC at
-    0x0800_0000 on arm64, the IOAPIC at 0xfec0_0000 on x86_64.
+    0x0800_0000 on arm64, the IOAPIC at 0xfec0_0000 on x86_64; on riscv64, which has none,
+    the last page below 2**41 (a memslot may not end at the limit).
     """
     conventions = defaults(arch)
     if not 1 <= vcpus <= KVM_MAX_VCPUS:
@@ -252,8 +256,8 @@ def selftests_layout(vm: SelftestsVM, *, ucall_base: str = "fixed") -> str:
     On arm64 the ucall device has the fixed base selftests compute (``ucall_base="fixed"``,
     what the shipped layouts/selftests-arm64.yaml holds), or ``auto`` (the built-in layout
     `gpa-plan allocate` starts from: the planner puts the ucall page at the same address,
-    the first free page past slot 0, as long as nothing else is there). x86_64 layouts have no
-    ucall device: selftests use port I/O there.
+    the first free page past slot 0, as long as nothing else is there). x86_64 and riscv64
+    layouts have no ucall device: selftests use port I/O and SBI calls there.
     """
     if ucall_base not in ("fixed", "auto"):
         raise ValueError(f"ucall_base must be 'fixed' or 'auto', not {ucall_base!r}")

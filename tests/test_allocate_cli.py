@@ -208,6 +208,37 @@ def test_x86_ucall_notes_port_io_on_stderr_and_in_every_commented_format(workdir
     }
 
 
+SBI_NOTE = (
+    "riscv64: KVM selftests deliver ucalls by an SBI call (KVM_EXIT_RISCV_SBI), not MMIO; "
+    "the ucall address here is a valid MMIO page for VMMs that want one"
+)
+
+
+def test_riscv64_ucall_notes_the_sbi_call_on_stderr_and_in_the_yaml(workdir: Path) -> None:
+    # lib/riscv/ucall.c (Linux 7.2.13): ucalls are sbi_ecall()s, so no MMIO page is at stake.
+    Path("rv.yaml").write_text(
+        "layout: 1\narch: riscv64\n"
+        "memslots:\n  - {name: ram, base: 0x8000_0000, size: 128M}\n"
+        "devices:\n  - {name: uart, type: mmio, base: 0x1000_0000, size: 0x100}\n"
+    )
+    result = allocate("rv.yaml", "--ucall")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"note: {SBI_NOTE}\n"
+    assert f"# {SBI_NOTE}\n" in result.stdout
+    without = allocate("rv.yaml")
+    assert without.stderr == "" and "KVM_EXIT_RISCV_SBI" not in without.stdout
+
+
+def test_without_file_arch_picks_the_builtin_riscv64_layout(workdir: Path) -> None:
+    result = allocate("--ucall", "--arch", "riscv64", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"note: {SBI_NOTE}\n"
+    document = json.loads(result.stdout)
+    assert document["name"] == "kvm-selftests-riscv64-default"
+    # The first free page past slot 0 (657 pages of 4 KiB), as on arm64.
+    assert document["devices"][-1] == {"name": "ucall", "type": "ucall", "base": 0x29_1000}
+
+
 def test_x86_without_ucall_has_no_note(workdir: Path) -> None:
     copy("planner-x86_64.yaml")
     result = allocate("planner-x86_64.yaml")

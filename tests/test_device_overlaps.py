@@ -277,6 +277,39 @@ CASES = [
         "error",
         ("KVM knows neither", "KVM_EXIT_MMIO", "VMM's own dispatch"),
     ),
+    (
+        # Linux 7.2.13 aia_aplic_addr(): the address attribute is simply overwritten.
+        "aia-address-twice",
+        "riscv64",
+        """\
+        - {name: aplic, type: riscv-aplic, base: 0x0d00_0000}
+        - {name: aplic2, type: riscv-aplic, base: 0x0d00_2000}
+        """,
+        "error",
+        ("replaces the first without an error", "one device", "'aplic2'"),
+    ),
+    (
+        # aia_imsic.c kvm_riscv_vcpu_aia_imsic_update(): a VS-file page mapped at the G-stage.
+        "imsic-first",
+        "riscv64",
+        """\
+        - {name: imsic, type: riscv-imsic, base: 0x2800_0000, vcpus: 2}
+        - {name: uart, type: mmio, base: 0x2800_1000, size: 4K}
+        """,
+        "error",
+        ("checks only alignment", "mapped into the G-stage", "'uart' never sees", "emul mode"),
+    ),
+    (
+        # Two AIA devices meet on the MMIO bus like any two kernel devices: no overlap check.
+        "bus-bus",
+        "riscv64",
+        """\
+        - {name: aplic, type: riscv-aplic, base: 0x0d00_0000}
+        - {name: dev, type: mmio, handler: kernel, base: 0x0d00_3000, size: 8K}
+        """,
+        "error",
+        ("checks no overlap", "'aplic' answers", "'dev' never sees"),
+    ),
 ]
 
 _LINE = re.compile(r"^\S+:\d+:\d+: (error|warning)\[device-overlap\] (.*)$", re.MULTILINE)

@@ -30,7 +30,7 @@ def answers(*args: str) -> list[dict[str, object]]:
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["format"] == 1
-    assert list(document) == ["format", "answers"]
+    assert list(document) == ["format", "answers", "differences"]
     found: list[dict[str, object]] = document["answers"]
     return found
 

@@ -81,7 +81,7 @@ entries = st.fixed_dictionaries(
 layouts = st.fixed_dictionaries(
     {
         "layout": st.sampled_from([1, 1, 2, "1"]),
-        "arch": st.sampled_from(["arm64", "x86_64", "riscv64"]),
+        "arch": st.sampled_from(["arm64", "x86_64", "riscv64", "s390x"]),
     },
     optional={
         "name": values,

@@ -80,6 +80,7 @@ _DEVICES = (
         size=4 * KiB,
         align=4 * KiB,
         kvm_api=_VGIC_API,
+        beyond_pa_errno="E2BIG",
         irqchip_model="GICv2",
     ),
     DeviceType(
@@ -89,6 +90,7 @@ _DEVICES = (
         size=8 * KiB,
         align=4 * KiB,
         kvm_api=_VGIC_API,
+        beyond_pa_errno="E2BIG",
         irqchip_model="GICv2",
     ),
     DeviceType(
@@ -98,6 +100,7 @@ _DEVICES = (
         size=64 * KiB,
         align=64 * KiB,
         kvm_api=_VGIC_API,
+        beyond_pa_errno="E2BIG",
         irqchip_model="GICv3",
     ),
     DeviceType(
@@ -107,6 +110,7 @@ _DEVICES = (
         per_vcpu=128 * KiB,
         align=64 * KiB,
         kvm_api=_VGIC_API,
+        beyond_pa_errno="E2BIG",
         irqchip_model="GICv3",
         frame_may_repeat=True,
     ),
@@ -117,6 +121,7 @@ _DEVICES = (
         size=128 * KiB,
         align=64 * KiB,
         kvm_api="KVM_SET_DEVICE_ATTR(KVM_VGIC_ITS_ADDR_TYPE)",
+        beyond_pa_errno="E2BIG",
     ),
 )
 
@@ -214,6 +219,9 @@ ARM64 = ArchSpec(
         "abort (kvm_inject_size_fault(), an address size fault, beyond the host's IPA limit)",
     ),
     pa_name="IPA size",
+    # arch/arm64/kvm/mmu.c kvm_init_ipa_range(): EINVAL outside
+    # [ARM64_MIN_PARANGE_BITS, kvm_ipa_limit] (Linux 7.2.13).
+    pa_bits_refusal="KVM_CREATE_VM fails with EINVAL",
     # tools/testing/selftests/kvm (Linux 7.2.13): the VM_MODE_P*V*_4K/16K/64K modes of
     # lib/kvm_util.c vm_guest_mode_params[]; lib/arm64/ucall.c, an MMIO write past slot 0;
     # include/arm64/gic.h GITS_BASE_GPA 0x8000000, below the default vGIC.

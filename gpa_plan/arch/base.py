@@ -203,6 +203,9 @@ class DeviceType(NamedTuple):
     irqchip_model: str | None = None
     # KVM takes several addresses of this frame (GICv3 KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION).
     frame_may_repeat: bool = False
+    # What KVM_SET_DEVICE_ATTR returns for a base beyond 2**pa_bits, where KVM checks it (the
+    # vGIC's E2BIG); None where it checks nothing (the riscv AIA) or takes no address.
+    beyond_pa_errno: str | None = None
     arches: frozenset[str] = frozenset()
 
     def size_for(self, *, vcpus: int | None, guest_page_size: int, size: int | None) -> int:
@@ -246,6 +249,15 @@ class ArchSpec(NamedTuple):
     selftests: SelftestsDefaults | None = None
     # The MMIO device types of this architecture (gpa_plan.arch.devices adds the generic ones).
     devices: tuple[DeviceType, ...] = ()
+    # What KVM does with a pa_bits outside [min_pa_bits, max_pa_bits] (or not in
+    # ``pa_bits_choices``), for the arch-limits message.
+    pa_bits_refusal: str = ""
+    # The only pa_bits KVM gives a VM, when not every value in [min, max] exists; () for all.
+    pa_bits_choices: tuple[int, ...] = ()
+    # False where KVM refuses a memslot that ends exactly at 2**pa_bits (riscv's `>=` test).
+    memslot_may_end_at_limit: bool = True
+    # The outcome of an instruction fetch beyond 2**pa_bits, when it is not ``beyond_pa``.
+    beyond_pa_fetch: Effect | None = None
 
     def effects(self, backing: Backing, handler: Handler) -> AccessEffects:
         return self.outcomes[(backing, handler)]
@@ -272,6 +284,23 @@ class ArchSpec(NamedTuple):
             elif setting.default is not None:
                 kept.append(KeptRange(private, setting.default))
         return tuple(kept)
+
+    def beyond(self, access: str) -> Effect:
+        """The effect of ``access`` (read, write, fetch) at or beyond 2**pa_bits."""
+        if access == "fetch" and self.beyond_pa_fetch is not None:
+            return self.beyond_pa_fetch
+        return self.beyond_pa
+
+    def pa_bits_for(self, end: int) -> int:
+        """The smallest pa_bits this architecture takes whose space holds a memslot or
+        device ending at ``end`` (the default when that already does)."""
+        bits = max(self.default_pa_bits, (end - 1).bit_length() if end > 0 else 0)
+        if not self.memslot_may_end_at_limit and end == 1 << bits:
+            bits += 1
+        for choice in self.pa_bits_choices:
+            if choice >= bits:
+                return choice
+        return bits
 
 
 BusCells = Mapping[Handler, tuple[Outcome, str]]

@@ -39,6 +39,10 @@ _VGIC_V2 = (
 )
 _VGIC_V3 = "Linux 7.2.13, vgic-mmio-v3.c vgic_v3_alloc_redist_region(), vgic-v3.c"
 _X86 = "Linux 7.2.13, arch/x86/kvm/x86.c"
+_AIA = (
+    "Linux 7.2.13, arch/riscv/kvm/aia_device.c aia_aplic_addr(), aia_imsic_addr(); "
+    "aia_imsic.c kvm_riscv_vcpu_aia_imsic_update()"
+)
 _EVENTFD = "Linux 7.2.13, virt/kvm/eventfd.c ioeventfd_check_collision()"
 _IO_BUS = (
     "Linux 7.2.13, virt/kvm/kvm_main.c kvm_io_bus_register_dev()/kvm_io_bus_get_first_dev(), "
@@ -56,6 +60,8 @@ class Kind(str, enum.Enum):
     VGIC_ITS = "vgic-its"
     LAPIC = "lapic"
     IOAPIC = "ioapic"
+    RISCV_APLIC = "riscv-aplic"
+    RISCV_IMSIC = "riscv-imsic"
     KERNEL_MMIO = "mmio (handler kernel)"
     IOEVENTFD = "mmio (handler ioeventfd)"
     COALESCED = "mmio (handler coalesced)"
@@ -64,9 +70,11 @@ class Kind(str, enum.Enum):
 
 
 # On KVM_MMIO_BUS and answering reads and writes anywhere in their range.
+# The AIA's devices take only 4-byte accesses (aplic_mmio_read(), imsic_mmio_read() return
+# -EOPNOTSUPP otherwise, and the bus offers the access to the next device, then exits).
 _BUS = frozenset(
     {Kind.VGIC_V2_DIST, Kind.VGIC_V3_DIST, Kind.VGIC_V3_REDIST, Kind.VGIC_ITS, Kind.IOAPIC,
-     Kind.KERNEL_MMIO}
+     Kind.RISCV_APLIC, Kind.RISCV_IMSIC, Kind.KERNEL_MMIO}
 )  # fmt: skip
 # On KVM_MMIO_BUS, taking writes only.
 _WRITES = frozenset({Kind.IOEVENTFD, Kind.COALESCED})
@@ -300,6 +308,16 @@ def _gicv2_cpu_first(cpu: Party, other: Party) -> tuple[bool, bool, str]:
     return False, True, "; ".join(texts)
 
 
+def _imsic_first(imsic: Party, other: Party) -> tuple[bool, bool, str]:
+    return False, True, (
+        f"KVM accepts it (aia_imsic_addr() checks only alignment); where the host gives the "
+        f"vCPU a hardware interrupt file (AIA mode hwaccel, or auto, the default on hosts with "
+        f"guest external interrupts) the page of {imsic.name!r} is mapped into the G-stage "
+        f"(kvm_riscv_vcpu_aia_imsic_update()) and {other.name!r} never sees an access there; "
+        "in emul mode both are on the MMIO bus, where the bus order decides"
+    )
+
+
 def _same_range(a: Party, b: Party) -> bool:
     return a.range == b.range
 
@@ -372,6 +390,17 @@ PAIRS: tuple[Pair, ...] = (
         when=lambda a, b: a.kind is b.kind,
     ),
     Pair(
+        "aia-address-twice",
+        (frozenset({Kind.RISCV_APLIC}), frozenset({Kind.RISCV_APLIC})),
+        "arch/riscv/kvm/aia_device.c aia_aplic_addr()",
+        lambda a, b: (False, True, (
+            f"a VM has one APLIC: KVM_SET_DEVICE_ATTR(KVM_DEV_RISCV_AIA_ADDR_APLIC) of a "
+            f"second address replaces the first without an error, so {a.name!r} and "
+            f"{b.name!r} are one device, at the address the VMM sets last; keep one"
+        )),
+        read=_AIA,
+    ),
+    Pair(
         "ioeventfd-same-range",
         (frozenset({Kind.IOEVENTFD}), frozenset({Kind.IOEVENTFD})),
         "virt/kvm/eventfd.c kvm_assign_ioeventfd_idx() -> ioeventfd_check_collision()",
@@ -389,6 +418,14 @@ PAIRS: tuple[Pair, ...] = (
         "(first 4 KiB) and kvm_io_bus_register_dev() (KVM_VGIC_V2_CPU_SIZE)",
         _gicv2_cpu_first,
         read=_VGIC_V2,
+    ),
+    Pair(
+        "imsic-first",
+        (frozenset({Kind.RISCV_IMSIC}), _ALL),
+        "arch/riscv/kvm/aia_imsic.c kvm_riscv_vcpu_aia_imsic_update() -> "
+        "kvm_riscv_mmu_ioremap() (hwaccel) or kvm_io_bus_register_dev() (emul)",
+        _imsic_first,
+        read=_AIA,
     ),
     Pair(
         "lapic-first",

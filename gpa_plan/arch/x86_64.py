@@ -227,6 +227,7 @@ X86_64 = ArchSpec(
         "a guest PTE with bits above MAXPHYADDR raises #PF with RSVD set, in hardware",
     ),
     pa_name="MAXPHYADDR",
+    pa_bits_refusal="the guest cannot address what lies above its MAXPHYADDR",
     # kvm_arch_prepare_memory_region() compares with the host's MAXPHYADDR (kvm_mmu_max_gfn()),
     # not the guest's: below that the slot is accepted.
     beyond_pa_outcome=(

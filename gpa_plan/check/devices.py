@@ -162,7 +162,11 @@ def device_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
             yield ctx.finding(
                 f"{_describe(d)} ends beyond the {ctx.layout.pa_bits}-bit {ctx.arch.pa_name} "
                 f"({hex_addr(limit)}): the guest cannot reach it"
-                + (" and KVM_SET_DEVICE_ATTR returns E2BIG" if d.type.kvm_api else "")
+                + (
+                    f" and KVM_SET_DEVICE_ATTR returns {d.type.beyond_pa_errno}"
+                    if d.type.beyond_pa_errno
+                    else ""
+                )
                 + f"; move it below {hex_addr(limit)} or raise pa_bits",
                 d.path,
                 "base",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from gpa_plan.arch import ACCESSES, ARCHES
 from gpa_plan.arch.base import Backing, Handler, KeptRange
@@ -50,6 +51,28 @@ def explain_layout(
     return answers
 
 
+class Difference(NamedTuple):
+    """One address and access whose outcome is not the same under every architecture asked,
+    with each architecture's outcome in the order they were asked."""
+
+    address: int
+    access: str
+    outcomes: tuple[tuple[str, str], ...]  # (arch, outcome)
+
+
+def differences(answers: Sequence[Answer]) -> list[Difference]:
+    """Where the answers of several architectures disagree, by address then access, in the
+    order asked; empty for answers of one architecture."""
+    by_question: dict[tuple[int, str], list[Answer]] = {}
+    for a in answers:
+        by_question.setdefault((a.address, a.access), []).append(a)
+    return [
+        Difference(address, access, tuple((a.arch, a.outcome) for a in group))
+        for (address, access), group in by_question.items()
+        if len({a.outcome for a in group}) > 1
+    ]
+
+
 def _left_out_here(left_out: Sequence[DeviceEntry], address: int, own: str, arch: str) -> str:
     here = [d for d in left_out if d.range.contains(address)]
     if not here:
@@ -82,7 +105,7 @@ def explain_address(regions: list[Region], arch_name: str, address: int, access:
     arch = ARCHES[arch_name]
     region = region_at(regions, address)
     if region is None:
-        effect = arch.beyond_pa
+        effect = arch.beyond(access)
         return Answer(address, arch.name, access, effect.outcome.value, "beyond", (), effect.path)
     effect = arch.effects(region.backing, region.handler).of(access)
     return Answer(

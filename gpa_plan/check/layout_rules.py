@@ -11,16 +11,26 @@ from gpa_plan.ranges import human_size
 
 @rule("arch-limits", ERROR, "pa_bits or page_size that the architecture does not support")
 def arch_limits(ctx: RuleContext) -> Iterator[Finding]:
-    """arm64 takes an IPA size from 32 to 52 bits (arch/arm64/kvm/mmu.c kvm_init_ipa_range(),
-    Linux 7.2.13: EINVAL outside [ARM64_MIN_PARANGE_BITS, kvm_ipa_limit]) and host pages of 4,
-    16 or 64 KiB; x86_64 has a
-    MAXPHYADDR of at most 52 bits and 4 KiB pages. Fix: pick a value the arch supports."""
+    """Each architecture takes the physical-address widths and host page sizes its KVM code
+    allows (docs/kernel.md lists them, with the kernel function that enforces each; the
+    architecture's module under gpa_plan/arch/ declares them); the message says what KVM does
+    with another value. Fix: pick a value the arch supports."""
     layout, arch = ctx.layout, ctx.arch
-    if not arch.min_pa_bits <= layout.pa_bits <= arch.max_pa_bits:
+    choices = arch.pa_bits_choices
+    if choices and layout.pa_bits <= arch.max_pa_bits and layout.pa_bits not in choices:
+        given = next(c for c in choices if c >= layout.pa_bits)
+        yield ctx.finding(
+            f"pa_bits {layout.pa_bits} is not a {arch.pa_name} {arch.name} has "
+            f"({', '.join(str(c) for c in choices)}): KVM gives a VM that asks for "
+            f"{layout.pa_bits} bits {given}; write pa_bits: {given}",
+            (),
+            "pa_bits",
+        )
+    elif not arch.min_pa_bits <= layout.pa_bits <= arch.max_pa_bits:
         yield ctx.finding(
             f"pa_bits {layout.pa_bits} is outside what {arch.name} supports "
-            f"({arch.min_pa_bits} to {arch.max_pa_bits}-bit {arch.pa_name}); KVM_CREATE_VM "
-            "fails with EINVAL on arm64 and the guest cannot address it on x86",
+            f"({arch.min_pa_bits} to {arch.max_pa_bits}-bit {arch.pa_name}); "
+            f"{arch.pa_bits_refusal}",
             (),
             "pa_bits",
         )

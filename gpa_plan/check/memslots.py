@@ -116,12 +116,13 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
                 "returns EINVAL"
             )
             yield ctx.finding(message, m.path, "size", (m.name,))
-        elif end > layout.limit:
+        elif end > layout.limit or (end == layout.limit and not arch.memslot_may_end_at_limit):
             outcome = arch.beyond_pa_outcome or (
                 f"KVM refuses it with {arch.beyond_pa_errno} in {arch.beyond_pa_check}"
             )
+            where = "beyond" if end > layout.limit else "exactly at"
             message = (
-                f"memslot {m.name!r} {m.range} ends beyond the {layout.pa_bits}-bit "
+                f"memslot {m.name!r} {m.range} ends {where} the {layout.pa_bits}-bit "
                 f"{arch.pa_name} ({hex_addr(layout.limit)}): {outcome}; move it below "
                 f"{hex_addr(layout.limit)} or raise pa_bits"
             )

@@ -213,7 +213,7 @@ def _unbacked(
     outcomes = [hole.outcome(access) for hole in holes]
     if rng.end > ctx.layout.limit:
         gaps.append(Range(max(rng.start, ctx.layout.limit), rng.end))
-        outcomes.append(ctx.arch.beyond_pa.outcome)
+        outcomes.append(ctx.arch.beyond(access).outcome)
     parts = _merge(g for g in gaps if g is not None)
     if not parts:
         return None

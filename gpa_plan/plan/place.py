@@ -145,6 +145,9 @@ def _place(
     limit = 1 << effective_pa_bits(layout)
     window = Range(*entry.within) if entry.within else Range(0, limit)
     kind = "memslot" if path[0] == "memslots" else "device"
+    if kind == "memslot" and not ARCHES[layout.arch].memslot_may_end_at_limit:
+        # KVM refuses a memslot that ends exactly at 2**pa_bits: keep its last page free.
+        window = Range(window.start, min(window.end, limit - layout.page_size))
     label = f"{kind} {entry.name!r}"
     if size <= 0:
         plan.errors.append((f"{label} has no size to place", path))

@@ -98,6 +98,8 @@ def check_document(results: Sequence[CheckResult]) -> dict[str, Any]:
 
 
 def explain_document(answers: Sequence[Answer]) -> dict[str, Any]:
+    from gpa_plan.check.explain import differences
+
     return {
         "format": FORMAT_VERSION,
         "answers": [
@@ -111,6 +113,14 @@ def explain_document(answers: Sequence[Answer]) -> dict[str, Any]:
                 "detail": a.detail,
             }
             for a in answers
+        ],
+        "differences": [
+            {
+                "address": d.address,
+                "access": d.access,
+                "outcomes": [{"arch": arch, "outcome": outcome} for arch, outcome in d.outcomes],
+            }
+            for d in differences(answers)
         ],
     }
 

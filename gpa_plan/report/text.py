@@ -284,6 +284,31 @@ def _difference_lines(results: Sequence[CheckResult]) -> Iterator[Line]:
 
 
 def explain_blocks(answers: Sequence[Answer]) -> Iterator[Line]:
+    yield from _answer_lines(answers)
+    arches = list(dict.fromkeys(a.arch for a in answers))
+    if len(arches) > 1:
+        yield from _arch_difference_lines(answers, arches)
+
+
+def _arch_difference_lines(answers: Sequence[Answer], arches: list[str]) -> Iterator[Line]:
+    """The questions whose outcome depends on the architecture, each outcome with the
+    architectures that give it; or that they all agree."""
+    from gpa_plan.check.explain import differences
+
+    found = differences(answers)
+    if not found:
+        yield line(f"{', '.join(arches)}: the same outcome for every address and access asked")
+        return
+    yield line(f"Where {', '.join(arches)} differ:")
+    for d in found:
+        by_outcome: dict[str, list[str]] = {}
+        for arch, outcome in d.outcomes:
+            by_outcome.setdefault(outcome, []).append(arch)
+        said = "; ".join(f"{o} on {' and '.join(a)}" for o, a in by_outcome.items())
+        yield line(f"  {hex_addr(d.address)} {d.access}: {said}")
+
+
+def _answer_lines(answers: Sequence[Answer]) -> Iterator[Line]:
     for a in answers:
         names = f" ({', '.join(a.names)})" if a.names else ""
         yield Line(

@@ -1,6 +1,6 @@
 """Import a layout from a flattened device tree blob: what `qemu-system-aarch64 -M
 virt,dumpdtb=virt.dtb` writes and what Firecracker, cloud-hypervisor, crosvm and kvmtool hand
-their arm64 guests.
+their arm64 guests, and what `qemu-system-riscv64 -M virt,dumpdtb=virt.dtb` writes.
 
 ``import_dtb(blob)`` reads the blob (``fdt``: Devicetree Specification v0.4 chapter 5, every
 offset and size checked) and maps the tree (``mapping``) to a layout document for the guest
@@ -45,9 +45,26 @@ How the tree becomes a layout:
   with the entry's size.
 - Every entry must be non-empty, smaller than 2**64 bytes and end at or below 2**64 (the
   layout format's numbers are 64-bit); one that is not is skipped with a note.
+- RISC-V AIA (``riscv,aplic``, ``riscv,imsics``): the supervisor-level parts become KVM's
+  in-kernel AIA, what QEMU uses with KVM and its default ``kernel-irqchip=on`` (a note says
+  to make them ``mmio`` for ``kernel-irqchip=off`` or TCG, where QEMU emulates them at the
+  same addresses). An IMSIC node is supervisor-level when its ``interrupts-extended`` raise
+  the supervisor external interrupt (9) at every hart, machine-level for 11; an APLIC takes
+  the level of the IMSIC its ``msi-parent`` names. The APLIC is a ``riscv-aplic`` at KVM's
+  16 KiB (QEMU's node is 32 KiB: noted); the IMSICs one ``riscv-imsic`` with ``vcpus`` = reg
+  size / 4 KiB, or, when ``riscv,guest-index-bits`` spaces the harts wider than KVM's 4 KiB
+  page (QEMU ``aia-guests``), one ``riscv-imsic`` of one vCPU per hart at each hart's first
+  page (KVM takes each vCPU's IMSIC address on its own), at most KVM_MAX_VCPUS (1024) per
+  region. Machine-level APLIC and IMSICs are for M-mode firmware: QEMU creates them only
+  without KVM (hw/riscv/aia.c riscv_create_aia()), so they are skipped with a note. An APLIC
+  in direct mode (no ``msi-parent``: QEMU ``aia=aplic``) and a part of unknown level are the
+  VMM's ``mmio``: KVM's AIA drives an APLIC only through IMSICs. A PLIC or CLINT/ACLINT is the
+  VMM's ``mmio``, with a note (KVM has no in-kernel model of either).
 - Architecture: arm64 when a CPU is compatible with "arm,..." (or, without such a CPU, when
-  the tree has an Arm GIC); a RISC-V or other tree is refused: gpa-plan models arm64 and
-  x86_64 only. ``pa_bits`` is set only when an entry ends beyond the default 40-bit IPA.
+  the tree has an Arm GIC); riscv64 when a CPU is compatible with "riscv..." or has
+  "riscv,isa"; any other tree is refused. ``pa_bits`` is set only when an entry ends beyond
+  the architecture's default (arm64 40, riscv64 41 bits; on riscv64 the next G-stage width,
+  50 or 59, and a memslot may not end exactly at the limit).
 
 Each note is given once, however many nodes run into the same problem (a bus's bad
 ``#address-cells`` is read by each of its children).

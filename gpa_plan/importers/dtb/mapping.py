@@ -8,7 +8,9 @@ import heapq
 from typing import Any
 
 from gpa_plan.arch.arm64 import ARM64
+from gpa_plan.arch.base import ArchSpec
 from gpa_plan.arch.devices import CATALOG
+from gpa_plan.arch.riscv64 import RISCV64
 from gpa_plan.importers import (
     Imported,
     ImportFailure,
@@ -47,13 +49,34 @@ PCI_PREFETCHABLE = 1 << 30
 # exit to the VMM as MMIO, which turns them into port I/O.
 PCI_WINDOWS = {0b01: "io", 0b10: "mmio32", 0b11: "mmio64"}
 
+# Linux Documentation/devicetree/bindings/interrupt-controller/riscv,aplic.yaml,
+# riscv,imsics.yaml, sifive,plic-1.0.0.yaml; timer/sifive,clint.yaml, riscv,aclint-*.
+RISCV_APLIC = "riscv,aplic"
+RISCV_IMSICS = "riscv,imsics"
+RISCV_PLICS = frozenset({"sifive,plic-1.0.0", "riscv,plic0"})
+RISCV_CLINTS = frozenset(
+    {"sifive,clint0", "riscv,clint0", "riscv,aclint-mswi", "riscv,aclint-mtimer",
+     "riscv,aclint-sswi"}
+)  # fmt: skip
+# The local interrupt an IMSIC (or a direct-mode APLIC) raises at each hart, in its
+# interrupts-extended (riscv,cpu-intc has one interrupt cell): the privileged spec's
+# supervisor and machine external interrupts (Linux arch/riscv/include/asm/csr.h IRQ_S_EXT,
+# IRQ_M_EXT).
+IRQ_S_EXT, IRQ_M_EXT = 9, 11
+SUPERVISOR, MACHINE = "supervisor", "machine"
+# riscv,imsics.yaml riscv,guest-index-bits: each hart's IMSIC is 4 KiB << these bits (its
+# supervisor file and guest files); KVM's IMSIC is the first page.
+IMSIC_PAGE = 0x1000
+# arch/riscv/include/asm/kvm_host.h KVM_MAX_VCPUS (Linux 7.2.13): per-hart entries stop there.
+RISCV_MAX_VCPUS = 1024
+
 Region = tuple[int, int]  # base, size in the CPU's address space
 
 
 def tree_to_layout(tree: DeviceTree) -> Imported:
     """The layout ``tree`` describes; raises ImportFailure for a tree of another architecture."""
-    _require_arm(tree.root)
-    builder = _LayoutBuilder(tree.root)
+    arch = _architecture(tree.root)
+    builder = _LayoutBuilder(tree.root, arch)
     builder.note_reservations(tree.reservations)
     for child in tree.root.children:
         builder.visit(child, (tree.root,))
@@ -63,31 +86,32 @@ def tree_to_layout(tree: DeviceTree) -> Imported:
 # --- architecture ---------------------------------------------------------------------------
 
 
-def _require_arm(root: Node) -> None:
+def _architecture(root: Node) -> ArchSpec:
     """arm64 when a CPU is an Arm core (compatible "arm,...": "arm,cortex-a57", "arm,arm-v8" in
-    Firecracker, crosvm and kvmtool) or, without such a CPU, when the tree has an Arm GIC."""
+    Firecracker, crosvm and kvmtool) or, without such a CPU, when the tree has an Arm GIC;
+    riscv64 when a CPU is compatible "riscv" or has "riscv,isa" (QEMU virt, riscv/cpus.yaml)."""
     cpus = _cpu_nodes(root)
     compatibles = [c for cpu in cpus for c in cpu.strings("compatible")]
     if any(c.startswith("arm,") for c in compatibles):
-        return
+        return ARM64
     if any(c.startswith("riscv") for c in compatibles) or any(
         "riscv,isa" in cpu.props for cpu in cpus
     ):
-        raise ImportFailure(_wrong_arch('a RISC-V machine (CPU compatible "riscv")'))
+        return RISCV64
     if _has_arm_gic(root):
-        return
+        return ARM64
     described = (
         f"CPUs compatible with {', '.join(repr(c) for c in dict.fromkeys(compatibles))}"
         if compatibles
-        else "no Arm CPU and no Arm GIC"
+        else "no Arm or RISC-V CPU and no Arm GIC"
     )
     raise ImportFailure(_wrong_arch(f"a machine with {described}"))
 
 
 def _wrong_arch(what: str) -> str:
     return (
-        f"this device tree describes {what}: gpa-plan models arm64 and x86_64 only, "
-        "and imports the device trees of arm64 guests"
+        f"this device tree describes {what}: gpa-plan imports the device trees of arm64 and "
+        "riscv64 guests"
     )
 
 
@@ -111,8 +135,10 @@ def _has_arm_gic(node: Node) -> bool:
 class _LayoutBuilder:
     """Collects memslots, devices and notes while the tree is walked in order."""
 
-    def __init__(self, root: Node) -> None:
+    def __init__(self, root: Node, arch: ArchSpec = ARM64) -> None:
         self.root = root
+        self.arch = arch
+        self._phandles: dict[int, Node] | None = None
         self.notes: list[str] = []
         # Cell counts are read once per child, so a bad one on a bus would be noted per child.
         self._noted: set[str] = set()
@@ -132,7 +158,7 @@ class _LayoutBuilder:
         name = self.root.string("model") or self.root.string("compatible")
         if name:
             document["name"] = name
-        document["arch"] = "arm64"
+        document["arch"] = self.arch.name
         pa_bits = self._pa_bits()
         if pa_bits is not None:
             document["pa_bits"] = pa_bits
@@ -219,7 +245,12 @@ class _LayoutBuilder:
             self._gic_v2(node, regions)
         elif GICV3_ITS in compatible:
             self._its(node, regions)
+        elif RISCV_IMSICS in compatible:
+            self._imsic(node, regions)
+        elif RISCV_APLIC in compatible:
+            self._aplic(node, regions)
         else:
+            self._note_vmm_irqchip(node, compatible)
             for role, (base, size) in zip(_roles(len(regions), "reg"), regions, strict=True):
                 self._device(node, role, "mmio", base, size=size)
 
@@ -344,6 +375,137 @@ class _LayoutBuilder:
                 f"{human_size(kvm_size)}; the rest of the window is not imported",
             )
         self._device(node, role, kind, base)
+
+    # --- RISC-V AIA ---------------------------------------------------------------------
+
+    def _imsic(self, node: Node, regions: list[Region]) -> None:
+        """riscv,imsics.yaml: one reg entry per group of harts, each hart's IMSIC 4 KiB <<
+        riscv,guest-index-bits apart. The supervisor-level IMSICs are KVM's (one
+        riscv-imsic of `vcpus` harts, or one per hart when they are spaced wider than KVM's
+        4 KiB page); machine-level ones are left out."""
+        if not self._in_kernel_level(node, self._level_of_irqs(node), "IMSIC", regions):
+            return
+        guest_bits = self._u32(node, "riscv,guest-index-bits", default=0)
+        if guest_bits > 6:  # riscv,imsics.yaml: at most 7 bits; 4 KiB << 7 would do too
+            self.note(node, f"riscv,guest-index-bits {guest_bits} is more than 6; using 0")
+            guest_bits = 0
+        stride = IMSIC_PAGE << guest_bits
+        self._note_in_kernel_aia()
+        for role, (base, size) in zip(_roles(len(regions), "group"), regions, strict=True):
+            harts = min(size // stride, RISCV_MAX_VCPUS)
+            if harts == 0:
+                self.note(node, f"IMSIC region at {hex_addr(base)} is smaller than one hart's "
+                          f"{human_size(stride)}, not imported")
+                continue
+            if size % stride or size // stride > RISCV_MAX_VCPUS:
+                self.note(node, f"IMSIC region at {hex_addr(base)} ({human_size(size)}) is "
+                          f"imported for {_count(harts, 'hart')} of {human_size(stride)}")
+            if stride == IMSIC_PAGE:
+                self._device(node, role, "riscv-imsic", base, vcpus=harts)
+                continue
+            self.note(
+                node,
+                f"each hart's IMSIC is {human_size(stride)} (riscv,guest-index-bits "
+                f"{guest_bits}): KVM takes one 4 KiB address per vCPU "
+                "(KVM_DEV_RISCV_AIA_ADDR_IMSIC(vcpu)), so each hart is its own riscv-imsic "
+                "of one vCPU; the guest interrupt files after each first page are not imported",
+            )
+            for hart in range(harts):
+                part = f"{role}/hart{hart}" if role else f"hart{hart}"
+                self._device(node, part, "riscv-imsic", base + hart * stride, vcpus=1)
+
+    def _aplic(self, node: Node, regions: list[Region]) -> None:
+        """riscv,aplic.yaml: an APLIC in MSI mode (msi-parent, an IMSIC) at supervisor level
+        is KVM's riscv-aplic, at KVM's size; one in direct mode (interrupts-extended to the
+        harts) has no in-kernel model, so the VMM emulates it."""
+        parent = self._phandle_target(node, "msi-parent")
+        if parent is None:
+            if self._level_of_irqs(node) == MACHINE:
+                self._in_kernel_level(node, MACHINE, "APLIC", regions)
+                return
+            self.note(
+                node,
+                "APLIC in direct mode (no msi-parent): KVM's in-kernel AIA drives an APLIC "
+                "only in MSI mode, through IMSICs, so the VMM emulates this one: mmio",
+            )
+            self._plain(node, regions)
+            return
+        if not self._in_kernel_level(node, self._level_of_irqs(parent), "APLIC", regions):
+            return
+        self._note_in_kernel_aia()
+        self._vgic(node, None, "riscv-aplic", regions[0])
+        if regions[1:]:
+            self.note(node, "APLIC with more than one reg entry: only the first imported")
+
+    def _in_kernel_level(
+        self, node: Node, level: str | None, what: str, regions: list[Region]
+    ) -> bool:
+        """Whether an AIA part of ``level`` is KVM's; a machine-level one is left out, one of
+        no known level is imported as the VMM's mmio."""
+        if level == SUPERVISOR:
+            return True
+        if level == MACHINE:
+            # QEMU hw/riscv/aia.c riscv_create_aia(): the machine-level IMSICs and APLIC are
+            # created only without KVM.
+            self.note(
+                node,
+                f"machine-level {what}, for M-mode firmware: a KVM guest has no M-mode and "
+                "QEMU creates it only without KVM; not imported",
+            )
+            return False
+        self.note(
+            node,
+            f"{what} whose privilege level its interrupts-extended does not tell (external "
+            f"interrupt {IRQ_S_EXT} supervisor, {IRQ_M_EXT} machine): imported as the VMM's mmio",
+        )
+        self._plain(node, regions)
+        return False
+
+    def _level_of_irqs(self, node: Node) -> str | None:
+        """supervisor or machine when every interrupt of interrupts-extended (phandle, irq
+        pairs: riscv,cpu-intc has one cell) is that level's external interrupt."""
+        raw = node.props.get("interrupts-extended", b"")
+        if not raw or len(raw) % 8:
+            return None
+        irqs = {int.from_bytes(raw[i + 4 : i + 8], "big") for i in range(0, len(raw), 8)}
+        if irqs == {IRQ_S_EXT}:
+            return SUPERVISOR
+        if irqs == {IRQ_M_EXT}:
+            return MACHINE
+        return None
+
+    def _phandle_target(self, node: Node, prop: str) -> Node | None:
+        raw = node.props.get(prop)
+        if raw is None or len(raw) < 4:
+            return None
+        if self._phandles is None:
+            self._phandles = {}
+            stack = [self.root]
+            while stack:
+                n = stack.pop()
+                value = n.props.get("phandle")
+                if value is not None and len(value) == 4:
+                    self._phandles.setdefault(int.from_bytes(value, "big"), n)
+                stack.extend(n.children)
+        return self._phandles.get(int.from_bytes(raw[:4], "big"))
+
+    def _note_in_kernel_aia(self) -> None:
+        self._add_note(
+            "the supervisor-level APLIC and IMSICs are imported as KVM's in-kernel AIA "
+            "(riscv-aplic, riscv-imsic), what QEMU uses with KVM and its default "
+            "kernel-irqchip=on; with kernel-irqchip=off, or under TCG, QEMU emulates them at "
+            "the same addresses: change their type to mmio"
+        )
+
+    def _note_vmm_irqchip(self, node: Node, compatible: list[str]) -> None:
+        if RISCV_PLICS.intersection(compatible):
+            self.note(node, "PLIC: KVM has no in-kernel PLIC, the VMM emulates it: mmio")
+        elif RISCV_CLINTS.intersection(compatible):
+            self.note(node, "CLINT/ACLINT: KVM has no in-kernel CLINT, the VMM emulates it: mmio")
+
+    def _plain(self, node: Node, regions: list[Region]) -> None:
+        for role, (base, size) in zip(_roles(len(regions), "reg"), regions, strict=True):
+            self._device(node, role, "mmio", base, size=size)
 
     def _pci_host(self, node: Node, parents: tuple[Node, ...], compatible: list[str]) -> None:
         # pci-host-ecam-generic (QEMU virt create_pcie()) and pci-host-cam-generic (kvmtool,
@@ -556,15 +718,17 @@ class _LayoutBuilder:
             )
 
     def _pa_bits(self) -> int | None:
-        """pa_bits when the entries reach beyond the default 40-bit IPA, else None."""
+        """pa_bits when the entries reach beyond the architecture's default, else None; on
+        riscv64 one of the G-stage widths, with a memslot ending below the limit."""
         entries = self.memslots + self.devices
-        bits = pa_bits_needed("arm64", entries)
-        if bits is None:
+        needed = pa_bits_needed(self.arch.name, entries)
+        highest = max((entry_end(e) for e in entries), default=0)
+        bits = self.arch.pa_bits_for(highest)
+        if needed is None and bits == self.arch.default_pa_bits:
             return None
-        highest = max(entry_end(e) for e in entries)
         self._add_note(
-            f"entries reach {hex_addr(highest)}, beyond the default {ARM64.default_pa_bits}-bit "
-            f"IPA: pa_bits {bits}"
+            f"entries reach {hex_addr(highest)}, beyond the default "
+            f"{self.arch.default_pa_bits}-bit {self.arch.pa_name}: pa_bits {bits}"
         )
         return bits
 

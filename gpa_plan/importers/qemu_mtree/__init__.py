@@ -103,6 +103,11 @@ from gpa_plan.importers.qemu_mtree.text import LINE_END, scan
 from gpa_plan.ranges import human_size
 
 
+def _known_arches() -> str:
+    *most, last = ARCHES
+    return f"{', '.join(most)} or {last}" if most else last
+
+
 def page_size_problem(page_size: int) -> str | None:
     """Why ``page_size`` cannot be a host page KVM memslots are trimmed to, or None: it must
     be a power of two of at least 4 KiB."""
@@ -125,11 +130,11 @@ def import_qemu_mtree(
     text: str, arch: str | None = None, page_size: int | None = None
 ) -> Imported:
     """The layout of the guest's system memory that QEMU's `info mtree -f` output describes
-    (or, flattened here, plain `info mtree`), with notes; ``arch`` (arm64 or x86_64) wins over
+    (or, flattened here, plain `info mtree`), with notes; ``arch`` (any gpa-plan models) wins over
     what the region names suggest, and ``page_size`` is the host page KVM memslots are trimmed
     to (default 4 KiB; it becomes the layout's page_size). Raises ImportFailure."""
     if arch is not None and arch not in ARCHES:
-        raise ImportFailure(f"unknown architecture {arch!r}: expected arm64 or x86_64")
+        raise ImportFailure(f"unknown architecture {arch!r}: expected {_known_arches()}")
     problem = None if page_size is None else page_size_problem(page_size)
     if problem:
         raise ImportFailure(problem)
