@@ -249,6 +249,8 @@ class ArchSpec(NamedTuple):
     selftests: SelftestsDefaults | None = None
     # The MMIO device types of this architecture (gpa_plan.arch.devices adds the generic ones).
     devices: tuple[DeviceType, ...] = ()
+    # What each address space past 0 holds, by as_id - 1 (x86: ("SMM",)), for messages.
+    other_address_spaces: tuple[str, ...] = ()
     # What KVM does with a pa_bits outside [min_pa_bits, max_pa_bits] (or not in
     # ``pa_bits_choices``), for the arch-limits message.
     pa_bits_refusal: str = ""
@@ -258,6 +260,14 @@ class ArchSpec(NamedTuple):
     memslot_may_end_at_limit: bool = True
     # The outcome of an instruction fetch beyond 2**pa_bits, when it is not ``beyond_pa``.
     beyond_pa_fetch: Effect | None = None
+
+    def address_space_ids(self) -> str:
+        """The as_id values a memslot may take, in words: "only 0", "0 or 1 (SMM)"."""
+        if self.address_spaces == 1:
+            return "only 0"
+        named = [f"{i} ({n})" for i, n in enumerate(self.other_address_spaces, start=1)]
+        named += [str(i) for i in range(len(named) + 1, self.address_spaces)]
+        return "0" + "".join(f", {n}" for n in named[:-1]) + f" or {named[-1]}"
 
     def effects(self, backing: Backing, handler: Handler) -> AccessEffects:
         return self.outcomes[(backing, handler)]

@@ -208,6 +208,7 @@ X86_64 = ArchSpec(
     # CONFIG_KVM_SMM (as_id 1 is SMM); kvm_arch_nr_memslot_as_ids() is 1 for a VM with private
     # memory, or a kernel without SMM.
     address_spaces=2,
+    other_address_spaces=("SMM",),
     # KVM_USER_MEM_SLOTS = SHRT_MAX - KVM_INTERNAL_MEM_SLOTS (3 on x86: the TSS, APIC-access
     # and identity-map private memslots of arch/x86/include/asm/vmx.h).
     user_memslots=32764,

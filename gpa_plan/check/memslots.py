@@ -143,18 +143,18 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
 def slot_id_conflict(ctx: RuleContext) -> Iterator[Finding]:
     """A second memslot with the same (as_id, slot) does not add a slot: KVM treats it as a
     move or resize of the first (EINVAL when the size, the host address or the read-only flag
-    changes). Slot ids must be below KVM_USER_MEM_SLOTS (32767 on arm64, 32764 on x86;
-    kvm_vm_ioctl_set_memory_region()) and as_id below kvm_arch_nr_memslot_as_ids() (1 on
-    arm64; 2 on x86 with SMM, where 1 is SMM), else EINVAL (Linux 7.2.13). Fix: give each
-    memslot its own
-    id, or omit `slot` to let gpa-plan number them."""
+    changes). Slot ids must be below KVM_USER_MEM_SLOTS
+    (kvm_vm_ioctl_set_memory_region()) and as_id below kvm_arch_nr_memslot_as_ids(), each
+    architecture's own (docs/kernel.md; 2 address spaces on x86 with SMM, where 1 is SMM),
+    else EINVAL (Linux 7.2.13). Fix: give each memslot its own id, or omit `slot` to let
+    gpa-plan number them."""
     arch = ctx.arch
     seen: dict[tuple[int, int], MemslotEntry] = {}
     for m in ctx.layout.memslots:
         if m.as_id >= arch.address_spaces:
-            allowed = "only 0" if arch.address_spaces == 1 else "0 or 1 (SMM)"
             yield ctx.finding(
-                f"memslot {m.name!r} uses as_id {m.as_id}, but {arch.name} allows {allowed}: "
+                f"memslot {m.name!r} uses as_id {m.as_id}, but {arch.name} allows "
+                f"{arch.address_space_ids()}: "
                 "KVM_SET_USER_MEMORY_REGION returns EINVAL",
                 m.path,
                 "as_id",

@@ -215,6 +215,13 @@ _POLICY = Key(
 # (allocate) keeps an explicit `readonly: false` but adds no default the author left out.
 
 
+_AS_ID = "address space" + "".join(
+    f"; {spec.name}: " + ", ".join(f"{i} = {n}" for i, n in enumerate(spec.other_address_spaces, 1))
+    for spec in ARCHES.values()
+    if spec.other_address_spaces
+)
+
+
 class Memslot(NamedTuple):
     """One KVM_SET_USER_MEMORY_REGION entry."""
 
@@ -228,9 +235,7 @@ class Memslot(NamedTuple):
             "slot id; omitted or auto: the lowest free id in its address space",
         ),
     ] = None
-    as_id: Annotated[
-        int, Key(_checked(cs.int_schema(ge=0)), "address space (x86_64: 1 = SMM)")
-    ] = 0
+    as_id: Annotated[int, Key(_checked(cs.int_schema(ge=0)), _AS_ID)] = 0
     readonly: Annotated[
         bool, Key(cs.bool_schema(), "KVM_MEM_READONLY: guest writes exit as MMIO")
     ] = False
