@@ -226,6 +226,61 @@ def test_the_library_gives_the_commands_answer(tmp_path: Path) -> None:
     assert layout_findings(out) == []
 
 
+# -- an architecture's default page sizes ------------------------------------------------------
+
+
+@pytest.fixture
+def sixteen_k_arch(monkeypatch: pytest.MonkeyPatch) -> str:
+    """An architecture whose selftests VM mode has only 16 KiB pages, on 4 KiB or 16 KiB hosts,
+    16 KiB in its kernel's default configuration (as loongarch64's VM_MODE_P47V47_16K)."""
+    spec = ARCHES["arm64"]
+    assert spec.selftests is not None
+    conventions = spec.selftests._replace(
+        guest_page_sizes=(16 * KiB,),
+        host_page_sizes=(4 * KiB, 16 * KiB),
+        default_guest_page=16 * KiB,
+        default_host_page=16 * KiB,
+    )
+    monkeypatch.setitem(ARCHES, "sixteen", spec._replace(name="sixteen", selftests=conventions))
+    return "sixteen"
+
+
+def test_page_sizes_left_out_are_the_architectures_defaults(sixteen_k_arch: str) -> None:
+    vm = selftests_vm(sixteen_k_arch)
+    assert (vm.guest_page_size, vm.host_page_size) == (16 * KiB, 16 * KiB)
+    assert vm.is_default
+    # 519 + ceil(561216/16384) = 35 -> 554 pages of 16 KiB
+    assert vm.ucall_gpa == 554 * 16 * KiB
+    text = selftests_layout(vm)
+    assert f"name: kvm-selftests-{sixteen_k_arch}-default\n" in text
+    assert f"`gpa-plan selftests-layout --arch {sixteen_k_arch}`" in text
+    assert "page_size: 16K\n" in text
+    # One VM mode page size, the host's: a layout's guest_page_size defaults to page_size.
+    assert "guest_page_size" not in text
+
+
+def test_a_guest_page_unlike_the_hosts_is_stated_even_with_one_vm_mode(
+    sixteen_k_arch: str,
+) -> None:
+    vm = selftests_vm(sixteen_k_arch, host_page_size=4 * KiB)
+    assert not vm.is_default
+    text = selftests_layout(vm)
+    assert "page_size: 4K\nguest_page_size: 16K\n" in text
+    # The command that writes it names the host page, not the default guest page.
+    assert f"`gpa-plan selftests-layout --arch {sixteen_k_arch} --host-page-size 4K`" in text
+
+
+def test_the_commands_page_size_defaults_are_the_architectures() -> None:
+    result = run("selftests-layout", "--help")
+    assert "default: the arch's default VM mode's" in " ".join(result.stdout.split())
+    for arch in SELFTESTS_ARCHES:
+        conventions = defaults(arch)
+        assert run("selftests-layout", "--arch", arch).stdout == selftests_layout(
+            selftests_vm(arch, guest_page_size=conventions.default_guest_page,
+                         host_page_size=conventions.default_host_page)
+        )
+
+
 # -- bad parameters are usage errors ---------------------------------------------------------
 
 
