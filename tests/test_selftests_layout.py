@@ -11,7 +11,7 @@ The expected numbers below are worked out by hand from vm_nr_pages_required()
 
 The shipped layouts/selftests-*.yaml are this command's default output, and the built-in
 layouts `allocate` starts from are the same with the ucall page `auto`:
-GPA_PLAN_UPDATE_GOLDEN=1 rewrites all four after a change to the generator.
+GPA_PLAN_UPDATE_GOLDEN=1 rewrites them all after a change to the generator.
 """
 
 from __future__ import annotations
@@ -326,7 +326,7 @@ def test_a_bad_size_is_a_usage_error() -> None:
 # -- every generated layout checks clean ------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["arm64", "x86_64"])
+@pytest.mark.parametrize("arch", ["arm64", "x86_64", "loongarch64"])
 def test_every_default_checks_clean(arch: str, tmp_path: Path) -> None:
     path = tmp_path / f"{arch}.yaml"
     path.write_text(selftests_layout(selftests_vm(arch)))
@@ -335,7 +335,7 @@ def test_every_default_checks_clean(arch: str, tmp_path: Path) -> None:
 
 @st.composite
 def parameters(draw: st.DrawFn) -> tuple[str, int, int, int, int]:
-    arch = draw(st.sampled_from(["arm64", "x86_64"]))
+    arch = draw(st.sampled_from(["arm64", "x86_64", "loongarch64"]))
     guest = draw(st.sampled_from(defaults(arch).guest_page_sizes))
     host = draw(st.sampled_from(defaults(arch).host_page_sizes))
     vcpus = draw(st.integers(1, 512))
@@ -361,7 +361,7 @@ def test_any_valid_parameters_give_a_layout_that_checks_clean(
         (result,) = check_file(path)
         assert result.valid
         assert result.findings == ()
-        if vm.arch == "arm64":
+        if defaults(vm.arch).ucall.is_mmio:
             (ucall,) = [r for r in result.regions if "ucall" in r.names]
             assert ucall.range.start == vm.ucall_gpa
 
