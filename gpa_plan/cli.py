@@ -491,15 +491,17 @@ def import_command(kind: str, file: str, output: str | None, **options: Any) -> 
               help="nr_runnable_vcpus given to __vm_create() (1 to 512).")
 @click.option("--extra-pages", type=int, default=0, show_default=True,
               help="The test's extra_mem_pages (they size slot 0's page tables).")
-@click.option("--guest-page-size", "guest_page_text", metavar="SIZE", default="4K",
-              show_default=True, help="The VM mode's page size: 4K, 16K or 64K on arm64.")
-@click.option("--host-page-size", "host_page_text", metavar="SIZE", default="4K",
-              show_default=True, help="The host's page size (slot 0 is whole host pages).")
+@click.option("--guest-page-size", "guest_page_text", metavar="SIZE",
+              help="The VM mode's page size: 4K, 16K or 64K on arm64 [default: the arch's "
+              "default VM mode's, 4K on most].")
+@click.option("--host-page-size", "host_page_text", metavar="SIZE",
+              help="The host's page size (slot 0 is whole host pages) [default: that of the "
+              "arch's default kernel configuration, 4K on most].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write here (atomically) instead of stdout.")
 def selftests_layout(
-    arch: str, vcpus: int, extra_pages: int, guest_page_text: str, host_page_text: str,
-    output: str | None,
+    arch: str, vcpus: int, extra_pages: int, guest_page_text: str | None,
+    host_page_text: str | None, output: str | None,
 ) -> int:
     """Print the layout of a KVM selftests VM, with the ucall address selftests compute.
 
@@ -509,8 +511,8 @@ def selftests_layout(
     """
     from gpa_plan.selftests import SelftestsParameterError, selftests_layout, selftests_vm
 
-    guest_page = _size(guest_page_text, "--guest-page-size")
-    host_page = _size(host_page_text, "--host-page-size")
+    guest_page = None if guest_page_text is None else _size(guest_page_text, "--guest-page-size")
+    host_page = None if host_page_text is None else _size(host_page_text, "--host-page-size")
     try:
         vm = selftests_vm(arch, vcpus, extra_pages, guest_page, host_page)
     except SelftestsParameterError as err:

@@ -134,9 +134,17 @@ class SelftestsVM:
         return self.slot0_size
 
     @property
+    def default_guest_page(self) -> bool:
+        return self.guest_page_size == defaults(self.arch).default_guest_page
+
+    @property
+    def default_host_page(self) -> bool:
+        return self.host_page_size == defaults(self.arch).default_host_page
+
+    @property
     def is_default(self) -> bool:
-        return (self.vcpus, self.extra_pages, self.guest_page_size, self.host_page_size) == (
-            1, 0, 4 * KiB, 4 * KiB
+        return (self.vcpus, self.extra_pages) == (1, 0) and (
+            self.default_guest_page and self.default_host_page
         )
 
 
@@ -144,12 +152,13 @@ def selftests_vm(
     arch: str = SELFTESTS_DEFAULT_ARCH,
     vcpus: int = 1,
     extra_pages: int = 0,
-    guest_page_size: int = 4 * KiB,
-    host_page_size: int = 4 * KiB,
+    guest_page_size: int | None = None,
+    host_page_size: int | None = None,
 ) -> SelftestsVM:
     """Slot 0 and the ucall address of ``__vm_create(shape, vcpus, extra_pages)`` for a guest
     (VM mode) page of ``guest_page_size`` on a host with ``host_page_size`` pages, as the
-    module docstring derives them.
+    module docstring derives them. A page size left out is the architecture's default
+    (``SelftestsDefaults.default_guest_page`` / ``default_host_page``: 4 KiB on most).
 
     Raises SelftestsParameterError for an architecture without selftests conventions, a vCPU
     count outside 1..KVM_MAX_VCPUS (512), a negative ``extra_pages``, a page size the
@@ -159,6 +168,10 @@ def selftests_vm(
     the last page below 2**41 (a memslot may not end at the limit).
     """
     conventions = defaults(arch)
+    if guest_page_size is None:
+        guest_page_size = conventions.default_guest_page
+    if host_page_size is None:
+        host_page_size = conventions.default_host_page
     if not 1 <= vcpus <= KVM_MAX_VCPUS:
         raise SelftestsParameterError(
             f"{vcpus} vCPUs: selftests VMs have 1 to KVM_MAX_VCPUS ({KVM_MAX_VCPUS}) vCPUs"
@@ -262,8 +275,11 @@ def selftests_layout(vm: SelftestsVM, *, ucall_base: str = "fixed") -> str:
     if ucall_base not in ("fixed", "auto"):
         raise ValueError(f"ucall_base must be 'fixed' or 'auto', not {ucall_base!r}")
     conventions = defaults(vm.arch)
+    # Stated where the architecture has several VM modes' page sizes, and wherever it is not
+    # the host's page_size, which a layout's guest_page_size defaults to.
     guest_page = (f"guest_page_size: {_human(vm.guest_page_size)}\n"
-                  if len(conventions.guest_page_sizes) > 1 else "")
+                  if len(conventions.guest_page_sizes) > 1
+                  or vm.guest_page_size != vm.host_page_size else "")
     return (
         _header(vm, ucall_base)
         + "#\n"
@@ -322,9 +338,9 @@ def _header(vm: SelftestsVM, ucall_base: str) -> str:
                 + (f" --vcpus {vm.vcpus}" if vm.vcpus != 1 else "")
                 + (f" --extra-pages {vm.extra_pages}" if vm.extra_pages else "")
                 + (f" --guest-page-size {vm.guest_page_size // KiB}K"
-                   if vm.guest_page_size != 4 * KiB else "")
+                   if not vm.default_guest_page else "")
                 + (f" --host-page-size {vm.host_page_size // KiB}K"
-                   if vm.host_page_size != 4 * KiB else ""))
+                   if not vm.default_host_page else ""))
     if ucall_base == "auto":
         origin = (f"# The layout `gpa-plan allocate` starts from without FILE; `{generate}`\n"
                   "# writes it with the ucall address fixed, and for other parameters.\n")

@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "layouts"
 PLAIN_ENV = {"COLUMNS": "160", "NO_COLOR": None, "FORCE_COLOR": None, "TTY_COMPATIBLE": None}
 BOTH = ["--arch", "arm64", "--arch", "x86_64"]
+# The shipped layouts of those two: a loongarch64 layout has the 16 KiB host pages of that
+# kernel's default configuration, which no x86_64 host has (arch-limits under x86_64).
+OF_BOTH = ["--exclude", "broken", "--exclude", "*loongarch64*"]
 
 ARM64_GIC = """\
 layout: 1
@@ -48,7 +51,7 @@ def write(tmp_path: Path, text: str, name: str = "vm.yaml") -> str:
 
 
 def test_shipped_layouts_under_both_arches_give_no_device_wrong_arch() -> None:
-    result = run("check", "--format", "json", *BOTH, "--exclude", "broken", str(SHIPPED))
+    result = run("check", "--format", "json", *BOTH, *OF_BOTH, str(SHIPPED))
     document = json.loads(result.stdout)
     findings = [f for r in document["results"] for f in r["findings"]]
     wrong_arch = [f for f in findings if f["rule"] == "device-wrong-arch"]
@@ -56,7 +59,9 @@ def test_shipped_layouts_under_both_arches_give_no_device_wrong_arch() -> None:
     # One note per layout with a device of its own arch only, under the arch that is not its
     # own (a KVM selftests riscv64 VM has no device at all).
     layouts = sorted({r["file"] for r in document["results"]})
-    assert len(layouts) == len(list(SHIPPED.glob("*.yaml")))
+    assert len(layouts) == len(
+        [p for p in SHIPPED.glob("*.yaml") if "loongarch64" not in p.name]
+    )
     assert sorted(f["file"] for f in wrong_arch) == [
         path for path in layouts if _has_a_device_of_one_arch(Path(path))
     ]
@@ -69,7 +74,7 @@ def _has_a_device_of_one_arch(path: Path) -> bool:
 
 def test_the_pre_commit_example_passes_on_the_shipped_layouts() -> None:
     # The README's optional pre-commit args, as the hook runs them.
-    result = run("check", "--quiet", *BOTH, "--exclude", "broken", str(SHIPPED))
+    result = run("check", "--quiet", *BOTH, *OF_BOTH, str(SHIPPED))
     assert result.exit_code == 0, result.stdout
     assert "error[" not in result.stdout
     assert "device-wrong-arch" in result.stdout  # the notes

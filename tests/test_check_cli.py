@@ -355,7 +355,8 @@ def test_another_tools_name_of_an_arch_is_told_ours(
     in_file = run("check", str(path))
     assert in_file.exit_code == 1
     assert lines(in_file.stdout)[0] == (
-        f"{path}:2:7: error[schema] `arch` must be arm64, x86_64 or riscv64, not {written!r}; "
+        f"{path}:2:7: error[schema] `arch` must be arm64, x86_64, riscv64 or loongarch64, "
+        f"not {written!r}; "
         f"{written} is the architecture layouts call `{ours}`: write `arch: {ours}`"
     )
     option = run("check", "small-arm64.yaml", "--arch", written)

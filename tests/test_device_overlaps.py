@@ -81,6 +81,17 @@ CASES = [
         ("KVM_CREATE_IRQCHIP", "EEXIST"),
     ),
     (
+        # Linux 7.2.13 kvm_pch_pic_create(): "pch pic should not has been created".
+        "pch-pic-twice",
+        "loongarch64",
+        """\
+        - {name: pchpic, type: loongarch-pch-pic, base: 0x1000_0000}
+        - {name: pchpic2, type: loongarch-pch-pic, base: 0x1000_0100}
+        """,
+        "error",
+        ("one PCH-PIC per VM", "KVM_CREATE_DEVICE", "EINVAL", "'pchpic2'"),
+    ),
+    (
         "ioeventfd-same-range",
         "x86_64",
         """\
@@ -248,6 +259,38 @@ CASES = [
         ("unknown to KVM", "'gicr' answers", "'uart' never sees"),
     ),
     (
+        # The PCH-PIC is on KVM_MMIO_BUS (kvm_pch_pic_init()): it answers before any exit.
+        "bus-vmm",
+        "loongarch64",
+        """\
+        - {name: pchpic, type: loongarch-pch-pic, base: 0x1000_0000}
+        - {name: uart, type: mmio, base: 0x1000_0000, size: 4K}
+        """,
+        "error",
+        ("unknown to KVM", "'pchpic' answers", "'uart' never sees"),
+    ),
+    (
+        # PCH_PIC_SIZE is 0x3e8: a device from 0x1000_03e8 on is past it.
+        "bus-bus",
+        "loongarch64",
+        """\
+        - {name: pchpic, type: loongarch-pch-pic, base: 0x1000_0000}
+        - {name: dev, type: mmio, handler: kernel, base: 0x1000_03e0, size: 0x20}
+        """,
+        "error",
+        ("checks no overlap", "'pchpic' answers", "'dev' never sees"),
+    ),
+    (
+        "writes-bus",
+        "loongarch64",
+        """\
+        - {name: pchpic, type: loongarch-pch-pic, base: 0x1000_0000}
+        - {name: kick, type: mmio, handler: ioeventfd, base: 0x0fff_fffc, size: 8}
+        """,
+        "warning",
+        ("'kick' comes first", "takes the writes", "reads still reach 'pchpic'"),
+    ),
+    (
         "writes-vmm",
         "x86_64",
         """\
@@ -348,6 +391,37 @@ def test_the_cases_cover_every_entry_and_the_docs_name_each() -> None:
     assert {c[0] for c in CASES} == entries
     docs = DOCS.read_text()
     assert {e for e in entries if f"`{e}`" not in docs} == set()
+
+
+def test_a_device_just_past_the_pch_pic_does_not_overlap_it(tmp_path: Path) -> None:
+    devices = """\
+        - {name: pchpic, type: loongarch-pch-pic, base: 0x1000_0000}
+        - {name: dev, type: mmio, base: 0x1000_03e8, size: 4}
+        """
+    assert _overlaps(tmp_path, "loongarch64", devices) == []
+
+
+@pytest.mark.parametrize(
+    ("readonly", "severity", "words"),
+    [
+        (False, "error", ("checks no device range", "reads and writes there hit memory")),
+        (True, "warning", ("reads return the memslot's memory", "only writes reach the device")),
+    ],
+)
+def test_a_memslot_over_the_pch_pic_wins_and_kvm_refuses_neither(
+    tmp_path: Path, readonly: bool, severity: str, words: tuple[str, ...]
+) -> None:
+    path = tmp_path / "layout.yaml"
+    path.write_text(
+        "layout: 1\narch: loongarch64\npage_size: 16K\n"
+        f"memslots:\n  - {{name: ram, base: 0x0, size: 1G, readonly: {str(readonly).lower()}}}\n"
+        "devices:\n  - {name: pchpic, type: loongarch-pch-pic, base: 0x1000_0000}\n"
+    )
+    result = CliRunner().invoke(cli, ["check", "-q", "--select", "device-shadowed", str(path)])
+    (line,) = [x for x in result.stdout.splitlines() if "[device-shadowed]" in x]
+    assert f": {severity}[device-shadowed] " in line
+    for word in words:
+        assert word in line, (word, line)
 
 
 def test_every_entry_cites_a_kernel_function_and_the_source_read() -> None:

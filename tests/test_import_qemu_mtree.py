@@ -446,7 +446,7 @@ def test_unknown_architecture_argument_is_refused() -> None:
     error = failure(VIRT_FLAT.read_text(), "s390x")
     assert (error.line, error.message) == (
         0,
-        "unknown architecture 's390x': expected arm64, x86_64 or riscv64",
+        "unknown architecture 's390x': expected arm64, x86_64, riscv64 or loongarch64",
     )
 
 

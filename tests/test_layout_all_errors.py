@@ -38,7 +38,8 @@ def test_a_missing_arch_does_not_hide_an_unknown_device_type(tmp_path: Path) -> 
             3,
             24,
             "unknown device type 'uatr' (known: vgic-v2-dist, vgic-v2-cpu, vgic-v3-dist, "
-            "vgic-v3-redist, vgic-its, lapic, ioapic, riscv-aplic, riscv-imsic, ucall, mmio)",
+            "vgic-v3-redist, vgic-its, lapic, ioapic, riscv-aplic, riscv-imsic, "
+            "loongarch-pch-pic, ucall, mmio)",
         ),
     ]
 

@@ -293,8 +293,8 @@ def test_a_huge_value_in_a_text_field_is_shown_by_its_ends(tmp_path: Path) -> No
     (result,) = check_file(path)
     (finding,) = result.findings
     assert finding.message == (
-        "`arch` must be arm64, x86_64 or riscv64, not '9999999999999999'...'99999999' "
-        "(5000 characters)"
+        "`arch` must be arm64, x86_64, riscv64 or loongarch64, not "
+        "'9999999999999999'...'99999999' (5000 characters)"
     )
 
 

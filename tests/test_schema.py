@@ -12,6 +12,7 @@ import yaml
 from click.testing import CliRunner
 from jsonschema import Draft7Validator, Draft202012Validator
 
+from gpa_plan.arch import ARCHES
 from gpa_plan.cli import cli
 from gpa_plan.layout.schema import layout_schema
 
@@ -53,6 +54,12 @@ def test_schema_command_prints_the_golden_schema() -> None:
     if os.environ.get("GPA_PLAN_UPDATE_GOLDEN"):
         GOLDEN.write_text(result.stdout)
     assert result.stdout == GOLDEN.read_text()
+
+
+def test_pa_bits_description_names_every_architecture_its_width_and_default() -> None:
+    description = layout_schema()["properties"]["pa_bits"]["description"]
+    for spec in ARCHES.values():
+        assert f"{spec.name}: {spec.pa_name} (default {spec.default_pa_bits})" in description
 
 
 def test_schema_command_prints_what_the_library_returns() -> None:

@@ -11,7 +11,7 @@ The expected numbers below are worked out by hand from vm_nr_pages_required()
 
 The shipped layouts/selftests-*.yaml are this command's default output, and the built-in
 layouts `allocate` starts from are the same with the ucall page `auto`:
-GPA_PLAN_UPDATE_GOLDEN=1 rewrites all four after a change to the generator.
+GPA_PLAN_UPDATE_GOLDEN=1 rewrites them all after a change to the generator.
 """
 
 from __future__ import annotations
@@ -226,6 +226,61 @@ def test_the_library_gives_the_commands_answer(tmp_path: Path) -> None:
     assert layout_findings(out) == []
 
 
+# -- an architecture's default page sizes ------------------------------------------------------
+
+
+@pytest.fixture
+def sixteen_k_arch(monkeypatch: pytest.MonkeyPatch) -> str:
+    """An architecture whose selftests VM mode has only 16 KiB pages, on 4 KiB or 16 KiB hosts,
+    16 KiB in its kernel's default configuration (as loongarch64's VM_MODE_P47V47_16K)."""
+    spec = ARCHES["arm64"]
+    assert spec.selftests is not None
+    conventions = spec.selftests._replace(
+        guest_page_sizes=(16 * KiB,),
+        host_page_sizes=(4 * KiB, 16 * KiB),
+        default_guest_page=16 * KiB,
+        default_host_page=16 * KiB,
+    )
+    monkeypatch.setitem(ARCHES, "sixteen", spec._replace(name="sixteen", selftests=conventions))
+    return "sixteen"
+
+
+def test_page_sizes_left_out_are_the_architectures_defaults(sixteen_k_arch: str) -> None:
+    vm = selftests_vm(sixteen_k_arch)
+    assert (vm.guest_page_size, vm.host_page_size) == (16 * KiB, 16 * KiB)
+    assert vm.is_default
+    # 519 + ceil(561216/16384) = 35 -> 554 pages of 16 KiB
+    assert vm.ucall_gpa == 554 * 16 * KiB
+    text = selftests_layout(vm)
+    assert f"name: kvm-selftests-{sixteen_k_arch}-default\n" in text
+    assert f"`gpa-plan selftests-layout --arch {sixteen_k_arch}`" in text
+    assert "page_size: 16K\n" in text
+    # One VM mode page size, the host's: a layout's guest_page_size defaults to page_size.
+    assert "guest_page_size" not in text
+
+
+def test_a_guest_page_unlike_the_hosts_is_stated_even_with_one_vm_mode(
+    sixteen_k_arch: str,
+) -> None:
+    vm = selftests_vm(sixteen_k_arch, host_page_size=4 * KiB)
+    assert not vm.is_default
+    text = selftests_layout(vm)
+    assert "page_size: 4K\nguest_page_size: 16K\n" in text
+    # The command that writes it names the host page, not the default guest page.
+    assert f"`gpa-plan selftests-layout --arch {sixteen_k_arch} --host-page-size 4K`" in text
+
+
+def test_the_commands_page_size_defaults_are_the_architectures() -> None:
+    result = run("selftests-layout", "--help")
+    assert "default: the arch's default VM mode's" in " ".join(result.stdout.split())
+    for arch in SELFTESTS_ARCHES:
+        conventions = defaults(arch)
+        assert run("selftests-layout", "--arch", arch).stdout == selftests_layout(
+            selftests_vm(arch, guest_page_size=conventions.default_guest_page,
+                         host_page_size=conventions.default_host_page)
+        )
+
+
 # -- bad parameters are usage errors ---------------------------------------------------------
 
 
@@ -271,7 +326,7 @@ def test_a_bad_size_is_a_usage_error() -> None:
 # -- every generated layout checks clean ------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["arm64", "x86_64"])
+@pytest.mark.parametrize("arch", ["arm64", "x86_64", "loongarch64"])
 def test_every_default_checks_clean(arch: str, tmp_path: Path) -> None:
     path = tmp_path / f"{arch}.yaml"
     path.write_text(selftests_layout(selftests_vm(arch)))
@@ -280,7 +335,7 @@ def test_every_default_checks_clean(arch: str, tmp_path: Path) -> None:
 
 @st.composite
 def parameters(draw: st.DrawFn) -> tuple[str, int, int, int, int]:
-    arch = draw(st.sampled_from(["arm64", "x86_64"]))
+    arch = draw(st.sampled_from(["arm64", "x86_64", "loongarch64"]))
     guest = draw(st.sampled_from(defaults(arch).guest_page_sizes))
     host = draw(st.sampled_from(defaults(arch).host_page_sizes))
     vcpus = draw(st.integers(1, 512))
@@ -306,7 +361,7 @@ def test_any_valid_parameters_give_a_layout_that_checks_clean(
         (result,) = check_file(path)
         assert result.valid
         assert result.findings == ()
-        if vm.arch == "arm64":
+        if defaults(vm.arch).ucall.is_mmio:
             (ucall,) = [r for r in result.regions if "ucall" in r.names]
             assert ucall.range.start == vm.ucall_gpa
 

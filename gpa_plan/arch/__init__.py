@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from gpa_plan.arch.arm64 import ARM64
 from gpa_plan.arch.base import ACCESSES, ArchSpec, Backing, Effect, Handler, Outcome
+from gpa_plan.arch.loongarch64 import LOONGARCH64
 from gpa_plan.arch.riscv64 import RISCV64
 from gpa_plan.arch.x86_64 import X86_64
 
-ARCHES: dict[str, ArchSpec] = {spec.name: spec for spec in (ARM64, X86_64, RISCV64)}
+ARCHES: dict[str, ArchSpec] = {
+    spec.name: spec for spec in (ARM64, X86_64, RISCV64, LOONGARCH64)
+}
 
 # `gpa-plan selftests-layout` without --arch.
 SELFTESTS_DEFAULT_ARCH = ARM64.name
@@ -21,6 +24,8 @@ OTHER_NAMES = {
     "amd64": "x86_64",
     "x86-64": "x86_64",
     "x64": "x86_64",
+    "loong64": "loongarch64",  # Debian, Go
+    "loongarch": "loongarch64",  # the kernel's ARCH=, QEMU's target directory
 }
 
 

@@ -177,6 +177,10 @@ class SelftestsDefaults(NamedTuple):
     # The layout's `devices:` (and `reserved:`) sections for a VM, with a ucall base of
     # "fixed" or "auto" (gpa_plan.selftests.selftests_layout).
     sections: Callable[[SelftestsVMFacts, str], str]
+    # The page sizes `gpa-plan selftests-layout` assumes when none is given: the default VM
+    # mode's, and the host's of the kernel's default configuration.
+    default_guest_page: int = 0x1000
+    default_host_page: int = 0x1000
 
 
 class DeviceType(NamedTuple):

@@ -13,12 +13,14 @@ Two facts decide most entries:
   checks no overlap; it keeps the bus an array in the order of _bus_order() below.
   kvm_io_bus_get_first_dev() bsearch()es it (kvm_io_bus_cmp()) for the first range that holds
   the whole access, and __kvm_io_bus_write()/__kvm_io_bus_read() offer the access to each
-  following range that holds it, in array order, until one accepts. The vGIC, ITS and IOAPIC
-  accept any access in their range (vgic-mmio.c dispatch_mmio_read()/dispatch_mmio_write()
-  answer unknown offsets as RAZ/WI); an ioeventfd (eventfd.c ioeventfd_write()) and a
-  coalesced zone (coalesced_mmio.c coalesced_mmio_write()) take writes only, so reads go on to
-  the next device or exit. An ioeventfd takes only a write of its exact base and length
-  (ioeventfd_in_range()); the table treats its range as one such doorbell.
+  following range that holds it, in array order, until one accepts. The vGIC, ITS, IOAPIC and
+  loongarch64 PCH-PIC accept any access in their range (vgic-mmio.c dispatch_mmio_read()/
+  dispatch_mmio_write() answer unknown offsets as RAZ/WI; pch_pic.c kvm_pch_pic_read()/
+  kvm_pch_pic_write() return 0 for every offset, a misaligned one included); an ioeventfd
+  (eventfd.c ioeventfd_write()) and a coalesced zone (coalesced_mmio.c coalesced_mmio_write())
+  take writes only, so reads go on to the next device or exit. An ioeventfd takes only a
+  write of its exact base and length (ioeventfd_in_range()); the table treats its range as
+  one such doorbell.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ _AIA = (
     "Linux 7.2.13, arch/riscv/kvm/aia_device.c aia_aplic_addr(), aia_imsic_addr(); "
     "aia_imsic.c kvm_riscv_vcpu_aia_imsic_update()"
 )
+_PCH_PIC = "Linux 7.2.13, arch/loongarch/kvm/intc/pch_pic.c kvm_pch_pic_create()"
 _EVENTFD = "Linux 7.2.13, virt/kvm/eventfd.c ioeventfd_check_collision()"
 _IO_BUS = (
     "Linux 7.2.13, virt/kvm/kvm_main.c kvm_io_bus_register_dev()/kvm_io_bus_get_first_dev(), "
@@ -62,6 +65,7 @@ class Kind(str, enum.Enum):
     IOAPIC = "ioapic"
     RISCV_APLIC = "riscv-aplic"
     RISCV_IMSIC = "riscv-imsic"
+    PCH_PIC = "loongarch-pch-pic"
     KERNEL_MMIO = "mmio (handler kernel)"
     IOEVENTFD = "mmio (handler ioeventfd)"
     COALESCED = "mmio (handler coalesced)"
@@ -74,7 +78,7 @@ class Kind(str, enum.Enum):
 # -EOPNOTSUPP otherwise, and the bus offers the access to the next device, then exits).
 _BUS = frozenset(
     {Kind.VGIC_V2_DIST, Kind.VGIC_V3_DIST, Kind.VGIC_V3_REDIST, Kind.VGIC_ITS, Kind.IOAPIC,
-     Kind.RISCV_APLIC, Kind.RISCV_IMSIC, Kind.KERNEL_MMIO}
+     Kind.RISCV_APLIC, Kind.RISCV_IMSIC, Kind.PCH_PIC, Kind.KERNEL_MMIO}
 )  # fmt: skip
 # On KVM_MMIO_BUS, taking writes only.
 _WRITES = frozenset({Kind.IOEVENTFD, Kind.COALESCED})
@@ -401,6 +405,17 @@ PAIRS: tuple[Pair, ...] = (
         read=_AIA,
     ),
     Pair(
+        "pch-pic-twice",
+        (frozenset({Kind.PCH_PIC}), frozenset({Kind.PCH_PIC})),
+        "arch/loongarch/kvm/intc/pch_pic.c kvm_pch_pic_create()",
+        _refused(
+            "KVM has one PCH-PIC per VM: the second KVM_CREATE_DEVICE "
+            "(KVM_DEV_TYPE_LOONGARCH_PCHPIC) fails with EINVAL at set-up, so {a} is not a "
+            "second device"
+        ),
+        read=_PCH_PIC,
+    ),
+    Pair(
         "ioeventfd-same-range",
         (frozenset({Kind.IOEVENTFD}), frozenset({Kind.IOEVENTFD})),
         "virt/kvm/eventfd.c kvm_assign_ioeventfd_idx() -> ioeventfd_check_collision()",
@@ -480,17 +495,20 @@ PAIRS: tuple[Pair, ...] = (
     Pair(
         "vmm-vmm",
         (_VMM, _VMM),
-        "arm64 io_mem_abort() / x86 vcpu_mmio_write(): no kernel device -> KVM_EXIT_MMIO",
+        "arm64 io_mem_abort() / x86 vcpu_mmio_write() / loongarch64 kvm_emu_mmio_write(): no "
+        "kernel device -> KVM_EXIT_MMIO",
         _vmm_pair,
         read=_IO_BUS,
     ),
 )
 
 # A memslot wins over every device: the page is mapped (arm64 kvm_handle_guest_abort() ->
-# user_mem_abort(); x86 kvm_tdp_page_fault()), so the access never reaches the io bus or the
-# VMM; kvm_set_memory_region() checks no device, so KVM refuses nothing (except the x86
-# APIC-access page, `private-slot-conflict`). Over a read-only memslot only writes go on to the
-# device (arm64 io_mem_abort(), x86 kvm_handle_error_pfn() -> emulator).
+# user_mem_abort(); x86 kvm_tdp_page_fault(); loongarch64 kvm_handle_rdwr_fault() ->
+# kvm_map_page()), so the access never reaches the io bus or the VMM; kvm_set_memory_region()
+# checks no device (nor does loongarch64's kvm_pch_pic_init() check memslots), so KVM refuses
+# nothing (except the x86 APIC-access page, `private-slot-conflict`). Over a read-only memslot
+# only writes go on to the device (arm64 io_mem_abort(), x86 kvm_handle_error_pfn() ->
+# emulator, loongarch64 kvm_emu_mmio_write()).
 MEMSLOT_OVER_DEVICE = (
     "the memslot is mapped (kvm_set_memory_region() checks no device range), so guest "
     "{accesses} there hit memory and never reach the device"

@@ -326,7 +326,8 @@ class Layout(NamedTuple):
         int | None,
         Key(
             _checked(cs.int_schema(ge=1, le=64)),
-            "arm64: IPA size (default 40); x86_64: MAXPHYADDR (default 48)",
+            "; ".join(f"{a.name}: {a.pa_name} (default {a.default_pa_bits})"
+                      for a in ARCHES.values()),
         ),
     ] = None
     page_size: Annotated[int, Key(_number(), "host page size: memslot alignment")] = 4096
