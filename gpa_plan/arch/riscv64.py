@@ -13,8 +13,9 @@ That fetch case changed between kernel versions: in the gstage_page_fault() of o
 (those where it still called kvm_riscv_gstage_map(), before the G-stage code moved to
 arch/riscv/kvm/gstage.c and kvm_riscv_mmu_map()) the switch had no fetch case, so a fetch
 outside memory fell to `default: return -EOPNOTSUPP`: KVM_RUN failed with EOPNOTSUPP and the
-kernel logged "VCPU exit error -95" (vm-error). Linux 7.2.13 injects the fault instead
-(guest-fault). The exact release that changed it is not pinned down here.
+kernel logged "VCPU exit error -95" (vm-error); read so in Linux 6.1.176 (Debian 12's
+kernel). Linux 7.2.13 injects the fault instead (guest-fault). The release between them that
+changed it is not pinned down here.
 
 The table assumes a plain, aligned integer load or store: any other instruction at an MMIO
 address (floating point, atomics, LR/SC, vector) makes KVM_RUN fail with EOPNOTSUPP, and a
