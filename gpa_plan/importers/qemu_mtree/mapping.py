@@ -67,10 +67,11 @@ def architecture(
             conflict.line,
             conflict.column,
         )
+    *most, last = ARCHES
     raise ImportFailure(
         "cannot tell the architecture: no region name QEMU uses only on arm64 (gicv3_dist, "
-        "mach-virt.ram, ...) or x86_64 (pc.ram, kvm-apic-msi, ...); say which with --arch "
-        "arm64 or --arch x86_64",
+        "mach-virt.ram, ...) or x86_64 (pc.ram, kvm-apic-msi, ...), and the names of other "
+        f"machines do not tell; say which with --arch: {', '.join(most)} or {last}",
         line,
     )
 
