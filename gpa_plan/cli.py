@@ -338,7 +338,7 @@ def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str 
               help="Also cover the ucall page with a read-only memslot (implies --ucall).")
 @click.option("--arch", type=ARCH_CHOICE, default=None,
               help="Built-in KVM selftests layout to start from when there is no FILE "
-              "and no ./gpa-plan.yaml (default arm64).")
+              f"and no ./gpa-plan.yaml (default {SELFTESTS_DEFAULT_ARCH}).")
 @click.option("--format", "fmt", type=click.Choice(ALLOCATE_FORMATS.names),
               default="yaml", show_default=True,
               help=ALLOCATE_FORMATS.help("A failure gives its findings: on stderr, or as a "
