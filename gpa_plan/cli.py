@@ -338,7 +338,7 @@ def map_command(file: str, arch: str | None, svg_out: str | None, html_out: str 
               help="Also cover the ucall page with a read-only memslot (implies --ucall).")
 @click.option("--arch", type=ARCH_CHOICE, default=None,
               help="Built-in KVM selftests layout to start from when there is no FILE "
-              "and no ./gpa-plan.yaml (default arm64).")
+              f"and no ./gpa-plan.yaml (default {SELFTESTS_DEFAULT_ARCH}).")
 @click.option("--format", "fmt", type=click.Choice(ALLOCATE_FORMATS.names),
               default="yaml", show_default=True,
               help=ALLOCATE_FORMATS.help("A failure gives its findings: on stderr, or as a "
@@ -485,6 +485,20 @@ def import_command(kind: str, file: str, output: str | None, **options: Any) -> 
     return 0
 
 
+def _selftests_pages(sizes: str, default: str) -> str:
+    """Each architecture's KVM selftests page sizes, its default first ("arm64 4K, 16K or 64K;
+    x86_64 4K; ..."), from the registry."""
+    parts = []
+    for spec in ARCHES.values():
+        if spec.selftests is None:
+            continue
+        first = getattr(spec.selftests, default)
+        ordered = [first, *(p for p in getattr(spec.selftests, sizes) if p != first)]
+        *most, last = [f"{p // 1024}K" for p in ordered]
+        parts.append(f"{spec.name} " + (f"{', '.join(most)} or {last}" if most else last))
+    return "; ".join(parts)
+
+
 @cli.command("selftests-layout")
 @click.option("--arch", type=ARCH_CHOICE, default=SELFTESTS_DEFAULT_ARCH, show_default=True)
 @click.option("--vcpus", type=int, default=1, show_default=True,
@@ -492,11 +506,12 @@ def import_command(kind: str, file: str, output: str | None, **options: Any) -> 
 @click.option("--extra-pages", type=int, default=0, show_default=True,
               help="The test's extra_mem_pages (they size slot 0's page tables).")
 @click.option("--guest-page-size", "guest_page_text", metavar="SIZE",
-              help="The VM mode's page size: 4K, 16K or 64K on arm64 [default: the arch's "
-              "default VM mode's, 4K on most].")
+              help="The VM mode's page size, the default first: "
+              + _selftests_pages("guest_page_sizes", "default_guest_page") + ".")
 @click.option("--host-page-size", "host_page_text", metavar="SIZE",
-              help="The host's page size (slot 0 is whole host pages) [default: that of the "
-              "arch's default kernel configuration, 4K on most].")
+              help="The host's page size (slot 0 is whole host pages), that of the kernel's "
+              "default configuration first: "
+              + _selftests_pages("host_page_sizes", "default_host_page") + ".")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write here (atomically) instead of stdout.")
 def selftests_layout(

@@ -17,7 +17,7 @@ memslots to it.
     return vm_adjust_num_guest_pages(mode, nr_pages)
 
 with, from include/kvm_util.h: ``DEFAULT_STACK_PGS`` 5; ``KVM_MAX_VCPUS`` 512;
-``MIN_PAGE_SHIFT`` 12 and ``ptes_per_page(page_size) = page_size / 8`` on arm64 and x86_64, so
+``MIN_PAGE_SHIFT`` 12 on every architecture and ``ptes_per_page(page_size) = page_size / 8``, so
 ``PTES_PER_MIN_PAGE`` is 512 whatever the guest page size. The page-table term divides
 first (C integer division), then doubles.
 
@@ -69,7 +69,7 @@ T = TypeVar("T")
 # include/kvm_util.h
 KVM_MAX_VCPUS = 512
 DEFAULT_STACK_PGS = 5
-PTES_PER_MIN_PAGE = (1 << 12) // 8  # ptes_per_page(MIN_PAGE_SIZE) on arm64 and x86_64
+PTES_PER_MIN_PAGE = (1 << 12) // 8  # ptes_per_page(MIN_PAGE_SIZE), on every architecture
 # lib/kvm_util.c vm_nr_pages_required(): "Arbitrarily allocate 512 pages ... for the test code"
 SLOT0_BASE_PAGES = 512
 # include/ucall_common.h struct ucall: cmd, args[UCALL_MAX_ARGS], buffer[UCALL_BUFFER_LEN], hva

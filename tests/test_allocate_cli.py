@@ -540,3 +540,16 @@ def test_thousands_of_names_of_one_identifier_are_numbered_in_bounded_time(
     )
     assert done.returncode == 0, done.stderr
     assert f"GPA_A_{n}_BASE" in done.stdout
+
+
+def test_without_file_or_arch_the_built_in_layout_is_the_selftests_default_arch(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default lives once, in the registry: change it there and allocate follows.
+    from gpa_plan import arch
+    from gpa_plan.plan import allocate_file
+
+    for name in ("x86_64", "riscv64"):
+        monkeypatch.setattr(allocate_file, "SELFTESTS_DEFAULT_ARCH", name)
+        assert allocate("--ucall").stdout == allocate("--ucall", "--arch", name).stdout
+    assert arch.SELFTESTS_DEFAULT_ARCH in CliRunner().invoke(cli, ["allocate", "--help"]).stdout

@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).parent.parent / "gpa_plan"
 # Readers of another program's format, where an architecture's name is part of that format.
 FORMAT_READERS = {
     # QEMU names its regions and devices per target.
-    "importers/qemu_mtree/mapping.py": 4,
+    "importers/qemu_mtree/mapping.py": 3,
     "importers/qemu_mtree/__init__.py": 1,
 }
 # Architecture facts still outside gpa_plan/arch/, to move there.

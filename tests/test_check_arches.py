@@ -172,3 +172,13 @@ def test_library_check_file_gives_what_the_cli_prints(tmp_path: Path) -> None:
     assert [[f.severity for f in r.findings] for r in results] == [[], ["note"]]
     cli_json = run("check", "--format", "json", *BOTH, path)
     assert json.loads(cli_json.stdout) == check_document(results)
+
+
+def test_a_page_size_the_checked_arch_lacks_says_which_to_write() -> None:
+    # A loongarch64 layout (16 KiB host pages) under x86_64 and riscv64, which have 4 KiB only.
+    layout = str(SHIPPED / "selftests-loongarch64.yaml")
+    result = run("check", "-q", "--arch", "x86_64", "--arch", "riscv64", layout)
+    page_lines = [line for line in result.stdout.splitlines() if "page_size 16 KiB" in line]
+    assert len(page_lines) == 2
+    for arch, line in zip(["x86_64", "riscv64"], page_lines, strict=True):
+        assert f"write the page_size of the {arch} host the VM runs on (page_size: 4K)" in line

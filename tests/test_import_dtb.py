@@ -942,7 +942,8 @@ def test_empty_file_is_refused() -> None:
 
 def test_wrong_magic_is_refused() -> None:
     assert refusal(b"\x7fELF" + bytes(60)) == (
-        "not a device tree blob: magic 0x7f454c46, expected 0xd00dfeed"
+        "not a device tree blob: magic 0x7f454c46, expected 0xd00dfeed; give the flattened "
+        "tree the VMM writes (QEMU: `-machine virt,dumpdtb=FILE`)"
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gpa_plan.arch import ARCHES as ARCH_REGISTRY
 from gpa_plan.check.run import check_file
 from gpa_plan.importers import Imported, ImportFailure, entry_end
 from gpa_plan.importers.qemu_mtree import import_qemu_mtree
@@ -361,15 +362,23 @@ def test_its_control_frame_alone_is_not_an_its() -> None:
 
 HOST_PAGES_NOTE = (
     "Memslots were trimmed assuming 4 KiB host pages: QEMU's kvm_align_section() trims to "
-    "the host's page size, so on an arm64 host with 16 or 64 KiB pages KVM maps less of "
-    "memory ranges not aligned to that size (say --page-size 64K)."
+    "the host's page size, so on arm64 hosts with 16 or 64 KiB pages KVM maps less of "
+    "memory ranges not aligned to that size (say --page-size 16K or 64K)."
 )
 
 
 def test_arm64_import_with_memory_notes_that_trimming_assumed_4k_host_pages() -> None:
     ram = "0000000040000000-000000007fffffff (prio 0, ram): mach-virt.ram KVM"
     assert HOST_PAGES_NOTE in import_qemu_mtree(flat(ram), "arm64").notes
-    assert HOST_PAGES_NOTE not in import_qemu_mtree(flat(ram), "x86_64").notes
+    assert not any("trimmed" in n for n in import_qemu_mtree(flat(ram), "x86_64").notes)
+    assert not any("trimmed" in n for n in import_qemu_mtree(flat(ram), "riscv64").notes)
+    # loongarch64 hosts run 16 KiB pages in the kernel's default configuration.
+    assert HOST_PAGES_NOTE.replace("arm64", "loongarch64") in (
+        import_qemu_mtree(flat(ram), "loongarch64").notes
+    )
+    assert not any(
+        "trimmed" in n for n in import_qemu_mtree(flat(ram), "arm64", 64 * 1024).notes
+    )
     devices_only = flat("0000000009000000-0000000009000fff (prio 0, i/o): pl011")
     assert HOST_PAGES_NOTE not in import_qemu_mtree(devices_only, "arm64").notes
 
@@ -455,7 +464,9 @@ def test_names_of_no_known_architecture_need_an_arch() -> None:
     error = failure(text)
     assert error.line == 1
     assert error.message.startswith("cannot tell the architecture")
-    assert import_qemu_mtree(text, "arm64").document["memslots"] == [
+    # Every architecture --arch takes is offered, not only the two QEMU's names tell apart.
+    assert all(arch in error.message.rsplit("--arch", 1)[1] for arch in ARCH_REGISTRY)
+    assert import_qemu_mtree(text, "riscv64").document["memslots"] == [
         memslot("riscv_virt_board.ram", 0x8000_0000, 0x800_0000)
     ]
 

@@ -287,3 +287,13 @@ def test_a_risc_v_elf_belongs_on_a_riscv64_layout(tmp_path: Path) -> None:
     arm.write_text("layout: 1\narch: arm64\n" + ram)
     (wrong,) = [f for f in findings(str(arm), "--elf", str(elf)) if "elf-wrong-arch" in f]
     assert "ELF machine EM_RISCV is not EM_AARCH64" in wrong
+
+
+def test_the_kernels_arch_name_riscv_is_told_ours(tmp_path: Path) -> None:
+    path = tmp_path / "vm.yaml"
+    path.write_text("layout: 1\narch: riscv\n")
+    result = run("check", "-q", str(path))
+    assert result.exit_code == 1
+    assert "riscv is the architecture layouts call `riscv64`: write `arch: riscv64`" in (
+        result.stdout
+    )

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from stable_rules import STABLE_RULES
 
+from gpa_plan.arch import ARCHES
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.rules import RULES
 from gpa_plan.check.run import check_file
@@ -61,7 +62,7 @@ def test_every_finding_takes_a_severity_its_rule_declares() -> None:
     corpus = sorted({*root.glob("layouts/**/*.yaml"), *root.glob("tests/data/**/*.yaml")})
     seen: set[tuple[str, str]] = set()
     for path in corpus:
-        for arch in ("arm64", "x86_64"):
+        for arch in ARCHES:
             for result in check_file(path, [arch]):
                 seen |= {(f.rule, f.severity) for f in result.findings}
     # the corpus reaches every second severity a rule declares
@@ -86,6 +87,27 @@ def test_rules_lists_every_severity_a_rule_gives_and_when() -> None:
         "device)): two devices claim the same address: KVM refuses one, or one never sees the "
         "accesses"
     ) in listed
+
+
+def test_a_rule_that_says_what_several_architectures_do_says_it_for_every_one() -> None:
+    # `gpa-plan rules` words a rule once for every architecture: one that tells arm64 from x86
+    # and is silent on the others leaves a riscv64 or loongarch64 user guessing.
+    import re
+
+    from click.testing import CliRunner
+
+    from gpa_plan.cli import cli
+
+    listed = CliRunner().invoke(cli, ["rules"]).stdout
+    mentions = {
+        arch: re.compile(rf"\b{re.sub(r'_?64$', '', arch)}(?:_?64)?\b") for arch in ARCHES
+    }
+    partial = {}
+    for text in re.split(r"\n(?=\S)", listed):
+        named = [arch for arch, pattern in mentions.items() if pattern.search(text)]
+        if 1 < len(named) < len(ARCHES):
+            partial[text.split()[0]] = named
+    assert partial == {}
 
 
 # --- memslot-overlap ------------------------------------------------------------------------

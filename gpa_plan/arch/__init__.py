@@ -24,6 +24,7 @@ OTHER_NAMES = {
     "amd64": "x86_64",
     "x86-64": "x86_64",
     "x64": "x86_64",
+    "riscv": "riscv64",  # the kernel's ARCH=
     "loong64": "loongarch64",  # Debian, Go
     "loongarch": "loongarch64",  # the kernel's ARCH=, QEMU's target directory
 }

@@ -29,9 +29,10 @@ def _describe(d: DeviceEntry) -> str:
     also=((WARNING, "when the memslot is read-only: the device still gets the writes"),),
 )
 def device_shadowed(ctx: RuleContext) -> Iterator[Finding]:
-    """A memslot wins over any device: the access is served from memory (kvm_handle_guest_abort
-    / the x86 TDP fault maps the page) and never reaches the io bus or the VMM, and KVM refuses
-    neither (docs/device-overlaps.md). Over a
+    """A memslot wins over any device: the access is served from memory (arm64
+    kvm_handle_guest_abort(), the x86_64 TDP fault, riscv64 gstage_page_fault() and loongarch64
+    kvm_handle_rdwr_fault() map the page) and never reaches the io bus or the VMM, and KVM
+    refuses neither (docs/device-overlaps.md). Over a
     read-only memslot only reads miss the device (writes still reach it): a warning. The
     ucall device is left to `ucall-not-io`, and a read-only memslot over it is the carve-out
     KVM selftests plan. Fix: move the device out of RAM, or split the memslot around it."""
@@ -133,7 +134,9 @@ def _party(device: DeviceEntry, ctx: RuleContext) -> Party:
 def device_misaligned(ctx: RuleContext) -> Iterator[Finding]:
     """vGIC frames must be aligned as the kernel checks in vgic_check_iorange()
     (arch/arm64/kvm/vgic/vgic-kvm-device.c, Linux 7.2.13: 4 KiB for GICv2, 64 KiB for GICv3
-    and the ITS), else KVM_SET_DEVICE_ATTR returns EINVAL; the
+    and the ITS), else KVM_SET_DEVICE_ATTR returns EINVAL; so are riscv64's AIA APLIC and
+    IMSIC bases, 4 KiB-aligned (arch/riscv/kvm/aia_device.c aia_aplic_addr(),
+    aia_imsic_addr()); loongarch64's PCH-PIC has no alignment check; the x86_64
     LAPIC base is page-aligned by the APIC base MSR; the ucall page is mapped by
     virt_pg_map(), which needs a guest-page-aligned address. Fix: align the base."""
     for d in ctx.layout.devices:
@@ -152,10 +155,10 @@ def device_misaligned(ctx: RuleContext) -> Iterator[Finding]:
 
 @rule("device-out-of-range", ERROR, "a device ends beyond 2**pa_bits")
 def device_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
-    """The guest cannot reach an address beyond its IPA size (arm64) or MAXPHYADDR (x86); for
-    the vGIC, vgic_check_iorange() refuses it with E2BIG (Linux 7.2.13). Fix: move it below
-    2**pa_bits or
-    raise pa_bits."""
+    """The guest cannot reach an address beyond its IPA size (arm64), MAXPHYADDR (x86_64),
+    G-stage GPA size (riscv64) or GPA size (loongarch64); for the vGIC, vgic_check_iorange()
+    refuses it with E2BIG (Linux 7.2.13), while riscv64's AIA and loongarch64's PCH-PIC take
+    any address. Fix: move it below 2**pa_bits or raise pa_bits."""
     limit = ctx.layout.limit
     for d in ctx.layout.devices:
         if d.range.end > limit:
@@ -187,8 +190,9 @@ def device_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
     ),
 )
 def device_wrong_arch(ctx: RuleContext) -> Iterator[Finding]:
-    """The vGIC exists only on arm64, the in-kernel LAPIC and IOAPIC only on x86_64; KVM has no
-    such device elsewhere (KVM_CREATE_DEVICE fails), so accesses there exit to the VMM. A
+    """The vGIC exists only on arm64, the in-kernel LAPIC and IOAPIC only on x86_64, the AIA's
+    APLIC and IMSIC only on riscv64, the PCH-PIC only on loongarch64; KVM has no such device
+    elsewhere (KVM_CREATE_DEVICE fails), so accesses there exit to the VMM. A
     layout whose own `arch` lacks the device is an error, under whichever `--arch` it is
     checked: the layout is wrong on its own terms. Checked under another architecture, the
     devices that exist only on the layout's own are not created there: they are left out,
@@ -277,13 +281,15 @@ _NOT_AN_EXIT = {
 
 @rule("ucall-not-io", ERROR, "a guest write to the ucall address would not exit to the VMM")
 def ucall_not_io(ctx: RuleContext) -> Iterator[Finding]:
-    """KVM selftests deliver a ucall on arm64 as one 8-byte guest write to the ucall MMIO page;
-    the host waits for the KVM_EXIT_MMIO. If a read-write memslot covers the page (the
-    selftests failure where a test's memslot landed on the ucall address), the write
-    lands in RAM and the test hangs. Fix: for a fixed base, move the ucall page to the free
-    address the message names (the one `base: auto` would get: the first free guest page past
-    slot 0, as selftests choose it, else the first free page), or write `base: auto` and let
-    `gpa-plan allocate --ucall` choose; or cover the page with a read-only memslot."""
+    """KVM selftests deliver a ucall on arm64 and loongarch64 as one 8-byte guest write to the
+    ucall MMIO page; the host waits for the KVM_EXIT_MMIO (x86_64 selftests use port I/O and
+    riscv64 an SBI call, but a `ucall` device there is an MMIO page all the same). If a
+    read-write memslot covers the page (the selftests failure where a test's memslot landed
+    on the ucall address), the write lands in RAM and the test hangs. Fix: for a fixed base,
+    move the ucall page to the free address the message names (the one `base: auto` would
+    get: the first free guest page past slot 0, as selftests choose it, else the first free
+    page), or write `base: auto` and let `gpa-plan allocate --ucall` choose; or cover the page
+    with a read-only memslot."""
     ucalls = [d for d in ctx.layout.devices if d.type.name == "ucall"]
     if not ucalls:
         return

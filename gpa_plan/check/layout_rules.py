@@ -36,9 +36,12 @@ def arch_limits(ctx: RuleContext) -> Iterator[Finding]:
         )
     if layout.page_size not in arch.page_sizes:
         sizes = ", ".join(human_size(p) for p in arch.page_sizes)
+        *most, last = [f"{p // 1024}K" for p in arch.page_sizes]
+        written = f"{', '.join(most)} or {last}" if most else last
         yield ctx.finding(
             f"page_size {human_size(layout.page_size)} is not a host page size {arch.name} "
-            f"has ({sizes}); memslot alignment follows the host's PAGE_SIZE",
+            f"has ({sizes}); memslot alignment follows the host's PAGE_SIZE: write the "
+            f"page_size of the {arch.name} host the VM runs on (page_size: {written})",
             (),
             "page_size",
         )

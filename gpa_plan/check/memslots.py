@@ -94,8 +94,10 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
     """A memslot of size 0 deletes a slot rather than creating one (EINVAL when there is none);
     one whose end wraps past 2**64, or with more than KVM_MEM_MAX_NR_PAGES (2**31 - 1) pages,
     gets EINVAL (kvm_set_memory_region()); one that ends beyond the guest physical address size
-    is refused on arm64 with EFAULT (arch/arm64/kvm/mmu.c kvm_arch_prepare_memory_region()) and
-    on x86 is unreachable by the guest beyond its MAXPHYADDR (EINVAL beyond the host's:
+    is refused on arm64 with EFAULT (arch/arm64/kvm/mmu.c kvm_arch_prepare_memory_region()), on
+    riscv64 with EFAULT even when it ends exactly there (arch/riscv/kvm/mmu.c, same function),
+    on loongarch64 with ENOMEM (arch/loongarch/kvm/mmu.c, same function), and on x86_64 is
+    unreachable by the guest beyond its MAXPHYADDR (EINVAL beyond the host's:
     arch/x86/kvm/x86.c kvm_arch_prepare_memory_region(), kvm_mmu_max_gfn()). Linux 7.2.13.
     Fix the size or raise pa_bits."""
     layout, arch = ctx.layout, ctx.arch
@@ -185,8 +187,8 @@ def slot_id_conflict(ctx: RuleContext) -> Iterator[Finding]:
 @rule("too-many-memslots", ERROR, "more memslots in one address space than KVM allows")
 def too_many_memslots(ctx: RuleContext) -> Iterator[Finding]:
     """KVM_CAP_NR_MEMSLOTS reports KVM_USER_MEM_SLOTS per address space (32767 on arm64,
-    32764 on x86, which keeps 3 for itself); past that no slot id is left and
-    KVM_SET_USER_MEMORY_REGION returns EINVAL. Fix: merge adjacent memslots."""
+    riscv64 and loongarch64, 32764 on x86_64, which keeps 3 for itself); past that no slot id
+    is left and KVM_SET_USER_MEMORY_REGION returns EINVAL. Fix: merge adjacent memslots."""
     counts: dict[int, list[MemslotEntry]] = defaultdict(list)
     for m in ctx.layout.memslots:
         counts[m.as_id].append(m)

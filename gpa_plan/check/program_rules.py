@@ -159,7 +159,8 @@ def elf_unreadable(ctx: RuleContext) -> Iterator[Finding]:
 )
 def elf_wrong_arch(ctx: RuleContext) -> Iterator[Finding]:
     """The ELF header's e_machine is not the architecture the layout is checked under
-    (EM_AARCH64 for arm64, EM_X86_64 for x86_64): the vCPU would decode the program's
+    (EM_AARCH64 for arm64, EM_X86_64 for x86_64, EM_RISCV for riscv64, EM_LOONGARCH for
+    loongarch64): the vCPU would decode the program's
     instructions as its own and fault or run garbage. Its segments are not checked further
     under this architecture. Fix: build the program for the layout's architecture, or check
     it with the matching --arch."""
@@ -244,7 +245,9 @@ def elf_readonly(ctx: RuleContext) -> Iterator[Finding]:
     """--elf-mode physical: a segment with PF_W (data, bss) placed at p_paddr in a
     KVM_MEM_READONLY memslot. The loader can fill it, but the program's writes never update
     it: a write to a read-only memslot takes the MMIO path (arm64 kvm_handle_guest_abort() ->
-    io_mem_abort(); x86 emulation of the write) and exits to the VMM as KVM_EXIT_MMIO. Code
+    io_mem_abort(); x86_64 emulation of the write; riscv64 gstage_page_fault() ->
+    kvm_riscv_vcpu_mmio_store(); loongarch64 kvm_handle_rdwr_fault() -> kvm_emu_mmio_write())
+    and exits to the VMM as KVM_EXIT_MMIO. Code
     and read-only data in a read-only memslot (flash) are fine. Fix: link the data segment
     into RAM (its AT() load address)."""
     if not ctx.programs:
@@ -767,8 +770,9 @@ def elf_va_collision(ctx: RuleContext) -> Iterator[Finding]:
     (`identity_map: true`: the vGIC frames, mapped by __vgic_v3_setup()'s virt_map(); the
     ucall page before Linux 6.2) take the virtual pages at their physical address. When both
     want one page, whichever is mapped second fails a TEST_ASSERT (__vm_vaddr_alloc() cannot
-    return the segment's address; x86 __virt_pg_map(): "PTE already present") or silently
-    takes over the page-table entry (arm64), so the guest reaches the device where it expects
+    return the segment's address; x86_64 __virt_pg_map(): "PTE already present") or silently
+    takes over the page-table entry (virt_arch_pg_map() of arm64, riscv64 and loongarch64),
+    so the guest reaches the device where it expects
     its code or data. Fix: link the program at virtual addresses clear of the device, or move
     the device."""
     if not ctx.programs:
@@ -836,7 +840,7 @@ def elf_not_loadable(ctx: RuleContext) -> Iterator[Finding]:
     """--elf-mode selftests: elfhdr_get() and kvm_vm_elf_load() (KVM selftests lib/elf.c)
     fail a TEST_ASSERT, and the test aborts before the guest runs, when the program is not
     ELFCLASS64 (or its header sizes are not ELF64's), is not in the host's byte order
-    (little-endian on x86_64 and arm64 hosts), has a PT_LOAD with p_memsz 0, or has a
+    (little-endian on every host gpa-plan models), has a PT_LOAD with p_memsz 0, or has a
     segment whose page-rounded p_vaddr range shares a guest page with an earlier segment's:
     __vm_vaddr_alloc() then cannot return the segment's own first page. Fix: build a 64-bit
     little-endian executable whose loadable segments start on guest pages of their own and
@@ -868,7 +872,8 @@ def _loader_refusals(program: Program, page: int) -> Iterator[str]:
     if not program.little_endian:
         yield (
             "the program is big-endian: elfhdr_get() needs the host's byte order, "
-            "little-endian on x86_64 and arm64 hosts; build a little-endian executable"
+            "little-endian on arm64, x86_64, riscv64 and loongarch64 hosts; build a "
+            "little-endian executable"
         )
     for index in program.empty_loads:
         yield (

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from gpa_plan import files
+from gpa_plan.arch import SELFTESTS_DEFAULT_ARCH
 from gpa_plan.check.findings import ERROR, Finding, problem_findings
 from gpa_plan.collector import paused
 from gpa_plan.formats import ALLOCATE_FORMATS
@@ -76,7 +77,7 @@ def pick_source(file: str | None, arch: str | None) -> LayoutSource:
                 f"{err.reason}; it is the layout allocate reads when no FILE is given: pass "
                 f"FILE, or remove or rename ./{DEFAULT_FILE} to start from the built-in layout",
             ) from None
-    name = arch or "arm64"
+    name = arch or SELFTESTS_DEFAULT_ARCH
     return LayoutSource(f"<built-in selftests-{name}>", builtin_layout(name).encode(), True)
 
 

@@ -133,7 +133,10 @@ def _check_magic(blob: bytes) -> None:
             "this is device tree source (.dts text), not a blob: compile it first with "
             "`dtc -I dts -O dtb -o FILE.dtb FILE.dts`"
         )
-    raise FdtError(f"not a device tree blob: magic {magic:#010x}, expected {FDT_MAGIC:#010x}")
+    raise FdtError(
+        f"not a device tree blob: magic {magic:#010x}, expected {FDT_MAGIC:#010x}; give the "
+        "flattened tree the VMM writes (QEMU: `-machine virt,dumpdtb=FILE`)"
+    )
 
 
 def _looks_like_source(blob: bytes) -> bool:

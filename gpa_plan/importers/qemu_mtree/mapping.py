@@ -67,10 +67,11 @@ def architecture(
             conflict.line,
             conflict.column,
         )
+    *most, last = ARCHES
     raise ImportFailure(
         "cannot tell the architecture: no region name QEMU uses only on arm64 (gicv3_dist, "
-        "mach-virt.ram, ...) or x86_64 (pc.ram, kvm-apic-msi, ...); say which with --arch "
-        "arm64 or --arch x86_64",
+        "mach-virt.ram, ...) or x86_64 (pc.ram, kvm-apic-msi, ...), and the names of other "
+        f"machines do not tell; say which with --arch: {', '.join(most)} or {last}",
         line,
     )
 
@@ -267,11 +268,15 @@ class Mapping:
                 "KVM_CREATE_IRQCHIP, which also creates KVM's IOAPIC there (kvm_ioapic_init()); "
                 "QEMU maps no kvm-ioapic region on a machine without PCI, such as isapc."
             )
-        if self.arch == "arm64" and self._memory_seen and not self.page_given:
+        larger = [p for p in ARCHES[self.arch].page_sizes if p > self.page]
+        if larger and self._memory_seen and not self.page_given:
+            *most, last = [f"{p // KiB}" for p in larger]
+            sizes = f"{', '.join(most)} or {last}" if most else last
             notes.append(
                 "Memslots were trimmed assuming 4 KiB host pages: QEMU's kvm_align_section() "
-                "trims to the host's page size, so on an arm64 host with 16 or 64 KiB pages KVM "
-                "maps less of memory ranges not aligned to that size (say --page-size 64K)."
+                f"trims to the host's page size, so on {self.arch} hosts with {sizes} KiB "
+                "pages KVM maps less of memory ranges not aligned to that size (say "
+                f"--page-size {' or '.join(f'{p}K' for p in [*most, last])})."
             )
         return notes
 
