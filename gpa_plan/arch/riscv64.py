@@ -207,7 +207,8 @@ RISCV64 = ArchSpec(
             "#\n"
             "# pa_bits: lib/guest_modes.c takes the VM mode from\n"
             "# KVM_CHECK_EXTENSION(KVM_CAP_VM_GPA_BITS) at run time (41, 50 or 59 G-stage bits;\n"
-            "# P56 modes for 59); 41 (Sv39x4) is what every riscv64 KVM host gives.\n"
+            "# P56 modes for 59): the host's widest G-stage mode. 41 (Sv39x4) is the one every\n"
+            "# riscv64 KVM host has.\n"
         ),
         sections=_selftests_sections,
     ),
