@@ -182,3 +182,19 @@ def test_a_page_size_the_checked_arch_lacks_says_which_to_write() -> None:
     assert len(page_lines) == 2
     for arch, line in zip(["x86_64", "riscv64"], page_lines, strict=True):
         assert f"write the page_size of the {arch} host the VM runs on (page_size: 4K)" in line
+
+
+def test_a_file_that_does_not_load_is_reported_once_whatever_the_arches(tmp_path: Path) -> None:
+    # Loading never depends on the --arch checked under: one failure, printed and counted
+    # once in text, while JSON keeps one result per arch.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("layout: 1\narch: arm64\nmemslots: [\n")
+    arches = [arg for name in ("arm64", "x86_64", "riscv64") for arg in ("--arch", name)]
+    for quiet in ([], ["-q"]):
+        result = CliRunner().invoke(cli, ["check", *quiet, *arches, str(bad)])
+        assert result.exit_code == 1
+        assert result.output.count("error[yaml-syntax]") == 1, result.output
+        assert result.output.rstrip().endswith("1 file checked: 1 error, 0 warnings")
+    result = CliRunner().invoke(cli, ["check", "--format", "json", *arches, str(bad)])
+    document = json.loads(result.output)
+    assert [r["arch"] for r in document["results"]] == ["arm64", "x86_64", "riscv64"]

@@ -181,7 +181,11 @@ def check_blocks(
 ) -> Iterator[Block]:
     """The report; ``unreadable`` paths (said on stderr) are counted in the summary line, so a
     run that exits 2 never ends on a summary that looks clean. ``quiet``: the findings and the
-    summary only, as linters print them (no region tables, segment lines or arch differences)."""
+    summary only, as linters print them (no region tables, segment lines or arch differences).
+
+    A file that does not load fails the same way under every ``--arch`` (loading never depends
+    on the architecture checked under): its findings are printed and counted once."""
+    results = _once_per_load_failure(results)
     if quiet:
         for result in results:
             yield from (_finding_block(f) for f in result.findings)
@@ -196,6 +200,18 @@ def check_blocks(
             yield line()
     yield from _difference_lines(results)
     yield _summary(results, unreadable)
+
+
+def _once_per_load_failure(results: Sequence[CheckResult]) -> list[CheckResult]:
+    failed: set[str] = set()
+    kept = []
+    for result in results:
+        if not result.valid:
+            if result.file in failed:
+                continue
+            failed.add(result.file)
+        kept.append(result)
+    return kept
 
 
 SEVERITY_STYLE = {"error": "red", "warning": "yellow", "note": "cyan"}
