@@ -21,6 +21,8 @@ from gpa_plan.arch.base import (
     SelftestsDefaults,
     SelftestsVMFacts,
     Ucall,
+    io_bus_cells,
+    mmio_ucall_yaml,
     outcome_table,
 )
 from gpa_plan.ranges import hex_addr
@@ -31,32 +33,7 @@ _ABORT = "kvm_handle_guest_abort(): "
 _NOSLOT = _ABORT + "no memslot -> io_mem_abort()"
 _ROSLOT = _ABORT + "write to a read-only memslot -> io_mem_abort()"
 
-_BUS_WRITE = {
-    Handler.KERNEL: (Outcome.IO_KERNEL, " -> kvm_io_bus_write() reaches the in-kernel device"),
-    Handler.IOEVENTFD: (
-        Outcome.IO_KERNEL,
-        " -> kvm_io_bus_write() signals the ioeventfd (a datamatch miss exits as KVM_EXIT_MMIO)",
-    ),
-    Handler.COALESCED: (
-        Outcome.IO_COALESCED,
-        " -> kvm_io_bus_write() -> coalesced_mmio_write() queues it in the ring",
-    ),
-    Handler.USER: (Outcome.IO_EXIT, " -> no io-bus device -> KVM_EXIT_MMIO (is_write=1)"),
-    Handler.NONE: (Outcome.IO_EXIT, " -> no io-bus device -> KVM_EXIT_MMIO (is_write=1)"),
-}
-_BUS_READ = {
-    Handler.KERNEL: (Outcome.IO_KERNEL, " -> kvm_io_bus_read() reaches the in-kernel device"),
-    Handler.IOEVENTFD: (
-        Outcome.IO_EXIT,
-        " -> ioeventfds take only writes -> KVM_EXIT_MMIO (is_write=0)",
-    ),
-    Handler.COALESCED: (
-        Outcome.IO_EXIT,
-        " -> coalesced zones buffer only writes -> KVM_EXIT_MMIO (is_write=0)",
-    ),
-    Handler.USER: (Outcome.IO_EXIT, " -> no io-bus device -> KVM_EXIT_MMIO (is_write=0)"),
-    Handler.NONE: (Outcome.IO_EXIT, " -> no io-bus device -> KVM_EXIT_MMIO (is_write=0)"),
-}
+_BUS_READ, _BUS_WRITE = io_bus_cells("", "")
 # kvm_handle_guest_abort(): an instruction abort outside a memslot is not MMIO: -ENOEXEC,
 # then kvm_inject_sea_iabt() (Linux 7.2.13; older kernels called it kvm_inject_pabt()).
 _FETCH_FAULT = Effect(
@@ -161,31 +138,9 @@ def _selftests_sections(vm: SelftestsVMFacts, ucall_base: str) -> str:
         "  #     type: vgic-its\n"
         "  #     base: 0x0800_0000\n"
         "  #     identity_map: true\n"
-        "\n" + _selftests_ucall(vm, ucall_base)
+        "\n" + mmio_ucall_yaml(vm, ucall_base, "arm64", "arm64")
     )
 
-
-def _selftests_ucall(vm: SelftestsVMFacts, ucall_base: str) -> str:
-    if ucall_base == "fixed":
-        return (
-            "  # ucall MMIO page: the first GPA past slot 0, fixed when the VM is created\n"
-            "  # (kvm_util.c __vm_create() -> ucall_init(); lib/arm64/ucall.c\n"
-            "  # ucall_arch_init() maps it at an unused GVA, and the host waits for a\n"
-            "  # KVM_EXIT_MMIO write of 8 bytes there). A memslot a test adds over it later takes\n"
-            "  # the guest's ucall writes and the test hangs: check reports it (ucall-not-io).\n"
-            "  - name: ucall\n"
-            "    type: ucall\n"
-            f"    base: {hex_addr(vm.ucall_gpa)}\n"
-        )
-    return (
-        "  # ucall MMIO page: selftests put it at the first GPA past slot 0\n"
-        f"  # ({hex_addr(vm.ucall_gpa)}; kvm_util.c __vm_create() -> ucall_init()). `auto` here\n"
-        "  # lets `gpa-plan allocate --ucall` follow that convention for a new layout;\n"
-        "  # layouts/selftests-arm64.yaml states the address itself.\n"
-        "  - name: ucall\n"
-        "    type: ucall\n"
-        "    base: auto\n"
-    )
 
 
 ARM64 = ArchSpec(

@@ -6,6 +6,8 @@ import enum
 from collections.abc import Callable, Collection, Mapping
 from typing import NamedTuple, Protocol
 
+from gpa_plan.ranges import hex_addr
+
 ACCESSES = ("read", "write", "fetch")
 
 
@@ -163,6 +165,32 @@ class KeptRange(NamedTuple):
         return f"KVM's default without `kvm_private: {setting.key}`"
 
 
+def mmio_ucall_yaml(vm: SelftestsVMFacts, ucall_base: str, arch: str, lib: str) -> str:
+    """The `ucall` device entry of a selftests layout where ucalls are MMIO writes past slot
+    0 (kvm_util.c __vm_create() -> ucall_init(), then tools/testing/selftests/kvm/lib/``lib``/
+    ucall.c), at its fixed address or ``auto`` (gpa_plan.selftests.selftests_layout)."""
+    if ucall_base == "fixed":
+        return (
+            "  # ucall MMIO page: the first GPA past slot 0, fixed when the VM is created\n"
+            f"  # (kvm_util.c __vm_create() -> ucall_init(); lib/{lib}/ucall.c\n"
+            "  # ucall_arch_init() maps it at an unused GVA, and the host waits for a\n"
+            "  # KVM_EXIT_MMIO write of 8 bytes there). A memslot a test adds over it later takes\n"
+            "  # the guest's ucall writes and the test hangs: check reports it (ucall-not-io).\n"
+            "  - name: ucall\n"
+            "    type: ucall\n"
+            f"    base: {hex_addr(vm.ucall_gpa)}\n"
+        )
+    return (
+        "  # ucall MMIO page: selftests put it at the first GPA past slot 0\n"
+        f"  # ({hex_addr(vm.ucall_gpa)}; kvm_util.c __vm_create() -> ucall_init()). `auto` here\n"
+        "  # lets `gpa-plan allocate --ucall` follow that convention for a new layout;\n"
+        f"  # layouts/selftests-{arch}.yaml states the address itself.\n"
+        "  - name: ucall\n"
+        "    type: ucall\n"
+        "    base: auto\n"
+    )
+
+
 class SelftestsDefaults(NamedTuple):
     """How KVM selftests build this architecture's default VM (tools/testing/selftests/kvm)."""
 
@@ -318,6 +346,53 @@ class ArchSpec(NamedTuple):
 
 
 BusCells = Mapping[Handler, tuple[Outcome, str]]
+
+
+def io_bus_cells(read_via: str, write_via: str) -> tuple[BusCells, BusCells]:
+    """``(bus_read, bus_write)`` for an architecture whose MMIO accesses reach the
+    KVM_MMIO_BUS through one function per direction (``read_via``/``write_via``, each written
+    " -> fn()"; empty where the fault handler calls the bus itself), as virt/kvm answers them:
+    kvm_io_bus_read()/kvm_io_bus_write() in kvm_main.c, ioeventfds and coalesced zones for
+    writes only (see Handler), KVM_EXIT_MMIO where no bus device answers (Linux 7.2.13)."""
+
+    def after(via: str) -> str:
+        return f"{via}:" if via else " ->"
+
+    no_device = " no io-bus device -> KVM_EXIT_MMIO (is_write={})"
+    bus_write: BusCells = {
+        Handler.KERNEL: (
+            Outcome.IO_KERNEL,
+            f"{write_via} -> kvm_io_bus_write() reaches the in-kernel device",
+        ),
+        Handler.IOEVENTFD: (
+            Outcome.IO_KERNEL,
+            f"{write_via} -> kvm_io_bus_write() signals the ioeventfd (a datamatch miss exits "
+            "as KVM_EXIT_MMIO)",
+        ),
+        Handler.COALESCED: (
+            Outcome.IO_COALESCED,
+            f"{write_via} -> kvm_io_bus_write() -> coalesced_mmio_write() queues it in the ring",
+        ),
+        Handler.USER: (Outcome.IO_EXIT, after(write_via) + no_device.format(1)),
+        Handler.NONE: (Outcome.IO_EXIT, after(write_via) + no_device.format(1)),
+    }
+    bus_read: BusCells = {
+        Handler.KERNEL: (
+            Outcome.IO_KERNEL,
+            f"{read_via} -> kvm_io_bus_read() reaches the in-kernel device",
+        ),
+        Handler.IOEVENTFD: (
+            Outcome.IO_EXIT,
+            after(read_via) + " ioeventfds take only writes -> KVM_EXIT_MMIO (is_write=0)",
+        ),
+        Handler.COALESCED: (
+            Outcome.IO_EXIT,
+            after(read_via) + " coalesced zones buffer only writes -> KVM_EXIT_MMIO (is_write=0)",
+        ),
+        Handler.USER: (Outcome.IO_EXIT, after(read_via) + no_device.format(0)),
+        Handler.NONE: (Outcome.IO_EXIT, after(read_via) + no_device.format(0)),
+    }
+    return bus_read, bus_write
 
 
 def outcome_table(

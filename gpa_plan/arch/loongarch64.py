@@ -40,9 +40,10 @@ from gpa_plan.arch.base import (
     SelftestsDefaults,
     SelftestsVMFacts,
     Ucall,
+    io_bus_cells,
+    mmio_ucall_yaml,
     outcome_table,
 )
-from gpa_plan.ranges import hex_addr
 
 _RDWR = "kvm_handle_rdwr_fault(): "
 _MAPPED = _RDWR + "kvm_handle_mm_fault() -> kvm_map_page() maps the page; no exit"
@@ -53,53 +54,7 @@ _MAPPED_RO = (
 _NOSLOT = _RDWR + "no memslot (kvm_map_page() -EFAULT) -> treated as MMIO"
 _ROSLOT = _RDWR + "write to a read-only memslot (kvm_map_page() -EFAULT) -> treated as MMIO"
 
-_BUS_WRITE = {
-    Handler.KERNEL: (
-        Outcome.IO_KERNEL,
-        " -> kvm_emu_mmio_write() -> kvm_io_bus_write() reaches the in-kernel device",
-    ),
-    Handler.IOEVENTFD: (
-        Outcome.IO_KERNEL,
-        " -> kvm_emu_mmio_write() -> kvm_io_bus_write() signals the ioeventfd (a datamatch "
-        "miss exits as KVM_EXIT_MMIO)",
-    ),
-    Handler.COALESCED: (
-        Outcome.IO_COALESCED,
-        " -> kvm_emu_mmio_write() -> kvm_io_bus_write() -> coalesced_mmio_write() queues it "
-        "in the ring",
-    ),
-    Handler.USER: (
-        Outcome.IO_EXIT,
-        " -> kvm_emu_mmio_write(): no io-bus device -> KVM_EXIT_MMIO (is_write=1)",
-    ),
-    Handler.NONE: (
-        Outcome.IO_EXIT,
-        " -> kvm_emu_mmio_write(): no io-bus device -> KVM_EXIT_MMIO (is_write=1)",
-    ),
-}
-_BUS_READ = {
-    Handler.KERNEL: (
-        Outcome.IO_KERNEL,
-        " -> kvm_emu_mmio_read() -> kvm_io_bus_read() reaches the in-kernel device",
-    ),
-    Handler.IOEVENTFD: (
-        Outcome.IO_EXIT,
-        " -> kvm_emu_mmio_read(): ioeventfds take only writes -> KVM_EXIT_MMIO (is_write=0)",
-    ),
-    Handler.COALESCED: (
-        Outcome.IO_EXIT,
-        " -> kvm_emu_mmio_read(): coalesced zones buffer only writes -> KVM_EXIT_MMIO "
-        "(is_write=0)",
-    ),
-    Handler.USER: (
-        Outcome.IO_EXIT,
-        " -> kvm_emu_mmio_read(): no io-bus device -> KVM_EXIT_MMIO (is_write=0)",
-    ),
-    Handler.NONE: (
-        Outcome.IO_EXIT,
-        " -> kvm_emu_mmio_read(): no io-bus device -> KVM_EXIT_MMIO (is_write=0)",
-    ),
-}
+_BUS_READ, _BUS_WRITE = io_bus_cells(" -> kvm_emu_mmio_read()", " -> kvm_emu_mmio_write()")
 # kvm_handle_rdwr_fault(): a fetch outside memory is not MMIO, whatever device is there.
 _FETCH_FAULT = Effect(
     Outcome.GUEST_FAULT,
@@ -138,26 +93,7 @@ def _selftests_sections(vm: SelftestsVMFacts, ucall_base: str) -> str:
         "  # lib/loongarch has no kvm_arch_vm_post_create(): the default VM has no in-kernel\n"
         "  # interrupt controller (no PCH-PIC, IPI or EIOINTC) unless a test creates one.\n"
     )
-    if ucall_base == "fixed":
-        return text + (
-            "  # ucall MMIO page: the first GPA past slot 0, fixed when the VM is created\n"
-            "  # (kvm_util.c __vm_create() -> ucall_init(); lib/loongarch/ucall.c\n"
-            "  # ucall_arch_init() maps it at an unused GVA, and the host waits for a\n"
-            "  # KVM_EXIT_MMIO write of 8 bytes there). A memslot a test adds over it later takes\n"
-            "  # the guest's ucall writes and the test hangs: check reports it (ucall-not-io).\n"
-            "  - name: ucall\n"
-            "    type: ucall\n"
-            f"    base: {hex_addr(vm.ucall_gpa)}\n"
-        )
-    return text + (
-        "  # ucall MMIO page: selftests put it at the first GPA past slot 0\n"
-        f"  # ({hex_addr(vm.ucall_gpa)}; kvm_util.c __vm_create() -> ucall_init()). `auto` here\n"
-        "  # lets `gpa-plan allocate --ucall` follow that convention for a new layout;\n"
-        "  # layouts/selftests-loongarch64.yaml states the address itself.\n"
-        "  - name: ucall\n"
-        "    type: ucall\n"
-        "    base: auto\n"
-    )
+    return text + mmio_ucall_yaml(vm, ucall_base, "loongarch64", "loongarch")
 
 
 LOONGARCH64 = ArchSpec(

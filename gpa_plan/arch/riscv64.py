@@ -38,6 +38,7 @@ from gpa_plan.arch.base import (
     SelftestsDefaults,
     SelftestsVMFacts,
     Ucall,
+    io_bus_cells,
     outcome_table,
 )
 
@@ -47,41 +48,9 @@ _MAPPED_RO = _FAULT + "kvm_riscv_mmu_map() maps the read-only page (readable, ex
 _NOSLOT = _FAULT + "no memslot"
 _ROSLOT = _FAULT + "store to a read-only memslot"
 
-_LOAD = " -> kvm_riscv_vcpu_mmio_load()"
-_STORE = " -> kvm_riscv_vcpu_mmio_store()"
-_BUS_WRITE = {
-    Handler.KERNEL: (
-        Outcome.IO_KERNEL,
-        _STORE + " -> kvm_io_bus_write() reaches the in-kernel device",
-    ),
-    Handler.IOEVENTFD: (
-        Outcome.IO_KERNEL,
-        _STORE + " -> kvm_io_bus_write() signals the ioeventfd "
-        "(a datamatch miss exits as KVM_EXIT_MMIO)",
-    ),
-    Handler.COALESCED: (
-        Outcome.IO_COALESCED,
-        _STORE + " -> kvm_io_bus_write() -> coalesced_mmio_write() queues it in the ring",
-    ),
-    Handler.USER: (Outcome.IO_EXIT, _STORE + ": no io-bus device -> KVM_EXIT_MMIO (is_write=1)"),
-    Handler.NONE: (Outcome.IO_EXIT, _STORE + ": no io-bus device -> KVM_EXIT_MMIO (is_write=1)"),
-}
-_BUS_READ = {
-    Handler.KERNEL: (
-        Outcome.IO_KERNEL,
-        _LOAD + " -> kvm_io_bus_read() reaches the in-kernel device",
-    ),
-    Handler.IOEVENTFD: (
-        Outcome.IO_EXIT,
-        _LOAD + ": ioeventfds take only writes -> KVM_EXIT_MMIO (is_write=0)",
-    ),
-    Handler.COALESCED: (
-        Outcome.IO_EXIT,
-        _LOAD + ": coalesced zones buffer only writes -> KVM_EXIT_MMIO (is_write=0)",
-    ),
-    Handler.USER: (Outcome.IO_EXIT, _LOAD + ": no io-bus device -> KVM_EXIT_MMIO (is_write=0)"),
-    Handler.NONE: (Outcome.IO_EXIT, _LOAD + ": no io-bus device -> KVM_EXIT_MMIO (is_write=0)"),
-}
+_BUS_READ, _BUS_WRITE = io_bus_cells(
+    " -> kvm_riscv_vcpu_mmio_load()", " -> kvm_riscv_vcpu_mmio_store()"
+)
 # gstage_page_fault(), case EXC_INST_GUEST_PAGE_FAULT (Linux 7.2.13; older kernels: EOPNOTSUPP).
 _FETCH_FAULT = Effect(
     Outcome.GUEST_FAULT,
