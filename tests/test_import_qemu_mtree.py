@@ -397,6 +397,16 @@ def test_range_above_the_default_ipa_size_sets_pa_bits() -> None:
     )
 
 
+
+def test_pa_bits_is_a_width_the_architecture_takes() -> None:
+    # riscv64 G-stage widths are 41, 50 or 59 (kvm_riscv_gstage_gpa_bits()): a range just
+    # past 2**41 needs 50, not 42.
+    result = import_qemu_mtree(
+        flat("0000020000000000-00000200ffffffff (prio 0, ram): high KVM"), "riscv64"
+    )
+    assert result.document["pa_bits"] == 50
+    parse_layout(result.document)
+
 # --- names ---------------------------------------------------------------------------------
 
 

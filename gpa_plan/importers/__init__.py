@@ -59,10 +59,10 @@ def entry_end(entry: dict[str, Any]) -> int:
 
 def pa_bits_needed(arch: str, entries: list[dict[str, Any]]) -> int | None:
     """The ``pa_bits`` a document must state for its entries to fit, or None when the
-    architecture's default (arm64 40, x86_64 48) already holds them."""
+    architecture's default already holds them: the smallest width the architecture takes
+    (``ArchSpec.pa_bits_for``; on riscv64 a G-stage width)."""
     from gpa_plan.arch import ARCHES
 
-    highest = max((entry_end(e) for e in entries), default=0)
-    if highest <= 1 << ARCHES[arch].default_pa_bits:
-        return None
-    return (highest - 1).bit_length()
+    spec = ARCHES[arch]
+    bits = spec.pa_bits_for(max((entry_end(e) for e in entries), default=0))
+    return None if bits == spec.default_pa_bits else bits

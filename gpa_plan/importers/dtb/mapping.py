@@ -721,11 +721,10 @@ class _LayoutBuilder:
         """pa_bits when the entries reach beyond the architecture's default, else None; on
         riscv64 one of the G-stage widths, with a memslot ending below the limit."""
         entries = self.memslots + self.devices
-        needed = pa_bits_needed(self.arch.name, entries)
-        highest = max((entry_end(e) for e in entries), default=0)
-        bits = self.arch.pa_bits_for(highest)
-        if needed is None and bits == self.arch.default_pa_bits:
+        bits = pa_bits_needed(self.arch.name, entries)
+        if bits is None:
             return None
+        highest = max(entry_end(e) for e in entries)
         self._add_note(
             f"entries reach {hex_addr(highest)}, beyond the default "
             f"{self.arch.default_pa_bits}-bit {self.arch.pa_name}: pa_bits {bits}"
