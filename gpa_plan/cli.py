@@ -422,13 +422,7 @@ class _SizeType(click.ParamType):  # type: ignore[type-arg]
     name = "size"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from gpa_plan.layout.numbers import NumberError, parse_number
-
-        try:
-            return parse_number(value)
-        except NumberError as err:
-            hint = param.opts[0] if param is not None else None
-            raise click.BadParameter(str(err), ctx, param, param_hint=hint) from None
+        return _size(value, param.opts[0] if param is not None else "SIZE")
 
 
 _IMPORT_OPTION_TYPES: dict[str, Any] = {ARCH: ARCH_CHOICE, SIZE: _SizeType()}
