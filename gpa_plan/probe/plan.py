@@ -1,0 +1,86 @@
+"""The probe's input (a plan) and output (results), as JSON-ready dicts (format 1).
+
+A plan says which VM to build and which accesses to make; results say what KVM did at each
+step. Neither holds a prediction: gpa_plan.verify keeps those and compares. docs/verify.md
+describes both formats for users who run an exported probe.
+
+Plan::
+
+    {"format": 1, "arch": "x86_64" | "arm64",
+     "vm": {"pa_bits": 40, "vcpus": 1},
+     "steps": [Step, ...],          # set-up, in order
+     "probe_area": {"base": ..., "size": ...},   # free GPA range for the probe's own memslot
+     "report": ...,                  # arm64: a free, unbacked GPA the guest writes its reports to
+     "probes": [Probe, ...]}
+
+Step (``op`` and its fields; every step has an ``id``, a string unique in the plan)::
+
+    memslot      slot, as_id, base, size, readonly
+    irqchip      (x86 KVM_CREATE_IRQCHIP)
+    tss          addr (x86 KVM_SET_TSS_ADDR)
+    identity_map addr (x86 KVM_SET_IDENTITY_MAP_ADDR)
+    vgic         version (2 or 3), its: bool -- KVM_CREATE_DEVICE only
+    vgic_addr    frame ("dist", "cpu", "redist", "redist_region", "its"), base, [count]
+    ioeventfd    base, length, datamatch (int or null)
+    coalesced    base, size
+    vcpus        (creates the layout's vCPUs; KVM_CREATE_VCPU errors show here)
+
+Probe::
+
+    {"id": "...", "address": ..., "access": "read" | "write" | "fetch", "width": 1|2|4|8,
+     "value": int (the value a write stores; the marker a read expects from memory)}
+
+Results::
+
+    {"format": 1, "host": {...gpa_plan.probe.host facts...},
+     "steps": [{"id": ..., "errno": null | "EEXIST"}, ...],
+     "probes": [{"id": ..., "observed": Observed, "detail": "..."}, ...],
+     "error": null | "why the plan could not run at all"}
+
+Observed is one of OBSERVED: ``memory`` (the access reached the memslot's memory),
+``mmio-exit`` (KVM_EXIT_MMIO at the address, direction and width as made), ``kernel`` (no exit
+and no memory: an in-kernel device answered), ``eventfd`` (an ioeventfd was signalled),
+``coalesced`` (an entry appeared in the coalesced MMIO ring), ``guest-exception`` (an exception
+was injected into the guest; detail names it), ``run-error`` (KVM_RUN failed; detail has the
+errno), ``internal-error`` (KVM_EXIT_INTERNAL_ERROR), ``nisv`` (KVM_EXIT_ARM_NISV), ``other``
+(anything else; detail says what), ``not-run`` (a step the probe needs failed).
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+FORMAT = 1
+ACCESSES = ("read", "write", "fetch")
+OBSERVED = (
+    "memory",
+    "mmio-exit",
+    "kernel",
+    "eventfd",
+    "coalesced",
+    "guest-exception",
+    "run-error",
+    "internal-error",
+    "nisv",
+    "other",
+    "not-run",
+)
+
+
+class Probe(TypedDict):
+    id: str
+    address: int
+    access: str
+    width: int
+    value: int
+
+
+class StepResult(TypedDict):
+    id: str
+    errno: str | None
+
+
+class ProbeResult(TypedDict):
+    id: str
+    observed: str
+    detail: str
