@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gpa_plan.arch import ARCHES, SELFTESTS_DEFAULT_ARCH
-from gpa_plan.formats import ALLOCATE_FORMATS, CHECK_FORMATS, EXPLAIN_FORMATS, Formats
+from gpa_plan.formats import (
+    ALLOCATE_FORMATS,
+    CHECK_FORMATS,
+    EXPLAIN_FORMATS,
+    VERIFY_FORMATS,
+    Formats,
+)
 from gpa_plan.importers.registry import ARCH, IMPORTERS, SIZE
 
 if TYPE_CHECKING:
@@ -279,6 +285,75 @@ def explain(
     answers = explain_layout(loaded, parsed, accesses or ("read", "write", "fetch"), arches)
     EXPLAIN_FORMATS.writer(fmt)(answers, sys.stdout)
     return 0
+
+
+@cli.command()
+@click.argument("files", metavar="LAYOUT...", nargs=-1, required=True, type=INPUT_PATH)
+@click.option("--arch", type=ARCH_CHOICE, help="Architecture (default: the layout's).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(VERIFY_FORMATS.names),
+    default="text",
+    show_default=True,
+    help=VERIFY_FORMATS.help("A LAYOUT that does not load gives its findings."),
+)
+@click.option(
+    "--export",
+    "export_dir",
+    metavar="DIR",
+    help="Write the probe (standard library only) and its plan to DIR, to run elsewhere.",
+)
+@click.option(
+    "--results",
+    "results_file",
+    metavar="FILE",
+    help="Compare the results an exported probe printed, instead of running it here.",
+)
+def verify(
+    files: tuple[str, ...],
+    arch: str | None,
+    fmt: str,
+    export_dir: str | None,
+    results_file: str | None,
+) -> int:
+    """Build the VM each LAYOUT describes on this host's /dev/kvm, make guest accesses at
+    every boundary, and compare what KVM does with what gpa-plan predicts (exit 1 on any
+    disagreement, 2 when verification cannot run here)."""
+    from gpa_plan.check.findings import problem_findings
+    from gpa_plan.inputs import InputError
+    from gpa_plan.layout.errors import LayoutError
+    from gpa_plan.verify import driver
+    from gpa_plan.verify.compare import ResultsError
+
+    if (export_dir or results_file) and len(files) > 1:
+        raise click.UsageError("--export and --results take one LAYOUT")
+    if export_dir and results_file:
+        raise click.UsageError("--export and --results cannot be combined")
+    verdicts = []
+    try:
+        for path in files:
+            vp = driver.plan_layout(path, arch)
+            if export_dir:
+                for written in driver.export(vp, export_dir, sys.stdout):
+                    click.echo(f"wrote {written}")
+                return 0
+            if results_file:
+                verdicts.append(driver.compare_results(vp, results_file))
+            else:
+                verdicts.append(driver.run_here(vp))
+    except InputError as err:
+        return _failed(VERIFY_FORMATS, fmt, [_unreadable_finding(err)], 2)
+    except LayoutError as err:
+        return _failed(VERIFY_FORMATS, fmt, problem_findings(err.path, err.problems))
+    except (driver.CannotRun, driver.VerifyError) as err:
+        _echo_stderr(f"gpa-plan: verify: {err}")
+        return 2
+    except (driver.ResultsFileError, ResultsError) as err:
+        _echo_stderr(f"gpa-plan: verify: {err}")
+        return 1
+    VERIFY_FORMATS.writer(fmt)(verdicts, sys.stdout)
+    return 0 if all(v.agrees for v in verdicts) else 1
 
 
 @cli.command("map")

@@ -7,6 +7,7 @@ that holds its writer. Every writer of one table has the same signature:
 
 * `check` (``CHECK_FORMATS``): ``write(report: CheckReport, stream: TextIO) -> None``;
 * `explain` (``EXPLAIN_FORMATS``): ``write(answers: Sequence[Answer], stream: TextIO) -> None``;
+* `verify` (``VERIFY_FORMATS``): ``write(verdicts: Sequence[Verdict], stream: TextIO) -> None``;
 * `allocate` (``ALLOCATE_FORMATS``): ``write(allocation: Allocation, source: str) -> str``, the
   text to print or write (``source`` names the layout in the text's opening comment).
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from gpa_plan.check.run import CheckResult
     from gpa_plan.inputs import InputError
     from gpa_plan.plan.allocate import Allocation
+    from gpa_plan.verify.compare import Verdict
 
 
 class CheckReport(NamedTuple):
@@ -45,6 +47,7 @@ class CheckReport(NamedTuple):
 CheckWriter = Callable[["CheckReport", TextIO], None]
 ExplainWriter = Callable[["Sequence[Answer]", TextIO], None]
 AllocateWriter = Callable[["Allocation", str], str]
+VerifyWriter = Callable[["Sequence[Verdict]", TextIO], None]
 FailureWriter = Callable[["Sequence[Finding]", TextIO, TextIO], None]
 
 TEXT_FAILURE = "gpa_plan.report.text:write_failure"
@@ -102,6 +105,11 @@ CHECK_FORMATS: Formats[CheckWriter] = Formats(
 EXPLAIN_FORMATS: Formats[ExplainWriter] = Formats(
     Format("text", "gpa_plan.report.text:render_explain", failure=TEXT_FAILURE),
     Format("json", "gpa_plan.report.json_report:write_explain", failure=JSON_FAILURE),
+)
+
+VERIFY_FORMATS: Formats[VerifyWriter] = Formats(
+    Format("text", "gpa_plan.report.verify:write_text", failure=TEXT_FAILURE),
+    Format("json", "gpa_plan.report.verify:write_json", failure=JSON_FAILURE),
 )
 
 ALLOCATE_FORMATS: Formats[AllocateWriter] = Formats(

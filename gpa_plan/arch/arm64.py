@@ -12,12 +12,16 @@ KVM_CAP_ARM_NISV_TO_USER.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from gpa_plan.arch.base import (
     ArchSpec,
     DeviceType,
     Effect,
     Handler,
     Outcome,
+    ProbeDevice,
     SelftestsDefaults,
     SelftestsVMFacts,
     Ucall,
@@ -143,9 +147,57 @@ def _selftests_sections(vm: SelftestsVMFacts, ucall_base: str) -> str:
 
 
 
+# The frame each vGIC device type sets (KVM_VGIC_V2_ADDR_TYPE_DIST/CPU,
+# KVM_VGIC_V3_ADDR_TYPE_DIST/REDIST/REDIST_REGION, arch/arm64/include/uapi/asm/kvm.h).
+_VGIC_FRAMES = {
+    "vgic-v2-dist": (2, "dist"),
+    "vgic-v2-cpu": (2, "cpu"),
+    "vgic-v3-dist": (3, "dist"),
+    "vgic-v3-redist": (3, "redist"),
+}
+_REDIST_FRAME = 128 * KiB
+
+
+def _probe_steps(devices: Sequence[ProbeDevice], vcpus: int) -> list[dict[str, Any]]:
+    """As QEMU's virt machine makes them (hw/intc/arm_gic_kvm.c, arm_gicv3_kvm.c): the vGIC
+    with KVM_CREATE_DEVICE (kvm_vgic_create(), vgic-init.c), the vCPUs, each frame's address
+    with KVM_SET_DEVICE_ATTR (kvm_vgic_addr(), vgic-kvm-device.c), the ITS
+    (vgic_its_create()), then KVM_DEV_ARM_VGIC_CTRL_INIT. One redistributor device is set as the
+    legacy KVM_VGIC_V3_ADDR_TYPE_REDIST; several as REDIST_REGIONs of their size's frames."""
+    frames = [(d, *_VGIC_FRAMES[d.type]) for d in devices if d.type in _VGIC_FRAMES]
+    its = [d for d in devices if d.type == "vgic-its"]
+    steps: list[dict[str, Any]] = []
+    if frames:
+        version = frames[0][1]
+        steps.append({"id": "vgic", "op": "vgic", "version": version, "objects": []})
+    steps.append({"id": "vcpus", "op": "vcpus", "count": vcpus, "objects": []})
+    redists = sum(1 for _, _, frame in frames if frame == "redist")
+    for device, _, frame in frames:
+        step: dict[str, Any] = {
+            "id": f"vgic_addr:{device.name}",
+            "op": "vgic_addr",
+            "frame": frame,
+            "base": device.range.start,
+            "objects": [device.name],
+        }
+        if frame == "redist" and redists > 1:
+            step["frame"] = "redist_region"
+            step["count"] = device.range.size // _REDIST_FRAME
+        steps.append(step)
+    for device in its:
+        steps.append(
+            {"id": f"its:{device.name}", "op": "its", "base": device.range.start,
+             "objects": [device.name]}
+        )
+    if frames:
+        steps.append({"id": "vgic_init", "op": "vgic_init", "objects": []})
+    return steps
+
+
 ARM64 = ArchSpec(
     name="arm64",
     elf_machine="EM_AARCH64",
+    machine="aarch64",
     # arch/arm64/kvm/mmu.c kvm_init_ipa_range() (from kvm_init_stage2_mmu()), Linux 7.2.13:
     # type 0 means KVM_PHYS_SHIFT (40); an explicit IPA size must lie in
     # [ARM64_MIN_PARANGE_BITS (32), kvm_ipa_limit], else EINVAL.
@@ -195,4 +247,6 @@ ARM64 = ArchSpec(
         sections=_selftests_sections,
     ),
     devices=_DEVICES,
+    instruction_align=4,
+    probe_steps=_probe_steps,
 )

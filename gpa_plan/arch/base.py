@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Collection, Mapping
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
-from gpa_plan.ranges import hex_addr
+from gpa_plan.ranges import Range, hex_addr
 
 ACCESSES = ("read", "write", "fetch")
 
@@ -254,6 +254,19 @@ class DeviceType(NamedTuple):
         return guest_page_size if self.align_is_guest_page else self.align
 
 
+class ProbeDevice(NamedTuple):
+    """A device of the layout as `gpa-plan verify` asks the architecture to create it."""
+
+    name: str
+    type: str
+    range: Range
+
+
+# The set-up steps (gpa_plan.probe.plan) that create a layout's in-kernel devices, given those
+# devices (in file order) and the VM's vCPU count.
+ProbeSteps = Callable[[Sequence[ProbeDevice], int], list[dict[str, Any]]]
+
+
 class ArchSpec(NamedTuple):
     """An architecture's KVM limits, its access-outcome table and the facts the rules, the
     planner and the messages ask of it (none of them names an architecture)."""
@@ -292,6 +305,13 @@ class ArchSpec(NamedTuple):
     memslot_may_end_at_limit: bool = True
     # The outcome of an instruction fetch beyond 2**pa_bits, when it is not ``beyond_pa``.
     beyond_pa_fetch: Effect | None = None
+    # What `uname -m` says on a host of this architecture (KVM runs guests of its own only).
+    machine: str = ""
+    # Where an instruction may start: a fetch probe is made at an address aligned to this.
+    instruction_align: int = 1
+    # How `gpa-plan verify` creates this architecture's in-kernel devices; None where the
+    # probe cannot run (gpa_plan.probe has no guest for it).
+    probe_steps: ProbeSteps | None = None
 
     def address_space_ids(self) -> str:
         """The as_id values a memslot may take, in words: "only 0", "0 or 1 (SMM)"."""

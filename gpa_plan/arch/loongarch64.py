@@ -99,6 +99,8 @@ def _selftests_sections(vm: SelftestsVMFacts, ucall_base: str) -> str:
 LOONGARCH64 = ArchSpec(
     name="loongarch64",
     elf_machine="EM_LOONGARCH",
+    machine="loongarch64",
+    instruction_align=4,
     # arch/loongarch/kvm/vm.c kvm_arch_init_vm() (Linux 7.2.13): gpa_size = BIT(cpu_vabits)
     # for every VM, the host CPU's user virtual address width (CPUCFG1.VALEN, read by
     # kernel/cpu-probe.c cpu_probe_addrbits(); kernel/proc.c prints cpu_vabits + 1 as the

@@ -104,6 +104,8 @@ def _selftests_sections(vm: SelftestsVMFacts, ucall_base: str) -> str:
 RISCV64 = ArchSpec(
     name="riscv64",
     elf_machine="EM_RISCV",
+    machine="riscv64",
+    instruction_align=2,
     # arch/riscv/kvm/mmu.c kvm_riscv_mmu_alloc_pgd(): a VM gets the host's widest G-stage mode
     # (gstage.c kvm_riscv_gstage_mode_detect(): Sv57x4, else Sv48x4, else Sv39x4; none: no
     # KVM), 59, 50 or 41 bits (kvm_gstage.h kvm_riscv_gstage_gpa_bits()); vm.c

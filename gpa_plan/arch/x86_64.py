@@ -10,6 +10,9 @@ reports KVM_EXIT_INTERNAL_ERROR at CPL 0 (confirmed on a real host, see tests/te
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from gpa_plan.arch.base import (
     ArchSpec,
     DeviceType,
@@ -17,6 +20,7 @@ from gpa_plan.arch.base import (
     Handler,
     Outcome,
     PrivateRange,
+    ProbeDevice,
     SelftestsDefaults,
     SelftestsVMFacts,
     Setting,
@@ -197,9 +201,21 @@ IDENTITY_MAP = PrivateRange(
     most_hosts=False,
 )
 
+def _probe_steps(devices: Sequence[ProbeDevice], vcpus: int) -> list[dict[str, Any]]:
+    """KVM_CREATE_IRQCHIP (kvm_arch_vm_ioctl(), arch/x86/kvm/x86.c) when the layout has the
+    in-kernel LAPIC or IOAPIC: it creates the PIC, the IOAPIC at IOAPIC_DEFAULT_BASE_ADDRESS
+    and, with each vCPU, a LAPIC at APIC_DEFAULT_PHYS_BASE; the vCPUs come after it."""
+    chips = [d.name for d in devices if d.type in ("lapic", "ioapic")]
+    steps: list[dict[str, Any]] = []
+    if chips:
+        steps.append({"id": "irqchip", "op": "irqchip", "objects": chips})
+    return steps
+
+
 X86_64 = ArchSpec(
     name="x86_64",
     elf_machine="EM_X86_64",
+    machine="x86_64",
     default_pa_bits=48,
     min_pa_bits=32,
     max_pa_bits=52,
@@ -279,4 +295,5 @@ X86_64 = ArchSpec(
         "ucall address here is a valid MMIO page for VMMs that want one"
     ),
     devices=_DEVICES,
+    probe_steps=_probe_steps,
 )

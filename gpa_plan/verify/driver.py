@@ -1,0 +1,152 @@
+"""What `gpa-plan verify` does with a layout: plan it, run the probe here or export it, read
+the results back, compare.
+
+Three ways to get results, one comparison: the probe runs in this process (the host must be
+of the layout's architecture, with ``/dev/kvm``); or `export` writes the probe package and the
+plan to a directory for a machine without gpa-plan, whose ``results.json`` `load_results`
+reads back. The plan is rebuilt from the layout each time, so the results of an exported plan
+are compared with the predictions of the same layout (and gpa-plan version).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from gpa_plan.arch import ARCHES
+from gpa_plan.check.run import check_loaded, load_layout
+from gpa_plan.verify.build import VerifyError, VerifyPlan, build_plan
+from gpa_plan.verify.compare import Verdict, compare
+
+PROBE_PACKAGE = Path(__file__).resolve().parent.parent / "probe"
+EXPORT_README = """\
+gpa-plan probe for {file} ({arch})
+
+Run on the machine to verify (Python 3.10 or later, standard library only; root, or a user
+who may open /dev/kvm):
+
+    cd {dir} && python3 -m probe plan.json > results.json
+
+then, where gpa-plan is installed:
+
+    gpa-plan verify {file} --arch {arch} --results results.json
+"""
+
+
+class CannotRun(Exception):
+    """Verification cannot run here (exit 2): the message says why and how to fix it."""
+
+
+class ResultsFileError(Exception):
+    """A results file that is not JSON, with the position of the fault."""
+
+    def __init__(self, path: str, line: int, column: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}:{column}: {reason}")
+        self.path, self.line, self.column, self.reason = path, line, column, reason
+
+
+def plan_layout(path: str, arch_name: str | None) -> VerifyPlan:
+    """Load and check ``path`` (LayoutError, InputError propagate) and build its plan under
+    ``arch_name`` (the layout's own by default)."""
+    loaded = load_layout(path)
+    arch = ARCHES[arch_name or loaded.layout.arch]
+    result = check_loaded(loaded, arch.name)
+    return build_plan(loaded, result, arch)
+
+
+def host_machine_arch() -> str | None:
+    """The architecture this host runs, as gpa-plan names it; None for one it does not model."""
+    machine = os.uname().machine
+    return next((a.name for a in ARCHES.values() if a.machine == machine), None)
+
+
+def run_here(vp: VerifyPlan) -> Verdict:
+    """Run the probe on this host's ``/dev/kvm`` and compare; raises CannotRun."""
+    here = host_machine_arch()
+    if here != vp.arch:
+        raise CannotRun(
+            f"this host is {os.uname().machine}, and KVM runs only guests of its own "
+            f"architecture: run verify on a {vp.arch} host, or write the probe with "
+            "--export DIR and run it there"
+        )
+    from gpa_plan.probe import kvm
+    from gpa_plan.probe.run import run_plan
+
+    try:
+        kvm.Kvm().close()
+    except kvm.KvmError as err:
+        raise CannotRun(f"{err}: {_kvm_fix()}") from None
+    results = run_plan(vp.plan)
+    if results.get("error"):
+        raise CannotRun(f"the probe could not run the plan: {results['error']}")
+    return compare(vp, results)
+
+
+def _kvm_fix() -> str:
+    if not os.path.exists("/dev/kvm"):
+        return (
+            "KVM is not available here; load the module (modprobe kvm_intel or kvm_amd) or "
+            "enable virtualization in the firmware, or run in a VM with nested virtualization"
+        )
+    return "run as root or add your user to the group that owns /dev/kvm (usually kvm)"
+
+
+def export(vp: VerifyPlan, directory: str, stdout: TextIO) -> list[str]:
+    """Write the probe package, ``plan.json`` and a ``README`` into ``directory`` (made if
+    absent); returns the paths written. Each file is replaced whole or not at all
+    (gpa_plan.files); a path that is there and is not a regular file is refused."""
+    from gpa_plan.files import write_output
+
+    root = Path(directory)
+    if root.exists() and not root.is_dir():
+        raise CannotRun(f"{directory}: not a directory; give a directory for --export")
+    (root / "probe").mkdir(parents=True, exist_ok=True)
+    files = {
+        str(root / "probe" / source.name): source.read_text(encoding="utf-8")
+        for source in sorted(PROBE_PACKAGE.glob("*.py"))
+    }
+    files[str(root / "plan.json")] = json.dumps(vp.plan, indent=1) + "\n"
+    files[str(root / "README")] = EXPORT_README.format(file=vp.file, arch=vp.arch, dir=directory)
+    for path, text in files.items():
+        write_output(path, text, stdout)
+    return list(files)
+
+
+def compare_results(vp: VerifyPlan, path: str) -> Verdict:
+    """Compare the results file at ``path`` (an exported probe's output) with ``vp``."""
+    return compare(vp, load_results(path))
+
+
+def load_results(path: str) -> Mapping[str, Any]:
+    """A results file as the probe printed it; raises ResultsFileError with its position, and
+    InputError (gpa_plan.inputs) when it cannot be read."""
+    from gpa_plan.inputs import read_input
+
+    data = read_input(path, allow_stdin=True)
+    try:
+        results = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ResultsFileError(path, 1, err.start + 1, "not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise ResultsFileError(
+            path, err.lineno, err.colno, f"not JSON: {err.msg}; give the file the probe printed"
+        ) from None
+    if not isinstance(results, dict):
+        raise ResultsFileError(path, 1, 1, "not a JSON object of probe results")
+    return results
+
+
+__all__ = [
+    "CannotRun",
+    "ResultsFileError",
+    "VerifyError",
+    "compare_results",
+    "export",
+    "host_machine_arch",
+    "load_results",
+    "plan_layout",
+    "run_here",
+]
