@@ -238,6 +238,9 @@ class DeviceType(NamedTuple):
     # What KVM_SET_DEVICE_ATTR returns for a base beyond 2**pa_bits, where KVM checks it (the
     # vGIC's E2BIG); None where it checks nothing (the riscv AIA) or takes no address.
     beyond_pa_errno: str | None = None
+    # The width of the write a guest makes to it, where one access is its whole protocol
+    # (the selftests ucall); `gpa-plan verify` probes the base with it.
+    guest_write_width: int | None = None
     arches: frozenset[str] = frozenset()
 
     def size_for(self, *, vcpus: int | None, guest_page_size: int, size: int | None) -> int:

@@ -203,13 +203,17 @@ IDENTITY_MAP = PrivateRange(
 
 def _probe_steps(devices: Sequence[ProbeDevice], vcpus: int) -> list[dict[str, Any]]:
     """KVM_CREATE_IRQCHIP (kvm_arch_vm_ioctl(), arch/x86/kvm/x86.c) when the layout has the
-    in-kernel LAPIC or IOAPIC: it creates the PIC, the IOAPIC at IOAPIC_DEFAULT_BASE_ADDRESS
-    and, with each vCPU, a LAPIC at APIC_DEFAULT_PHYS_BASE; the vCPUs come after it."""
+    in-kernel IOAPIC: it creates the PIC, the IOAPIC at IOAPIC_DEFAULT_BASE_ADDRESS and, with
+    each vCPU, a LAPIC at APIC_DEFAULT_PHYS_BASE. With the LAPIC alone, the split irqchip
+    (KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP), kvm_vm_ioctl_enable_cap(): in-kernel LAPICs, the
+    IOAPIC in userspace), as cloud-hypervisor and QEMU's kernel-irqchip=split make it. The
+    vCPUs come after either (the cap is refused with EEXIST once one exists)."""
     chips = [d.name for d in devices if d.type in ("lapic", "ioapic")]
-    steps: list[dict[str, Any]] = []
-    if chips:
-        steps.append({"id": "irqchip", "op": "irqchip", "objects": chips})
-    return steps
+    if not chips:
+        return []
+    if any(d.type == "ioapic" for d in devices):
+        return [{"id": "irqchip", "op": "irqchip", "objects": chips}]
+    return [{"id": "split_irqchip", "op": "split_irqchip", "routes": 24, "objects": chips}]
 
 
 X86_64 = ArchSpec(

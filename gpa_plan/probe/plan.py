@@ -17,6 +17,7 @@ Step (``op`` and its fields; every step has an ``id``, a string unique in the pl
 
     memslot      slot, as_id, base, size, readonly
     irqchip      (x86 KVM_CREATE_IRQCHIP)
+    split_irqchip routes (x86 KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): in-kernel LAPICs only)
     tss          addr (x86 KVM_SET_TSS_ADDR)
     identity_map addr (x86 KVM_SET_IDENTITY_MAP_ADDR)
     vgic         version (2 or 3), its: bool -- KVM_CREATE_DEVICE only

@@ -12,9 +12,11 @@ Probe points are drawn from the partition of the layout as KVM will hold it (wit
 memslots and devices predicted refused): each region's first and last byte (which are both
 sides of every boundary), and the first address beyond the space; each is read, written and
 fetched (a fetch at the address aligned down to ``ArchSpec.instruction_align``). An ioeventfd
-also gets a write of its own length and datamatch at its base. The probe's own memslot, and on
-arm64 the page its guest reports through, are placed by the allocator in free, unclaimed room
-clear of every probe point.
+also gets a write of its own length and datamatch at its base, and a device whose protocol is
+one write (``DeviceType.guest_write_width``: the selftests ucall) that write.
+
+The probe's own memslot, and on arm64 the page its guest reports through, are placed by the
+allocator in free, unclaimed room clear of every probe point.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class VerifyPlan(NamedTuple):
 _STEP_CALLS = {
     "memslot": "KVM_SET_USER_MEMORY_REGION",
     "irqchip": "KVM_CREATE_IRQCHIP",
+    "split_irqchip": "KVM_ENABLE_CAP",
     "tss": "KVM_SET_TSS_ADDR",
     "identity_map": "KVM_SET_IDENTITY_MAP_ADDR",
     "vgic": "KVM_CREATE_DEVICE",
@@ -321,6 +324,8 @@ def _probes(
             length, datamatch = _doorbell(layout, d)
             if length > 1:
                 add(d.range.start, "write", length, datamatch)
+        if d.type.guest_write_width:
+            add(d.range.start, "write", d.type.guest_write_width)
     return probes
 
 
