@@ -8,9 +8,10 @@ and an errno: the finding's first object is the one refused, or the step whose i
 message names as the one that fails. A warning that names an errno is a refusal only some
 hosts make: either answer agrees.
 
-Probe points are drawn from the partition of the layout as KVM will hold it (without the
-memslots and devices predicted refused): each region's first and last byte (which are both
-sides of every boundary), and the first address beyond the space; each is read, written and
+Probe points are drawn from the partition of the layout as declared: each region's first and
+last byte (which are both sides of every boundary), and the first address beyond the space;
+each is predicted from the partition as KVM will hold it (without the memslots and devices
+predicted refused); each is read, written and
 fetched (a fetch at the address aligned down to ``ArchSpec.instruction_align``). An ioeventfd
 also gets a write of its own length and datamatch at its base, and a device whose protocol is
 one write (``DeviceType.guest_write_width``: the selftests ucall) that write.
@@ -110,10 +111,10 @@ def build_plan(loaded: LoadedLayout, result: CheckResult, arch: ArchSpec) -> Ver
         if OK not in prediction.expected
         for name in step.get("objects", ())[:1]
     }
+    declared = partition(layout, arch)
     built = _as_built(layout, refused)
-    regions = partition(built, arch)
-    probes = _probes(built, regions, arch)
-    area, report = _probe_room(layout, built, regions, arch, probes)
+    probes = _probes(built, declared, partition(built, arch), arch)
+    area, report = _probe_room(layout, declared, arch, probes)
     plan: dict[str, Any] = {
         "format": probe_plan.FORMAT,
         "arch": arch.name,
@@ -282,8 +283,13 @@ def _points(regions: Sequence[Region], limit: int) -> list[tuple[int, Region | N
 
 
 def _probes(
-    layout: ResolvedLayout, regions: Sequence[Region], arch: ArchSpec
+    layout: ResolvedLayout,
+    declared: Sequence[Region],
+    regions: Sequence[Region],
+    arch: ArchSpec,
 ) -> list[ProbePrediction]:
+    """Probes at the points of the ``declared`` partition (so that they do not depend on which
+    refusals a host profile predicts), predicted from ``regions``, the partition as built."""
     probes: list[ProbePrediction] = []
     seen: set[tuple[int, str, int]] = set()
 
@@ -315,7 +321,7 @@ def _probes(
             )
         )
 
-    for address, _ in _points(regions, layout.limit):
+    for address, _ in _points(declared, layout.limit):
         add(address, "read", 1)
         add(address, "write", 1)
         add(address - address % arch.instruction_align, "fetch", 1)
@@ -336,21 +342,17 @@ def _region_at(regions: Sequence[Region], address: int) -> Region | None:
 
 
 def _probe_room(
-    declared: ResolvedLayout,
     layout: ResolvedLayout,
     regions: Sequence[Region],
     arch: ArchSpec,
     probes: Sequence[ProbePrediction],
 ) -> tuple[Range, int]:
     """The probe's memslot and report page: in unclaimed, unbacked room, clear of every probe
-    point, of the private ranges KVM may keep, and of every memslot and device the layout
-    declares (those predicted refused too: a host may accept them after all)."""
+    point and of the private ranges KVM may keep; ``regions`` is the partition of everything
+    the layout declares (memslots predicted refused too: a host may accept them after all), so
+    that the plan does not depend on which refusals are predicted."""
     page = max(layout.page_size, layout.guest_page_size)
     allocator = AddressAllocator(layout.limit)
-    for m in declared.memslots:
-        allocator.occupy(m.range, m.name)
-    for d in declared.devices:
-        allocator.occupy(d.range, d.name)
     for region in regions:
         if region.kind != "unbacked" or region.names:
             allocator.occupy(region.range, ", ".join(region.names) or region.kind)
