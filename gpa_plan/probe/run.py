@@ -209,20 +209,24 @@ class VmState:
             done.append((lo, hi))
             yield m, lo - m.base, lo - gpa, hi - lo
 
+    def _memory(self, gpa: int, length: int) -> Iterator[tuple[Memslot, int, int, int]]:
+        """`_pieces` whose host memory can be read and written."""
+        return (piece for piece in self._pieces(gpa, length) if piece[0].memory.writable)
+
     def in_memory(self, gpa: int, length: int) -> bool:
         """Whether every byte of [gpa, gpa+length) is in an address-space-0 memslot."""
         return sum(n for *_, n in self._pieces(gpa, length)) == length
 
     def poke(self, gpa: int, data: bytes) -> None:
-        """Write ``data`` at ``gpa`` into the memory KVM would use; bytes outside memslots go
-        nowhere."""
-        for m, offset, start, n in self._pieces(gpa, len(data)):
+        """Write ``data`` at ``gpa`` into the memory KVM would use; bytes outside memslots (or in
+        memory the host could only reserve, PROT_NONE) go nowhere."""
+        for m, offset, start, n in self._memory(gpa, len(data)):
             m.memory.write(offset, data[start : start + n])
 
     def peek(self, gpa: int, length: int) -> bytes:
         """The memory at ``gpa``; bytes outside memslots read as 0."""
         out = bytearray(length)
-        for m, offset, start, n in self._pieces(gpa, length):
+        for m, offset, start, n in self._memory(gpa, length):
             out[start : start + n] = m.memory.read(offset, n)
         return bytes(out)
 
