@@ -99,6 +99,27 @@ def test_an_unknown_arch_is_the_results_error() -> None:
     assert results["error"] == "no probe for architecture 'pdp11'; known: x86_64, arm64"
 
 
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"format": 2}, "plan format 2; this probe reads format 1"),
+        ({"probes": {}}, "probes: a JSON array is needed"),
+        ({"probe_area": {"base": -1, "size": 1}}, "probe_area.base: an integer from 0 to"),
+        ({"steps": [{**RAM, "size": "1M"}]}, "steps[0].size: an integer from 0 to"),
+        ({"steps": [RAM, RAM]}, f"steps[1]: id {RAM['id']!r} is used twice"),
+        ({"probes": [{**probe(0, "read"), "width": 3}]}, "probes[0].width: 1, 2, 4 or 8"),
+        ({"probes": [{**probe(0, "read"), "access": "x"}]}, "probes[0].access: one of read,"),
+        ({"probes": [{**probe(0, "read"), "value": 1 << 64}]}, "probes[0].value: an integer"),
+    ],
+)
+def test_a_plan_the_probe_cannot_use_is_the_results_error(
+    change: dict[str, Any], reason: str
+) -> None:
+    results = run_plan({**make_plan([RAM], [probe(0x2000, "read")]), **change})
+    assert results["error"].startswith(reason)
+    assert (results["steps"], results["probes"]) == ([], [])
+
+
 @needs_kvm
 def test_a_probe_area_over_a_memslot_leaves_every_probe_not_run() -> None:
     plan = make_plan([memslot(0, 0x1000_0000, MiB)], [probe(0x2000, "read"), probe(0, "write")])
@@ -243,6 +264,15 @@ def test_the_command_refuses_a_plan_it_cannot_read(
     assert done.returncode == 2
     assert done.stderr.startswith(f"probe: {path}: {reason}")
     assert done.stderr.count("\n") == 1
+
+
+def test_the_command_refuses_a_plan_with_a_field_it_cannot_use(tmp_path: Path) -> None:
+    path = tmp_path / "plan.json"
+    plan = make_plan([RAM], [{**probe(0, "read"), "width": 16}])
+    path.write_text(json.dumps({**plan, "arch": run.host_arch() or "x86_64"}))
+    done = _probe_command(str(path))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"probe: {path}: probes[0].width: 1, 2, 4 or 8 is needed\n"
 
 
 def test_the_command_refuses_a_directory(tmp_path: Path) -> None:

@@ -181,3 +181,21 @@ def test_an_access_into_the_probes_own_memslot_is_not_made() -> None:
     assert observe([RAM], probe(0x1000_0000 + 0x10, "write")) == [
         ("other", "the address is in the probe's own memslot")
     ]
+
+
+def test_a_probe_area_above_the_canonical_half_still_runs_the_guest() -> None:
+    """Identity mapping cannot place such an area: the guest maps it at a fixed low VA."""
+    area = (1 << 47) + GiB
+    results = run_plan(
+        {
+            "format": 1,
+            "arch": "x86_64",
+            "vm": {"pa_bits": 48},
+            "steps": [RAM],
+            "probe_area": {"base": area, "size": x86_64.AREA_SIZE},
+            "probes": [probe(0x2000, "read"), probe(1 << 47, "write")],
+        }
+    )
+    if results.get("guest", {}).get("maxphyaddr", 0) < 48:
+        pytest.skip("this host's MAXPHYADDR is below 48")
+    assert [p["observed"] for p in results["probes"]] == ["memory", "mmio-exit"]

@@ -45,7 +45,7 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 from . import kvm
-from .plan import FORMAT, ProbeResult
+from .plan import ACCESSES, FORMAT, ProbeResult
 
 # The probe module of each architecture, by the name plans use, with the `uname -m` of a host
 # that runs it. The one place that names architectures.
@@ -380,11 +380,67 @@ def _host_facts() -> dict[str, Any]:
     return facts
 
 
+# The integer fields of each step the probe reads (architecture modules check their own).
+_STEP_INTS = {
+    "memslot": ("slot", "base", "size"),
+    "ioeventfd": ("base", "length"),
+    "coalesced": ("base", "size"),
+    "tss": ("addr",),
+    "identity_map": ("addr",),
+}
+_U64 = 1 << 64
+
+
+def _u64(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _U64
+
+
+def check_plan(plan: object) -> None:
+    """Raise PlanError naming the first field of ``plan`` the probe cannot use."""
+    if not isinstance(plan, dict):
+        raise PlanError(f"the plan is a JSON object, not a {type(plan).__name__}")
+    if plan.get("format") != FORMAT:
+        raise PlanError(f"plan format {plan.get('format')!r}; this probe reads format {FORMAT}")
+    arch_module(str(plan.get("arch")))
+    for key, kind in (("vm", dict), ("probe_area", dict), ("steps", list), ("probes", list)):
+        if not isinstance(plan.get(key), kind):
+            raise PlanError(f"{key}: a JSON {'object' if kind is dict else 'array'} is needed")
+    for key in ("base", "size"):
+        if not _u64(plan["probe_area"].get(key)):
+            raise PlanError(f"probe_area.{key}: an integer from 0 to 2**64-1 is needed")
+    ids = set()
+    for n, item in enumerate(plan["steps"]):
+        where = f"steps[{n}]"
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            raise PlanError(f"{where}: an object with a string id is needed")
+        if item["id"] in ids:
+            raise PlanError(f"{where}: id {item['id']!r} is used twice")
+        ids.add(item["id"])
+        for key in _STEP_INTS.get(str(item.get("op")), ()):
+            if not _u64(item.get(key)):
+                raise PlanError(f"{where}.{key}: an integer from 0 to 2**64-1 is needed")
+    ids = set()
+    for n, item in enumerate(plan["probes"]):
+        where = f"probes[{n}]"
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            raise PlanError(f"{where}: an object with a string id is needed")
+        if item["id"] in ids:
+            raise PlanError(f"{where}: id {item['id']!r} is used twice")
+        ids.add(item["id"])
+        if item.get("access") not in ACCESSES:
+            raise PlanError(f"{where}.access: one of {', '.join(ACCESSES)} is needed")
+        if item.get("width") not in (1, 2, 4, 8):
+            raise PlanError(f"{where}.width: 1, 2, 4 or 8 is needed")
+        for key in ("address", "value"):
+            if not _u64(item.get(key)):
+                raise PlanError(f"{where}.{key}: an integer from 0 to 2**64-1 is needed")
+
+
 def run_plan(plan: dict[str, Any]) -> dict[str, Any]:
     """Run ``plan`` (plan.py's format) on this host's ``/dev/kvm`` and return its results.
 
     Raises kvm.KvmError when ``/dev/kvm`` cannot be used at all. A plan that cannot be run as
-    written (unknown arch or step) gives results whose "error" says why.
+    written (`check_plan`, an unknown step) gives results whose "error" says why.
     """
     results: dict[str, Any] = {
         "format": FORMAT,
@@ -393,9 +449,10 @@ def run_plan(plan: dict[str, Any]) -> dict[str, Any]:
         "probes": [],
         "error": None,
     }
-    probes = list(plan.get("probes", []))
     try:
+        check_plan(plan)
         arch = arch_module(str(plan.get("arch")))
+        probes = list(plan["probes"])
     except PlanError as exc:
         results["error"] = str(exc)
         return results

@@ -77,7 +77,7 @@ AREA_PAGES = 16
 AREA_SIZE = AREA_PAGES * PAGE
 """The smallest probe_area the guest fits in."""
 _CODE, _STUBS, _IDT, _GDT, _STACK, _TABLES = 0, 1, 2, 3, 4, 5
-WINDOW_VA = 0x0000_7F80_0000_0000
+WINDOW_VA = 0xFFFF_FF80_0000_0000  # upper half: never an area VA
 AREA_FALLBACK_VA = 0x0000_0040_0000_0000
 _CANONICAL_LOW = 1 << 47
 _PA_LIMIT = 1 << 52  # a PTE's address field ends at bit 51
