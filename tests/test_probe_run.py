@@ -201,6 +201,22 @@ def test_a_probe_after_one_that_broke_the_vcpu_runs_on_a_fresh_vm(
     assert vms.count == 2
 
 
+@needs_kvm
+def test_a_guest_that_never_finishes_is_stopped_and_the_next_probe_gets_a_fresh_vm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fetch that lands on ``jmp $`` spins until the bound on KVM_RUN interrupts it."""
+    vms = _CountVms(monkeypatch)
+    monkeypatch.setattr(x86_64, "FETCH_SEED", b"\xeb\xfe")
+    monkeypatch.setattr(x86_64, "_RUN_SECONDS", 0.05)
+    results = run_plan(make_plan([RAM], [probe(0x5000, "fetch", 1), probe(0x2000, "read")]))
+    assert [(p["observed"], p["detail"]) for p in results["probes"]] == [
+        ("other", "the guest ran 0.05 s without finishing"),
+        ("memory", f"read the marker {MARKER & 0xFFFF_FFFF:#x}"),
+    ]
+    assert vms.count == 2
+
+
 # --- the command -----------------------------------------------------------------------------
 
 

@@ -24,6 +24,10 @@ Interface of an architecture module (``x86_64.py``, ``arm64.py``; found through 
         def run(self, probe: Probe) -> ProbeResult
         def close(self) -> None
 
+`check_plan` refuses (PlanError) a plan whose fields the probe cannot use; run_plan reports
+that as the results' "error". The results get a "guest" object, the guest's ``facts``, once a
+guest was built.
+
 Helpers the guests share: `VmState.poke` / `VmState.peek` (memory of the memslot KVM would use
 at a GPA), `VmState.finish` (the observation of a probe whose guest completed without an exit
 to the VMM), `VmState.attach_ring` (the coalesced MMIO ring, in the vCPU's mapping), and
@@ -67,10 +71,6 @@ class PlanError(Exception):
 
 class GuestError(Exception):
     """The probe's own guest could not be built; every probe of the plan is then not-run."""
-
-
-class HostMismatch(Exception):
-    """The plan is for another architecture than this host's."""
 
 
 def arch_module(arch: str) -> ModuleType:
