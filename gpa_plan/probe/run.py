@@ -140,7 +140,8 @@ class VmState:
         """KVM_SET_USER_MEMORY_REGION over fresh anonymous memory: None or the errno name.
 
         An accepted slot id that was already set replaces (size 0: deletes) the earlier one,
-        as KVM does; a refused one leaves nothing behind.
+        as KVM does; a refused one leaves nothing behind. ENOMEM means the host could not
+        reserve that much address space, and KVM was not asked.
         """
         try:
             memory = kvm.Memory(size) if size else None

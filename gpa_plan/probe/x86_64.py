@@ -20,7 +20,8 @@ kvm_intel's allow_smaller_maxphyaddr is set; without it the access goes on to th
 
 Completion is reported with ``out``: a read sends the value it read (an 8-byte read in two
 halves), a write and the exception handler send one byte. A fetch jumps to the address, seeded
-with ``int3``: #BP with the pushed RIP one past the address means the fetch reached memory.
+with a one-byte ``out`` to `FETCH_PORT` (`FETCH_SEED`): that port written means the fetch ran
+from memory.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ WINDOW_VA = 0xFFFF_FF80_0000_0000  # upper half: never an area VA
 AREA_FALLBACK_VA = 0x0000_0040_0000_0000
 _CANONICAL_LOW = 1 << 47
 _PA_LIMIT = 1 << 52  # a PTE's address field ends at bit 51
-_PTE_P, _PTE_RW, _PTE_PS = 1 << 0, 1 << 1, 1 << 7
+_PTE_P, _PTE_RW = 1 << 0, 1 << 1
 
 # I/O ports the guest reports on; no in-kernel device claims them.
 DONE_PORT = 0x1230
@@ -297,7 +298,7 @@ class Guest:
         # After an emulation failure the vCPU runs on once its registers are set again; the
         # segment and control registers are set too, in case the emulator left them changed.
         self._sregs_stale = False
-        self.area = state.add_own_memslot(self.base, AREA_SIZE)
+        state.add_own_memslot(self.base, AREA_SIZE)
         self.area_va = self.base if self.base + AREA_SIZE <= _CANONICAL_LOW else AREA_FALLBACK_VA
         self.pa_bits, host_bits = self._cpuid_bits(plan)
         self.facts: dict[str, Any] = {"maxphyaddr": self.pa_bits, "host_maxphyaddr": host_bits}
@@ -443,10 +444,10 @@ class Guest:
         except OSError as exc:
             self.usable = False
             return probe_result(probe, "other", f"cannot reset the vCPU: {exc.strerror}")
-        return self._observe(probe, address, access, width, va, value)
+        return self._observe(probe, address, access, width, value)
 
     def _observe(
-        self, probe: Any, address: int, access: str, width: int, va: int, value: int
+        self, probe: Any, address: int, access: str, width: int, value: int
     ) -> ProbeResult:
         run = self.run_map
         mmio: ProbeResult | None = None
@@ -489,7 +490,7 @@ class Guest:
                 if port == FETCH_PORT and access == "fetch":
                     return probe_result(probe, "memory", "the fetch ran the seeded out")
                 if port == EXCEPTION_PORT:
-                    return self._exception(probe, access, va)
+                    return self._exception(probe)
                 self.usable = False
                 return probe_result(probe, "other", f"unexpected port I/O on {port:#x}")
             return self._stopped(probe, reason)
@@ -525,7 +526,7 @@ class Guest:
                 return probe_result(probe, "other", detail + f", not the value {value:#x}")
         return probe_result(probe, "mmio-exit", detail)
 
-    def _exception(self, probe: Any, access: str, va: int) -> ProbeResult:
+    def _exception(self, probe: Any) -> ProbeResult:
         regs = _REGS.unpack(_get(self.vcpu_fd, KVM_GET_REGS, _REGS.size))
         vector, error, rip, cr2 = regs[_RAX], regs[_RBX], regs[_RCX], regs[_R8]
         name = _VECTOR_NAMES.get(vector, "vector")
