@@ -313,19 +313,32 @@ def probe_result(probe: Any, observed: str, detail: str) -> ProbeResult:
 # --- KVM_RUN bound -------------------------------------------------------------------------------
 
 
+class Deadline:
+    """Whether the bound set by `deadline` has passed."""
+
+    def __init__(self) -> None:
+        self.expired = False
+
+    def expire(self, *_: object) -> None:
+        self.expired = True
+
+
 @contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Interrupt a KVM_RUN that lasts longer than ``seconds`` (it fails with EINTR).
+def deadline(seconds: float) -> Iterator[Deadline]:
+    """Interrupt a KVM_RUN still running ``seconds`` after entry (it fails with EINTR); a
+    KVM_RUN that fails with EINTR while ``expired`` is False was interrupted by another
+    signal and may be made again.
 
     Only the main thread can take signals; elsewhere the run is not bounded.
     """
+    bound = Deadline()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield bound
         return
-    previous = signal.signal(signal.SIGALRM, lambda *_: None)
+    previous = signal.signal(signal.SIGALRM, bound.expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        yield
+        yield bound
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

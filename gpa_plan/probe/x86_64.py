@@ -32,7 +32,7 @@ from typing import Any
 
 from . import kvm
 from .plan import ProbeResult
-from .run import GuestError, VmState, deadline, probe_result
+from .run import Deadline, GuestError, VmState, deadline, probe_result
 
 # --- UAPI (include/uapi/linux/kvm.h, arch/x86/include/uapi/asm/kvm.h) -------------------------
 
@@ -449,21 +449,30 @@ class Guest:
     def _observe(
         self, probe: Any, address: int, access: str, width: int, value: int
     ) -> ProbeResult:
+        with deadline(_RUN_SECONDS) as bound:
+            return self._exits(probe, address, access, width, value, bound)
+
+    def _exits(
+        self, probe: Any, address: int, access: str, width: int, value: int, bound: Deadline
+    ) -> ProbeResult:
         run = self.run_map
         mmio: ProbeResult | None = None
         read_low: int | None = None
         for _ in range(_MAX_EXITS):
             try:
-                with deadline(_RUN_SECONDS):
-                    kvm.ioctl(self.vcpu_fd, kvm.KVM_RUN)
+                kvm.ioctl(self.vcpu_fd, kvm.KVM_RUN)
+            except InterruptedError:
+                if not bound.expired:
+                    continue  # another signal: the guest goes on
+                self.usable = False
+                return probe_result(
+                    probe, "other", f"the guest ran {_RUN_SECONDS:g} s without finishing"
+                )
             except OSError as exc:
                 self.usable = False
-                name = kvm.errno_name(exc.errno)
-                if name == "EINTR":
-                    return probe_result(
-                        probe, "other", f"the guest ran {_RUN_SECONDS:g} s without finishing"
-                    )
-                return probe_result(probe, "run-error", f"KVM_RUN failed with {name}")
+                return probe_result(
+                    probe, "run-error", f"KVM_RUN failed with {kvm.errno_name(exc.errno)}"
+                )
             reason = kvm.exit_reason(run)
             if reason == kvm.KVM_EXIT_MMIO:
                 phys, data, length, is_write = kvm.RUN_MMIO.unpack_from(run, kvm.RUN_UNION_OFFSET)
