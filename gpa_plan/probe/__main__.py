@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from .kvm import KvmError
-from .run import host_arch, run_plan
+from .run import PlanError, check_plan, host_arch, run_plan
 
 USAGE = "usage: python3 -m probe PLAN.json (or - to read the plan from standard input)"
 MAX_PLAN_BYTES = 16 << 20
@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args[0]}: the plan is for {arch}, this host is {machine}: "
                 "run it on a host of that architecture with /dev/kvm"
             )
+        try:
+            check_plan(plan)
+        except PlanError as exc:
+            raise _Refused(f"{args[0]}: {exc}") from exc
         results = run_plan(plan)
     except _Refused as exc:
         print(f"probe: {exc}", file=sys.stderr)

@@ -192,6 +192,9 @@ class Memory:
             addr = _libc.mmap(None, self.length, prot, flags, -1, 0)
             if addr not in (None, _MAP_FAILED):
                 break
+        # Whether the host may read and write it (a guest access to PROT_NONE memory makes
+        # KVM_RUN fail with EFAULT).
+        self.writable = prot != 0
         if addr in (None, _MAP_FAILED):
             code = ctypes.get_errno()
             raise MemoryError(f"cannot map {self.length:#x} bytes: {os.strerror(code)}")

@@ -24,6 +24,10 @@ Interface of an architecture module (``x86_64.py``, ``arm64.py``; found through 
         def run(self, probe: Probe) -> ProbeResult
         def close(self) -> None
 
+`check_plan` refuses (PlanError) a plan whose fields the probe cannot use; run_plan reports
+that as the results' "error". The results get a "guest" object, the guest's ``facts``, once a
+guest was built.
+
 Helpers the guests share: `VmState.poke` / `VmState.peek` (memory of the memslot KVM would use
 at a GPA), `VmState.finish` (the observation of a probe whose guest completed without an exit
 to the VMM), `VmState.attach_ring` (the coalesced MMIO ring, in the vCPU's mapping), and
@@ -45,7 +49,7 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 from . import kvm
-from .plan import FORMAT, ProbeResult
+from .plan import ACCESSES, FORMAT, ProbeResult
 
 # The probe module of each architecture, by the name plans use, with the `uname -m` of a host
 # that runs it. The one place that names architectures.
@@ -67,10 +71,6 @@ class PlanError(Exception):
 
 class GuestError(Exception):
     """The probe's own guest could not be built; every probe of the plan is then not-run."""
-
-
-class HostMismatch(Exception):
-    """The plan is for another architecture than this host's."""
 
 
 def arch_module(arch: str) -> ModuleType:
@@ -140,7 +140,8 @@ class VmState:
         """KVM_SET_USER_MEMORY_REGION over fresh anonymous memory: None or the errno name.
 
         An accepted slot id that was already set replaces (size 0: deletes) the earlier one,
-        as KVM does; a refused one leaves nothing behind.
+        as KVM does; a refused one leaves nothing behind. ENOMEM means the host could not
+        reserve that much address space, and KVM was not asked.
         """
         try:
             memory = kvm.Memory(size) if size else None
@@ -209,20 +210,24 @@ class VmState:
             done.append((lo, hi))
             yield m, lo - m.base, lo - gpa, hi - lo
 
+    def _memory(self, gpa: int, length: int) -> Iterator[tuple[Memslot, int, int, int]]:
+        """`_pieces` whose host memory can be read and written."""
+        return (piece for piece in self._pieces(gpa, length) if piece[0].memory.writable)
+
     def in_memory(self, gpa: int, length: int) -> bool:
         """Whether every byte of [gpa, gpa+length) is in an address-space-0 memslot."""
         return sum(n for *_, n in self._pieces(gpa, length)) == length
 
     def poke(self, gpa: int, data: bytes) -> None:
-        """Write ``data`` at ``gpa`` into the memory KVM would use; bytes outside memslots go
-        nowhere."""
-        for m, offset, start, n in self._pieces(gpa, len(data)):
+        """Write ``data`` at ``gpa`` into the memory KVM would use; bytes outside memslots (or in
+        memory the host could only reserve, PROT_NONE) go nowhere."""
+        for m, offset, start, n in self._memory(gpa, len(data)):
             m.memory.write(offset, data[start : start + n])
 
     def peek(self, gpa: int, length: int) -> bytes:
         """The memory at ``gpa``; bytes outside memslots read as 0."""
         out = bytearray(length)
-        for m, offset, start, n in self._pieces(gpa, length):
+        for m, offset, start, n in self._memory(gpa, length):
             out[start : start + n] = m.memory.read(offset, n)
         return bytes(out)
 
@@ -308,19 +313,32 @@ def probe_result(probe: Any, observed: str, detail: str) -> ProbeResult:
 # --- KVM_RUN bound -------------------------------------------------------------------------------
 
 
+class Deadline:
+    """Whether the bound set by `deadline` has passed."""
+
+    def __init__(self) -> None:
+        self.expired = False
+
+    def expire(self, *_: object) -> None:
+        self.expired = True
+
+
 @contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Interrupt a KVM_RUN that lasts longer than ``seconds`` (it fails with EINTR).
+def deadline(seconds: float) -> Iterator[Deadline]:
+    """Interrupt a KVM_RUN still running ``seconds`` after entry (it fails with EINTR); a
+    KVM_RUN that fails with EINTR while ``expired`` is False was interrupted by another
+    signal and may be made again.
 
     Only the main thread can take signals; elsewhere the run is not bounded.
     """
+    bound = Deadline()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield bound
         return
-    previous = signal.signal(signal.SIGALRM, lambda *_: None)
+    previous = signal.signal(signal.SIGALRM, bound.expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        yield
+        yield bound
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -376,11 +394,67 @@ def _host_facts() -> dict[str, Any]:
     return facts
 
 
+# The integer fields of each step the probe reads (architecture modules check their own).
+_STEP_INTS = {
+    "memslot": ("slot", "base", "size"),
+    "ioeventfd": ("base", "length"),
+    "coalesced": ("base", "size"),
+    "tss": ("addr",),
+    "identity_map": ("addr",),
+}
+_U64 = 1 << 64
+
+
+def _u64(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _U64
+
+
+def check_plan(plan: object) -> None:
+    """Raise PlanError naming the first field of ``plan`` the probe cannot use."""
+    if not isinstance(plan, dict):
+        raise PlanError(f"the plan is a JSON object, not a {type(plan).__name__}")
+    if plan.get("format") != FORMAT:
+        raise PlanError(f"plan format {plan.get('format')!r}; this probe reads format {FORMAT}")
+    arch_module(str(plan.get("arch")))
+    for key, kind in (("vm", dict), ("probe_area", dict), ("steps", list), ("probes", list)):
+        if not isinstance(plan.get(key), kind):
+            raise PlanError(f"{key}: a JSON {'object' if kind is dict else 'array'} is needed")
+    for key in ("base", "size"):
+        if not _u64(plan["probe_area"].get(key)):
+            raise PlanError(f"probe_area.{key}: an integer from 0 to 2**64-1 is needed")
+    ids = set()
+    for n, item in enumerate(plan["steps"]):
+        where = f"steps[{n}]"
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            raise PlanError(f"{where}: an object with a string id is needed")
+        if item["id"] in ids:
+            raise PlanError(f"{where}: id {item['id']!r} is used twice")
+        ids.add(item["id"])
+        for key in _STEP_INTS.get(str(item.get("op")), ()):
+            if not _u64(item.get(key)):
+                raise PlanError(f"{where}.{key}: an integer from 0 to 2**64-1 is needed")
+    ids = set()
+    for n, item in enumerate(plan["probes"]):
+        where = f"probes[{n}]"
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            raise PlanError(f"{where}: an object with a string id is needed")
+        if item["id"] in ids:
+            raise PlanError(f"{where}: id {item['id']!r} is used twice")
+        ids.add(item["id"])
+        if item.get("access") not in ACCESSES:
+            raise PlanError(f"{where}.access: one of {', '.join(ACCESSES)} is needed")
+        if item.get("width") not in (1, 2, 4, 8):
+            raise PlanError(f"{where}.width: 1, 2, 4 or 8 is needed")
+        for key in ("address", "value"):
+            if not _u64(item.get(key)):
+                raise PlanError(f"{where}.{key}: an integer from 0 to 2**64-1 is needed")
+
+
 def run_plan(plan: dict[str, Any]) -> dict[str, Any]:
     """Run ``plan`` (plan.py's format) on this host's ``/dev/kvm`` and return its results.
 
     Raises kvm.KvmError when ``/dev/kvm`` cannot be used at all. A plan that cannot be run as
-    written (unknown arch or step) gives results whose "error" says why.
+    written (`check_plan`, an unknown step) gives results whose "error" says why.
     """
     results: dict[str, Any] = {
         "format": FORMAT,
@@ -389,9 +463,10 @@ def run_plan(plan: dict[str, Any]) -> dict[str, Any]:
         "probes": [],
         "error": None,
     }
-    probes = list(plan.get("probes", []))
     try:
+        check_plan(plan)
         arch = arch_module(str(plan.get("arch")))
+        probes = list(plan["probes"])
     except PlanError as exc:
         results["error"] = str(exc)
         return results
