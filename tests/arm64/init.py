@@ -39,12 +39,12 @@ def mount(source: str, target: str, fstype: str) -> None:
         print(f"init: mount {fstype} on {target}: {os.strerror(code)}", flush=True)
 
 
-def kernel_log_lines(word: str) -> list[str]:
+def kernel_log_lines(*words: str) -> list[str]:
     size = 1 << 20
     buf = ctypes.create_string_buffer(size)
     n = libc.klogctl(SYSLOG_ACTION_READ_ALL, buf, size)
     text = buf.raw[: max(n, 0)].decode(errors="replace")
-    return [line for line in text.splitlines() if word in line]
+    return [line for line in text.splitlines() if any(word in line for word in words)]
 
 
 def emit(payload: object) -> None:
@@ -72,7 +72,7 @@ def main() -> None:
     results = [run_plan(plan) for plan in plans]
     machine = {
         "release": os.uname().release,
-        "kvm_log": kernel_log_lines("kvm"),
+        "kvm_log": kernel_log_lines("kvm", "Run /init", "Freeing unused kernel"),
         "init_started": started,
         "plans_done": uptime(),
     }

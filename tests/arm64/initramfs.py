@@ -12,14 +12,19 @@ tool is needed. It holds:
   ``/dev/kvm`` (10, 232) for a kernel whose devtmpfs cannot be mounted.
 
 Left uncompressed on purpose: under TCG the kernel would spend longer inflating it than QEMU
-spends loading the bytes.
+spends loading the bytes. For the same reason every module comes with its bytecode
+(``__pycache__/*.cpython-311.pyc``, unchecked hash-based, PEP 552) when the builder itself runs
+on CPython 3.11, whose bytecode is the guest's: compiling them under TCG costs seconds a boot.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
+import marshal
 import stat
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,6 +32,7 @@ PYTHON = "usr/bin/python3.11"
 STDLIB = "usr/lib/python3.11"
 DYNLOAD = f"{STDLIB}/lib-dynload"
 EXT_SUFFIX = ".cpython-311-aarch64-linux-gnu.so"
+CACHE_TAG = "cpython-311"
 LIB_DIRS = ("lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu")
 # The interpreter's DT_NEEDED, and _ctypes's libffi.
 SONAMES = (
@@ -99,6 +105,18 @@ class Cpio:
         self._parent(name)
         self._entry(name, _S_IFCHR | 0o600, rdev=(major, minor))
 
+    def module(self, name: str, source: bytes) -> None:
+        """A Python module's source and, when this interpreter's bytecode is the guest's, its
+        compiled form beside it."""
+        self.file(name, source)
+        if sys.implementation.cache_tag != CACHE_TAG:
+            return
+        code = compile(source, f"/{name}", "exec", dont_inherit=True)
+        header = importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")  # hash-based, unchecked
+        pyc = header + importlib.util.source_hash(source) + marshal.dumps(code)
+        folder, _, filename = name.rpartition("/")
+        self.file(f"{folder}/__pycache__/{filename[:-3]}.{CACHE_TAG}.pyc", pyc)
+
     def copy(self, root: Path, name: str) -> None:
         """Add ``root/name`` (a file or a symlink, and what the symlink points to)."""
         path = root / name
@@ -107,6 +125,8 @@ class Cpio:
             self.symlink(name, target)
             resolved = (path.parent / target).resolve().relative_to(root.resolve())
             self.copy(root, resolved.as_posix())
+        elif name.endswith(".py"):
+            self.module(name, path.read_bytes())
         else:
             self.file(name, path.read_bytes(), path.stat().st_mode & 0o777)
 
@@ -200,7 +220,7 @@ def build(root: Path, plans: list[dict[str, object]], probe: Path = PROBE) -> by
     archive.file("plans.json", json.dumps(plans).encode())
     sources = probe_sources(probe)
     for name, body in sources.items():
-        archive.file(name, body)
+        archive.module(name, body)
     texts = [
         (INIT.read_text(encoding="utf-8"), ""),
         *((b.decode(), "probe") for b in sources.values()),
