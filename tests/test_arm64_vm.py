@@ -17,6 +17,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -247,13 +248,17 @@ class Boots:
         self.tmp = tempfile.TemporaryDirectory(prefix="gpa-plan-arm64-")
         self.pool = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)))
         self.futures: dict[Machine, Future[Booted]] = {}
+        self.build_lock = threading.Lock()
         for m in wanted:
             self.futures[m] = self.pool.submit(self._boot, m)
 
     def _boot(self, m: Machine) -> Booted:
         plans = gicv3_plans() if m.gic == 3 else gicv2_plans()
         initrd = Path(self.tmp.name) / f"{m.name}.cpio"
-        initrd.write_bytes(initramfs.build(self.root, plans))
+        # One build at a time: CPython 3.11's parser state is not safe to share between
+        # threads ("AST constructor recursion depth mismatch").
+        with self.build_lock:
+            initrd.write_bytes(initramfs.build(self.root, plans))
         image = machine.kernel_image(Path(self.kernels[m.kernel]["image"]), Path(self.tmp.name))
         boot = machine.boot(image, initrd, gic=m.gic, vhe=m.vhe, timeout=BOOT_TIMEOUT)
         return Booted(boot, {p["name"]: r for p, r in zip(plans, boot.results, strict=True)})
