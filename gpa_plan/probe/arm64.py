@@ -139,6 +139,10 @@ def movz(rd: int, imm16: int) -> int:
 
 
 BR_X0 = 0xD61F0000
+DC_CIVAC_X0 = 0xD50B7E20  # DC CIVAC, x0: clean and invalidate to the point of coherency
+DSB_SY = 0xD5033F9F
+ISB = 0xD5033FDF
+IC_IALLU = 0xD508751F
 B_SELF = 0x14000000
 FETCH_MARK = 0x6770  # the immediate of the seeded brk
 BRK_FETCH_MARK = 0xD4200000 | (FETCH_MARK << 5)
@@ -306,19 +310,36 @@ def arch_step(state: VmState, step: dict[str, Any]) -> Any:
 # --- the guest -------------------------------------------------------------------------------
 
 
-def _stub_key(access: str, width: int, form: str) -> tuple[str, int, str]:
-    return (access, 0 if access == "fetch" else width, "single" if access == "fetch" else form)
+RoutineKey = tuple[str, int, str, bool]  # access, width (0 for a fetch), form, in memory
 
 
-def _routines() -> dict[tuple[str, int, str], list[int]]:
+def _routine_key(access: str, width: int, form: str, in_memory: bool) -> RoutineKey:
+    if access == "fetch":
+        return (access, 0, "single", in_memory)
+    return (access, width, form, in_memory)
+
+
+def _routines() -> dict[RoutineKey, list[int]]:
+    """The code of each access. Where the address is in a memslot, the access is wrapped in
+    cache maintenance (DC CIVAC by address, then DSB; before a fetch also IC IALLU and ISB):
+    with the MMU off the guest's accesses do not use the caches, the probe's seeds and checks
+    from the host do, and a host without FEAT_S2FWB does not make the two agree by itself.
+    Outside memslots KVM skips a cache maintenance instruction (kvm_handle_guest_abort()), so
+    none is made there."""
     done = [str_x(1, 2, REPORT_DONE), B_SELF]
-    out: dict[tuple[str, int, str], list[int]] = {("fetch", 0, "single"): [BR_X0, B_SELF]}
+    clean = [DC_CIVAC_X0, DSB_SY]
+    out: dict[RoutineKey, list[int]] = {
+        ("fetch", 0, "single", False): [BR_X0, B_SELF],
+        ("fetch", 0, "single", True): [*clean, IC_IALLU, DSB_SY, ISB, BR_X0, B_SELF],
+    }
     for width in (1, 2, 4, 8):
         for access, load in (("read", True), ("write", False)):
-            out[(access, width, "single")] = [ldr_str(width, load, False), *done]
-            out[(access, width, "writeback")] = [ldr_str(width, load, True), *done]
+            forms = {"single": ldr_str(width, load, False), "writeback": ldr_str(width, load, True)}
             if width >= 4:
-                out[(access, width, "pair")] = [ldp_stp(width, load), *done]
+                forms["pair"] = ldp_stp(width, load)
+            for form, instruction in forms.items():
+                out[(access, width, form, False)] = [instruction, *done]
+                out[(access, width, form, True)] = [*clean, instruction, *clean, *done]
     return out
 
 
@@ -378,7 +399,7 @@ class Guest:
             entry = vector_entry(index)
             table += entry + [0] * (VECTOR_STRIDE // 4 - len(entry))
         code = table
-        self.entry: dict[tuple[str, int, str], int] = {}
+        self.entry: dict[RoutineKey, int] = {}
         for key, words in _routines().items():
             self.entry[key] = base + 4 * len(code)
             code += words
@@ -421,10 +442,11 @@ class Guest:
     def run(self, probe: Any) -> ProbeResult:
         access, width = probe["access"], int(probe.get("width", 1))
         form = probe.get("form", "single")
-        key = _stub_key(access, width, form)
+        address, value = int(probe["address"]), int(probe.get("value", 0))
+        in_memory = self.state.in_memory(address, 4 if access == "fetch" else width)
+        key = _routine_key(access, width, form, in_memory)
         if key not in self.entry:
             return probe_result(probe, "other", f"no {form} {access} of width {width}")
-        address, value = int(probe["address"]), int(probe.get("value", 0))
         self._seed(access, address, width, value)
         self._settle()
         self.state.quiet()
