@@ -16,7 +16,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,31 +34,27 @@ def guest_clock(lines: list[str], needle: str) -> float | None:
 
 
 def main() -> int:
-    reason = machine.qemu_available()
-    manifest = fetch.cache_dir() / fetch.MANIFEST
-    if reason or not manifest.is_file():
-        print(reason or f"no packages in {fetch.cache_dir()}: run tests/arm64/fetch.py")
+    reason = machine.unavailable()
+    if reason:
+        print(reason)
         return 2
-    data = json.loads(manifest.read_text(encoding="utf-8"))
+    data = json.loads((fetch.cache_dir() / fetch.MANIFEST).read_text(encoding="utf-8"))
     root = Path(data["root"])
     print(f"{platform.machine()}, {os.cpu_count()} CPUs, QEMU TCG, one machine at a time")
     header = ("machine", "wall s", "/init", "python", "plans", "MB", "probes")
     print("{:<18} {:>7} {:>6} {:>7} {:>6} {:>5} {:>6}".format(*header))
-    with tempfile.TemporaryDirectory() as tmp:
-        for m in MACHINES:
-            plans = gicv3_plans() if m.gic == 3 else gicv2_plans()
-            initrd = Path(tmp) / "initrd"
-            initrd.write_bytes(initramfs.build(root, plans))
-            image = machine.kernel_image(Path(data["kernels"][m.kernel]["image"]), Path(tmp))
-            boot = machine.boot(image, initrd, gic=m.gic, vhe=m.vhe, timeout=300)
-            log = [str(line) for line in boot.machine["kvm_log"]]  # type: ignore[attr-defined]
-            run_init = guest_clock(log, "Run /init")
-            probes = sum(len(p["probes"]) for p in plans)
-            print(
-                f"{m.name:<18} {boot.seconds:7.1f} {run_init or 0:6.1f} "
-                f"{boot.machine['init_started']:7.1f} {boot.machine['plans_done']:6.1f} "
-                f"{initrd.stat().st_size / 1e6:5.1f} {probes:6d}"
-            )
+    for m in MACHINES:
+        plans = gicv3_plans() if m.gic == 3 else gicv2_plans()
+        size = len(initramfs.build(root, plans))
+        boot = machine.run_plans(plans, kernel=m.kernel, vhe=m.vhe, gic=m.gic)
+        log = [str(line) for line in boot.machine["kvm_log"]]  # type: ignore[attr-defined]
+        run_init = guest_clock(log, "Run /init")
+        probes = sum(len(p["probes"]) for p in plans)
+        print(
+            f"{m.name:<18} {boot.seconds:7.1f} {run_init or 0:6.1f} "
+            f"{boot.machine['init_started']:7.1f} {boot.machine['plans_done']:6.1f} "
+            f"{size / 1e6:5.1f} {probes:6d}"
+        )
     return 0
 
 

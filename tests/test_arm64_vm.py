@@ -13,22 +13,16 @@ them, or when GPA_PLAN_ARM64=0 turns the boots off.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from arm64 import fetch, initramfs, machine
+from arm64 import machine
 
 pytestmark = pytest.mark.arm64vm
 
-ENABLE_ENV = "GPA_PLAN_ARM64"
-BOOT_TIMEOUT = 240.0
 
 # The guest-physical map of every plan (pa_bits 40).
 RAM, RO, AREA, REPORT, HOLE = 0x4000_0000, 0x5000_0000, 0x6000_0000, 0x7000_0000, 0x9000_0000
@@ -155,6 +149,7 @@ def gicv3_plans() -> list[dict[str, Any]]:
                 vgic_addr("its", "its", ITS),
             ],
             [probe("redist-read", REDIST, "read"), probe("its-read", ITS, "read")],
+            vcpus=2,  # one redistributor in each region
         ),
         plan(
             "memslot-over-dist",
@@ -221,18 +216,6 @@ def gicv2_plans() -> list[dict[str, Any]]:
 # --- the boots ---------------------------------------------------------------------------------
 
 
-def _unavailable() -> str | None:
-    if os.environ.get(ENABLE_ENV, "1") == "0":
-        return f"{ENABLE_ENV}=0: the arm64 machine boots are turned off"
-    reason = machine.qemu_available()
-    if reason:
-        return reason
-    manifest = fetch.cache_dir() / fetch.MANIFEST
-    if not manifest.is_file():
-        return f"no arm64 packages in {fetch.cache_dir()}: run tests/arm64/fetch.py (as root)"
-    return None
-
-
 class Booted(NamedTuple):
     boot: machine.Boot
     results: dict[str, dict[str, Any]]  # plan name -> its results
@@ -242,25 +225,14 @@ class Boots:
     """The machines' boots, started together (two at a time) and awaited one by one."""
 
     def __init__(self, wanted: list[Machine]) -> None:
-        data = json.loads((fetch.cache_dir() / fetch.MANIFEST).read_text(encoding="utf-8"))
-        self.root = Path(data["root"])
-        self.kernels = data["kernels"]
-        self.tmp = tempfile.TemporaryDirectory(prefix="gpa-plan-arm64-")
         self.pool = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)))
         self.futures: dict[Machine, Future[Booted]] = {}
-        self.build_lock = threading.Lock()
         for m in wanted:
             self.futures[m] = self.pool.submit(self._boot, m)
 
     def _boot(self, m: Machine) -> Booted:
         plans = gicv3_plans() if m.gic == 3 else gicv2_plans()
-        initrd = Path(self.tmp.name) / f"{m.name}.cpio"
-        # One build at a time: CPython 3.11's parser state is not safe to share between
-        # threads ("AST constructor recursion depth mismatch").
-        with self.build_lock:
-            initrd.write_bytes(initramfs.build(self.root, plans))
-        image = machine.kernel_image(Path(self.kernels[m.kernel]["image"]), Path(self.tmp.name))
-        boot = machine.boot(image, initrd, gic=m.gic, vhe=m.vhe, timeout=BOOT_TIMEOUT)
+        boot = machine.run_plans(plans, kernel=m.kernel, vhe=m.vhe, gic=m.gic)
         return Booted(boot, {p["name"]: r for p, r in zip(plans, boot.results, strict=True)})
 
     def get(self, m: Machine) -> Booted:
@@ -270,12 +242,11 @@ class Boots:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
-        self.tmp.cleanup()
 
 
 @pytest.fixture(scope="session")
 def boots(request: pytest.FixtureRequest) -> Any:
-    reason = _unavailable()
+    reason = machine.unavailable()
     if reason:
         pytest.skip(reason)
     wanted = []

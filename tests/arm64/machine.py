@@ -1,6 +1,7 @@
 """Boot the arm64 test machine under QEMU (TCG, emulated EL2) and collect the probe's results.
 
-    boot(kernel, initrd, gic=3, vhe=True, timeout=...) -> Boot
+    run_plans(plans, kernel="6.12", vhe=True, gic=3) -> Boot     # the cached packages
+    boot(kernel, initrd, gic=3, vhe=True, timeout=...) -> Boot   # any kernel and initramfs
 
 QEMU's ``virt`` board with ``virtualization=on`` gives the guest kernel EL2, so its KVM works
 (nested under TCG); ``-cpu max,pauth-impdef=on`` keeps pointer authentication but with QEMU's
@@ -21,9 +22,13 @@ import selectors
 import shutil
 import struct
 import subprocess
+import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from . import fetch, initramfs
 
 QEMU = "qemu-system-aarch64"
 BEGIN = "=== gpa-plan arm64 results begin ==="
@@ -32,6 +37,11 @@ END = "=== gpa-plan arm64 results end ==="
 ERROR_BEGIN = "=== gpa-plan arm64 init failed ==="
 ERROR_END = "=== gpa-plan arm64 init failure end ==="
 TAIL = 30
+ENABLE_ENV = "GPA_PLAN_ARM64"
+BOOT_TIMEOUT = 240.0
+# One initramfs build at a time: CPython 3.11's parser state is not safe to share between
+# threads ("AST constructor recursion depth mismatch").
+_BUILD_LOCK = threading.Lock()
 
 
 class BootError(Exception):
@@ -50,6 +60,38 @@ def qemu_available() -> str | None:
     if shutil.which(QEMU) is None:
         return f"{QEMU} is not installed (Debian: apt-get install qemu-system-arm)"
     return None
+
+
+def unavailable() -> str | None:
+    """None when `run_plans` can boot here, else why not (for a test's skip)."""
+    if os.environ.get(ENABLE_ENV, "1") == "0":
+        return f"{ENABLE_ENV}=0: the arm64 machine boots are turned off"
+    reason = qemu_available()
+    if reason:
+        return reason
+    if not (fetch.cache_dir() / fetch.MANIFEST).is_file():
+        return f"no arm64 packages in {fetch.cache_dir()}: run tests/arm64/fetch.py (as root)"
+    return None
+
+
+def run_plans(
+    plans: list[dict[str, Any]],
+    *,
+    kernel: str = "6.12",
+    vhe: bool = True,
+    gic: int = 3,
+    timeout: float = BOOT_TIMEOUT,
+) -> Boot:
+    """Boot Debian's ``kernel`` series (a key of fetch.KERNEL_METAPACKAGES) from the package
+    cache with ``plans`` in its initramfs; ``Boot.results`` holds their results, in order.
+    Safe to call from several threads at once (each boot is its own QEMU)."""
+    manifest = json.loads((fetch.cache_dir() / fetch.MANIFEST).read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory(prefix="gpa-plan-arm64-") as tmp:
+        initrd = Path(tmp) / "initrd.cpio"
+        with _BUILD_LOCK:
+            initrd.write_bytes(initramfs.build(Path(manifest["root"]), plans))
+        image = kernel_image(Path(manifest["kernels"][kernel]["image"]), Path(tmp))
+        return boot(image, initrd, gic=gic, vhe=vhe, timeout=timeout)
 
 
 # --- the kernel image ------------------------------------------------------------------------
