@@ -26,6 +26,7 @@ with KVM_EXIT_ARM_NISV when the plan's ``vm.nisv_to_user`` enabled KVM_CAP_ARM_N
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 import os
 import struct
@@ -41,7 +42,6 @@ from .run import GuestError, VmState, deadline, probe_result
 # struct kvm_vcpu_init {u32 target; u32 features[7]}; struct kvm_one_reg {u64 id; u64 addr}
 VCPU_INIT = struct.Struct("<I7I")
 ONE_REG = struct.Struct("<QQ")
-KVM_GET_ONE_REG = kvm.iow(0xAB, ONE_REG.size)
 KVM_SET_ONE_REG = kvm.iow(0xAC, ONE_REG.size)
 KVM_ARM_VCPU_INIT = kvm.iow(0xAE, VCPU_INIT.size)
 KVM_ARM_PREFERRED_TARGET = kvm.ior(0xAF, VCPU_INIT.size)
@@ -189,18 +189,26 @@ def describe_esr(esr: int, far: int, vector: int) -> str:
 # --- the VM ----------------------------------------------------------------------------------
 
 
-def vm_type(plan: dict[str, Any]) -> int:
-    """KVM_VM_TYPE_ARM_IPA_SIZE(pa_bits), or 0 (40 bits) on a kernel without the capability."""
-    pa_bits = int(plan.get("vm", {}).get("pa_bits", 40))
+@functools.lru_cache(maxsize=1)
+def _ipa_size_selectable() -> bool:
+    """Whether KVM_CREATE_VM takes an IPA size (KVM_CAP_ARM_VM_IPA_SIZE, since Linux 4.20)."""
     try:
         probe_kvm = kvm.Kvm()
     except kvm.KvmError:
-        return pa_bits & 0xFF
+        return True  # KVM_CREATE_VM will say what is wrong
     try:
-        has_ipa_size = probe_kvm.check_extension(KVM_CAP_ARM_VM_IPA_SIZE) > 0
+        return probe_kvm.check_extension(KVM_CAP_ARM_VM_IPA_SIZE) > 0
     finally:
         probe_kvm.close()
-    return pa_bits & 0xFF if has_ipa_size else 0
+
+
+def vm_type(plan: dict[str, Any]) -> int:
+    """KVM_VM_TYPE_ARM_IPA_SIZE(pa_bits), or 0 (40 bits) on a kernel without the capability.
+
+    A pa_bits above the host's largest IPA size makes KVM_CREATE_VM fail with EINVAL
+    (kvm_init_ipa_range() in arch/arm64/kvm/mmu.c)."""
+    pa_bits = int(plan.get("vm", {}).get("pa_bits", 40))
+    return pa_bits & 0xFF if _ipa_size_selectable() else 0
 
 
 VM_TYPE = vm_type
@@ -301,8 +309,6 @@ def arch_step(state: VmState, step: dict[str, Any]) -> Any:
     if op == "vgic_addr":
         return _vgic_addr(state, step)
     if op == "vgic_init":
-        if arm_vm(state).vgic_fd < 0:
-            return "EBADF"
         return _vgic_init(state)
     return NotImplemented
 
@@ -351,11 +357,11 @@ class Guest:
         self.usable = True
         self.facts: dict[str, Any] = {}
         self.report = int(plan["report"])
-        area = plan["probe_area"]
-        self.memslot = state.add_own_memslot(int(area["base"]), int(area["size"]))
         self.vm = arm_vm(state)
         self.run_map: mmap.mmap | None = None
         try:
+            area = plan["probe_area"]
+            self.memslot = state.add_own_memslot(int(area["base"]), int(area["size"]))
             self._build(plan)
         except BaseException:
             self.close()
@@ -375,6 +381,7 @@ class Guest:
         refused = kvm.try_ioctl(state.vm_fd, KVM_ARM_PREFERRED_TARGET, target)
         if refused:
             raise GuestError(f"KVM_ARM_PREFERRED_TARGET failed with {refused}")
+        self.facts["vcpu_target"] = VCPU_INIT.unpack(target)[0]
         for index, fd in enumerate(state.vcpu_fds):
             init = bytearray(target)
             if index:  # only vCPU 0 runs; the others wait powered off, as PSCI leaves them
@@ -413,11 +420,6 @@ class Guest:
     def set_reg(self, reg: int, value: int) -> None:
         buf = ctypes.c_uint64(value)
         kvm.ioctl(self.fd, KVM_SET_ONE_REG, ONE_REG.pack(reg, ctypes.addressof(buf)))
-
-    def get_reg(self, reg: int) -> int:
-        buf = ctypes.c_uint64(0)
-        kvm.ioctl(self.fd, KVM_GET_ONE_REG, ONE_REG.pack(reg, ctypes.addressof(buf)))
-        return buf.value
 
     def _settle(self) -> None:
         """Complete the last MMIO exit (KVM_RUN with immediate_exit: kvm_handle_mmio_return()
