@@ -123,6 +123,8 @@ def download(packages: dict[str, str], debs: Path) -> dict[str, Path]:
     for path in files.values():
         if not path.exists():
             raise FetchError(f"apt-get download did not write {path.name}")
+    for stale in set(debs.glob("*.deb")) - set(files.values()):
+        stale.unlink()  # a version Debian has since replaced
     return files
 
 
