@@ -271,6 +271,17 @@ def _vgic(state: VmState, step: dict[str, Any]) -> str | None:
     return refused
 
 
+def _its(state: VmState, step: dict[str, Any]) -> str | None:
+    """KVM_CREATE_DEVICE of an ITS (vgic_its_create()), then its address (vgic_its_set_attr())."""
+    vm = arm_vm(state)
+    refused, vm.its_fd = _create_device(state.vm_fd, KVM_DEV_TYPE_ARM_VGIC_ITS)
+    if refused:
+        return refused
+    return _set_attr(
+        vm.its_fd, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_ITS_ADDR_TYPE, int(step["base"])
+    )
+
+
 def _vgic_addr(state: VmState, step: dict[str, Any]) -> str | None:
     """KVM_SET_DEVICE_ATTR(KVM_DEV_ARM_VGIC_GRP_ADDR) of one frame (kvm_vgic_addr()).
 
@@ -302,10 +313,13 @@ def _vgic_init(state: VmState) -> str | None:
 
 
 def arch_step(state: VmState, step: dict[str, Any]) -> Any:
-    """The vGIC steps: ``vgic``, ``vgic_addr`` and ``vgic_init``; NotImplemented for others."""
+    """The vGIC steps: ``vgic``, ``vgic_addr``, ``its`` and ``vgic_init``; NotImplemented for
+    others."""
     op = step.get("op")
     if op == "vgic":
         return _vgic(state, step)
+    if op == "its":
+        return _its(state, step)
     if op == "vgic_addr":
         return _vgic_addr(state, step)
     if op == "vgic_init":

@@ -22,6 +22,7 @@ Step (``op`` and its fields; every step has an ``id``, a string unique in the pl
     identity_map addr (x86 KVM_SET_IDENTITY_MAP_ADDR)
     vgic         version (2 or 3), its: bool -- KVM_CREATE_DEVICE only
     vgic_addr    frame ("dist", "cpu", "redist", "redist_region", "its"), base, [count]
+    its          base (arm64: KVM_CREATE_DEVICE of an ITS, then its address)
     vgic_init    (arm64 KVM_DEV_ARM_VGIC_CTRL_INIT; optional: without it the guest makes it
                  once the vCPUs exist, and results["guest"]["vgic_init"] holds its errno)
     ioeventfd    base, length, datamatch (int or null)
