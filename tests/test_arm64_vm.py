@@ -29,6 +29,7 @@ RAM, RO, AREA, REPORT, HOLE = 0x4000_0000, 0x5000_0000, 0x6000_0000, 0x7000_0000
 DIST, REDIST, ITS = 0x0800_0000, 0x080A_0000, 0x0808_0000
 V2_CPU = 0x0801_0000
 REDIST_REGION_2 = 0x0900_0000
+REDIST_FRAME = 0x2_0000  # one vCPU's redistributor: RD_base and SGI_base, 64 KiB each
 MARKER = 0x1122_3344_5566_7788
 
 
@@ -170,8 +171,26 @@ def gicv3_plans() -> list[dict[str, Any]]:
                 {"id": "vcpus", "op": "vcpus"},
                 {"id": "vgic", "op": "vgic", "version": 3, "its": False},
                 vgic_addr("dist", "dist", DIST),
+                vgic_addr("redist-misaligned", "redist", REDIST + 0x1000),
             ],
             [probe("ram-read", RAM, "read")],
+        ),
+        plan(
+            "region-past-vcpus",
+            [
+                memslot("ram", 0, RAM, 0x10_0000),
+                {"id": "vcpus", "op": "vcpus"},
+                {"id": "vgic", "op": "vgic", "version": 3, "its": False},
+                vgic_addr("dist", "dist", DIST),
+                vgic_addr("region", "redist_region", REDIST, count=2),
+                {"id": "its", "op": "its", "base": ITS},
+                {"id": "vgic_init", "op": "vgic_init"},
+            ],
+            [
+                probe("redist-0", REDIST, "read"),
+                probe("redist-1", REDIST + REDIST_FRAME, "read"),
+                probe("its-read", ITS, "read"),
+            ],
         ),
         plan(
             "v2-on-v3",
@@ -392,11 +411,24 @@ def test_memslot_over_the_distributor_is_accepted_and_shadows_it(
 
 
 @pytest.mark.parametrize("m", GICV3, ids=ids)
-def test_vgic_without_redistributor_fails_the_first_run_with_enxio(
+def test_vgic_whose_redistributor_was_refused_fails_the_first_run_with_enxio(
     booted: Booted, m: Machine
 ) -> None:
+    assert errnos(booted, "no-redist")["redist-misaligned"] == "EINVAL"
     assert observed(booted, "no-redist") == {"ram-read": "run-error"}
     assert detail(booted, "no-redist", "ram-read") == "KVM_RUN failed with ENXIO"
+
+
+@pytest.mark.parametrize("m", GICV3, ids=ids)
+def test_redistributor_region_past_the_vcpus_exits_to_the_vmm(booted: Booted, m: Machine) -> None:
+    # Only the vCPUs' redistributors are registered on the MMIO bus
+    # (vgic_register_redist_iodev()): one vCPU, a region of two.
+    assert set(errnos(booted, "region-past-vcpus").values()) == {None}
+    assert observed(booted, "region-past-vcpus") == {
+        "redist-0": "kernel",
+        "redist-1": "mmio-exit",
+        "its-read": "kernel",
+    }
 
 
 @pytest.mark.parametrize("m", GICV3, ids=ids)
