@@ -192,6 +192,7 @@ def gicv3_plans() -> list[dict[str, Any]]:
                 probe("its-read", ITS, "read"),
             ],
         ),
+        plan("ipa-too-large", [memslot("ram", 0, RAM, 0x10_0000)], [], pa_bits=53),
         plan(
             "v2-on-v3",
             [
@@ -429,6 +430,14 @@ def test_redistributor_region_past_the_vcpus_exits_to_the_vmm(booted: Booted, m:
         "redist-1": "mmio-exit",
         "its-read": "kernel",
     }
+
+
+@pytest.mark.parametrize("m", GICV3, ids=ids)
+def test_an_ipa_size_above_the_host_limit_is_refused(booted: Booted, m: Machine) -> None:
+    # KVM_CREATE_VM(KVM_VM_TYPE_ARM_IPA_SIZE(53)): above 48 (6.1) and 52 (6.12) bits.
+    error = booted.results["ipa-too-large"]["error"]
+    assert error is not None
+    assert "EINVAL" in error or "Invalid argument" in error
 
 
 @pytest.mark.parametrize("m", GICV3, ids=ids)

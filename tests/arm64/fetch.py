@@ -156,6 +156,8 @@ def fetch(cache: Path) -> dict[str, object]:
     """Bring the cache up to date and return its manifest (also written to manifest.json)."""
     if shutil.which("dpkg") is None or shutil.which("apt-get") is None:
         raise FetchError("dpkg and apt-get are needed (Debian 12)")
+    if os.geteuid() != 0:
+        raise FetchError("dpkg --add-architecture and apt-get need root: run it as root")
     if ensure_arm64_architecture():
         apt_update()
     try:

@@ -1,11 +1,12 @@
 #!/usr/bin/python3.11 -IS
 """/init of the arm64 test machine: run the probe on each plan of /plans.json, print, power off.
 
-The results go to the console as base64 lines between BEGIN and END markers (kernel messages
-may come between two lines, never inside the payload's lines' prefix), followed by the
-machine's facts: kernel release, the KVM lines of the kernel log, seconds since boot when
-the init started and when the plans were done. A failure prints its traceback between the
-ERROR markers instead. Either way the machine powers off, so QEMU exits.
+The output is one JSON document, base64-encoded in prefixed lines between BEGIN and END
+markers (a kernel message printed meanwhile lands between two lines and is skipped): each
+plan's results, or the error that stopped that plan, and the machine's facts (kernel release,
+the KVM lines of the kernel log, seconds since boot when the init started and when the plans
+were done). A failure outside the plans prints its traceback between the ERROR markers
+instead. Either way the machine powers off, so QEMU exits.
 """
 
 import base64
@@ -69,7 +70,13 @@ def main() -> None:
 
     with open("/plans.json", encoding="utf-8") as f:
         plans = json.load(f)
-    results = [run_plan(plan) for plan in plans]
+    results = []
+    for plan in plans:
+        try:
+            results.append(run_plan(plan))
+        except Exception as exc:  # one plan's failure leaves the others' results
+            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            results.append({"format": 1, "steps": [], "probes": [], "error": error})
     machine = {
         "release": os.uname().release,
         "kvm_log": kernel_log_lines("kvm", "Run /init", "Freeing unused kernel"),
