@@ -8,11 +8,12 @@ of Device memory: an access must be aligned to its width, or it takes an alignme
 The probe's memslot (``plan["probe_area"]``) holds a vector table (VBAR_EL1) and one short
 routine per kind of access. Before each probe the runner sets PC to the routine, x0 to the
 address, x1 to the value and x2 to ``plan["report"]``, a free GPA with no memslot; the routine
-makes the access with one instruction and stores x1 (what a read returned) to the report
-address, an MMIO exit that ends the probe. An exception, whichever the vector, stores ESR_EL1,
-FAR_EL1 and the vector's offset to the report address (offsets 8, 16 and 24) instead. A fetch
-branches (BR) to the address, where the runner seeded a ``brk``: the BRK exception with the
-seeded immediate says the fetch reached memory.
+makes the access with one load or store (in a memslot, between cache maintenance: see
+`_routines`) and stores x1 (what a read returned) to the report address, an MMIO exit that
+ends the probe. An exception, whichever the vector, stores ESR_EL1, FAR_EL1 and the vector's
+offset to the report address (offsets 8, 16 and 24) instead. A fetch branches (BR) to the
+address, where the runner seeded a ``brk``: the BRK exception with the seeded immediate says
+the fetch reached memory.
 
 Accesses use the single-register LDR/STR forms of each width, which give the hypervisor a valid
 syndrome (ESR_EL2.ISV), so an access that misses every memslot exits as KVM_EXIT_MMIO. A
@@ -474,7 +475,7 @@ class Guest:
             (x_reg(2), self.report),
         ):
             self.set_reg(reg, reg_value)
-        return self._observe(probe, address, width, value)
+        return self._observe(probe)
 
     def _seed(self, access: str, address: int, width: int, value: int) -> None:
         mask = (1 << (8 * width)) - 1
@@ -485,68 +486,71 @@ class Guest:
         else:
             self.state.poke(address, (~value & mask).to_bytes(width, "little"))
 
-    def _observe(self, probe: Any, address: int, width: int, value: int) -> ProbeResult:
+    def _observe(self, probe: Any) -> ProbeResult:
+        """Run the guest to its report and say what the access met."""
+        outcome = self._run_to_report(probe)
+        if not isinstance(outcome, tuple):
+            return outcome
+        exits, report = outcome
+        if exits:
+            own = [text for is_own, text in exits if is_own]
+            if own:
+                return probe_result(probe, "mmio-exit", own[0])
+            return probe_result(probe, "other", exits[0][1])
+        if REPORT_VECTOR in report:
+            esr, far = report.get(REPORT_ESR, 0), report.get(REPORT_FAR, 0)
+            ec = (esr >> 26) & 0x3F
+            if probe["access"] == "fetch" and ec == EC_BRK and esr & 0xFFFF == FETCH_MARK:
+                return probe_result(probe, "memory", "fetched the seeded brk")
+            detail = describe_esr(esr, far, report[REPORT_VECTOR])
+            return probe_result(probe, "guest-exception", detail)
+        if probe["access"] == "fetch":
+            return probe_result(probe, "other", "the fetch returned without an exception")
+        result: ProbeResult = self.state.finish(probe, report[REPORT_DONE])
+        return result
+
+    def _run_to_report(
+        self, probe: Any
+    ) -> ProbeResult | tuple[list[tuple[bool, str]], dict[int, int]]:
+        """KVM_RUN until the guest's last report: (the MMIO exits met on the way, each with
+        whether it is the probe's own access; the reports by offset), or the result of a run
+        that ended otherwise. A read that exits is answered with zeros."""
         run = self.run_map
         assert run is not None
-        mmio_exit: str | None = None
+        exits: list[tuple[bool, str]] = []
         report: dict[int, int] = {}
         for _ in range(16):
             refused = self._run()
             if refused is not None:
                 self.usable = False
                 if refused == "EINTR":
-                    return probe_result(
-                        probe, "other", "the guest did not finish (KVM_RUN timed out)"
-                    )
+                    return probe_result(probe, "other", "the guest did not finish in time")
                 return probe_result(probe, "run-error", f"KVM_RUN failed with {refused}")
             reason = kvm.exit_reason(run)
-            if reason == kvm.KVM_EXIT_MMIO:
-                phys, data, length, is_write = kvm.RUN_MMIO.unpack_from(run, kvm.RUN_UNION_OFFSET)
-                if self.report <= phys < self.report + 32 and is_write:
-                    report[phys - self.report] = int.from_bytes(data[:8], "little")
-                    if phys - self.report == REPORT_DONE:
-                        break
-                    if phys - self.report == REPORT_VECTOR:
-                        break
-                    continue
-                if mmio_exit is None:
-                    mmio_exit = _describe_mmio(probe, phys, data, length, bool(is_write))
-                if not is_write:  # the VMM answers the read with zeros
-                    run[kvm.RUN_UNION_OFFSET + 8 : kvm.RUN_UNION_OFFSET + 16] = bytes(8)
-                continue
             if reason == kvm.KVM_EXIT_ARM_NISV:
                 esr_iss, ipa = RUN_NISV.unpack_from(run, kvm.RUN_UNION_OFFSET)
-                return probe_result(
-                    probe, "nisv", f"KVM_EXIT_ARM_NISV at {ipa:#x}, ESR ISS {esr_iss:#x}"
-                )
+                detail = f"KVM_EXIT_ARM_NISV at {ipa:#x}, ESR ISS {esr_iss:#x}"
+                return probe_result(probe, "nisv", detail)
             if reason == kvm.KVM_EXIT_INTERNAL_ERROR:
                 self.usable = False
                 suberror = kvm.RUN_INTERNAL.unpack_from(run, kvm.RUN_UNION_OFFSET)[0]
                 return probe_result(probe, "internal-error", f"suberror {suberror}")
-            self.usable = False
-            name = kvm.KVM_EXIT_NAMES.get(reason, f"exit reason {reason}")
-            return probe_result(probe, "other", f"{name} before the guest finished")
-        else:
-            self.usable = False
-            return probe_result(probe, "other", "the guest kept exiting without finishing")
-        if mmio_exit is not None:
-            observed = "mmio-exit" if mmio_exit.startswith("KVM_EXIT_MMIO at") else "other"
-            return probe_result(probe, observed, mmio_exit)
-        if REPORT_VECTOR in report:
-            esr, far = report.get(REPORT_ESR, 0), report.get(REPORT_FAR, 0)
-            if (
-                probe["access"] == "fetch"
-                and (esr >> 26) & 0x3F == EC_BRK
-                and esr & 0xFFFF == FETCH_MARK
-            ):
-                return probe_result(probe, "memory", "fetched the seeded brk")
-            return probe_result(
-                probe, "guest-exception", describe_esr(esr, far, report[REPORT_VECTOR])
-            )
-        if probe["access"] == "fetch":
-            return probe_result(probe, "other", "the fetch returned without an exception")
-        result: ProbeResult = self.state.finish(probe, report[REPORT_DONE])
-        return result
+            if reason != kvm.KVM_EXIT_MMIO:
+                self.usable = False
+                name = kvm.KVM_EXIT_NAMES.get(reason, f"exit reason {reason}")
+                return probe_result(probe, "other", f"{name} before the guest finished")
+            phys, data, length, is_write = kvm.RUN_MMIO.unpack_from(run, kvm.RUN_UNION_OFFSET)
+            offset = phys - self.report
+            if is_write and offset in (REPORT_DONE, REPORT_ESR, REPORT_FAR, REPORT_VECTOR):
+                report[offset] = int.from_bytes(data[:8], "little")
+                if offset in (REPORT_DONE, REPORT_VECTOR):
+                    return exits, report
+                continue
+            exits.append(_describe_mmio(probe, phys, data, length, bool(is_write)))
+            if not is_write:
+                run[kvm.RUN_UNION_OFFSET + 8 : kvm.RUN_UNION_OFFSET + 16] = bytes(8)
+        self.usable = False
+        return probe_result(probe, "other", "the guest kept exiting without finishing")
 
     def close(self) -> None:
         if self.run_map is not None:
@@ -555,12 +559,17 @@ class Guest:
         self.vm.close()
 
 
-def _describe_mmio(probe: Any, phys: int, data: bytes, length: int, is_write: bool) -> str:
-    """The exit, worded "KVM_EXIT_MMIO at ..." when it is the probe's own access."""
+def _describe_mmio(
+    probe: Any, phys: int, data: bytes, length: int, is_write: bool
+) -> tuple[bool, str]:
+    """Whether the exit is the probe's own access (address, direction and width), and its
+    description."""
     direction = "write" if is_write else "read"
     shown = f" of {int.from_bytes(data[:length], 'little'):#x}" if is_write else ""
-    text = f"{direction} of {length} bytes at {phys:#x}{shown}"
-    expected = probe["access"] == direction and phys == int(probe["address"])
-    if expected and length == int(probe.get("width", 1)):
-        return f"KVM_EXIT_MMIO at {phys:#x}: {text}"
-    return f"KVM_EXIT_MMIO elsewhere than the probe's access: {text}"
+    text = f"KVM_EXIT_MMIO at {phys:#x}: {direction} of {length} bytes{shown}"
+    own = (
+        probe["access"] == direction
+        and phys == int(probe["address"])
+        and length == int(probe.get("width", 1))
+    )
+    return own, text if own else f"{text}, not the probe's access"
