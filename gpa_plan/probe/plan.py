@@ -7,7 +7,8 @@ describes both formats for users who run an exported probe.
 Plan::
 
     {"format": 1, "arch": "x86_64" | "arm64",
-     "vm": {"pa_bits": 40, "vcpus": 1},
+     "vm": {"pa_bits": 40, "vcpus": 1,
+            "nisv_to_user": false},     # arm64: KVM_ENABLE_CAP(KVM_CAP_ARM_NISV_TO_USER) first
      "steps": [Step, ...],          # set-up, in order
      "probe_area": {"base": ..., "size": ...},   # free GPA range for the probe's own memslot
      "report": ...,                  # arm64: a free, unbacked GPA the guest writes its reports to
@@ -22,6 +23,9 @@ Step (``op`` and its fields; every step has an ``id``, a string unique in the pl
     identity_map addr (x86 KVM_SET_IDENTITY_MAP_ADDR)
     vgic         version (2 or 3), its: bool -- KVM_CREATE_DEVICE only
     vgic_addr    frame ("dist", "cpu", "redist", "redist_region", "its"), base, [count]
+    its          base (arm64: KVM_CREATE_DEVICE of an ITS, then its address)
+    vgic_init    (arm64 KVM_DEV_ARM_VGIC_CTRL_INIT; optional: without it the guest makes it
+                 once the vCPUs exist, and results["guest"]["vgic_init"] holds its errno)
     ioeventfd    base, length, datamatch (int or null)
     coalesced    base, size
     vcpus        (creates the layout's vCPUs; KVM_CREATE_VCPU errors show here)
@@ -29,7 +33,14 @@ Step (``op`` and its fields; every step has an ``id``, a string unique in the pl
 Probe::
 
     {"id": "...", "address": ..., "access": "read" | "write" | "fetch", "width": 1|2|4|8,
-     "value": int (the value a write stores; the marker a read expects from memory)}
+     "value": int (the value a write stores; the marker a read expects from memory),
+     "form": "single" | "pair" | "writeback"}   # arm64, optional (default "single")
+
+On arm64 ``form`` picks the instruction: "single" a single-register LDR/STR, whose syndrome
+is valid (an access outside memory exits as MMIO); "pair" LDP/STP (widths 4 and 8: two
+registers, twice the width) and "writeback" a post-index LDR/STR, neither of which reports a
+valid syndrome (outside memory KVM_RUN fails with ENOSYS, or exits with KVM_EXIT_ARM_NISV
+when the plan's vm.nisv_to_user is true).
 
 Results::
 
