@@ -56,7 +56,7 @@ def test_a_memslot_deleted_by_a_later_step_leaves_no_memory_behind() -> None:
 
 
 @needs_kvm
-def test_the_probes_memslot_takes_the_lowest_free_slot_id() -> None:
+def test_the_probes_memslot_takes_the_lowest_free_id_and_memory_stays_in_memslots() -> None:
     handle = kvm.Kvm()
     state = run.VmState(handle, 0)
     try:
@@ -67,6 +67,9 @@ def test_the_probes_memslot_takes_the_lowest_free_slot_id() -> None:
         assert (own.slot, state.free_slot()) == (2, 4)
         state.poke(0x0100_0FFE, b"abcd")
         assert state.peek(0x0100_0FFC, 8) == b"\0\0abcd\0\0"
+        # Across the end of memslot 0 into the gap: the bytes outside go nowhere, read as 0.
+        state.poke(MiB - 2, b"efgh")
+        assert state.peek(MiB - 4, 8) == b"\0\0ef\0\0\0\0"
     finally:
         state.close()
         handle.close()
