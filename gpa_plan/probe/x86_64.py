@@ -54,7 +54,7 @@ _RIP, _RFLAGS = 16, 17
 # eax, ebx, ecx, edx, padding[3]}
 _CPUID2 = struct.Struct("<II")
 _CPUID_ENTRY = struct.Struct("<7I12x")
-_CPUID_MAX = 256
+_CPUID_MAX = 256  # KVM_MAX_CPUID_ENTRIES (arch/x86/include/asm/kvm_host.h)
 
 KVM_GET_SUPPORTED_CPUID = kvm.iowr(0x05, _CPUID2.size)
 KVM_SET_TSS_ADDR = kvm.io(0x47)
