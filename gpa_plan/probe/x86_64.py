@@ -4,9 +4,10 @@ The guest's own memslot (the plan's ``probe_area``, at least `AREA_SIZE` bytes) 
 code, a GDT, an IDT whose 256 gates all lead to a handler that reports the vector, its error
 code, the faulting RIP and CR2 on I/O port `EXCEPTION_PORT`, a stack and 4-level page tables.
 The area is identity-mapped (at `AREA_FALLBACK_VA` when its GPA is not a canonical address).
-Each probe's GPA page, and the page after it, is mapped at a fixed canonical window,
-`WINDOW_VA` (the last 512 GiB of the upper half), by the guest itself: its first instructions
-write the two PTEs into the window's page table and ``invlpg`` both pages, so the mapping is
+Each probe's GPA page (and the next one, for an access that crosses a page boundary) is mapped
+at a fixed canonical window, `WINDOW_VA` (the last 512 GiB of the upper half), by the guest
+itself: its first instructions write the two PTEs into the window's page table and ``invlpg``
+both pages, so the mapping is
 right whatever the backend's MMU caches (a shadow MMU sees the guest's own write). A GPA is
 therefore reached through paging up to 2**52, at or above 2**47 too, where identity mapping
 cannot go.
