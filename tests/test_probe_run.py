@@ -112,7 +112,10 @@ def test_x86_steps_are_made_in_order_and_an_irqchip_after_the_vcpus_is_refused()
 
 @needs_kvm
 def test_the_vcpus_step_makes_the_vcpu_the_guest_uses() -> None:
-    results = run_plan(make_plan([RAM, step("vcpus")], [probe(0x2000, "read")]))
+    # Were the guest to create vCPU 0 again, KVM would refuse it (EEXIST): no probe would run.
+    plan = make_plan([RAM, step("vcpus")], [probe(0x2000, "read")])
+    plan["vm"]["vcpus"] = 2
+    results = run_plan(plan)
     assert errnos(results) == [None, None]
     assert results["probes"][0]["observed"] == "memory"
 
