@@ -46,6 +46,36 @@ def test_a_refused_memslot_is_recorded_and_the_run_goes_on() -> None:
 
 
 @needs_kvm
+def test_a_memslot_deleted_by_a_later_step_leaves_no_memory_behind() -> None:
+    deleted = {**memslot(1, 0x0100_0000, 0), "id": "delete"}
+    results = run_plan(
+        make_plan([RAM, memslot(1, 0x0100_0000), deleted], [probe(0x0100_0010, "read")])
+    )
+    assert errnos(results) == [None, None, None]
+    assert results["probes"][0]["observed"] == "mmio-exit"
+
+
+@needs_kvm
+def test_the_probes_memslot_takes_the_lowest_free_id_and_memory_stays_in_memslots() -> None:
+    handle = kvm.Kvm()
+    state = run.VmState(handle, 0)
+    try:
+        for slot in (0, 1, 3):
+            assert state.set_memslot(slot, 0, slot * 0x0100_0000, MiB, False) is None
+        assert state.free_slot() == 2
+        own = state.add_own_memslot(0x1000_0000, 0x10000)
+        assert (own.slot, state.free_slot()) == (2, 4)
+        state.poke(0x0100_0FFE, b"abcd")
+        assert state.peek(0x0100_0FFC, 8) == b"\0\0abcd\0\0"
+        # Across the end of memslot 0 into the gap: the bytes outside go nowhere, read as 0.
+        state.poke(MiB - 2, b"efgh")
+        assert state.peek(MiB - 4, 8) == b"\0\0ef\0\0\0\0"
+    finally:
+        state.close()
+        handle.close()
+
+
+@needs_kvm
 def test_a_memslot_in_address_space_1_gets_what_kvm_says_of_its_address_spaces() -> None:
     handle = kvm.Kvm()
     try:
@@ -82,7 +112,10 @@ def test_x86_steps_are_made_in_order_and_an_irqchip_after_the_vcpus_is_refused()
 
 @needs_kvm
 def test_the_vcpus_step_makes_the_vcpu_the_guest_uses() -> None:
-    results = run_plan(make_plan([RAM, step("vcpus")], [probe(0x2000, "read")]))
+    # Were the guest to create vCPU 0 again, KVM would refuse it (EEXIST): no probe would run.
+    plan = make_plan([RAM, step("vcpus")], [probe(0x2000, "read")])
+    plan["vm"]["vcpus"] = 2
+    results = run_plan(plan)
     assert errnos(results) == [None, None]
     assert results["probes"][0]["observed"] == "memory"
 

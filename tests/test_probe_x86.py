@@ -3,6 +3,8 @@ becomes, as `gpa-plan verify` will read it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from probe_plans import MARKER, GiB, MiB, memslot, needs_kvm, observe, observed, probe, step
 
@@ -90,25 +92,33 @@ def test_addresses_high_in_the_space_are_reached(base: int, pa_bits: int) -> Non
     assert results["probes"][3]["detail"] == f"KVM_EXIT_MMIO read len 2 at {base + MiB:#x}"
 
 
-def test_an_address_beyond_the_guest_maxphyaddr_takes_a_reserved_bit_page_fault() -> None:
-    results = run_plan(
+def _beyond_maxphyaddr(pa_bits: int) -> dict[str, Any]:
+    """Results of probes on both sides of 2**pa_bits, with that MAXPHYADDR asked for."""
+    return run_plan(
         {
             "format": 1,
             "arch": "x86_64",
-            "vm": {"pa_bits": 36},
+            "vm": {"pa_bits": pa_bits},
             "steps": [RAM],
             "probe_area": {"base": 0x1000_0000, "size": 0x10000},
             "probes": [
-                probe((1 << 36) - 4, "read"),
-                probe(1 << 36, "read"),
-                probe(1 << 36, "write"),
-                probe(1 << 36, "fetch", 1),
+                probe((1 << pa_bits) - 4, "read"),
+                probe(1 << pa_bits, "read"),
+                probe(1 << pa_bits, "write"),
+                probe(1 << pa_bits, "fetch", 1),
             ],
         }
     )
-    assert results["guest"]["maxphyaddr"] == 36
+
+
+def _host_maxphyaddr() -> int:
+    guest: dict[str, int] = _beyond_maxphyaddr(36)["guest"]
+    return guest["host_maxphyaddr"]
+
+
+def _assert_reserved_bit_faults(results: dict[str, Any], pa_bits: int) -> None:
     got = [(r["observed"], r["detail"]) for r in results["probes"]]
-    assert got[0] == ("mmio-exit", f"KVM_EXIT_MMIO read len 4 at {(1 << 36) - 4:#x}")
+    assert got[0] == ("mmio-exit", f"KVM_EXIT_MMIO read len 4 at {(1 << pa_bits) - 4:#x}")
     # P and RSVD, plus W/R for the write.
     for (seen, detail), error_code in zip(got[1:3], (0x9, 0xB), strict=True):
         assert seen == "guest-exception"
@@ -116,6 +126,28 @@ def test_an_address_beyond_the_guest_maxphyaddr_takes_a_reserved_bit_page_fault(
         assert detail.endswith(f" cr2 {x86_64.WINDOW_VA:#x} (RSVD)")
     assert got[3][0] == "guest-exception"
     assert got[3][1].startswith("vector 14 (#PF)") and got[3][1].endswith("(RSVD)")
+
+
+def test_an_address_beyond_the_hosts_maxphyaddr_takes_a_reserved_bit_page_fault() -> None:
+    host = _host_maxphyaddr()
+    if host >= 52:
+        pytest.skip("a 52-bit host has no page-table bit beyond its MAXPHYADDR")
+    results = _beyond_maxphyaddr(host)
+    assert results["guest"]["maxphyaddr"] == host
+    _assert_reserved_bit_faults(results, host)
+
+
+def test_a_smaller_guest_maxphyaddr_faults_where_kvm_says_it_enforces_one() -> None:
+    results = _beyond_maxphyaddr(36)
+    guest = results["guest"]
+    if guest["host_maxphyaddr"] <= 36:
+        pytest.skip("the host's MAXPHYADDR is not above 36")
+    assert guest["maxphyaddr"] == 36
+    if guest["smaller_maxphyaddr"]:
+        _assert_reserved_bit_faults(results, 36)
+    else:
+        # The CPU walks with the host's MAXPHYADDR: the GPA is just unbacked.
+        assert [r["observed"] for r in results["probes"]] == ["mmio-exit"] * 3 + ["internal-error"]
 
 
 def test_pa_bits_above_the_hosts_give_the_guest_the_hosts_maxphyaddr() -> None:

@@ -90,6 +90,7 @@ CAPS = {
     "KVM_CAP_MULTI_ADDRESS_SPACE": 118,
     "KVM_CAP_ARM_VM_IPA_SIZE": 165,
     "KVM_CAP_ARM_NISV_TO_USER": 177,
+    "KVM_CAP_SMALLER_MAXPHYADDR": 185,
 }
 
 # --- struct kvm_run (the vCPU's shared page) -------------------------------------------------

@@ -47,7 +47,8 @@ Results::
     {"format": 1, "host": {...gpa_plan.probe.host facts...},
      "steps": [{"id": ..., "errno": null | "EEXIST"}, ...],
      "probes": [{"id": ..., "observed": Observed, "detail": "..."}, ...],
-     "guest": {...what the probe's guest was given: x86_64 "maxphyaddr", "host_maxphyaddr"},
+     "guest": {...what the probe's guest was given: x86_64 "maxphyaddr", "host_maxphyaddr",
+               "smaller_maxphyaddr" (KVM_CAP_SMALLER_MAXPHYADDR)},
      "error": null | "why the plan could not run at all"}
 
 Observed is one of OBSERVED: ``memory`` (the access reached the memslot's memory),

@@ -4,9 +4,10 @@ The guest's own memslot (the plan's ``probe_area``, at least `AREA_SIZE` bytes) 
 code, a GDT, an IDT whose 256 gates all lead to a handler that reports the vector, its error
 code, the faulting RIP and CR2 on I/O port `EXCEPTION_PORT`, a stack and 4-level page tables.
 The area is identity-mapped (at `AREA_FALLBACK_VA` when its GPA is not a canonical address).
-Each probe's GPA page, and the page after it, is mapped at a fixed canonical window,
-`WINDOW_VA` (the last 512 GiB of the upper half), by the guest itself: its first instructions
-write the two PTEs into the window's page table and ``invlpg`` both pages, so the mapping is
+Each probe's GPA page (and the next one, for an access that crosses a page boundary) is mapped
+at a fixed canonical window, `WINDOW_VA` (the last 512 GiB of the upper half), by the guest
+itself: its first instructions write the two PTEs into the window's page table and ``invlpg``
+both pages, so the mapping is
 right whatever the backend's MMU caches (a shadow MMU sees the guest's own write). A GPA is
 therefore reached through paging up to 2**52, at or above 2**47 too, where identity mapping
 cannot go.
@@ -15,8 +16,9 @@ The guest's MAXPHYADDR (CPUID 0x80000008 EAX[7:0]) is the plan's ``pa_bits`` whe
 supports that many, else the host's (``Guest.facts``). A GPA at or beyond it sets reserved
 bits in its PTE: the access takes #PF with the RSVD bit in the error code (KVM's walker,
 FNAME(walk_addr_generic) in arch/x86/kvm/mmu/paging_tmpl.h, or the CPU), reported as
-guest-exception. On EPT hardware a MAXPHYADDR below the host's is only enforced when
-kvm_intel's allow_smaller_maxphyaddr is set; without it the access goes on to the GPA.
+guest-exception. A MAXPHYADDR below the host's is enforced only where KVM says
+KVM_CAP_SMALLER_MAXPHYADDR (shadow paging; EPT with kvm_intel's allow_smaller_maxphyaddr):
+elsewhere the CPU walks with the host's and the access goes on to the GPA. ``facts`` says which.
 
 Completion is reported with ``out``: a read sends the value it read (an 8-byte read in two
 halves), a write and the exception handler send one byte. A fetch jumps to the address, seeded
@@ -54,7 +56,7 @@ _RIP, _RFLAGS = 16, 17
 # eax, ebx, ecx, edx, padding[3]}
 _CPUID2 = struct.Struct("<II")
 _CPUID_ENTRY = struct.Struct("<7I12x")
-_CPUID_MAX = 256
+_CPUID_MAX = 256  # KVM_MAX_CPUID_ENTRIES (arch/x86/include/asm/kvm_host.h)
 
 KVM_GET_SUPPORTED_CPUID = kvm.iowr(0x05, _CPUID2.size)
 KVM_SET_TSS_ADDR = kvm.io(0x47)
@@ -306,7 +308,14 @@ class Guest:
         state.add_own_memslot(self.base, AREA_SIZE)
         self.area_va = self.base if self.base + AREA_SIZE <= _CANONICAL_LOW else AREA_FALLBACK_VA
         self.pa_bits, host_bits = self._cpuid_bits(plan)
-        self.facts: dict[str, Any] = {"maxphyaddr": self.pa_bits, "host_maxphyaddr": host_bits}
+        # KVM_CAP_SMALLER_MAXPHYADDR: whether KVM makes a GPA between the guest's MAXPHYADDR
+        # and the host's fault as reserved (kvm_vm_ioctl_check_extension(), x86.c).
+        smaller = state.kvm.check_extension(kvm.CAPS["KVM_CAP_SMALLER_MAXPHYADDR"])
+        self.facts: dict[str, Any] = {
+            "maxphyaddr": self.pa_bits,
+            "host_maxphyaddr": host_bits,
+            "smaller_maxphyaddr": bool(smaller),
+        }
         if self.base + AREA_SIZE > 1 << self.pa_bits:
             raise GuestError(
                 f"the probe area at {self.base:#x} lies beyond the guest's "
