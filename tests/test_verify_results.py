@@ -213,3 +213,22 @@ def test_export_refuses_a_path_that_is_not_a_directory(tmp_path: Path) -> None:
     result = run("verify", str(LAYOUTS / "qemu-q35-x86_64.yaml"), "--export", str(file))
     assert result.exit_code == 2
     assert file.read_text() == "keep me\n"
+
+
+def test_results_from_a_host_of_another_page_size_are_refused_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    layout = LAYOUTS / "broken" / "memslot-misaligned.yaml"
+    plan = export(layout, tmp_path / "x")
+    results = {
+        "format": 1,
+        "host": {"page_size": 4096},
+        "steps": [{"id": s["id"], "errno": None} for s in plan["steps"]],
+        "probes": [{"id": p["id"], "observed": "memory", "detail": ""} for p in plan["probes"]],
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    result = run("verify", str(layout), "--results", str(path))
+    assert result.exit_code == 2
+    assert "page_size is 64 KiB and this host's pages are 4 KiB" in result.stderr
+    assert "set page_size: 4K" in result.stderr

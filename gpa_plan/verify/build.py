@@ -77,6 +77,7 @@ class VerifyPlan(NamedTuple):
     probes: tuple[ProbePrediction, ...]
     file: str
     arch: str
+    page_size: int  # the host page size the layout's predictions are for
 
 
 _STEP_CALLS = {
@@ -128,15 +129,19 @@ def build_plan(loaded: LoadedLayout, result: CheckResult, arch: ArchSpec) -> Ver
             for p in probes
         ],
     }
-    return VerifyPlan(plan, tuple(step_predictions), tuple(probes), loaded.doc.path, arch.name)
+    return VerifyPlan(
+        plan, tuple(step_predictions), tuple(probes), loaded.doc.path, arch.name, layout.page_size
+    )
 
 
 # --- steps ---------------------------------------------------------------------------------
 
 
 def _vcpus(layout: ResolvedLayout) -> int:
-    counts = [d.vcpus for d in layout.source.devices if d.vcpus]
-    return max(counts, default=1)
+    """The VM's vCPUs: as many as the layout's redistributors are for, summed over its
+    redistributor regions (KVM gives each vCPU the next free frame, region by region:
+    vgic_v3_insert_redist_region(), vgic_register_redist_iodev()); one otherwise."""
+    return sum(d.vcpus for d in layout.source.devices if d.vcpus) or 1
 
 
 def _steps(loaded: LoadedLayout, layout: ResolvedLayout, arch: ArchSpec) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ are compared with the predictions of the same layout (and gpa-plan version).
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, TextIO
 
 from gpa_plan.arch import ARCHES
 from gpa_plan.check.run import check_loaded, load_layout
+from gpa_plan.ranges import human_size
 from gpa_plan.verify.build import VerifyError, VerifyPlan, build_plan
 from gpa_plan.verify.compare import Verdict, compare
 
@@ -75,6 +77,7 @@ def run_here(vp: VerifyPlan) -> Verdict:
     from gpa_plan.probe import kvm
     from gpa_plan.probe.run import run_plan
 
+    same_page_size(vp, mmap.PAGESIZE)
     try:
         kvm.Kvm().close()
     except kvm.KvmError as err:
@@ -83,6 +86,19 @@ def run_here(vp: VerifyPlan) -> Verdict:
     if results.get("error"):
         raise CannotRun(f"the probe could not run the plan: {results['error']}")
     return compare(vp, results)
+
+
+def same_page_size(vp: VerifyPlan, host_page: int | None) -> None:
+    """Refuse (CannotRun) a host whose page size is not the layout's `page_size`: KVM checks
+    memslots against the host's PAGE_SIZE, so the predictions are another host's."""
+    if host_page is None or host_page == vp.page_size:
+        return
+    raise CannotRun(
+        f"the layout's page_size is {human_size(vp.page_size)} and this host's pages are "
+        f"{human_size(host_page)}: KVM checks memslots against the host's page size, so the "
+        f"predictions are for another host; verify on a host with {human_size(vp.page_size)} "
+        f"pages, or set page_size: {human_size(host_page).replace(' KiB', 'K')} in the layout"
+    )
 
 
 def _kvm_fix() -> str:
@@ -117,7 +133,11 @@ def export(vp: VerifyPlan, directory: str, stdout: TextIO) -> list[str]:
 
 def compare_results(vp: VerifyPlan, path: str) -> Verdict:
     """Compare the results file at ``path`` (an exported probe's output) with ``vp``."""
-    return compare(vp, load_results(path))
+    results = load_results(path)
+    host = results.get("host")
+    page = host.get("page_size") if isinstance(host, dict) else None
+    same_page_size(vp, page if isinstance(page, int) else None)
+    return compare(vp, results)
 
 
 def load_results(path: str) -> Mapping[str, Any]:
