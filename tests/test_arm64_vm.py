@@ -108,6 +108,9 @@ def memory_probes() -> list[dict[str, Any]]:
         probe("hole-read", HOLE, "read", 8),
         probe("hole-write", HOLE + 0x10, "write", 2),
         probe("hole-fetch", HOLE + 0x20, "fetch"),
+        probe("top-read", (1 << 40) - 1, "read", 1),
+        probe("beyond-read", 1 << 40, "read", 1),
+        probe("beyond-fetch", 1 << 40, "fetch"),
     ]
     return out
 
@@ -365,6 +368,18 @@ def test_unbacked_fetch_injects_an_instruction_abort(booted: Booted, m: Machine)
     text = detail(booted, "main", "hole-fetch")
     assert "(EC 0x21: instruction abort)" in text
     assert f"FAR_EL1 {HOLE + 0x20:#x}" in text
+
+
+@pytest.mark.parametrize("m", GICV3, ids=ids)
+def test_beyond_the_ipa_size_an_access_is_aborted_in_the_guest(booted: Booted, m: Machine) -> None:
+    seen = observed(booted, "main")
+    assert (seen["top-read"], seen["beyond-read"], seen["beyond-fetch"]) == (
+        "mmio-exit",
+        "guest-exception",
+        "guest-exception",
+    )
+    assert "(EC 0x25: data abort)" in detail(booted, "main", "beyond-read")
+    assert "(EC 0x21: instruction abort)" in detail(booted, "main", "beyond-fetch")
 
 
 @pytest.mark.parametrize("m", GICV3, ids=ids)
