@@ -39,7 +39,7 @@ from typing import Any
 
 from . import kvm
 from .plan import ProbeResult
-from .run import GuestError, VmState, deadline, probe_result
+from .run import GuestError, PlanError, VmState, deadline, probe_result
 
 # --- uapi (include/uapi/linux/kvm.h and arch/arm64/include/uapi/asm/kvm.h, Linux 7.2.13) ----
 
@@ -297,6 +297,9 @@ def _vgic_addr(state: VmState, step: dict[str, Any]) -> str | None:
     frame, base = step["frame"], int(step["base"])
     if frame == "its":
         return _set_attr(vm.its_fd, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_ITS_ADDR_TYPE, base)
+    if frame not in ADDR_TYPES:
+        known = ", ".join([*ADDR_TYPES, "its"])
+        raise PlanError(f"step {step.get('id')!r}: unknown vGIC frame {frame!r}; known: {known}")
     attr = ADDR_TYPES[frame][vm.vgic_version or 3]
     value = base
     if frame == "redist_region":
