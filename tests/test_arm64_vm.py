@@ -31,6 +31,7 @@ V2_CPU = 0x0801_0000
 REDIST_REGION_2 = 0x0900_0000
 REDIST_FRAME = 0x2_0000  # one vCPU's redistributor: RD_base and SGI_base, 64 KiB each
 MARKER = 0x1122_3344_5566_7788
+UCALL = 0x29_1000
 
 
 class Machine(NamedTuple):
@@ -107,6 +108,9 @@ def memory_probes() -> list[dict[str, Any]]:
         probe("hole-read", HOLE, "read", 8),
         probe("hole-write", HOLE + 0x10, "write", 2),
         probe("hole-fetch", HOLE + 0x20, "fetch"),
+        probe("top-read", (1 << 40) - 1, "read", 1),
+        probe("beyond-read", 1 << 40, "read", 1),
+        probe("beyond-fetch", 1 << 40, "fetch"),
     ]
     return out
 
@@ -191,6 +195,20 @@ def gicv3_plans() -> list[dict[str, Any]]:
                 probe("redist-1", REDIST + REDIST_FRAME, "read"),
                 probe("its-read", ITS, "read"),
             ],
+        ),
+        plan(
+            # layouts/broken/ucall-clobbered-by-memslot.yaml: the selftests' ucall page, first
+            # GPA past slot 0, covered by the test-data memslot added after it was chosen.
+            "ucall",
+            [
+                memslot("slot0", 0, 0, UCALL),
+                memslot("test-data", 1, UCALL, 0x20_0000),
+                {"id": "vcpus", "op": "vcpus"},
+                {"id": "vgic", "op": "vgic", "version": 3, "its": False},
+                vgic_addr("gicd", "dist", 0x0802_0000),
+                vgic_addr("gicr", "redist", 0x0803_0000),
+            ],
+            [probe("ucall-write", UCALL, "write", 8), probe("unclobbered", HOLE, "write", 8)],
         ),
         plan("ipa-too-large", [memslot("ram", 0, RAM, 0x10_0000)], [], pa_bits=53),
         plan(
@@ -353,6 +371,18 @@ def test_unbacked_fetch_injects_an_instruction_abort(booted: Booted, m: Machine)
 
 
 @pytest.mark.parametrize("m", GICV3, ids=ids)
+def test_beyond_the_ipa_size_an_access_is_aborted_in_the_guest(booted: Booted, m: Machine) -> None:
+    seen = observed(booted, "main")
+    assert (seen["top-read"], seen["beyond-read"], seen["beyond-fetch"]) == (
+        "mmio-exit",
+        "guest-exception",
+        "guest-exception",
+    )
+    assert "(EC 0x25: data abort)" in detail(booted, "main", "beyond-read")
+    assert "(EC 0x21: instruction abort)" in detail(booted, "main", "beyond-fetch")
+
+
+@pytest.mark.parametrize("m", GICV3, ids=ids)
 def test_vgic_v3_distributor_and_redistributor_answer_in_the_kernel(
     booted: Booted, m: Machine
 ) -> None:
@@ -430,6 +460,13 @@ def test_redistributor_region_past_the_vcpus_exits_to_the_vmm(booted: Booted, m:
         "redist-1": "mmio-exit",
         "its-read": "kernel",
     }
+
+
+@pytest.mark.parametrize("m", GICV3, ids=ids)
+def test_the_ucall_write_lands_in_a_memslot_over_the_ucall_page_with_no_exit(
+    booted: Booted, m: Machine
+) -> None:
+    assert observed(booted, "ucall") == {"ucall-write": "memory", "unclobbered": "mmio-exit"}
 
 
 @pytest.mark.parametrize("m", GICV3, ids=ids)

@@ -3,7 +3,10 @@
 The VM's IPA size is the plan's ``vm.pa_bits`` (KVM_VM_TYPE_ARM_IPA_SIZE). The guest runs at
 EL1 with the MMU off (the state KVM_ARM_VCPU_INIT resets it to, kvm_reset_vcpu() in
 arch/arm64/kvm/reset.c), so every address it names is the IPA itself and every data access is
-of Device memory: an access must be aligned to its width, or it takes an alignment fault.
+of Device memory at stage 1. Keep accesses aligned to their width: real CPUs fault an
+unaligned Device access in the guest (an alignment fault, seen as guest-exception) unless
+stage 2 makes the memory Normal (FEAT_S2FWB, in memslots only); QEMU 7.2's emulation never
+does.
 
 The probe's memslot (``plan["probe_area"]``) holds a vector table (VBAR_EL1) and one short
 routine per kind of access. Before each probe the runner sets PC to the routine, x0 to the
@@ -36,7 +39,7 @@ from typing import Any
 
 from . import kvm
 from .plan import ProbeResult
-from .run import GuestError, VmState, deadline, probe_result
+from .run import GuestError, PlanError, VmState, deadline, probe_result
 
 # --- uapi (include/uapi/linux/kvm.h and arch/arm64/include/uapi/asm/kvm.h, Linux 7.2.13) ----
 
@@ -294,6 +297,9 @@ def _vgic_addr(state: VmState, step: dict[str, Any]) -> str | None:
     frame, base = step["frame"], int(step["base"])
     if frame == "its":
         return _set_attr(vm.its_fd, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_ITS_ADDR_TYPE, base)
+    if frame not in ADDR_TYPES:
+        known = ", ".join([*ADDR_TYPES, "its"])
+        raise PlanError(f"step {step.get('id')!r}: unknown vGIC frame {frame!r}; known: {known}")
     attr = ADDR_TYPES[frame][vm.vgic_version or 3]
     value = base
     if frame == "redist_region":
