@@ -49,7 +49,8 @@ Results::
      "probes": [{"id": ..., "observed": Observed, "detail": "..."}, ...],
      "guest": {...what the probe's guest was given: x86_64 "maxphyaddr", "host_maxphyaddr",
                "smaller_maxphyaddr" (KVM_CAP_SMALLER_MAXPHYADDR)},
-     "error": null | "why the plan could not run at all"}
+     "error": null | "why the plan could not run at all",
+     "vm_errno": "EINVAL"}              # only when KVM_CREATE_VM itself failed
 
 Observed is one of OBSERVED: ``memory`` (the access reached the memslot's memory),
 ``mmio-exit`` (KVM_EXIT_MMIO at the address, direction and width as made), ``kernel`` (no exit

@@ -490,6 +490,11 @@ def _run(
     except PlanError as exc:
         results["error"] = str(exc)
         return
+    except OSError as exc:
+        # KVM_CREATE_VM itself refused the VM's type (arm64: an IPA size beyond the host's).
+        results["error"] = f"KVM_CREATE_VM failed with {kvm.errno_name(exc.errno)}"
+        results["vm_errno"] = kvm.errno_name(exc.errno)
+        return
     guest = None
     try:
         for index, probe in enumerate(probes):
