@@ -43,7 +43,9 @@ class _ArchChoice(click.Choice):  # type: ignore[type-arg]
 
             hint = name_hint(value, "--arch {}")
             if hint:
-                err.message = err.message.rstrip(".") + hint
+                raise click.BadParameter(
+                    err.message.rstrip(".") + hint, ctx=err.ctx, param=err.param
+                ) from None
             raise
 
 
@@ -666,7 +668,8 @@ def _run(argv: Sequence[str] | None) -> int:
         # Messages quote paths and values from the command line: never print them raw.
         from gpa_plan.printable import printable
 
-        err.message = printable(err.message)
+        # click 8.5 declares `message` Final; it is still a plain attribute.
+        setattr(err, "message", printable(err.message))  # noqa: B010
         exits.say_with(err.show)
         return err.exit_code
     except (click.Abort, KeyboardInterrupt) as err:
