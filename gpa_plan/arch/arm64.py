@@ -42,6 +42,22 @@ _FETCH_FAULT = Effect(
     "instruction abort (synchronous external abort) injected",
 )
 
+# arch/arm64/kvm/mmio.c io_mem_abort() (Linux 7.2.13) tests the syndrome before it offers
+# the access to the KVM_MMIO_BUS, so this holds for the vGIC, ioeventfds and coalesced zones as
+# for an exit: !kvm_vcpu_dabt_isvalid() -> KVM_EXIT_ARM_NISV when
+# KVM_ARCH_FLAG_RETURN_NISV_IO_ABORT_TO_USER is set (arm.c, KVM_CAP_ARM_NISV_TO_USER), a
+# protected VM gets kvm_inject_sea_dabt(), else -ENOSYS, which kvm_handle_guest_abort()
+# returns out of KVM_RUN. The instructions without a valid ISV are the architecture's (ESR_ELx
+# ISS, ISV=0): pairs, writeback forms, SIMD&FP registers, exclusives.
+_NO_SYNDROME = (
+    "this outcome holds only for a single load or store of a general-purpose register (a data "
+    "abort with a valid syndrome, ISV=1); any other instruction here (a load/store pair, a pre- or"
+    " post-indexed writeback form, a SIMD&FP register, a load/store exclusive) has no valid "
+    "syndrome, and io_mem_abort() makes KVM_RUN fail with ENOSYS, or exits with KVM_EXIT_ARM_NISV "
+    "once the VMM enabled KVM_CAP_ARM_NISV_TO_USER, before any in-kernel device is asked (a "
+    "protected VM gets an external abort)"
+)
+
 KiB = 1024
 _VGIC_API = "KVM_SET_DEVICE_ATTR(KVM_DEV_ARM_VGIC_GRP_ADDR)"
 
@@ -195,4 +211,5 @@ ARM64 = ArchSpec(
         sections=_selftests_sections,
     ),
     devices=_DEVICES,
+    io_instruction_note=_NO_SYNDROME,
 )

@@ -292,6 +292,10 @@ class ArchSpec(NamedTuple):
     memslot_may_end_at_limit: bool = True
     # The outcome of an instruction fetch beyond 2**pa_bits, when it is not ``beyond_pa``.
     beyond_pa_fetch: Effect | None = None
+    # What KVM does instead of an IO outcome (io-exit, io-kernel, io-coalesced) when the
+    # guest's instruction is not one the table assumes (arm64: no valid syndrome); said beside
+    # every IO answer of `explain`. "" where the table holds for every instruction.
+    io_instruction_note: str = ""
 
     def address_space_ids(self) -> str:
         """The as_id values a memslot may take, in words: "only 0", "0 or 1 (SMM)"."""
@@ -326,6 +330,13 @@ class ArchSpec(NamedTuple):
             elif setting.default is not None:
                 kept.append(KeptRange(private, setting.default))
         return tuple(kept)
+
+    def notes_for(self, effect: Effect) -> tuple[str, ...]:
+        """What an answer with ``effect`` must also say: the instruction condition of an IO
+        outcome, where the architecture has one."""
+        if effect.outcome.is_io and self.io_instruction_note:
+            return (self.io_instruction_note,)
+        return ()
 
     def beyond(self, access: str) -> Effect:
         """The effect of ``access`` (read, write, fetch) at or beyond 2**pa_bits."""

@@ -23,6 +23,9 @@ class Answer:
     kind: str
     names: tuple[str, ...]
     detail: str
+    # What else decides the outcome: the instruction an IO outcome assumes (ArchSpec
+    # .io_instruction_note), the condition an ioeventfd puts on a write.
+    notes: tuple[str, ...] = ()
 
 
 def explain_layout(
@@ -106,7 +109,16 @@ def explain_address(regions: list[Region], arch_name: str, address: int, access:
     region = region_at(regions, address)
     if region is None:
         effect = arch.beyond(access)
-        return Answer(address, arch.name, access, effect.outcome.value, "beyond", (), effect.path)
+        return Answer(
+            address,
+            arch.name,
+            access,
+            effect.outcome.value,
+            "beyond",
+            (),
+            effect.path,
+            arch.notes_for(effect),
+        )
     effect = arch.effects(region.backing, region.handler).of(access)
     return Answer(
         address,
@@ -116,6 +128,7 @@ def explain_address(regions: list[Region], arch_name: str, address: int, access:
         region.kind,
         region.names,
         _who(region) + effect.path,
+        arch.notes_for(effect),
     )
 
 
