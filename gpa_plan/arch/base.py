@@ -358,6 +358,14 @@ class ArchSpec(NamedTuple):
 
 BusCells = Mapping[Handler, tuple[Outcome, str]]
 
+# virt/kvm/eventfd.c ioeventfd_in_range() / ioeventfd_write() (Linux 7.2.13): what the write
+# cell of an ioeventfd's range assumes, and what becomes of the other writes there.
+IOEVENTFD_CONDITION = (
+    " when the write is at exactly its base, with exactly its length (any, for length 0) and "
+    "its datamatch value, if any (ioeventfd_in_range()); any other write there is declined "
+    "and goes on down the bus, else exits as KVM_EXIT_MMIO"
+)
+
 
 def io_bus_cells(read_via: str, write_via: str) -> tuple[BusCells, BusCells]:
     """``(bus_read, bus_write)`` for an architecture whose MMIO accesses reach the
@@ -377,8 +385,7 @@ def io_bus_cells(read_via: str, write_via: str) -> tuple[BusCells, BusCells]:
         ),
         Handler.IOEVENTFD: (
             Outcome.IO_KERNEL,
-            f"{write_via} -> kvm_io_bus_write() signals the ioeventfd (a datamatch miss exits "
-            "as KVM_EXIT_MMIO)",
+            f"{write_via} -> kvm_io_bus_write() signals the ioeventfd{IOEVENTFD_CONDITION}",
         ),
         Handler.COALESCED: (
             Outcome.IO_COALESCED,

@@ -11,6 +11,7 @@ reports KVM_EXIT_INTERNAL_ERROR at CPL 0 (confirmed on a real host, see tests/te
 from __future__ import annotations
 
 from gpa_plan.arch.base import (
+    IOEVENTFD_CONDITION,
     ArchSpec,
     DeviceType,
     Effect,
@@ -36,8 +37,8 @@ _BUS_WRITE = {
     ),
     Handler.IOEVENTFD: (
         Outcome.IO_KERNEL,
-        " -> vcpu_mmio_write() -> kvm_io_bus_write() signals the ioeventfd "
-        "(a datamatch miss exits as KVM_EXIT_MMIO)",
+        " -> vcpu_mmio_write() -> kvm_io_bus_write() signals the ioeventfd"
+        + IOEVENTFD_CONDITION,
     ),
     Handler.COALESCED: (
         Outcome.IO_COALESCED,

@@ -127,7 +127,10 @@ def device_overlap(ctx: RuleContext) -> Iterator[Finding]:
 
 def _party(device: DeviceEntry, ctx: RuleContext) -> Party:
     kind = kind_of(device.type.name, device_handler(device, ctx.arch))
-    return Party(kind, device.name, device.range)
+    bell = device.doorbell
+    return Party(
+        kind, device.name, device.range, None if bell is None else (bell.length, bell.datamatch)
+    )
 
 
 @rule("device-misaligned", ERROR, "a device base breaks its type's alignment")

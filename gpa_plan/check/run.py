@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from gpa_plan.arch import ARCHES
 from gpa_plan.check import (  # noqa: F401  (registers rules)
     devices,
+    ioeventfds,
     layout_rules,
     memslots,
     program_rules,
