@@ -58,6 +58,20 @@ _NO_SYNDROME = (
     "protected VM gets an external abort)"
 )
 
+# arch/arm64/kvm/arm.c kvm_arch_vcpu_run_pid_change() -> vgic-init.c kvm_vgic_map_resources()
+# at the first KVM_RUN (Linux 7.2.13): vgic_v2_map_resources() (vgic-v2.c) wants both GICv2
+# addresses, vgic_v3_map_resources() (vgic-v3.c) a redistributor for every vCPU, then the
+# distributor; either returns -ENXIO, and kvm_vgic_map_resources() then calls kvm_vm_dead(),
+# after which kvm_vm_ioctl() and kvm_vcpu_ioctl() (virt/kvm/kvm_main.c) return -EIO.
+_MAP_RESOURCES = (
+    "the first KVM_RUN fails with ENXIO ({function}(), from kvm_vgic_map_resources(): {why}) "
+    "and KVM marks the VM dead, so every later ioctl on it fails with EIO"
+)
+_V2_MISSING = _MAP_RESOURCES.format(
+    function="vgic_v2_map_resources", why="both the distributor and the CPU interface "
+    "addresses must be set"
+)
+
 KiB = 1024
 _VGIC_API = "KVM_SET_DEVICE_ATTR(KVM_DEV_ARM_VGIC_GRP_ADDR)"
 
@@ -75,6 +89,7 @@ _DEVICES = (
         kvm_api=_VGIC_API,
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv2",
+        missing_refusal=_V2_MISSING,
     ),
     DeviceType(
         "vgic-v2-cpu",
@@ -85,6 +100,7 @@ _DEVICES = (
         kvm_api=_VGIC_API,
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv2",
+        missing_refusal=_V2_MISSING,
     ),
     DeviceType(
         "vgic-v3-dist",
@@ -95,6 +111,9 @@ _DEVICES = (
         kvm_api=_VGIC_API,
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv3",
+        missing_refusal=_MAP_RESOURCES.format(
+            function="vgic_v3_map_resources", why="the distributor address is not set"
+        ),
     ),
     DeviceType(
         "vgic-v3-redist",
@@ -106,6 +125,9 @@ _DEVICES = (
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv3",
         frame_may_repeat=True,
+        missing_refusal=_MAP_RESOURCES.format(
+            function="vgic_v3_map_resources", why="no vCPU has a redistributor"
+        ),
     ),
     DeviceType(
         "vgic-its",

@@ -235,6 +235,9 @@ class DeviceType(NamedTuple):
     irqchip_model: str | None = None
     # KVM takes several addresses of this frame (GICv3 KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION).
     frame_may_repeat: bool = False
+    # What KVM does to a VM whose interrupt controller of ``irqchip_model`` lacks this frame
+    # ("" where the frame may be left out); the vgic-incomplete rule says it.
+    missing_refusal: str = ""
     # What KVM_SET_DEVICE_ATTR returns for a base beyond 2**pa_bits, where KVM checks it (the
     # vGIC's E2BIG); None where it checks nothing (the riscv AIA) or takes no address.
     beyond_pa_errno: str | None = None

@@ -13,6 +13,7 @@ from gpa_plan.check import (  # noqa: F401  (registers rules)
     layout_rules,
     memslots,
     program_rules,
+    vgic,
 )
 from gpa_plan.check.findings import ERROR, WARNING, Finding, cap_per_object, problem_findings
 from gpa_plan.check.partition import Region, partition

@@ -49,6 +49,10 @@ from gpa_plan.layout.numbers import coerce_number, refuse_rejected
 from gpa_plan.ranges import U64_LIMIT
 
 Policy = Literal["first", "last"]
+Redist = Literal["legacy", "regions"]
+# A vgic-v3-redist without `redist`: what QEMU (hw/intc/arm_gicv3_kvm.c) and KVM selftests
+# (lib/arm64/vgic.c) give KVM on every kernel that has KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION.
+REDIST_DEFAULT: Redist = "regions"
 Handler = Literal["user", "kernel", "ioeventfd", "coalesced"]
 NumberOrAuto = int | Literal["auto"]
 
@@ -273,12 +277,12 @@ class Device(NamedTuple):
         ),
     ] = None
     redist: Annotated[
-        Literal["legacy", "regions"] | None,
+        Redist | None,
         Key(
             cs.literal_schema(["legacy", "regions"]),
             "vgic-v3-redist only: how the VMM gives KVM its address: one "
             "KVM_VGIC_V3_ADDR_TYPE_REDIST (legacy) or a KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION "
-            "(regions); default regions, what QEMU does",
+            f"(regions); default {REDIST_DEFAULT}, what QEMU does",
         ),
     ] = None
     handler: Annotated[
