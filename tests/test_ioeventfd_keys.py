@@ -308,3 +308,21 @@ def test_explain_text_prints_the_doorbell_condition(tmp_path: Path) -> None:
         "0xd000_0000, of any value (ioeventfd_in_range()); a write at 0xd000_0001 cannot signal "
         "it and becomes io-exit"
     )
+
+
+def test_on_x86_64_a_length_0_ioeventfd_notes_the_fast_mmio_bus(tmp_path: Path) -> None:
+    devices = "- {name: kick, type: mmio, handler: ioeventfd, base: 0xd000_0000, size: %s}\n"
+    read, write = explain(
+        layout(tmp_path, devices % "4K"), "0xd000_0000", "--access", "read", "--access", "write"
+    )
+    for answer in (read, write):
+        (note,) = [n for n in answer["notes"] if "KVM_FAST_MMIO_BUS" in n]  # type: ignore[attr-defined]
+        assert note.startswith("'kick': an ioeventfd of length 0 is also on KVM_FAST_MMIO_BUS")
+        assert "a read returns no data and does not exit" in note
+    assert read["outcome"] == "io-exit"  # the first access to the page, as the table says
+    # Not for an ioeventfd with a length, nor away from the base, nor on arm64 (no such bus).
+    (exact,) = explain(layout(tmp_path, devices % "4"), "0xd000_0000", "--access", "read")
+    (past,) = explain(layout(tmp_path, devices % "4K"), "0xd000_0004", "--access", "read")
+    (arm,) = explain(layout(tmp_path, devices % "4K", "arm64"), "0xd000_0000", "--access", "read")
+    for answer in (exact, past, arm):
+        assert not any("KVM_FAST_MMIO_BUS" in n for n in answer["notes"])  # type: ignore[attr-defined]

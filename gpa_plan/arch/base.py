@@ -299,6 +299,9 @@ class ArchSpec(NamedTuple):
     # guest's instruction is not one the table assumes (arm64: no valid syndrome); said beside
     # every IO answer of `explain`. "" where the table holds for every instruction.
     io_instruction_note: str = ""
+    # What else happens at the base of an ioeventfd of length 0, where the architecture has a
+    # fast path for it (x86: KVM_FAST_MMIO_BUS); said beside every access there.
+    any_length_ioeventfd_note: str = ""
 
     def address_space_ids(self) -> str:
         """The as_id values a memslot may take, in words: "only 0", "0 or 1 (SMM)"."""

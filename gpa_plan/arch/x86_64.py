@@ -198,6 +198,23 @@ IDENTITY_MAP = PrivateRange(
     most_hosts=False,
 )
 
+# arch/x86/kvm/mmu/mmu.c kvm_handle_noslot_fault() installs an MMIO SPTE for a GPA without
+# a memslot when enable_mmio_caching (mmu/spte.c, kvm.mmio_caching) holds; a later access there
+# exits as an EPT misconfiguration (vmx.c handle_ept_misconfig()) or an NPF with PFERR_RSVD
+# (svm.c npf_interception()), which try kvm_io_bus_write(KVM_FAST_MMIO_BUS, gpa, 0, NULL) first,
+# read or write alike, and skip the instruction when an ioeventfd of length 0 takes it
+# (virt/kvm/eventfd.c kvm_assign_ioeventfd() puts those on that bus; Linux 7.2.13). The first
+# access to the page takes the emulator's path of the table.
+_FAST_MMIO = (
+    "an ioeventfd of length 0 is also on KVM_FAST_MMIO_BUS (kvm_assign_ioeventfd()): where KVM "
+    "caches MMIO SPTEs (on by default; /sys/module/kvm/parameters/mmio_caching says whether the "
+    "host does), every access to this address after the first one to its page, a read too, is an "
+    "EPT misconfiguration (Intel, handle_ept_misconfig()) or a reserved-bit NPF (AMD with NRIPS, "
+    "npf_interception()) that signals the eventfd and skips the instruction without decoding it: a"
+    " read returns no data and does not exit, and a write of any width signals"
+)
+
+
 X86_64 = ArchSpec(
     name="x86_64",
     elf_machine="EM_X86_64",
@@ -280,4 +297,5 @@ X86_64 = ArchSpec(
         "ucall address here is a valid MMIO page for VMMs that want one"
     ),
     devices=_DEVICES,
+    any_length_ioeventfd_note=_FAST_MMIO,
 )

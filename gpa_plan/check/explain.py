@@ -53,6 +53,7 @@ def explain_layout(
                     answer = explain_address(regions, arch, address, a)
                     if a == "write":
                         answer = _at_doorbell(answer, layout, regions)
+                    answer = _at_any_length_doorbell(answer, layout)
                     answers.append(replace(answer, detail=why + answer.detail) if why else answer)
     return answers
 
@@ -146,6 +147,18 @@ def _at_doorbell(answer: Answer, layout: ResolvedLayout, regions: list[Region]) 
         detail=_who(region) + miss.path,
         notes=(note, *arch.notes_for(miss)),
     )
+
+
+def _at_any_length_doorbell(answer: Answer, layout: ResolvedLayout) -> Answer:
+    """A read or write at the base of a length-0 ioeventfd, where the architecture has a fast
+    path for those (ArchSpec.any_length_ioeventfd_note): what it does besides the table."""
+    note = ARCHES[answer.arch].any_length_ioeventfd_note
+    if not note or answer.access == "fetch":
+        return answer
+    for d in layout.devices:
+        if d.doorbell is not None and d.doorbell.length == 0 and d.doorbell.base == answer.address:
+            return replace(answer, notes=(*answer.notes, f"{d.name!r}: {note}"))
+    return answer
 
 
 def _doorbell_words(device: DeviceEntry) -> str:
