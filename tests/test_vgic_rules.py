@@ -193,3 +193,16 @@ def test_rules_lists_both_vgic_rules() -> None:
     for slug in ("vgic-incomplete", "vgic-redist"):
         assert slug in RULES
         assert f"{slug} (error): {RULES[slug].summary}" in result.stdout
+
+
+def test_overlapping_legacy_redistributors_get_one_errno_from_both_rules(tmp_path: Path) -> None:
+    # vgic_v3_alloc_redist_region() refuses a second legacy address (EEXIST) before it looks
+    # at any overlap, so device-overlap names the same errno as vgic-redist.
+    _, found = findings(
+        tmp_path,
+        DIST + "- {name: gicr0, type: vgic-v3-redist, base: 0x080a_0000, redist: legacy}\n"
+        "- {name: gicr1, type: vgic-v3-redist, base: 0x080b_0000, redist: legacy}\n",
+    )
+    assert sorted(str(f["rule"]) for f in found) == ["device-overlap", "vgic-redist"]
+    for f in found:
+        assert "fails with EEXIST" in str(f["message"]) and "EINVAL" not in str(f["message"])

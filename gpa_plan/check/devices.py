@@ -128,8 +128,13 @@ def device_overlap(ctx: RuleContext) -> Iterator[Finding]:
 def _party(device: DeviceEntry, ctx: RuleContext) -> Party:
     kind = kind_of(device.type.name, device_handler(device, ctx.arch))
     bell = device.doorbell
+    given = ctx.layout.source.devices[device.path[1]]
     return Party(
-        kind, device.name, device.range, None if bell is None else (bell.length, bell.datamatch)
+        kind,
+        device.name,
+        device.range,
+        None if bell is None else (bell.length, bell.datamatch),
+        legacy=given.redist == "legacy",
     )
 
 
