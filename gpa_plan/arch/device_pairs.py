@@ -262,11 +262,17 @@ def _kernel_over_vmm(k: Party, v: Party) -> tuple[bool, bool, str]:
 
 
 def _writes_over_vmm(w: Party, v: Party) -> tuple[bool, bool, str]:
-    takes = "signal the eventfd" if w.kind is Kind.IOEVENTFD else "are queued in the ring"
+    if w.kind is Kind.IOEVENTFD:
+        # ioeventfd_in_range(): only the write of its base, length and datamatch.
+        takes = (
+            f"the guest write that matches {w.name!r} (its base, length and datamatch) signals "
+            f"the eventfd of {w.name!r} instead of exiting; other writes and"
+        )
+    else:
+        takes = f"guest writes they share are queued in the ring of {w.name!r} instead of exiting;"
     ucall = v.kind is Kind.UCALL
     return False, ucall, (
-        f"KVM accepts it: guest writes they share {takes} of {w.name!r} instead of exiting, "
-        f"reads still exit to the VMM's {v.name!r}"
+        f"KVM accepts it: {takes} reads still exit to the VMM's {v.name!r}"
         + (" (so the ucall write never exits)" if ucall else " (how a VMM offloads a doorbell)")
     )
 
