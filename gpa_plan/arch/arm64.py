@@ -46,6 +46,36 @@ _FETCH_FAULT = Effect(
     "instruction abort (synchronous external abort) injected",
 )
 
+# arch/arm64/kvm/mmio.c io_mem_abort() (Linux 7.2.13) tests the syndrome before it offers
+# the access to the KVM_MMIO_BUS, so this holds for the vGIC, ioeventfds and coalesced zones as
+# for an exit: !kvm_vcpu_dabt_isvalid() -> KVM_EXIT_ARM_NISV when
+# KVM_ARCH_FLAG_RETURN_NISV_IO_ABORT_TO_USER is set (arm.c, KVM_CAP_ARM_NISV_TO_USER), a
+# protected VM gets kvm_inject_sea_dabt(), else -ENOSYS, which kvm_handle_guest_abort()
+# returns out of KVM_RUN. The instructions without a valid ISV are the architecture's (ESR_ELx
+# ISS, ISV=0): pairs, writeback forms, SIMD&FP registers, exclusives.
+_NO_SYNDROME = (
+    "this outcome holds only for a single load or store of a general-purpose register (a data "
+    "abort with a valid syndrome, ISV=1); any other instruction here (a load/store pair, a pre- or"
+    " post-indexed writeback form, a SIMD&FP register, a load/store exclusive) has no valid "
+    "syndrome, and io_mem_abort() makes KVM_RUN fail with ENOSYS, or exits with KVM_EXIT_ARM_NISV "
+    "once the VMM enabled KVM_CAP_ARM_NISV_TO_USER, before any in-kernel device is asked (a "
+    "protected VM gets an external abort)"
+)
+
+# arch/arm64/kvm/arm.c kvm_arch_vcpu_run_pid_change() -> vgic-init.c kvm_vgic_map_resources()
+# at the first KVM_RUN (Linux 7.2.13): vgic_v2_map_resources() (vgic-v2.c) wants both GICv2
+# addresses, vgic_v3_map_resources() (vgic-v3.c) a redistributor for every vCPU, then the
+# distributor; either returns -ENXIO, and kvm_vgic_map_resources() then calls kvm_vm_dead(),
+# after which kvm_vm_ioctl() and kvm_vcpu_ioctl() (virt/kvm/kvm_main.c) return -EIO.
+_MAP_RESOURCES = (
+    "the first KVM_RUN fails with ENXIO ({function}(), from kvm_vgic_map_resources(): {why}) "
+    "and KVM marks the VM dead, so every later ioctl on it fails with EIO"
+)
+_V2_MISSING = _MAP_RESOURCES.format(
+    function="vgic_v2_map_resources", why="both the distributor and the CPU interface "
+    "addresses must be set"
+)
+
 KiB = 1024
 _VGIC_API = "KVM_SET_DEVICE_ATTR(KVM_DEV_ARM_VGIC_GRP_ADDR)"
 
@@ -63,6 +93,7 @@ _DEVICES = (
         kvm_api=_VGIC_API,
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv2",
+        missing_refusal=_V2_MISSING,
     ),
     DeviceType(
         "vgic-v2-cpu",
@@ -73,6 +104,7 @@ _DEVICES = (
         kvm_api=_VGIC_API,
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv2",
+        missing_refusal=_V2_MISSING,
     ),
     DeviceType(
         "vgic-v3-dist",
@@ -83,6 +115,9 @@ _DEVICES = (
         kvm_api=_VGIC_API,
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv3",
+        missing_refusal=_MAP_RESOURCES.format(
+            function="vgic_v3_map_resources", why="the distributor address is not set"
+        ),
     ),
     DeviceType(
         "vgic-v3-redist",
@@ -94,6 +129,9 @@ _DEVICES = (
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv3",
         frame_may_repeat=True,
+        missing_refusal=_MAP_RESOURCES.format(
+            function="vgic_v3_map_resources", why="no vCPU has a redistributor"
+        ),
     ),
     DeviceType(
         "vgic-its",
@@ -249,4 +287,5 @@ ARM64 = ArchSpec(
     devices=_DEVICES,
     instruction_align=4,
     probe_steps=_probe_steps,
+    io_instruction_note=_NO_SYNDROME,
 )

@@ -235,6 +235,9 @@ class DeviceType(NamedTuple):
     irqchip_model: str | None = None
     # KVM takes several addresses of this frame (GICv3 KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION).
     frame_may_repeat: bool = False
+    # What KVM does to a VM whose interrupt controller of ``irqchip_model`` lacks this frame
+    # ("" where the frame may be left out); the vgic-incomplete rule says it.
+    missing_refusal: str = ""
     # What KVM_SET_DEVICE_ATTR returns for a base beyond 2**pa_bits, where KVM checks it (the
     # vGIC's E2BIG); None where it checks nothing (the riscv AIA) or takes no address.
     beyond_pa_errno: str | None = None
@@ -315,6 +318,13 @@ class ArchSpec(NamedTuple):
     # How `gpa-plan verify` creates this architecture's in-kernel devices; None where the
     # probe cannot run (gpa_plan.probe has no guest for it).
     probe_steps: ProbeSteps | None = None
+    # What KVM does instead of an IO outcome (io-exit, io-kernel, io-coalesced) when the
+    # guest's instruction is not one the table assumes (arm64: no valid syndrome); said beside
+    # every IO answer of `explain`. "" where the table holds for every instruction.
+    io_instruction_note: str = ""
+    # What else happens at the base of an ioeventfd of length 0, where the architecture has a
+    # fast path for it (x86: KVM_FAST_MMIO_BUS); said beside every access there.
+    any_length_ioeventfd_note: str = ""
 
     def address_space_ids(self) -> str:
         """The as_id values a memslot may take, in words: "only 0", "0 or 1 (SMM)"."""
@@ -350,6 +360,13 @@ class ArchSpec(NamedTuple):
                 kept.append(KeptRange(private, setting.default))
         return tuple(kept)
 
+    def notes_for(self, effect: Effect) -> tuple[str, ...]:
+        """What an answer with ``effect`` must also say: the instruction condition of an IO
+        outcome, where the architecture has one."""
+        if effect.outcome.is_io and self.io_instruction_note:
+            return (self.io_instruction_note,)
+        return ()
+
     def beyond(self, access: str) -> Effect:
         """The effect of ``access`` (read, write, fetch) at or beyond 2**pa_bits."""
         if access == "fetch" and self.beyond_pa_fetch is not None:
@@ -370,6 +387,14 @@ class ArchSpec(NamedTuple):
 
 BusCells = Mapping[Handler, tuple[Outcome, str]]
 
+# virt/kvm/eventfd.c ioeventfd_in_range() / ioeventfd_write() (Linux 7.2.13): what the write
+# cell of an ioeventfd's range assumes, and what becomes of the other writes there.
+IOEVENTFD_CONDITION = (
+    " when the write is at exactly its base, with exactly its length (any, for length 0) and "
+    "its datamatch value, if any (ioeventfd_in_range()); any other write there is declined "
+    "and goes on down the bus, else exits as KVM_EXIT_MMIO"
+)
+
 
 def io_bus_cells(read_via: str, write_via: str) -> tuple[BusCells, BusCells]:
     """``(bus_read, bus_write)`` for an architecture whose MMIO accesses reach the
@@ -389,8 +414,7 @@ def io_bus_cells(read_via: str, write_via: str) -> tuple[BusCells, BusCells]:
         ),
         Handler.IOEVENTFD: (
             Outcome.IO_KERNEL,
-            f"{write_via} -> kvm_io_bus_write() signals the ioeventfd (a datamatch miss exits "
-            "as KVM_EXIT_MMIO)",
+            f"{write_via} -> kvm_io_bus_write() signals the ioeventfd{IOEVENTFD_CONDITION}",
         ),
         Handler.COALESCED: (
             Outcome.IO_COALESCED,

@@ -96,6 +96,18 @@ def _selftests_sections(vm: SelftestsVMFacts, ucall_base: str) -> str:
     return text + mmio_ucall_yaml(vm, ucall_base, "loongarch64", "loongarch")
 
 
+# arch/loongarch/kvm/exit.c (Linux 7.2.13): kvm_emu_mmio_read()/kvm_emu_mmio_write() decode
+# the trapped instruction (vcpu->arch.badi) before the bus is asked and return EMULATE_FAIL for
+# an opcode they do not match; kvm_handle_rdwr_fault() then injects EXCCODE_ADE/EXSUBCODE_ADEM
+# and resumes the guest.
+_UNDECODED = (
+    "this outcome holds only for a plain integer load or store (ld.*, ldx.*, ldptr.*, st.*, stx.*,"
+    " stptr.*): kvm_emu_mmio_read()/kvm_emu_mmio_write() decode nothing else, and for any other "
+    "instruction (floating point, vector, atomics, ll/sc) kvm_handle_rdwr_fault() injects an "
+    "address error (ADE, subcode ADEM) into the guest instead, before any in-kernel device is "
+    "asked; KVM_RUN does not fail"
+)
+
 LOONGARCH64 = ArchSpec(
     name="loongarch64",
     elf_machine="EM_LOONGARCH",
@@ -164,4 +176,5 @@ LOONGARCH64 = ArchSpec(
         default_host_page=0x4000,
     ),
     devices=_DEVICES,
+    io_instruction_note=_UNDECODED,
 )

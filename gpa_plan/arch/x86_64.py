@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gpa_plan.arch.base import (
+    IOEVENTFD_CONDITION,
     ArchSpec,
     DeviceType,
     Effect,
@@ -40,8 +41,8 @@ _BUS_WRITE = {
     ),
     Handler.IOEVENTFD: (
         Outcome.IO_KERNEL,
-        " -> vcpu_mmio_write() -> kvm_io_bus_write() signals the ioeventfd "
-        "(a datamatch miss exits as KVM_EXIT_MMIO)",
+        " -> vcpu_mmio_write() -> kvm_io_bus_write() signals the ioeventfd"
+        + IOEVENTFD_CONDITION,
     ),
     Handler.COALESCED: (
         Outcome.IO_COALESCED,
@@ -201,6 +202,7 @@ IDENTITY_MAP = PrivateRange(
     most_hosts=False,
 )
 
+
 def _probe_steps(devices: Sequence[ProbeDevice], vcpus: int) -> list[dict[str, Any]]:
     """KVM_CREATE_IRQCHIP (kvm_arch_vm_ioctl(), arch/x86/kvm/x86.c) when the layout has the
     in-kernel IOAPIC: it creates the PIC, the IOAPIC at IOAPIC_DEFAULT_BASE_ADDRESS and, with
@@ -214,6 +216,23 @@ def _probe_steps(devices: Sequence[ProbeDevice], vcpus: int) -> list[dict[str, A
     if any(d.type == "ioapic" for d in devices):
         return [{"id": "irqchip", "op": "irqchip", "objects": chips}]
     return [{"id": "split_irqchip", "op": "split_irqchip", "routes": 24, "objects": chips}]
+
+
+# arch/x86/kvm/mmu/mmu.c kvm_handle_noslot_fault() installs an MMIO SPTE for a GPA without
+# a memslot when enable_mmio_caching (mmu/spte.c, kvm.mmio_caching) holds; a later access there
+# exits as an EPT misconfiguration (vmx.c handle_ept_misconfig()) or an NPF with PFERR_RSVD
+# (svm.c npf_interception()), which try kvm_io_bus_write(KVM_FAST_MMIO_BUS, gpa, 0, NULL) first,
+# read or write alike, and skip the instruction when an ioeventfd of length 0 takes it
+# (virt/kvm/eventfd.c kvm_assign_ioeventfd() puts those on that bus; Linux 7.2.13). The first
+# access to the page takes the emulator's path of the table.
+_FAST_MMIO = (
+    "an ioeventfd of length 0 is also on KVM_FAST_MMIO_BUS (kvm_assign_ioeventfd()): where KVM "
+    "caches MMIO SPTEs (on by default; /sys/module/kvm/parameters/mmio_caching says whether the "
+    "host does), every access to this address after the first one to its page, a read too, is an "
+    "EPT misconfiguration (Intel, handle_ept_misconfig()) or a reserved-bit NPF (AMD with NRIPS, "
+    "npf_interception()) that signals the eventfd and skips the instruction without decoding it: a"
+    " read returns no data and does not exit, and a write of any width signals"
+)
 
 
 X86_64 = ArchSpec(
@@ -300,4 +319,5 @@ X86_64 = ArchSpec(
     ),
     devices=_DEVICES,
     probe_steps=_probe_steps,
+    any_length_ioeventfd_note=_FAST_MMIO,
 )

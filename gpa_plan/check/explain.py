@@ -8,10 +8,11 @@ from typing import NamedTuple
 
 from gpa_plan.arch import ACCESSES, ARCHES
 from gpa_plan.arch.base import Backing, Handler, KeptRange
-from gpa_plan.check.partition import Region, partition, region_at
+from gpa_plan.check.partition import Region, device_handler, partition, region_at
 from gpa_plan.check.run import LoadedLayout
 from gpa_plan.collector import paused
-from gpa_plan.layout.resolved import DeviceEntry, created_on
+from gpa_plan.layout.resolved import DeviceEntry, ResolvedLayout, created_on
+from gpa_plan.ranges import hex_addr
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,9 @@ class Answer:
     kind: str
     names: tuple[str, ...]
     detail: str
+    # What else decides the outcome: the instruction an IO outcome assumes (ArchSpec
+    # .io_instruction_note), the condition an ioeventfd puts on a write.
+    notes: tuple[str, ...] = ()
 
 
 def explain_layout(
@@ -47,6 +51,9 @@ def explain_layout(
                 why += _private_here(kept, address)
                 for a in accesses:
                     answer = explain_address(regions, arch, address, a)
+                    if a == "write":
+                        answer = _at_doorbell(answer, layout, regions)
+                    answer = _at_any_length_doorbell(answer, layout)
                     answers.append(replace(answer, detail=why + answer.detail) if why else answer)
     return answers
 
@@ -100,13 +107,93 @@ def _private_here(kept: Sequence[KeptRange], address: int) -> str:
     return "".join(notes)
 
 
+def _at_doorbell(answer: Answer, layout: ResolvedLayout, regions: list[Region]) -> Answer:
+    """A write where an ioeventfd decides: which write signals it, and what the others do.
+
+    virt/kvm/eventfd.c ioeventfd_in_range() (Linux 7.2.13): only a write at exactly an
+    ioeventfd's base (of its length and datamatch value, unless its length is 0) signals it;
+    ioeventfd_write() declines any other, and the bus offers it to the next device, else it
+    exits. So at the base the answer is the signalling write (io-kernel) with the condition
+    beside it, and elsewhere in the range the write is what it would be without the
+    ioeventfd: no write there can signal it."""
+    region = region_at(regions, answer.address)
+    if region is None or region.handler is not Handler.IOEVENTFD:
+        return answer
+    arch = ARCHES[answer.arch]
+    at = answer.address
+    bells = [d for d in layout.devices if d.doorbell is not None and d.range.contains(at)]
+    below = max(
+        (device_handler(d, arch) for d in layout.devices
+         if d.doorbell is None and d.range.contains(at)),
+        default=Handler.NONE,
+        key=lambda h: h.strength,
+    )  # fmt: skip
+    miss = arch.effects(region.backing, below).write
+    ringing = any(d.doorbell is not None and d.doorbell.base == at for d in bells)
+    condition = "; ".join(_doorbell_words(d) for d in bells)
+    if ringing:
+        note = (
+            f"{condition}; any other write here is declined (ioeventfd_write()) and becomes "
+            f"{miss.outcome.value}: {miss.path}"
+        )
+        return replace(answer, notes=(note, *answer.notes))
+    note = (
+        f"{condition}; a write at {hex_addr(at)} cannot signal it and becomes "
+        f"{miss.outcome.value}"
+    )
+    return replace(
+        answer,
+        outcome=miss.outcome.value,
+        detail=_who(region) + miss.path,
+        notes=(note, *arch.notes_for(miss)),
+    )
+
+
+def _at_any_length_doorbell(answer: Answer, layout: ResolvedLayout) -> Answer:
+    """A read or write at the base of a length-0 ioeventfd, where the architecture has a fast
+    path for those (ArchSpec.any_length_ioeventfd_note): what it does besides the table."""
+    note = ARCHES[answer.arch].any_length_ioeventfd_note
+    if not note or answer.access == "fetch":
+        return answer
+    for d in layout.devices:
+        if d.doorbell is not None and d.doorbell.length == 0 and d.doorbell.base == answer.address:
+            return replace(answer, notes=(*answer.notes, f"{d.name!r}: {note}"))
+    return answer
+
+
+def _doorbell_words(device: DeviceEntry) -> str:
+    bell = device.doorbell
+    assert bell is not None
+    where = f"at exactly {hex_addr(bell.base)}"
+    if bell.length == 0:
+        return (
+            f"the ioeventfd {device.name!r} is signalled by a write of any width and value "
+            f"{where} (length 0; ioeventfd_in_range())"
+        )
+    value = f"carrying {bell.datamatch:#x}" if bell.datamatch is not None else "of any value"
+    unit = "byte" if bell.length == 1 else "bytes"
+    return (
+        f"the ioeventfd {device.name!r} is signalled only by a write of exactly {bell.length} "
+        f"{unit} {where}, {value} (ioeventfd_in_range())"
+    )
+
+
 def explain_address(regions: list[Region], arch_name: str, address: int, access: str) -> Answer:
     """The outcome of ``access`` at ``address`` under ``arch_name`` given the partition."""
     arch = ARCHES[arch_name]
     region = region_at(regions, address)
     if region is None:
         effect = arch.beyond(access)
-        return Answer(address, arch.name, access, effect.outcome.value, "beyond", (), effect.path)
+        return Answer(
+            address,
+            arch.name,
+            access,
+            effect.outcome.value,
+            "beyond",
+            (),
+            effect.path,
+            arch.notes_for(effect),
+        )
     effect = arch.effects(region.backing, region.handler).of(access)
     return Answer(
         address,
@@ -116,6 +203,7 @@ def explain_address(regions: list[Region], arch_name: str, address: int, access:
         region.kind,
         region.names,
         _who(region) + effect.path,
+        arch.notes_for(effect),
     )
 
 

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, NamedTuple
 from gpa_plan.arch import ARCHES
 from gpa_plan.check import (  # noqa: F401  (registers rules)
     devices,
+    ioeventfds,
     layout_rules,
     memslots,
     program_rules,
+    vgic,
 )
 from gpa_plan.check.findings import ERROR, WARNING, Finding, cap_per_object, problem_findings
 from gpa_plan.check.partition import Region, partition

@@ -111,6 +111,7 @@ def explain_document(answers: Sequence[Answer]) -> dict[str, Any]:
                 "kind": a.kind,
                 "names": list(a.names),
                 "detail": a.detail,
+                "notes": list(a.notes),
             }
             for a in answers
         ],

@@ -335,3 +335,5 @@ def _answer_lines(answers: Sequence[Answer]) -> Iterator[Line]:
             )
         )
         yield line(f"  {a.detail}")
+        for note in a.notes:
+            yield line(f"  note: {note}")
