@@ -16,10 +16,15 @@ from __future__ import annotations
 import os
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 from arm64 import machine
+
+from gpa_plan.verify.build import VerifyPlan
+from gpa_plan.verify.compare import compare
+from gpa_plan.verify.driver import plan_layout
 
 pytestmark = pytest.mark.arm64vm
 
@@ -251,6 +256,34 @@ def gicv2_plans() -> list[dict[str, Any]]:
     ]
 
 
+# --- verify's plans: every shipped arm64 layout, and every row of the arm64 table ----------------
+
+ROOT = Path(__file__).parent.parent
+# The layouts verify runs on each machine of their GIC version. memslot-misaligned assumes
+# 64 KiB host pages, and Debian's arm64 kernels have 4 KiB ones: verify refuses that host.
+VERIFIED = {
+    3: sorted(
+        str(p.relative_to(ROOT))
+        for p in [*ROOT.glob("layouts/*.yaml"), *ROOT.glob("layouts/broken/*.yaml"),
+                  ROOT / "tests/data/verify/arm64-table-rows.yaml"]
+        if "arch: arm64" in p.read_text() and "vgic-v2" not in p.read_text()
+        and p.name != "memslot-misaligned.yaml"
+    ),
+    2: ["layouts/qemu-virt-arm64-gicv2.yaml"],
+}
+_VERIFY_PLANS: dict[str, VerifyPlan] = {}
+
+
+def verify_plan(layout: str) -> VerifyPlan:
+    if layout not in _VERIFY_PLANS:
+        _VERIFY_PLANS[layout] = plan_layout(str(ROOT / layout), None)
+    return _VERIFY_PLANS[layout]
+
+
+def verify_plans(gic: int) -> list[dict[str, Any]]:
+    return [{**verify_plan(layout).plan, "name": f"verify:{layout}"} for layout in VERIFIED[gic]]
+
+
 # --- the boots ---------------------------------------------------------------------------------
 
 
@@ -269,7 +302,7 @@ class Boots:
             self.futures[m] = self.pool.submit(self._boot, m)
 
     def _boot(self, m: Machine) -> Booted:
-        plans = gicv3_plans() if m.gic == 3 else gicv2_plans()
+        plans = (gicv3_plans() if m.gic == 3 else gicv2_plans()) + verify_plans(m.gic)
         boot = machine.run_plans(plans, kernel=m.kernel, vhe=m.vhe, gic=m.gic)
         return Booted(boot, {p["name"]: r for p, r in zip(plans, boot.results, strict=True)})
 
@@ -501,3 +534,24 @@ def test_vgic_v2_distributor_and_cpu_interface_answer_in_the_kernel(
 @pytest.mark.parametrize("m", GICV2, ids=ids)
 def test_a_gicv2_host_cannot_make_a_vgic_v3(booted: Booted, m: Machine) -> None:
     assert errnos(booted, "v3-on-v2")["vgic"] == "ENODEV"
+
+
+@pytest.mark.parametrize(
+    ("m", "layout"),
+    [(m, layout) for m in MACHINES for layout in VERIFIED[m.gic]],
+    ids=[f"{m.name}-{Path(layout).stem}" for m in MACHINES for layout in VERIFIED[m.gic]],
+)
+def test_verify_agrees_with_the_kernel_on_every_arm64_layout(
+    booted: Booted, m: Machine, layout: str
+) -> None:
+    results = booted.results[f"verify:{layout}"]
+    assert results["error"] is None, results["error"]
+    verdict = compare(verify_plan(layout), results)
+    wrong = [
+        f"{r.id}: predicted {r.expected}, observed {r.observed}"
+        + (f" ({r.detail})" if hasattr(r, "detail") and r.detail else "")
+        for r in verdict.rows
+        if not r.agrees
+    ]
+    assert wrong == []
+    assert len(verdict.probes) > 0

@@ -200,8 +200,11 @@ def _probe_steps(devices: Sequence[ProbeDevice], vcpus: int) -> list[dict[str, A
     """As QEMU's virt machine makes them (hw/intc/arm_gic_kvm.c, arm_gicv3_kvm.c): the vGIC
     with KVM_CREATE_DEVICE (kvm_vgic_create(), vgic-init.c), the vCPUs, each frame's address
     with KVM_SET_DEVICE_ATTR (kvm_vgic_addr(), vgic-kvm-device.c), the ITS
-    (vgic_its_create()), then KVM_DEV_ARM_VGIC_CTRL_INIT. One redistributor device is set as the
-    legacy KVM_VGIC_V3_ADDR_TYPE_REDIST; several as REDIST_REGIONs of their size's frames."""
+    (vgic_its_create()), then KVM_DEV_ARM_VGIC_CTRL_INIT. A redistributor device is given as
+    its `redist` key says: the legacy KVM_VGIC_V3_ADDR_TYPE_REDIST, or a REDIST_REGION of its
+    size's frames (the default, REDIST_DEFAULT, as QEMU gives them)."""
+    from gpa_plan.layout.models import REDIST_DEFAULT  # the layout format imports arch/
+
     frames = [(d, *_VGIC_FRAMES[d.type]) for d in devices if d.type in _VGIC_FRAMES]
     its = [d for d in devices if d.type == "vgic-its"]
     steps: list[dict[str, Any]] = []
@@ -209,7 +212,6 @@ def _probe_steps(devices: Sequence[ProbeDevice], vcpus: int) -> list[dict[str, A
         version = frames[0][1]
         steps.append({"id": "vgic", "op": "vgic", "version": version, "objects": []})
     steps.append({"id": "vcpus", "op": "vcpus", "count": vcpus, "objects": []})
-    redists = sum(1 for _, _, frame in frames if frame == "redist")
     for device, _, frame in frames:
         step: dict[str, Any] = {
             "id": f"vgic_addr:{device.name}",
@@ -218,7 +220,8 @@ def _probe_steps(devices: Sequence[ProbeDevice], vcpus: int) -> list[dict[str, A
             "base": device.range.start,
             "objects": [device.name],
         }
-        if frame == "redist" and redists > 1:
+        given = getattr(device.entry, "redist", None) or REDIST_DEFAULT
+        if frame == "redist" and given == "regions":
             step["frame"] = "redist_region"
             step["count"] = device.range.size // _REDIST_FRAME
         steps.append(step)

@@ -266,6 +266,8 @@ class ProbeDevice(NamedTuple):
     name: str
     type: str
     range: Range
+    # The layout's own entry (gpa_plan.layout.models.Device), for the keys of its type.
+    entry: Any = None
 
 
 # The set-up steps (gpa_plan.probe.plan) that create a layout's in-kernel devices, given those

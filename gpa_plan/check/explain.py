@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from gpa_plan.arch import ACCESSES, ARCHES
-from gpa_plan.arch.base import Backing, Handler, KeptRange
+from gpa_plan.arch.base import ArchSpec, Backing, Effect, Handler, KeptRange
 from gpa_plan.check.partition import Region, device_handler, partition, region_at
 from gpa_plan.check.run import LoadedLayout
 from gpa_plan.collector import paused
@@ -122,13 +122,7 @@ def _at_doorbell(answer: Answer, layout: ResolvedLayout, regions: list[Region]) 
     arch = ARCHES[answer.arch]
     at = answer.address
     bells = [d for d in layout.devices if d.doorbell is not None and d.range.contains(at)]
-    below = max(
-        (device_handler(d, arch) for d in layout.devices
-         if d.doorbell is None and d.range.contains(at)),
-        default=Handler.NONE,
-        key=lambda h: h.strength,
-    )  # fmt: skip
-    miss = arch.effects(region.backing, below).write
+    miss = declined_write(layout, region, arch, at)
     ringing = any(d.doorbell is not None and d.doorbell.base == at for d in bells)
     condition = "; ".join(_doorbell_words(d) for d in bells)
     if ringing:
@@ -147,6 +141,18 @@ def _at_doorbell(answer: Answer, layout: ResolvedLayout, regions: list[Region]) 
         detail=_who(region) + miss.path,
         notes=(note, *arch.notes_for(miss)),
     )
+
+
+def declined_write(layout: ResolvedLayout, region: Region, arch: ArchSpec, at: int) -> Effect:
+    """What a write at ``at`` (in ``region``) becomes when every ioeventfd there declines it
+    (ioeventfd_write()): the bus offers it to the strongest other device, else it exits."""
+    below = max(
+        (device_handler(d, arch) for d in layout.devices
+         if d.doorbell is None and d.range.contains(at)),
+        default=Handler.NONE,
+        key=lambda h: h.strength,
+    )  # fmt: skip
+    return arch.effects(region.backing, below).write
 
 
 def _at_any_length_doorbell(answer: Answer, layout: ResolvedLayout) -> Answer:

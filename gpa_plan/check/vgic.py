@@ -3,9 +3,9 @@ redistributors are given to KVM (gpa_plan.arch.arm64 declares the frames)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from gpa_plan.arch.devices import CATALOG
+from gpa_plan.arch.devices import CATALOG, DeviceType
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.rules import ERROR, RuleContext, rule
 from gpa_plan.layout.models import REDIST_DEFAULT
@@ -41,22 +41,32 @@ def vgic_incomplete(ctx: RuleContext) -> Iterator[Finding]:
     VM dead (kvm_vm_dead(): every later ioctl on it fails with EIO). Each frame a layout's
     vGIC lacks is reported once, at its first frame. Fix: add the missing frame."""
     frames = [d for d in ctx.layout.devices if d.type.irqchip_model is not None and _made(ctx, d)]
+    for first, needed in missing_frames(frames):
+        model = first.type.irqchip_model
+        yield ctx.finding(
+            f"{_describe(first)} is a {model} frame, but the layout has no {needed.name}: "
+            f"{needed.missing_refusal}; add a {needed.name} device",
+            first.path,
+            "type",
+            (first.name,),
+        )
+
+
+def missing_frames(frames: Sequence[DeviceEntry]) -> list[tuple[DeviceEntry, DeviceType]]:
+    """The frames a VM whose interrupt-controller frames are ``frames`` (in the order the VMM
+    sets them) lacks for its first KVM_RUN, each with the first frame: the first frame's model
+    is the vGIC KVM creates; frames of another model are refused (vgic-conflict) and cannot
+    complete it."""
     if not frames:
-        return
-    # The first frame's model is the vGIC KVM creates; frames of another model are refused
-    # (vgic-conflict) and cannot complete it.
+        return []
     first = frames[0]
     model = first.type.irqchip_model
     present = {d.type.name for d in frames if d.type.irqchip_model == model}
-    for needed in CATALOG.values():
-        if needed.irqchip_model == model and needed.missing_refusal and needed.name not in present:
-            yield ctx.finding(
-                f"{_describe(first)} is a {model} frame, but the layout has no {needed.name}: "
-                f"{needed.missing_refusal}; add a {needed.name} device",
-                first.path,
-                "type",
-                (first.name,),
-            )
+    return [
+        (first, needed)
+        for needed in CATALOG.values()
+        if needed.irqchip_model == model and needed.missing_refusal and needed.name not in present
+    ]
 
 
 @rule(

@@ -27,11 +27,13 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from gpa_plan.arch.base import ArchSpec, Handler, Outcome, ProbeDevice
+from gpa_plan.arch.base import ArchSpec, Effect, Handler, Outcome, ProbeDevice
+from gpa_plan.check.explain import declined_write
 from gpa_plan.check.findings import ERROR, WARNING, Finding
 from gpa_plan.check.partition import Region, partition
 from gpa_plan.check.run import CheckResult, LoadedLayout
-from gpa_plan.layout.resolved import DeviceEntry, ResolvedLayout, created_on
+from gpa_plan.check.vgic import missing_frames
+from gpa_plan.layout.resolved import ResolvedLayout, created_on
 from gpa_plan.plan.allocator import AddressAllocator, AllocationError
 from gpa_plan.probe import plan as probe_plan
 from gpa_plan.ranges import Range, hex_addr
@@ -114,7 +116,7 @@ def build_plan(loaded: LoadedLayout, result: CheckResult, arch: ArchSpec) -> Ver
     }
     declared = partition(layout, arch)
     built = _as_built(layout, refused)
-    probes = _probes(built, declared, partition(built, arch), arch)
+    probes = _probes(built, declared, partition(built, arch), arch, _run_fails(built, arch))
     area, report = _probe_room(layout, declared, arch, probes)
     plan: dict[str, Any] = {
         "format": probe_plan.FORMAT,
@@ -162,11 +164,11 @@ def _steps(loaded: LoadedLayout, layout: ResolvedLayout, arch: ArchSpec) -> list
             }
         )
     for d in layout.devices:
-        if d.handler is Handler.IOEVENTFD:
-            length, datamatch = _doorbell(layout, d)
+        if d.doorbell is not None:
             steps.append(
-                {"id": f"ioeventfd:{d.name}", "op": "ioeventfd", "base": d.range.start,
-                 "length": length, "datamatch": datamatch, "objects": [d.name]}
+                {"id": f"ioeventfd:{d.name}", "op": "ioeventfd", "base": d.doorbell.base,
+                 "length": d.doorbell.length, "datamatch": d.doorbell.datamatch,
+                 "objects": [d.name]}
             )
         elif d.handler is Handler.COALESCED:
             steps.append(
@@ -175,7 +177,7 @@ def _steps(loaded: LoadedLayout, layout: ResolvedLayout, arch: ArchSpec) -> list
             )
     assert arch.probe_steps is not None
     kernel = [
-        ProbeDevice(d.name, d.type.name, d.range)
+        ProbeDevice(d.name, d.type.name, d.range, layout.source.devices[d.path[1]])
         for d in layout.devices
         if d.handler is Handler.KERNEL
     ]
@@ -184,17 +186,6 @@ def _steps(loaded: LoadedLayout, layout: ResolvedLayout, arch: ArchSpec) -> list
     if not any(s["op"] == "vcpus" for s in arch_steps):
         steps.append({"id": "vcpus", "op": "vcpus", "count": _vcpus(layout), "objects": []})
     return steps
-
-
-def _doorbell(layout: ResolvedLayout, device: DeviceEntry) -> tuple[int, int | None]:
-    """An ioeventfd's length and datamatch: the layout's `length` and `datamatch` where it
-    gives them, else its size (when KVM takes it as a length) and no datamatch."""
-    model = layout.source.devices[device.path[1]]
-    given: int | None = getattr(model, "length", None)
-    if given is None:
-        given = device.range.size if device.range.size in (1, 2, 4, 8) else 0
-    datamatch: int | None = getattr(model, "datamatch", None)
-    return given, datamatch
 
 
 def _errnos(message: str) -> tuple[str, ...]:
@@ -261,6 +252,27 @@ def _as_built(layout: ResolvedLayout, refused: set[str]) -> ResolvedLayout:
 
 # --- probes ----------------------------------------------------------------------------------
 
+
+def _rings(layout: ResolvedLayout, address: int, width: int, value: int) -> bool:
+    """Whether a write signals an ioeventfd there (ioeventfd_in_range(): Doorbell)."""
+    return any(
+        d.doorbell is not None and d.doorbell.signalled_by(address, width, value)
+        for d in layout.devices
+    )
+
+
+def _run_fails(layout: ResolvedLayout, arch: ArchSpec) -> Effect | None:
+    """The first KVM_RUN's failure when the VM as built has an interrupt controller missing
+    a frame (vgic-incomplete: a refused frame counts as missing)."""
+    frames = [
+        d for d in layout.devices
+        if d.type.irqchip_model is not None and arch.name in d.type.arches
+    ]  # fmt: skip
+    for _, needed in missing_frames(frames):
+        return Effect(Outcome.VM_ERROR, needed.missing_refusal)
+    return None
+
+
 _EXPECTED = {
     Outcome.MEMORY: ("memory",),
     Outcome.IO_EXIT: ("mmio-exit",),
@@ -292,6 +304,7 @@ def _probes(
     declared: Sequence[Region],
     regions: Sequence[Region],
     arch: ArchSpec,
+    run_fails: Effect | None,
 ) -> list[ProbePrediction]:
     """Probes at the points of the ``declared`` partition (so that they do not depend on which
     refusals a host profile predicts), predicted from ``regions``, the partition as built."""
@@ -303,6 +316,8 @@ def _probes(
             return
         seen.add((address, access, width))
         region = _region_at(regions, address)
+        marker = (_MARKERS if access == "read" else _WRITTEN)[width]
+        value = marker if value is None else value
         if region is None:
             effect = arch.beyond(access)
             where = f"beyond 2**{layout.pa_bits}"
@@ -311,14 +326,19 @@ def _probes(
             effect = arch.effects(region.backing, region.handler).of(access)
             where = ", ".join(region.names) or region.kind
             handler = region.handler
-        marker = (_MARKERS if access == "read" else _WRITTEN)[width]
+            if access == "write" and handler is Handler.IOEVENTFD and not _rings(
+                layout, address, width, value
+            ):
+                effect, handler = declined_write(layout, region, arch, address), Handler.USER
+        if run_fails is not None:
+            effect, handler = run_fails, Handler.NONE
         probes.append(
             ProbePrediction(
                 f"{access}@{hex_addr(address)}/{width}",
                 address,
                 access,
                 width,
-                marker if value is None else value,
+                value,
                 where,
                 effect.outcome,
                 expected_observations(effect.outcome, handler),
@@ -331,10 +351,9 @@ def _probes(
         add(address, "write", 1)
         add(address - address % arch.instruction_align, "fetch", 1)
     for d in layout.devices:
-        if d.handler is Handler.IOEVENTFD:
-            length, datamatch = _doorbell(layout, d)
-            if length > 1:
-                add(d.range.start, "write", length, datamatch)
+        bell = d.doorbell
+        if bell is not None and bell.length > 1:
+            add(bell.base, "write", bell.length, bell.datamatch)
         if d.type.guest_write_width:
             add(d.range.start, "write", d.type.guest_write_width)
     return probes
