@@ -555,3 +555,16 @@ def test_verify_agrees_with_the_kernel_on_every_arm64_layout(
     ]
     assert wrong == []
     assert len(verdict.probes) > 0
+
+
+@pytest.mark.parametrize("m", GICV3, ids=ids)
+def test_verify_shows_the_seed_bug_ucall_write_landing_in_memory(
+    booted: Booted, m: Machine
+) -> None:
+    """The selftests failure gpa-plan began with: a memslot over the ucall page takes the
+    guest's 8-byte ucall write into RAM with no exit, as check's ucall-not-io predicts."""
+    layout = "layouts/broken/ucall-clobbered-by-memslot.yaml"
+    verdict = compare(verify_plan(layout), booted.results[f"verify:{layout}"])
+    (ucall,) = [p for p in verdict.probes if p.id == "write@0x0029_1000/8"]
+    assert (ucall.predicted, ucall.observed) == ("memory", "memory")
+    assert "memory holds" in ucall.detail
