@@ -17,6 +17,8 @@ from gpa_plan.arch.base import (
     DeviceType,
     Effect,
     Handler,
+    HostCondition,
+    HostFact,
     Outcome,
     SelftestsDefaults,
     SelftestsVMFacts,
@@ -49,6 +51,18 @@ _VGIC_API = "KVM_SET_DEVICE_ATTR(KVM_DEV_ARM_VGIC_GRP_ADDR)"
 # arch/arm64/kvm/vgic/vgic-kvm-device.c kvm_vgic_addr() / vgic_check_iorange() and vgic-its.c
 # vgic_its_set_attr() (Linux 7.2.13): base and size aligned to 4 KiB for GICv2, 64 KiB for
 # GICv3 and the ITS.
+# virt/kvm/kvm_main.c kvm_ioctl_create_device(): ENODEV when no ops are registered for the
+# type; arch/arm64/kvm/vgic/vgic-kvm-device.c kvm_register_vgic_device() registers GICv2 on a
+# GICv2 host, and on a GICv3 host only with a GICV resource (vgic-v3.c vgic_v3_probe());
+# kvm_vgic_create() (vgic-init.c) refuses GICv2 with ENODEV there too (Linux 7.2.13).
+_NO_DEVICE = (
+    "KVM_CREATE_DEVICE fails with ENODEV (kvm_ioctl_create_device(): no {} device on this "
+    "host)"
+)
+_NEEDS_V2 = HostCondition("vgic_v2", _NO_DEVICE.format("GICv2"))
+_NEEDS_V3 = HostCondition("vgic_v3", _NO_DEVICE.format("GICv3"))
+_NEEDS_ITS = HostCondition("vgic_its", _NO_DEVICE.format("ITS"))
+
 _DEVICES = (
     DeviceType(
         "vgic-v2-dist",
@@ -59,6 +73,7 @@ _DEVICES = (
         kvm_api=_VGIC_API,
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv2",
+        host_needs=_NEEDS_V2,
     ),
     DeviceType(
         "vgic-v2-cpu",
@@ -69,6 +84,7 @@ _DEVICES = (
         kvm_api=_VGIC_API,
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv2",
+        host_needs=_NEEDS_V2,
     ),
     DeviceType(
         "vgic-v3-dist",
@@ -79,6 +95,7 @@ _DEVICES = (
         kvm_api=_VGIC_API,
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv3",
+        host_needs=_NEEDS_V3,
     ),
     DeviceType(
         "vgic-v3-redist",
@@ -90,6 +107,7 @@ _DEVICES = (
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv3",
         frame_may_repeat=True,
+        host_needs=_NEEDS_V3,
     ),
     DeviceType(
         "vgic-its",
@@ -99,6 +117,7 @@ _DEVICES = (
         align=64 * KiB,
         kvm_api="KVM_SET_DEVICE_ATTR(KVM_VGIC_ITS_ADDR_TYPE)",
         beyond_pa_errno="E2BIG",
+        host_needs=_NEEDS_ITS,
     ),
 )
 
@@ -195,4 +214,19 @@ ARM64 = ArchSpec(
         sections=_selftests_sections,
     ),
     devices=_DEVICES,
+    # What `gpa-plan host` reads on an arm64 host (gpa_plan/probe/host.py says how).
+    host_facts=(
+        HostFact("ipa_limit", int, "the largest IPA size, KVM_CAP_ARM_VM_IPA_SIZE"),
+        HostFact("ipa_above_48", bool, "an IPA size above 48 bits is possible"),
+        HostFact("vgic_v2", bool, "KVM_CREATE_DEVICE can create a vGICv2"),
+        HostFact("vgic_v3", bool, "KVM_CREATE_DEVICE can create a vGICv3"),
+        HostFact("vgic_its", bool, "KVM_CREATE_DEVICE can create an ITS"),
+        HostFact("nisv_to_user", bool, "KVM_CAP_ARM_NISV_TO_USER"),
+    ),
+    # arch/arm64/kvm/mmu.c kvm_init_ipa_range(), from kvm_init_stage2_mmu() at KVM_CREATE_VM:
+    # an IPA size above kvm_ipa_limit is EINVAL (Linux 7.2.13).
+    host_pa_limit=HostCondition(
+        "ipa_limit",
+        "KVM_CREATE_VM fails with EINVAL (kvm_init_ipa_range(), from kvm_init_stage2_mmu())",
+    ),
 )
