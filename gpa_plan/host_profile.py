@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 FORMAT = 1
 
 Path = tuple[str, ...]
+Position = tuple[int, int]
 
 
 class HostProfileError(Exception):
@@ -92,11 +93,15 @@ def load_host_profile(path: str | os.PathLike[str]) -> HostProfile:
         ) from None
     except RecursionError:
         raise HostProfileError(name, 1, 1, "JSON nested too deeply to be a host profile") from None
-    return _profile(name, data, positions(text))
+    return _profile(name, data, *positions(text))
 
 
-def _profile(name: str, data: Any, where: Mapping[Path, tuple[int, int]]) -> HostProfile:
-    def fail(path: Path, message: str) -> HostProfileError:
+def _profile(
+    name: str, data: Any, where: Mapping[Path, Position], keys: Mapping[Path, Position]
+) -> HostProfile:
+    def fail(path: Path, message: str, *, key: bool = False) -> HostProfileError:
+        if key and path in keys:
+            return HostProfileError(name, *keys[path], message)
         # The closest value that exists in the file: a missing key points at its mapping.
         while path not in where and path:
             path = path[:-1]
@@ -132,7 +137,7 @@ def _facts(spec: ArchSpec, facts: dict[str, Any], fail: Any) -> dict[str, Any]:
         if fact is None:
             names = ", ".join(declared)
             raise fail(("facts", key), f"unknown {spec.name} host fact `{key}`; the facts are "
-                       f"{names}")
+                       f"{names}", key=True)
         # bool is an int to Python: a count given as true is still a mistake.
         if value is not None and (type(value) is not fact.kind):
             raise fail(("facts", key), f"`{key}` must be {_kind_name(fact.kind)} or null "
@@ -163,15 +168,17 @@ _MAX_DEPTH = 16  # a profile's facts sit at depth 2; deeper objects are passed o
 # --- where each value is ------------------------------------------------------------------------
 
 
-def positions(text: str) -> dict[Path, tuple[int, int]]:
-    """1-based (line, column) of every value of a valid JSON document, by its path of object
-    keys (array elements are not descended into: a profile has none worth pointing at)."""
-    found: dict[Path, tuple[int, int]] = {}
+def positions(text: str) -> tuple[dict[Path, Position], dict[Path, Position]]:
+    """1-based (line, column) of every value of a valid JSON document, and of every key, by
+    the value's path of object keys (array elements are not descended into: a profile has
+    none worth pointing at)."""
+    found: dict[Path, Position] = {}
+    keys: dict[Path, Position] = {}
     decoder = json.JSONDecoder()
     line_starts = [0]
     line_starts.extend(i + 1 for i, c in enumerate(text) if c == "\n")
 
-    def at(index: int) -> tuple[int, int]:
+    def at(index: int) -> Position:
         from bisect import bisect_right
 
         line = bisect_right(line_starts, index)
@@ -191,12 +198,16 @@ def positions(text: str) -> dict[Path, tuple[int, int]]:
         if text[index] == "}":
             return index + 1
         while True:
-            key, index = decoder.raw_decode(text, skip(index))
+            index = skip(index)
+            start = index
+            key, index = decoder.raw_decode(text, index)
+            child = (*path, str(key))
+            keys[child] = at(start)
             index = skip(index) + 1  # the colon
-            index = skip(value(index, (*path, str(key))))
+            index = skip(value(index, child))
             if text[index] == "}":
                 return index + 1
             index += 1  # the comma
 
     value(0, ())
-    return found
+    return found, keys
