@@ -96,6 +96,13 @@ def load_host_profile(path: str | os.PathLike[str]) -> HostProfile:
     return _profile(name, data, *positions(text))
 
 
+def host_profile_of(facts: Mapping[str, Any], name: str = "this host") -> HostProfile:
+    """The profile of a host_facts() dict (gpa_plan.probe.host), as load_host_profile reads
+    one from a file: what `verify` gets from the probe, named ``name`` in messages. Raises
+    HostProfileError (at line 1, column 1) when the dict is not a profile."""
+    return _profile(name, facts, {}, {})
+
+
 def _profile(
     name: str, data: Any, where: Mapping[Path, Position], keys: Mapping[Path, Position]
 ) -> HostProfile:

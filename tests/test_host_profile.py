@@ -13,7 +13,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gpa_plan.cli import cli
-from gpa_plan.host_profile import HostProfileError, load_host_profile, positions
+from gpa_plan.host_profile import (
+    HostProfileError,
+    host_profile_of,
+    load_host_profile,
+    positions,
+)
 from gpa_plan.probe import kvm
 
 PLAIN_ENV = {"COLUMNS": "400", "NO_COLOR": None, "FORCE_COLOR": None, "TTY_COMPATIBLE": None}
@@ -258,6 +263,28 @@ def test_this_hosts_profile_predicts_what_kvm_does_with_an_smram_memslot(tmp_pat
     predicted = findings(result, "slot-id-conflict")
     assert bool(predicted) == (refused == "EINVAL")
     assert result.exit_code == (1 if refused else 0)
+
+
+def test_the_probes_facts_are_a_profile_without_a_file() -> None:
+    facts = {"format": 1, "kernel": {"release": "6.12.0", "machine": "aarch64"},
+             "arch": "arm64", "facts": {"ipa_limit": 40, "vgic_v2": False}}
+    made = host_profile_of(facts, "the probed host")
+    assert (made.arch, made.kernel_release, made.fact("vgic_v2")) == ("arm64", "6.12.0", False)
+    assert made.cite("ipa_limit") == "ipa_limit 40 in host profile the probed host"
+    with pytest.raises(HostProfileError) as raised:
+        host_profile_of({**facts, "facts": {"ipa_limit": "40"}})
+    assert (raised.value.path, raised.value.line, raised.value.column) == ("this host", 1, 1)
+
+
+@pytest.mark.skipif(not kvm_usable(), reason="needs a usable /dev/kvm")
+def test_this_hosts_facts_are_a_profile() -> None:
+    from gpa_plan.probe.host import host_facts
+
+    facts = host_facts()
+    if facts["arch"] is None:
+        pytest.skip(f"no host facts on {facts['kernel']['machine']}")
+    made = host_profile_of(facts)
+    assert dict(made.facts) == facts["facts"]
 
 
 # -- files that are not host profiles ----------------------------------------------------------
