@@ -160,6 +160,18 @@ def test_memslot_beyond_the_host_memslot_limit_is_einval(tmp_path: Path) -> None
     assert ok.exit_code == 0, ok.output
 
 
+def test_memslot_beyond_pa_bits_but_below_the_host_limit_is_accepted_by_kvm(
+    tmp_path: Path,
+) -> None:
+    path = layout(tmp_path, HIGH.replace("pa_bits: 52", "pa_bits: 48"))
+    (without,) = findings(check(path), "memslot-out-of-range")
+    assert "KVM refuses the slot (EINVAL) if it also ends beyond the host's MAXPHYADDR" in without
+    host = profile(tmp_path, memslot_pa_bits=52)
+    (line,) = findings(check(path, "--host", str(host)), "memslot-out-of-range")
+    assert "the guest cannot reach what lies above it, though this host's KVM accepts the " \
+        f"memslot (memslot_pa_bits 52 in host profile {host})" in line
+
+
 ARM = """\
     layout: 1
     arch: arm64
@@ -230,6 +242,17 @@ def test_explain_says_what_the_tss_is_on_the_host(tmp_path: Path, kept: bool) ->
     without = CliRunner().invoke(cli, ["explain", str(path), "0xfeff_d000", "--access", "read",
                                        "--format", "json"])
     assert "only on Intel (VMX) hosts" in json.loads(without.stdout)["answers"][0]["detail"]
+
+
+def test_explain_at_the_apic_access_page_is_the_lapic_on_a_host_that_keeps_it(
+    tmp_path: Path,
+) -> None:
+    path = layout(tmp_path, APIC)
+    host = profile(tmp_path, apic_access_page=True)
+    result = CliRunner().invoke(cli, ["explain", str(path), "0xfee0_0000", "--access", "write",
+                                      "--format", "json", "--host", str(host)])
+    (answer,) = json.loads(result.stdout)["answers"]
+    assert answer["kind"] != "private" and answer["names"] == ["ram", "lapic"]
 
 
 # -- this host's own profile -------------------------------------------------------------------

@@ -69,12 +69,16 @@ def explain_layout(
 def _kept_on_host(
     kept: Sequence[KeptRange], address: int, host: HostProfile | None
 ) -> KeptRange | None:
-    """The private range at ``address`` that the host profile says KVM keeps, if any."""
+    """The private range at ``address`` that the host profile says KVM keeps, if any, among
+    those only some hosts keep (``hosts``). The APIC-access page is not one: the guest's
+    accesses there reach the LAPIC, whose region the layout has, whatever backs the page."""
     if host is None:
         return None
     for k in kept:
         fact = k.private.host_fact
-        if fact is not None and host.fact(fact) is True and k.start <= address < k.end:
+        if k.private.hosts is None or fact is None or host.fact(fact) is not True:
+            continue
+        if k.start <= address < k.end:
             return k
     return None
 

@@ -37,18 +37,14 @@ def host_limits(ctx: RuleContext) -> Iterator[Finding]:
             (),
             "pa_bits",
         )
-    refused: set[str] = set()
     for d in layout.devices:
         needs = d.type.host_needs
         if needs is None or ctx.host_fact(needs.fact) is not False:
             continue
-        first = needs.fact not in refused
-        refused.add(needs.fact)
         yield ctx.finding(
             f"device {d.name!r} ({d.type.name}) needs what this host's KVM cannot create "
-            f"({host.cite(needs.fact)}): "
-            + (needs.refusal if first else "the same refusal")
-            + "; use the interrupt controller the host has, or another host",
+            f"({host.cite(needs.fact)}): {needs.refusal}; use the interrupt controller the "
+            "host has, or another host",
             d.path,
             "type",
             (d.name,),

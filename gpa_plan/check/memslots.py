@@ -134,6 +134,11 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
             outcome = arch.beyond_pa_outcome or (
                 f"KVM refuses it with {arch.beyond_pa_errno} in {arch.beyond_pa_check}"
             )
+            if host_limit is not None:  # and the memslot ends below it: the host takes it
+                outcome = (
+                    "the guest cannot reach what lies above it, though this host's KVM accepts "
+                    f"the memslot ({host_limit[1]})"
+                )
             where = "beyond" if end > layout.limit else "exactly at"
             message = (
                 f"memslot {m.name!r} {m.range} ends {where} the {layout.pa_bits}-bit "
