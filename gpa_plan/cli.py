@@ -170,6 +170,7 @@ def check(
                           exclude=exclude, progress=progress, host=host)
     results = config.apply_to(run.results)
     CHECK_FORMATS.writer(fmt)(CheckReport(results, run.unreadable, quiet, host), sys.stdout)
+    _note_unused_host(host, [r.arch for r in results])
     for err in run.unreadable:
         _say_findings([_unreadable_finding(err)])
     return 2 if run.unreadable else 1 if config.fails(results) else 0
@@ -195,6 +196,13 @@ def _host_profile(path: str | None, formats: Formats[Any] | None = None,
         return _failed(formats, fmt, [finding], status)
     _say_findings([finding])
     return status
+
+
+def _note_unused_host(host: HostProfile | None, arches: Sequence[str | None]) -> None:
+    """Say so on stderr when a host profile applied to no result (another architecture's)."""
+    if host is not None and arches and host.arch not in arches:
+        _echo_stderr(f"note: host profile {host.file} is of an {host.arch} host and nothing "
+                     f"was evaluated under {host.arch}: it changed nothing")
 
 
 def _unreadable_finding(err: InputError) -> Finding:
@@ -321,6 +329,7 @@ def explain(
         loaded, parsed, accesses or ("read", "write", "fetch"), arches, host=host
     )
     EXPLAIN_FORMATS.writer(fmt)(answers, sys.stdout, host=host)
+    _note_unused_host(host, [a.arch for a in answers])
     return 0
 
 

@@ -207,8 +207,12 @@ def test_arm64_gicv2_on_a_host_without_one_is_enodev(tmp_path: Path) -> None:
 
 def test_a_profile_of_another_arch_changes_nothing(tmp_path: Path) -> None:
     path = layout(tmp_path, ARM)
-    result = check(path, "--host", str(profile(tmp_path, "x86_64", address_spaces=1)))
+    host = profile(tmp_path, "x86_64", address_spaces=1)
+    result = check(path, "--host", str(host))
     assert result.exit_code == 0, result.output
+    assert result.stderr == (f"note: host profile {host} is of an x86_64 host and nothing was "
+                             "evaluated under x86_64: it changed nothing\n")
+    assert check(path, "--host", str(host), "--arch", "x86_64", "--arch", "arm64").stderr == ""
 
 
 def test_json_outputs_name_the_host_profile(tmp_path: Path) -> None:
