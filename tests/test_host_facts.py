@@ -326,3 +326,48 @@ def test_x86_private_memslots_of_another_vendor_module_are_unknown(
 def test_probe_host_facts_names_are_those_the_arch_modules_declare() -> None:
     for kind in host.HOSTS.values():
         assert kind.facts == tuple(f.name for f in ARCHES[kind.arch].host_facts)
+
+
+def test_scratch_vm_reads_a_private_memslot_from_eexist(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that keeps the APIC-access page and the identity map, not the TSS (an Intel host
+    with flexpriority and EPT whose unrestricted guest is off would keep all three)."""
+    calls: list[int] = []
+    kept_pages = {host.APIC_ACCESS_PAGE, host.IDENTITY_MAP_PAGE}
+
+    def ioctl(fd: int, request: int, arg: int | bytes | bytearray = 0) -> int:
+        calls.append(request)
+        return os.open(os.devnull, os.O_RDONLY) if request == kvm.KVM_CREATE_VCPU else 0
+
+    def set_memslot(vm: int, slot: int, as_id: int, base: int, size: int, hva: int,
+                    readonly: bool) -> str | None:
+        return "EEXIST" if size and base in kept_pages else None
+
+    monkeypatch.setattr(host.kvm, "ioctl", ioctl)
+    monkeypatch.setattr(host.kvm, "set_memslot", set_memslot)
+    assert host.probe_private_memslots(-1) == {
+        "real_mode_tss": False, "ept_identity_map": True, "apic_access_page": True
+    }
+    assert calls == [host.KVM_CREATE_IRQCHIP, host.KVM_SET_TSS_ADDR, kvm.KVM_CREATE_VCPU]
+
+
+def test_scratch_vm_that_refuses_otherwise_falls_back_to_the_parameters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys_module(tmp_path, "kvm_intel", unrestricted_guest="Y", ept="Y", flexpriority="Y")
+    monkeypatch.setattr(host, "SYS_MODULE", str(tmp_path))
+    monkeypatch.setattr(host.kvm, "create_vm", lambda *_: os.open(os.devnull, os.O_RDONLY))
+
+    def no_irqchip(fd: int, request: int, arg: int | bytes | bytearray = 0) -> int:
+        raise OSError(25, "Inappropriate ioctl for device")
+
+    monkeypatch.setattr(host.kvm, "ioctl", no_irqchip)
+    collected = host._Collected(host.X86_64_FACTS)
+    host.x86_64_facts(FakeKvm({"KVM_CAP_MULTI_ADDRESS_SPACE": 2}), collected)  # type: ignore[arg-type]
+    facts, sources = collected.facts, collected.sources
+    assert (facts["address_spaces"], facts["vendor_module"]) == (2, "kvm_intel")
+    assert (facts["real_mode_tss"], facts["apic_access_page"]) == (False, True)
+    assert sources["apic_access_page"] == "kvm_intel.flexpriority"
+    # KVM_GET_SUPPORTED_CPUID failed too: what /proc/cpuinfo says stands in, TDP stays unknown.
+    assert collected.unknown["tdp"] == "KVM_GET_SUPPORTED_CPUID failed: ENOTTY"
+    if "vendor_id" in Path("/proc/cpuinfo").read_text():
+        assert sources["cpu_vendor"] == "/proc/cpuinfo vendor_id"

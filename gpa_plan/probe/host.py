@@ -272,15 +272,16 @@ def private_memslots_from_parameters(facts: _Collected, module: str | None) -> N
         facts.known("apic_access_page", flexpriority, "kvm_intel.flexpriority")
 
 
-def probe_private_memslots(handle: kvm.Kvm, vm_fd: int) -> dict[str, bool]:
+def probe_private_memslots(vm_fd: int) -> dict[str, bool]:
     """Which private memslots KVM made on a VM with an in-kernel irqchip, a TSS address and
     one vCPU: a user memslot over each page is refused with EEXIST when KVM keeps it there
-    (kvm_check_memslot_overlap()). Raises OSError when the VM cannot be set up."""
+    (kvm_check_memslot_overlap()). Raises OSError (MemoryError) when the VM cannot be set up."""
     kvm.ioctl(vm_fd, KVM_CREATE_IRQCHIP)
     kvm.ioctl(vm_fd, KVM_SET_TSS_ADDR, TSS_PAGE)
     vcpu = kvm.ioctl(vm_fd, kvm.KVM_CREATE_VCPU, 0)
-    memory = kvm.Memory(kvm.PAGE_SIZE)
+    memory: kvm.Memory | None = None
     try:
+        memory = kvm.Memory(kvm.PAGE_SIZE)
         kept = {}
         pages = (
             ("real_mode_tss", TSS_PAGE),
@@ -297,7 +298,8 @@ def probe_private_memslots(handle: kvm.Kvm, vm_fd: int) -> dict[str, bool]:
         return kept
     finally:
         os.close(vcpu)
-        memory.close()
+        if memory is not None:
+            memory.close()
 
 
 def x86_64_facts(handle: kvm.Kvm, facts: _Collected) -> None:
@@ -329,7 +331,7 @@ def x86_64_facts(handle: kvm.Kvm, facts: _Collected) -> None:
             "KVM_CAP_MULTI_ADDRESS_SPACE on a VM (1 where the capability is unknown)",
         )
         try:
-            kept = probe_private_memslots(handle, vm_fd)
+            kept = probe_private_memslots(vm_fd)
         except (OSError, MemoryError):
             private_memslots_from_parameters(facts, module)
         else:
