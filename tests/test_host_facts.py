@@ -45,7 +45,7 @@ def test_host_json_has_every_key_and_a_fact_or_a_reason_for_each(
     this_host: dict[str, object],
 ) -> None:
     assert set(this_host) == {
-        "format", "kernel", "arch", "capabilities", "facts", "sources", "unknown"
+        "format", "kernel", "arch", "capabilities", "facts", "sources", "unknown", "parameters"
     }
     assert this_host["format"] == 1
     assert this_host["kernel"] == {"release": os.uname().release, "machine": os.uname().machine}
@@ -367,6 +367,9 @@ def test_scratch_vm_that_refuses_otherwise_falls_back_to_the_parameters(
     assert (facts["address_spaces"], facts["vendor_module"]) == (2, "kvm_intel")
     assert (facts["real_mode_tss"], facts["apic_access_page"]) == (False, True)
     assert sources["apic_access_page"] == "kvm_intel.flexpriority"
+    assert collected.parameters == {
+        "kvm_intel.ept": "Y", "kvm_intel.unrestricted_guest": "Y", "kvm_intel.flexpriority": "Y"
+    }
     # KVM_GET_SUPPORTED_CPUID failed too: what /proc/cpuinfo says stands in, TDP stays unknown.
     assert collected.unknown["tdp"] == "KVM_GET_SUPPORTED_CPUID failed: ENOTTY"
     if "vendor_id" in Path("/proc/cpuinfo").read_text():

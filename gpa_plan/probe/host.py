@@ -8,7 +8,8 @@
      "capabilities": {"KVM_CAP_NR_MEMSLOTS": 32764, ...},       # KVM_CHECK_EXTENSION, /dev/kvm
      "facts": {"maxphyaddr": 46, ...},                          # the architecture's facts
      "sources": {"maxphyaddr": "KVM_GET_SUPPORTED_CPUID ...", ...},
-     "unknown": {"real_mode_tss": "why it could not be read", ...}}
+     "unknown": {"real_mode_tss": "why it could not be read", ...},
+     "parameters": {"kvm_intel.ept": "Y", ...}}                # as /sys/module shows them
 
 Every fact the architecture has is in ``facts``: its value, or ``null`` with the reason under
 ``unknown``. ``sources`` says where each known value was read. Facts are asked of KVM itself
@@ -82,6 +83,8 @@ class _Collected:
         self.facts: Facts = dict.fromkeys(names)
         self.sources: dict[str, str] = {}
         self.unknown: dict[str, str] = {}
+        # module parameters read, as /sys/module gives them ("kvm_intel.ept": "Y")
+        self.parameters: dict[str, str] = {}
 
     def known(self, name: str, value: Any, source: str) -> None:
         self.facts[name] = value
@@ -302,6 +305,22 @@ def probe_private_memslots(vm_fd: int) -> dict[str, bool]:
             memory.close()
 
 
+# The vendor modules' parameters that decide the private memslots and TDP, shown as read.
+VENDOR_PARAMETERS = {
+    "kvm_intel": ("ept", "unrestricted_guest", "flexpriority", "enable_apicv"),
+    "kvm_amd": ("npt", "avic"),
+}
+
+
+def vendor_parameters(module: str | None) -> dict[str, str]:
+    found = {}
+    for name in VENDOR_PARAMETERS.get(module or "", ()):
+        text = read_text(os.path.join(SYS_MODULE, str(module), "parameters", name))
+        if text is not None:
+            found[f"{module}.{name}"] = text
+    return found
+
+
 def x86_64_facts(handle: kvm.Kvm, facts: _Collected) -> None:
     try:
         x86_cpuid_facts(facts, supported_cpuid(handle.fd))
@@ -312,6 +331,7 @@ def x86_64_facts(handle: kvm.Kvm, facts: _Collected) -> None:
     smm = handle.check_extension(kvm.CAPS["KVM_CAP_X86_SMM"])
     facts.known("smm", smm != 0, "KVM_CAP_X86_SMM")
     module = vendor_module()
+    facts.parameters.update(vendor_parameters(module))
     if module is None:
         facts.not_known("vendor_module", "no kvm_* module under /sys/module")
     else:
@@ -438,6 +458,7 @@ def host_facts(handle: kvm.Kvm | None = None, machine: str | None = None) -> Fac
             "facts": facts.facts,
             "sources": facts.sources,
             "unknown": facts.unknown,
+            "parameters": facts.parameters,
         }
     finally:
         if owned:

@@ -11,7 +11,8 @@ from gpa_plan.printable import printable
 
 def host_text(facts: dict[str, Any]) -> str:
     """A table of ``facts`` (gpa_plan.probe.host.host_facts()): one line per fact with its
-    value and source (or why it is unknown), then every capability."""
+    value and source (or why it is unknown), the vendor module's parameters read, then every
+    capability."""
     kernel = facts.get("kernel", {})
     lines = [
         f"kernel   {kernel.get('release')} ({kernel.get('machine')})",
@@ -27,6 +28,11 @@ def host_text(facts: dict[str, Any]) -> str:
             rows.append((name, "unknown", unknown.get(name, "")))
         else:
             rows.append((name, json.dumps(value), sources.get(name, "")))
+    parameters: dict[str, str] = facts.get("parameters", {})
+    if parameters:
+        rows.append(("", "", ""))
+        rows.append(("parameter", "value", ""))
+        rows.extend((name, value, "") for name, value in parameters.items())
     rows.append(("", "", ""))
     rows.append(("capability", "value", ""))
     rows.extend((name, str(value), "") for name, value in facts.get("capabilities", {}).items())
