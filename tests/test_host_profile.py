@@ -80,6 +80,15 @@ def test_as_id_1_memslot_on_a_host_with_smm_is_accepted(tmp_path: Path) -> None:
     assert findings(result, "slot-id-conflict") == []
 
 
+def test_text_output_ends_naming_the_host_profile(tmp_path: Path) -> None:
+    host = profile(tmp_path, address_spaces=2)
+    result = check(layout(tmp_path, SMRAM), "--host", str(host))
+    assert result.stdout.splitlines()[-2:] == [
+        "1 file checked: 0 errors, 0 warnings",
+        f"host profile {host}: an x86_64 host, kernel 7.2.13-test",
+    ]
+
+
 def test_a_null_fact_is_treated_as_without_a_profile(tmp_path: Path) -> None:
     result = check(layout(tmp_path, SMRAM), "--host", str(profile(tmp_path, address_spaces=None)))
     assert result.exit_code == 0, result.output

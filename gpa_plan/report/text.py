@@ -91,6 +91,10 @@ def write_failure(findings: Sequence[Finding], stdout: TextIO, stderr: TextIO) -
 
 def write_check(report: CheckReport, stream: TextIO) -> None:
     render_check(report.results, stream, len(report.unreadable), quiet=report.quiet)
+    if report.host is not None:
+        host = report.host
+        said = f"host profile {host.file}: an {host.arch} host, kernel {host.kernel_release}"
+        stream.write(printable(said) + "\n")
 
 
 def render_check(
