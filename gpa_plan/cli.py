@@ -345,40 +345,17 @@ def host_command(fmt: str) -> int:
     """Print what this host's KVM reports: the kernel release, the capabilities, and the
     facts on which some outcomes depend (docs/host.md). Save the JSON as a host profile for
     `check --host` and `explain --host`."""
-    from gpa_plan.probe.host import host_facts
+    from gpa_plan.probe.host import host_facts, kvm_unavailable
     from gpa_plan.probe.kvm import KvmError
 
     try:
         facts = host_facts()
     except KvmError as err:
-        raise _HostUnavailable(_kvm_unavailable(err)) from None
-    if fmt == "json":
-        import json
+        raise _HostUnavailable(kvm_unavailable(err)) from None
+    from gpa_plan.report.host import HOST_FORMATS
 
-        sys.stdout.write(json.dumps(facts, indent=2) + "\n")
-    else:
-        from gpa_plan.report.host import host_text
-
-        sys.stdout.write(host_text(facts))
+    sys.stdout.write(HOST_FORMATS[fmt](facts))
     return 0
-
-
-def _kvm_unavailable(err: Exception) -> str:
-    """Why /dev/kvm cannot be used, and how to make it usable."""
-    import errno
-
-    code = getattr(err.__cause__, "errno", None)
-    if code == errno.ENOENT:
-        fix = ("the KVM modules are not loaded, or this kernel has no KVM: load them "
-               "(modprobe kvm_intel, or modprobe kvm_amd; on arm64 KVM is built in and needs "
-               "the kernel booted at EL2)")
-    elif code in (errno.EACCES, errno.EPERM):
-        fix = ("your user may not open it: add it to the group that owns /dev/kvm "
-               "(usermod -aG kvm $USER, then log in again)")
-    else:
-        fix = ("load the KVM modules (modprobe kvm_intel or kvm_amd) and add your user to "
-               "group kvm (usermod -aG kvm $USER)")
-    return f"{err}; {fix}"
 
 
 @cli.command("map")

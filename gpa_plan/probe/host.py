@@ -432,6 +432,28 @@ HOSTS = {
 }
 
 
+def kvm_unavailable(err: kvm.KvmError) -> str:
+    """Why /dev/kvm cannot be used (``err``), and how to make it usable."""
+    code = getattr(err.__cause__, "errno", None)
+    if code == errno.ENOENT:
+        fix = (
+            "the KVM modules are not loaded, or this kernel has no KVM: load them (modprobe "
+            "kvm_intel, or modprobe kvm_amd; on arm64 KVM is built in and needs the kernel "
+            "booted at EL2)"
+        )
+    elif code in (errno.EACCES, errno.EPERM):
+        fix = (
+            "your user may not open it: add it to the group that owns /dev/kvm (usermod -aG "
+            "kvm $USER, then log in again)"
+        )
+    else:
+        fix = (
+            "load the KVM modules (modprobe kvm_intel or kvm_amd) and add your user to group "
+            "kvm (usermod -aG kvm $USER)"
+        )
+    return f"{err}; {fix}"
+
+
 def capabilities(handle: kvm.Kvm) -> dict[str, int]:
     """Every capability of kvm.CAPS, as KVM_CHECK_EXTENSION on /dev/kvm answers it."""
     return {name: handle.check_extension(number) for name, number in kvm.CAPS.items()}

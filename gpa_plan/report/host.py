@@ -4,6 +4,7 @@ capabilities (the JSON form is the document gpa_plan.probe.host gives, as it is)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from gpa_plan.printable import printable
@@ -41,3 +42,11 @@ def host_text(facts: dict[str, Any]) -> str:
         line = f"{name:<{width[0]}}  {value:<{width[1]}}  {source}" if name else ""
         lines.append(printable(line.rstrip()))
     return "\n".join(lines) + "\n"
+
+
+def host_json(facts: dict[str, Any]) -> str:
+    """The document as it is, indented: the host profile `--host` reads."""
+    return json.dumps(facts, indent=2) + "\n"
+
+
+HOST_FORMATS: dict[str, Callable[[dict[str, Any]], str]] = {"text": host_text, "json": host_json}
