@@ -374,3 +374,26 @@ def test_scratch_vm_that_refuses_otherwise_falls_back_to_the_parameters(
     assert collected.unknown["tdp"] == "KVM_GET_SUPPORTED_CPUID failed: ENOTTY"
     if "vendor_id" in Path("/proc/cpuinfo").read_text():
         assert sources["cpu_vendor"] == "/proc/cpuinfo vendor_id"
+
+
+@needs_kvm
+def test_the_probe_reads_the_facts_where_gpa_plan_is_not_installed(tmp_path: Path) -> None:
+    """A copy of gpa_plan/probe alone, run as ``python3 -m probe.host`` with no gpa-plan on the
+    path, prints the facts `gpa-plan host --format json` prints."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(Path(host.__file__).parent, tmp_path / "probe")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-E", "-s", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    done = run("-m", "probe.host")
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["facts"] == host.host_facts()["facts"]
+    imported = run("-c", "import sys, probe.host; print(sorted(m for m in sys.modules "
+                         "if m.startswith('gpa_plan')))")
+    assert imported.stdout == "[]\n", imported.stderr

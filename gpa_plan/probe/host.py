@@ -485,3 +485,23 @@ def host_facts(handle: kvm.Kvm | None = None, machine: str | None = None) -> Fac
     finally:
         if owned:
             handle.close()
+
+
+def main() -> int:
+    """``python3 -m probe.host``: the facts as JSON on stdout (what `gpa-plan host --format
+    json` prints), where gpa-plan is not installed; 2 with the reason when /dev/kvm cannot be
+    used."""
+    import json
+    import sys
+
+    try:
+        facts = host_facts()
+    except kvm.KvmError as err:
+        print(f"probe.host: {kvm_unavailable(err)}", file=sys.stderr)
+        return 2
+    sys.stdout.write(json.dumps(facts, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
