@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gpa_plan.arch import ARCHES
@@ -117,9 +117,10 @@ def _profile(
 
     if not isinstance(data, dict):
         raise fail((), f"a host profile is a JSON object, not {_json_type(data)}")
-    if data.get("format") != FORMAT:
+    given = data.get("format")
+    if type(given) is not int or given != FORMAT:  # true == 1 to Python, not to JSON
         raise fail(("format",), f'`"format": {FORMAT}` is the only host profile format; this '
-                   f"file has {json.dumps(data.get('format'))}")
+                   f"file has {json.dumps(given)}")
     arch_name = data.get("arch")
     spec = ARCHES.get(arch_name) if isinstance(arch_name, str) else None
     if spec is None or not spec.host_facts:
@@ -136,7 +137,9 @@ def _profile(
     return HostProfile(name, spec.name, release, _facts(spec, facts, fail))
 
 
-def _facts(spec: ArchSpec, facts: dict[str, Any], fail: Any) -> dict[str, Any]:
+def _facts(
+    spec: ArchSpec, facts: dict[str, Any], fail: Callable[..., HostProfileError]
+) -> dict[str, Any]:
     declared = {f.name: f for f in spec.host_facts}
     checked: dict[str, Any] = {}
     for key, value in facts.items():

@@ -350,6 +350,8 @@ def valid_text(**facts: Any) -> str:
          '`arch` is "riscv64": host profiles exist for arm64, x86_64'),
         (valid_text().replace('"format": 1', '"format": 2'), 2, 13,
          '`"format": 1` is the only host profile format; this file has 2'),
+        (valid_text().replace('"format": 1', '"format": true'), 2, 13,
+         '`"format": 1` is the only host profile format; this file has true'),
         ('{"format": 1, "arch": "x86_64", "kernel": {}, "facts": {}}', 1, 43,
          "`kernel.release` must be a string"),
         ('[1, 2]', 1, 1, "a host profile is a JSON object, not an array"),
