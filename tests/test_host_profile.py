@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpa_plan.cli import cli
 from gpa_plan.host_profile import (
@@ -410,3 +412,37 @@ def test_positions_name_every_object_value() -> None:
         (): (1, 1), ("a",): (2, 7), ("b",): (3, 7), ("b", "c"): (3, 13), ("b", "e"): (4, 13)
     }
     assert keys == {("a",): (2, 2), ("b",): (3, 2), ("b", "c"): (3, 8), ("b", "e"): (4, 8)}
+
+
+_SCALARS = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=5)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                 max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=4), _JSON, max_size=4), st.sampled_from([None, 0, 2, "\t"]),
+       st.booleans())
+def test_positions_point_at_each_value_and_key(
+    document: dict[str, Any], indent: int | str | None, ascii_only: bool
+) -> None:
+    text = json.dumps(document, indent=indent, ensure_ascii=ascii_only)
+    starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
+    decoder = json.JSONDecoder()
+
+    def at(position: tuple[int, int]) -> Any:
+        line, column = position
+        return decoder.raw_decode(text, starts[line - 1] + column - 1)[0]
+
+    values, keys = positions(text)
+    for path, position in values.items():
+        expected: Any = document
+        for key in path:
+            expected = expected[key]
+        assert at(position) == expected
+    for path, position in keys.items():
+        assert at(position) == path[-1]
+    assert set(keys) == set(values) - {()}
