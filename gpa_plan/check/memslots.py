@@ -89,7 +89,11 @@ def _aligned_choices(field: str, value: int, page: int) -> str:
     return f"round it up to {hex_addr(up)}{other}"
 
 
-@rule("memslot-out-of-range", ERROR, "a memslot is empty, wraps, or ends beyond 2**pa_bits")
+@rule(
+    "memslot-out-of-range",
+    ERROR,
+    "a memslot is empty, wraps, or ends beyond 2**pa_bits (or the limit of the --host profile)",
+)
 def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
     """A memslot of size 0 deletes a slot rather than creating one (EINVAL when there is none);
     one whose end wraps past 2**64, or with more than KVM_MEM_MAX_NR_PAGES (2**31 - 1) pages,
@@ -167,7 +171,8 @@ def _host_memslot_limit(ctx: RuleContext) -> tuple[int, str, str] | None:
 @rule(
     "slot-id-conflict",
     ERROR,
-    "two memslots share (as_id, slot), or a slot id or as_id the arch does not allow",
+    "two memslots share (as_id, slot), or a slot id or as_id the arch (or the --host profile) "
+    "does not allow",
 )
 def slot_id_conflict(ctx: RuleContext) -> Iterator[Finding]:
     """A second memslot with the same (as_id, slot) does not add a slot: KVM treats it as a
