@@ -26,6 +26,8 @@ FORMAT_READERS = {
     # QEMU names its regions and devices per target.
     "importers/qemu_mtree/mapping.py": 3,
     "importers/qemu_mtree/__init__.py": 1,
+    # The kernel's own name of the host's machine (uname -m), which picks the facts to read.
+    "probe/host.py": 1,
 }
 # The standalone probe runs without the rest of gpa_plan, so it cannot ask gpa_plan.arch: it
 # finds each architecture's probe module through one table.

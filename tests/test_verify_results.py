@@ -58,7 +58,10 @@ def agreeing_results(layout: Path, plan: dict[str, Any], tmp_path: Path) -> dict
     assert verdict["summary"]["probes_agree"] == 0 and verdict["summary"]["steps_agree"] == 0
     return {
         "format": 1,
-        "host": {"release": "6.1.0-test", "machine": "x86_64", "caps": {"KVM_CAP_X86_SMM": 1}},
+        "host": {
+            "kernel": {"release": "6.1.0-test", "machine": "x86_64"},
+            "capabilities": {"KVM_CAP_X86_SMM": 1},
+        },
         "steps": [
             {"id": s["id"], "errno": None if s["expected"][0] == "ok" else s["expected"][0]}
             for s in verdict["steps"]

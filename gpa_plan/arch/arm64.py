@@ -20,6 +20,8 @@ from gpa_plan.arch.base import (
     DeviceType,
     Effect,
     Handler,
+    HostCondition,
+    HostFact,
     Outcome,
     ProbeDevice,
     SelftestsDefaults,
@@ -83,6 +85,18 @@ _VGIC_API = "KVM_SET_DEVICE_ATTR(KVM_DEV_ARM_VGIC_GRP_ADDR)"
 # arch/arm64/kvm/vgic/vgic-kvm-device.c kvm_vgic_addr() / vgic_check_iorange() and vgic-its.c
 # vgic_its_set_attr() (Linux 7.2.13): base and size aligned to 4 KiB for GICv2, 64 KiB for
 # GICv3 and the ITS.
+# virt/kvm/kvm_main.c kvm_ioctl_create_device(): ENODEV when no ops are registered for the
+# type; arch/arm64/kvm/vgic/vgic-kvm-device.c kvm_register_vgic_device() registers GICv2 on a
+# GICv2 host, and on a GICv3 host only with a GICV resource (vgic-v3.c vgic_v3_probe());
+# kvm_vgic_create() (vgic-init.c) refuses GICv2 with ENODEV there too (Linux 7.2.13).
+_NO_DEVICE = (
+    "KVM_CREATE_DEVICE fails with ENODEV (kvm_ioctl_create_device(): no {} device on this "
+    "host)"
+)
+_NEEDS_V2 = HostCondition("vgic_v2", _NO_DEVICE.format("GICv2"))
+_NEEDS_V3 = HostCondition("vgic_v3", _NO_DEVICE.format("GICv3"))
+_NEEDS_ITS = HostCondition("vgic_its", _NO_DEVICE.format("ITS"))
+
 _DEVICES = (
     DeviceType(
         "vgic-v2-dist",
@@ -94,6 +108,7 @@ _DEVICES = (
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv2",
         missing_refusal=_V2_MISSING,
+        host_needs=_NEEDS_V2,
     ),
     DeviceType(
         "vgic-v2-cpu",
@@ -105,6 +120,7 @@ _DEVICES = (
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv2",
         missing_refusal=_V2_MISSING,
+        host_needs=_NEEDS_V2,
     ),
     DeviceType(
         "vgic-v3-dist",
@@ -118,6 +134,7 @@ _DEVICES = (
         missing_refusal=_MAP_RESOURCES.format(
             function="vgic_v3_map_resources", why="the distributor address is not set"
         ),
+        host_needs=_NEEDS_V3,
     ),
     DeviceType(
         "vgic-v3-redist",
@@ -132,6 +149,7 @@ _DEVICES = (
         missing_refusal=_MAP_RESOURCES.format(
             function="vgic_v3_map_resources", why="no vCPU has a redistributor"
         ),
+        host_needs=_NEEDS_V3,
     ),
     DeviceType(
         "vgic-its",
@@ -141,6 +159,7 @@ _DEVICES = (
         align=64 * KiB,
         kvm_api="KVM_SET_DEVICE_ATTR(KVM_VGIC_ITS_ADDR_TYPE)",
         beyond_pa_errno="E2BIG",
+        host_needs=_NEEDS_ITS,
     ),
 )
 
@@ -291,4 +310,19 @@ ARM64 = ArchSpec(
     instruction_align=4,
     probe_steps=_probe_steps,
     io_instruction_note=_NO_SYNDROME,
+    # What `gpa-plan host` reads on an arm64 host (gpa_plan/probe/host.py says how).
+    host_facts=(
+        HostFact("ipa_limit", int, "the largest IPA size, KVM_CAP_ARM_VM_IPA_SIZE"),
+        HostFact("ipa_above_48", bool, "an IPA size above 48 bits is possible"),
+        HostFact("vgic_v2", bool, "KVM_CREATE_DEVICE can create a vGICv2"),
+        HostFact("vgic_v3", bool, "KVM_CREATE_DEVICE can create a vGICv3"),
+        HostFact("vgic_its", bool, "KVM_CREATE_DEVICE can create an ITS"),
+        HostFact("nisv_to_user", bool, "KVM_CAP_ARM_NISV_TO_USER"),
+    ),
+    # arch/arm64/kvm/mmu.c kvm_init_ipa_range(), from kvm_init_stage2_mmu() at KVM_CREATE_VM:
+    # an IPA size above kvm_ipa_limit is EINVAL (Linux 7.2.13).
+    host_pa_limit=HostCondition(
+        "ipa_limit",
+        "KVM_CREATE_VM fails with EINVAL (kvm_init_ipa_range(), from kvm_init_stage2_mmu())",
+    ),
 )

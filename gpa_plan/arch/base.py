@@ -93,6 +93,24 @@ class Setting(NamedTuple):
     above_highest: str = ""  # what KVM does with a higher one
 
 
+class HostFact(NamedTuple):
+    """A fact of a host's KVM that a host profile (`gpa-plan host`, `--host FILE`) states and
+    the rules read: its name in the profile's ``facts``, its JSON type, what it means."""
+
+    name: str
+    kind: type  # int, bool or str
+    meaning: str
+
+
+class HostCondition(NamedTuple):
+    """What KVM refuses on a host whose profile states ``fact`` (a limit, or False for a
+    device it cannot create), and how: ``refusal`` names the call, the errno and the kernel
+    function."""
+
+    fact: str
+    refusal: str
+
+
 class PrivateRange(NamedTuple):
     """A guest-physical range KVM takes for itself, as a private memslot.
 
@@ -113,6 +131,9 @@ class PrivateRange(NamedTuple):
     setting: Setting | None = None
     hosts: str | None = None
     most_hosts: bool = True
+    # The host fact (ArchSpec.host_facts) that says whether KVM keeps the range: with a host
+    # profile stating it, a memslot over the range is an error, or no finding at all.
+    host_fact: str | None = None
 
     @property
     def end(self) -> int:
@@ -244,6 +265,8 @@ class DeviceType(NamedTuple):
     # The width of the write a guest makes to it, where one access is its whole protocol
     # (the selftests ucall); `gpa-plan verify` probes the base with it.
     guest_write_width: int | None = None
+    # The host fact that says whether KVM can create this device at all (False: refused).
+    host_needs: HostCondition | None = None
     arches: frozenset[str] = frozenset()
 
     def size_for(self, *, vcpus: int | None, guest_page_size: int, size: int | None) -> int:
@@ -327,6 +350,13 @@ class ArchSpec(NamedTuple):
     # What else happens at the base of an ioeventfd of length 0, where the architecture has a
     # fast path for it (x86: KVM_FAST_MMIO_BUS); said beside every access there.
     any_length_ioeventfd_note: str = ""
+    # What a host profile of this architecture states (`gpa-plan host`), and what the rules
+    # read of it: the bits below which the host accepts a memslot, the largest pa_bits a VM
+    # may have, the number of memslot address spaces.
+    host_facts: tuple[HostFact, ...] = ()
+    host_memslot_limit: HostCondition | None = None
+    host_pa_limit: HostCondition | None = None
+    host_address_spaces: str | None = None
 
     def address_space_ids(self) -> str:
         """The as_id values a memslot may take, in words: "only 0", "0 or 1 (SMM)"."""

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from gpa_plan.arch import ACCESSES, ARCHES
-from gpa_plan.arch.base import ArchSpec, Backing, Effect, Handler, KeptRange
+from gpa_plan.arch.base import ArchSpec, Backing, Effect, Handler, KeptRange, Outcome
 from gpa_plan.check.partition import Region, device_handler, partition, region_at
 from gpa_plan.check.run import LoadedLayout
 from gpa_plan.collector import paused
 from gpa_plan.layout.resolved import DeviceEntry, ResolvedLayout, created_on
 from gpa_plan.ranges import hex_addr
+
+if TYPE_CHECKING:
+    from gpa_plan.host_profile import HostProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,28 +37,71 @@ def explain_layout(
     addresses: Sequence[int],
     accesses: Sequence[str] = ACCESSES,
     arches: Sequence[str] = (),
+    host: HostProfile | None = None,
 ) -> list[Answer]:
     """One answer per architecture (default: the layout's own), address and access kind.
     Under another architecture than the layout's, the devices that exist only on the
     layout's own are not there (gpa_plan.layout.resolved.created_on), as `check` shows, and
-    an answer at such a device's address says so."""
+    an answer at such a device's address says so. With a ``host`` profile of the
+    architecture, a private range KVM keeps only on some hosts is there or not as the
+    profile says (docs/host.md)."""
     answers: list[Answer] = []
     with paused():
         for arch in arches or (loaded.layout.arch,):
             layout, left_out = created_on(loaded.resolved, arch)
             regions = partition(layout, ARCHES[arch])
             types = {d.type.name for d in layout.devices}
-            kept = ARCHES[arch].kept_ranges(types, loaded.layout.kvm_private)
+            on_host = host if host is not None and host.arch == arch else None
+            kept = [
+                k
+                for k in ARCHES[arch].kept_ranges(types, loaded.layout.kvm_private)
+                if on_host is None or on_host.fact(k.private.host_fact or "") is not False
+            ]
             for address in addresses:
                 why = _left_out_here(left_out, address, loaded.layout.arch, arch)
-                why += _private_here(kept, address)
+                kept_here = _kept_on_host(kept, address, on_host)
+                if kept_here is None:
+                    why += _private_here(kept, address)
                 for a in accesses:
                     answer = explain_address(regions, arch, address, a)
                     if a == "write":
                         answer = _at_doorbell(answer, layout, regions)
                     answer = _at_any_length_doorbell(answer, layout)
+                    if kept_here is not None:
+                        answer = _in_private(answer, kept_here, on_host)
                     answers.append(replace(answer, detail=why + answer.detail) if why else answer)
     return answers
+
+
+def _kept_on_host(
+    kept: Sequence[KeptRange], address: int, host: HostProfile | None
+) -> KeptRange | None:
+    """The private range at ``address`` that the host profile says KVM keeps, if any, among
+    those only some hosts keep (``hosts``). The APIC-access page is not one: the guest's
+    accesses there reach the LAPIC, whose region the layout has, whatever backs the page."""
+    if host is None:
+        return None
+    for k in kept:
+        fact = k.private.host_fact
+        if k.private.hosts is None or fact is None or host.fact(fact) is not True:
+            continue
+        if k.start <= address < k.end:
+            return k
+    return None
+
+
+def _in_private(answer: Answer, kept: KeptRange, host: HostProfile | None) -> Answer:
+    """``answer`` at an address of a private memslot the host keeps: memory, that memslot's."""
+    placed = f"{kept.placed_by}; " if kept.placed_by else ""
+    cited = host.cite(kept.private.host_fact or "") if host is not None else ""
+    return replace(
+        answer,
+        outcome=Outcome.MEMORY.value,
+        kind="private",
+        names=(kept.name,),
+        detail=f"{kept.name} is here ({placed}{kept.private.what}) and this host keeps it "
+        f"({cited}): the access reaches that private memslot as memory",
+    )
 
 
 class Difference(NamedTuple):

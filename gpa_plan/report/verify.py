@@ -18,14 +18,19 @@ def host_line(host: dict[str, Any] | Any) -> str:
     """The kernel and the capabilities that matter, in one or two lines."""
     if not isinstance(host, dict) or not host:
         return "host: not reported by the probe"
-    release = host.get("release") or host.get("kernel_release") or "unknown kernel"
-    machine = host.get("machine", "")
-    caps = host.get("caps") or host.get("capabilities") or {}
+    kernel = _mapping(host.get("kernel"))
+    release = kernel.get("release") or "unknown kernel"
+    machine = kernel.get("machine", "")
+    caps = _mapping(host.get("capabilities"))
     shown = " ".join(
         f"{name.removeprefix('KVM_CAP_')}={caps[name]}" for name in SHOWN_CAPS if name in caps
     )
     line = f"host: Linux {release} {machine}".rstrip()
     return f"{line}\nKVM: {shown}" if shown else line
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _step_line(row: StepRow) -> str:

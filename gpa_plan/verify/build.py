@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
+from gpa_plan.arch import ARCHES
 from gpa_plan.arch.base import ArchSpec, Effect, Handler, Outcome, ProbeDevice
 from gpa_plan.check.explain import declined_write
 from gpa_plan.check.findings import ERROR, WARNING, Finding
@@ -98,13 +99,19 @@ _STEP_CALLS = {
 }
 
 
+def no_guest(arch: str) -> str:
+    """Why an architecture's layouts cannot be verified."""
+    able = " and ".join(a.name for a in ARCHES.values() if a.probe_steps is not None)
+    return (
+        f"verify has no guest for {arch}: the probe runs {able} layouts; check and explain "
+        "still predict what KVM does"
+    )
+
+
 def build_plan(loaded: LoadedLayout, result: CheckResult, arch: ArchSpec) -> VerifyPlan:
     """The plan and predictions for ``loaded`` as checked under ``arch`` (``result``)."""
     if arch.probe_steps is None:
-        raise VerifyError(
-            f"verify has no guest for {arch.name}: it runs x86_64 and arm64 layouts; "
-            "check and explain still predict what KVM does"
-        )
+        raise VerifyError(no_guest(arch.name))
     layout, _ = created_on(loaded.resolved, arch.name)
     steps = _steps(loaded, layout, arch)
     step_predictions = _step_predictions(steps, result.findings)

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gpa_plan.arch import ARCHES
-from gpa_plan.check.run import check_loaded, load_layout
+from gpa_plan.check.run import LoadedLayout, check_loaded, load_layout
+from gpa_plan.host_profile import HostProfile
 from gpa_plan.ranges import human_size
-from gpa_plan.verify.build import VerifyError, VerifyPlan, build_plan
+from gpa_plan.verify.build import VerifyError, VerifyPlan, build_plan, no_guest
 from gpa_plan.verify.compare import Verdict, compare
 
 PROBE_PACKAGE = Path(__file__).resolve().parent.parent / "probe"
@@ -50,13 +51,72 @@ class ResultsFileError(Exception):
         self.path, self.line, self.column, self.reason = path, line, column, reason
 
 
-def plan_layout(path: str, arch_name: str | None) -> VerifyPlan:
+def plan_layout(path: str, arch_name: str | None, host: HostProfile | None = None) -> VerifyPlan:
     """Load and check ``path`` (LayoutError, InputError propagate) and build its plan under
-    ``arch_name`` (the layout's own by default)."""
-    loaded = load_layout(path)
+    ``arch_name`` (the layout's own by default), its predictions made for ``host``. The plan
+    itself (steps, probe points, the probe's room) does not depend on ``host``."""
+    return plan_loaded(load_layout(path), arch_name, host)
+
+
+def plan_loaded(
+    loaded: LoadedLayout, arch_name: str | None, host: HostProfile | None = None
+) -> VerifyPlan:
     arch = ARCHES[arch_name or loaded.layout.arch]
-    result = check_loaded(loaded, arch.name)
-    return build_plan(loaded, result, arch)
+    return build_plan(loaded, check_loaded(loaded, arch.name, host=host), arch)
+
+
+def verify_here(path: str, arch_name: str | None, host: HostProfile | None) -> Verdict:
+    """Verify ``path`` on this host's /dev/kvm, predicting for ``host`` (default: this host's
+    own facts); raises CannotRun where it cannot run here."""
+    loaded = load_layout(path)
+    arch = arch_name or loaded.layout.arch
+    if ARCHES[arch].probe_steps is None:
+        raise VerifyError(no_guest(arch))
+    here = host_machine_arch()
+    if here != arch:
+        raise CannotRun(
+            f"this host is {os.uname().machine}, and KVM runs only guests of its own "
+            f"architecture: run verify on a {arch} host, or write the probe with "
+            "--export DIR and run it there"
+        )
+    _, own = this_host()
+    return run_here(plan_loaded(loaded, arch, host or own))
+
+
+def verify_results(
+    path: str, arch_name: str | None, results_path: str, host: HostProfile | None
+) -> Verdict:
+    """Compare the results an exported probe printed with ``path``'s predictions, made for
+    ``host`` (default: the host the probe reported)."""
+    results = load_results(results_path)
+    vp = plan_layout(path, arch_name, host or profile_of(results.get("host")))
+    return compare_results(vp, results)
+
+
+def this_host() -> tuple[dict[str, Any], HostProfile | None]:
+    """This host's facts (gpa_plan.probe.host) and the profile they make, for predictions
+    exact for the kernel the probe runs on; raises CannotRun without a usable /dev/kvm."""
+    from gpa_plan.probe import kvm
+    from gpa_plan.probe.host import host_facts
+
+    try:
+        facts = host_facts()
+    except kvm.KvmError as err:
+        raise CannotRun(f"{err}: {_kvm_fix()}") from None
+    return facts, profile_of(facts)
+
+
+def profile_of(facts: Any) -> HostProfile | None:
+    """The host profile of facts a probe reported; None when they are not a profile (an
+    architecture gpa-plan has no host facts for, facts of an older probe)."""
+    from gpa_plan.host_profile import HostProfileError, host_profile_of
+
+    if not isinstance(facts, dict):
+        return None
+    try:
+        return host_profile_of(facts)
+    except HostProfileError:
+        return None
 
 
 def host_machine_arch() -> str | None:
@@ -67,21 +127,9 @@ def host_machine_arch() -> str | None:
 
 def run_here(vp: VerifyPlan) -> Verdict:
     """Run the probe on this host's ``/dev/kvm`` and compare; raises CannotRun."""
-    here = host_machine_arch()
-    if here != vp.arch:
-        raise CannotRun(
-            f"this host is {os.uname().machine}, and KVM runs only guests of its own "
-            f"architecture: run verify on a {vp.arch} host, or write the probe with "
-            "--export DIR and run it there"
-        )
-    from gpa_plan.probe import kvm
     from gpa_plan.probe.run import run_plan
 
     same_page_size(vp, mmap.PAGESIZE)
-    try:
-        kvm.Kvm().close()
-    except kvm.KvmError as err:
-        raise CannotRun(f"{err}: {_kvm_fix()}") from None
     results = run_plan(vp.plan)
     if results.get("error"):
         raise CannotRun(f"the probe could not run the plan: {results['error']}")
@@ -131,9 +179,8 @@ def export(vp: VerifyPlan, directory: str, stdout: TextIO) -> list[str]:
     return list(files)
 
 
-def compare_results(vp: VerifyPlan, path: str) -> Verdict:
-    """Compare the results file at ``path`` (an exported probe's output) with ``vp``."""
-    results = load_results(path)
+def compare_results(vp: VerifyPlan, results: Mapping[str, Any]) -> Verdict:
+    """Compare an exported probe's results with ``vp``."""
     host = results.get("host")
     page = host.get("page_size") if isinstance(host, dict) else None
     same_page_size(vp, page if isinstance(page, int) else None)
@@ -168,5 +215,8 @@ __all__ = [
     "host_machine_arch",
     "load_results",
     "plan_layout",
+    "plan_loaded",
     "run_here",
+    "verify_here",
+    "verify_results",
 ]
