@@ -17,12 +17,19 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gpa_plan.arch import ARCHES, SELFTESTS_DEFAULT_ARCH
-from gpa_plan.formats import ALLOCATE_FORMATS, CHECK_FORMATS, EXPLAIN_FORMATS, Formats
+from gpa_plan.formats import (
+    ALLOCATE_FORMATS,
+    CHECK_FORMATS,
+    EXPLAIN_FORMATS,
+    VERIFY_FORMATS,
+    Formats,
+)
 from gpa_plan.importers.registry import ARCH, IMPORTERS, SIZE
 
 if TYPE_CHECKING:
     from gpa_plan.check.findings import Finding
     from gpa_plan.config import Config
+    from gpa_plan.host_profile import HostProfile
     from gpa_plan.inputs import InputError
 
 
@@ -37,8 +44,16 @@ class _ArchChoice(click.Choice):  # type: ignore[type-arg]
 
             hint = name_hint(value, "--arch {}")
             if hint:
-                err.message = err.message.rstrip(".") + hint
+                raise click.BadParameter(
+                    err.message.rstrip(".") + hint, ctx=err.ctx, param=err.param
+                ) from None
             raise
+
+
+HOST_HELP = (
+    "A host profile (what `gpa-plan host --format json` printed on the host the VM runs on): "
+    "the findings that depend on the host become exact for layouts of its architecture."
+)
 
 
 ARCH_CHOICE = _ArchChoice(list(ARCHES))
@@ -128,6 +143,8 @@ INPUT_PATH = click.Path(readable=False, allow_dash=True)
     help="How --elf programs are loaded: segments at p_paddr (VMM kernel loaders) or at "
     "p_vaddr backed by the code memslot (KVM selftests' kvm_vm_elf_load).",
 )
+@click.option("--host", "host_file", type=INPUT_PATH, default=None, metavar="FILE",
+              help=HOST_HELP)
 def check(
     files: tuple[str, ...],
     arches: tuple[str, ...],
@@ -139,6 +156,7 @@ def check(
     strict: bool | None,
     elf_files: tuple[str, ...],
     elf_mode: str,
+    host_file: str | None,
 ) -> int:
     """Check layout files (or directories of them) and report every IO range and finding.
 
@@ -151,15 +169,48 @@ def check(
     from gpa_plan.report.progress_bar import watched
 
     config = _check_config(select, ignore, strict)
+    host = _host_profile(host_file)
+    if isinstance(host, int):
+        return host
     size = None if fmt != "text" or quiet else lambda: input_bytes(files, exclude)
     with watched(size) as progress:
         run = check_paths(files, arches, elf_files=elf_files, elf_mode=elf_mode,
-                          exclude=exclude, progress=progress)
+                          exclude=exclude, progress=progress, host=host)
     results = config.apply_to(run.results)
-    CHECK_FORMATS.writer(fmt)(CheckReport(results, run.unreadable, quiet), sys.stdout)
+    CHECK_FORMATS.writer(fmt)(CheckReport(results, run.unreadable, quiet, host), sys.stdout)
+    _note_unused_host(host, [r.arch for r in results])
     for err in run.unreadable:
         _say_findings([_unreadable_finding(err)])
     return 2 if run.unreadable else 1 if config.fails(results) else 0
+
+
+def _host_profile(path: str | None, formats: Formats[Any] | None = None,
+                  fmt: str = "text") -> HostProfile | int | None:
+    """The profile at ``path`` (None without one), or the exit status after saying why it
+    cannot be used: 1 for a file that is not a host profile, 2 for one that cannot be read.
+    The findings go to ``formats``' failure writer when given, else to stderr."""
+    if path is None:
+        return None
+    from gpa_plan.host_profile import HostProfileError, load_host_profile
+    from gpa_plan.inputs import InputError
+
+    try:
+        return load_host_profile(path)
+    except InputError as err:
+        finding, status = _unreadable_finding(err), 2
+    except HostProfileError as err:
+        finding, status = err.finding(), 1
+    if formats is not None:
+        return _failed(formats, fmt, [finding], status)
+    _say_findings([finding])
+    return status
+
+
+def _note_unused_host(host: HostProfile | None, arches: Sequence[str | None]) -> None:
+    """Say so on stderr when a host profile applied to no result (another architecture's)."""
+    if host is not None and arches and host.arch not in arches:
+        _echo_stderr(f"note: host profile {host.file} is of an {host.arch} host and nothing "
+                     f"was evaluated under {host.arch}: it changed nothing")
 
 
 def _unreadable_finding(err: InputError) -> Finding:
@@ -255,12 +306,15 @@ def _size(value: str, hint: str) -> int:
     show_default=True,
     help=EXPLAIN_FORMATS.help("A FILE that does not load gives its findings."),
 )
+@click.option("--host", "host_file", type=INPUT_PATH, default=None, metavar="FILE",
+              help=HOST_HELP)
 def explain(
     file: str,
     addresses: tuple[str, ...],
     accesses: tuple[str, ...],
     arches: tuple[str, ...],
     fmt: str,
+    host_file: str | None,
 ) -> int:
     """Say what a guest access at each ADDR becomes, and through which kernel path."""
     from gpa_plan.check.explain import explain_layout
@@ -270,15 +324,122 @@ def explain(
     from gpa_plan.layout.errors import LayoutError
 
     parsed = [_address(a) for a in addresses]
+    host = _host_profile(host_file, EXPLAIN_FORMATS, fmt)
+    if isinstance(host, int):
+        return host
     try:
         loaded = load_layout(file)
     except InputError as err:
         return _failed(EXPLAIN_FORMATS, fmt, [_unreadable_finding(err)], 2)
     except LayoutError as err:
         return _failed(EXPLAIN_FORMATS, fmt, problem_findings(err.path, err.problems))
-    answers = explain_layout(loaded, parsed, accesses or ("read", "write", "fetch"), arches)
-    EXPLAIN_FORMATS.writer(fmt)(answers, sys.stdout)
+    answers = explain_layout(
+        loaded, parsed, accesses or ("read", "write", "fetch"), arches, host=host
+    )
+    EXPLAIN_FORMATS.writer(fmt)(answers, sys.stdout, host=host)
+    _note_unused_host(host, [a.arch for a in answers])
     return 0
+
+
+class _HostUnavailable(click.ClickException):
+    exit_code = 2
+
+
+@cli.command("host")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True,
+              help="Output format: text (a table), json (the host profile `--host` reads).")
+def host_command(fmt: str) -> int:
+    """Print what this host's KVM reports: the kernel release, the capabilities, and the
+    facts on which some outcomes depend (docs/host.md). Save the JSON as a host profile for
+    `check --host` and `explain --host`."""
+    from gpa_plan.probe.host import host_facts, kvm_unavailable
+    from gpa_plan.probe.kvm import KvmError
+
+    try:
+        facts = host_facts()
+    except KvmError as err:
+        raise _HostUnavailable(kvm_unavailable(err)) from None
+    from gpa_plan.report.host import HOST_FORMATS
+
+    sys.stdout.write(HOST_FORMATS[fmt](facts))
+    return 0
+
+
+@cli.command()
+@click.argument("files", metavar="LAYOUT...", nargs=-1, required=True, type=INPUT_PATH)
+@click.option("--arch", type=ARCH_CHOICE, help="Architecture (default: the layout's).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(VERIFY_FORMATS.names),
+    default="text",
+    show_default=True,
+    help=VERIFY_FORMATS.help("A LAYOUT that does not load gives its findings."),
+)
+@click.option(
+    "--export",
+    "export_dir",
+    metavar="DIR",
+    help="Write the probe (standard library only) and its plan to DIR, to run elsewhere.",
+)
+@click.option(
+    "--results",
+    "results_file",
+    metavar="FILE",
+    help="Compare the results an exported probe printed, instead of running it here.",
+)
+@click.option("--host", "host_file", type=INPUT_PATH, default=None, metavar="FILE",
+              help="Predict for the host in this profile (`gpa-plan host --format json`) "
+                   "rather than the one the probe runs on.")
+def verify(
+    files: tuple[str, ...],
+    arch: str | None,
+    fmt: str,
+    export_dir: str | None,
+    results_file: str | None,
+    host_file: str | None,
+) -> int:
+    """Build the VM each LAYOUT describes on this host's /dev/kvm, make guest accesses at
+    every boundary, and compare what KVM does with what gpa-plan predicts (exit 1 on any
+    disagreement, 2 when verification cannot run here)."""
+    from gpa_plan.check.findings import problem_findings
+    from gpa_plan.inputs import InputError
+    from gpa_plan.layout.errors import LayoutError
+    from gpa_plan.verify import driver
+    from gpa_plan.verify.compare import ResultsError
+
+    if (export_dir or results_file) and len(files) > 1:
+        raise click.UsageError("--export and --results take one LAYOUT")
+    if export_dir and results_file:
+        raise click.UsageError("--export and --results cannot be combined")
+    host = _host_profile(host_file, VERIFY_FORMATS, fmt)
+    if isinstance(host, int):
+        return host
+    verdicts = []
+    try:
+        for path in files:
+            if export_dir:
+                vp = driver.plan_layout(path, arch, host)
+                for written in driver.export(vp, export_dir, sys.stdout):
+                    click.echo(f"wrote {written}")
+                return 0
+            if results_file:
+                verdicts.append(driver.verify_results(path, arch, results_file, host))
+            else:
+                verdicts.append(driver.verify_here(path, arch, host))
+    except InputError as err:
+        return _failed(VERIFY_FORMATS, fmt, [_unreadable_finding(err)], 2)
+    except LayoutError as err:
+        return _failed(VERIFY_FORMATS, fmt, problem_findings(err.path, err.problems))
+    except (driver.CannotRun, driver.VerifyError) as err:
+        _echo_stderr(f"gpa-plan: verify: {err}")
+        return 2
+    except (driver.ResultsFileError, ResultsError) as err:
+        _echo_stderr(f"gpa-plan: verify: {err}")
+        return 1
+    VERIFY_FORMATS.writer(fmt)(verdicts, sys.stdout)
+    return 0 if all(v.agrees for v in verdicts) else 1
 
 
 @cli.command("map")
@@ -591,7 +752,8 @@ def _run(argv: Sequence[str] | None) -> int:
         # Messages quote paths and values from the command line: never print them raw.
         from gpa_plan.printable import printable
 
-        err.message = printable(err.message)
+        # click 8.5 declares `message` Final; it is still a plain attribute.
+        setattr(err, "message", printable(err.message))  # noqa: B010
         exits.say_with(err.show)
         return err.exit_code
     except (click.Abort, KeyboardInterrupt) as err:

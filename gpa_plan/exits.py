@@ -17,7 +17,7 @@ import io
 import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 import click
 
@@ -71,14 +71,21 @@ def flush_stdout() -> None:
 def click_met_a_closed_pipe() -> bool:
     """Whether click itself caught a closed pipe: it then wraps sys.stdout (and stderr) in a
     PacifyFlushWrapper and exits 1, which CI would read as findings. Undoes the wrapping."""
-    from click.utils import PacifyFlushWrapper
-
-    if not isinstance(sys.stdout, PacifyFlushWrapper):
+    stdout = _pacified(sys.stdout)
+    if stdout is None:
         return False
-    sys.stdout = sys.stdout.wrapped
-    if isinstance(sys.stderr, PacifyFlushWrapper):
-        sys.stderr = sys.stderr.wrapped
+    sys.stdout = stdout
+    sys.stderr = _pacified(sys.stderr) or sys.stderr
     return True
+
+
+def _pacified(stream: object) -> TextIO | None:
+    """The stream click's PacifyFlushWrapper wraps, or None for any other stream. Known by its
+    class name: click 8.5 made the class private (``_PacifyFlushWrapper``)."""
+    if type(stream).__name__.lstrip("_") != "PacifyFlushWrapper":
+        return None
+    wrapped: TextIO | None = getattr(stream, "wrapped", None)
+    return wrapped
 
 
 def say(line: str) -> None:

@@ -6,7 +6,9 @@ into a pipe loads the text writer only. Adding a format is one entry here plus t
 that holds its writer. Every writer of one table has the same signature:
 
 * `check` (``CHECK_FORMATS``): ``write(report: CheckReport, stream: TextIO) -> None``;
-* `explain` (``EXPLAIN_FORMATS``): ``write(answers: Sequence[Answer], stream: TextIO) -> None``;
+* `explain` (``EXPLAIN_FORMATS``): ``write(answers: Sequence[Answer], stream: TextIO, *,
+  host: HostProfile | None = None) -> None`` (``host``: the profile given with --host);
+* `verify` (``VERIFY_FORMATS``): ``write(verdicts: Sequence[Verdict], stream: TextIO) -> None``;
 * `allocate` (``ALLOCATE_FORMATS``): ``write(allocation: Allocation, source: str) -> str``, the
   text to print or write (``source`` names the layout in the text's opening comment).
 
@@ -22,14 +24,16 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TextIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TextIO, TypeVar, cast
 
 if TYPE_CHECKING:
     from gpa_plan.check.explain import Answer
     from gpa_plan.check.findings import Finding
     from gpa_plan.check.run import CheckResult
+    from gpa_plan.host_profile import HostProfile
     from gpa_plan.inputs import InputError
     from gpa_plan.plan.allocate import Allocation
+    from gpa_plan.verify.compare import Verdict
 
 
 class CheckReport(NamedTuple):
@@ -40,11 +44,19 @@ class CheckReport(NamedTuple):
     results: Sequence[CheckResult]
     unreadable: Sequence[InputError]
     quiet: bool = False
+    # the host profile given with --host (the JSON document names it)
+    host: HostProfile | None = None
 
 
 CheckWriter = Callable[["CheckReport", TextIO], None]
-ExplainWriter = Callable[["Sequence[Answer]", TextIO], None]
+class ExplainWriter(Protocol):
+    def __call__(
+        self, answers: Sequence[Answer], stream: TextIO, *, host: HostProfile | None = None
+    ) -> None: ...
+
+
 AllocateWriter = Callable[["Allocation", str], str]
+VerifyWriter = Callable[["Sequence[Verdict]", TextIO], None]
 FailureWriter = Callable[["Sequence[Finding]", TextIO, TextIO], None]
 
 TEXT_FAILURE = "gpa_plan.report.text:write_failure"
@@ -102,6 +114,11 @@ CHECK_FORMATS: Formats[CheckWriter] = Formats(
 EXPLAIN_FORMATS: Formats[ExplainWriter] = Formats(
     Format("text", "gpa_plan.report.text:render_explain", failure=TEXT_FAILURE),
     Format("json", "gpa_plan.report.json_report:write_explain", failure=JSON_FAILURE),
+)
+
+VERIFY_FORMATS: Formats[VerifyWriter] = Formats(
+    Format("text", "gpa_plan.report.verify:write_text", failure=TEXT_FAILURE),
+    Format("json", "gpa_plan.report.verify:write_json", failure=JSON_FAILURE),
 )
 
 ALLOCATE_FORMATS: Formats[AllocateWriter] = Formats(

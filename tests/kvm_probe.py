@@ -40,7 +40,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-__all__ = ["ProbeError", "Slot", "kvm_available", "probe_access", "set_memslots"]
+__all__ = [
+    "Ioeventfd",
+    "ProbeError",
+    "Slot",
+    "assign_ioeventfds",
+    "kvm_available",
+    "probe_access",
+    "set_memslots",
+]
 
 KVM_DEVICE = "/dev/kvm"
 PAGE_SIZE = 0x1000
@@ -119,6 +127,10 @@ KVM_GET_REGS = _ior(0x81, _REGS.size)
 KVM_SET_REGS = _iow(0x82, _REGS.size)
 KVM_GET_SREGS = _ior(0x83, _SREGS_SIZE)
 KVM_SET_SREGS = _iow(0x84, _SREGS_SIZE)
+# struct kvm_ioeventfd: datamatch, addr, len, fd, flags, pad[36] (include/uapi/linux/kvm.h).
+_IOEVENTFD = struct.Struct("<QQIiI36x")
+KVM_IOEVENTFD = _iow(0x79, _IOEVENTFD.size)
+KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0
 
 KVM_API_VERSION = 12
 KVM_MEM_READONLY = 1 << 1
@@ -151,11 +163,62 @@ _EXIT_NAMES = {
     KVM_EXIT_INTERNAL_ERROR: "KVM_EXIT_INTERNAL_ERROR",
 }
 
+# --- ioeventfds ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ioeventfd:
+    """One KVM_IOEVENTFD on the MMIO bus: ``length`` 0 means any width, ``datamatch`` None
+    any value (no KVM_IOEVENTFD_FLAG_DATAMATCH)."""
+
+    addr: int
+    length: int
+    datamatch: int | None = None
+
+
+def _assign(vm_fd: int, ioeventfd: Ioeventfd, fd: int) -> int:
+    """KVM_IOEVENTFD for ``ioeventfd`` signalling ``fd``; 0 or the errno."""
+    flags = 0 if ioeventfd.datamatch is None else KVM_IOEVENTFD_FLAG_DATAMATCH
+    arg = _IOEVENTFD.pack(
+        ioeventfd.datamatch or 0, ioeventfd.addr, ioeventfd.length, fd, flags
+    )
+    try:
+        fcntl.ioctl(vm_fd, KVM_IOEVENTFD, arg)
+    except OSError as exc:
+        return exc.errno or errno.EINVAL
+    return 0
+
+
+def assign_ioeventfds(ioeventfds: Sequence[Ioeventfd]) -> list[str | None]:
+    """Assign each ioeventfd in order on one fresh VM; for each, None when KVM took it, else
+    the errno name it returned."""
+    results: list[str | None] = []
+    with _kvm_fd() as kvm_fd, _new_vm(kvm_fd) as vm_fd:
+        fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in ioeventfds]
+        try:
+            for ioeventfd, fd in zip(ioeventfds, fds, strict=True):
+                err = _assign(vm_fd, ioeventfd, fd)
+                results.append(_errno_name(err) if err else None)
+        finally:
+            for fd in fds:
+                os.close(fd)
+    return results
+
+
+def _signalled(fd: int) -> bool:
+    try:
+        return os.eventfd_read(fd) > 0
+    except BlockingIOError:
+        return False
+
+
 # --- guest code (32-bit protected mode) ------------------------------------
 
 _ACCESS_SIZE = 4
 _READ_MARKER = 0x5EED_C0DE
 _WRITE_VALUE = 0xA11C_E5ED
+# The store of a write of each width to a moffs32 address: mov [addr], al / ax / eax.
+_STORES = {1: b"\xa2", 2: b"\x66\xa3", 4: b"\xa3"}
 # mov dx, DONE_PORT ; out dx, eax
 _DONE = b"\x66\xba" + struct.pack("<H", DONE_PORT) + b"\xef"
 _DONE_OUT_OFFSET = len(_DONE) - 1
@@ -388,14 +451,26 @@ def set_memslots(slots: Sequence[Slot]) -> list[int]:
             backing.close()
 
 
-def probe_access(slots: Sequence[Slot], address: int, access: str, *, irqchip: bool = False) -> str:
+def probe_access(
+    slots: Sequence[Slot],
+    address: int,
+    access: str,
+    *,
+    irqchip: bool = False,
+    ioeventfds: Sequence[Ioeventfd] = (),
+    width: int = 4,
+    value: int | None = None,
+) -> str:
     """Run one guest access to guest-physical ``address`` on a fresh VM.
 
     ``slots`` are registered first, in order (each backed by fresh anonymous
     memory); then the harness's own code memslot; then, if ``irqchip``,
-    KVM_CREATE_IRQCHIP (in-kernel PIC, IOAPIC and LAPIC). ``access`` is
+    KVM_CREATE_IRQCHIP (in-kernel PIC, IOAPIC and LAPIC); then each of
+    ``ioeventfds`` (ProbeError if KVM refuses one). ``access`` is
     ``"read"`` (``mov eax, [address]``), ``"write"`` (``mov [address], eax``)
-    or ``"fetch"`` (``jmp address``); data accesses are 4 bytes wide.
+    or ``"fetch"`` (``jmp address``); reads are 4 bytes wide, writes ``width``
+    bytes (1, 2 or 4: ``al``, ``ax`` or ``eax``) of ``value`` (default a fixed
+    pattern).
 
     Returns:
         ``"memory"``: served from a memslot without an exit. For a read, the
@@ -408,6 +483,8 @@ def probe_access(slots: Sequence[Slot], address: int, access: str, *, irqchip: b
         hit the memslot backing, i.e. an in-kernel device handled it.
         ``"vm-error"``: KVM_EXIT_INTERNAL_ERROR (for example suberror 1,
         emulation failure, on a fetch from outside every memslot).
+        ``"eventfd"``: the access finished without any exit and one of
+        ``ioeventfds`` was signalled.
 
     Raises ProbeError for any other result (shutdown, failed entry, an exit at
     an unexpected address, a rejected memslot), for addresses whose access
@@ -417,13 +494,16 @@ def probe_access(slots: Sequence[Slot], address: int, access: str, *, irqchip: b
     if access not in ACCESS_KINDS:
         raise ValueError(f"access must be one of {ACCESS_KINDS}, got {access!r}")
     _check_slots(slots)
-    width = len(_DONE) if access == "fetch" else _ACCESS_SIZE
-    if address < 0 or address + width > _LIMIT_4G:
+    if width not in _STORES or (width != _ACCESS_SIZE and access != "write"):
+        raise ValueError(f"width {width}: only writes take a width, of 1, 2 or 4 bytes")
+    span = len(_DONE) if access == "fetch" else width
+    if address < 0 or address + span > _LIMIT_4G:
         raise ProbeError(
             f"{access} at {address:#x} needs long mode: the probe runs 32-bit code, "
-            f"so all {width} bytes must lie below 4 GiB"
+            f"so all {span} bytes must lie below 4 GiB"
         )
-    return _Probe(slots, address, access, irqchip).run()
+    written = _WRITE_VALUE if value is None else value
+    return _Probe(slots, address, access, irqchip, ioeventfds, width, written).run()
 
 
 # --- the probe ---------------------------------------------------------------
@@ -432,13 +512,26 @@ def probe_access(slots: Sequence[Slot], address: int, access: str, *, irqchip: b
 class _Probe:
     """One probe_access call: the caller's memslots, their backings, the guest."""
 
-    def __init__(self, slots: Sequence[Slot], address: int, access: str, irqchip: bool) -> None:
+    def __init__(
+        self,
+        slots: Sequence[Slot],
+        address: int,
+        access: str,
+        irqchip: bool,
+        ioeventfds: Sequence[Ioeventfd] = (),
+        width: int = _ACCESS_SIZE,
+        value: int = _WRITE_VALUE,
+    ) -> None:
         self.slots = list(slots)
         self.address = address
         self.access = access
         self.irqchip = irqchip
-        width = len(_DONE) if access == "fetch" else _ACCESS_SIZE
-        self.target = (address, address + width)
+        self.ioeventfds = list(ioeventfds)
+        self.width = width
+        self.written = (value & ((1 << (8 * width)) - 1)).to_bytes(width, "little")
+        self.eventfds: list[int] = []
+        span = len(_DONE) if access == "fetch" else width
+        self.target = (address, address + span)
         # The vCPU never enters SMM, so only address space 0 is visible to it.
         self.visible = [i for i, s in enumerate(self.slots) if s.as_id == 0 and s.size]
         self.backings: dict[int, _Backing] = {}
@@ -477,8 +570,9 @@ class _Probe:
         if self.access == "read":
             body = b"\xa1" + addr  # mov eax, [address]
         elif self.access == "write":
-            # mov eax, _WRITE_VALUE ; mov [address], eax
-            body = b"\xb8" + struct.pack("<I", _WRITE_VALUE) + b"\xa3" + addr
+            # mov eax, value ; mov [address], al / ax / eax
+            value = self.written.ljust(4, b"\0")
+            body = b"\xb8" + value + _STORES[self.width] + addr
         else:
             return b"\xb8" + addr + b"\xff\xe0" + _TRAP, -1  # mov eax, address ; jmp eax
         return body + _DONE + _TRAP, len(body) + _DONE_OUT_OFFSET
@@ -490,6 +584,8 @@ class _Probe:
         finally:
             for backing in self.owned:
                 backing.close()
+            for fd in self.eventfds:
+                os.close(fd)
 
     def _run_vm(self, kvm_fd: int, vm_fd: int) -> str:
         ids = _resolve_ids(self.slots, extra_as0=1)
@@ -544,6 +640,12 @@ class _Probe:
                 _ioctl_int(vm_fd, KVM_CREATE_IRQCHIP)
             except OSError as exc:
                 raise ProbeError(f"KVM_CREATE_IRQCHIP failed: {exc.strerror}") from exc
+        for ioeventfd in self.ioeventfds:
+            fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self.eventfds.append(fd)
+            err = _assign(vm_fd, ioeventfd, fd)
+            if err:
+                raise ProbeError(f"KVM_IOEVENTFD refused {ioeventfd}: {_errno_name(err)}")
 
         try:
             vcpu_fd = _ioctl_int(vm_fd, KVM_CREATE_VCPU, 0)
@@ -577,8 +679,7 @@ class _Probe:
                     f"{where}: KVM_EXIT_MMIO at {phys:#x} is_write={is_write}, "
                     f"expected {self.address:#x} is_write={int(want_write)}"
                 )
-            written = struct.pack("<I", _WRITE_VALUE)
-            if want_write and (length != _ACCESS_SIZE or data[:_ACCESS_SIZE] != written):
+            if want_write and (length != self.width or data[: self.width] != self.written):
                 raise ProbeError(f"{where}: KVM_EXIT_MMIO carried len={length} data={data.hex()}")
             return "io-exit"
         if reason == KVM_EXIT_INTERNAL_ERROR:
@@ -599,12 +700,12 @@ class _Probe:
                 )
             if self.access == "fetch":
                 return "memory"
+            if any([_signalled(fd) for fd in self.eventfds]):
+                return "eventfd"
             if self.access == "read":
                 (value,) = struct.unpack_from("<I", run, data_off)
                 return "memory" if in_memory and value == _READ_MARKER else "io-kernel"
-            if in_memory and self._peek(self.address, _ACCESS_SIZE) == struct.pack(
-                "<I", _WRITE_VALUE
-            ):
+            if in_memory and self._peek(self.address, self.width) == self.written:
                 return "memory"
             return "io-kernel"
         detail = ""

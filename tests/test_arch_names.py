@@ -26,7 +26,12 @@ FORMAT_READERS = {
     # QEMU names its regions and devices per target.
     "importers/qemu_mtree/mapping.py": 3,
     "importers/qemu_mtree/__init__.py": 1,
+    # The kernel's own name of the host's machine (uname -m), which picks the facts to read.
+    "probe/host.py": 1,
 }
+# The standalone probe runs without the rest of gpa_plan, so it cannot ask gpa_plan.arch: it
+# finds each architecture's probe module through one table.
+PROBE_DISPATCH = {"probe/run.py": 1}
 # Architecture facts still outside gpa_plan/arch/, to move there.
 NOT_YET_MOVED: dict[str, int] = {}
 
@@ -74,7 +79,7 @@ def counts() -> dict[str, list[int]]:
 
 
 def test_no_module_outside_arch_branches_on_an_architecture_name() -> None:
-    allowed = {**FORMAT_READERS, **NOT_YET_MOVED}
+    allowed = {**FORMAT_READERS, **PROBE_DISPATCH, **NOT_YET_MOVED}
     found = counts()
     for name, lines in found.items():
         assert name in allowed, f"gpa_plan/{name} names an architecture at lines {lines}"

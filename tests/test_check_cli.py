@@ -55,14 +55,15 @@ def test_text_table_lists_each_region_with_its_outcomes() -> None:
     out = lines(run("check", "small-arm64.yaml").stdout)
     assert out[0] == "small-arm64.yaml (arm64, 32-bit)"
     # Off a terminal the table is plain columns, two spaces or more apart.
-    cells = [re.split(r"\s{2,}", line) for line in out[1:12]]
+    cells = [re.split(r"\s{2,}", line) for line in out[1:14]]
     assert cells[0] == ["start", "end (incl.)", "size", "kind", "names", "read", "write", "fetch"]
     memory_row = ["memory", "io-exit", "memory"]
     assert cells[1] == ["0x0000_0000", "0x03ff_ffff", "64 MiB", "rom", "flash", *memory_row]
     gicd_row = ["io-kernel", "io-kernel", "guest-fault"]
     assert cells[3] == ["0x0800_0000", "0x0800_ffff", "64 KiB", "device", "gicd", *gicd_row]
+    assert cells[5] == ["0x080a_0000", "0x080b_ffff", "128 KiB", "device", "gicr", *gicd_row]
     unbacked = ["0x8000_0000", "0xffff_ffff", "2 GiB", "unbacked", "io-exit", "io-exit"]
-    assert cells[10] == [*unbacked, "guest-fault"]
+    assert cells[12] == [*unbacked, "guest-fault"]
     assert out[-1] == "1 file checked: 0 errors, 0 warnings"
 
 
@@ -88,9 +89,11 @@ def test_two_arches_print_both_tables_the_findings_and_where_they_differ() -> No
     assert lines(result.stdout) == golden_text("small-arm64-two-arches")
     out = lines(result.stdout)
     start = out.index("small-arm64.yaml: where arm64 and x86_64 differ:")
-    assert out[start + 1 : start + 5] == [
+    assert out[start + 1 : start + 7] == [
         "  0x0800_0000-0x0800_ffff read: arm64 io-kernel, x86_64 io-exit",
+        "  0x080a_0000-0x080b_ffff read: arm64 io-kernel, x86_64 io-exit",
         "  0x0800_0000-0x0800_ffff write: arm64 io-kernel, x86_64 io-exit",
+        "  0x080a_0000-0x080b_ffff write: arm64 io-kernel, x86_64 io-exit",
         "  0x0400_0000-0x3fff_ffff fetch: arm64 guest-fault, x86_64 vm-error",
         "  0x8000_0000-0xffff_ffff fetch: arm64 guest-fault, x86_64 vm-error",
     ]
@@ -230,9 +233,9 @@ def test_json_has_one_result_per_arch_and_counts_findings_in_the_summary() -> No
     assert {k: finding[k] for k in ("rule", "severity", "line", "column", "objects")} == {
         "rule": "device-wrong-arch",
         "severity": "note",
-        "line": 5,
+        "line": 6,
         "column": 7,
-        "objects": ["gicd"],
+        "objects": ["gicd", "gicr"],
     }
     assert document["summary"] == {"files": 1, "errors": 0, "warnings": 0}
 

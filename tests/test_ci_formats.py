@@ -33,8 +33,8 @@ CLEAN = (FIXTURES / "layouts" / "clean.yaml").read_text()
 OVERLAP = (FIXTURES / "layouts" / "overlap.yaml").read_text()
 READONLY_DEVICE = (FIXTURES / "layouts" / "readonly-device.yaml").read_text()
 
-# arm64-only vGIC in RAM: checked under x86_64 as well, it is left out there (one note), so
-# it is shadowed under arm64 only; the UART in RAM is shadowed under both.
+# arm64-only vGIC with its distributor in RAM: checked under x86_64 as well, it is left out
+# there (one note), so it is shadowed under arm64 only; the UART in RAM is shadowed under both.
 ARM64_GIC_IN_RAM = """\
 layout: 1
 arch: arm64
@@ -46,6 +46,9 @@ devices:
   - name: gicd
     type: vgic-v3-dist
     base: 0x4010_0000
+  - name: gicr
+    type: vgic-v3-redist
+    base: 0x080a_0000
   - name: uart
     type: mmio
     base: 0x4000_0000
@@ -336,7 +339,8 @@ def test_a_device_left_out_under_another_arch_is_a_note_in_every_ci_format(
         "startColumn": 7,
     }
     assert note["message"]["text"].startswith(
-        "checked as x86_64, this arm64 layout's vgic-v3-dist 'gicd' is left out"
+        "checked as x86_64, this arm64 layout's vgic-v3-dist 'gicd', vgic-v3-redist 'gicr' "
+        "are left out"
     )
     github = check(["--format", "github", *args], tmp_path, monkeypatch)
     notices = [a for a in github.stdout.splitlines() if "device-wrong-arch" in a]

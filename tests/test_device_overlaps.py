@@ -298,7 +298,7 @@ CASES = [
         - {name: notify, type: mmio, handler: ioeventfd, base: 0xd000_1000, size: 4}
         """,
         "warning",
-        ("signal the eventfd of 'notify'", "reads still exit", "'virtio'"),
+        ("matches 'notify'", "signals the eventfd of 'notify'", "reads still exit", "'virtio'"),
     ),
     (
         "writes-vmm",

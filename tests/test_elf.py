@@ -68,6 +68,9 @@ devices:
   - name: gicd
     type: vgic-v3-dist
     base: 0x0800_0000
+  - name: gicr
+    type: vgic-v3-redist
+    base: 0x080a_0000
   - name: uart0
     type: mmio
     base: 0x0900_0000

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 from stable_rules import STABLE_RULES
 
+from gpa_plan.arch import ARCHES
 from gpa_plan.check.rules import RULES
 from gpa_plan.cli import cli
 
@@ -42,6 +43,7 @@ def test_write_to_readonly_flash_on_arm64_goes_through_io_mem_abort() -> None:
         "0x0000_0100 write on arm64: io-exit [rom (flash)]",
         "  read-only memslot (flash): kvm_handle_guest_abort(): write to a read-only memslot"
         " -> io_mem_abort() -> no io-bus device -> KVM_EXIT_MMIO (is_write=1)",
+        "  note: " + ARCHES["arm64"].io_instruction_note,
     ]
 
 
@@ -62,7 +64,9 @@ def test_explain_json_has_one_answer_per_address_access_and_arch() -> None:
         ("x86_64", 0x4000_0000, "write", "memory", "ram"),
         ("x86_64", 0x4000_0000, "fetch", "memory", "ram"),
     ]
-    assert set(got[0]) == {"address", "arch", "access", "outcome", "kind", "names", "detail"}
+    assert set(got[0]) == {
+        "address", "arch", "access", "outcome", "kind", "names", "detail", "notes"
+    }
     assert got[0]["names"] == ["gicd"]
     assert "kvm_io_bus_read()" in str(got[0]["detail"])
 

@@ -116,11 +116,13 @@ def test_align_below_what_kvm_needs_is_raised_to_it(tmp_path: Path) -> None:
     devices:
       - {name: gicd, type: vgic-v3-dist, base: auto, align: 4K,
          within: [0x1000, 0x1000_0000]}
+      - {name: gicr, type: vgic-v3-redist, base: auto, align: 4K,
+         within: [0x1000, 0x1000_0000]}
     """
     )
     allocation = allocate(layout)
-    # page_size for the memslot (KVM: EINVAL), 64 KiB for the distributor (vgic_check_iorange).
-    assert allocation.placements == {"ram": 0x1000, "gicd": 0x11_0000}
+    # page_size for the memslot (KVM: EINVAL), 64 KiB for the vGIC frames (vgic_check_iorange).
+    assert allocation.placements == {"ram": 0x1000, "gicd": 0x11_0000, "gicr": 0x12_0000}
     assert rules_after_check(allocation, tmp_path) == []
 
 

@@ -21,13 +21,18 @@ from gpa_plan.check.run import check_file
 LAYOUTS = Path(__file__).parent / "data" / "layouts"
 
 
+# A lone vGIC frame is how the tests here put a kernel device somewhere; the frames such a vGIC
+# lacks (`vgic-incomplete`) are tests/test_vgic_rules.py's.
+LEFT_TO_OTHER_TESTS = frozenset({"vgic-incomplete"})
+
+
 def findings(tmp_path: Path, text: str, *arches: str) -> list[Finding]:
     path = tmp_path / "layout.yaml"
     path.write_text(textwrap.dedent(text))
     results = check_file(path, arches)
     for result in results:
         assert result.valid, result.findings
-    return [f for r in results for f in r.findings]
+    return [f for r in results for f in r.findings if f.rule not in LEFT_TO_OTHER_TESTS]
 
 
 def where(found: list[Finding]) -> list[tuple[str, str, int, int, tuple[str, ...]]]:
@@ -798,7 +803,8 @@ def test_each_redistributor_is_one_io_bus_device(tmp_path: Path) -> None:
     path = tmp_path / "bus.yaml"
     path.write_text("\n".join(lines) + "\n")
     (result,) = check_file(path)
-    assert where(list(result.findings)) == [("iobus-full", "error", 4 + 998, 5, ("gicr",))]
+    found = [f for f in result.findings if f.rule not in LEFT_TO_OTHER_TESTS]
+    assert where(found) == [("iobus-full", "error", 4 + 998, 5, ("gicr",))]
 
 
 # --- vgic-conflict ------------------------------------------------------------------------------

@@ -12,12 +12,18 @@ KVM_CAP_ARM_NISV_TO_USER.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from gpa_plan.arch.base import (
     ArchSpec,
     DeviceType,
     Effect,
     Handler,
+    HostCondition,
+    HostFact,
     Outcome,
+    ProbeDevice,
     SelftestsDefaults,
     SelftestsVMFacts,
     Ucall,
@@ -42,6 +48,36 @@ _FETCH_FAULT = Effect(
     "instruction abort (synchronous external abort) injected",
 )
 
+# arch/arm64/kvm/mmio.c io_mem_abort() (Linux 7.2.13) tests the syndrome before it offers
+# the access to the KVM_MMIO_BUS, so this holds for the vGIC, ioeventfds and coalesced zones as
+# for an exit: !kvm_vcpu_dabt_isvalid() -> KVM_EXIT_ARM_NISV when
+# KVM_ARCH_FLAG_RETURN_NISV_IO_ABORT_TO_USER is set (arm.c, KVM_CAP_ARM_NISV_TO_USER), a
+# protected VM gets kvm_inject_sea_dabt(), else -ENOSYS, which kvm_handle_guest_abort()
+# returns out of KVM_RUN. The instructions without a valid ISV are the architecture's (ESR_ELx
+# ISS, ISV=0): pairs, writeback forms, SIMD&FP registers, exclusives.
+_NO_SYNDROME = (
+    "this outcome holds only for a single load or store of a general-purpose register (a data "
+    "abort with a valid syndrome, ISV=1); any other instruction here (a load/store pair, a pre- or"
+    " post-indexed writeback form, a SIMD&FP register, a load/store exclusive) has no valid "
+    "syndrome, and io_mem_abort() makes KVM_RUN fail with ENOSYS, or exits with KVM_EXIT_ARM_NISV "
+    "once the VMM enabled KVM_CAP_ARM_NISV_TO_USER, before any in-kernel device is asked (a "
+    "protected VM gets an external abort)"
+)
+
+# arch/arm64/kvm/arm.c kvm_arch_vcpu_run_pid_change() -> vgic-init.c kvm_vgic_map_resources()
+# at the first KVM_RUN (Linux 7.2.13): vgic_v2_map_resources() (vgic-v2.c) wants both GICv2
+# addresses, vgic_v3_map_resources() (vgic-v3.c) a redistributor for every vCPU, then the
+# distributor; either returns -ENXIO, and kvm_vgic_map_resources() then calls kvm_vm_dead(),
+# after which kvm_vm_ioctl() and kvm_vcpu_ioctl() (virt/kvm/kvm_main.c) return -EIO.
+_MAP_RESOURCES = (
+    "the first KVM_RUN fails with ENXIO ({function}(), from kvm_vgic_map_resources(): {why}) "
+    "and KVM marks the VM dead, so every later ioctl on it fails with EIO"
+)
+_V2_MISSING = _MAP_RESOURCES.format(
+    function="vgic_v2_map_resources", why="both the distributor and the CPU interface "
+    "addresses must be set"
+)
+
 KiB = 1024
 _VGIC_API = "KVM_SET_DEVICE_ATTR(KVM_DEV_ARM_VGIC_GRP_ADDR)"
 
@@ -49,6 +85,18 @@ _VGIC_API = "KVM_SET_DEVICE_ATTR(KVM_DEV_ARM_VGIC_GRP_ADDR)"
 # arch/arm64/kvm/vgic/vgic-kvm-device.c kvm_vgic_addr() / vgic_check_iorange() and vgic-its.c
 # vgic_its_set_attr() (Linux 7.2.13): base and size aligned to 4 KiB for GICv2, 64 KiB for
 # GICv3 and the ITS.
+# virt/kvm/kvm_main.c kvm_ioctl_create_device(): ENODEV when no ops are registered for the
+# type; arch/arm64/kvm/vgic/vgic-kvm-device.c kvm_register_vgic_device() registers GICv2 on a
+# GICv2 host, and on a GICv3 host only with a GICV resource (vgic-v3.c vgic_v3_probe());
+# kvm_vgic_create() (vgic-init.c) refuses GICv2 with ENODEV there too (Linux 7.2.13).
+_NO_DEVICE = (
+    "KVM_CREATE_DEVICE fails with ENODEV (kvm_ioctl_create_device(): no {} device on this "
+    "host)"
+)
+_NEEDS_V2 = HostCondition("vgic_v2", _NO_DEVICE.format("GICv2"))
+_NEEDS_V3 = HostCondition("vgic_v3", _NO_DEVICE.format("GICv3"))
+_NEEDS_ITS = HostCondition("vgic_its", _NO_DEVICE.format("ITS"))
+
 _DEVICES = (
     DeviceType(
         "vgic-v2-dist",
@@ -59,6 +107,8 @@ _DEVICES = (
         kvm_api=_VGIC_API,
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv2",
+        missing_refusal=_V2_MISSING,
+        host_needs=_NEEDS_V2,
     ),
     DeviceType(
         "vgic-v2-cpu",
@@ -69,6 +119,8 @@ _DEVICES = (
         kvm_api=_VGIC_API,
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv2",
+        missing_refusal=_V2_MISSING,
+        host_needs=_NEEDS_V2,
     ),
     DeviceType(
         "vgic-v3-dist",
@@ -79,6 +131,10 @@ _DEVICES = (
         kvm_api=_VGIC_API,
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv3",
+        missing_refusal=_MAP_RESOURCES.format(
+            function="vgic_v3_map_resources", why="the distributor address is not set"
+        ),
+        host_needs=_NEEDS_V3,
     ),
     DeviceType(
         "vgic-v3-redist",
@@ -90,6 +146,10 @@ _DEVICES = (
         beyond_pa_errno="E2BIG",
         irqchip_model="GICv3",
         frame_may_repeat=True,
+        missing_refusal=_MAP_RESOURCES.format(
+            function="vgic_v3_map_resources", why="no vCPU has a redistributor"
+        ),
+        host_needs=_NEEDS_V3,
     ),
     DeviceType(
         "vgic-its",
@@ -99,6 +159,7 @@ _DEVICES = (
         align=64 * KiB,
         kvm_api="KVM_SET_DEVICE_ATTR(KVM_VGIC_ITS_ADDR_TYPE)",
         beyond_pa_errno="E2BIG",
+        host_needs=_NEEDS_ITS,
     ),
 )
 
@@ -143,9 +204,60 @@ def _selftests_sections(vm: SelftestsVMFacts, ucall_base: str) -> str:
 
 
 
+# The frame each vGIC device type sets (KVM_VGIC_V2_ADDR_TYPE_DIST/CPU,
+# KVM_VGIC_V3_ADDR_TYPE_DIST/REDIST/REDIST_REGION, arch/arm64/include/uapi/asm/kvm.h).
+_VGIC_FRAMES = {
+    "vgic-v2-dist": (2, "dist"),
+    "vgic-v2-cpu": (2, "cpu"),
+    "vgic-v3-dist": (3, "dist"),
+    "vgic-v3-redist": (3, "redist"),
+}
+_REDIST_FRAME = 128 * KiB
+
+
+def _probe_steps(devices: Sequence[ProbeDevice], vcpus: int) -> list[dict[str, Any]]:
+    """As QEMU's virt machine makes them (hw/intc/arm_gic_kvm.c, arm_gicv3_kvm.c): the vGIC
+    with KVM_CREATE_DEVICE (kvm_vgic_create(), vgic-init.c), the vCPUs, each frame's address
+    with KVM_SET_DEVICE_ATTR (kvm_vgic_addr(), vgic-kvm-device.c), the ITS
+    (vgic_its_create()), then KVM_DEV_ARM_VGIC_CTRL_INIT. A redistributor device is given as
+    its `redist` key says: the legacy KVM_VGIC_V3_ADDR_TYPE_REDIST, or a REDIST_REGION of its
+    size's frames (the default, REDIST_DEFAULT, as QEMU gives them)."""
+    from gpa_plan.layout.models import REDIST_DEFAULT  # the layout format imports arch/
+
+    frames = [(d, *_VGIC_FRAMES[d.type]) for d in devices if d.type in _VGIC_FRAMES]
+    its = [d for d in devices if d.type == "vgic-its"]
+    steps: list[dict[str, Any]] = []
+    if frames:
+        version = frames[0][1]
+        steps.append({"id": "vgic", "op": "vgic", "version": version, "objects": []})
+    steps.append({"id": "vcpus", "op": "vcpus", "count": vcpus, "objects": []})
+    for device, _, frame in frames:
+        step: dict[str, Any] = {
+            "id": f"vgic_addr:{device.name}",
+            "op": "vgic_addr",
+            "frame": frame,
+            "base": device.range.start,
+            "objects": [device.name],
+        }
+        given = getattr(device.entry, "redist", None) or REDIST_DEFAULT
+        if frame == "redist" and given == "regions":
+            step["frame"] = "redist_region"
+            step["count"] = device.range.size // _REDIST_FRAME
+        steps.append(step)
+    for device in its:
+        steps.append(
+            {"id": f"its:{device.name}", "op": "its", "base": device.range.start,
+             "objects": [device.name]}
+        )
+    if frames:
+        steps.append({"id": "vgic_init", "op": "vgic_init", "objects": []})
+    return steps
+
+
 ARM64 = ArchSpec(
     name="arm64",
     elf_machine="EM_AARCH64",
+    machine="aarch64",
     # arch/arm64/kvm/mmu.c kvm_init_ipa_range() (from kvm_init_stage2_mmu()), Linux 7.2.13:
     # type 0 means KVM_PHYS_SHIFT (40); an explicit IPA size must lie in
     # [ARM64_MIN_PARANGE_BITS (32), kvm_ipa_limit], else EINVAL.
@@ -195,4 +307,22 @@ ARM64 = ArchSpec(
         sections=_selftests_sections,
     ),
     devices=_DEVICES,
+    instruction_align=4,
+    probe_steps=_probe_steps,
+    io_instruction_note=_NO_SYNDROME,
+    # What `gpa-plan host` reads on an arm64 host (gpa_plan/probe/host.py says how).
+    host_facts=(
+        HostFact("ipa_limit", int, "the largest IPA size, KVM_CAP_ARM_VM_IPA_SIZE"),
+        HostFact("ipa_above_48", bool, "an IPA size above 48 bits is possible"),
+        HostFact("vgic_v2", bool, "KVM_CREATE_DEVICE can create a vGICv2"),
+        HostFact("vgic_v3", bool, "KVM_CREATE_DEVICE can create a vGICv3"),
+        HostFact("vgic_its", bool, "KVM_CREATE_DEVICE can create an ITS"),
+        HostFact("nisv_to_user", bool, "KVM_CAP_ARM_NISV_TO_USER"),
+    ),
+    # arch/arm64/kvm/mmu.c kvm_init_ipa_range(), from kvm_init_stage2_mmu() at KVM_CREATE_VM:
+    # an IPA size above kvm_ipa_limit is EINVAL (Linux 7.2.13).
+    host_pa_limit=HostCondition(
+        "ipa_limit",
+        "KVM_CREATE_VM fails with EINVAL (kvm_init_ipa_range(), from kvm_init_stage2_mmu())",
+    ),
 )

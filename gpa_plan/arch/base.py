@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Collection, Mapping
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
-from gpa_plan.ranges import hex_addr
+from gpa_plan.ranges import Range, hex_addr
 
 ACCESSES = ("read", "write", "fetch")
 
@@ -93,6 +93,24 @@ class Setting(NamedTuple):
     above_highest: str = ""  # what KVM does with a higher one
 
 
+class HostFact(NamedTuple):
+    """A fact of a host's KVM that a host profile (`gpa-plan host`, `--host FILE`) states and
+    the rules read: its name in the profile's ``facts``, its JSON type, what it means."""
+
+    name: str
+    kind: type  # int, bool or str
+    meaning: str
+
+
+class HostCondition(NamedTuple):
+    """What KVM refuses on a host whose profile states ``fact`` (a limit, or False for a
+    device it cannot create), and how: ``refusal`` names the call, the errno and the kernel
+    function."""
+
+    fact: str
+    refusal: str
+
+
 class PrivateRange(NamedTuple):
     """A guest-physical range KVM takes for itself, as a private memslot.
 
@@ -113,6 +131,9 @@ class PrivateRange(NamedTuple):
     setting: Setting | None = None
     hosts: str | None = None
     most_hosts: bool = True
+    # The host fact (ArchSpec.host_facts) that says whether KVM keeps the range: with a host
+    # profile stating it, a memslot over the range is an error, or no finding at all.
+    host_fact: str | None = None
 
     @property
     def end(self) -> int:
@@ -235,9 +256,17 @@ class DeviceType(NamedTuple):
     irqchip_model: str | None = None
     # KVM takes several addresses of this frame (GICv3 KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION).
     frame_may_repeat: bool = False
+    # What KVM does to a VM whose interrupt controller of ``irqchip_model`` lacks this frame
+    # ("" where the frame may be left out); the vgic-incomplete rule says it.
+    missing_refusal: str = ""
     # What KVM_SET_DEVICE_ATTR returns for a base beyond 2**pa_bits, where KVM checks it (the
     # vGIC's E2BIG); None where it checks nothing (the riscv AIA) or takes no address.
     beyond_pa_errno: str | None = None
+    # The width of the write a guest makes to it, where one access is its whole protocol
+    # (the selftests ucall); `gpa-plan verify` probes the base with it.
+    guest_write_width: int | None = None
+    # The host fact that says whether KVM can create this device at all (False: refused).
+    host_needs: HostCondition | None = None
     arches: frozenset[str] = frozenset()
 
     def size_for(self, *, vcpus: int | None, guest_page_size: int, size: int | None) -> int:
@@ -252,6 +281,21 @@ class DeviceType(NamedTuple):
 
     def align_for(self, guest_page_size: int) -> int | None:
         return guest_page_size if self.align_is_guest_page else self.align
+
+
+class ProbeDevice(NamedTuple):
+    """A device of the layout as `gpa-plan verify` asks the architecture to create it."""
+
+    name: str
+    type: str
+    range: Range
+    # The layout's own entry (gpa_plan.layout.models.Device), for the keys of its type.
+    entry: Any = None
+
+
+# The set-up steps (gpa_plan.probe.plan) that create a layout's in-kernel devices, given those
+# devices (in file order) and the VM's vCPU count.
+ProbeSteps = Callable[[Sequence[ProbeDevice], int], list[dict[str, Any]]]
 
 
 class ArchSpec(NamedTuple):
@@ -292,6 +336,27 @@ class ArchSpec(NamedTuple):
     memslot_may_end_at_limit: bool = True
     # The outcome of an instruction fetch beyond 2**pa_bits, when it is not ``beyond_pa``.
     beyond_pa_fetch: Effect | None = None
+    # What `uname -m` says on a host of this architecture (KVM runs guests of its own only).
+    machine: str = ""
+    # Where an instruction may start: a fetch probe is made at an address aligned to this.
+    instruction_align: int = 1
+    # How `gpa-plan verify` creates this architecture's in-kernel devices; None where the
+    # probe cannot run (gpa_plan.probe has no guest for it).
+    probe_steps: ProbeSteps | None = None
+    # What KVM does instead of an IO outcome (io-exit, io-kernel, io-coalesced) when the
+    # guest's instruction is not one the table assumes (arm64: no valid syndrome); said beside
+    # every IO answer of `explain`. "" where the table holds for every instruction.
+    io_instruction_note: str = ""
+    # What else happens at the base of an ioeventfd of length 0, where the architecture has a
+    # fast path for it (x86: KVM_FAST_MMIO_BUS); said beside every access there.
+    any_length_ioeventfd_note: str = ""
+    # What a host profile of this architecture states (`gpa-plan host`), and what the rules
+    # read of it: the bits below which the host accepts a memslot, the largest pa_bits a VM
+    # may have, the number of memslot address spaces.
+    host_facts: tuple[HostFact, ...] = ()
+    host_memslot_limit: HostCondition | None = None
+    host_pa_limit: HostCondition | None = None
+    host_address_spaces: str | None = None
 
     def address_space_ids(self) -> str:
         """The as_id values a memslot may take, in words: "only 0", "0 or 1 (SMM)"."""
@@ -327,6 +392,13 @@ class ArchSpec(NamedTuple):
                 kept.append(KeptRange(private, setting.default))
         return tuple(kept)
 
+    def notes_for(self, effect: Effect) -> tuple[str, ...]:
+        """What an answer with ``effect`` must also say: the instruction condition of an IO
+        outcome, where the architecture has one."""
+        if effect.outcome.is_io and self.io_instruction_note:
+            return (self.io_instruction_note,)
+        return ()
+
     def beyond(self, access: str) -> Effect:
         """The effect of ``access`` (read, write, fetch) at or beyond 2**pa_bits."""
         if access == "fetch" and self.beyond_pa_fetch is not None:
@@ -347,6 +419,14 @@ class ArchSpec(NamedTuple):
 
 BusCells = Mapping[Handler, tuple[Outcome, str]]
 
+# virt/kvm/eventfd.c ioeventfd_in_range() / ioeventfd_write() (Linux 7.2.13): what the write
+# cell of an ioeventfd's range assumes, and what becomes of the other writes there.
+IOEVENTFD_CONDITION = (
+    " when the write is at exactly its base, with exactly its length (any, for length 0) and "
+    "its datamatch value, if any (ioeventfd_in_range()); any other write there is declined "
+    "and goes on down the bus, else exits as KVM_EXIT_MMIO"
+)
+
 
 def io_bus_cells(read_via: str, write_via: str) -> tuple[BusCells, BusCells]:
     """``(bus_read, bus_write)`` for an architecture whose MMIO accesses reach the
@@ -366,8 +446,7 @@ def io_bus_cells(read_via: str, write_via: str) -> tuple[BusCells, BusCells]:
         ),
         Handler.IOEVENTFD: (
             Outcome.IO_KERNEL,
-            f"{write_via} -> kvm_io_bus_write() signals the ioeventfd (a datamatch miss exits "
-            "as KVM_EXIT_MMIO)",
+            f"{write_via} -> kvm_io_bus_write() signals the ioeventfd{IOEVENTFD_CONDITION}",
         ),
         Handler.COALESCED: (
             Outcome.IO_COALESCED,

@@ -92,11 +92,16 @@ _ALL = frozenset(Kind)
 
 
 class Party(NamedTuple):
-    """One device of a pair: its kind, name and range."""
+    """One device of a pair: its kind, name and range (and, for an ioeventfd, the length and
+    datamatch the VMM gives KVM_IOEVENTFD: gpa_plan.layout.resolved.Doorbell)."""
 
     kind: Kind
     name: str
     range: Range
+    ioeventfd: tuple[int, int | None] | None = None
+    # A GICv3 redistributor given as the one legacy address (KVM_VGIC_V3_ADDR_TYPE_REDIST)
+    # rather than a region (the layout's `redist`).
+    legacy: bool = False
 
 
 class PairOutcome(NamedTuple):
@@ -211,13 +216,14 @@ def _writes_vs_bus(w: Party, k: Party) -> tuple[bool, bool, str]:
 def _writes_vs_writes(a: Party, b: Party) -> tuple[bool, bool, str]:
     reads = "; reads exit to the VMM"
     if a.kind is b.kind is Kind.IOEVENTFD:
-        # ioeventfd_in_range(): a write signals an ioeventfd only at exactly its base and
-        # length, and two with the same base and length are refused (ioeventfd-same-range):
-        # no write matches both, whichever comes first on the bus.
+        # ioeventfd_in_range(): a write signals an ioeventfd only at exactly its base, length
+        # and datamatch, and two that one write could match are refused
+        # (ioeventfd-same-range): no write matches both, whichever comes first on the bus.
         return False, False, (
-            "KVM accepts both (ioeventfd_check_collision() refuses only the same address and "
-            "length): a write signals only the ioeventfd whose base and length it matches "
-            "exactly (ioeventfd_in_range()), so each keeps its own doorbell" + reads
+            "KVM accepts both (ioeventfd_check_collision() refuses only two that one write "
+            "could match: the same address with the same length and datamatch, or a length "
+            "of 0): a write signals only the ioeventfd whose base, length and datamatch it "
+            "matches exactly (ioeventfd_in_range()), so each keeps its own doorbell" + reads
         )
     order = _bus_order(a, b)
     same = a.kind is b.kind is Kind.COALESCED
@@ -256,11 +262,17 @@ def _kernel_over_vmm(k: Party, v: Party) -> tuple[bool, bool, str]:
 
 
 def _writes_over_vmm(w: Party, v: Party) -> tuple[bool, bool, str]:
-    takes = "signal the eventfd" if w.kind is Kind.IOEVENTFD else "are queued in the ring"
+    if w.kind is Kind.IOEVENTFD:
+        # ioeventfd_in_range(): only the write of its base, length and datamatch.
+        takes = (
+            f"the guest write that matches {w.name!r} (its base, length and datamatch) signals "
+            f"the eventfd of {w.name!r} instead of exiting; other writes and"
+        )
+    else:
+        takes = f"guest writes they share are queued in the ring of {w.name!r} instead of exiting;"
     ucall = v.kind is Kind.UCALL
     return False, ucall, (
-        f"KVM accepts it: guest writes they share {takes} of {w.name!r} instead of exiting, "
-        f"reads still exit to the VMM's {v.name!r}"
+        f"KVM accepts it: {takes} reads still exit to the VMM's {v.name!r}"
         + (" (so the ucall write never exits)" if ucall else " (how a VMM offloads a doorbell)")
     )
 
@@ -322,8 +334,33 @@ def _imsic_first(imsic: Party, other: Party) -> tuple[bool, bool, str]:
     )
 
 
-def _same_range(a: Party, b: Party) -> bool:
-    return a.range == b.range
+def _redistributors(later: Party, first: Party) -> tuple[bool, bool, str]:
+    """vgic_v3_alloc_redist_region() tests how the address is given before any overlap: a
+    legacy address after another entry is EEXIST or EINVAL whatever its range."""
+    if later.legacy or first.legacy:
+        errno = "EEXIST" if later.legacy and first.legacy else "EINVAL"
+        return True, True, (
+            f"KVM refuses the later redistributors: KVM_SET_DEVICE_ATTR for {later.name!r} "
+            f"fails with {errno} at set-up, for how they are given (one legacy address, or "
+            "legacy and regions mixed: `vgic-redist`) before their ranges are compared"
+        )
+    return True, True, (
+        "KVM refuses the later redistributor region: KVM_SET_DEVICE_ATTR "
+        f"(KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION) for {later.name!r} fails with EINVAL at set-up"
+    )
+
+
+def _ioeventfds_collide(a: Party, b: Party) -> bool:
+    """virt/kvm/eventfd.c ioeventfd_check_collision() (Linux 7.2.13): the same address, and
+    a length of 0 on either, or the same length with the same datamatch or none on either."""
+    if a.range.start != b.range.start:
+        return False
+    if a.ioeventfd is None or b.ioeventfd is None:
+        return a.range == b.range
+    (length_a, match_a), (length_b, match_b) = a.ioeventfd, b.ioeventfd
+    if length_a == 0 or length_b == 0:
+        return True
+    return length_a == length_b and (match_a is None or match_b is None or match_a == match_b)
 
 
 PAIRS: tuple[Pair, ...] = (
@@ -376,10 +413,7 @@ PAIRS: tuple[Pair, ...] = (
         (frozenset({Kind.VGIC_V3_REDIST}), frozenset({Kind.VGIC_V3_REDIST})),
         "arch/arm64/kvm/vgic/vgic-mmio-v3.c vgic_v3_alloc_redist_region() -> "
         "vgic_v3_rdist_overlap()",
-        _refused(
-            "KVM refuses the later redistributor region: KVM_SET_DEVICE_ATTR "
-            "(KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION) for {a} fails with EINVAL at set-up"
-        ),
+        lambda a, b: _redistributors(a, b),
         read=_VGIC_V3,
     ),
     Pair(
@@ -420,11 +454,13 @@ PAIRS: tuple[Pair, ...] = (
         (frozenset({Kind.IOEVENTFD}), frozenset({Kind.IOEVENTFD})),
         "virt/kvm/eventfd.c kvm_assign_ioeventfd_idx() -> ioeventfd_check_collision()",
         _refused(
-            "KVM refuses the second ioeventfd at the same address and length (without "
-            "distinct datamatch values): KVM_IOEVENTFD for {a} fails with EEXIST at set-up"
+            "KVM refuses the second ioeventfd at the same address, with a length of 0 on "
+            "either or the same length and no distinct datamatch values "
+            "(ioeventfd_check_collision()): KVM_IOEVENTFD for {a} fails with EEXIST at set-up; "
+            "give them different addresses, or the same length with distinct datamatch values"
         ),
         read=_EVENTFD,
-        when=_same_range,
+        when=_ioeventfds_collide,
     ),
     Pair(
         "gicv2-cpu-first",

@@ -21,6 +21,9 @@ _GENERIC = (
         Handler.USER,
         size_is_guest_page=True,
         align_is_guest_page=True,
+        # ucall() -> ucall_arch_do_ucall() (tools/testing/selftests/kvm/lib/arm64/ucall.c,
+        # WRITE_ONCE(*ucall_exit_mmio_addr, uc)): one 8-byte store of the ucall's address.
+        guest_write_width=8,
     ),
     DeviceType(
         "mmio",

@@ -96,9 +96,23 @@ def _selftests_sections(vm: SelftestsVMFacts, ucall_base: str) -> str:
     return text + mmio_ucall_yaml(vm, ucall_base, "loongarch64", "loongarch")
 
 
+# arch/loongarch/kvm/exit.c (Linux 7.2.13): kvm_emu_mmio_read()/kvm_emu_mmio_write() decode
+# the trapped instruction (vcpu->arch.badi) before the bus is asked and return EMULATE_FAIL for
+# an opcode they do not match; kvm_handle_rdwr_fault() then injects EXCCODE_ADE/EXSUBCODE_ADEM
+# and resumes the guest.
+_UNDECODED = (
+    "this outcome holds only for a plain integer load or store (ld.*, ldx.*, ldptr.*, st.*, stx.*,"
+    " stptr.*): kvm_emu_mmio_read()/kvm_emu_mmio_write() decode nothing else, and for any other "
+    "instruction (floating point, vector, atomics, ll/sc) kvm_handle_rdwr_fault() injects an "
+    "address error (ADE, subcode ADEM) into the guest instead, before any in-kernel device is "
+    "asked; KVM_RUN does not fail"
+)
+
 LOONGARCH64 = ArchSpec(
     name="loongarch64",
     elf_machine="EM_LOONGARCH",
+    machine="loongarch64",
+    instruction_align=4,
     # arch/loongarch/kvm/vm.c kvm_arch_init_vm() (Linux 7.2.13): gpa_size = BIT(cpu_vabits)
     # for every VM, the host CPU's user virtual address width (CPUCFG1.VALEN, read by
     # kernel/cpu-probe.c cpu_probe_addrbits(); kernel/proc.c prints cpu_vabits + 1 as the
@@ -162,4 +176,5 @@ LOONGARCH64 = ArchSpec(
         default_host_page=0x4000,
     ),
     devices=_DEVICES,
+    io_instruction_note=_UNDECODED,
 )

@@ -51,6 +51,19 @@ _ROSLOT = _FAULT + "store to a read-only memslot"
 _BUS_READ, _BUS_WRITE = io_bus_cells(
     " -> kvm_riscv_vcpu_mmio_load()", " -> kvm_riscv_vcpu_mmio_store()"
 )
+# arch/riscv/kvm/vcpu_insn.c kvm_riscv_vcpu_mmio_load()/_store() (Linux 7.2.13) decode the
+# trapped instruction themselves (htinst, else read from the guest at sepc) before the bus is
+# asked: an opcode they do not match returns -EOPNOTSUPP, an address not aligned to the access
+# size -EIO; gstage_page_fault() passes either to kvm_riscv_vcpu_exit(), which logs "VCPU exit
+# error" and returns it out of KVM_RUN.
+_UNDECODED = (
+    "this outcome holds only for a plain integer load or store (LB, LH, LW, LD and their unsigned "
+    "forms, SB, SH, SW, SD, and the compressed C.LW, C.LD, C.SW, C.SD and their SP forms) aligned "
+    "to its size: kvm_riscv_vcpu_mmio_load()/_store() decode the trapped instruction themselves, "
+    "and for any other one (floating point, atomics, LR/SC, vector) make KVM_RUN fail with "
+    "EOPNOTSUPP, for a misaligned one with EIO, before any in-kernel device is asked"
+)
+
 # gstage_page_fault(), case EXC_INST_GUEST_PAGE_FAULT (Linux 7.2.13; older kernels: EOPNOTSUPP).
 _FETCH_FAULT = Effect(
     Outcome.GUEST_FAULT,
@@ -104,6 +117,8 @@ def _selftests_sections(vm: SelftestsVMFacts, ucall_base: str) -> str:
 RISCV64 = ArchSpec(
     name="riscv64",
     elf_machine="EM_RISCV",
+    machine="riscv64",
+    instruction_align=2,
     # arch/riscv/kvm/mmu.c kvm_riscv_mmu_alloc_pgd(): a VM gets the host's widest G-stage mode
     # (gstage.c kvm_riscv_gstage_mode_detect(): Sv57x4, else Sv48x4, else Sv39x4; none: no
     # KVM), 59, 50 or 41 bits (kvm_gstage.h kvm_riscv_gstage_gpa_bits()); vm.c
@@ -186,4 +201,5 @@ RISCV64 = ArchSpec(
         "the ucall address here is a valid MMIO page for VMMs that want one"
     ),
     devices=_DEVICES,
+    io_instruction_note=_UNDECODED,
 )

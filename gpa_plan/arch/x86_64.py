@@ -10,13 +10,20 @@ reports KVM_EXIT_INTERNAL_ERROR at CPL 0 (confirmed on a real host, see tests/te
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from gpa_plan.arch.base import (
+    IOEVENTFD_CONDITION,
     ArchSpec,
     DeviceType,
     Effect,
     Handler,
+    HostCondition,
+    HostFact,
     Outcome,
     PrivateRange,
+    ProbeDevice,
     SelftestsDefaults,
     SelftestsVMFacts,
     Setting,
@@ -36,8 +43,8 @@ _BUS_WRITE = {
     ),
     Handler.IOEVENTFD: (
         Outcome.IO_KERNEL,
-        " -> vcpu_mmio_write() -> kvm_io_bus_write() signals the ioeventfd "
-        "(a datamatch miss exits as KVM_EXIT_MMIO)",
+        " -> vcpu_mmio_write() -> kvm_io_bus_write() signals the ioeventfd"
+        + IOEVENTFD_CONDITION,
     ),
     Handler.COALESCED: (
         Outcome.IO_COALESCED,
@@ -70,10 +77,14 @@ _FETCH_ERROR = Effect(
 )
 
 
-# arch/x86/kvm/lapic.c kvm_alloc_apic_access_page() (Linux 7.2.13, called by Intel's
-# vmx_vcpu_create() and AMD's avic_init_backing_page()): the APIC-access page is a private memslot
-# (APIC_ACCESS_PAGE_PRIVATE_MEMSLOT) at APIC_DEFAULT_PHYS_BASE, created by
+# arch/x86/kvm/lapic.c kvm_alloc_apic_access_page() (Linux 7.2.13): the APIC-access page is a
+# private memslot (APIC_ACCESS_PAGE_PRIVATE_MEMSLOT) at APIC_DEFAULT_PHYS_BASE, created by
 # __x86_set_memory_region() in every address space when the in-kernel LAPIC is virtualised.
+# Its callers: Intel's vmx_vcpu_create() when cpu_need_virtualize_apic_accesses(), that is
+# flexpriority_enabled (kvm_intel.flexpriority, cleared by vmx_hardware_setup() on a CPU
+# without TPR shadow and virtualized APIC accesses) and an in-kernel LAPIC, whatever
+# enable_apicv says; AMD's avic_init_backing_page() when enable_apicv (kvm_amd.avic) and the
+# VM's APICv is not inhibited.
 APIC_ACCESS_PAGE = 0xFEE0_0000
 
 KiB = 1024
@@ -171,6 +182,7 @@ TSS = PrivateRange(
     ),
     _REAL_MODE_HOSTS.format(ept=" or ept=0", no_ept=""),
     most_hosts=False,
+    host_fact="real_mode_tss",
 )
 # init_rmode_identity_map(): with the first vCPU, one page at ept_identity_map_addr, which
 # KVM_SET_IDENTITY_MAP_ADDR sets (vmx_set_identity_map_addr(); the ioctl itself refuses with
@@ -195,11 +207,73 @@ IDENTITY_MAP = PrivateRange(
     ),
     _REAL_MODE_HOSTS.format(ept="", no_ept=", without EPT"),
     most_hosts=False,
+    host_fact="ept_identity_map",
 )
+
+# What `gpa-plan host` reads on an x86_64 host (gpa_plan/probe/host.py says how), Linux 7.2.13.
+_HOST_FACTS = (
+    HostFact("cpu_vendor", str, "the CPUID vendor string (GenuineIntel, AuthenticAMD)"),
+    HostFact("maxphyaddr", int, "the host MAXPHYADDR, CPUID 0x80000008 EAX[7:0]"),
+    HostFact("tdp", bool, "KVM uses EPT/NPT (two-dimensional paging)"),
+    HostFact(
+        "memslot_pa_bits",
+        int,
+        "a memslot ending beyond 2**memslot_pa_bits is refused (kvm_mmu_max_gfn(): the host "
+        "MAXPHYADDR with TDP, else 52)",
+    ),
+    HostFact(
+        "address_spaces",
+        int,
+        "memslot address spaces, KVM_CAP_MULTI_ADDRESS_SPACE on a VM (2 with SMM)",
+    ),
+    HostFact("smm", bool, "KVM_CAP_X86_SMM"),
+    HostFact("vendor_module", str, "the KVM vendor module (kvm_intel, kvm_amd)"),
+    HostFact("real_mode_tss", bool, "KVM_SET_TSS_ADDR makes a private memslot"),
+    HostFact("ept_identity_map", bool, "the first vCPU makes the EPT identity-map memslot"),
+    HostFact(
+        "apic_access_page",
+        bool,
+        "a vCPU with an in-kernel LAPIC makes the APIC-access memslot at 0xfee00000",
+    ),
+)
+
+
+def _probe_steps(devices: Sequence[ProbeDevice], vcpus: int) -> list[dict[str, Any]]:
+    """KVM_CREATE_IRQCHIP (kvm_arch_vm_ioctl(), arch/x86/kvm/x86.c) when the layout has the
+    in-kernel IOAPIC: it creates the PIC, the IOAPIC at IOAPIC_DEFAULT_BASE_ADDRESS and, with
+    each vCPU, a LAPIC at APIC_DEFAULT_PHYS_BASE. With the LAPIC alone, the split irqchip
+    (KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP), kvm_vm_ioctl_enable_cap(): in-kernel LAPICs, the
+    IOAPIC in userspace), as cloud-hypervisor and QEMU's kernel-irqchip=split make it. The
+    vCPUs come after either (the cap is refused with EEXIST once one exists)."""
+    chips = [d.name for d in devices if d.type in ("lapic", "ioapic")]
+    if not chips:
+        return []
+    if any(d.type == "ioapic" for d in devices):
+        return [{"id": "irqchip", "op": "irqchip", "objects": chips}]
+    return [{"id": "split_irqchip", "op": "split_irqchip", "routes": 24, "objects": chips}]
+
+
+# arch/x86/kvm/mmu/mmu.c kvm_handle_noslot_fault() installs an MMIO SPTE for a GPA without
+# a memslot when enable_mmio_caching (mmu/spte.c, kvm.mmio_caching) holds; a later access there
+# exits as an EPT misconfiguration (vmx.c handle_ept_misconfig()) or an NPF with PFERR_RSVD
+# (svm.c npf_interception()), which try kvm_io_bus_write(KVM_FAST_MMIO_BUS, gpa, 0, NULL) first,
+# read or write alike, and skip the instruction when an ioeventfd of length 0 takes it
+# (virt/kvm/eventfd.c kvm_assign_ioeventfd() puts those on that bus; Linux 7.2.13). The first
+# access to the page takes the emulator's path of the table.
+_FAST_MMIO = (
+    "an ioeventfd of length 0 is also on KVM_FAST_MMIO_BUS (kvm_assign_ioeventfd()): where KVM "
+    "caches MMIO SPTEs (on by default; /sys/module/kvm/parameters/mmio_caching says whether the "
+    "host does), every access to this address after the first one to its page, a read too, is an "
+    "EPT misconfiguration (Intel, handle_ept_misconfig()) or a reserved-bit NPF (AMD with NRIPS, "
+    "npf_interception()) that signals the eventfd and skips the instruction without decoding it: a"
+    " read returns no data and does not exit, and a write of any width signals"
+)
+
 
 X86_64 = ArchSpec(
     name="x86_64",
     elf_machine="EM_X86_64",
+    machine="x86_64",
     default_pa_bits=48,
     min_pa_bits=32,
     max_pa_bits=52,
@@ -242,8 +316,9 @@ X86_64 = ArchSpec(
             0x1000,
             "lapic",
             "a private memslot created with the in-kernel LAPIC",
-            "KVM_CREATE_VCPU or this KVM_SET_USER_MEMORY_REGION fails with EEXIST on hosts with "
-            "APICv/AVIC",
+            "KVM_CREATE_VCPU or this KVM_SET_USER_MEMORY_REGION fails with EEXIST on hosts that "
+            "virtualize APIC accesses (Intel flexpriority, AMD AVIC)",
+            host_fact="apic_access_page",
         ),
         TSS,
         IDENTITY_MAP,
@@ -279,4 +354,18 @@ X86_64 = ArchSpec(
         "ucall address here is a valid MMIO page for VMMs that want one"
     ),
     devices=_DEVICES,
+    probe_steps=_probe_steps,
+    any_length_ioeventfd_note=_FAST_MMIO,
+    host_facts=_HOST_FACTS,
+    # arch/x86/kvm/x86.c kvm_arch_prepare_memory_region(): a memslot whose last gfn is above
+    # kvm_mmu_max_gfn() (arch/x86/kvm/mmu.h) is refused, Linux 7.2.13.
+    host_memslot_limit=HostCondition(
+        "memslot_pa_bits",
+        "KVM_SET_USER_MEMORY_REGION refuses it with EINVAL (kvm_arch_prepare_memory_region(): "
+        "beyond kvm_mmu_max_gfn())",
+    ),
+    # virt/kvm/kvm_main.c kvm_set_memory_region(): as_id >= kvm_arch_nr_memslot_as_ids() is
+    # EINVAL; KVM_CAP_MULTI_ADDRESS_SPACE on a VM reports that number (kvm_vm_ioctl_check_
+    # extension_generic()), and 0 on a kernel without CONFIG_KVM_SMM, which has one.
+    host_address_spaces="address_spaces",
 )

@@ -40,6 +40,7 @@ from gpa_plan.progress import Progress, unwatched
 
 if TYPE_CHECKING:
     from gpa_plan.elf.program import Program, ProgramError
+    from gpa_plan.host_profile import HostProfile
 
 LAYOUT_SUFFIXES = (".yaml", ".yml")
 
@@ -60,9 +61,10 @@ def check_paths(
     elf_mode: str = PHYSICAL,
     exclude: Sequence[str] = (),
     progress: Progress = unwatched,
+    host: HostProfile | None = None,
 ) -> CheckRun:
     """Check every layout ``paths`` name, less what ``exclude`` matches, against every
-    program of ``elf_files``."""
+    program of ``elf_files`` (and on the ``host`` of a host profile, if given)."""
     unreadable: list[InputError] = []
     programs = _programs(elf_files, unreadable)
     results: list[CheckResult] = []
@@ -82,7 +84,7 @@ def check_paths(
         try:
             results.extend(
                 check_file(item, arches, programs=programs, elf_mode=elf_mode, allow_stdin=True,
-                           progress=progress)
+                           progress=progress, host=host)
             )
         except InputError as err:
             unreadable.append(err)

@@ -127,7 +127,15 @@ def device_overlap(ctx: RuleContext) -> Iterator[Finding]:
 
 def _party(device: DeviceEntry, ctx: RuleContext) -> Party:
     kind = kind_of(device.type.name, device_handler(device, ctx.arch))
-    return Party(kind, device.name, device.range)
+    bell = device.doorbell
+    given = ctx.layout.source.devices[device.path[1]]
+    return Party(
+        kind,
+        device.name,
+        device.range,
+        None if bell is None else (bell.length, bell.datamatch),
+        legacy=given.redist == "legacy",
+    )
 
 
 @rule("device-misaligned", ERROR, "a device base breaks its type's alignment")

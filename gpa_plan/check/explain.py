@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from gpa_plan.arch import ACCESSES, ARCHES
-from gpa_plan.arch.base import Backing, Handler, KeptRange
-from gpa_plan.check.partition import Region, partition, region_at
+from gpa_plan.arch.base import ArchSpec, Backing, Effect, Handler, KeptRange, Outcome
+from gpa_plan.check.partition import Region, device_handler, partition, region_at
 from gpa_plan.check.run import LoadedLayout
 from gpa_plan.collector import paused
-from gpa_plan.layout.resolved import DeviceEntry, created_on
+from gpa_plan.layout.resolved import DeviceEntry, ResolvedLayout, created_on
+from gpa_plan.ranges import hex_addr
+
+if TYPE_CHECKING:
+    from gpa_plan.host_profile import HostProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,9 @@ class Answer:
     kind: str
     names: tuple[str, ...]
     detail: str
+    # What else decides the outcome: the instruction an IO outcome assumes (ArchSpec
+    # .io_instruction_note), the condition an ioeventfd puts on a write.
+    notes: tuple[str, ...] = ()
 
 
 def explain_layout(
@@ -30,25 +37,71 @@ def explain_layout(
     addresses: Sequence[int],
     accesses: Sequence[str] = ACCESSES,
     arches: Sequence[str] = (),
+    host: HostProfile | None = None,
 ) -> list[Answer]:
     """One answer per architecture (default: the layout's own), address and access kind.
     Under another architecture than the layout's, the devices that exist only on the
     layout's own are not there (gpa_plan.layout.resolved.created_on), as `check` shows, and
-    an answer at such a device's address says so."""
+    an answer at such a device's address says so. With a ``host`` profile of the
+    architecture, a private range KVM keeps only on some hosts is there or not as the
+    profile says (docs/host.md)."""
     answers: list[Answer] = []
     with paused():
         for arch in arches or (loaded.layout.arch,):
             layout, left_out = created_on(loaded.resolved, arch)
             regions = partition(layout, ARCHES[arch])
             types = {d.type.name for d in layout.devices}
-            kept = ARCHES[arch].kept_ranges(types, loaded.layout.kvm_private)
+            on_host = host if host is not None and host.arch == arch else None
+            kept = [
+                k
+                for k in ARCHES[arch].kept_ranges(types, loaded.layout.kvm_private)
+                if on_host is None or on_host.fact(k.private.host_fact or "") is not False
+            ]
             for address in addresses:
                 why = _left_out_here(left_out, address, loaded.layout.arch, arch)
-                why += _private_here(kept, address)
+                kept_here = _kept_on_host(kept, address, on_host)
+                if kept_here is None:
+                    why += _private_here(kept, address)
                 for a in accesses:
                     answer = explain_address(regions, arch, address, a)
+                    if a == "write":
+                        answer = _at_doorbell(answer, layout, regions)
+                    answer = _at_any_length_doorbell(answer, layout)
+                    if kept_here is not None:
+                        answer = _in_private(answer, kept_here, on_host)
                     answers.append(replace(answer, detail=why + answer.detail) if why else answer)
     return answers
+
+
+def _kept_on_host(
+    kept: Sequence[KeptRange], address: int, host: HostProfile | None
+) -> KeptRange | None:
+    """The private range at ``address`` that the host profile says KVM keeps, if any, among
+    those only some hosts keep (``hosts``). The APIC-access page is not one: the guest's
+    accesses there reach the LAPIC, whose region the layout has, whatever backs the page."""
+    if host is None:
+        return None
+    for k in kept:
+        fact = k.private.host_fact
+        if k.private.hosts is None or fact is None or host.fact(fact) is not True:
+            continue
+        if k.start <= address < k.end:
+            return k
+    return None
+
+
+def _in_private(answer: Answer, kept: KeptRange, host: HostProfile | None) -> Answer:
+    """``answer`` at an address of a private memslot the host keeps: memory, that memslot's."""
+    placed = f"{kept.placed_by}; " if kept.placed_by else ""
+    cited = host.cite(kept.private.host_fact or "") if host is not None else ""
+    return replace(
+        answer,
+        outcome=Outcome.MEMORY.value,
+        kind="private",
+        names=(kept.name,),
+        detail=f"{kept.name} is here ({placed}{kept.private.what}) and this host keeps it "
+        f"({cited}): the access reaches that private memslot as memory",
+    )
 
 
 class Difference(NamedTuple):
@@ -100,13 +153,99 @@ def _private_here(kept: Sequence[KeptRange], address: int) -> str:
     return "".join(notes)
 
 
+def _at_doorbell(answer: Answer, layout: ResolvedLayout, regions: list[Region]) -> Answer:
+    """A write where an ioeventfd decides: which write signals it, and what the others do.
+
+    virt/kvm/eventfd.c ioeventfd_in_range() (Linux 7.2.13): only a write at exactly an
+    ioeventfd's base (of its length and datamatch value, unless its length is 0) signals it;
+    ioeventfd_write() declines any other, and the bus offers it to the next device, else it
+    exits. So at the base the answer is the signalling write (io-kernel) with the condition
+    beside it, and elsewhere in the range the write is what it would be without the
+    ioeventfd: no write there can signal it."""
+    region = region_at(regions, answer.address)
+    if region is None or region.handler is not Handler.IOEVENTFD:
+        return answer
+    arch = ARCHES[answer.arch]
+    at = answer.address
+    bells = [d for d in layout.devices if d.doorbell is not None and d.range.contains(at)]
+    miss = declined_write(layout, region, arch, at)
+    ringing = any(d.doorbell is not None and d.doorbell.base == at for d in bells)
+    condition = "; ".join(_doorbell_words(d) for d in bells)
+    if ringing:
+        note = (
+            f"{condition}; any other write here is declined (ioeventfd_write()) and becomes "
+            f"{miss.outcome.value}: {miss.path}"
+        )
+        return replace(answer, notes=(note, *answer.notes))
+    note = (
+        f"{condition}; a write at {hex_addr(at)} cannot signal it and becomes "
+        f"{miss.outcome.value}"
+    )
+    return replace(
+        answer,
+        outcome=miss.outcome.value,
+        detail=_who(region) + miss.path,
+        notes=(note, *arch.notes_for(miss)),
+    )
+
+
+def declined_write(layout: ResolvedLayout, region: Region, arch: ArchSpec, at: int) -> Effect:
+    """What a write at ``at`` (in ``region``) becomes when every ioeventfd there declines it
+    (ioeventfd_write()): the bus offers it to the strongest other device, else it exits."""
+    below = max(
+        (device_handler(d, arch) for d in layout.devices
+         if d.doorbell is None and d.range.contains(at)),
+        default=Handler.NONE,
+        key=lambda h: h.strength,
+    )  # fmt: skip
+    return arch.effects(region.backing, below).write
+
+
+def _at_any_length_doorbell(answer: Answer, layout: ResolvedLayout) -> Answer:
+    """A read or write at the base of a length-0 ioeventfd, where the architecture has a fast
+    path for those (ArchSpec.any_length_ioeventfd_note): what it does besides the table."""
+    note = ARCHES[answer.arch].any_length_ioeventfd_note
+    if not note or answer.access == "fetch":
+        return answer
+    for d in layout.devices:
+        if d.doorbell is not None and d.doorbell.length == 0 and d.doorbell.base == answer.address:
+            return replace(answer, notes=(*answer.notes, f"{d.name!r}: {note}"))
+    return answer
+
+
+def _doorbell_words(device: DeviceEntry) -> str:
+    bell = device.doorbell
+    assert bell is not None
+    where = f"at exactly {hex_addr(bell.base)}"
+    if bell.length == 0:
+        return (
+            f"the ioeventfd {device.name!r} is signalled by a write of any width and value "
+            f"{where} (length 0; ioeventfd_in_range())"
+        )
+    value = f"carrying {bell.datamatch:#x}" if bell.datamatch is not None else "of any value"
+    unit = "byte" if bell.length == 1 else "bytes"
+    return (
+        f"the ioeventfd {device.name!r} is signalled only by a write of exactly {bell.length} "
+        f"{unit} {where}, {value} (ioeventfd_in_range())"
+    )
+
+
 def explain_address(regions: list[Region], arch_name: str, address: int, access: str) -> Answer:
     """The outcome of ``access`` at ``address`` under ``arch_name`` given the partition."""
     arch = ARCHES[arch_name]
     region = region_at(regions, address)
     if region is None:
         effect = arch.beyond(access)
-        return Answer(address, arch.name, access, effect.outcome.value, "beyond", (), effect.path)
+        return Answer(
+            address,
+            arch.name,
+            access,
+            effect.outcome.value,
+            "beyond",
+            (),
+            effect.path,
+            arch.notes_for(effect),
+        )
     effect = arch.effects(region.backing, region.handler).of(access)
     return Answer(
         address,
@@ -116,6 +255,7 @@ def explain_address(regions: list[Region], arch_name: str, address: int, access:
         region.kind,
         region.names,
         _who(region) + effect.path,
+        arch.notes_for(effect),
     )
 
 

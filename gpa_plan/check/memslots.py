@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 
-from gpa_plan.arch.base import KeptRange
+from gpa_plan.arch.base import KeptRange, PrivateRange
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.overlaps import TakenRanges, any_overlap
 from gpa_plan.check.rules import ERROR, WARNING, RuleContext, rule
@@ -89,7 +89,11 @@ def _aligned_choices(field: str, value: int, page: int) -> str:
     return f"round it up to {hex_addr(up)}{other}"
 
 
-@rule("memslot-out-of-range", ERROR, "a memslot is empty, wraps, or ends beyond 2**pa_bits")
+@rule(
+    "memslot-out-of-range",
+    ERROR,
+    "a memslot is empty, wraps, or ends beyond 2**pa_bits (or the limit of the --host profile)",
+)
 def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
     """A memslot of size 0 deletes a slot rather than creating one (EINVAL when there is none);
     one whose end wraps past 2**64, or with more than KVM_MEM_MAX_NR_PAGES (2**31 - 1) pages,
@@ -99,11 +103,23 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
     on loongarch64 with ENOMEM (arch/loongarch/kvm/mmu.c, same function), and on x86_64 is
     unreachable by the guest beyond its MAXPHYADDR (EINVAL beyond the host's:
     arch/x86/kvm/x86.c kvm_arch_prepare_memory_region(), kvm_mmu_max_gfn()). Linux 7.2.13.
-    Fix the size or raise pa_bits."""
+    With a host profile (`--host`) that states the host's limit (x86_64 `memslot_pa_bits`),
+    a memslot ending beyond it is an error whatever pa_bits says. Fix the size or raise
+    pa_bits."""
     layout, arch = ctx.layout, ctx.arch
+    host_limit = _host_memslot_limit(ctx)
     for m in layout.memslots:
         size, end = m.range.size, m.range.end
-        if size == 0:
+        if size > 0 and end < U64_LIMIT and host_limit is not None and end > host_limit[0]:
+            limit, cited, refusal = host_limit
+            yield ctx.finding(
+                f"memslot {m.name!r} {m.range} ends beyond this host's limit of "
+                f"{hex_addr(limit)} ({cited}): {refusal}; move it below {hex_addr(limit)}",
+                m.path,
+                "base",
+                (m.name,),
+            )
+        elif size == 0:
             message = (
                 f"memslot {m.name!r} has size 0: to KVM_SET_USER_MEMORY_REGION that means "
                 "'delete this slot' (EINVAL when it does not exist); give it a size"
@@ -122,6 +138,11 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
             outcome = arch.beyond_pa_outcome or (
                 f"KVM refuses it with {arch.beyond_pa_errno} in {arch.beyond_pa_check}"
             )
+            if host_limit is not None:  # and the memslot ends below it: the host takes it
+                outcome = (
+                    "the guest cannot reach what lies above it, though this host's KVM accepts "
+                    f"the memslot ({host_limit[1]})"
+                )
             where = "beyond" if end > layout.limit else "exactly at"
             message = (
                 f"memslot {m.name!r} {m.range} ends {where} the {layout.pa_bits}-bit "
@@ -137,10 +158,21 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
             yield ctx.finding(message, m.path, "size", (m.name,))
 
 
+def _host_memslot_limit(ctx: RuleContext) -> tuple[int, str, str] | None:
+    """(the end beyond which the host refuses a memslot, the fact cited, the refusal), when
+    the host profile states it."""
+    condition = ctx.arch.host_memslot_limit
+    bits = ctx.host_fact(condition.fact) if condition is not None else None
+    if condition is None or ctx.host is None or not isinstance(bits, int):
+        return None
+    return 1 << bits, ctx.host.cite(condition.fact), condition.refusal
+
+
 @rule(
     "slot-id-conflict",
     ERROR,
-    "two memslots share (as_id, slot), or a slot id or as_id the arch does not allow",
+    "two memslots share (as_id, slot), or a slot id or as_id the arch (or the --host profile) "
+    "does not allow",
 )
 def slot_id_conflict(ctx: RuleContext) -> Iterator[Finding]:
     """A second memslot with the same (as_id, slot) does not add a slot: KVM treats it as a
@@ -148,9 +180,12 @@ def slot_id_conflict(ctx: RuleContext) -> Iterator[Finding]:
     changes). Slot ids must be below KVM_USER_MEM_SLOTS
     (kvm_vm_ioctl_set_memory_region()) and as_id below kvm_arch_nr_memslot_as_ids(), each
     architecture's own (docs/kernel.md; 2 address spaces on x86 with SMM, where 1 is SMM),
-    else EINVAL (Linux 7.2.13). Fix: give each memslot its own id, or omit `slot` to let
-    gpa-plan number them."""
+    else EINVAL (kvm_set_memory_region(), Linux 7.2.13). A host profile (`--host`) that
+    states the host's number of address spaces (x86_64 `address_spaces`, 1 on a host without
+    SMM) is taken instead of the architecture's. Fix: give each memslot its own id, or omit
+    `slot` to let gpa-plan number them."""
     arch = ctx.arch
+    host_spaces = ctx.host_fact(arch.host_address_spaces)
     seen: dict[tuple[int, int], MemslotEntry] = {}
     for m in ctx.layout.memslots:
         if m.as_id >= arch.address_spaces:
@@ -158,6 +193,18 @@ def slot_id_conflict(ctx: RuleContext) -> Iterator[Finding]:
                 f"memslot {m.name!r} uses as_id {m.as_id}, but {arch.name} allows "
                 f"{arch.address_space_ids()}: "
                 "KVM_SET_USER_MEMORY_REGION returns EINVAL",
+                m.path,
+                "as_id",
+                (m.name,),
+            )
+        elif ctx.host is not None and isinstance(host_spaces, int) and m.as_id >= host_spaces:
+            yield ctx.finding(
+                f"memslot {m.name!r} uses as_id {m.as_id}, but this host has "
+                f"{host_spaces} address space{'s' if host_spaces != 1 else ''} "
+                f"({ctx.host.cite(str(arch.host_address_spaces))}): KVM_SET_USER_MEMORY_REGION "
+                "returns EINVAL (kvm_set_memory_region(): as_id >= "
+                "kvm_arch_nr_memslot_as_ids()); leave it out on this host, or run the VM on a "
+                "host with that address space",
                 m.path,
                 "as_id",
                 (m.name,),
@@ -223,10 +270,12 @@ def private_slot_conflict(ctx: RuleContext) -> Iterator[Finding]:
     """KVM keeps private memslots, in every address space, made by __x86_set_memory_region()
     (arch/x86/kvm/x86.c); whichever of such a memslot and a user memslot over it comes second
     is refused with EEXIST (kvm_check_memslot_overlap(), Linux 7.2.13). An error for the
-    APIC-access page at 0xfee00000, which KVM keeps with an in-kernel LAPIC on hosts with
-    APICv or AVIC (arch/x86/kvm/lapic.c kvm_alloc_apic_access_page()): KVM_CREATE_VCPU, or
-    the memslot added later, fails. A warning for the three-page real-mode TSS (at the
-    layout's `kvm_private: tss`, KVM_SET_TSS_ADDR) and the EPT identity-map page (at
+    APIC-access page at 0xfee00000, which KVM keeps with an in-kernel LAPIC on Intel hosts
+    that virtualize APIC accesses (kvm_intel.flexpriority, vmx_vcpu_create()) and AMD hosts
+    with AVIC active (avic_init_backing_page()), through arch/x86/kvm/lapic.c
+    kvm_alloc_apic_access_page(): KVM_CREATE_VCPU, or the memslot added later, fails. A
+    warning for the three-page real-mode TSS (at the layout's `kvm_private: tss`,
+    KVM_SET_TSS_ADDR) and the EPT identity-map page (at
     `kvm_private: identity_map`, KVM_SET_IDENTITY_MAP_ADDR, else 0xfffbc000): KVM keeps them
     only on Intel (VMX) hosts without unrestricted guest (arch/x86/kvm/vmx/vmx.c
     vmx_set_tss_addr(), init_rmode_identity_map()), and the layout cannot say which host runs
@@ -234,11 +283,18 @@ def private_slot_conflict(ctx: RuleContext) -> Iterator[Finding]:
     AMD (SVM) hosts and Intel hosts with unrestricted guest keep no such memslot. The same
     hosts cannot create one that `kvm_private` puts off a page boundary (EINVAL,
     kvm_set_memory_region()) or over another private range (EEXIST for the second one
-    created), reported at that key. Fix: leave the page out of every memslot (split RAM
-    around it), or move the private range with `kvm_private` and the VMM's ioctl."""
+    created), reported at that key. With a host profile (`--host`), each range is exact: an
+    error where the profile says KVM keeps it (x86_64 `apic_access_page`, `real_mode_tss`,
+    `ept_identity_map` true), no finding where it says KVM does not. Fix: leave the page out
+    of every memslot (split RAM around it), or move the private range with `kvm_private` and
+    the VMM's ioctl."""
     source = ctx.layout.source
     types = {d.type.name for d in ctx.layout.devices}
-    kept_ranges = ctx.arch.kept_ranges(types, source.kvm_private)
+    kept_ranges = [
+        kept
+        for kept in ctx.arch.kept_ranges(types, source.kvm_private)
+        if ctx.host_fact(kept.private.host_fact) is not False
+    ]
     for i, kept in enumerate(kept_ranges):
         yield from _over_private(ctx, kept)
         if kept.set_by_layout:
@@ -254,16 +310,25 @@ def _off_page(ctx: RuleContext, kept: KeptRange) -> Iterator[Finding]:
     page = ctx.layout.page_size
     if setting is None or kept.start % page == 0:
         return
-    hosts = f"{private.hosts}; " if private.hosts else ""
+    hosts, severity = _hosts(ctx, private)
     yield ctx.finding(
         f"`kvm_private: {setting.key}` {hex_addr(kept.start)} is not a multiple of the "
-        f"{human_size(page)} page: {hosts}where KVM keeps {private.name}, "
-        f"{setting.created_by} fails with EINVAL (kvm_set_memory_region()); give a "
-        "page-aligned address",
+        f"{human_size(page)} page: {hosts + '; ' if hosts else ''}where KVM keeps "
+        f"{private.name}, {setting.created_by} fails with EINVAL (kvm_set_memory_region()); "
+        "give a page-aligned address",
         ("kvm_private",),
         setting.key,
-        severity=None if private.most_hosts else WARNING,
+        severity=severity,
     )
+
+
+def _hosts(ctx: RuleContext, private: PrivateRange) -> tuple[str, str | None]:
+    """(which hosts keep ``private``, for messages; the severity of a finding about it): an
+    error on most hosts, or where the host profile says this host keeps it; a warning where
+    only some hosts keep it and no profile says which this is."""
+    if ctx.host is not None and ctx.host_fact(private.host_fact) is True:
+        return f"this host keeps it ({ctx.host.cite(str(private.host_fact))})", None
+    return private.hosts or "", None if private.most_hosts else WARNING
 
 
 def _private_over_private(
@@ -277,8 +342,12 @@ def _private_over_private(
     setting = moved.private.setting
     if setting is None or not moved.set_by_layout:
         return
-    conditional = [k.private for k in (moved, other) if not k.private.most_hosts]
-    hosts = f"{conditional[0].hosts}; " if conditional and conditional[0].hosts else ""
+    conditional = [
+        (hosts, severity)
+        for hosts, severity in (_hosts(ctx, k.private) for k in (moved, other))
+        if severity == WARNING
+    ]
+    hosts = f"{conditional[0][0]}; " if conditional and conditional[0][0] else ""
     yield ctx.finding(
         f"`kvm_private: {setting.key}` puts {moved.name} {Range(moved.start, moved.end)} over "
         f"{other.name} {Range(other.start, other.end)}: KVM cannot keep both; {hosts}where it "
@@ -294,7 +363,8 @@ def _over_private(ctx: RuleContext, kept: KeptRange) -> Iterator[Finding]:
     private = kept.private
     page = Range(kept.start, kept.end)
     placed = f"{kept.placed_by}; " if kept.placed_by else ""
-    hosts = f". {private.hosts[0].upper()}{private.hosts[1:]}" if private.hosts else ""
+    hosts, severity = _hosts(ctx, private)
+    hosts = f". {hosts[0].upper()}{hosts[1:]}" if hosts else ""
     fix = (
         f"leave it out of the memslot, or move it (`kvm_private: {private.setting.key}` and "
         f"the VMM's {private.setting.ioctl})"
@@ -310,5 +380,5 @@ def _over_private(ctx: RuleContext, kept: KeptRange) -> Iterator[Finding]:
                 m.path,
                 "base",
                 (m.name,),
-                severity=None if private.most_hosts else WARNING,
+                severity=severity,
             )

@@ -26,6 +26,7 @@ from gpa_plan.layout.resolved import DeviceEntry, EntryPath, ResolvedLayout
 
 if TYPE_CHECKING:
     from gpa_plan.elf.program import Program, ProgramError
+    from gpa_plan.host_profile import HostProfile
 
 
 class RuleContext(NamedTuple):
@@ -45,6 +46,17 @@ class RuleContext(NamedTuple):
     left_out: tuple[DeviceEntry, ...] = ()
     # the rule whose check runs (set by Rule.check): its findings carry its slug
     rule: Rule | None = None
+    # the host the layout runs on (`--host FILE`), when it is of ``arch``: its facts make
+    # host-dependent findings exact
+    host: HostProfile | None = None
+
+    def host_fact(self, name: str | None) -> object:
+        """The host profile's value of fact ``name``; None without a profile, or when the
+        profile does not know it."""
+        if self.host is None or name is None:
+            return None
+        value: object = self.host.fact(name)
+        return value
 
     @property
     def running(self) -> Rule:

@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, NamedTuple
 from gpa_plan.arch import ARCHES
 from gpa_plan.check import (  # noqa: F401  (registers rules)
     devices,
+    host_rules,
+    ioeventfds,
     layout_rules,
     memslots,
     program_rules,
+    vgic,
 )
 from gpa_plan.check.findings import ERROR, WARNING, Finding, cap_per_object, problem_findings
 from gpa_plan.check.partition import Region, partition
@@ -29,6 +32,7 @@ from gpa_plan.progress import Progress, unwatched
 if TYPE_CHECKING:
     from gpa_plan.elf.placement import ProgramPlacement
     from gpa_plan.elf.program import Program, ProgramError
+    from gpa_plan.host_profile import HostProfile
 
 
 class CheckResult(NamedTuple):
@@ -99,6 +103,7 @@ def check_file(
     elf_mode: str = PHYSICAL,
     allow_stdin: bool = False,
     progress: Progress = unwatched,
+    host: HostProfile | None = None,
 ) -> list[CheckResult]:
     """One result per requested architecture (default: the layout's own; one asked for twice
     is checked once). ``programs``
@@ -108,6 +113,9 @@ def check_file(
     (the vGIC of an arm64 layout under x86_64) are not created: they are left out of the
     regions and the rules, and one finding of severity ``note`` (rule device-wrong-arch, at
     the layout's `arch`) says so; a note is no error nor warning.
+
+    With a ``host`` profile (gpa_plan.host_profile), the results of its architecture take the
+    host's facts: host-dependent findings become exact (docs/host.md).
 
     A layout that does not load gives invalid results with its problems as findings; a file
     that cannot be read at all (missing, unreadable, not a regular file, too large) raises
@@ -122,7 +130,9 @@ def check_file(
                 for arch in dict.fromkeys(arches or (None,))
             ]
         results = [
-            check_loaded(loaded, arch, programs=programs, elf_mode=elf_mode, progress=progress)
+            check_loaded(
+                loaded, arch, programs=programs, elf_mode=elf_mode, progress=progress, host=host
+            )
             for arch in dict.fromkeys(arches or (loaded.layout.arch,))
         ]
         # Free the node graph and models before the collector resumes, or its first pass
@@ -138,7 +148,10 @@ def check_loaded(
     programs: Sequence[Program | ProgramError] = (),
     elf_mode: str = PHYSICAL,
     progress: Progress = unwatched,
+    host: HostProfile | None = None,
 ) -> CheckResult:
+    """The result of one loaded layout under ``arch_name``; ``host`` applies when it is a
+    profile of that architecture."""
     arch = ARCHES[arch_name]
     where = f"{loaded.doc.path} ({arch.name})"
     progress(f"partitioning {where}")
@@ -161,6 +174,7 @@ def check_loaded(
         program_errors=unreadable,
         elf_mode=elf_mode,
         left_out=left_out,
+        host=host if host is not None and host.arch == arch.name else None,
     )
     findings = run_rules(ctx, progress, where)
     findings.sort(key=Finding.sort_key)

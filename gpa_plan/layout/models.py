@@ -49,6 +49,10 @@ from gpa_plan.layout.numbers import coerce_number, refuse_rejected
 from gpa_plan.ranges import U64_LIMIT
 
 Policy = Literal["first", "last"]
+Redist = Literal["legacy", "regions"]
+# A vgic-v3-redist without `redist`: what QEMU (hw/intc/arm_gicv3_kvm.c) and KVM selftests
+# (lib/arm64/vgic.c) give KVM on every kernel that has KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION.
+REDIST_DEFAULT: Redist = "regions"
 Handler = Literal["user", "kernel", "ioeventfd", "coalesced"]
 NumberOrAuto = int | Literal["auto"]
 
@@ -272,11 +276,39 @@ class Device(NamedTuple):
             "vgic-v3-redist only: redistributors for this many vCPUs (default 1)",
         ),
     ] = None
+    redist: Annotated[
+        Redist | None,
+        Key(
+            cs.literal_schema(["legacy", "regions"]),
+            "vgic-v3-redist only: how the VMM gives KVM its address: one "
+            "KVM_VGIC_V3_ADDR_TYPE_REDIST (legacy) or a KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION "
+            f"(regions); default {REDIST_DEFAULT}, what QEMU does",
+        ),
+    ] = None
     handler: Annotated[
         Handler | None,
         Key(
             cs.literal_schema(["user", "kernel", "ioeventfd", "coalesced"]),
             "mmio only: who answers (default user: KVM_EXIT_MMIO)",
+        ),
+    ] = None
+    # KVM_IOEVENTFD's len and datamatch (virt/kvm/eventfd.c kvm_assign_ioeventfd()); any
+    # integer here: the ioeventfd-invalid rule says what KVM refuses, with its errno.
+    length: Annotated[
+        int | None,
+        Key(
+            _checked(cs.int_schema(ge=0, le=U64_LIMIT - 1)),
+            "handler ioeventfd only: the width of the write that signals it, 1, 2, 4 or 8 "
+            "bytes, or 0 for a write of any width at the base (default: the size when it is "
+            "1, 2, 4 or 8, else 0)",
+        ),
+    ] = None
+    datamatch: Annotated[
+        int | None,
+        Key(
+            _checked(cs.int_schema(ge=0, le=U64_LIMIT - 1)),
+            "handler ioeventfd only: the value the write must carry "
+            "(KVM_IOEVENTFD_FLAG_DATAMATCH); omitted: any value",
         ),
     ] = None
     identity_map: Annotated[

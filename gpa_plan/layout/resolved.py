@@ -23,6 +23,43 @@ class MemslotEntry(NamedTuple):
     auto_slot: bool
 
 
+class Doorbell(NamedTuple):
+    """What the VMM gives KVM_IOEVENTFD for a `handler: ioeventfd` device.
+
+    virt/kvm/eventfd.c ioeventfd_in_range() (Linux 7.2.13): a write signals the eventfd only at
+    exactly ``base``, and, unless ``length`` is 0, only with exactly ``length`` bytes and (with
+    a ``datamatch``) exactly that value; any other write goes on down the bus, else exits.
+    """
+
+    base: int
+    length: int  # 0: a write of any width at ``base`` (and no datamatch)
+    datamatch: int | None  # None: any value (KVM's "wildcard")
+
+    def signalled_by(self, address: int, width: int, value: int | None = None) -> bool:
+        """Whether a guest write of ``width`` bytes carrying ``value`` (None: unknown, taken to
+        match) at ``address`` signals the eventfd."""
+        if address != self.base:
+            return False
+        if self.length == 0:
+            return True
+        if width != self.length:
+            return False
+        return self.datamatch is None or value is None or value == self.datamatch
+
+
+# KVM_IOEVENTFD lengths other than 0 (kvm_assign_ioeventfd(): "must be natural-word sized, or
+# 0 to ignore length").
+DOORBELL_WIDTHS = (1, 2, 4, 8)
+
+
+def doorbell_length(length: int | None, size: int) -> int:
+    """The ioeventfd length of a device: the layout's `length`, else its size when that is a
+    width KVM takes (1, 2, 4 or 8), else 0 (any width at the base)."""
+    if length is not None:
+        return length
+    return size if size in DOORBELL_WIDTHS else 0
+
+
 class DeviceEntry(NamedTuple):
     name: str
     path: EntryPath
@@ -30,6 +67,8 @@ class DeviceEntry(NamedTuple):
     type: DeviceType
     handler: Handler
     identity_map: bool
+    # The ioeventfd KVM is given, for a `handler: ioeventfd` device; None for any other.
+    doorbell: Doorbell | None = None
 
 
 class ReservedEntry(NamedTuple):
@@ -137,14 +176,19 @@ def resolve(layout: Layout, placements: Mapping[str, int] | None = None) -> Reso
         if start is not None:
             dtype = CATALOG[d.type]
             handler = dtype.handler or Handler(d.handler or "user")
+            size = device_size(layout, i)
+            doorbell = None
+            if handler is Handler.IOEVENTFD:
+                doorbell = Doorbell(start, doorbell_length(d.length, size), d.datamatch)
             devices.append(
                 DeviceEntry(
                     d.name,
                     ("devices", i),
-                    Range(start, start + device_size(layout, i)),
+                    Range(start, start + size),
                     dtype,
                     handler,
                     d.identity_map,
+                    doorbell,
                 )
             )
     reserved = tuple(

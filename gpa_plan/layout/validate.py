@@ -429,5 +429,22 @@ def _device_fields(path: Path, device: Device) -> Iterator[tuple[Path, str, bool
         )
     if device.vcpus is not None and dtype.per_vcpu is None:
         yield (*path, "vcpus"), "`vcpus` is only for vgic-v3-redist", True
+    if device.redist is not None and not dtype.frame_may_repeat:
+        yield (*path, "redist"), "`redist` is only for vgic-v3-redist", True
+    for key in ("length", "datamatch"):
+        if getattr(device, key) is not None and device.handler != "ioeventfd":
+            yield (
+                (*path, key),
+                f"`{key}` is only for an mmio device with `handler: ioeventfd`",
+                True,
+            )
+    length = device.length
+    if device.handler == "ioeventfd" and length and device.size and length > device.size:
+        yield (
+            (*path, "length"),
+            f"`length` {length} is more than the device's size {device.size}: the write that "
+            f"signals the ioeventfd would reach past the device; make `size` at least {length}",
+            False,
+        )
     if device.base is None and dtype.default_base is None:
         yield path, f"device {device.name!r} needs a `base` (an address or auto)", False

@@ -90,6 +90,7 @@ CAPS = {
     "KVM_CAP_MULTI_ADDRESS_SPACE": 118,
     "KVM_CAP_ARM_VM_IPA_SIZE": 165,
     "KVM_CAP_ARM_NISV_TO_USER": 177,
+    "KVM_CAP_SMALLER_MAXPHYADDR": 185,
 }
 
 # --- struct kvm_run (the vCPU's shared page) -------------------------------------------------
@@ -192,6 +193,9 @@ class Memory:
             addr = _libc.mmap(None, self.length, prot, flags, -1, 0)
             if addr not in (None, _MAP_FAILED):
                 break
+        # Whether the host may read and write it (a guest access to PROT_NONE memory makes
+        # KVM_RUN fail with EFAULT).
+        self.writable = prot != 0
         if addr in (None, _MAP_FAILED):
             code = ctypes.get_errno()
             raise MemoryError(f"cannot map {self.length:#x} bytes: {os.strerror(code)}")

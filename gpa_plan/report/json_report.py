@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from gpa_plan.check.run import CheckResult
     from gpa_plan.elf.placement import ProgramPlacement
     from gpa_plan.formats import CheckReport
+    from gpa_plan.host_profile import HostProfile
 
 FORMAT_VERSION = 1
 
@@ -74,9 +75,17 @@ def _programs_key(r: CheckResult) -> dict[str, Any]:
     return {"programs": [program_dict(p) for p in r.programs]}
 
 
-def check_document(results: Sequence[CheckResult]) -> dict[str, Any]:
+def _host_key(host: HostProfile | None) -> dict[str, Any]:
+    # Only with --host: the profile the host-dependent findings were made exact with.
+    return {} if host is None else {"host": host.describe()}
+
+
+def check_document(
+    results: Sequence[CheckResult], host: HostProfile | None = None
+) -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION,
+        **_host_key(host),
         "results": [
             {
                 "file": r.file,
@@ -97,11 +106,14 @@ def check_document(results: Sequence[CheckResult]) -> dict[str, Any]:
     }
 
 
-def explain_document(answers: Sequence[Answer]) -> dict[str, Any]:
+def explain_document(
+    answers: Sequence[Answer], host: HostProfile | None = None
+) -> dict[str, Any]:
     from gpa_plan.check.explain import differences
 
     return {
         "format": FORMAT_VERSION,
+        **_host_key(host),
         "answers": [
             {
                 "address": a.address,
@@ -111,6 +123,7 @@ def explain_document(answers: Sequence[Answer]) -> dict[str, Any]:
                 "kind": a.kind,
                 "names": list(a.names),
                 "detail": a.detail,
+                "notes": list(a.notes),
             }
             for a in answers
         ],
@@ -138,11 +151,13 @@ def failure_document(findings: Sequence[Finding]) -> dict[str, Any]:
 
 
 def write_check(report: CheckReport, stream: TextIO) -> None:
-    stream.write(dumps(check_document(report.results)))
+    stream.write(dumps(check_document(report.results, report.host)))
 
 
-def write_explain(answers: Sequence[Answer], stream: TextIO) -> None:
-    stream.write(dumps(explain_document(answers)))
+def write_explain(
+    answers: Sequence[Answer], stream: TextIO, *, host: HostProfile | None = None
+) -> None:
+    stream.write(dumps(explain_document(answers, host)))
 
 
 def write_failure(findings: Sequence[Finding], stdout: TextIO, stderr: TextIO) -> None:

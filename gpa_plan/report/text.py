@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from gpa_plan.check.findings import Finding
     from gpa_plan.check.run import CheckResult
     from gpa_plan.formats import CheckReport
+    from gpa_plan.host_profile import HostProfile
     from gpa_plan.report import fold
 
 COLUMNS = ("start", "end (incl.)", "size", "kind", "names", "read", "write", "fetch")
@@ -90,6 +91,10 @@ def write_failure(findings: Sequence[Finding], stdout: TextIO, stderr: TextIO) -
 
 def write_check(report: CheckReport, stream: TextIO) -> None:
     render_check(report.results, stream, len(report.unreadable), quiet=report.quiet)
+    if report.host is not None:
+        host = report.host
+        said = f"host profile {host.file}: an {host.arch} host, kernel {host.kernel_release}"
+        stream.write(printable(said) + "\n")
 
 
 def render_check(
@@ -98,7 +103,10 @@ def render_check(
     write_blocks(check_blocks(results, unreadable, quiet=quiet), stream)
 
 
-def render_explain(answers: Sequence[Answer], stream: TextIO) -> None:
+def render_explain(
+    answers: Sequence[Answer], stream: TextIO, *, host: HostProfile | None = None
+) -> None:
+    """The answers' blocks; a host profile shows in the answers' details, not apart."""
     write_blocks(explain_blocks(answers), stream)
 
 
@@ -335,3 +343,5 @@ def _answer_lines(answers: Sequence[Answer]) -> Iterator[Line]:
             )
         )
         yield line(f"  {a.detail}")
+        for note in a.notes:
+            yield line(f"  note: {note}")

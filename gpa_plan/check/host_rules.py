@@ -1,0 +1,51 @@
+"""Rules that need the host: what a host profile (`--host FILE`, docs/host.md) says its KVM
+cannot give. Without a profile they find nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gpa_plan.check.findings import Finding
+from gpa_plan.check.rules import ERROR, RuleContext, rule
+
+
+@rule(
+    "host-limits",
+    ERROR,
+    "with a host profile: a pa_bits or an in-kernel device this host's KVM cannot give",
+)
+def host_limits(ctx: RuleContext) -> Iterator[Finding]:
+    """What the host in the profile (`--host`) refuses although the architecture allows it:
+    on arm64, a pa_bits above the host's IPA limit (`ipa_limit`: KVM_CREATE_VM fails with
+    EINVAL, arch/arm64/kvm/mmu.c kvm_init_ipa_range() from kvm_init_stage2_mmu()), and a vGIC
+    model or ITS the host cannot create (`vgic_v2`, `vgic_v3`, `vgic_its` false:
+    KVM_CREATE_DEVICE fails with ENODEV, virt/kvm/kvm_main.c kvm_ioctl_create_device(); a
+    GICv3 host without a GICV resource has no GICv2, arch/arm64/kvm/vgic/vgic-v3.c
+    vgic_v3_probe()), Linux 7.2.13. The other host facts refine their own rules
+    (`memslot-out-of-range`, `slot-id-conflict`, `private-slot-conflict`). Fix: lower
+    pa_bits, use the interrupt controller the host has, or run the VM on another host."""
+    host, arch, layout = ctx.host, ctx.arch, ctx.layout
+    if host is None:
+        return
+    condition = arch.host_pa_limit
+    limit = ctx.host_fact(condition.fact) if condition is not None else None
+    if condition is not None and isinstance(limit, int) and layout.pa_bits > limit:
+        yield ctx.finding(
+            f"pa_bits {layout.pa_bits} is above this host's largest {arch.pa_name} of {limit} "
+            f"bits ({host.cite(condition.fact)}): {condition.refusal}; lower pa_bits to "
+            f"{limit} or less, or run the VM on a host that allows {layout.pa_bits} bits",
+            (),
+            "pa_bits",
+        )
+    for d in layout.devices:
+        needs = d.type.host_needs
+        if needs is None or ctx.host_fact(needs.fact) is not False:
+            continue
+        yield ctx.finding(
+            f"device {d.name!r} ({d.type.name}) needs what this host's KVM cannot create "
+            f"({host.cite(needs.fact)}): {needs.refusal}; use the interrupt controller the "
+            "host has, or another host",
+            d.path,
+            "type",
+            (d.name,),
+        )

@@ -1,0 +1,126 @@
+"""Pair the probe's results with gpa-plan's predictions: one row per step and per probe."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from gpa_plan.verify.build import OK, VerifyPlan
+
+# The KVM capabilities a verify report shows, when the host facts carry them.
+SHOWN_CAPS = (
+    "KVM_CAP_NR_MEMSLOTS",
+    "KVM_CAP_READONLY_MEM",
+    "KVM_CAP_MULTI_ADDRESS_SPACE",
+    "KVM_CAP_X86_SMM",
+    "KVM_CAP_ARM_VM_IPA_SIZE",
+    "KVM_CAP_ARM_NISV_TO_USER",
+    "KVM_CAP_IOEVENTFD",
+    "KVM_CAP_COALESCED_MMIO",
+)
+
+
+class ResultsError(Exception):
+    """Results that do not answer this plan (another layout, a damaged file)."""
+
+
+class StepRow(NamedTuple):
+    id: str
+    call: str
+    expected: tuple[str, ...]
+    observed: str
+    why: str
+
+    @property
+    def agrees(self) -> bool:
+        return self.observed in self.expected
+
+
+class ProbeRow(NamedTuple):
+    id: str
+    address: int
+    access: str
+    width: int
+    where: str
+    predicted: str  # the table's outcome
+    expected: tuple[str, ...]
+    observed: str
+    detail: str
+    path: str
+
+    @property
+    def agrees(self) -> bool:
+        return self.observed in self.expected
+
+
+class Verdict(NamedTuple):
+    file: str
+    arch: str
+    host: Mapping[str, Any]
+    steps: tuple[StepRow, ...]
+    probes: tuple[ProbeRow, ...]
+
+    @property
+    def rows(self) -> list[StepRow | ProbeRow]:
+        return [*self.steps, *self.probes]
+
+    @property
+    def disagreements(self) -> int:
+        return sum(1 for r in self.rows if not r.agrees)
+
+    @property
+    def agrees(self) -> bool:
+        return self.disagreements == 0
+
+
+def compare(vp: VerifyPlan, results: Mapping[str, Any]) -> Verdict:
+    """Every step and probe of ``vp`` with what ``results`` observed; raises ResultsError when
+    the results lack one of them or name ones the plan does not have."""
+    steps = _by_id(results.get("steps"), "steps")
+    probes = _by_id(results.get("probes"), "probes")
+    _same_ids(steps, [s.id for s in vp.steps], "step")
+    _same_ids(probes, [p.id for p in vp.probes], "probe")
+    step_rows = tuple(
+        StepRow(s.id, s.call, s.expected, steps[s.id].get("errno") or OK, s.why)
+        for s in vp.steps
+    )
+    probe_rows = tuple(
+        ProbeRow(
+            p.id,
+            p.address,
+            p.access,
+            p.width,
+            p.where,
+            p.outcome.value,
+            p.expected,
+            str(probes[p.id].get("observed", "")),
+            str(probes[p.id].get("detail", "")),
+            p.path,
+        )
+        for p in vp.probes
+    )
+    host = results.get("host")
+    return Verdict(vp.file, vp.arch, host if isinstance(host, dict) else {}, step_rows, probe_rows)
+
+
+def _by_id(entries: Any, key: str) -> dict[str, Mapping[str, Any]]:
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("id"), str) for e in entries
+    ):
+        raise ResultsError(f"`{key}` must be a list of objects, each with a string `id`")
+    return {e["id"]: e for e in entries}
+
+
+def _same_ids(found: Mapping[str, Any], wanted: Sequence[str], what: str) -> None:
+    missing = [i for i in wanted if i not in found]
+    extra = [i for i in found if i not in set(wanted)]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"no result for {len(missing)} {what}(s) of the plan, first {missing[0]}")
+        if extra:
+            parts.append(f"{len(extra)} {what}(s) the plan does not have, first {extra[0]}")
+        raise ResultsError(
+            "; ".join(parts) + ": the results are not this layout's plan; export the plan "
+            "again (`gpa-plan verify LAYOUT --export DIR`) and run that probe"
+        )

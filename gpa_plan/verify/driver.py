@@ -1,0 +1,222 @@
+"""What `gpa-plan verify` does with a layout: plan it, run the probe here or export it, read
+the results back, compare.
+
+Three ways to get results, one comparison: the probe runs in this process (the host must be
+of the layout's architecture, with ``/dev/kvm``); or `export` writes the probe package and the
+plan to a directory for a machine without gpa-plan, whose ``results.json`` `load_results`
+reads back. The plan is rebuilt from the layout each time, so the results of an exported plan
+are compared with the predictions of the same layout (and gpa-plan version).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from gpa_plan.arch import ARCHES
+from gpa_plan.check.run import LoadedLayout, check_loaded, load_layout
+from gpa_plan.host_profile import HostProfile
+from gpa_plan.ranges import human_size
+from gpa_plan.verify.build import VerifyError, VerifyPlan, build_plan, no_guest
+from gpa_plan.verify.compare import Verdict, compare
+
+PROBE_PACKAGE = Path(__file__).resolve().parent.parent / "probe"
+EXPORT_README = """\
+gpa-plan probe for {file} ({arch})
+
+Run on the machine to verify (Python 3.10 or later, standard library only; root, or a user
+who may open /dev/kvm):
+
+    cd {dir} && python3 -m probe plan.json > results.json
+
+then, where gpa-plan is installed:
+
+    gpa-plan verify {file} --arch {arch} --results results.json
+"""
+
+
+class CannotRun(Exception):
+    """Verification cannot run here (exit 2): the message says why and how to fix it."""
+
+
+class ResultsFileError(Exception):
+    """A results file that is not JSON, with the position of the fault."""
+
+    def __init__(self, path: str, line: int, column: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}:{column}: {reason}")
+        self.path, self.line, self.column, self.reason = path, line, column, reason
+
+
+def plan_layout(path: str, arch_name: str | None, host: HostProfile | None = None) -> VerifyPlan:
+    """Load and check ``path`` (LayoutError, InputError propagate) and build its plan under
+    ``arch_name`` (the layout's own by default), its predictions made for ``host``. The plan
+    itself (steps, probe points, the probe's room) does not depend on ``host``."""
+    return plan_loaded(load_layout(path), arch_name, host)
+
+
+def plan_loaded(
+    loaded: LoadedLayout, arch_name: str | None, host: HostProfile | None = None
+) -> VerifyPlan:
+    arch = ARCHES[arch_name or loaded.layout.arch]
+    return build_plan(loaded, check_loaded(loaded, arch.name, host=host), arch)
+
+
+def verify_here(path: str, arch_name: str | None, host: HostProfile | None) -> Verdict:
+    """Verify ``path`` on this host's /dev/kvm, predicting for ``host`` (default: this host's
+    own facts); raises CannotRun where it cannot run here."""
+    loaded = load_layout(path)
+    arch = arch_name or loaded.layout.arch
+    if ARCHES[arch].probe_steps is None:
+        raise VerifyError(no_guest(arch))
+    here = host_machine_arch()
+    if here != arch:
+        raise CannotRun(
+            f"this host is {os.uname().machine}, and KVM runs only guests of its own "
+            f"architecture: run verify on a {arch} host, or write the probe with "
+            "--export DIR and run it there"
+        )
+    _, own = this_host()
+    return run_here(plan_loaded(loaded, arch, host or own))
+
+
+def verify_results(
+    path: str, arch_name: str | None, results_path: str, host: HostProfile | None
+) -> Verdict:
+    """Compare the results an exported probe printed with ``path``'s predictions, made for
+    ``host`` (default: the host the probe reported)."""
+    results = load_results(results_path)
+    vp = plan_layout(path, arch_name, host or profile_of(results.get("host")))
+    return compare_results(vp, results)
+
+
+def this_host() -> tuple[dict[str, Any], HostProfile | None]:
+    """This host's facts (gpa_plan.probe.host) and the profile they make, for predictions
+    exact for the kernel the probe runs on; raises CannotRun without a usable /dev/kvm."""
+    from gpa_plan.probe import kvm
+    from gpa_plan.probe.host import host_facts
+
+    try:
+        facts = host_facts()
+    except kvm.KvmError as err:
+        raise CannotRun(f"{err}: {_kvm_fix()}") from None
+    return facts, profile_of(facts)
+
+
+def profile_of(facts: Any) -> HostProfile | None:
+    """The host profile of facts a probe reported; None when they are not a profile (an
+    architecture gpa-plan has no host facts for, facts of an older probe)."""
+    from gpa_plan.host_profile import HostProfileError, host_profile_of
+
+    if not isinstance(facts, dict):
+        return None
+    try:
+        return host_profile_of(facts)
+    except HostProfileError:
+        return None
+
+
+def host_machine_arch() -> str | None:
+    """The architecture this host runs, as gpa-plan names it; None for one it does not model."""
+    machine = os.uname().machine
+    return next((a.name for a in ARCHES.values() if a.machine == machine), None)
+
+
+def run_here(vp: VerifyPlan) -> Verdict:
+    """Run the probe on this host's ``/dev/kvm`` and compare; raises CannotRun."""
+    from gpa_plan.probe.run import run_plan
+
+    same_page_size(vp, mmap.PAGESIZE)
+    results = run_plan(vp.plan)
+    if results.get("error"):
+        raise CannotRun(f"the probe could not run the plan: {results['error']}")
+    return compare(vp, results)
+
+
+def same_page_size(vp: VerifyPlan, host_page: int | None) -> None:
+    """Refuse (CannotRun) a host whose page size is not the layout's `page_size`: KVM checks
+    memslots against the host's PAGE_SIZE, so the predictions are another host's."""
+    if host_page is None or host_page == vp.page_size:
+        return
+    raise CannotRun(
+        f"the layout's page_size is {human_size(vp.page_size)} and this host's pages are "
+        f"{human_size(host_page)}: KVM checks memslots against the host's page size, so the "
+        f"predictions are for another host; verify on a host with {human_size(vp.page_size)} "
+        f"pages, or set page_size: {human_size(host_page).replace(' KiB', 'K')} in the layout"
+    )
+
+
+def _kvm_fix() -> str:
+    if not os.path.exists("/dev/kvm"):
+        return (
+            "KVM is not available here; load the module (modprobe kvm_intel or kvm_amd) or "
+            "enable virtualization in the firmware, or run in a VM with nested virtualization"
+        )
+    return "run as root or add your user to the group that owns /dev/kvm (usually kvm)"
+
+
+def export(vp: VerifyPlan, directory: str, stdout: TextIO) -> list[str]:
+    """Write the probe package, ``plan.json`` and a ``README`` into ``directory`` (made if
+    absent); returns the paths written. Each file is replaced whole or not at all
+    (gpa_plan.files); a path that is there and is not a regular file is refused."""
+    from gpa_plan.files import write_output
+
+    root = Path(directory)
+    if root.exists() and not root.is_dir():
+        raise CannotRun(f"{directory}: not a directory; give a directory for --export")
+    (root / "probe").mkdir(parents=True, exist_ok=True)
+    files = {
+        str(root / "probe" / source.name): source.read_text(encoding="utf-8")
+        for source in sorted(PROBE_PACKAGE.glob("*.py"))
+    }
+    files[str(root / "plan.json")] = json.dumps(vp.plan, indent=1) + "\n"
+    files[str(root / "README")] = EXPORT_README.format(file=vp.file, arch=vp.arch, dir=directory)
+    for path, text in files.items():
+        write_output(path, text, stdout)
+    return list(files)
+
+
+def compare_results(vp: VerifyPlan, results: Mapping[str, Any]) -> Verdict:
+    """Compare an exported probe's results with ``vp``."""
+    host = results.get("host")
+    page = host.get("page_size") if isinstance(host, dict) else None
+    same_page_size(vp, page if isinstance(page, int) else None)
+    return compare(vp, results)
+
+
+def load_results(path: str) -> Mapping[str, Any]:
+    """A results file as the probe printed it; raises ResultsFileError with its position, and
+    InputError (gpa_plan.inputs) when it cannot be read."""
+    from gpa_plan.inputs import read_input
+
+    data = read_input(path, allow_stdin=True)
+    try:
+        results = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ResultsFileError(path, 1, err.start + 1, "not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise ResultsFileError(
+            path, err.lineno, err.colno, f"not JSON: {err.msg}; give the file the probe printed"
+        ) from None
+    if not isinstance(results, dict):
+        raise ResultsFileError(path, 1, 1, "not a JSON object of probe results")
+    return results
+
+
+__all__ = [
+    "CannotRun",
+    "ResultsFileError",
+    "VerifyError",
+    "compare_results",
+    "export",
+    "host_machine_arch",
+    "load_results",
+    "plan_layout",
+    "plan_loaded",
+    "run_here",
+    "verify_here",
+    "verify_results",
+]
