@@ -154,3 +154,26 @@ def test_broken_x86_layouts_and_every_table_row_agree_but_where_the_host_emulate
     else:
         assert status == 1 and wrong
         assert all(address in APIC_PAGE and observed == "kernel" for address, observed in wrong)
+
+
+def test_an_exported_probe_runs_on_its_own_and_its_results_compare(tmp_path: Path) -> None:
+    """--export, then the probe as a machine without gpa-plan runs it (the exported
+    directory alone, `python3 -m probe plan.json`, PYTHONPATH ignored), then
+    --results: the same verdict as a native run."""
+    import subprocess
+    import sys
+
+    layout = str(LAYOUTS / "qemu-pc-x86_64.yaml")
+    out = tmp_path / "export"
+    assert run("verify", layout, "--export", str(out)).exit_code == 0
+    done = subprocess.run(
+        [sys.executable, "-E", "-s", "-m", "probe", "plan.json"],
+        cwd=out, capture_output=True, text=True, check=False, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    (out / "results.json").write_text(done.stdout)
+    status, found = verdict(layout, "--results", str(out / "results.json"))
+    native_status, native = verdict(layout)
+    assert status == native_status == 0
+    assert found["summary"] == native["summary"]
+    assert found["host"]["kernel"]["release"] == os.uname().release
