@@ -30,7 +30,6 @@ even when a memslot covers it (vcpu_is_mmio_gpa() in arch/x86/kvm/x86.c).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import mmap
@@ -39,6 +38,8 @@ import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+
+from gpa_plan.probe import kvm
 
 __all__ = [
     "Ioeventfd",
@@ -73,33 +74,9 @@ ACCESS_KINDS = ("read", "write", "fetch")
 _LIMIT_4G = 1 << 32
 _U64 = (1 << 64) - 1
 
-# --- KVM UAPI: ioctl encoding (include/uapi/asm-generic/ioctl.h) ----------
-
-_IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
-_KVMIO = 0xAE
-
-
-def _ioc(direction: int, nr: int, size: int) -> int:
-    return (direction << 30) | (size << 16) | (_KVMIO << 8) | nr
-
-
-def _io(nr: int) -> int:
-    return _ioc(_IOC_NONE, nr, 0)
-
-
-def _iow(nr: int, size: int) -> int:
-    return _ioc(_IOC_WRITE, nr, size)
-
-
-def _ior(nr: int, size: int) -> int:
-    return _ioc(_IOC_READ, nr, size)
-
-
 # --- KVM UAPI: structures (include/uapi/linux/kvm.h, asm/kvm.h) ------------
 
-# struct kvm_userspace_memory_region: slot, flags, guest_phys_addr,
-# memory_size, userspace_addr.
-_MEM_REGION = struct.Struct("<IIQQQ")
+_MEM_REGION = kvm.MEM_REGION
 # struct kvm_segment: base, limit, selector, type, present, dpl, db, s, l, g,
 # avl, unusable, padding.
 _SEGMENT = struct.Struct("<QIH10B")
@@ -115,25 +92,26 @@ _SREGS_CR0 = 8 * _SEGMENT.size + 2 * _DTABLE.size
 _REGS = struct.Struct("<18Q")
 _REGS_RIP, _REGS_RFLAGS = 16, 17
 
-KVM_GET_API_VERSION = _io(0x00)
-KVM_CREATE_VM = _io(0x01)
-KVM_GET_VCPU_MMAP_SIZE = _io(0x04)
-KVM_CREATE_VCPU = _io(0x41)
-KVM_SET_USER_MEMORY_REGION = _iow(0x46, _MEM_REGION.size)
-KVM_SET_TSS_ADDR = _io(0x47)
-KVM_CREATE_IRQCHIP = _io(0x60)
-KVM_RUN = _io(0x80)
-KVM_GET_REGS = _ior(0x81, _REGS.size)
-KVM_SET_REGS = _iow(0x82, _REGS.size)
-KVM_GET_SREGS = _ior(0x83, _SREGS_SIZE)
-KVM_SET_SREGS = _iow(0x84, _SREGS_SIZE)
-# struct kvm_ioeventfd: datamatch, addr, len, fd, flags, pad[36] (include/uapi/linux/kvm.h).
-_IOEVENTFD = struct.Struct("<QQIiI36x")
-KVM_IOEVENTFD = _iow(0x79, _IOEVENTFD.size)
-KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0
+# The generic ioctls and structures are the probe's (gpa_plan.probe.kvm); the x86 vCPU
+# register calls this harness needs are its own.
+KVM_GET_API_VERSION = kvm.KVM_GET_API_VERSION
+KVM_CREATE_VM = kvm.KVM_CREATE_VM
+KVM_GET_VCPU_MMAP_SIZE = kvm.KVM_GET_VCPU_MMAP_SIZE
+KVM_CREATE_VCPU = kvm.KVM_CREATE_VCPU
+KVM_SET_USER_MEMORY_REGION = kvm.KVM_SET_USER_MEMORY_REGION
+KVM_SET_TSS_ADDR = kvm.io(0x47)
+KVM_CREATE_IRQCHIP = kvm.io(0x60)
+KVM_RUN = kvm.KVM_RUN
+KVM_GET_REGS = kvm.ior(0x81, _REGS.size)
+KVM_SET_REGS = kvm.iow(0x82, _REGS.size)
+KVM_GET_SREGS = kvm.ior(0x83, _SREGS_SIZE)
+KVM_SET_SREGS = kvm.iow(0x84, _SREGS_SIZE)
+_IOEVENTFD = kvm.IOEVENTFD
+KVM_IOEVENTFD = kvm.KVM_IOEVENTFD
+KVM_IOEVENTFD_FLAG_DATAMATCH = kvm.KVM_IOEVENTFD_FLAG_DATAMATCH
 
-KVM_API_VERSION = 12
-KVM_MEM_READONLY = 1 << 1
+KVM_API_VERSION = kvm.KVM_API_VERSION
+KVM_MEM_READONLY = kvm.KVM_MEM_READONLY
 
 # struct kvm_run: exit_reason at 8, the exit union at 32.
 _RUN_EXIT_REASON = struct.Struct("<I")
@@ -251,56 +229,14 @@ class Slot:
     as_id: int = 0
 
 
-# --- libc mmap via ctypes (guest memory needs a stable host address) --------
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_long,
-]
-_libc.munmap.restype = ctypes.c_int
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_MAP_FAILED = ctypes.c_void_p(-1).value
-# The mmap module only exports this from Python 3.13 on (asm-generic/mman.h).
-_MAP_NORESERVE: int = getattr(mmap, "MAP_NORESERVE", 0x4000)
-_PROT_NONE = 0
-
-
-class _Backing:
-    """Anonymous host memory standing behind one memslot."""
+class _Backing(kvm.Memory):
+    """Anonymous host memory standing behind one memslot (gpa_plan.probe.kvm.Memory)."""
 
     def __init__(self, size: int) -> None:
-        self.length = max(PAGE_SIZE, _align_up(size, PAGE_SIZE))
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
-        addr = _MAP_FAILED
-        # PROT_NONE is the fallback for sizes the host will not commit RW
-        # (strict overcommit); KVM only range-checks the address at set time.
-        for prot in (mmap.PROT_READ | mmap.PROT_WRITE, _PROT_NONE):
-            addr = _libc.mmap(None, self.length, prot, flags, -1, 0)
-            if addr not in (None, _MAP_FAILED):
-                break
-        if addr in (None, _MAP_FAILED):
-            err = ctypes.get_errno()
-            raise ProbeError(
-                f"cannot map {self.length:#x} bytes of host memory: {os.strerror(err)}"
-            )
-        self.addr: int = addr
-
-    def write(self, offset: int, data: bytes) -> None:
-        ctypes.memmove(self.addr + offset, data, len(data))
-
-    def read(self, offset: int, length: int) -> bytes:
-        return ctypes.string_at(self.addr + offset, length)
-
-    def close(self) -> None:
-        if self.addr:
-            _libc.munmap(self.addr, self.length)
-            self.addr = 0
+        try:
+            super().__init__(size)
+        except MemoryError as err:
+            raise ProbeError(f"cannot map host memory: {err}") from err
 
 
 # --- helpers -----------------------------------------------------------------
@@ -321,11 +257,7 @@ def _ioctl_int(fd: int, request: int, arg: int = 0) -> int:
 
 def _ioctl_ulong(fd: int, request: int, arg: int) -> int:
     """ioctl with an unsigned long argument; fcntl.ioctl only passes a C int."""
-    result: int = _libc.ioctl(fd, ctypes.c_ulong(request), ctypes.c_ulong(arg))
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return result
+    return kvm.ioctl(fd, request, arg)
 
 
 def _check_slots(slots: Sequence[Slot]) -> None:

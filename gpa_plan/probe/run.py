@@ -409,6 +409,20 @@ def _u64(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _U64
 
 
+def _with_unique_ids(items: list[Any], key: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each entry of ``items`` (the plan's ``key``) with where it is, once it is known to be
+    an object whose string id no earlier entry has."""
+    ids: set[str] = set()
+    for n, item in enumerate(items):
+        where = f"{key}[{n}]"
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            raise PlanError(f"{where}: an object with a string id is needed")
+        if item["id"] in ids:
+            raise PlanError(f"{where}: id {item['id']!r} is used twice")
+        ids.add(item["id"])
+        yield where, item
+
+
 def check_plan(plan: object) -> None:
     """Raise PlanError naming the first field of ``plan`` the probe cannot use."""
     if not isinstance(plan, dict):
@@ -422,25 +436,11 @@ def check_plan(plan: object) -> None:
     for key in ("base", "size"):
         if not _u64(plan["probe_area"].get(key)):
             raise PlanError(f"probe_area.{key}: an integer from 0 to 2**64-1 is needed")
-    ids = set()
-    for n, item in enumerate(plan["steps"]):
-        where = f"steps[{n}]"
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-            raise PlanError(f"{where}: an object with a string id is needed")
-        if item["id"] in ids:
-            raise PlanError(f"{where}: id {item['id']!r} is used twice")
-        ids.add(item["id"])
+    for where, item in _with_unique_ids(plan["steps"], "steps"):
         for key in _STEP_INTS.get(str(item.get("op")), ()):
             if not _u64(item.get(key)):
                 raise PlanError(f"{where}.{key}: an integer from 0 to 2**64-1 is needed")
-    ids = set()
-    for n, item in enumerate(plan["probes"]):
-        where = f"probes[{n}]"
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-            raise PlanError(f"{where}: an object with a string id is needed")
-        if item["id"] in ids:
-            raise PlanError(f"{where}: id {item['id']!r} is used twice")
-        ids.add(item["id"])
+    for where, item in _with_unique_ids(plan["probes"], "probes"):
         if item.get("access") not in ACCESSES:
             raise PlanError(f"{where}.access: one of {', '.join(ACCESSES)} is needed")
         if item.get("width") not in (1, 2, 4, 8):
