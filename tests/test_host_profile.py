@@ -446,3 +446,34 @@ def test_positions_point_at_each_value_and_key(
     for path, position in keys.items():
         assert at(position) == path[-1]
     assert set(keys) == set(values) - {()}
+
+
+@pytest.mark.parametrize(
+    ("layout", "field", "says"),
+    [
+        ("layout: 1\narch: x86_64\npa_bits: 40\nmemslots:\n"
+         "  - {name: ram, base: 0, size: 1M}\n  - {name: smram, base: 0xa0000, size: 128K, "
+         "as_id: 1}\n", "as_id", "in as_id 1 (SMM): a host whose KVM has fewer address spaces"),
+        ("layout: 1\narch: arm64\npa_bits: 44\nmemslots:\n  - {name: ram, base: 0, size: 1M}\n",
+         "pa_bits", "on hosts whose IPA limit (the CPU's PARange, KVM_CAP_ARM_VM_IPA_SIZE) is "
+         "below 44 bits, KVM_CREATE_VM fails with EINVAL"),
+        ("layout: 1\narch: arm64\npa_bits: 40\ndevices:\n"
+         "  - {name: gicd, type: vgic-v2-dist, base: 0x0800_0000}\n"
+         "  - {name: gicc, type: vgic-v2-cpu, base: 0x0801_0000}\n",
+         "type", "on GICv3 hosts without GICv2 compatibility"),
+    ],
+)
+def test_without_a_profile_a_note_says_on_which_hosts_the_layout_is_refused(
+    tmp_path: Path, layout: str, field: str, says: str
+) -> None:
+    from gpa_plan.check.run import check_file
+
+    path = tmp_path / "layout.yaml"
+    path.write_text(layout)
+    (result,) = check_file(path)
+    notes = [f for f in result.findings if f.rule == "host-limits"]
+    assert [(f.severity, says in f.message) for f in notes] == [("note", True)]
+    assert "`gpa-plan host`" in notes[0].message
+    assert notes[0].column > 0 and field in layout.splitlines()[notes[0].line - 1]
+    # A note counts for nothing.
+    assert result.errors == result.warnings == 0

@@ -14,7 +14,7 @@ import pytest
 from stable_rules import STABLE_RULES
 
 from gpa_plan.arch import ARCHES
-from gpa_plan.check.findings import Finding
+from gpa_plan.check.findings import NOTE, Finding
 from gpa_plan.check.rules import RULES
 from gpa_plan.check.run import check_file
 
@@ -24,6 +24,8 @@ LAYOUTS = Path(__file__).parent / "data" / "layouts"
 # A lone vGIC frame is how the tests here put a kernel device somewhere; the frames such a vGIC
 # lacks (`vgic-incomplete`) are tests/test_vgic_rules.py's.
 LEFT_TO_OTHER_TESTS = frozenset({"vgic-incomplete"})
+# What some hosts refuse, said in notes without a host profile: tests/test_host_profile.py's.
+HOST_NOTES = "host-limits"
 
 
 def findings(tmp_path: Path, text: str, *arches: str) -> list[Finding]:
@@ -32,7 +34,12 @@ def findings(tmp_path: Path, text: str, *arches: str) -> list[Finding]:
     results = check_file(path, arches)
     for result in results:
         assert result.valid, result.findings
-    return [f for r in results for f in r.findings if f.rule not in LEFT_TO_OTHER_TESTS]
+    return [
+        f
+        for r in results
+        for f in r.findings
+        if f.rule not in LEFT_TO_OTHER_TESTS and not (f.rule == HOST_NOTES and f.severity == NOTE)
+    ]
 
 
 def where(found: list[Finding]) -> list[tuple[str, str, int, int, tuple[str, ...]]]:
@@ -50,7 +57,8 @@ def says(finding: Finding, *words: str) -> None:
 def test_clean_layout_has_no_finding(name: str) -> None:
     (result,) = check_file(LAYOUTS / name)
     assert result.valid
-    assert result.findings == ()
+    # At most the notes of what some hosts refuse (an SMM memslot), which no layout can avoid.
+    assert {(f.rule, f.severity) for f in result.findings} <= {(HOST_NOTES, NOTE)}
 
 
 def test_every_registered_rule_has_a_severity_summary_and_description() -> None:

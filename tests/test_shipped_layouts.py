@@ -32,7 +32,8 @@ def test_the_issue_list_of_layouts_is_shipped() -> None:
 def test_shipped_layout_checks_clean_even_strictly(path: Path) -> None:
     (result,) = check_file(path)
     assert result.valid
-    assert result.findings == ()
+    # Notes (what some hosts refuse, without a host profile) are never counted, even --strict.
+    assert [f for f in result.findings if f.severity != "note"] == []
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)

@@ -27,7 +27,8 @@ def findings(tmp_path: Path, devices: str, *args: str) -> tuple[Path, list[dict[
     result = CliRunner().invoke(cli, ["check", str(path), "--format", "json", *args])
     assert result.exit_code in (0, 1), result.output
     found: list[dict[str, object]] = json.loads(result.stdout)["results"][0]["findings"]
-    return path, found
+    # The note that some hosts have no GICv2 (host-limits) is tests/test_host_profile.py's.
+    return path, [f for f in found if f["severity"] != "note"]
 
 
 def position(path: Path, needle: str) -> tuple[int, int]:

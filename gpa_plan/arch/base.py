@@ -109,6 +109,9 @@ class HostCondition(NamedTuple):
 
     fact: str
     refusal: str
+    # Without a host profile: on which hosts the refusal happens, said in a note ("" for no
+    # note: hosts that refuse are too rare to mention on every layout).
+    hosts: str = ""
 
 
 class PrivateRange(NamedTuple):
