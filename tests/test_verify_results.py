@@ -235,3 +235,14 @@ def test_results_from_a_host_of_another_page_size_are_refused_with_the_fix(
     assert result.exit_code == 2
     assert "page_size is 64 KiB and this host's pages are 4 KiB" in result.stderr
     assert "set page_size: 4K" in result.stderr
+
+
+def test_the_header_shows_the_capabilities_of_the_layouts_architecture(tmp_path: Path) -> None:
+    layout = LAYOUTS / "qemu-virt-arm64.yaml"
+    predictions(layout, tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    results["host"]["capabilities"] = {"KVM_CAP_X86_SMM": 0, "KVM_CAP_ARM_VM_IPA_SIZE": 48}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    text = run("verify", str(layout), "--results", str(tmp_path / "results.json")).stdout
+    (caps,) = [line for line in text.splitlines() if line.startswith("KVM: ")]
+    assert caps == "KVM: ARM_VM_IPA_SIZE=48"

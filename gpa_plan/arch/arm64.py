@@ -315,6 +315,14 @@ ARM64 = ArchSpec(
     devices=_DEVICES,
     instruction_align=4,
     probe_steps=_probe_steps,
+    verify_caps=(
+        "KVM_CAP_NR_MEMSLOTS",
+        "KVM_CAP_READONLY_MEM",
+        "KVM_CAP_ARM_VM_IPA_SIZE",
+        "KVM_CAP_ARM_NISV_TO_USER",
+        "KVM_CAP_IOEVENTFD",
+        "KVM_CAP_COALESCED_MMIO",
+    ),
     io_instruction_note=_NO_SYNDROME,
     # What `gpa-plan host` reads on an arm64 host (gpa_plan/probe/host.py says how).
     host_facts=(

@@ -346,6 +346,8 @@ class ArchSpec(NamedTuple):
     # How `gpa-plan verify` creates this architecture's in-kernel devices; None where the
     # probe cannot run (gpa_plan.probe has no guest for it).
     probe_steps: ProbeSteps | None = None
+    # The KVM capabilities a `verify` report shows, as KVM_CHECK_EXTENSION names them.
+    verify_caps: tuple[str, ...] = ()
     # What KVM does instead of an IO outcome (io-exit, io-kernel, io-coalesced) when the
     # guest's instruction is not one the table assumes (arm64: no valid syndrome); said beside
     # every IO answer of `explain`. "" where the table holds for every instruction.

@@ -355,6 +355,15 @@ X86_64 = ArchSpec(
     ),
     devices=_DEVICES,
     probe_steps=_probe_steps,
+    verify_caps=(
+        "KVM_CAP_NR_MEMSLOTS",
+        "KVM_CAP_READONLY_MEM",
+        "KVM_CAP_MULTI_ADDRESS_SPACE",
+        "KVM_CAP_X86_SMM",
+        "KVM_CAP_SMALLER_MAXPHYADDR",
+        "KVM_CAP_IOEVENTFD",
+        "KVM_CAP_COALESCED_MMIO",
+    ),
     any_length_ioeventfd_note=_FAST_MMIO,
     host_facts=_HOST_FACTS,
     # arch/x86/kvm/x86.c kvm_arch_prepare_memory_region(): a memslot whose last gfn is above

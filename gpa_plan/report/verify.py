@@ -6,16 +6,18 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from gpa_plan.arch import ARCHES
 from gpa_plan.printable import printable
 from gpa_plan.ranges import hex_addr
-from gpa_plan.verify.compare import SHOWN_CAPS, ProbeRow, StepRow, Verdict
+from gpa_plan.verify.compare import ProbeRow, StepRow, Verdict
 
 FORMAT_VERSION = 1
 _MARK = {True: "ok", False: "NO"}
 
 
-def host_line(host: dict[str, Any] | Any) -> str:
-    """The kernel and the capabilities that matter, in one or two lines."""
+def host_line(host: dict[str, Any] | Any, arch: str) -> str:
+    """The kernel and the capabilities that matter to ``arch`` (ArchSpec.verify_caps), in one
+    or two lines."""
     if not isinstance(host, dict) or not host:
         return "host: not reported by the probe"
     kernel = _mapping(host.get("kernel"))
@@ -23,7 +25,9 @@ def host_line(host: dict[str, Any] | Any) -> str:
     machine = kernel.get("machine", "")
     caps = _mapping(host.get("capabilities"))
     shown = " ".join(
-        f"{name.removeprefix('KVM_CAP_')}={caps[name]}" for name in SHOWN_CAPS if name in caps
+        f"{name.removeprefix('KVM_CAP_')}={caps[name]}"
+        for name in ARCHES[arch].verify_caps
+        if name in caps
     )
     line = f"host: Linux {release} {machine}".rstrip()
     return f"{line}\nKVM: {shown}" if shown else line
@@ -31,6 +35,13 @@ def host_line(host: dict[str, Any] | Any) -> str:
 
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+_STEP_HEAD = f"      {'step':<34} {'call':<28} {'predicted':<14} observed"
+_PROBE_HEAD = (
+    f"      {'address':<22} {'access':<8} {'region':<20} {'predicted':<16} {'observed':<16} "
+    "kernel path of the prediction"
+)
 
 
 def _step_line(row: StepRow) -> str:
@@ -70,10 +81,10 @@ def write_text(verdicts: Sequence[Verdict], stream: TextIO) -> None:
 
 
 def _text(v: Verdict) -> str:
-    lines = [f"verify {v.file} ({v.arch})", host_line(dict(v.host)), "", "set-up"]
-    lines += [_step_line(r) for r in v.steps]
+    lines = [f"verify {v.file} ({v.arch})", host_line(dict(v.host), v.arch), "", "set-up"]
+    lines += [_STEP_HEAD] + [_step_line(r) for r in v.steps]
     lines += ["", "probes"]
-    lines += [_probe_line(r) for r in v.probes]
+    lines += [_PROBE_HEAD] + [_probe_line(r) for r in v.probes]
     wrong = [r for r in v.rows if not r.agrees]
     if wrong:
         lines += ["", "disagreements (what KVM did is what the model must say):"]

@@ -7,18 +7,6 @@ from typing import Any, NamedTuple
 
 from gpa_plan.verify.build import OK, VerifyPlan
 
-# The KVM capabilities a verify report shows, when the host facts carry them.
-SHOWN_CAPS = (
-    "KVM_CAP_NR_MEMSLOTS",
-    "KVM_CAP_READONLY_MEM",
-    "KVM_CAP_MULTI_ADDRESS_SPACE",
-    "KVM_CAP_X86_SMM",
-    "KVM_CAP_ARM_VM_IPA_SIZE",
-    "KVM_CAP_ARM_NISV_TO_USER",
-    "KVM_CAP_IOEVENTFD",
-    "KVM_CAP_COALESCED_MMIO",
-)
-
 
 class ResultsError(Exception):
     """Results that do not answer this plan (another layout, a damaged file)."""
