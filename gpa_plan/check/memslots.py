@@ -104,8 +104,10 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
     unreachable by the guest beyond its MAXPHYADDR (EINVAL beyond the host's:
     arch/x86/kvm/x86.c kvm_arch_prepare_memory_region(), kvm_mmu_max_gfn()). Linux 7.2.13.
     With a host profile (`--host`) that states the host's limit (x86_64 `memslot_pa_bits`),
-    a memslot ending beyond it is an error whatever pa_bits says. Fix the size or raise
-    pa_bits."""
+    a memslot ending beyond it is an error whatever pa_bits says; one beyond pa_bits that the
+    host accepts is reported with whether the guest reaches it there (x86_64 `tdp` and
+    `smaller_maxphyaddr`: with EPT/NPT, KVM enforces a guest MAXPHYADDR below the host's only
+    under kvm_intel.allow_smaller_maxphyaddr=1). Fix the size or raise pa_bits."""
     layout, arch = ctx.layout, ctx.arch
     host_limit = _host_memslot_limit(ctx)
     for m in layout.memslots:
