@@ -62,9 +62,11 @@ class HostProfile(NamedTuple):
         """The fact's value; None when the profile does not know it."""
         return self.facts.get(name)
 
-    def cite(self, name: str) -> str:
-        """How a message names the fact: ``address_spaces 1 in host profile host.json``."""
-        return f"{name} {json.dumps(self.fact(name))} in host profile {self.file}"
+    def cite(self, *names: str) -> str:
+        """How a message names facts: ``address_spaces 1 in host profile host.json``,
+        ``tdp true, smaller_maxphyaddr false in host profile host.json``."""
+        facts = ", ".join(f"{name} {json.dumps(self.fact(name))}" for name in names)
+        return f"{facts} in host profile {self.file}"
 
     def describe(self) -> dict[str, str]:
         """What the JSON outputs say of the profile used."""

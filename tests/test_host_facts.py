@@ -83,6 +83,7 @@ def test_x86_host_facts_agree_with_kvm_asked_directly(this_host: dict[str, objec
     try:
         spaces = handle.check_extension(kvm.CAPS["KVM_CAP_MULTI_ADDRESS_SPACE"], vm)
         smm = handle.check_extension(kvm.CAPS["KVM_CAP_X86_SMM"])
+        smaller = handle.check_extension(kvm.CAPS["KVM_CAP_SMALLER_MAXPHYADDR"])
         memory = kvm.Memory(kvm.PAGE_SIZE)
         # as_id 1 exists exactly when the host has two address spaces (kvm_set_memory_region()).
         as_id_1 = kvm.set_memslot(vm, 0, 1, 0x10_0000, kvm.PAGE_SIZE, memory.addr, False)
@@ -97,6 +98,10 @@ def test_x86_host_facts_agree_with_kvm_asked_directly(this_host: dict[str, objec
     assert facts["address_spaces"] == max(spaces, 1)
     assert (as_id_1 is None) == (facts["address_spaces"] >= 2)
     assert facts["smm"] == (smm != 0)
+    assert facts["smaller_maxphyaddr"] == (smaller != 0)
+    # Without TDP, KVM's own walker enforces the guest's MAXPHYADDR, and both vendors say so
+    # (vmx_hardware_setup(), svm_hardware_setup(): allow_smaller_maxphyaddr).
+    assert facts["tdp"] or facts["smaller_maxphyaddr"]
     assert (last, beyond) == (None, "EINVAL")
 
 

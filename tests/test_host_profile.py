@@ -179,8 +179,30 @@ def test_memslot_beyond_pa_bits_but_below_the_host_limit_is_accepted_by_kvm(
     assert "KVM refuses the slot (EINVAL) if it also ends beyond the host's MAXPHYADDR" in without
     host = profile(tmp_path, memslot_pa_bits=52)
     (line,) = findings(check(path, "--host", str(host)), "memslot-out-of-range")
-    assert "the guest cannot reach what lies above it, though this host's KVM accepts the " \
-        f"memslot (memslot_pa_bits 52 in host profile {host})" in line
+    assert "the guest cannot reach what lies above it (but on hosts with EPT/NPT that leave a " \
+        "smaller guest MAXPHYADDR unenforced, KVM_CAP_SMALLER_MAXPHYADDR 0), though this " \
+        f"host's KVM accepts the memslot (memslot_pa_bits 52 in host profile {host})" in line
+
+
+def test_a_memslot_beyond_pa_bits_is_reached_where_the_host_leaves_maxphyaddr_unenforced(
+    tmp_path: Path,
+) -> None:
+    """With TDP and KVM_CAP_SMALLER_MAXPHYADDR 0 the guest's MAXPHYADDR is not enforced: the
+    memslot above it is accepted and the guest reaches it; shadow paging enforces it."""
+    path = layout(tmp_path, HIGH.replace("pa_bits: 52", "pa_bits: 40"))
+    tdp = profile(tmp_path, "x86_64", "tdp.json", memslot_pa_bits=52, maxphyaddr=52, tdp=True,
+                  smaller_maxphyaddr=False)
+    (line,) = findings(check(path, "--host", str(tdp)), "memslot-out-of-range")
+    assert f"this host's KVM accepts the memslot (memslot_pa_bits 52 in host profile {tdp}), " \
+        "and the guest reaches it all the same: this host leaves a guest MAXPHYADDR below its " \
+        "own unenforced" in line
+    assert f"(tdp true, smaller_maxphyaddr false in host profile {tdp})" in line
+    shadow = profile(tmp_path, "x86_64", "shadow.json", memslot_pa_bits=52, maxphyaddr=52,
+                     tdp=False, smaller_maxphyaddr=True)
+    (line,) = findings(check(path, "--host", str(shadow)), "memslot-out-of-range")
+    assert "the guest cannot reach what lies above it (this host's KVM enforces the guest's " \
+        f"MAXPHYADDR: tdp false, smaller_maxphyaddr true in host profile {shadow}), though " \
+        "this host's KVM accepts the memslot" in line
 
 
 ARM = """\

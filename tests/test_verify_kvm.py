@@ -177,3 +177,36 @@ def test_an_exported_probe_runs_on_its_own_and_its_results_compare(tmp_path: Pat
     assert status == native_status == 0
     assert found["summary"] == native["summary"]
     assert found["host"]["kernel"]["release"] == os.uname().release
+
+
+@pytest.mark.parametrize("high_memslot", [False, True])
+def test_a_guest_maxphyaddr_below_the_hosts_is_predicted_as_this_host_enforces_it(
+    tmp_path: Path, high_memslot: bool
+) -> None:
+    """pa_bits 40 below this host's MAXPHYADDR: at 2**40 the guest faults where KVM enforces
+    a smaller guest MAXPHYADDR (this machine's shadow paging does), else it reaches the
+    address as the layout holds it there. A memslot at 2**40 is accepted either way
+    (memslot-out-of-range says so with this host's facts)."""
+    from gpa_plan.probe.host import host_facts
+
+    facts = host_facts()["facts"]
+    if facts["maxphyaddr"] <= 40:
+        pytest.skip(f"this host's MAXPHYADDR is {facts['maxphyaddr']}, not above 40")
+    layout = tmp_path / "maxphyaddr.yaml"
+    layout.write_text(
+        "layout: 1\narch: x86_64\npa_bits: 40\nmemslots:\n  - {name: ram, base: 0, size: 1M}\n"
+        + ("  - {name: high, base: 0x100_0000_0000, size: 4K}\n" if high_memslot else "")
+    )
+    status, found = verdict(str(layout))
+    assert (status, disagreements(found)) == (0, [])
+    assert all(s["observed"] == "ok" for s in found["steps"])
+    top = {p["access"]: p for p in found["probes"] if p["address"] == 1 << 40}
+    reached = facts["tdp"] and not facts["smaller_maxphyaddr"]
+    if not reached:
+        expected = dict.fromkeys(("read", "write", "fetch"), "guest-exception")
+        assert "this host's KVM enforces the guest's MAXPHYADDR" in top["read"]["path"]
+    elif high_memslot:
+        expected = dict.fromkeys(("read", "write", "fetch"), "memory")
+    else:
+        expected = {"read": "mmio-exit", "write": "mmio-exit", "fetch": "guest-exception"}
+    assert {access: p["observed"] for access, p in top.items()} == expected

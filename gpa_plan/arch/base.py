@@ -114,6 +114,33 @@ class HostCondition(NamedTuple):
     hosts: str = ""
 
 
+class HostFacts(Protocol):
+    """What the arch asks of a host profile (gpa_plan.host_profile.HostProfile)."""
+
+    def fact(self, name: str) -> Any: ...
+
+    def cite(self, *names: str) -> str: ...
+
+
+class HostReach(NamedTuple):
+    """Where a host lets the guest reach guest-physical addresses at and beyond 2**pa_bits.
+
+    On a host whose profile states every fact of ``when`` with its value, the guest reaches
+    what lies in [2**pa_bits, 2**(fact ``bits``)) as the layout holds it: a memslot's memory,
+    a device, else what an unbacked address becomes; only an instruction fetch there outside
+    memory has ``fetch_outside`` instead of the table's cell. Where the profile states another
+    value, ``ArchSpec.beyond_pa`` holds; without a profile, or where it does not know, the
+    answer says ``condition``."""
+
+    bits: str  # the host fact of the host's own limit: "maxphyaddr"
+    when: tuple[tuple[str, object], ...]  # (fact, value) pairs that must all hold
+    condition: str  # on which condition the guest reaches beyond 2**pa_bits, in words
+    reached: str  # why it does on a host that the profile says lets it
+    enforced: str  # why it does not on a host that the profile says does not
+    unless: str  # the hosts where the guest reaches beyond 2**pa_bits, in a few words
+    fetch_outside: Effect
+
+
 class PrivateRange(NamedTuple):
     """A guest-physical range KVM takes for itself, as a private memslot.
 
@@ -362,6 +389,9 @@ class ArchSpec(NamedTuple):
     host_memslot_limit: HostCondition | None = None
     host_pa_limit: HostCondition | None = None
     host_address_spaces: str | None = None
+    # Where a host lets the guest reach beyond 2**pa_bits (x86: a guest MAXPHYADDR below
+    # the host's, where KVM does not enforce it); None where ``beyond_pa`` holds on every host.
+    host_reach: HostReach | None = None
 
     def address_space_ids(self) -> str:
         """The as_id values a memslot may take, in words: "only 0", "0 or 1 (SMM)"."""
@@ -404,11 +434,77 @@ class ArchSpec(NamedTuple):
             return (self.io_instruction_note,)
         return ()
 
-    def beyond(self, access: str) -> Effect:
-        """The effect of ``access`` (read, write, fetch) at or beyond 2**pa_bits."""
+    def beyond(self, access: str, host: HostFacts | None = None) -> Effect:
+        """The effect of ``access`` (read, write, fetch) at or beyond 2**pa_bits where the
+        guest does not reach the address (``reach_end``): with the condition on which it
+        would, when ``host`` (a profile of this architecture) does not say."""
+        effect = self.beyond_pa
         if access == "fetch" and self.beyond_pa_fetch is not None:
-            return self.beyond_pa_fetch
-        return self.beyond_pa
+            effect = self.beyond_pa_fetch
+        reach = self.host_reach
+        if reach is None:
+            return effect
+        decided = self.reach_decided(host)
+        if decided is None:
+            return effect._replace(path=f"{effect.path}; {reach.condition}")
+        assert host is not None
+        if decided:  # where the guest does not reach it: beyond the host's own limit
+            if type(host.fact(reach.bits)) is not int:
+                return effect._replace(path=f"{effect.path}; {reach.condition}")
+            own = f"at or beyond this host's own {self.pa_name} ({host.cite(reach.bits)})"
+            return effect._replace(path=f"{effect.path}; {own}")
+        cited = host.cite(*self.reach_denied_by(host))
+        return effect._replace(path=f"{effect.path}; {reach.enforced} ({cited})")
+
+    def reach_end(self, pa_bits: int, host: HostFacts | None) -> int | None:
+        """The end of what the guest reaches beyond 2**pa_bits on ``host`` (``host_reach``):
+        2**(the host's limit), when the profile says the guest reaches past 2**pa_bits; None
+        where ``beyond`` holds from 2**pa_bits on, or the profile does not say."""
+        reach = self.host_reach
+        if reach is None or not self.reach_decided(host):
+            return None
+        assert host is not None
+        bits = host.fact(reach.bits)
+        if type(bits) is not int or bits <= pa_bits:
+            return None
+        return 1 << bits
+
+    def reached(self, backing: Backing, handler: Handler, access: str) -> Effect:
+        """The effect of ``access`` at or beyond 2**pa_bits where the host lets the guest
+        reach it (``reach_end``), in a place of that backing and handler: the table's cell,
+        but ``host_reach.fetch_outside`` for a fetch the cell does not serve from memory."""
+        effect = self.effects(backing, handler).of(access)
+        reach = self.host_reach
+        if reach is not None and access == "fetch" and effect.outcome is not Outcome.MEMORY:
+            return reach.fetch_outside
+        return effect
+
+    def reached_why(self, host: HostFacts) -> str:
+        """Why the guest reaches past 2**pa_bits on ``host`` (where ``reach_end`` says it
+        does), citing the profile's facts."""
+        assert self.host_reach is not None
+        cited = host.cite(*(name for name, _ in self.host_reach.when))
+        return f"{self.host_reach.reached} ({cited})"
+
+    def reach_decided(self, host: HostFacts | None) -> bool | None:
+        """Whether ``host`` lets the guest reach past 2**pa_bits (``host_reach``); None when
+        it does not say, or the architecture has no such hosts."""
+        reach = self.host_reach
+        if reach is None or host is None:
+            return None
+        if self.reach_denied_by(host):
+            return False
+        if any(host.fact(name) is None for name, _ in reach.when):
+            return None
+        return True
+
+    def reach_denied_by(self, host: HostFacts) -> list[str]:
+        """The facts of ``host_reach.when`` that ``host`` states with another value."""
+        assert self.host_reach is not None
+        return [
+            name for name, wanted in self.host_reach.when
+            if host.fact(name) is not None and host.fact(name) != wanted
+        ]  # fmt: skip
 
     def pa_bits_for(self, end: int) -> int:
         """The smallest pa_bits this architecture takes whose space holds a memslot or

@@ -21,6 +21,7 @@ from gpa_plan.arch.base import (
     Handler,
     HostCondition,
     HostFact,
+    HostReach,
     Outcome,
     PrivateRange,
     ProbeDevice,
@@ -222,6 +223,12 @@ _HOST_FACTS = (
         "MAXPHYADDR with TDP, else 52)",
     ),
     HostFact(
+        "smaller_maxphyaddr",
+        bool,
+        "KVM_CAP_SMALLER_MAXPHYADDR: KVM enforces a guest MAXPHYADDR below the host's (always "
+        "without TDP; with EPT only under kvm_intel.allow_smaller_maxphyaddr=1; never with NPT)",
+    ),
+    HostFact(
         "address_spaces",
         int,
         "memslot address spaces, KVM_CAP_MULTI_ADDRESS_SPACE on a VM (2 with SMM)",
@@ -270,6 +277,61 @@ _FAST_MMIO = (
 )
 
 
+# Where the guest's MAXPHYADDR holds, as read in Linux 7.2.13. The CPU checks the guest's
+# page-table entries against its own MAXPHYADDR, the host's; a smaller guest MAXPHYADDR (CPUID
+# 0x80000008, vcpu->arch.reserved_gpa_bits) is KVM's to enforce. Without TDP, KVM's shadow
+# walker does (FNAME(walk_addr_generic), arch/x86/kvm/mmu/paging_tmpl.h), and both vendors
+# set allow_smaller_maxphyaddr (vmx_hardware_setup() when !enable_ept; svm_hardware_setup():
+# allow_smaller_maxphyaddr = !npt_enabled). With EPT, only where kvm_intel.allow_smaller_
+# maxphyaddr=1 (off by default, arch/x86/kvm/x86.c): vmx_need_pf_intercept() traps #PF and
+# handle_ept_violation() emulates an access to an illegal GPA (vmx/vmx.c, vmx.h). With NPT
+# never. KVM_CAP_SMALLER_MAXPHYADDR reports allow_smaller_maxphyaddr
+# (kvm_vm_ioctl_check_extension(), x86.c). Where it is not enforced, the CPU walks on to the
+# GPA, and an EPT violation or NPF there is an ordinary TDP fault: a memslot maps it,
+# kvm_handle_noslot_fault() sends anything else to the emulator, which uses the exit's GPA for
+# a data access (x86_emulate_instruction(): gpa_available) but fetches an instruction through
+# its own walk with the guest's reserved bits (kvm_fetch_guest_virt()): the walk fails and
+# x86_emulate_instruction() injects the #PF (inject_emulated_exception()).
+_UNENFORCED = (
+    "but on hosts with EPT/NPT that leave a smaller guest MAXPHYADDR unenforced, "
+    "KVM_CAP_SMALLER_MAXPHYADDR 0"
+)
+_BEYOND_PA = Effect(
+    Outcome.GUEST_FAULT,
+    "a guest page-table entry with an address bit at or above MAXPHYADDR has reserved bits set:"
+    " #PF with RSVD, from the CPU's walk (against the host's MAXPHYADDR) or, "
+    "for a guest MAXPHYADDR below the host's, from KVM where it enforces one (shadow paging: "
+    "FNAME(walk_addr_generic); EPT with allow_smaller_maxphyaddr: vmx_handle_page_fault(), "
+    "handle_ept_violation())",
+)
+_REACH = HostReach(
+    bits="maxphyaddr",
+    when=(("tdp", True), ("smaller_maxphyaddr", False)),
+    condition=(
+        "below the host's MAXPHYADDR only where KVM enforces a smaller guest MAXPHYADDR "
+        "(KVM_CAP_SMALLER_MAXPHYADDR: without TDP, or Intel EPT with "
+        "kvm_intel.allow_smaller_maxphyaddr=1); with EPT/NPT otherwise (AMD with NPT, Intel with "
+        "EPT by default) the guest reaches the address as the layout holds it: a memslot's "
+        "memory, else the emulator as at any unbacked address (a fetch outside memory still gets "
+        "#PF with RSVD, from the emulator's own walk); a host profile (--host) says which"
+    ),
+    reached=(
+        "this host leaves a guest MAXPHYADDR below its own unenforced (EPT/NPT walks the "
+        "guest's page tables with the host's MAXPHYADDR, and KVM_CAP_SMALLER_MAXPHYADDR is 0: "
+        "kvm_vm_ioctl_check_extension())"
+    ),
+    enforced="this host's KVM enforces the guest's MAXPHYADDR",
+    unless=_UNENFORCED,
+    fetch_outside=Effect(
+        Outcome.GUEST_FAULT,
+        "the CPU reaches the address and exits (EPT violation, NPF) -> "
+        "kvm_handle_noslot_fault() -> emulator, whose instruction fetch walks the guest's page "
+        "tables with the guest's MAXPHYADDR (kvm_fetch_guest_virt(): reserved_gpa_bits) and "
+        "fails -> x86_emulate_instruction() injects #PF with RSVD",
+    ),
+)
+
+
 X86_64 = ArchSpec(
     name="x86_64",
     elf_machine="EM_X86_64",
@@ -297,17 +359,15 @@ X86_64 = ArchSpec(
         bus_write=_BUS_WRITE,
         fetch_outside=_FETCH_ERROR,
     ),
-    beyond_pa=Effect(
-        Outcome.GUEST_FAULT,
-        "a guest PTE with bits above MAXPHYADDR raises #PF with RSVD set, in hardware",
-    ),
+    beyond_pa=_BEYOND_PA,
+    host_reach=_REACH,
     pa_name="MAXPHYADDR",
     pa_bits_refusal="the guest cannot address what lies above its MAXPHYADDR",
     # kvm_arch_prepare_memory_region() compares with the host's MAXPHYADDR (kvm_mmu_max_gfn()),
     # not the guest's: below that the slot is accepted.
     beyond_pa_outcome=(
-        "the guest cannot reach what lies above it, and KVM refuses the slot (EINVAL) if it also "
-        "ends beyond the host's MAXPHYADDR"
+        f"the guest cannot reach what lies above it ({_UNENFORCED}), and KVM refuses the slot "
+        "(EINVAL) if it also ends beyond the host's MAXPHYADDR"
     ),
     private_ranges=(
         PrivateRange(

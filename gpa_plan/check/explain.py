@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from gpa_plan.arch import ACCESSES, ARCHES
 from gpa_plan.arch.base import ArchSpec, Backing, Effect, Handler, KeptRange, Outcome
-from gpa_plan.check.partition import Region, device_handler, partition, region_at
+from gpa_plan.check.partition import (
+    Region,
+    device_handler,
+    partition,
+    reached_beyond,
+    region_at,
+)
 from gpa_plan.check.run import LoadedLayout
 from gpa_plan.collector import paused
 from gpa_plan.layout.resolved import DeviceEntry, ResolvedLayout, created_on
@@ -44,14 +50,16 @@ def explain_layout(
     layout's own are not there (gpa_plan.layout.resolved.created_on), as `check` shows, and
     an answer at such a device's address says so. With a ``host`` profile of the
     architecture, a private range KVM keeps only on some hosts is there or not as the
-    profile says (docs/host.md)."""
+    profile says (docs/host.md), and an address beyond 2**pa_bits that the host lets the
+    guest reach (ArchSpec.host_reach) is what the layout makes of it there."""
     answers: list[Answer] = []
     with paused():
         for arch in arches or (loaded.layout.arch,):
             layout, left_out = created_on(loaded.resolved, arch)
             regions = partition(layout, ARCHES[arch])
-            types = {d.type.name for d in layout.devices}
             on_host = host if host is not None and host.arch == arch else None
+            reached = reached_beyond(layout, ARCHES[arch], on_host)
+            types = {d.type.name for d in layout.devices}
             kept = [
                 k
                 for k in ARCHES[arch].kept_ranges(types, loaded.layout.kvm_private)
@@ -63,7 +71,7 @@ def explain_layout(
                 if kept_here is None:
                     why += _private_here(kept, address)
                 for a in accesses:
-                    answer = explain_address(regions, arch, address, a)
+                    answer = explain_address(regions, arch, address, a, on_host, reached)
                     if a == "write":
                         answer = _at_doorbell(answer, layout, regions)
                     answer = _at_any_length_doorbell(answer, layout)
@@ -230,12 +238,33 @@ def _doorbell_words(device: DeviceEntry) -> str:
     )
 
 
-def explain_address(regions: list[Region], arch_name: str, address: int, access: str) -> Answer:
-    """The outcome of ``access`` at ``address`` under ``arch_name`` given the partition."""
+def explain_address(
+    regions: list[Region],
+    arch_name: str,
+    address: int,
+    access: str,
+    host: HostProfile | None = None,
+    reached: Sequence[Region] = (),
+) -> Answer:
+    """The outcome of ``access`` at ``address`` under ``arch_name`` given the partition, and
+    beyond it the ``reached`` regions (gpa_plan.check.partition.reached_beyond) of ``host``."""
     arch = ARCHES[arch_name]
     region = region_at(regions, address)
+    beyond = region_at(reached, address) if region is None else None
+    if region is None and beyond is not None and host is not None:
+        effect = arch.reached(beyond.backing, beyond.handler, access)
+        return Answer(
+            address,
+            arch.name,
+            access,
+            effect.outcome.value,
+            beyond.kind,
+            beyond.names,
+            f"{arch.reached_why(host)}: {_who(beyond)}{effect.path}",
+            arch.notes_for(effect),
+        )
     if region is None:
-        effect = arch.beyond(access)
+        effect = arch.beyond(access, host)
         return Answer(
             address,
             arch.name,

@@ -104,8 +104,10 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
     unreachable by the guest beyond its MAXPHYADDR (EINVAL beyond the host's:
     arch/x86/kvm/x86.c kvm_arch_prepare_memory_region(), kvm_mmu_max_gfn()). Linux 7.2.13.
     With a host profile (`--host`) that states the host's limit (x86_64 `memslot_pa_bits`),
-    a memslot ending beyond it is an error whatever pa_bits says. Fix the size or raise
-    pa_bits."""
+    a memslot ending beyond it is an error whatever pa_bits says; one beyond pa_bits that the
+    host accepts is reported with whether the guest reaches it there (x86_64 `tdp` and
+    `smaller_maxphyaddr`: with EPT/NPT, KVM enforces a guest MAXPHYADDR below the host's only
+    under kvm_intel.allow_smaller_maxphyaddr=1). Fix the size or raise pa_bits."""
     layout, arch = ctx.layout, ctx.arch
     host_limit = _host_memslot_limit(ctx)
     for m in layout.memslots:
@@ -139,10 +141,7 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
                 f"KVM refuses it with {arch.beyond_pa_errno} in {arch.beyond_pa_check}"
             )
             if host_limit is not None:  # and the memslot ends below it: the host takes it
-                outcome = (
-                    "the guest cannot reach what lies above it, though this host's KVM accepts "
-                    f"the memslot ({host_limit[1]})"
-                )
+                outcome = _beyond_pa_on_host(ctx, end, host_limit[1])
             where = "beyond" if end > layout.limit else "exactly at"
             message = (
                 f"memslot {m.name!r} {m.range} ends {where} the {layout.pa_bits}-bit "
@@ -156,6 +155,27 @@ def memslot_out_of_range(ctx: RuleContext) -> Iterator[Finding]:
                 f"KVM_MEM_MAX_NR_PAGES ({KVM_MEM_MAX_NR_PAGES}): EINVAL; split it in two"
             )
             yield ctx.finding(message, m.path, "size", (m.name,))
+
+
+def _beyond_pa_on_host(ctx: RuleContext, end: int, accepted_by: str) -> str:
+    """What becomes of a memslot ending at ``end``, beyond 2**pa_bits, on a host whose KVM
+    accepts it (``accepted_by`` cites the fact): whether the guest reaches it there is the
+    host's too (ArchSpec.host_reach)."""
+    arch, host = ctx.arch, ctx.host
+    accepted = f"this host's KVM accepts the memslot ({accepted_by})"
+    reach_end = arch.reach_end(ctx.layout.pa_bits, host)
+    if reach_end is not None and end <= reach_end and host is not None:
+        return (
+            f"{accepted}, and the guest reaches it all the same: {arch.reached_why(host)}; but "
+            f"a guest that takes its {arch.pa_name} from CPUID will not look for memory there"
+        )
+    reach, decided = arch.host_reach, arch.reach_decided(host)
+    why = ""
+    if reach is not None and decided is None:
+        why = f" ({reach.unless})"
+    elif reach is not None and not decided and host is not None:
+        why = f" ({reach.enforced}: {host.cite(*arch.reach_denied_by(host))})"
+    return f"the guest cannot reach what lies above it{why}, though {accepted}"
 
 
 def _host_memslot_limit(ctx: RuleContext) -> tuple[int, str, str] | None:

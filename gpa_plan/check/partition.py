@@ -19,7 +19,7 @@ import heapq
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
-from gpa_plan.arch.base import ArchSpec, Backing, Handler, Outcome
+from gpa_plan.arch.base import ArchSpec, Backing, Handler, HostFacts, Outcome
 from gpa_plan.layout.resolved import DeviceEntry, MemslotEntry, ResolvedLayout
 from gpa_plan.ranges import Range
 
@@ -113,6 +113,20 @@ def partition(layout: ResolvedLayout, arch: ArchSpec) -> list[Region]:
         add(r.name, r.range, None)
     events.sort()
     return list(_merge(_sweep(events, objects, names, limit, arch)))
+
+
+def reached_beyond(
+    layout: ResolvedLayout, arch: ArchSpec, host: HostFacts | None
+) -> list[Region]:
+    """The regions at and beyond 2**pa_bits that the guest reaches on ``host``
+    (ArchSpec.reach_end: x86_64 with EPT/NPT that leaves a smaller guest MAXPHYADDR
+    unenforced), as the partition up to the host's limit has them; empty where it reaches
+    none (every host, without a profile)."""
+    end = arch.reach_end(layout.pa_bits, host)
+    if end is None:
+        return []
+    wider = layout._replace(pa_bits=end.bit_length() - 1)
+    return [r for r in partition(wider, arch) if r.end > layout.limit]
 
 
 def _sweep(

@@ -29,6 +29,13 @@ x86_64
     ``memslot_pa_bits``  a memslot ending beyond 2**memslot_pa_bits is refused with EINVAL:
         kvm_arch_prepare_memory_region() (arch/x86/kvm/x86.c) against kvm_mmu_max_gfn()
         (arch/x86/kvm/mmu.h), the host MAXPHYADDR with TDP, else 52.
+    ``smaller_maxphyaddr``  KVM_CAP_SMALLER_MAXPHYADDR is non-zero: KVM enforces a guest
+        MAXPHYADDR below the host's. The capability reports allow_smaller_maxphyaddr
+        (arch/x86/kvm/x86.c kvm_vm_ioctl_check_extension()): set without TDP by both vendors
+        (vmx/vmx.c vmx_hardware_setup(), svm/svm.c svm_hardware_setup(): !npt_enabled), and
+        with EPT only by kvm_intel.allow_smaller_maxphyaddr=1 (off by default). Where it is
+        0 and ``tdp`` is true, the guest reaches addresses between its MAXPHYADDR and the
+        host's. kvm_intel.allow_smaller_maxphyaddr is shown under ``parameters``.
     ``address_spaces``  KVM_CAP_MULTI_ADDRESS_SPACE on a VM's fd, i.e.
         kvm_arch_nr_memslot_as_ids() (virt/kvm/kvm_main.c); 1 where the capability is
         unknown (a kernel without CONFIG_KVM_SMM has one address space).
@@ -170,6 +177,7 @@ X86_64_FACTS = (
     "maxphyaddr",
     "tdp",
     "memslot_pa_bits",
+    "smaller_maxphyaddr",
     "address_spaces",
     "smm",
     "vendor_module",
@@ -306,9 +314,12 @@ def probe_private_memslots(vm_fd: int) -> dict[str, bool]:
             memory.close()
 
 
-# The vendor modules' parameters that decide the private memslots and TDP, shown as read.
+# The vendor modules' parameters that decide the private memslots, TDP and a smaller guest
+# MAXPHYADDR, shown as read.
 VENDOR_PARAMETERS = {
-    "kvm_intel": ("ept", "unrestricted_guest", "flexpriority", "enable_apicv"),
+    "kvm_intel": (
+        "ept", "unrestricted_guest", "flexpriority", "enable_apicv", "allow_smaller_maxphyaddr",
+    ),
     "kvm_amd": ("npt", "avic"),
 }
 
@@ -329,6 +340,8 @@ def x86_64_facts(handle: kvm.Kvm, facts: _Collected) -> None:
         for name in ("cpu_vendor", "maxphyaddr", "tdp", "memslot_pa_bits"):
             facts.not_known(name, f"KVM_GET_SUPPORTED_CPUID failed: {kvm.errno_name(exc.errno)}")
     x86_cpuinfo_facts(facts)
+    smaller = handle.check_extension(kvm.CAPS["KVM_CAP_SMALLER_MAXPHYADDR"])
+    facts.known("smaller_maxphyaddr", smaller != 0, "KVM_CAP_SMALLER_MAXPHYADDR")
     smm = handle.check_extension(kvm.CAPS["KVM_CAP_X86_SMM"])
     facts.known("smm", smm != 0, "KVM_CAP_X86_SMM")
     module = vendor_module()

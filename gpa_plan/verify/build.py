@@ -25,19 +25,22 @@ from __future__ import annotations
 import errno
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gpa_plan.arch import ARCHES
 from gpa_plan.arch.base import ArchSpec, Effect, Handler, Outcome, ProbeDevice
 from gpa_plan.check.explain import declined_write
 from gpa_plan.check.findings import ERROR, WARNING, Finding
-from gpa_plan.check.partition import Region, partition
+from gpa_plan.check.partition import Region, partition, reached_beyond
 from gpa_plan.check.run import CheckResult, LoadedLayout
 from gpa_plan.check.vgic import missing_frames
 from gpa_plan.layout.resolved import ResolvedLayout, created_on
 from gpa_plan.plan.allocator import AddressAllocator, AllocationError
 from gpa_plan.probe import plan as probe_plan
 from gpa_plan.ranges import Range, hex_addr
+
+if TYPE_CHECKING:
+    from gpa_plan.host_profile import HostProfile
 
 # The probe's memslot: code, descriptor tables, stack and page tables. The first size that
 # fits is taken.
@@ -108,8 +111,13 @@ def no_guest(arch: str) -> str:
     )
 
 
-def build_plan(loaded: LoadedLayout, result: CheckResult, arch: ArchSpec) -> VerifyPlan:
-    """The plan and predictions for ``loaded`` as checked under ``arch`` (``result``)."""
+def build_plan(
+    loaded: LoadedLayout, result: CheckResult, arch: ArchSpec, host: HostProfile | None = None
+) -> VerifyPlan:
+    """The plan and predictions for ``loaded`` as checked under ``arch`` (``result``), the
+    probes beyond 2**pa_bits predicted for ``host`` (ArchSpec.beyond, reach_end); the plan
+    itself does not depend on ``host``."""
+    on_host = host if host is not None and host.arch == arch.name else None
     if arch.probe_steps is None:
         raise VerifyError(no_guest(arch.name))
     layout, _ = created_on(loaded.resolved, arch.name)
@@ -123,7 +131,9 @@ def build_plan(loaded: LoadedLayout, result: CheckResult, arch: ArchSpec) -> Ver
     }
     declared = partition(layout, arch)
     built = _as_built(layout, refused)
-    probes = _probes(built, declared, partition(built, arch), arch, _run_fails(built, arch))
+    probes = _probes(
+        built, declared, partition(built, arch), arch, _run_fails(built, arch), on_host
+    )
     area, report = _probe_room(layout, declared, arch, probes)
     plan: dict[str, Any] = {
         "format": probe_plan.FORMAT,
@@ -312,10 +322,13 @@ def _probes(
     regions: Sequence[Region],
     arch: ArchSpec,
     run_fails: Effect | None,
+    host: HostProfile | None = None,
 ) -> list[ProbePrediction]:
     """Probes at the points of the ``declared`` partition (so that they do not depend on which
-    refusals a host profile predicts), predicted from ``regions``, the partition as built."""
+    refusals a host profile predicts), predicted from ``regions``, the partition as built,
+    and beyond it from what ``host`` lets the guest reach there."""
     probes: list[ProbePrediction] = []
+    reached = reached_beyond(layout, arch, host)
     seen: set[tuple[int, str, int]] = set()
 
     def add(address: int, access: str, width: int, value: int | None = None) -> None:
@@ -323,10 +336,17 @@ def _probes(
             return
         seen.add((address, access, width))
         region = _region_at(regions, address)
+        beyond = _region_at(reached, address) if region is None else None
         marker = (_MARKERS if access == "read" else _WRITTEN)[width]
         value = marker if value is None else value
-        if region is None:
-            effect = arch.beyond(access)
+        if beyond is not None and host is not None:
+            effect = arch.reached(beyond.backing, beyond.handler, access)
+            effect = effect._replace(path=f"{arch.reached_why(host)}: {effect.path}")
+            names = ", ".join(beyond.names) or beyond.kind
+            where = f"beyond 2**{layout.pa_bits}: {names}"
+            handler = beyond.handler
+        elif region is None:
+            effect = arch.beyond(access, host)
             where = f"beyond 2**{layout.pa_bits}"
             handler = Handler.NONE
         else:

@@ -62,7 +62,7 @@ def plan_loaded(
     loaded: LoadedLayout, arch_name: str | None, host: HostProfile | None = None
 ) -> VerifyPlan:
     arch = ARCHES[arch_name or loaded.layout.arch]
-    return build_plan(loaded, check_loaded(loaded, arch.name, host=host), arch)
+    return build_plan(loaded, check_loaded(loaded, arch.name, host=host), arch, host)
 
 
 def verify_here(path: str, arch_name: str | None, host: HostProfile | None) -> Verdict:
