@@ -112,8 +112,9 @@ def _by_id(entries: Any, key: str) -> dict[str, Mapping[str, Any]]:
 
 
 def _same_ids(found: Mapping[str, Any], wanted: Sequence[str], what: str) -> None:
+    known = set(wanted)
     missing = [i for i in wanted if i not in found]
-    extra = [i for i in found if i not in set(wanted)]
+    extra = [i for i in found if i not in known]
     if missing or extra:
         parts = []
         if missing:
