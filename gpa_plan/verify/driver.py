@@ -20,9 +20,10 @@ from typing import Any, TextIO
 from gpa_plan.arch import ARCHES
 from gpa_plan.check.run import LoadedLayout, check_loaded, load_layout
 from gpa_plan.host_profile import HostProfile
+from gpa_plan.probe import plan as probe_plan
 from gpa_plan.ranges import human_size
 from gpa_plan.verify.build import VerifyError, VerifyPlan, build_plan, no_guest
-from gpa_plan.verify.compare import Verdict, compare
+from gpa_plan.verify.compare import ResultsError, Verdict, compare
 
 PROBE_PACKAGE = Path(__file__).resolve().parent.parent / "probe"
 EXPORT_README = """\
@@ -90,7 +91,10 @@ def verify_results(
     ``host`` (default: the host the probe reported)."""
     results = load_results(results_path)
     vp = plan_layout(path, arch_name, host or profile_of(results.get("host")))
-    return compare_results(vp, results)
+    try:
+        return compare_results(vp, results)
+    except ResultsError as err:
+        raise ResultsError(f"{_shown_path(results_path)}: {err}") from None
 
 
 def this_host() -> tuple[dict[str, Any], HostProfile | None]:
@@ -131,9 +135,16 @@ def run_here(vp: VerifyPlan) -> Verdict:
 
     same_page_size(vp, mmap.PAGESIZE)
     results = run_plan(vp.plan)
-    if results.get("error"):
-        raise CannotRun(f"the probe could not run the plan: {results['error']}")
+    _refuse_unrun(results)
     return compare(vp, results)
+
+
+def _refuse_unrun(results: Mapping[str, Any]) -> None:
+    """Results of a plan the probe could not run (its ``error``) compare nothing: CannotRun."""
+    error = results.get("error")
+    if error:
+        said = error if isinstance(error, str) else json.dumps(error)
+        raise CannotRun(f"the probe could not run the plan: {said}")
 
 
 def same_page_size(vp: VerifyPlan, host_page: int | None) -> None:
@@ -180,10 +191,24 @@ def export(vp: VerifyPlan, directory: str, stdout: TextIO) -> list[str]:
 
 
 def compare_results(vp: VerifyPlan, results: Mapping[str, Any]) -> Verdict:
-    """Compare an exported probe's results with ``vp``."""
+    """Compare an exported probe's results with ``vp``; raises ResultsError for results of
+    another format or a damaged file, CannotRun for results of a plan the probe could not run
+    or of a host of another page size."""
+    given = results.get("format")
+    if type(given) is not int or given != probe_plan.FORMAT:  # true == 1 to Python
+        raise ResultsError(
+            f"format is {json.dumps(given)}: this gpa-plan reads results of format "
+            f"{probe_plan.FORMAT}; run the probe `--export` wrote with this gpa-plan"
+        )
+    _refuse_unrun(results)
     host = results.get("host")
     page = host.get("page_size") if isinstance(host, dict) else None
-    same_page_size(vp, page if isinstance(page, int) else None)
+    if page is not None and (type(page) is not int or page <= 0):
+        raise ResultsError(
+            f"host.page_size is {json.dumps(page)}, where the host's page size in bytes is "
+            "needed: give the results file the probe printed, unedited"
+        )
+    same_page_size(vp, page)
     return compare(vp, results)
 
 
@@ -193,17 +218,31 @@ def load_results(path: str) -> Mapping[str, Any]:
     from gpa_plan.inputs import read_input
 
     data = read_input(path, allow_stdin=True)
+    name = _shown_path(path)
     try:
         results = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise ResultsFileError(path, 1, err.start + 1, "not UTF-8 text") from None
+        line = data[: err.start].count(b"\n") + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ResultsFileError(name, line, column, "not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise ResultsFileError(
-            path, err.lineno, err.colno, f"not JSON: {err.msg}; give the file the probe printed"
+            name, err.lineno, err.colno, f"not JSON: {err.msg}; give the file the probe printed"
+        ) from None
+    except RecursionError:
+        raise ResultsFileError(
+            name, 1, 1, "JSON nested too deeply to be probe results; give the file the probe "
+            "printed"
         ) from None
     if not isinstance(results, dict):
-        raise ResultsFileError(path, 1, 1, "not a JSON object of probe results")
+        raise ResultsFileError(name, 1, 1, "not a JSON object of probe results")
     return results
+
+
+def _shown_path(path: str) -> str:
+    from gpa_plan.inputs import STDIN, STDIN_NAME
+
+    return STDIN_NAME if path == STDIN else path
 
 
 __all__ = [
