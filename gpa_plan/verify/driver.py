@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import shlex
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,6 +22,7 @@ from typing import Any, TextIO
 from gpa_plan.arch import ARCHES
 from gpa_plan.check.run import LoadedLayout, check_loaded, load_layout
 from gpa_plan.host_profile import HostProfile
+from gpa_plan.inputs import file_kind, os_reason
 from gpa_plan.probe import plan as probe_plan
 from gpa_plan.ranges import human_size
 from gpa_plan.verify.build import VerifyError, VerifyPlan, build_plan, no_guest
@@ -170,24 +173,59 @@ def _kvm_fix() -> str:
 
 
 def export(vp: VerifyPlan, directory: str, stdout: TextIO) -> list[str]:
-    """Write the probe package, ``plan.json`` and a ``README`` into ``directory`` (made if
-    absent); returns the paths written. Each file is replaced whole or not at all
-    (gpa_plan.files); a path that is there and is not a regular file is refused."""
-    from gpa_plan.files import write_output
+    """Write the probe package, ``plan.json`` and a ``README`` into ``directory`` (made, with
+    its parents, if absent); returns the paths written. Raises CannotRun, having written
+    nothing, when a path there is not a regular file (a FIFO or a directory named
+    ``plan.json``, a file named ``probe``) or the directory cannot be made; each file is then
+    replaced whole or not at all (gpa_plan.files)."""
+    from gpa_plan.files import OutputError, write_output
 
+    if not directory:
+        raise CannotRun("--export needs a directory; give one (. for this one)")
     root = Path(directory)
-    if root.exists() and not root.is_dir():
-        raise CannotRun(f"{directory}: not a directory; give a directory for --export")
-    (root / "probe").mkdir(parents=True, exist_ok=True)
     files = {
         str(root / "probe" / source.name): source.read_text(encoding="utf-8")
         for source in sorted(PROBE_PACKAGE.glob("*.py"))
     }
     files[str(root / "plan.json")] = json.dumps(vp.plan, indent=1) + "\n"
-    files[str(root / "README")] = EXPORT_README.format(file=vp.file, arch=vp.arch, dir=directory)
-    for path, text in files.items():
-        write_output(path, text, stdout)
+    files[str(root / "README")] = EXPORT_README.format(
+        file=shlex.quote(vp.file), arch=vp.arch, dir=shlex.quote(directory)
+    )
+    _refuse_what_is_not_replaceable(root, files)
+    try:
+        (root / "probe").mkdir(parents=True, exist_ok=True)
+        for path, text in files.items():
+            write_output(path, text, stdout)
+    except OutputError as err:
+        raise CannotRun(f"{err}; nothing else was written after it") from None
+    except OSError as err:
+        raise CannotRun(
+            f"cannot make the directory {directory}: {os_reason(err)}; give --export a "
+            "directory you may create or write"
+        ) from None
     return list(files)
+
+
+def _refuse_what_is_not_replaceable(root: Path, files: Mapping[str, str]) -> None:
+    """CannotRun when ``root``, ``root/probe`` or one of ``files`` is there and is not what
+    export writes: a directory, a directory, a regular file (links followed)."""
+    wanted = [(root, stat.S_ISDIR, "a directory"), (root / "probe", stat.S_ISDIR, "a directory")]
+    wanted += [(Path(path), stat.S_ISREG, "a regular file") for path in files]
+    for path, kind_of, kind in wanted:
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise CannotRun(
+                f"{path}: {os_reason(err)}; give --export a directory you may write"
+            ) from None
+        if not kind_of(mode):
+            what = "a regular file" if stat.S_ISREG(mode) else file_kind(mode)
+            raise CannotRun(
+                f"{path} is {what}, where --export writes {kind}; nothing was written: give "
+                "--export another directory"
+            )
 
 
 def compare_results(vp: VerifyPlan, results: Mapping[str, Any]) -> Verdict:
