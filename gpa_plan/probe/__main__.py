@@ -2,7 +2,8 @@
 
 Exit 0 when the plan ran, whatever KVM did (the results say it); 2, with one line on standard
 error, when it could not run here: the plan cannot be read, it is for another architecture
-than this host's, or ``/dev/kvm`` cannot be opened.
+than this host's, or ``/dev/kvm`` cannot be opened; 130 when interrupted (Ctrl-C), with no
+results.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             f"probe: {exc}; run it where /dev/kvm exists and this user may open it", file=sys.stderr
         )
         return 2
+    except KeyboardInterrupt:
+        # The VM and its memory are the process's: they go with it. 130 is what a shell
+        # reports for a process killed by SIGINT, so a script tells it from a refusal.
+        print("probe: interrupted; no results were printed", file=sys.stderr)
+        return 130
     json.dump(results, sys.stdout)
     sys.stdout.write("\n")
     return 0
