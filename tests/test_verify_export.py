@@ -111,3 +111,29 @@ def test_written_paths_are_printed_escaped(tmp_path: Path) -> None:
     result = export(str(out))
     assert result.exit_code == 0
     assert "\x1b" not in result.stdout and "x\\x1b[2Jy" in result.stdout
+
+
+def test_a_plan_larger_than_the_probe_reads_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpa_plan.probe import __main__ as probe_main
+
+    # As a layout of some ten thousand regions would be at the real 16 MiB.
+    monkeypatch.setattr(probe_main, "MAX_PLAN_BYTES", 4096)
+    result = export(str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert "more than the 4 KiB the probe reads; nothing was written" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_plan_is_written_compact_where_indenting_would_make_it_too_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpa_plan.probe import __main__ as probe_main
+
+    assert export(str(tmp_path / "a")).exit_code == 0
+    indented = (tmp_path / "a" / "plan.json").read_text()
+    compact = json.dumps(json.loads(indented), separators=(",", ":")) + "\n"
+    monkeypatch.setattr(probe_main, "MAX_PLAN_BYTES", len(compact))
+    assert export(str(tmp_path / "b")).exit_code == 0
+    assert (tmp_path / "b" / "plan.json").read_text() == compact

@@ -187,7 +187,7 @@ def export(vp: VerifyPlan, directory: str, stdout: TextIO) -> list[str]:
         str(root / "probe" / source.name): source.read_text(encoding="utf-8")
         for source in sorted(PROBE_PACKAGE.glob("*.py"))
     }
-    files[str(root / "plan.json")] = json.dumps(vp.plan, indent=1) + "\n"
+    files[str(root / "plan.json")] = _plan_text(vp)
     files[str(root / "README")] = EXPORT_README.format(
         file=shlex.quote(vp.file), arch=vp.arch, dir=shlex.quote(directory)
     )
@@ -204,6 +204,24 @@ def export(vp: VerifyPlan, directory: str, stdout: TextIO) -> list[str]:
             "directory you may create or write"
         ) from None
     return list(files)
+
+
+def _plan_text(vp: VerifyPlan) -> str:
+    """The plan as the exported probe reads it; CannotRun when it is larger than the probe
+    reads (a layout of some ten thousand regions), before anything is written."""
+    from gpa_plan.probe.__main__ import MAX_PLAN_BYTES
+
+    text = json.dumps(vp.plan, indent=1) + "\n"
+    if len(text) > MAX_PLAN_BYTES:
+        text = json.dumps(vp.plan, separators=(",", ":")) + "\n"
+    if len(text.encode("utf-8")) > MAX_PLAN_BYTES:
+        raise CannotRun(
+            f"the plan of {vp.file} ({len(vp.plan['probes'])} probes) is "
+            f"{human_size(len(text))}, more than the {human_size(MAX_PLAN_BYTES)} the probe "
+            "reads; nothing was written: verify the layout in parts, or run verify on the "
+            "target itself"
+        )
+    return text
 
 
 def _refuse_what_is_not_replaceable(root: Path, files: Mapping[str, str]) -> None:
