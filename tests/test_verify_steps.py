@@ -87,6 +87,13 @@ CASES = [
          + "  - {name: top, base: 0xfff0_0000, size: 1M}\n",
          {"memslot:top": ("EEXIST",)},
          _host("x86_64", real_mode_tss=True, ept_identity_map=False, apic_access_page=False)),
+    # A finding about `kvm_private`, no object: the step making the call it names.
+    Case("private-slot-conflict",
+         X86 + "kvm_private: {tss: 0xfffb_d800}\n" + X86_RAM, {"tss": ("EINVAL",)},
+         _host("x86_64", real_mode_tss=True, ept_identity_map=False, apic_access_page=False)),
+    Case("private-slot-conflict",
+         X86 + "kvm_private: {identity_map: 0xfffb_c800}\n" + X86_RAM,
+         {"vcpus": ("ok", "EINVAL")}),
     Case("device-misaligned",
          ARM64 + ARM_RAM + "devices:\n" + GIC.replace("0x0800_0000", "0x0800_8000"),
          {"vgic_addr:gicd": ("EINVAL",)}),

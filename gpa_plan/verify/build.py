@@ -258,10 +258,11 @@ def _refused_step(
 ) -> int | None:
     """The step a refusal finding is about: the step of its first object (the one refused),
     unless the message names the call that fails. Then the step making that call for that
-    object, else for no object (the vCPUs, the vGIC device); of alternatives ("KVM_CREATE_VCPU
-    or this KVM_SET_USER_MEMORY_REGION fails") the one made later, as KVM refuses whichever
-    comes second; None when no set-up step makes the call (KVM_RUN, KVM_CREATE_VM: the probes
-    show those, and only those calls are named)."""
+    object, else for no object (the vCPUs, the vGIC device), or any step making it for a
+    finding about no object (`kvm_private: tss` off a page boundary); of alternatives
+    ("KVM_CREATE_VCPU or this KVM_SET_USER_MEMORY_REGION fails") the one made later, as KVM
+    refuses whichever comes second; None when no set-up step makes the call (KVM_RUN,
+    KVM_CREATE_VM: the probes show those, and only those calls are named)."""
     own = next((by_object[n] for n in finding.objects[:1] if n in by_object), None)
     named = failing_calls(finding.message)
     if not named:
@@ -269,7 +270,8 @@ def _refused_step(
     for calls in named:
         candidates = [
             k for k, step in enumerate(steps)
-            if _STEP_CALLS.get(step["op"]) in calls and (k == own or not step.get("objects"))
+            if _STEP_CALLS.get(step["op"]) in calls
+            and (k == own or not step.get("objects") or not finding.objects)
         ]  # fmt: skip
         if candidates and len(calls) > 1:
             return candidates[-1]
