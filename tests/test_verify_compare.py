@@ -175,3 +175,24 @@ def test_results_of_a_plan_the_probe_could_not_run_exit_2_as_a_native_run_does(
         "gpa-plan: verify: the probe could not run the plan: KVM_CREATE_VCPU was refused with "
         "EEXIST\n"
     )
+
+
+def test_a_line_break_in_a_name_or_a_detail_stays_in_its_line(tmp_path: Path) -> None:
+    layout = tmp_path / "layout.yaml"
+    layout.write_text(
+        "layout: 1\narch: x86_64\npa_bits: 40\npage_size: 4K\nmemslots:\n"
+        '  - {name: "ram\\nFAKE 0 probes, 0 agree", base: 0, size: 1G}\n'
+    )
+    out = tmp_path / "out"
+    assert run("verify", str(layout), "--export", str(out)).exit_code == 0
+    exported = json.loads((out / "plan.json").read_text())
+    results = results_for(exported)
+    for probe in results["probes"]:
+        probe.update(observed="other", detail="KVM_EXIT_SHUTDOWN\nFAKE all agree")
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    result = run("verify", str(layout), "--results", str(path))
+    assert result.exit_code == 1
+    assert not [line for line in result.stdout.splitlines() if line.startswith("FAKE")]
+    assert "memslot:ram\\nFAKE 0 probes, 0 agree " in result.stdout
+    assert "(KVM_EXIT_SHUTDOWN\\nFAKE all agree)" in result.stdout

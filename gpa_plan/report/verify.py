@@ -14,10 +14,10 @@ FORMAT_VERSION = 1
 _MARK = {True: "ok", False: "NO"}
 
 
-def host_line(host: dict[str, Any] | Any) -> str:
+def host_lines(host: dict[str, Any] | Any) -> list[str]:
     """The kernel and the capabilities that matter, in one or two lines."""
     if not isinstance(host, dict) or not host:
-        return "host: not reported by the probe"
+        return ["host: not reported by the probe"]
     kernel = _mapping(host.get("kernel"))
     release = kernel.get("release") or "unknown kernel"
     machine = kernel.get("machine", "")
@@ -26,7 +26,7 @@ def host_line(host: dict[str, Any] | Any) -> str:
         f"{name.removeprefix('KVM_CAP_')}={caps[name]}" for name in SHOWN_CAPS if name in caps
     )
     line = f"host: Linux {release} {machine}".rstrip()
-    return f"{line}\nKVM: {shown}" if shown else line
+    return [line, f"KVM: {shown}"] if shown else [line]
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -66,11 +66,11 @@ def write_text(verdicts: Sequence[Verdict], stream: TextIO) -> None:
     for k, verdict in enumerate(verdicts):
         if k:
             stream.write("\n")
-        stream.write("".join(printable(line) + "\n" for line in _text(verdict).splitlines()))
+        stream.write(_text(verdict))
 
 
 def _text(v: Verdict) -> str:
-    lines = [f"verify {v.file} ({v.arch})", host_line(dict(v.host)), "", "set-up"]
+    lines = [f"verify {v.file} ({v.arch})", *host_lines(dict(v.host)), "", "set-up"]
     lines += [_step_line(r) for r in v.steps]
     lines += ["", "probes"]
     lines += [_probe_line(r) for r in v.probes]
@@ -79,7 +79,8 @@ def _text(v: Verdict) -> str:
         lines += ["", "disagreements (what KVM did is what the model must say):"]
         lines += [_disagreement(r) for r in wrong]
     lines += ["", summary(v)]
-    return "\n".join(lines) + "\n"
+    # Each line escaped whole: a line break in a name or a probe's detail stays in its line.
+    return "".join(printable(line) + "\n" for line in lines)
 
 
 def summary(v: Verdict) -> str:
