@@ -424,6 +424,7 @@ def verify(
                 vp = driver.plan_layout(path, arch, host)
                 for written in driver.export(vp, export_dir, sys.stdout):
                     click.echo(printable(f"wrote {written}"))
+                _note_unused_host(host, [vp.arch])
                 return 0
             if results_file is not None:
                 verdicts.append(driver.verify_results(path, arch, results_file, host))
@@ -440,6 +441,7 @@ def verify(
         _echo_stderr(f"gpa-plan: verify: {err}")
         return 1
     VERIFY_FORMATS.writer(fmt)(verdicts, sys.stdout)
+    _note_unused_host(host, [v.arch for v in verdicts])
     return 0 if all(v.agrees for v in verdicts) else 1
 
 

@@ -137,3 +137,21 @@ def test_a_plan_is_written_compact_where_indenting_would_make_it_too_large(
     monkeypatch.setattr(probe_main, "MAX_PLAN_BYTES", len(compact))
     assert export(str(tmp_path / "b")).exit_code == 0
     assert (tmp_path / "b" / "plan.json").read_text() == compact
+
+
+def test_a_host_profile_of_another_architecture_is_said_to_change_nothing(
+    tmp_path: Path,
+) -> None:
+    profile = tmp_path / "host.json"
+    profile.write_text(json.dumps(
+        {"format": 1, "arch": "x86_64", "kernel": {"release": "6.1"}, "facts": {}}
+    ))
+    arm64 = LAYOUT.parent / "qemu-virt-arm64.yaml"
+    result = CliRunner().invoke(
+        cli, ["verify", str(arm64), "--host", str(profile), "--export", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 0
+    assert result.stderr == (
+        f"note: host profile {profile} is of an x86_64 host and nothing was evaluated under "
+        "x86_64: it changed nothing\n"
+    )
