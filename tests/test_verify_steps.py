@@ -130,7 +130,10 @@ CASES = [
          "  - {name: bell, type: mmio, base: 0xd000_0000, size: 4, handler: ioeventfd, "
          "length: 3}\n",
          {"ioeventfd:bell": ("EINVAL",)}),
-    Case("host-limits", ARM64 + ARM_RAM + "devices:\n" + GIC, {"vgic": ("ENODEV",)},
+    # No vGIC device: the steps made on it have no file descriptor (EBADF).
+    Case("host-limits", ARM64 + ARM_RAM + "devices:\n" + GIC,
+         {"vgic": ("ENODEV",), "vgic_addr:gicd": ("EBADF",), "vgic_addr:gicr": ("EBADF",),
+          "vgic_init": ("EBADF",)},
          _host("arm64", vgic_v3=False)),
     # KVM_CREATE_VM fails: no set-up step is reached (the probe reports the VM's errno).
     Case("host-limits", ARM64 + ARM_RAM, {}, _host("arm64", ipa_limit=36)),
@@ -165,3 +168,18 @@ def test_every_rule_naming_an_errno_has_a_step_case() -> None:
         rule.slug for rule in RULES.values() if _names_errno(f"{rule.summary} {rule.description}")
     }
     assert naming - {c.rule for c in CASES} == set()
+
+
+def test_without_its_vgic_the_frames_are_predicted_to_exit_to_the_vmm(tmp_path: Path) -> None:
+    layout = tmp_path / "layout.yaml"
+    layout.write_text(ARM64 + ARM_RAM + "devices:\n" + GIC)
+    with_gic = plan_layout(str(layout), None, None)
+    without = plan_layout(
+        str(layout), None, host_profile_of(_host("arm64", vgic_v3=False), "host.json")
+    )
+    at_gicd = {(p.id, p.outcome.value) for p in with_gic.probes if p.address == 0x0800_0000}
+    assert at_gicd == {("read@0x0800_0000/1", "io-kernel"), ("write@0x0800_0000/1", "io-kernel"),
+                       ("fetch@0x0800_0000/1", "guest-fault")}
+    at_gicd = {(p.id, p.outcome.value) for p in without.probes if p.address == 0x0800_0000}
+    assert at_gicd == {("read@0x0800_0000/1", "io-exit"), ("write@0x0800_0000/1", "io-exit"),
+                       ("fetch@0x0800_0000/1", "guest-fault")}

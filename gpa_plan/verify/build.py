@@ -114,7 +114,7 @@ def build_plan(loaded: LoadedLayout, result: CheckResult, arch: ArchSpec) -> Ver
         raise VerifyError(no_guest(arch.name))
     layout, _ = created_on(loaded.resolved, arch.name)
     steps = _steps(loaded, layout, arch)
-    step_predictions = _step_predictions(steps, result.findings)
+    step_predictions = _without_refused_vgic(steps, _step_predictions(steps, result.findings))
     refused = {
         name
         for step, prediction in zip(steps, step_predictions, strict=True)
@@ -251,6 +251,33 @@ def failing_calls(message: str) -> tuple[tuple[str, ...], ...]:
     return tuple(
         (m.group(1), *_IOCTL_WORD.findall(m.group(2))) for m in _FAILING_CALLS.finditer(message)
     )
+
+
+# The steps made on the vGIC device's file descriptor (gpa_plan.probe.arm64).
+_ON_THE_VGIC = ("vgic_addr", "vgic_init")
+
+
+def _without_refused_vgic(
+    steps: Sequence[dict[str, Any]], predictions: list[StepPrediction]
+) -> list[StepPrediction]:
+    """Where the vGIC device itself is predicted refused (a host without that model:
+    KVM_CREATE_DEVICE fails with ENODEV), the steps made on it later have no device: the probe
+    makes them on no file descriptor, as a VMM that went on would, and they fail with EBADF;
+    their frames are then refused too, so the probes see no vGIC there."""
+    refused_at = next(
+        (k for k, (step, p) in enumerate(zip(steps, predictions, strict=True))
+         if step["op"] == "vgic" and OK not in p.expected),
+        None,
+    )  # fmt: skip
+    if refused_at is None:
+        return predictions
+    rule = predictions[refused_at].why.split(":", 1)[0]
+    why = f"{rule}: no vGIC device, as step {predictions[refused_at].id} is predicted refused"
+    return [
+        p._replace(expected=("EBADF",), why=p.why or why)
+        if k > refused_at and steps[k]["op"] in _ON_THE_VGIC else p
+        for k, p in enumerate(predictions)
+    ]
 
 
 def _refused_step(
