@@ -30,3 +30,16 @@ def test_ctrl_c_during_a_run_exits_130_with_one_line(
     assert probe_main.main([str(tmp_path / "plan.json")]) == 130
     out, err = capsys.readouterr()
     assert (out, err) == ("", "probe: interrupted; no results were printed\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [("[1]", "an array"), ('"x"', "a string"), ("null", "null"), ("3", "a number")],
+)
+def test_a_plan_that_is_not_an_object_is_named_in_json_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, kind: str
+) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text(text)
+    assert probe_main.main([str(plan)]) == 2
+    assert capsys.readouterr().err == f"probe: {plan}: the plan is a JSON object, not {kind}\n"

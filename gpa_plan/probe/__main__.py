@@ -43,8 +43,17 @@ def _read_plan(path: str) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _Refused(f"{path}: not a JSON plan: {exc}") from exc
     if not isinstance(plan, dict):
-        raise _Refused(f"{path}: the plan is a JSON object, not a {type(plan).__name__}")
+        raise _Refused(f"{path}: the plan is a JSON object, not {_json_kind(plan)}")
     return plan
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words (not Python's ``list`` or ``NoneType``)."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "a string" if isinstance(value, str) else "an array"
 
 
 def main(argv: list[str] | None = None) -> int:
