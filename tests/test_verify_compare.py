@@ -196,3 +196,28 @@ def test_a_line_break_in_a_name_or_a_detail_stays_in_its_line(tmp_path: Path) ->
     assert not [line for line in result.stdout.splitlines() if line.startswith("FAKE")]
     assert "memslot:ram\\nFAKE 0 probes, 0 agree " in result.stdout
     assert "(KVM_EXIT_SHUTDOWN\\nFAKE all agree)" in result.stdout
+
+
+def test_the_json_verdict_has_the_fields_docs_outputs_md_lists(
+    plan: dict[str, Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results_for(plan)))
+    result = run("verify", str(LAYOUT), "--results", str(path), "--format", "json")
+    document = json.loads(result.stdout)
+    assert set(document) == {"format", "verdicts"}
+    (verdict,) = document["verdicts"]
+    assert set(verdict) == {"file", "arch", "host", "steps", "probes", "summary"}
+    assert {frozenset(s) for s in verdict["steps"]} == {
+        frozenset({"id", "call", "expected", "observed", "agrees", "why"})
+    }
+    assert {frozenset(p) for p in verdict["probes"]} == {
+        frozenset({"id", "address", "access", "width", "where", "predicted", "expected",
+                   "observed", "detail", "path", "agrees"})
+    }
+    assert set(verdict["summary"]) == {"probes", "probes_agree", "steps", "steps_agree", "agrees"}
+    docs = (Path(__file__).parent.parent / "docs" / "outputs.md").read_text()
+    section = docs.split("## `verify`")[1].split("\n## ")[0]
+    assert '`{"format": 1, "verdicts": [...]}`' in section
+    fields = {*verdict, *verdict["steps"][0], *verdict["probes"][0], *verdict["summary"]}
+    assert [f for f in sorted(fields) if f"`{f}`" not in section] == []
