@@ -6,6 +6,7 @@ Library use gets the same answers as the command line::
     results = gpa_plan.check_file("layouts/qemu-virt-arm64.yaml", ["arm64", "x86_64"])
     loaded = gpa_plan.load_layout("layouts/selftests-arm64.yaml")
     vm = gpa_plan.selftests_vm("arm64", vcpus=4)   # vm.ucall_gpa == 0x2a_0000
+    verdict = gpa_plan.verify_here("layouts/qemu-q35-x86_64.yaml", None, None)  # /dev/kvm
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ _EXPORTS = {
     "selftests_layout": "gpa_plan.selftests",
     "SelftestsVM": "gpa_plan.selftests",
     "SelftestsParameterError": "gpa_plan.selftests",
+    "verify_here": "gpa_plan.verify.driver",
+    "verify_results": "gpa_plan.verify.driver",
+    "Verdict": "gpa_plan.verify.compare",
 }
 
 if TYPE_CHECKING:
@@ -71,6 +75,9 @@ if TYPE_CHECKING:
     from gpa_plan.selftests import SelftestsVM as SelftestsVM
     from gpa_plan.selftests import selftests_layout as selftests_layout
     from gpa_plan.selftests import selftests_vm as selftests_vm
+    from gpa_plan.verify.compare import Verdict as Verdict
+    from gpa_plan.verify.driver import verify_here as verify_here
+    from gpa_plan.verify.driver import verify_results as verify_results
 
 
 def __getattr__(name: str) -> Any:

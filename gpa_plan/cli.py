@@ -406,12 +406,13 @@ def verify(
     from gpa_plan.check.findings import problem_findings
     from gpa_plan.inputs import InputError
     from gpa_plan.layout.errors import LayoutError
+    from gpa_plan.printable import printable
     from gpa_plan.verify import driver
     from gpa_plan.verify.compare import ResultsError
 
-    if (export_dir or results_file) and len(files) > 1:
+    if (export_dir is not None or results_file is not None) and len(files) > 1:
         raise click.UsageError("--export and --results take one LAYOUT")
-    if export_dir and results_file:
+    if export_dir is not None and results_file is not None:
         raise click.UsageError("--export and --results cannot be combined")
     host = _host_profile(host_file, VERIFY_FORMATS, fmt)
     if isinstance(host, int):
@@ -419,12 +420,13 @@ def verify(
     verdicts = []
     try:
         for path in files:
-            if export_dir:
+            if export_dir is not None:
                 vp = driver.plan_layout(path, arch, host)
                 for written in driver.export(vp, export_dir, sys.stdout):
-                    click.echo(f"wrote {written}")
+                    click.echo(printable(f"wrote {written}"))
+                _note_unused_host(host, [vp.arch])
                 return 0
-            if results_file:
+            if results_file is not None:
                 verdicts.append(driver.verify_results(path, arch, results_file, host))
             else:
                 verdicts.append(driver.verify_here(path, arch, host))
@@ -439,6 +441,7 @@ def verify(
         _echo_stderr(f"gpa-plan: verify: {err}")
         return 1
     VERIFY_FORMATS.writer(fmt)(verdicts, sys.stdout)
+    _note_unused_host(host, [v.arch for v in verdicts])
     return 0 if all(v.agrees for v in verdicts) else 1
 
 

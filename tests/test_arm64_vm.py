@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import pytest
 from arm64 import machine
 
+from gpa_plan.host_profile import host_profile_of
 from gpa_plan.verify.build import VerifyPlan
 from gpa_plan.verify.compare import compare
 from gpa_plan.verify.driver import plan_layout
@@ -265,18 +266,25 @@ VERIFIED = {
     3: sorted(
         str(p.relative_to(ROOT))
         for p in [*ROOT.glob("layouts/*.yaml"), *ROOT.glob("layouts/broken/*.yaml"),
-                  ROOT / "tests/data/verify/arm64-table-rows.yaml"]
+                  *ROOT.glob("tests/data/verify/arm64-*.yaml")]
         if "arch: arm64" in p.read_text() and "vgic-v2" not in p.read_text()
         and p.name != "memslot-misaligned.yaml"
     ),
-    2: ["layouts/qemu-virt-arm64-gicv2.yaml"],
+    2: ["layouts/qemu-virt-arm64-gicv2.yaml",
+        "tests/data/verify/gicv3-layout-on-a-gicv2-host.yaml"],
 }
+# Host facts a layout is predicted for (as `verify --host` or the probe's own facts give them).
+VERIFIED_HOSTS = {"tests/data/verify/gicv3-layout-on-a-gicv2-host.yaml": {"vgic_v3": False}}
 _VERIFY_PLANS: dict[str, VerifyPlan] = {}
 
 
 def verify_plan(layout: str) -> VerifyPlan:
     if layout not in _VERIFY_PLANS:
-        _VERIFY_PLANS[layout] = plan_layout(str(ROOT / layout), None)
+        facts = VERIFIED_HOSTS.get(layout)
+        host = None if facts is None else host_profile_of(
+            {"format": 1, "arch": "arm64", "kernel": {"release": "any"}, "facts": facts}
+        )
+        _VERIFY_PLANS[layout] = plan_layout(str(ROOT / layout), None, host)
     return _VERIFY_PLANS[layout]
 
 

@@ -97,3 +97,25 @@ def test_allocate_writes_back_the_keys_the_file_gave_and_no_defaults_it_left_out
             {"name": "b", "slot": 1, "base": 0x10_0000, "size": 0x1000},
         ],
     }
+
+
+def test_verify_results_matches_verify_json(tmp_path: Path) -> None:
+    from gpa_plan.report.verify import verdict_dict
+
+    path = str(LAYOUTS / "qemu-q35-x86_64.yaml")
+    assert CliRunner().invoke(cli, ["verify", path, "--export", str(tmp_path)]).exit_code == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    results = {
+        "format": 1,
+        "host": {"page_size": 4096},
+        "steps": [{"id": s["id"], "errno": None} for s in plan["steps"]],
+        "probes": [{"id": p["id"], "observed": "memory", "detail": ""} for p in plan["probes"]],
+    }
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    verdict = gpa_plan.verify_results(path, None, str(tmp_path / "results.json"), None)
+    assert isinstance(verdict, gpa_plan.Verdict)
+    cli_json = CliRunner().invoke(
+        cli, ["verify", "--format", "json", path, "--results", str(tmp_path / "results.json")]
+    )
+    assert cli_json.exit_code == 1 and not verdict.agrees  # not every probe is memory
+    assert json.loads(cli_json.stdout)["verdicts"] == [verdict_dict(verdict)]

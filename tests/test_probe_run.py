@@ -301,7 +301,7 @@ def test_the_command_refuses_a_plan_for_another_architecture(tmp_path: Path) -> 
     ("content", "reason"),
     [
         ("{", "not a JSON plan: Expecting property name enclosed in double quotes"),
-        ("[]", "the plan is a JSON object, not a list"),
+        ("[]", "the plan is a JSON object, not an array"),
     ],
 )
 def test_the_command_refuses_a_plan_it_cannot_read(

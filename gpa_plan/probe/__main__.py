@@ -2,7 +2,8 @@
 
 Exit 0 when the plan ran, whatever KVM did (the results say it); 2, with one line on standard
 error, when it could not run here: the plan cannot be read, it is for another architecture
-than this host's, or ``/dev/kvm`` cannot be opened.
+than this host's, or ``/dev/kvm`` cannot be opened; 130 when interrupted (Ctrl-C), with no
+results.
 """
 
 from __future__ import annotations
@@ -42,8 +43,17 @@ def _read_plan(path: str) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _Refused(f"{path}: not a JSON plan: {exc}") from exc
     if not isinstance(plan, dict):
-        raise _Refused(f"{path}: the plan is a JSON object, not a {type(plan).__name__}")
+        raise _Refused(f"{path}: the plan is a JSON object, not {_json_kind(plan)}")
     return plan
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words (not Python's ``list`` or ``NoneType``)."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "a string" if isinstance(value, str) else "an array"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             f"probe: {exc}; run it where /dev/kvm exists and this user may open it", file=sys.stderr
         )
         return 2
+    except KeyboardInterrupt:
+        # The VM and its memory are the process's: they go with it. 130 is what a shell
+        # reports for a process killed by SIGINT, so a script tells it from a refusal.
+        print("probe: interrupted; no results were printed", file=sys.stderr)
+        return 130
     json.dump(results, sys.stdout)
     sys.stdout.write("\n")
     return 0

@@ -15,11 +15,11 @@ FORMAT_VERSION = 1
 _MARK = {True: "ok", False: "NO"}
 
 
-def host_line(host: dict[str, Any] | Any, arch: str) -> str:
+def host_lines(host: dict[str, Any] | Any, arch: str) -> list[str]:
     """The kernel and the capabilities that matter to ``arch`` (ArchSpec.verify_caps), in one
     or two lines."""
     if not isinstance(host, dict) or not host:
-        return "host: not reported by the probe"
+        return ["host: not reported by the probe"]
     kernel = _mapping(host.get("kernel"))
     release = kernel.get("release") or "unknown kernel"
     machine = kernel.get("machine", "")
@@ -30,7 +30,7 @@ def host_line(host: dict[str, Any] | Any, arch: str) -> str:
         if name in caps
     )
     line = f"host: Linux {release} {machine}".rstrip()
-    return f"{line}\nKVM: {shown}" if shown else line
+    return [line, f"KVM: {shown}"] if shown else [line]
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -77,11 +77,11 @@ def write_text(verdicts: Sequence[Verdict], stream: TextIO) -> None:
     for k, verdict in enumerate(verdicts):
         if k:
             stream.write("\n")
-        stream.write("".join(printable(line) + "\n" for line in _text(verdict).splitlines()))
+        stream.write(_text(verdict))
 
 
 def _text(v: Verdict) -> str:
-    lines = [f"verify {v.file} ({v.arch})", host_line(dict(v.host), v.arch), "", "set-up"]
+    lines = [f"verify {v.file} ({v.arch})", *host_lines(dict(v.host), v.arch), "", "set-up"]
     lines += [_STEP_HEAD] + [_step_line(r) for r in v.steps]
     lines += ["", "probes"]
     lines += [_PROBE_HEAD] + [_probe_line(r) for r in v.probes]
@@ -90,7 +90,8 @@ def _text(v: Verdict) -> str:
         lines += ["", "disagreements (what KVM did is what the model must say):"]
         lines += [_disagreement(r) for r in wrong]
     lines += ["", summary(v)]
-    return "\n".join(lines) + "\n"
+    # Each line escaped whole: a line break in a name or a probe's detail stays in its line.
+    return "".join(printable(line) + "\n" for line in lines)
 
 
 def summary(v: Verdict) -> str:

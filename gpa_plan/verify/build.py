@@ -122,7 +122,7 @@ def build_plan(
         raise VerifyError(no_guest(arch.name))
     layout, _ = created_on(loaded.resolved, arch.name)
     steps = _steps(loaded, layout, arch)
-    step_predictions = _step_predictions(steps, result.findings)
+    step_predictions = _without_refused_vgic(steps, _step_predictions(steps, result.findings))
     refused = {
         name
         for step, prediction in zip(steps, step_predictions, strict=True)
@@ -218,6 +218,7 @@ def _step_predictions(
         for name in step.get("objects", ()):
             by_object.setdefault(name, k)
     expected: list[dict[str, None]] = [{} for _ in steps]
+    certain = [False for _ in steps]  # an error finding predicts the refusal
     why: list[str] = ["" for _ in steps]
     for finding in findings:
         if finding.severity not in (ERROR, WARNING):
@@ -230,33 +231,94 @@ def _step_predictions(
             continue
         if finding.severity == WARNING:
             expected[at][OK] = None
+        else:
+            certain[at] = True
         expected[at].update(dict.fromkeys(errnos))
         why[at] = why[at] or f"{finding.rule}: {finding.message}"
     return [
         StepPrediction(
             step["id"],
             _STEP_CALLS.get(step["op"], step["op"]),
-            tuple(expected[k]) or (OK,),
+            tuple(e for e in expected[k] if not (certain[k] and e == OK)) or (OK,),
             why[k],
         )
         for k, step in enumerate(steps)
     ]
 
 
+# "KVM_X fails", "KVM_X(ATTR) returns EINVAL", "KVM_X (why) fails", and the alternatives of
+# "KVM_X or this KVM_Y fails" (whichever of the two KVM is asked second refuses).
+_FAILING_CALLS = re.compile(
+    r"\b(KVM_[A-Z0-9_]+)((?:,? or (?:this |the )?KVM_[A-Z0-9_]+)*)"
+    r"(?:\([^)]*\))?(?: \([^)]*\))? (?:fails|returns|is refused)"
+)
+
+
+def failing_calls(message: str) -> tuple[tuple[str, ...], ...]:
+    """The ioctls a finding's message says fail, each group one sentence's alternatives:
+    ``(("KVM_CREATE_VCPU", "KVM_SET_USER_MEMORY_REGION"),)`` for "KVM_CREATE_VCPU or this
+    KVM_SET_USER_MEMORY_REGION fails"."""
+    return tuple(
+        (m.group(1), *_IOCTL_WORD.findall(m.group(2))) for m in _FAILING_CALLS.finditer(message)
+    )
+
+
+# The steps made on the vGIC device's file descriptor (gpa_plan.probe.arm64).
+_ON_THE_VGIC = ("vgic_addr", "vgic_init")
+
+
+def _without_refused_vgic(
+    steps: Sequence[dict[str, Any]], predictions: list[StepPrediction]
+) -> list[StepPrediction]:
+    """Where the vGIC device itself is predicted refused (a host without that model:
+    KVM_CREATE_DEVICE fails with ENODEV), the steps made on it later have no device: the probe
+    makes them on no file descriptor, as a VMM that went on would, and they fail with EBADF;
+    their frames are then refused too, so the probes see no vGIC there."""
+    refused_at = next(
+        (k for k, (step, p) in enumerate(zip(steps, predictions, strict=True))
+         if step["op"] == "vgic" and OK not in p.expected),
+        None,
+    )  # fmt: skip
+    if refused_at is None:
+        return predictions
+    rule = predictions[refused_at].why.split(":", 1)[0]
+    why = f"{rule}: no vGIC device, as step {predictions[refused_at].id} is predicted refused"
+    return [
+        p._replace(expected=("EBADF",), why=p.why or why)
+        if k > refused_at and steps[k]["op"] in _ON_THE_VGIC else p
+        for k, p in enumerate(predictions)
+    ]
+
+
 def _refused_step(
     steps: Sequence[dict[str, Any]], by_object: dict[str, int], finding: Finding
 ) -> int | None:
-    """The step a refusal finding is about: its first object's, unless the message says a
-    call of another step fails first ("KVM_CREATE_VCPU fails")."""
-    for call in _IOCTL_WORD.findall(finding.message):
-        if re.search(rf"{call}(?: \([^)]*\))? (?:fails|returns)", finding.message):
-            for k, step in enumerate(steps):
-                ours = not step.get("objects") or set(step["objects"]) & set(finding.objects)
-                if _STEP_CALLS.get(step["op"]) == call and step["op"] != "memslot" and ours:
-                    return k
-    for name in finding.objects[:1]:
-        if name in by_object:
-            return by_object[name]
+    """The step a refusal finding is about: the step of its first object (the one refused),
+    unless the message names the call that fails. Then the step making that call for that
+    object, else for no object (the vCPUs, the vGIC device), or any step making it for a
+    finding about no object (`kvm_private: tss` off a page boundary); of alternatives
+    ("KVM_CREATE_VCPU or this KVM_SET_USER_MEMORY_REGION fails") the one made later, as KVM
+    refuses whichever comes second; None when no set-up step makes the call (KVM_RUN,
+    KVM_CREATE_VM: the probes show those, and only those calls are named)."""
+    own = next((by_object[n] for n in finding.objects[:1] if n in by_object), None)
+    named = failing_calls(finding.message)
+    if not named:
+        return own
+    for calls in named:
+        candidates = [
+            k for k, step in enumerate(steps)
+            if _STEP_CALLS.get(step["op"]) in calls
+            and (k == own or not step.get("objects") or not finding.objects)
+        ]  # fmt: skip
+        if candidates and len(calls) > 1:
+            return candidates[-1]
+        if candidates:
+            return own if own in candidates else candidates[0]
+    if set(_IOCTL_WORD.findall(finding.message)) & set(_STEP_CALLS.values()):
+        # A set-up call is at stake, in words the pattern does not take ("KVM_SET_TSS_ADDR
+        # fails ... if the memslot is there first, else the memslot is refused"): the object's
+        # own step, made after the other one.
+        return own
     return None
 
 

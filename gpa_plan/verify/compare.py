@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from gpa_plan.probe.plan import OBSERVED
 from gpa_plan.verify.build import OK, VerifyPlan
+
+_ERRNO_NAME = re.compile(r"E[A-Z0-9]+")
 
 
 class ResultsError(Exception):
@@ -69,8 +74,7 @@ def compare(vp: VerifyPlan, results: Mapping[str, Any]) -> Verdict:
     _same_ids(steps, [s.id for s in vp.steps], "step")
     _same_ids(probes, [p.id for p in vp.probes], "probe")
     step_rows = tuple(
-        StepRow(s.id, s.call, s.expected, steps[s.id].get("errno") or OK, s.why)
-        for s in vp.steps
+        StepRow(s.id, s.call, s.expected, _errno(steps[s.id]), s.why) for s in vp.steps
     )
     probe_rows = tuple(
         ProbeRow(
@@ -81,8 +85,8 @@ def compare(vp: VerifyPlan, results: Mapping[str, Any]) -> Verdict:
             p.where,
             p.outcome.value,
             p.expected,
-            str(probes[p.id].get("observed", "")),
-            str(probes[p.id].get("detail", "")),
+            _observed(probes[p.id]),
+            _detail(probes[p.id]),
             p.path,
         )
         for p in vp.probes
@@ -96,12 +100,61 @@ def _by_id(entries: Any, key: str) -> dict[str, Mapping[str, Any]]:
         isinstance(e, dict) and isinstance(e.get("id"), str) for e in entries
     ):
         raise ResultsError(f"`{key}` must be a list of objects, each with a string `id`")
-    return {e["id"]: e for e in entries}
+    found: dict[str, Mapping[str, Any]] = {}
+    for entry in entries:
+        if entry["id"] in found:
+            raise ResultsError(
+                f"{key} id {_shown(entry['id'])} is given twice: {_GIVE_THE_PROBES}"
+            )
+        found[entry["id"]] = entry
+    return found
+
+
+_GIVE_THE_PROBES = "give the results file the probe printed, unedited"
+
+
+def _shown(value: Any) -> str:
+    """A value of the results file as JSON, cut short: never a Python repr."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:59] + "~"
+
+
+def _errno(entry: Mapping[str, Any]) -> str:
+    value = entry.get("errno")
+    if value is None:
+        return OK
+    if not isinstance(value, str) or not _ERRNO_NAME.fullmatch(value):
+        raise ResultsError(
+            f"step {_shown(entry['id'])}: errno is {_shown(value)}, where null (accepted) or "
+            f"an errno name such as EEXIST is needed: {_GIVE_THE_PROBES}"
+        )
+    return value
+
+
+def _observed(entry: Mapping[str, Any]) -> str:
+    value = entry.get("observed")
+    if value not in OBSERVED:
+        raise ResultsError(
+            f"probe {_shown(entry['id'])}: observed is {_shown(value)}, where one of "
+            f"{', '.join(OBSERVED)} is needed: {_GIVE_THE_PROBES}"
+        )
+    return str(value)
+
+
+def _detail(entry: Mapping[str, Any]) -> str:
+    value = entry.get("detail", "")
+    if not isinstance(value, str):
+        raise ResultsError(
+            f"probe {_shown(entry['id'])}: detail is {_shown(value)}, where a string is "
+            f"needed: {_GIVE_THE_PROBES}"
+        )
+    return value
 
 
 def _same_ids(found: Mapping[str, Any], wanted: Sequence[str], what: str) -> None:
+    known = set(wanted)
     missing = [i for i in wanted if i not in found]
-    extra = [i for i in found if i not in set(wanted)]
+    extra = [i for i in found if i not in known]
     if missing or extra:
         parts = []
         if missing:

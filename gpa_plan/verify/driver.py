@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import shlex
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,9 +22,11 @@ from typing import Any, TextIO
 from gpa_plan.arch import ARCHES
 from gpa_plan.check.run import LoadedLayout, check_loaded, load_layout
 from gpa_plan.host_profile import HostProfile
+from gpa_plan.inputs import file_kind, os_reason
+from gpa_plan.probe import plan as probe_plan
 from gpa_plan.ranges import human_size
 from gpa_plan.verify.build import VerifyError, VerifyPlan, build_plan, no_guest
-from gpa_plan.verify.compare import Verdict, compare
+from gpa_plan.verify.compare import ResultsError, Verdict, compare
 
 PROBE_PACKAGE = Path(__file__).resolve().parent.parent / "probe"
 EXPORT_README = """\
@@ -90,7 +94,10 @@ def verify_results(
     ``host`` (default: the host the probe reported)."""
     results = load_results(results_path)
     vp = plan_layout(path, arch_name, host or profile_of(results.get("host")))
-    return compare_results(vp, results)
+    try:
+        return compare_results(vp, results)
+    except ResultsError as err:
+        raise ResultsError(f"{_shown_path(results_path)}: {err}") from None
 
 
 def this_host() -> tuple[dict[str, Any], HostProfile | None]:
@@ -131,9 +138,16 @@ def run_here(vp: VerifyPlan) -> Verdict:
 
     same_page_size(vp, mmap.PAGESIZE)
     results = run_plan(vp.plan)
-    if results.get("error"):
-        raise CannotRun(f"the probe could not run the plan: {results['error']}")
+    _refuse_unrun(results)
     return compare(vp, results)
+
+
+def _refuse_unrun(results: Mapping[str, Any]) -> None:
+    """Results of a plan the probe could not run (its ``error``) compare nothing: CannotRun."""
+    error = results.get("error")
+    if error:
+        said = error if isinstance(error, str) else json.dumps(error)
+        raise CannotRun(f"the probe could not run the plan: {said}")
 
 
 def same_page_size(vp: VerifyPlan, host_page: int | None) -> None:
@@ -159,31 +173,98 @@ def _kvm_fix() -> str:
 
 
 def export(vp: VerifyPlan, directory: str, stdout: TextIO) -> list[str]:
-    """Write the probe package, ``plan.json`` and a ``README`` into ``directory`` (made if
-    absent); returns the paths written. Each file is replaced whole or not at all
-    (gpa_plan.files); a path that is there and is not a regular file is refused."""
-    from gpa_plan.files import write_output
+    """Write the probe package, ``plan.json`` and a ``README`` into ``directory`` (made, with
+    its parents, if absent); returns the paths written. Raises CannotRun, having written
+    nothing, when a path there is not a regular file (a FIFO or a directory named
+    ``plan.json``, a file named ``probe``) or the directory cannot be made; each file is then
+    replaced whole or not at all (gpa_plan.files)."""
+    from gpa_plan.files import OutputError, write_output
 
+    if not directory:
+        raise CannotRun("--export needs a directory; give one (. for this one)")
     root = Path(directory)
-    if root.exists() and not root.is_dir():
-        raise CannotRun(f"{directory}: not a directory; give a directory for --export")
-    (root / "probe").mkdir(parents=True, exist_ok=True)
     files = {
         str(root / "probe" / source.name): source.read_text(encoding="utf-8")
         for source in sorted(PROBE_PACKAGE.glob("*.py"))
     }
-    files[str(root / "plan.json")] = json.dumps(vp.plan, indent=1) + "\n"
-    files[str(root / "README")] = EXPORT_README.format(file=vp.file, arch=vp.arch, dir=directory)
-    for path, text in files.items():
-        write_output(path, text, stdout)
+    files[str(root / "plan.json")] = _plan_text(vp)
+    files[str(root / "README")] = EXPORT_README.format(
+        file=shlex.quote(vp.file), arch=vp.arch, dir=shlex.quote(directory)
+    )
+    _refuse_what_is_not_replaceable(root, files)
+    try:
+        (root / "probe").mkdir(parents=True, exist_ok=True)
+        for path, text in files.items():
+            write_output(path, text, stdout)
+    except OutputError as err:
+        raise CannotRun(f"{err}; nothing else was written after it") from None
+    except OSError as err:
+        raise CannotRun(
+            f"cannot make the directory {directory}: {os_reason(err)}; give --export a "
+            "directory you may create or write"
+        ) from None
     return list(files)
 
 
+def _plan_text(vp: VerifyPlan) -> str:
+    """The plan as the exported probe reads it; CannotRun when it is larger than the probe
+    reads (a layout of some ten thousand regions), before anything is written."""
+    from gpa_plan.probe.__main__ import MAX_PLAN_BYTES
+
+    text = json.dumps(vp.plan, indent=1) + "\n"
+    if len(text) > MAX_PLAN_BYTES:
+        text = json.dumps(vp.plan, separators=(",", ":")) + "\n"
+    if len(text.encode("utf-8")) > MAX_PLAN_BYTES:
+        raise CannotRun(
+            f"the plan of {vp.file} ({len(vp.plan['probes'])} probes) is "
+            f"{human_size(len(text))}, more than the {human_size(MAX_PLAN_BYTES)} the probe "
+            "reads; nothing was written: verify the layout in parts, or run verify on the "
+            "target itself"
+        )
+    return text
+
+
+def _refuse_what_is_not_replaceable(root: Path, files: Mapping[str, str]) -> None:
+    """CannotRun when ``root``, ``root/probe`` or one of ``files`` is there and is not what
+    export writes: a directory, a directory, a regular file (links followed)."""
+    wanted = [(root, stat.S_ISDIR, "a directory"), (root / "probe", stat.S_ISDIR, "a directory")]
+    wanted += [(Path(path), stat.S_ISREG, "a regular file") for path in files]
+    for path, kind_of, kind in wanted:
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise CannotRun(
+                f"{path}: {os_reason(err)}; give --export a directory you may write"
+            ) from None
+        if not kind_of(mode):
+            what = "a regular file" if stat.S_ISREG(mode) else file_kind(mode)
+            raise CannotRun(
+                f"{path} is {what}, where --export writes {kind}; nothing was written: give "
+                "--export another directory"
+            )
+
+
 def compare_results(vp: VerifyPlan, results: Mapping[str, Any]) -> Verdict:
-    """Compare an exported probe's results with ``vp``."""
+    """Compare an exported probe's results with ``vp``; raises ResultsError for results of
+    another format or a damaged file, CannotRun for results of a plan the probe could not run
+    or of a host of another page size."""
+    given = results.get("format")
+    if type(given) is not int or given != probe_plan.FORMAT:  # true == 1 to Python
+        raise ResultsError(
+            f"format is {json.dumps(given)}: this gpa-plan reads results of format "
+            f"{probe_plan.FORMAT}; run the probe `--export` wrote with this gpa-plan"
+        )
+    _refuse_unrun(results)
     host = results.get("host")
     page = host.get("page_size") if isinstance(host, dict) else None
-    same_page_size(vp, page if isinstance(page, int) else None)
+    if page is not None and (type(page) is not int or page <= 0):
+        raise ResultsError(
+            f"host.page_size is {json.dumps(page)}, where the host's page size in bytes is "
+            "needed: give the results file the probe printed, unedited"
+        )
+    same_page_size(vp, page)
     return compare(vp, results)
 
 
@@ -193,17 +274,31 @@ def load_results(path: str) -> Mapping[str, Any]:
     from gpa_plan.inputs import read_input
 
     data = read_input(path, allow_stdin=True)
+    name = _shown_path(path)
     try:
         results = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise ResultsFileError(path, 1, err.start + 1, "not UTF-8 text") from None
+        line = data[: err.start].count(b"\n") + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ResultsFileError(name, line, column, "not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise ResultsFileError(
-            path, err.lineno, err.colno, f"not JSON: {err.msg}; give the file the probe printed"
+            name, err.lineno, err.colno, f"not JSON: {err.msg}; give the file the probe printed"
+        ) from None
+    except RecursionError:
+        raise ResultsFileError(
+            name, 1, 1, "JSON nested too deeply to be probe results; give the file the probe "
+            "printed"
         ) from None
     if not isinstance(results, dict):
-        raise ResultsFileError(path, 1, 1, "not a JSON object of probe results")
+        raise ResultsFileError(name, 1, 1, "not a JSON object of probe results")
     return results
+
+
+def _shown_path(path: str) -> str:
+    from gpa_plan.inputs import STDIN, STDIN_NAME
+
+    return STDIN_NAME if path == STDIN else path
 
 
 __all__ = [
