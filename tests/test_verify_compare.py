@@ -34,7 +34,8 @@ def plan_of(ids: list[str]) -> VerifyPlan:
         for k, i in enumerate(ids)
     )
     steps = (StepPrediction("memslot:ram", "KVM_SET_USER_MEMORY_REGION", ("ok",), ""),)
-    return VerifyPlan({}, steps, probes, "layout.yaml", "x86_64", 4096)
+    vm = StepPrediction("vm", "KVM_CREATE_VM", ("ok",), "")
+    return VerifyPlan({}, steps, probes, "layout.yaml", "x86_64", 4096, vm)
 
 
 def results_of(vp: VerifyPlan, **probe: Any) -> dict[str, Any]:

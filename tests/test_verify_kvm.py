@@ -119,7 +119,7 @@ def test_text_report_has_the_table_the_host_and_the_summary() -> None:
     row = next(line for line in lines if "0xfec0_0000" in line and "read/1" in line)
     assert row.split()[:2] == ["ok", "0xfec0_0000"]
     assert "kernel" in row.split() and "vcpu_mmio_read()" in row
-    assert lines[-1].endswith("set-up steps, 3 agree")
+    assert lines[-1].endswith("4 set-up steps, 4 agree")  # KVM_CREATE_VM and the plan's 3
 
 
 APIC_PAGE = range(0xFEE0_0000, 0xFEE0_1000)

@@ -55,7 +55,8 @@ def agreeing_results(layout: Path, plan: dict[str, Any], tmp_path: Path) -> dict
     report = run("verify", str(layout), "--results", str(path), "--format", "json")
     assert report.exit_code == 1, report.output
     verdict = json.loads(report.stdout)["verdicts"][0]
-    assert verdict["summary"]["probes_agree"] == 0 and verdict["summary"]["steps_agree"] == 0
+    # Every step is wrong but KVM_CREATE_VM, which these results do not say failed.
+    assert verdict["summary"]["probes_agree"] == 0 and verdict["summary"]["steps_agree"] == 1
     return {
         "format": 1,
         "host": {
@@ -65,6 +66,7 @@ def agreeing_results(layout: Path, plan: dict[str, Any], tmp_path: Path) -> dict
         "steps": [
             {"id": s["id"], "errno": None if s["expected"][0] == "ok" else s["expected"][0]}
             for s in verdict["steps"]
+            if s["id"] != "vm"  # KVM_CREATE_VM: the probe reports it only when it fails
         ],
         "probes": [
             {"id": p["id"], "observed": p["expected"][0], "detail": ""} for p in verdict["probes"]
@@ -246,3 +248,34 @@ def test_the_header_shows_the_capabilities_of_the_layouts_architecture(tmp_path:
     text = run("verify", str(layout), "--results", str(tmp_path / "results.json")).stdout
     (caps,) = [line for line in text.splitlines() if line.startswith("KVM: ")]
     assert caps == "KVM: ARM_VM_IPA_SIZE=48"
+
+
+def test_a_vm_kvm_create_vm_refuses_is_compared_with_the_finding_that_says_so(
+    tmp_path: Path,
+) -> None:
+    """arm64 pa_bits 44 on a host whose IPA limit is 40: host-limits predicts KVM_CREATE_VM
+    EINVAL, and results saying so agree (no VM, so nothing else to compare); pa_bits 40 there
+    is predicted created, and the same results disagree."""
+    layout = tmp_path / "big.yaml"
+    body = "arch: arm64\npage_size: 4K\nmemslots:\n  - {name: ram, base: 0, size: 1M}\n"
+    facts = {
+        "format": 1, "arch": "arm64", "kernel": {"release": "6.1.0-test", "machine": "aarch64"},
+        "page_size": 4096, "capabilities": {}, "facts": {"ipa_limit": 40},
+    }
+    refused = {"format": 1, "host": facts, "steps": [], "probes": [],
+               "error": "KVM_CREATE_VM failed with EINVAL", "vm_errno": "EINVAL"}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(refused))
+    layout.write_text("layout: 1\npa_bits: 44\n" + body)
+    found = run("verify", str(layout), "--results", str(path), "--format", "json")
+    assert found.exit_code == 0, found.output
+    (verdict,) = json.loads(found.stdout)["verdicts"]
+    assert [(s["id"], s["call"], s["expected"], s["observed"]) for s in verdict["steps"]] == [
+        ("vm", "KVM_CREATE_VM", ["EINVAL"], "EINVAL")
+    ]
+    assert verdict["probes"] == []
+    layout.write_text("layout: 1\npa_bits: 40\n" + body)
+    text = run("verify", str(layout), "--results", str(path))
+    assert text.exit_code == 1
+    assert "vm: KVM_CREATE_VM was predicted ok" in text.stdout
+    assert "KVM answered EINVAL" in text.stdout

@@ -84,9 +84,17 @@ class VerifyPlan(NamedTuple):
     file: str
     arch: str
     page_size: int  # the host page size the layout's predictions are for
+    # KVM_CREATE_VM itself: refused (arm64, an IPA size beyond the host's) when a finding
+    # says so; the VM the steps build exists only if it is not.
+    vm: StepPrediction
 
+
+# Not a step of the plan: the probe creates the VM from the plan's `vm` (its type from
+# pa_bits) and reports KVM_CREATE_VM's errno as the results' `vm_errno`.
+VM_STEP: dict[str, Any] = {"id": "vm", "op": "vm", "objects": []}
 
 _STEP_CALLS = {
+    "vm": "KVM_CREATE_VM",
     "memslot": "KVM_SET_USER_MEMORY_REGION",
     "irqchip": "KVM_CREATE_IRQCHIP",
     "split_irqchip": "KVM_ENABLE_CAP",
@@ -122,7 +130,9 @@ def build_plan(
         raise VerifyError(no_guest(arch.name))
     layout, _ = created_on(loaded.resolved, arch.name)
     steps = _steps(loaded, layout, arch)
-    step_predictions = _without_refused_vgic(steps, _step_predictions(steps, result.findings))
+    vm, *step_predictions = _without_refused_vgic(
+        [VM_STEP, *steps], _step_predictions([VM_STEP, *steps], result.findings)
+    )
     refused = {
         name
         for step, prediction in zip(steps, step_predictions, strict=True)
@@ -149,7 +159,13 @@ def build_plan(
         ],
     }
     return VerifyPlan(
-        plan, tuple(step_predictions), tuple(probes), loaded.doc.path, arch.name, layout.page_size
+        plan,
+        tuple(step_predictions),
+        tuple(probes),
+        loaded.doc.path,
+        arch.name,
+        layout.page_size,
+        vm,
     )
 
 
@@ -298,8 +314,8 @@ def _refused_step(
     object, else for no object (the vCPUs, the vGIC device), or any step making it for a
     finding about no object (`kvm_private: tss` off a page boundary); of alternatives
     ("KVM_CREATE_VCPU or this KVM_SET_USER_MEMORY_REGION fails") the one made later, as KVM
-    refuses whichever comes second; None when no set-up step makes the call (KVM_RUN,
-    KVM_CREATE_VM: the probes show those, and only those calls are named)."""
+    refuses whichever comes second; None when no set-up step makes the call (KVM_RUN: the
+    probes show it, and only such calls are named)."""
     own = next((by_object[n] for n in finding.objects[:1] if n in by_object), None)
     named = failing_calls(finding.message)
     if not named:

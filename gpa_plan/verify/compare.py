@@ -69,12 +69,24 @@ class Verdict(NamedTuple):
 def compare(vp: VerifyPlan, results: Mapping[str, Any]) -> Verdict:
     """Every step and probe of ``vp`` with what ``results`` observed; raises ResultsError when
     the results lack one of them or name ones the plan does not have."""
+    host = results.get("host")
+    host = host if isinstance(host, dict) else {}
+    refused = results.get("vm_errno")
+    if refused is not None:
+        # KVM_CREATE_VM failed: no VM, so no step and no probe to hold to anything.
+        if not isinstance(refused, str):
+            raise ResultsError(f"vm_errno {_shown(refused)} is not an errno name")
+        vm = vp.vm
+        row = StepRow(vm.id, vm.call, vm.expected, refused, vm.why)
+        return Verdict(vp.file, vp.arch, host, (row,), ())
     steps = _by_id(results.get("steps"), "steps")
     probes = _by_id(results.get("probes"), "probes")
     _same_ids(steps, [s.id for s in vp.steps], "step")
     _same_ids(probes, [p.id for p in vp.probes], "probe")
-    step_rows = tuple(
-        StepRow(s.id, s.call, s.expected, _errno(steps[s.id]), s.why) for s in vp.steps
+    vm = vp.vm
+    step_rows = (
+        StepRow(vm.id, vm.call, vm.expected, OK, vm.why),
+        *(StepRow(s.id, s.call, s.expected, _errno(steps[s.id]), s.why) for s in vp.steps),
     )
     probe_rows = tuple(
         ProbeRow(
@@ -91,8 +103,7 @@ def compare(vp: VerifyPlan, results: Mapping[str, Any]) -> Verdict:
         )
         for p in vp.probes
     )
-    host = results.get("host")
-    return Verdict(vp.file, vp.arch, host if isinstance(host, dict) else {}, step_rows, probe_rows)
+    return Verdict(vp.file, vp.arch, host, step_rows, probe_rows)
 
 
 def _by_id(entries: Any, key: str) -> dict[str, Mapping[str, Any]]:

@@ -143,9 +143,10 @@ def run_here(vp: VerifyPlan) -> Verdict:
 
 
 def _refuse_unrun(results: Mapping[str, Any]) -> None:
-    """Results of a plan the probe could not run (its ``error``) compare nothing: CannotRun."""
+    """Results of a plan the probe could not run (its ``error``) compare nothing: CannotRun;
+    but a VM KVM_CREATE_VM refused (``vm_errno``) is a result like any other."""
     error = results.get("error")
-    if error:
+    if error and results.get("vm_errno") is None:
         said = error if isinstance(error, str) else json.dumps(error)
         raise CannotRun(f"the probe could not run the plan: {said}")
 
