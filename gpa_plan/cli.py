@@ -435,14 +435,28 @@ def verify(
     except LayoutError as err:
         return _failed(VERIFY_FORMATS, fmt, problem_findings(err.path, err.problems))
     except (driver.CannotRun, driver.VerifyError) as err:
-        _echo_stderr(f"gpa-plan: verify: {err}")
-        return 2
-    except (driver.ResultsFileError, ResultsError) as err:
-        _echo_stderr(f"gpa-plan: verify: {err}")
-        return 1
+        return _verify_failed(fmt, str(err), (path, 1, 1), 2)
+    except driver.ResultsFileError as err:
+        return _verify_failed(fmt, str(err), (err.path, err.line, err.column), 1, err.reason)
+    except ResultsError as err:
+        return _verify_failed(fmt, str(err), (results_file or path, 1, 1), 1)
     VERIFY_FORMATS.writer(fmt)(verdicts, sys.stdout)
     _note_unused_host(host, [v.arch for v in verdicts])
     return 0 if all(v.agrees for v in verdicts) else 1
+
+
+def _verify_failed(
+    fmt: str, said: str, where: tuple[str, int, int], status: int, reason: str = ""
+) -> int:
+    """A verify that cannot run, or results it cannot use: one line on stderr in text; in
+    JSON the failure document on stdout (docs/outputs.md), its finding at ``where``."""
+    if fmt == "text":
+        _echo_stderr(f"gpa-plan: verify: {said}")
+        return status
+    from gpa_plan.check.findings import ERROR, VERIFY, Finding
+
+    finding = Finding(VERIFY, ERROR, reason or said, *where)
+    return _failed(VERIFY_FORMATS, fmt, [finding], status)
 
 
 @cli.command("map")

@@ -279,3 +279,21 @@ def test_a_vm_kvm_create_vm_refuses_is_compared_with_the_finding_that_says_so(
     assert text.exit_code == 1
     assert "vm: KVM_CREATE_VM was predicted ok" in text.stdout
     assert "KVM answered EINVAL" in text.stdout
+
+
+def test_in_json_a_verify_that_cannot_run_prints_the_failure_document(tmp_path: Path) -> None:
+    layout = LAYOUTS / "selftests-riscv64.yaml"
+    result = run("verify", str(layout), "--format", "json")
+    assert result.exit_code == 2
+    document = json.loads(result.stdout)
+    (finding,) = document["findings"]
+    assert (finding["rule"], finding["file"], finding["line"]) == ("verify", str(layout), 1)
+    assert "no guest for riscv64" in finding["message"]
+    bad = tmp_path / "results.json"
+    bad.write_text('{"format": 1,\n  "steps": [}\n')
+    result = run("verify", str(LAYOUTS / "qemu-q35-x86_64.yaml"), "--results", str(bad),
+                 "--format", "json")
+    assert result.exit_code == 1
+    (finding,) = json.loads(result.stdout)["findings"]
+    assert (finding["file"], finding["line"], finding["column"]) == (str(bad), 2, 13)
+    assert finding["message"].startswith("not JSON")

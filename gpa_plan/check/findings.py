@@ -21,6 +21,8 @@ MAX_FINDINGS_PER_OBJECT = 10
 # formats that carry findings; no rule of `gpa-plan rules`, as `import` for a refused import.
 UNREADABLE = "unreadable"
 IMPORT = "import"
+# What `verify` reports when it cannot run here or cannot use the results it is given.
+VERIFY = "verify"
 # A `--host FILE` that is not a host profile gpa-plan can use (gpa_plan.host_profile).
 HOST_PROFILE = "host-profile"
 
