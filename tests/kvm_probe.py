@@ -113,33 +113,22 @@ KVM_IOEVENTFD_FLAG_DATAMATCH = kvm.KVM_IOEVENTFD_FLAG_DATAMATCH
 KVM_API_VERSION = kvm.KVM_API_VERSION
 KVM_MEM_READONLY = kvm.KVM_MEM_READONLY
 
-# struct kvm_run: exit_reason at 8, the exit union at 32.
+# struct kvm_run and its exit reasons, as the probe reads them.
 _RUN_EXIT_REASON = struct.Struct("<I")
-_RUN_EXIT_REASON_OFF = 8
-_RUN_UNION_OFF = 32
-_RUN_IO = struct.Struct("<BBHIQ")  # direction, size, port, count, data_offset
-_RUN_MMIO = struct.Struct("<Q8sIB")  # phys_addr, data[8], len, is_write
-_RUN_FAIL_ENTRY = struct.Struct("<QI")  # hardware_entry_failure_reason, cpu
+_RUN_EXIT_REASON_OFF = kvm.RUN_EXIT_REASON_OFFSET
+_RUN_UNION_OFF = kvm.RUN_UNION_OFFSET
+_RUN_IO = kvm.RUN_IO
+_RUN_MMIO = kvm.RUN_MMIO
+_RUN_FAIL_ENTRY = kvm.RUN_FAIL_ENTRY
 
-KVM_EXIT_IO = 2
-KVM_EXIT_HLT = 5
-KVM_EXIT_MMIO = 6
-KVM_EXIT_SHUTDOWN = 8
-KVM_EXIT_FAIL_ENTRY = 9
-KVM_EXIT_INTERNAL_ERROR = 17
+KVM_EXIT_IO = kvm.KVM_EXIT_IO
+KVM_EXIT_HLT = kvm.KVM_EXIT_HLT
+KVM_EXIT_MMIO = kvm.KVM_EXIT_MMIO
+KVM_EXIT_SHUTDOWN = kvm.KVM_EXIT_SHUTDOWN
+KVM_EXIT_FAIL_ENTRY = kvm.KVM_EXIT_FAIL_ENTRY
+KVM_EXIT_INTERNAL_ERROR = kvm.KVM_EXIT_INTERNAL_ERROR
 KVM_EXIT_IO_OUT = 1
-_EXIT_NAMES = {
-    0: "KVM_EXIT_UNKNOWN",
-    1: "KVM_EXIT_EXCEPTION",
-    KVM_EXIT_IO: "KVM_EXIT_IO",
-    4: "KVM_EXIT_DEBUG",
-    KVM_EXIT_HLT: "KVM_EXIT_HLT",
-    KVM_EXIT_MMIO: "KVM_EXIT_MMIO",
-    KVM_EXIT_SHUTDOWN: "KVM_EXIT_SHUTDOWN",
-    KVM_EXIT_FAIL_ENTRY: "KVM_EXIT_FAIL_ENTRY",
-    10: "KVM_EXIT_INTR",
-    KVM_EXIT_INTERNAL_ERROR: "KVM_EXIT_INTERNAL_ERROR",
-}
+_EXIT_NAMES = kvm.KVM_EXIT_NAMES
 
 # --- ioeventfds ----------------------------------------------------------------
 
