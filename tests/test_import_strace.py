@@ -243,6 +243,16 @@ def test_a_log_without_a_vm_is_refused(tmp_path: Path) -> None:
     assert "no KVM_CREATE_VM call that returned a VM" in result.stderr
 
 
+def test_memory_region2_that_strace_61_cannot_name_is_counted_as_missing() -> None:
+    text = ("ioctl(3, KVM_CREATE_VM, 0) = 4\n"
+            "ioctl(4, _IOC(_IOC_WRITE, 0xae, 0x49, 0xa0), 0x7ffd5a1e3c40) = 0\n")
+    result = import_strace(text, arch="x86_64")
+    assert result.document["memslots"] == []
+    assert ("1 KVM_SET_USER_MEMORY_REGION2 call, which strace 6.1 prints as _IOC(_IOC_WRITE, "
+            "0xae, 0x49, 0xa0) with a bare pointer: those memslots are not in the log and "
+            "missing here.") in result.notes
+
+
 def test_other_system_calls_are_skipped_with_a_note() -> None:
     text = ('openat(AT_FDCWD, "/dev/kvm", O_RDWR|O_CLOEXEC) = 3\n'
             "ioctl(3, KVM_CREATE_VM, 0) = 4\n")

@@ -22,7 +22,11 @@ _PID = re.compile(r"(?:\[pid +(\d+)\] |(\d+) +)")
 _UNFINISHED = " <unfinished ...>"
 _RESUMED = re.compile(r"<\.\.\. (\w+) resumed>")
 # The file descriptor may carry what -y prints after it: 4<anon_inode:kvm-vm>.
-_CALL = re.compile(r"ioctl\((-?\d+)(?:<[^>]*>)?, ([^,]+), (.*)\) +(= .*)$")
+# A request strace has no name for is printed _IOC(DIR, TYPE, NR, SIZE), commas and all.
+_CALL = re.compile(r"ioctl\((-?\d+)(?:<[^>]*>)?, (_IOC\([^)]*\)|[^,]+), (.*)\) +(= .*)$")
+# include/uapi/linux/kvm.h: KVM_SET_USER_MEMORY_REGION2 is _IOW(KVMIO, 0x49, 160 bytes), which
+# strace 6.1 does not name.
+_UNNAMED = {"_IOC(_IOC_WRITE, 0xae, 0x49, 0xa0)": "KVM_SET_USER_MEMORY_REGION2"}
 _RETURN = re.compile(r"= (?:(-?\d+|0x[0-9a-f]+)(?: (E[A-Z0-9]+) \(.*\))?|\?)$")
 # Lines strace prints besides calls: signals, exits, its own messages.
 _OTHER = re.compile(r"(?:--- .* ---|\+\+\+ .* \+\+\+|strace: .*)$")
@@ -106,7 +110,8 @@ def _call(body: str, line: int, start: int, last_line: int) -> Call:
             last_line, 1 if last_line != line else start + match.start(4) + 1,
         )
     ret = None if returned.group(1) is None else int(returned.group(1), 0)
-    return Call(int(match.group(1)), match.group(2).strip(), match.group(3), ret,
+    request = match.group(2).strip()
+    return Call(int(match.group(1)), _UNNAMED.get(request, request), match.group(3), ret,
                 returned.group(2), line, start + 1, start + match.start(3) + 1)
 
 
