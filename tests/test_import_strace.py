@@ -136,6 +136,24 @@ def test_refused_calls_are_not_applied_and_named_with_their_errno() -> None:
     ]
 
 
+def test_flags_names_and_numbers_and_the_address_space_in_the_slot_are_read() -> None:
+    region = "ioctl(4, KVM_SET_USER_MEMORY_REGION, {{slot={}, flags={}, guest_phys_addr={}, " \
+        "memory_size=4096, userspace_addr=0x7f6e49e5e000}}) = 0\n"
+    text = ("ioctl(3, KVM_CREATE_VM, 0) = 4\n"
+            + region.format(0, "KVM_MEM_LOG_DIRTY_PAGES|KVM_MEM_READONLY", "0x1000")
+            + region.format(65537, "0", "0xa0000")
+            + region.format(2, "KVM_MEM_LOG_DIRTY_PAGES|0x8 /* KVM_MEM_??? */", "0x2000"))
+    result = import_strace(text, arch="x86_64")
+    assert result.document["memslots"] == [
+        {"name": "slot0", "slot": 0, "base": 0x1000, "size": 4096, "readonly": True,
+         "dirty_log": True},
+        {"name": "slot2", "slot": 2, "base": 0x2000, "size": 4096, "dirty_log": True},
+        {"name": "as1-slot1", "slot": 1, "as_id": 1, "base": 0xA0000, "size": 4096},
+    ]
+    assert ("line 4: flags 0x8 besides KVM_MEM_READONLY and KVM_MEM_LOG_DIRTY_PAGES (such as "
+            "KVM_MEM_GUEST_MEMFD, 0x4): not kept.") in result.notes
+
+
 def test_unfinished_and_resumed_halves_are_joined_per_process() -> None:
     document, notes = imported("unfinished-resumed.log")
     assert document["arch"] == "x86_64"
@@ -233,6 +251,17 @@ def test_a_line_that_is_not_strace_output_is_refused_at_its_place(
     result = CliRunner().invoke(cli, ["import", "strace", str(log), "--arch", "x86_64"])
     assert result.exit_code == 1
     assert result.stderr.startswith(f"{log}:2:{column}: error[import] {message}")
+
+
+def test_a_flags_field_of_many_comment_openings_is_refused_in_linear_time() -> None:
+    # 20,000 unclosed "/*": a lazy match from each would take some 2 * 10**8 steps.
+    text = ("ioctl(3, KVM_CREATE_VM, 0) = 4\nioctl(4, KVM_SET_USER_MEMORY_REGION, {slot=0, "
+            f"flags={'/*' * 20_000}, guest_phys_addr=0, memory_size=4096}}) = 0\n")
+    with pytest.raises(ImportFailure) as failure:
+        import_strace(text, arch="x86_64")
+    assert (failure.value.line, failure.value.column) == (2, 53)
+    assert failure.value.message == (
+        f"KVM_SET_USER_MEMORY_REGION: flags={'/*' * 20!r} is not a number as strace prints it")
 
 
 def test_a_log_without_a_vm_is_refused(tmp_path: Path) -> None:

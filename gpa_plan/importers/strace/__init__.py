@@ -205,7 +205,8 @@ def _limits(vm: VM, notes: list[str]) -> None:
                          "structure as a bare pointer, so the addresses are not in the log "
                          "and nothing of them is imported.")
     for flags in vm.unknown_flags:
-        notes.append(f"{flags} besides readonly and dirty logging (guest_memfd): not kept.")
+        notes.append(f"{flags} besides KVM_MEM_READONLY and KVM_MEM_LOG_DIRTY_PAGES (such as "
+                     "KVM_MEM_GUEST_MEMFD, 0x4): not kept.")
     notes.extend(vm.refused)
 
 

@@ -121,14 +121,18 @@ def _apply(vm: VM, call: Call) -> None:
         vm.refused.append(f"line {call.line}: {call.request} {failed}.")
 
 
+def _not_a_number(value: str, key: str, call: Call, column: int) -> ImportFailure:
+    return ImportFailure(
+        f"{call.request}: {key}={printable(value[:40])!r} is not a number as strace prints it",
+        call.line, column,
+    )
+
+
 def _number(value: str, key: str, call: Call, column: int) -> int:
     try:
         return int(value, 0)
     except ValueError:
-        raise ImportFailure(
-            f"{call.request}: {key}={printable(value)!r} is not a number as strace prints it",
-            call.line, column,
-        ) from None
+        raise _not_a_number(value, key, call, column) from None
 
 
 def _memslot(vm: VM, call: Call, failed: str | None) -> None:
@@ -176,12 +180,15 @@ def _flags(vm: VM, text: str, call: Call, column: int) -> int:
     """``flags=`` as strace prints it: 0, names joined by |, and a number for unknown bits
     (``0x8 /* KVM_MEM_??? */``)."""
     value = 0
-    for part in re.sub(r"/\*.*?\*/", "", text).split("|"):
+    for part in re.sub(r"/\*[^*]*\*/", "", text).split("|"):
         part = part.strip()
         if part in _FLAG_NAMES:
             value |= _FLAG_NAMES[part]
         else:
-            value |= _number(part, "flags", call, column)
+            try:
+                value |= int(part, 0)
+            except ValueError:
+                raise _not_a_number(text, "flags", call, column) from None
     unknown = value & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY)
     if unknown:
         vm.unknown_flags.append(f"line {call.line}: flags {unknown:#x}")
