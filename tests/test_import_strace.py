@@ -282,6 +282,16 @@ def test_memory_region2_that_strace_61_cannot_name_is_counted_as_missing() -> No
             "missing here.") in result.notes
 
 
+def test_the_time_strace_t_adds_after_the_return_value_is_read() -> None:
+    text = ("ioctl(3, KVM_CREATE_VM, 0) = 4 <0.000311>\n"
+            "ioctl(4, KVM_SET_USER_MEMORY_REGION, {slot=0, flags=0, guest_phys_addr=0, "
+            "memory_size=4096, userspace_addr=0x7f6e49e5e000}) = -1 EEXIST (File exists) "
+            "<0.000004>\n")
+    result = import_strace(text, arch="x86_64")
+    assert result.document["memslots"] == []
+    assert result.notes[-1].endswith("refused with EEXIST: not applied.")
+
+
 def test_other_system_calls_are_skipped_with_a_note() -> None:
     text = ('openat(AT_FDCWD, "/dev/kvm", O_RDWR|O_CLOEXEC) = 3\n'
             "ioctl(3, KVM_CREATE_VM, 0) = 4\n")

@@ -4,7 +4,8 @@ memslots and in-kernel devices of a VM as KVM held them when the log ends.
 Input read (strace 6.1, Debian 12, as written with ``-o FILE`` or to the terminal):
 
 - ``ioctl(FD, REQUEST, ARG) = RET`` lines, with or without the process id strace puts first
-  with -f (``1234  `` or ``[pid  1234] ``); ``RET`` is a number, ``-1 ERRNO (text)`` or ``?``.
+  with -f (``1234  `` or ``[pid  1234] ``); ``RET`` is a number, ``-1 ERRNO (text)`` or ``?``,
+  optionally followed by the time -T adds (timestamps, -t, are not read).
   A call printed in two halves (``... <unfinished ...>``, then ``<... ioctl resumed>...`` of
   the same process) is joined. Signal, exit and strace's own lines, blank lines and calls of
   other system calls are skipped, and so are lines starting with ``#`` (notes kept with

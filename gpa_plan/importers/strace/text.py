@@ -27,7 +27,8 @@ _CALL = re.compile(r"ioctl\((-?\d+)(?:<[^>]*>)?, (_IOC\([^)]*\)|[^,]+), (.*)\) +
 # include/uapi/linux/kvm.h: KVM_SET_USER_MEMORY_REGION2 is _IOW(KVMIO, 0x49, 160 bytes), which
 # strace 6.1 does not name.
 _UNNAMED = {"_IOC(_IOC_WRITE, 0xae, 0x49, 0xa0)": "KVM_SET_USER_MEMORY_REGION2"}
-_RETURN = re.compile(r"= (?:(-?\d+|0x[0-9a-f]+)(?: (E[A-Z0-9]+) \(.*\))?|\?)$")
+# With -T, the time spent in the call follows: <0.000012>.
+_RETURN = re.compile(r"= (?:(-?\d+|0x[0-9a-f]+)(?: (E[A-Z0-9]+) \(.*\))?|\?)(?: <\d+\.\d+>)?$")
 # Lines strace prints besides calls: signals, exits, its own messages.
 _OTHER = re.compile(r"(?:--- .* ---|\+\+\+ .* \+\+\+|strace: .*)$")
 _SYSCALL = re.compile(r"[a-z_][a-z0-9_]*\(")
