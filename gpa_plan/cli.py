@@ -24,7 +24,7 @@ from gpa_plan.formats import (
     VERIFY_FORMATS,
     Formats,
 )
-from gpa_plan.importers.registry import ARCH, IMPORTERS, SIZE
+from gpa_plan.importers.registry import ARCH, COUNT, IMPORTERS, SIZE
 
 if TYPE_CHECKING:
     from gpa_plan.check.findings import Finding
@@ -603,7 +603,9 @@ class _SizeType(click.ParamType):  # type: ignore[type-arg]
         return _size(value, param.opts[0] if param is not None else "SIZE")
 
 
-_IMPORT_OPTION_TYPES: dict[str, Any] = {ARCH: ARCH_CHOICE, SIZE: _SizeType()}
+_IMPORT_OPTION_TYPES: dict[str, Any] = {
+    ARCH: ARCH_CHOICE, SIZE: _SizeType(), COUNT: click.IntRange(min=1)
+}
 
 
 def _importer_options(command: Any) -> Any:

@@ -54,7 +54,7 @@ def test_the_import_kinds_and_options_are_the_importers_registry() -> None:
     assert choices("import", "kind") == IMPORTERS.names
     flags = {opt for p in cli.commands["import"].params for opt in p.opts}
     declared = {o.flag for i in IMPORTERS.names for o in IMPORTERS[i].options}
-    assert declared == {"--arch", "--page-size"}
+    assert declared == {"--arch", "--page-size", "--vm"}
     assert declared <= flags
 
 
@@ -100,6 +100,7 @@ def test_loading_the_command_line_loads_no_writer_and_no_importer() -> None:
         "gpa_plan.plan.emit",
         "gpa_plan.importers.qemu_mtree",
         "gpa_plan.importers.dtb",
+        "gpa_plan.importers.strace",
     }
     assert sorted(loaded & never) == []
 
@@ -108,14 +109,16 @@ def test_loading_the_command_line_loads_no_writer_and_no_importer() -> None:
 
 
 @pytest.mark.parametrize(
-    ("option", "value"), [("--arch", "arm64"), ("--page-size", "64K")]
+    ("option", "value", "takers"),
+    [("--arch", "arm64", "qemu-mtree and strace"), ("--page-size", "64K", "qemu-mtree"),
+     ("--vm", "2", "strace")],
 )
-def test_an_option_of_qemu_mtree_given_to_dtb_names_the_importer_that_takes_it(
-    option: str, value: str
+def test_an_option_of_another_importer_given_to_dtb_names_the_importers_that_take_it(
+    option: str, value: str, takers: str
 ) -> None:
     result = invoke("import", "dtb", str(DTB), option, value)
     assert result.exit_code == 2
-    assert f"Error: {option} is for qemu-mtree; `import dtb` takes no {option}" in result.stderr
+    assert f"Error: {option} is for {takers}; `import dtb` takes no {option}" in result.stderr
     assert result.stdout == ""
 
 

@@ -25,12 +25,13 @@ if TYPE_CHECKING:
 
 ARCH = "arch"  # the value is an architecture's name (gpa_plan.arch.ARCHES)
 SIZE = "size"  # the value is a size, written as layouts write them (4K, 0x1000)
+COUNT = "count"  # the value is a whole number from 1
 
 
 class ImporterOption(NamedTuple):
     flag: str  # on the command line: --page-size
     key: str  # in the options the reader gets: page_size
-    value: str  # ARCH or SIZE: how the command line reads it
+    value: str  # ARCH, SIZE or COUNT: how the command line reads it
     help: str
     metavar: str | None = None
     check: str | None = None  # "module:function", see the module's docstring
@@ -105,7 +106,7 @@ IMPORTERS = Importers(
         "gpa_plan.importers.qemu_mtree:read",
         (
             ImporterOption("--arch", "arch", ARCH,
-                           "the guest's architecture, when the region names do not tell."),
+                           "the guest's architecture, when the input does not tell."),
             ImporterOption("--page-size", "page_size", SIZE,
                            "the host page size KVM memslots are trimmed to (default 4K; 64K "
                            "for many arm64 hosts).", "SIZE",
@@ -116,5 +117,17 @@ IMPORTERS = Importers(
         "dtb",
         "a flattened device tree, e.g. from `-machine virt,dumpdtb=FILE`",
         "gpa_plan.importers.dtb:read",
+    ),
+    Importer(
+        "strace",
+        "a log of `strace -f -e trace=ioctl -o LOG COMMAND` run on a VMM or a KVM selftest",
+        "gpa_plan.importers.strace:read",
+        (
+            ImporterOption("--arch", "arch", ARCH,
+                           "the guest's architecture, when the input does not tell."),
+            ImporterOption("--vm", "vm", COUNT,
+                           "which VM of the log, 1 for the first created (needed when the "
+                           "log creates several).", "N"),
+        ),
     ),
 )
