@@ -94,6 +94,11 @@ CASES = [
     Case("private-slot-conflict",
          X86 + "kvm_private: {identity_map: 0xfffb_c800}\n" + X86_RAM,
          {"vcpus": ("ok", "EINVAL")}),
+    # The TSS (KVM_SET_TSS_ADDR, a step of its own) and the EPT identity map over it (made
+    # with the first vCPU): the vCPU comes second and is refused, on the hosts keeping both.
+    Case("private-slot-conflict",
+         X86 + "kvm_private: {tss: 0xfffb_d000, identity_map: 0xfffb_e000}\n" + X86_RAM,
+         {"vcpus": ("ok", "EEXIST")}),
     Case("device-misaligned",
          ARM64 + ARM_RAM + "devices:\n" + GIC.replace("0x0800_0000", "0x0800_8000"),
          {"vgic_addr:gicd": ("EINVAL",)}),

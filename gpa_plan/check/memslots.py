@@ -368,11 +368,13 @@ def _private_over_private(
         if severity == WARNING
     ]
     hosts = f"{conditional[0][0]}; " if conditional and conditional[0][0] else ""
+    calls = sorted({k.private.setting.created_by for k in (moved, other) if k.private.setting})
+    which = f" ({' or '.join(calls)} fails, whichever comes second)" if len(calls) == 2 else ""
     yield ctx.finding(
         f"`kvm_private: {setting.key}` puts {moved.name} {Range(moved.start, moved.end)} over "
         f"{other.name} {Range(other.start, other.end)}: KVM cannot keep both; {hosts}where it "
-        "keeps both, the one it creates second fails with EEXIST (kvm_check_memslot_overlap()); "
-        "move one of them",
+        f"keeps both, the one it creates second fails with EEXIST{which} "
+        "(kvm_check_memslot_overlap()); move one of them",
         ("kvm_private",),
         setting.key,
         severity=WARNING if conditional else None,
