@@ -99,14 +99,18 @@ class Importers:
         return None
 
 
+# Each importer that may not tell the architecture from its input takes it from the user.
+_ARCH_OPTION = ImporterOption(
+    "--arch", "arch", ARCH, "the guest's architecture, when the input does not tell."
+)
+
 IMPORTERS = Importers(
     Importer(
         "qemu-mtree",
         "the QEMU monitor's `info mtree -f`, also with -d and -o",
         "gpa_plan.importers.qemu_mtree:read",
         (
-            ImporterOption("--arch", "arch", ARCH,
-                           "the guest's architecture, when the input does not tell."),
+            _ARCH_OPTION,
             ImporterOption("--page-size", "page_size", SIZE,
                            "the host page size KVM memslots are trimmed to (default 4K; 64K "
                            "for many arm64 hosts).", "SIZE",
@@ -123,8 +127,7 @@ IMPORTERS = Importers(
         "a log of `strace -f -e trace=ioctl -o LOG COMMAND` run on a VMM or a KVM selftest",
         "gpa_plan.importers.strace:read",
         (
-            ImporterOption("--arch", "arch", ARCH,
-                           "the guest's architecture, when the input does not tell."),
+            _ARCH_OPTION,
             ImporterOption("--vm", "vm", COUNT,
                            "which VM of the log, 1 for the first created (needed when the "
                            "log creates several).", "N"),

@@ -31,7 +31,7 @@ from gpa_plan.arch import ARCHES
 from gpa_plan.arch.base import ArchSpec, Effect, Handler, Outcome, ProbeDevice
 from gpa_plan.check.explain import declined_write
 from gpa_plan.check.findings import ERROR, WARNING, Finding
-from gpa_plan.check.partition import Region, partition, reached_beyond
+from gpa_plan.check.partition import Region, partition, reached_beyond, region_at
 from gpa_plan.check.run import CheckResult, LoadedLayout
 from gpa_plan.check.vgic import missing_frames
 from gpa_plan.layout.resolved import ResolvedLayout, created_on
@@ -221,9 +221,11 @@ def _steps(loaded: LoadedLayout, layout: ResolvedLayout, arch: ArchSpec) -> list
     return steps
 
 
+_KNOWN_ERRNOS = frozenset(errno.errorcode.values())
+
+
 def _errnos(message: str) -> tuple[str, ...]:
-    known = set(errno.errorcode.values())
-    return tuple(dict.fromkeys(w for w in _ERRNO_WORD.findall(message) if w in known))
+    return tuple(dict.fromkeys(w for w in _ERRNO_WORD.findall(message) if w in _KNOWN_ERRNOS))
 
 
 def _step_predictions(
@@ -385,13 +387,9 @@ def expected_observations(outcome: Outcome, handler: Handler) -> tuple[str, ...]
     return _EXPECTED[outcome]
 
 
-def _points(regions: Sequence[Region], limit: int) -> list[tuple[int, Region | None]]:
-    points: dict[int, Region | None] = {}
-    for region in regions:
-        points.setdefault(region.start, region)
-        points.setdefault(region.end - 1, region)
-    points.setdefault(limit, None)
-    return sorted(points.items())
+def _points(regions: Sequence[Region], limit: int) -> list[int]:
+    """Each region's first and last byte, and the first address beyond the space."""
+    return sorted({limit, *(a for r in regions for a in (r.start, r.end - 1))})
 
 
 def _probes(
@@ -413,8 +411,8 @@ def _probes(
         if (address, access, width) in seen:
             return
         seen.add((address, access, width))
-        region = _region_at(regions, address)
-        beyond = _region_at(reached, address) if region is None else None
+        region = region_at(regions, address)
+        beyond = region_at(reached, address) if region is None else None
         marker = (_MARKERS if access == "read" else _WRITTEN)[width]
         value = marker if value is None else value
         if beyond is not None and host is not None:
@@ -451,7 +449,7 @@ def _probes(
             )
         )
 
-    for address, _ in _points(declared, layout.limit):
+    for address in _points(declared, layout.limit):
         add(address, "read", 1)
         add(address, "write", 1)
         add(address - address % arch.instruction_align, "fetch", 1)
@@ -462,12 +460,6 @@ def _probes(
         if d.type.guest_write_width:
             add(d.range.start, "write", d.type.guest_write_width)
     return probes
-
-
-def _region_at(regions: Sequence[Region], address: int) -> Region | None:
-    from gpa_plan.check.partition import region_at
-
-    return region_at(regions, address)
 
 
 def _probe_room(
