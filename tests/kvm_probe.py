@@ -332,6 +332,15 @@ def _new_vm(kvm_fd: int) -> Iterator[int]:
 # --- public API ----------------------------------------------------------------
 
 
+def kvm_usable() -> bool:
+    """Whether ``/dev/kvm`` opens here, whatever the host's architecture. Never raises."""
+    try:
+        kvm.Kvm().close()
+    except kvm.KvmError:
+        return False
+    return True
+
+
 def kvm_available() -> bool:
     """Return True when this host can run probes: it is x86_64, ``/dev/kvm``
     opens read-write and KVM_GET_API_VERSION answers 12. Never raises."""

@@ -16,19 +16,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from kvm_probe import kvm_usable
 
 from gpa_plan.arch import ARCHES
 from gpa_plan.cli import cli
 from gpa_plan.probe import host, kvm
-
-
-def kvm_usable() -> bool:
-    try:
-        kvm.Kvm().close()
-    except kvm.KvmError:
-        return False
-    return True
-
 
 needs_kvm = pytest.mark.skipif(not kvm_usable(), reason="needs a usable /dev/kvm")
 

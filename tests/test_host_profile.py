@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kvm_probe import kvm_usable
 
 from gpa_plan.cli import cli
 from gpa_plan.host_profile import (
@@ -293,14 +294,6 @@ def test_explain_at_the_apic_access_page_is_the_lapic_on_a_host_that_keeps_it(
 
 
 # -- this host's own profile -------------------------------------------------------------------
-
-
-def kvm_usable() -> bool:
-    try:
-        kvm.Kvm().close()
-    except kvm.KvmError:
-        return False
-    return True
 
 
 @pytest.mark.skipif(
