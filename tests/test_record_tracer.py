@@ -326,6 +326,20 @@ os.close(fd)
     assert closes[-1].ret == 0
 
 
+def test_descriptors_are_closed_for_the_command_even_with_close_traced(tmp_path: Path) -> None:
+    argv = script(tmp_path, "import os\nsys.exit(7 if os.path.exists(sys.argv[1]) else 0)")
+    read, write = os.pipe()
+    os.set_inheritable(write, True)
+    try:
+        result, _ = run(
+            [*argv, f"/proc/self/fd/{write}"], Handler(), Wanted(frozenset(), frozenset({"close"}))
+        )
+    finally:
+        os.close(read)
+        os.close(write)
+    assert result.status == 0
+
+
 def test_an_exec_keeps_the_command_traced(tmp_path: Path) -> None:
     argv = script(
         tmp_path,
@@ -482,6 +496,8 @@ def test_no_command_is_a_trace_error() -> None:
 def test_an_unknown_call_name_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="no system call named mmapp"):
         trace(["true"], Handler(), Wanted(frozenset(), frozenset({"mmapp"})))
+    with pytest.raises(ValueError, match="execve cannot be stopped on"):
+        trace(["true"], Handler(), Wanted(frozenset(), frozenset({"execve"})))
 
 
 @pytest.fixture(autouse=True)

@@ -88,6 +88,8 @@ class TraceError(Exception):
     """The command could not be traced: the message says why and what to do."""
 
 
+# Calls the filter cannot stop (see _checked_syscalls).
+UNTRACEABLE = frozenset({"execve", "execveat"})
 # Calls whose first argument is a file descriptor: their fd_target is read.
 FD_CALLS = frozenset({"ioctl", "close", "dup", "dup2", "dup3", "fcntl"})
 
@@ -349,11 +351,13 @@ class _Child:
 
     def setup(self) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+        _close_inherited_fds()
         refused = _traceme()
         _REPORT.pack_into(self.report, 0, refused, _NOT_TRIED)
         if refused:
             raise OSError(refused, "PTRACE_TRACEME")
-        # Last: once the filter is in, a call it stops fails with ENOSYS until exec.
+        # Last: once the filter is in, a call it stops fails with ENOSYS until the tracer has
+        # set PTRACE_O_TRACESECCOMP, after the exec (hence no close_fds by Popen after this).
         outcome = self.installer.install() if self.installer is not None else _NOT_TRIED
         _REPORT.pack_into(self.report, 0, 0, outcome)
 
@@ -364,6 +368,17 @@ class _Child:
     @property
     def filtered(self) -> bool:
         return int(_REPORT.unpack_from(self.report)[1]) == 0
+
+
+def _close_inherited_fds() -> None:
+    """What Popen's close_fds does, done before the filter is in: close every descriptor
+    above 2 that the exec would keep open (the others close at the exec anyway)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                if os.get_inheritable(fd):
+                    os.close(fd)
 
 
 def _ptrace_refused(code: int) -> TraceError:
@@ -381,7 +396,7 @@ def _ptrace_refused(code: int) -> TraceError:
 def _start(argv: Sequence[str], child: _Child) -> subprocess.Popen[bytes]:
     command = argv[0]
     try:
-        return subprocess.Popen(list(argv), preexec_fn=child.setup)
+        return subprocess.Popen(list(argv), preexec_fn=child.setup, close_fds=False)
     except FileNotFoundError:
         where = "no such file" if "/" in command else "no such command on PATH"
         raise TraceError(
@@ -407,6 +422,11 @@ def _checked_syscalls(names: Iterable[str]) -> list[str]:
     unknown = sorted(set(names) - known)
     if unknown:
         raise ValueError(f"no system call named {', '.join(unknown)} in gpa_plan.arch")
+    # The command's own exec would fail with ENOSYS: the filter is in before the tracer can
+    # take its stops. Execs are followed anyway (PTRACE_EVENT_EXEC).
+    execs = sorted(set(names) & UNTRACEABLE)
+    if execs:
+        raise ValueError(f"{', '.join(execs)} cannot be stopped on: the command's exec needs it")
     return sorted(names)
 
 
