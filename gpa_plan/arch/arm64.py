@@ -26,6 +26,7 @@ from gpa_plan.arch.base import (
     ProbeDevice,
     SelftestsDefaults,
     SelftestsVMFacts,
+    SyscallAbi,
     Ucall,
     io_bus_cells,
     mmio_ucall_yaml,
@@ -260,10 +261,40 @@ def _probe_steps(devices: Sequence[ProbeDevice], vcpus: int) -> list[dict[str, A
     return steps
 
 
+# The native arm64 calls a recording may stop on: arch/arm64/tools/syscall_64.tbl (the
+# generic numbering, its "common" and "64" entries; arm64 has no dup2, fork or vfork) and
+# AUDIT_ARCH_AARCH64 of include/uapi/linux/audit.h (EM_AARCH64 | __AUDIT_ARCH_64BIT |
+# __AUDIT_ARCH_LE), Linux 7.2.13.
+SYSCALL_ABI = SyscallAbi(
+    audit_arch=0xC000_00B7,
+    numbers={
+        "eventfd2": 19,
+        "dup": 23,
+        "dup3": 24,
+        "fcntl": 25,
+        "ioctl": 29,
+        "openat": 56,
+        "close": 57,
+        "exit": 93,
+        "exit_group": 94,
+        "munmap": 215,
+        "mremap": 216,
+        "clone": 220,
+        "execve": 221,
+        "mmap": 222,
+        "memfd_create": 279,
+        "execveat": 281,
+        "clone3": 435,
+        "close_range": 436,
+    },
+)
+
+
 ARM64 = ArchSpec(
     name="arm64",
     elf_machine="EM_AARCH64",
     machine="aarch64",
+    syscall_abi=SYSCALL_ABI,
     # arch/arm64/kvm/mmu.c kvm_init_ipa_range() (from kvm_init_stage2_mmu()), Linux 7.2.13:
     # type 0 means KVM_PHYS_SHIFT (40); an explicit IPA size must lie in
     # [ARM64_MIN_PARANGE_BITS (32), kvm_ipa_limit], else EINVAL.

@@ -328,6 +328,29 @@ class ProbeDevice(NamedTuple):
 ProbeSteps = Callable[[Sequence[ProbeDevice], int], list[dict[str, Any]]]
 
 
+class SyscallAbi(NamedTuple):
+    """How a host's system calls look to a tracer (`gpa-plan record`): the audit architecture
+    that seccomp_data.arch and struct ptrace_syscall_info.arch carry for its native calls
+    (include/uapi/linux/audit.h, Linux 7.2.13), the numbers of the calls by name, and the
+    byte order of seccomp_data. Calls of another ABI of the same machine (32-bit compat, x32)
+    carry another audit architecture or number and are not traced."""
+
+    audit_arch: int
+    numbers: Mapping[str, int]
+    byteorder: str = "little"
+
+    def name_of(self, nr: int) -> str | None:
+        """The call's name, or None for a number this table does not list."""
+        for name, number in self.numbers.items():
+            if number == nr:
+                return name
+        return None
+
+
+class UnsupportedHostError(Exception):
+    """The running machine has no ``SyscallAbi``: `record` cannot trace on it."""
+
+
 class ArchSpec(NamedTuple):
     """An architecture's KVM limits, its access-outcome table and the facts the rules, the
     planner and the messages ask of it (none of them names an architecture)."""
@@ -392,6 +415,9 @@ class ArchSpec(NamedTuple):
     # Where a host lets the guest reach beyond 2**pa_bits (x86: a guest MAXPHYADDR below
     # the host's, where KVM does not enforce it); None where ``beyond_pa`` holds on every host.
     host_reach: HostReach | None = None
+    # How a tracer reads this machine's system calls (`gpa-plan record`); None where it
+    # cannot trace them.
+    syscall_abi: SyscallAbi | None = None
 
     def address_space_ids(self) -> str:
         """The as_id values a memslot may take, in words: "only 0", "0 or 1 (SMM)"."""

@@ -28,6 +28,7 @@ from gpa_plan.arch.base import (
     SelftestsDefaults,
     SelftestsVMFacts,
     Setting,
+    SyscallAbi,
     Ucall,
     outcome_table,
 )
@@ -332,10 +333,42 @@ _REACH = HostReach(
 )
 
 
+# The native x86_64 calls a recording may stop on: arch/x86/entry/syscalls/syscall_64.tbl
+# (the "common" and "64" entries) and AUDIT_ARCH_X86_64 of include/uapi/linux/audit.h
+# (EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE), Linux 7.2.13.
+SYSCALL_ABI = SyscallAbi(
+    audit_arch=0xC000_003E,
+    numbers={
+        "close": 3,
+        "mmap": 9,
+        "munmap": 11,
+        "ioctl": 16,
+        "mremap": 25,
+        "dup": 32,
+        "dup2": 33,
+        "clone": 56,
+        "fork": 57,
+        "vfork": 58,
+        "execve": 59,
+        "exit": 60,
+        "fcntl": 72,
+        "exit_group": 231,
+        "openat": 257,
+        "eventfd2": 290,
+        "dup3": 292,
+        "memfd_create": 319,
+        "execveat": 322,
+        "clone3": 435,
+        "close_range": 436,
+    },
+)
+
+
 X86_64 = ArchSpec(
     name="x86_64",
     elf_machine="EM_X86_64",
     machine="x86_64",
+    syscall_abi=SYSCALL_ABI,
     default_pa_bits=48,
     min_pa_bits=32,
     max_pa_bits=52,
