@@ -240,3 +240,18 @@ def test_json_is_the_same_mapping() -> None:
 
     doc = document(arm64_vm(), "arm64")
     assert json.loads(recording_json(doc)) == doc
+
+
+def test_notes_say_what_the_layout_leaves_out() -> None:
+    t = Tracee()
+    t.create_vm(4, vm_type=1)  # KVM_X86_SW_PROTECTED_VM
+    t.zone(4, 0xE000_0000, 0)
+    t.ioctl(4, uapi.KVM_IOEVENTFD, 0xBAD0)
+    vm = t.recorder.vms[0]
+    assert "devices" in document(vm, "x86_64") and document(vm, "x86_64")["devices"] == []
+    assert notes(vm, "x86_64", 1)[1:] == [
+        "KVM_CREATE_VM type 0x1: not the default VM type; the layout does not record it.",
+        "coalesced0: a coalesced zone of 0 bytes at 0xe0000000, which holds nothing: left out.",
+        "KVM_IOEVENTFD: the structure at 0xbad0 could not be read (Bad address); the call is "
+        "left out",
+    ]

@@ -74,6 +74,14 @@ def test_a_structure_that_cannot_be_read_is_said_and_the_call_left_out() -> None
                          "be read (Bad address); the call is left out"]
 
 
+def test_a_refused_call_whose_structure_cannot_be_read_is_still_counted() -> None:
+    t = Tracee()
+    t.create_vm(4)
+    t.ioctl(4, uapi.KVM_IOEVENTFD, 0, ret=-errno.EFAULT)  # a NULL pointer
+    vm, = t.recorder.vms
+    assert (vm.refused, vm.unread) == ({("KVM_IOEVENTFD", "EFAULT", ""): 1}, [])
+
+
 def test_calls_on_a_reused_fd_number_that_is_no_longer_the_vm_are_not_the_vms() -> None:
     t = Tracee()
     t.create_vm(4)
@@ -104,6 +112,8 @@ def test_create_vm_counts_only_on_dev_kvm_and_when_it_returned_a_vm() -> None:
     t.ioctl(3, uapi.KVM_CREATE_VM, 0, ret=-errno.EINVAL, target=KVM)
     t.ioctl(3, uapi.KVM_CREATE_VM, 0, ret=7, target="/dev/null")
     assert t.recorder.vms == []
+    assert t.recorder.notes == ["KVM_CREATE_VM (type 0x0) in process 100 refused with EINVAL: "
+                                "no VM."]
 
 
 def test_fork_copies_the_fd_table_so_the_child_reaches_the_parents_vm() -> None:

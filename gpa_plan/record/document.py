@@ -18,10 +18,11 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
-from gpa_plan.arch.recorded import Fixed, record_facts
+from gpa_plan.arch.recorded import Fixed, RecordFacts, record_facts
 from gpa_plan.importers import pa_bits_needed
 from gpa_plan.plan.emit import _comment_safe, _yaml_scalar, to_json, yaml_entry_lines
-from gpa_plan.record.state import Frame, RecordedVM
+from gpa_plan.record.memslots import Memslot
+from gpa_plan.record.state import Frame, Ioeventfd, RecordedVM, Zone
 
 _FRAME_NAMES = {"vgic-v2-dist": "gicd", "vgic-v3-dist": "gicd", "vgic-v2-cpu": "gicc",
                 "vgic-v3-redist": "gicr", "vgic-its": "its"}
@@ -31,45 +32,25 @@ _LIST_SECTIONS = ("memslots", "devices", "reserved", "ports")
 def document(vm: RecordedVM, arch: str, name: str | None = None) -> dict[str, Any]:
     """The layout of ``vm`` on ``arch`` (the host's: KVM runs guests of its own only), keys
     in the format's order; ``name`` defaults to ``record-ARCH-vmN``. ``ports`` and
-    ``observed`` are present only when they hold something."""
+    ``observed`` are present only when they hold something. A coalesced zone of 0 bytes,
+    which KVM accepts and which holds nothing, is left out (``notes()`` says so)."""
     facts = record_facts(arch)
     memslots = [_memslot(m) for m in sorted(vm.memslots.values(),
                                             key=lambda m: (m.as_id, m.base))]
     devices: list[dict[str, Any]] = []
     ports: list[dict[str, Any]] = []
-    fixed: list[Fixed] = []
-    if vm.irqchip:
-        fixed += facts.irqchip
-    elif vm.split_irqchip:
-        fixed += facts.split_irqchip
-    if vm.pit:
-        fixed += facts.pit + (facts.pit_speaker if vm.pit_speaker else ())
-    for entry in fixed:
-        if entry.type is None:
-            ports.append({"name": entry.name, "base": entry.base, "size": entry.size,
+    for fixed in _fixed(vm, facts):
+        if fixed.type is None:
+            ports.append({"name": fixed.name, "base": fixed.base, "size": fixed.size,
                           "handler": "kernel"})
         else:
-            devices.append({"name": entry.name, "type": entry.type, "base": entry.base})
+            devices.append({"name": fixed.name, "type": fixed.type, "base": fixed.base})
     devices += _frames(vm)
     for efd in vm.ioeventfds:
-        kind: dict[str, Any] = {} if efd.pio else {"type": "mmio", "handler": "ioeventfd"}
-        entry_: dict[str, Any] = {"name": f"ioeventfd{efd.number}", **kind, "base": efd.addr,
-                                  "size": efd.length or 1}
-        if efd.pio:
-            entry_["handler"] = "ioeventfd"
-        entry_["length"] = efd.length
-        if efd.datamatch is not None:
-            entry_["datamatch"] = efd.datamatch
-        (ports if efd.pio else devices).append(entry_)
+        (ports if efd.pio else devices).append(_ioeventfd(efd))
     for zone in vm.zones:
-        if zone.size == 0:
-            continue
-        if zone.pio:
-            ports.append({"name": f"coalesced{zone.number}", "base": zone.addr,
-                          "size": zone.size, "handler": "coalesced"})
-        else:
-            devices.append({"name": f"coalesced{zone.number}", "type": "mmio",
-                            "handler": "coalesced", "base": zone.addr, "size": zone.size})
+        if zone.size:
+            (ports if zone.pio else devices).append(_zone(zone))
     doc: dict[str, Any] = {"layout": 1, "name": name or f"record-{arch}-vm{vm.number}",
                            "arch": arch}
     pa_bits = facts.pa_bits_of_vm_type(vm.vm_type)
@@ -82,15 +63,55 @@ def document(vm: RecordedVM, arch: str, name: str | None = None) -> dict[str, An
     if ports:
         doc["ports"] = ports
     if vm.refused:
-        doc["observed"] = {"refused": [
-            {"call": call, "errno": errno, "count": count, **({"detail": detail} if detail
-                                                              else {})}
-            for (call, errno, detail), count in vm.refused.items()
-        ]}
+        doc["observed"] = {"refused": _refused(vm)}
     return doc
 
 
-def _memslot(memslot: Any) -> dict[str, Any]:
+def _fixed(vm: RecordedVM, facts: RecordFacts) -> list[Fixed]:
+    """The in-kernel devices at fixed addresses the VM's irqchip and PIT calls made."""
+    made: list[Fixed] = []
+    if vm.irqchip:
+        made += facts.irqchip
+    elif vm.split_irqchip:
+        made += facts.split_irqchip
+    if vm.pit:
+        made += facts.pit + (facts.pit_speaker if vm.pit_speaker else ())
+    return made
+
+
+def _ioeventfd(efd: Ioeventfd) -> dict[str, Any]:
+    """An MMIO ioeventfd as a device, a port one as a ``ports`` entry; the size is its
+    length, 1 for length 0 (a write of any width at its address)."""
+    entry: dict[str, Any] = {"name": f"ioeventfd{efd.number}"}
+    if not efd.pio:
+        entry.update(type="mmio", handler="ioeventfd")
+    entry.update(base=efd.addr, size=efd.length or 1)
+    if efd.pio:
+        entry["handler"] = "ioeventfd"
+    entry["length"] = efd.length
+    if efd.datamatch is not None:
+        entry["datamatch"] = efd.datamatch
+    return entry
+
+
+def _zone(zone: Zone) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": f"coalesced{zone.number}"}
+    if not zone.pio:
+        entry.update(type="mmio", handler="coalesced")
+    entry.update(base=zone.addr, size=zone.size)
+    if zone.pio:
+        entry["handler"] = "coalesced"
+    return entry
+
+
+def _refused(vm: RecordedVM) -> list[dict[str, Any]]:
+    return [
+        {"call": call, "errno": errno, "count": count, **({"detail": detail} if detail else {})}
+        for (call, errno, detail), count in vm.refused.items()
+    ]
+
+
+def _memslot(memslot: Memslot) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": f"as{memslot.as_id}-slot{memslot.slot}" if memslot.as_id
         else f"slot{memslot.slot}",
@@ -145,18 +166,21 @@ def notes(vm: RecordedVM, arch: str, count: int) -> list[str]:
     if facts.pa_bits_of_vm_type(vm.vm_type) is None and vm.vm_type:
         said.append(f"KVM_CREATE_VM type {vm.vm_type:#x}: not the default VM type; the layout "
                     "does not record it.")
+    said += [f"coalesced{zone.number}: a coalesced zone of 0 bytes at {zone.addr:#x}, which "
+             "holds nothing: left out." for zone in vm.zones if not zone.size]
     said += vm.unread
     return said
 
 
 def opening_comments(command: Sequence[str], vm_notes: Sequence[str],
-                     unread: Sequence[str] = ()) -> list[str]:
+                     others: Sequence[str] = ()) -> list[str]:
     """The comment lines a recording opens with: the command, the host kernel (os.uname()),
-    then the VM's notes and what could not be read."""
+    then the VM's notes (``notes()``: what could not be read) and ``others`` (the
+    recorder's ``notes``: refused KVM_CREATE_VM calls; the tracer's limits)."""
     host = os.uname()
     return [f"Recorded by gpa-plan record from: {shlex.join(command)}",
             f"Host kernel: {host.sysname} {host.release} {host.version} ({host.machine})",
-            *vm_notes, *unread]
+            *vm_notes, *others]
 
 
 def recording_yaml(doc: dict[str, Any], comments: Sequence[str]) -> str:

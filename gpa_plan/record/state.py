@@ -115,7 +115,8 @@ class Recorder:
         self.vms: list[RecordedVM] = []
         self._vms: dict[tuple[int, int], RecordedVM] = {}  # (tgid, fd)
         self._devices: dict[tuple[int, int], _Device] = {}
-        self.unread: list[str] = []  # what could not be read outside any VM
+        # Calls outside any VM worth telling: KVM_CREATE_VM refused.
+        self.notes: list[str] = []
 
     def forked(self, parent_tgid: int, child_tgid: int) -> None:
         """fork() copies the file table: the child reaches the parent's VMs and devices
@@ -137,6 +138,9 @@ class Recorder:
         if request == "KVM_CREATE_VM":
             if call.fd_target == KVM_DEVICE and call.ret >= 0:
                 self._created(call)
+            elif call.fd_target == KVM_DEVICE:
+                self.notes.append(f"KVM_CREATE_VM (type {call.args[2]:#x}) in process "
+                                  f"{call.tgid} refused with {errno_name(-call.ret)}: no VM.")
             return
         vm = self._vms.get((call.tgid, fd)) if call.fd_target == VM_TARGET else None
         apply = _VM_CALLS.get(request)
@@ -144,17 +148,24 @@ class Recorder:
             try:
                 apply(vm, call, self)
             except OSError as exc:
-                vm.unread.append(f"{request}: the structure at {call.args[2]:#x} could not "
-                                 f"be read ({exc.strerror or exc}); the call is left out")
+                if call.ret < 0:  # refused all the same: without what it asked for
+                    vm.refuse(request, call.ret, "")
+                else:
+                    vm.unread.append(f"{request}: the structure at {call.args[2]:#x} could "
+                                     f"not be read ({exc.strerror or exc}); the call is left "
+                                     "out")
             return
         device = self._devices.get((call.tgid, fd)) if _is_device(call.fd_target) else None
         if device is not None and request == "KVM_SET_DEVICE_ATTR":
             try:
                 _device_attr(device, call)
             except OSError as exc:
-                device.vm.unread.append(
-                    f"{request}: the attribute at {call.args[2]:#x} could not be read "
-                    f"({exc.strerror or exc}); the call is left out")
+                if call.ret < 0:
+                    device.vm.refuse(request, call.ret, "")
+                else:
+                    device.vm.unread.append(
+                        f"{request}: the attribute at {call.args[2]:#x} could not be read "
+                        f"({exc.strerror or exc}); the call is left out")
 
     def _created(self, call: TracedCall) -> None:
         """virt/kvm/kvm_main.c kvm_dev_ioctl_create_vm(): the new VM's fd is the return."""
