@@ -10,6 +10,7 @@ inside each command so that a command pays only for what it uses.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -708,6 +709,65 @@ def selftests_layout(
         raise click.UsageError(str(err)) from None
     _emit(selftests_layout(vm), output)
     return 0
+
+
+@cli.command(context_settings={"ignore_unknown_options": True,
+                              "allow_interspersed_args": False})
+@click.option("-o", "--output", metavar="OUT",
+              help="Write here: a file for one VM, a directory (vm1.yaml, ...) for several.")
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
+              show_default=True, help="Format of the layouts.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
+                metavar="-- COMMAND [ARGS]...")
+def record(output: str | None, fmt: str, command: tuple[str, ...]) -> int:
+    """Run COMMAND under ptrace and write the layout of every VM it creates: memslots,
+    in-kernel devices, ioeventfds and coalesced zones as KVM held them at the end, and every
+    call KVM refused (docs/record.md)."""
+    from gpa_plan.files import OutputError
+    from gpa_plan.printable import printable
+    from gpa_plan.record import output as outputs
+    from gpa_plan.record.ptrace import TraceError
+    from gpa_plan.record.session import record as run_record
+
+    try:
+        recording = run_record(command)
+    except TraceError as err:
+        _echo_stderr(f"gpa-plan: record: {err}")
+        return 2
+    ending = recording.ending()
+    if ending:
+        _echo_stderr(f"note: {ending}")
+    if not recording.layouts:
+        _echo_stderr(printable(f"gpa-plan: record: {shlex.join(command)} created no KVM VM "
+                               "(no KVM_CREATE_VM that returned one): nothing recorded"))
+        return 1
+    texts = [layout.text(fmt) for layout in recording.layouts]
+    if output is None:
+        sys.stdout.write(_joined(texts, fmt))
+        return 0
+    try:
+        paths, moved = outputs.targets(output, len(texts), fmt)
+        if moved:
+            _echo_stderr(printable(f"note: {output} is a file and the command created "
+                                   f"{len(texts)} VMs: the layouts are in {moved}"))
+        notes = outputs.write_all(paths, texts, sys.stdout, sys.stderr)
+    except OutputError as err:
+        raise click.UsageError(str(err)) from None
+    for note in notes:
+        _echo_stderr(f"note: {note}")
+    if len(paths) > 1 or paths[0] != output:
+        for path, layout in zip(paths, recording.layouts, strict=True):
+            _echo_stderr(printable(f"{path}: {layout.summary()}"))
+    return 0
+
+
+def _joined(texts: list[str], fmt: str) -> str:
+    """Several layouts on standard output: YAML documents, or a JSON array."""
+    if len(texts) == 1:
+        return texts[0]
+    if fmt == "json":
+        return "[\n" + ",\n".join(t.rstrip("\n") for t in texts) + "\n]\n"
+    return "---\n".join(texts)
 
 
 @cli.command()

@@ -30,6 +30,7 @@ from typing import NamedTuple, Protocol
 
 from gpa_plan.arch import ARCHES, UnsupportedHostError, host_abi
 from gpa_plan.arch.base import SyscallAbi
+from gpa_plan.record.calls import TracedCall
 from gpa_plan.record.seccomp import CallFilter, Installer
 
 __all__ = [
@@ -42,24 +43,6 @@ __all__ = [
     "decode_syscall_info",
     "trace",
 ]
-
-
-@dataclass(frozen=True)
-class TracedCall:
-    """One system call a traced thread made, handed over at its exit."""
-
-    tid: int  # the thread that made the call
-    tgid: int  # its process (thread group)
-    name: str  # "ioctl", "mmap", ... (from the host's SyscallAbi)
-    args: tuple[int, ...]  # the six raw arguments, unsigned 64-bit
-    ret: int  # the return value, signed: negative is -errno
-    # readlink /proc/TID/fd/ARGS[0] at entry, for calls whose first argument is a file
-    # descriptor (FD_CALLS); "" otherwise, or where it names no open file:
-    # "/dev/kvm", "anon_inode:kvm-vm", "anon_inode:kvm-vcpu:0", ...
-    fd_target: str
-    # Read (address, size) of the tracee's memory: valid only during the handler call;
-    # raises OSError.
-    memory: Callable[[int, int], bytes]
 
 
 class CallHandler(Protocol):

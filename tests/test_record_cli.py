@@ -1,0 +1,140 @@
+"""`gpa-plan record -- COMMAND` on this host's /dev/kvm: the layouts written, where they go,
+and what the command is told."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from kvm_probe import kvm_available
+
+from gpa_plan.cli import cli
+
+DATA = Path(__file__).resolve().parent / "data" / "record"
+needs_kvm = pytest.mark.skipif(not kvm_available(), reason="needs an x86_64 host with /dev/kvm")
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
+
+# A program that makes VMs with the probe's KVM layer: VM n gets memslot 0 at n MiB.
+VMS = """\
+import os, sys
+from gpa_plan.probe import kvm
+count = int(sys.argv[1])
+k = kvm.Kvm()
+memory = kvm.Memory(0x1000)
+for n in range(1, count + 1):
+    vm = kvm.create_vm(k)
+    assert kvm.set_memslot(vm, 0, 0, n << 20, 0x1000, memory.addr, False) is None
+"""
+
+
+def vms_command(tmp_path: Path, count: int) -> list[str]:
+    script = tmp_path / "vms.py"
+    script.write_text(VMS)
+    return [sys.executable, str(script), str(count)]
+
+
+def record(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["record", *args])
+    assert not isinstance(result.exception, Exception) or isinstance(
+        result.exception, SystemExit), result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def vmm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    binary = tmp_path_factory.mktemp("vmm") / "vmm"
+    subprocess.run(["cc", "-O1", "-o", str(binary), str(DATA / "vmm.c")], check=True,
+                   timeout=60)
+    return binary
+
+
+@needs_kvm
+@needs_cc
+def test_the_small_vmm_is_recorded_exactly(vmm: Path, tmp_path: Path) -> None:
+    out = tmp_path / "vmm.yaml"
+    status, _, stderr = record("-o", str(out), "--", str(vmm))
+    assert status == 0, stderr
+    text = out.read_text()
+    assert text.startswith(f"# Recorded by gpa-plan record from: {vmm}\n# Host kernel: Linux ")
+    assert yaml.safe_load(text) == yaml.safe_load((DATA / "vmm-expected.yaml").read_text())
+
+
+@needs_kvm
+@needs_cc
+def test_json_is_the_same_layout(vmm: Path, tmp_path: Path) -> None:
+    out = tmp_path / "vmm.json"
+    status, _, stderr = record("--format", "json", "-o", str(out), "--", str(vmm))
+    assert status == 0, stderr
+    import json
+
+    assert json.loads(out.read_text()) == yaml.safe_load(
+        (DATA / "vmm-expected.yaml").read_text())
+
+
+@needs_kvm
+def test_several_vms_go_to_a_directory_in_creation_order(tmp_path: Path) -> None:
+    out = tmp_path / "rec"
+    status, _, stderr = record("-o", str(out), "--", *vms_command(tmp_path, 3))
+    assert status == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == ["vm1.yaml", "vm2.yaml", "vm3.yaml"]
+    for n in (1, 2, 3):
+        layout = yaml.safe_load((out / f"vm{n}.yaml").read_text())
+        assert [(m["base"], m["size"]) for m in layout["memslots"]] == [(n << 20, 0x1000)]
+        assert f"{out / f'vm{n}.yaml'}: VM {n}: created by process " in stderr
+    assert "; 1 memslot\n" in stderr
+
+
+@needs_kvm
+def test_one_vm_into_an_existing_directory(tmp_path: Path) -> None:
+    status, _, stderr = record("-o", str(tmp_path), "--", *vms_command(tmp_path, 1))
+    assert status == 0, stderr
+    assert yaml.safe_load((tmp_path / "vm1.yaml").read_text())["memslots"][0]["base"] == 1 << 20
+
+
+@needs_kvm
+def test_several_vms_never_clobber_a_file_named_by_o(tmp_path: Path) -> None:
+    out = tmp_path / "rec.yaml"
+    out.write_text("mine\n")
+    status, _, stderr = record("-o", str(out), "--", *vms_command(tmp_path, 2))
+    assert status == 0, stderr
+    assert out.read_text() == "mine\n"
+    assert sorted(p.name for p in (tmp_path / "rec.yaml.d").iterdir()) == ["vm1.yaml",
+                                                                           "vm2.yaml"]
+    assert f"the layouts are in {out}.d" in stderr
+
+
+@needs_kvm
+def test_several_vms_on_stdout_are_yaml_documents(tmp_path: Path) -> None:
+    status, stdout, stderr = record("--", *vms_command(tmp_path, 2))
+    assert status == 0, stderr
+    docs = list(yaml.safe_load_all(stdout))
+    assert [d["memslots"][0]["base"] for d in docs] == [1 << 20, 2 << 20]
+
+
+def test_a_command_without_vms_records_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "rec.yaml"
+    status, stdout, stderr = record("-o", str(out), "--", "true")
+    assert (status, stdout) == (1, "")
+    assert "true created no KVM VM" in stderr
+    assert not out.exists()
+
+
+def test_a_command_that_does_not_exist_is_a_usage_error(tmp_path: Path) -> None:
+    status, _, stderr = record("--", str(tmp_path / "nothing-here"))
+    assert status == 2
+    assert "gpa-plan: record: " in stderr and "nothing-here" in stderr
+
+
+def test_the_commands_failure_is_said(tmp_path: Path) -> None:
+    status, _, stderr = record("--", "false")
+    assert status == 1
+    assert "note: false exited with status 1" in stderr
+
+
+def test_a_command_is_required() -> None:
+    assert record()[0] == 2
