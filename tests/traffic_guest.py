@@ -10,10 +10,10 @@ summary must match.
 Run as a script (``python tests/traffic_guest.py SPEC [--wait]``) it is the traced command:
 SPEC is JSON, ``{"accesses": [[space, address, width, write, count], ...], "ioeventfds":
 [[space, address, length], ...], "coalesced": [[address, size]], "irqchip": bool, "vms": int,
-"threads": bool, "failures": ["eintr" | "einval" | "internal", ...]}``;
-it prints its
-`Run` as JSON (one per VM) and ``created`` times (time.monotonic_ns() at each KVM_CREATE_VM).
-With ``--wait`` it reads a line from stdin first, so that a tracer can follow it before it runs.
+"threads": bool, "failures": ["eintr" | "einval" | "internal", ...]}``; it prints its `Run` as
+JSON (one per VM), ``created`` times (time.monotonic_ns() at each KVM_CREATE_VM) and
+``elapsed_ns``, the time its VMs took from creation to their last exit. With ``--wait`` it
+reads a line from stdin first, so that a tracer can follow it before it runs.
 """
 
 from __future__ import annotations
@@ -283,6 +283,7 @@ def main(argv: Sequence[str]) -> int:
         ).as_json()
 
     runs: list[dict[str, Any]] = []
+    start = time.perf_counter_ns()
     for _ in range(int(spec.get("vms", 1))):
         if spec.get("threads"):  # each VM made and run by a thread of its own, one at a time
             worker = threading.Thread(target=lambda: runs.append(one()))
@@ -290,8 +291,19 @@ def main(argv: Sequence[str]) -> int:
             worker.join()
         else:
             runs.append(one())
+    elapsed = time.perf_counter_ns() - start
     failures = [failure(kind) for kind in spec.get("failures", [])]
-    print(json.dumps({"runs": runs, "created": created, "pid": os.getpid(), "failures": failures}))
+    print(
+        json.dumps(
+            {
+                "runs": runs,
+                "created": created,
+                "pid": os.getpid(),
+                "failures": failures,
+                "elapsed_ns": elapsed,
+            }
+        )
+    )
     return 0
 
 

@@ -226,7 +226,10 @@ class _PortWrites:
 
 @dataclass
 class _Thread:
-    since: list[Event] = field(default_factory=list)  # accesses since the last exit/entry
+    # Since the thread's last exit or guest entry: its last access, its last MMIO write or
+    # unsatisfied read.
+    last: Event | None = None
+    mmio: Event | None = None
     rest: tuple[Access, bool] | None = None  # the next 8-byte piece of a wide MMIO access
     port_read: int | None = None  # an IO exit (its index) waiting for its read's completion
     maybe_read: int | None = None  # an IO exit counted as a write that a read may follow
@@ -243,7 +246,7 @@ def exits(events: Iterable[Event]) -> list[Exit]:
     for ev in ordered:
         t = threads[ev.tid]
         if ev.kind == "entry":
-            t.entries, t.since = True, []
+            t.entries, t.last, t.mmio = True, None, None
             continue
         if ev.kind == "exit":
             ex = _exit(t, ev, writes)
@@ -257,7 +260,9 @@ def exits(events: Iterable[Event]) -> list[Exit]:
             continue
         if ev.kind in _ACCESSES:
             _first_after_exit(t, ev, found)
-        t.since.append(ev)
+            t.last = ev
+            if ev.kind in _MMIO_CAUSES:
+                t.mmio = ev
     return found
 
 
@@ -275,15 +280,14 @@ def _first_after_exit(t: _Thread, ev: Event, found: list[Exit]) -> None:
 def _exit(t: _Thread, ev: Event, writes: _PortWrites) -> Exit | None:
     """The exit ``ev`` with its access; None for a port read, whose port the first access
     event after it tells."""
-    since, t.since = t.since, []
+    last, cause = t.last, t.mmio
+    t.last = t.mmio = None
     t.port_read = t.maybe_read = None
     ex = Exit(ev.tid, ev.tgid, ev.timestamp, ev.reason, ev.errno)
     if ev.errno < 0:
         return ex
-    last = since[-1] if since else None
     if ev.reason == KVM_EXIT_MMIO:
         rest, t.rest = t.rest, None
-        cause = next((e for e in reversed(since) if e.kind in _MMIO_CAUSES), None)
         if cause is None:
             return ex if rest is None else ex._replace(access=rest[0], write=rest[1])
         width = min(cause.width, _MMIO_PIECE)
