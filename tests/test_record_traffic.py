@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 from collections import Counter
 from pathlib import Path
@@ -22,7 +23,7 @@ from kvm_probe import kvm_available
 
 from gpa_plan.record import tracefs
 from gpa_plan.record.tracefs import Event, KvmTrace, parse_trace
-from gpa_plan.record.traffic import Traffic, Vm, attribute, exits
+from gpa_plan.record.traffic import Traffic, Vm, attribute, exits, summed
 
 DATA = Path(__file__).parent / "data" / "record" / "traffic"
 MMIO = 0xD000_0000
@@ -248,6 +249,28 @@ def test_lost_events_make_every_vms_traffic_incomplete() -> None:
     assert (traffic.complete, traffic.lost_events, traffic.path) == (False, 3, "tracefs")
 
 
+def test_the_notes_say_what_makes_the_counts_low_or_unsure() -> None:
+    lines, result = fixture("failures")
+    (exact,) = summed(parse_trace(lines), [Vm(result["pid"], result["created"][0])])
+    assert (exact.complete, exact.notes()) == (True, [])
+    events = [
+        ev("exit", reason=6),  # no access before it
+        ev("pio-write", 0x70, 1),
+        ev("exit", reason=2),
+        ev("pio-read", 0x71, 1),
+    ]
+    (unsure,) = attribute(events, [Vm(7, 0)], lost=5, unread=2)
+    assert unsure.notes() == [
+        "traffic is incomplete: the kernel lost 5 trace events to a full buffer, so the "
+        "counts are low",
+        "traffic is incomplete: 2 trace lines were not understood (a kernel whose event "
+        "formats differ from Linux 7.2's)",
+        "1 MMIO or port exits are counted in `exits` only: the trace did not show their address",
+        "1 port exits are counted as writes that may have been reads of the port read just "
+        "after them",
+    ]
+
+
 # --- the instance on this host -----------------------------------------------------------------
 
 _REASON = tracefs.available() or (None if kvm_available() else "needs an x86_64 /dev/kvm")
@@ -295,10 +318,28 @@ def test_the_counts_of_a_guest_on_this_host_are_exact() -> None:
 def test_the_instance_is_removed_even_when_the_body_raises() -> None:
     before = ours()
     with pytest.raises(RuntimeError, match="boom"), KvmTrace(buffer_kb=64) as trace:
-        assert os.path.isdir(trace.path)
+        # off until it follows a process: an empty set_event_pid would trace every process
+        assert Path(trace.path, "tracing_on").read_text() == "0\n"
+        trace.follow(os.getpid())
+        assert Path(trace.path, "tracing_on").read_text() == "1\n"
         raise RuntimeError("boom")
     assert not os.path.exists(trace.path)
     assert ours() == before
+
+
+@live
+def test_an_instance_left_by_a_killed_record_is_removed_by_the_next() -> None:
+    child = subprocess.Popen(["true"])  # a pid that no longer runs
+    child.wait()
+    stale = Path(tracefs.tracefs_root() or "", "instances", f"gpa-plan-{child.pid}-2")
+    stale.mkdir()
+    try:
+        with KvmTrace(buffer_kb=64) as trace:
+            assert not stale.exists()
+            assert os.path.basename(trace.path) == f"gpa-plan-{os.getpid()}"
+    finally:
+        if stale.exists():
+            stale.rmdir()
 
 
 @live

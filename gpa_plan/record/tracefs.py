@@ -21,7 +21,8 @@ nothing of the host's own tracing changes (the top level's ``tracing_on``, ``set
 
 Tracing starts at the first `KvmTrace.follow` (before it, the instance is off: an empty
 ``set_event_pid`` would trace every process). The instance is removed when the ``with`` block
-ends, whatever ends it.
+ends, whatever ends it; one left by a ``record`` that was killed (its pid no longer runs) is
+removed by the next.
 
 tracefs is not mounted here: when neither ``/sys/kernel/tracing`` nor
 ``/sys/kernel/debug/tracing`` holds it, `available` says so and how to mount it. A mount would
@@ -232,6 +233,7 @@ class KvmTrace:
         root = self.root or tracefs_root()
         if reason is not None or root is None:
             raise TraceError(reason or "tracefs is not mounted")
+        remove_stale_instances(root)
         self.path = self._make_instance(root)
         try:
             self._set_up(root)
@@ -357,6 +359,36 @@ class KvmTrace:
             ) from exc
         finally:
             self.path = ""
+
+
+def _owner(name: str) -> int | None:
+    """The pid in an instance name ``gpa-plan-PID`` or ``gpa-plan-PID-N``; None for others."""
+    if not name.startswith(INSTANCE_PREFIX):
+        return None
+    pid = name[len(INSTANCE_PREFIX) :].split("-")[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def remove_stale_instances(root: str) -> list[str]:
+    """Remove the instances of `record` processes that no longer run (killed before they could
+    remove theirs); the names removed. An instance another program still reads stays."""
+    removed = []
+    instances = os.path.join(root, "instances")
+    for name in sorted(os.listdir(instances)):
+        pid = _owner(name)
+        if pid is None or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # its record still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(instances, name))
+            removed.append(name)
+    return removed
 
 
 def _lost_in_stats(lines: Sequence[str]) -> int:

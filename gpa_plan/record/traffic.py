@@ -71,7 +71,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .tracefs import Event
+from .tracefs import Event, Parsed
 
 # include/uapi/linux/kvm.h: the KVM_EXIT_* values, in order from 0.
 _EXIT_NAMES = (
@@ -134,11 +134,38 @@ class Traffic:
     unresolved: int = 0  # MMIO/IO exits whose address the trace did not show
     uncertain: int = 0  # port exits counted as a write that may have been a read
     lost_events: int = 0  # events the kernel lost (a full buffer): the counts are then low
+    unread: int = 0  # event lines of the trace that did not parse
     path: str = TRAFFIC_PATH
 
     @property
     def complete(self) -> bool:
-        return self.lost_events == 0
+        return self.lost_events == 0 and self.unread == 0
+
+    def notes(self) -> list[str]:
+        """What a reader of the counts must know, one sentence each (for the recording's
+        comments); empty when the counts are exact."""
+        said = []
+        if self.lost_events:
+            said.append(
+                f"traffic is incomplete: the kernel lost {self.lost_events} trace events to a "
+                "full buffer, so the counts are low"
+            )
+        if self.unread:
+            said.append(
+                f"traffic is incomplete: {self.unread} trace lines were not understood (a "
+                "kernel whose event formats differ from Linux 7.2's)"
+            )
+        if self.unresolved:
+            said.append(
+                f"{self.unresolved} MMIO or port exits are counted in `exits` only: the trace "
+                "did not show their address"
+            )
+        if self.uncertain:
+            said.append(
+                f"{self.uncertain} port exits are counted as writes that may have been reads "
+                "of the port read just after them"
+            )
+        return said
 
     def add(self, ex: Exit) -> None:
         if ex.errno < 0 and ex.errno != -errno_module.EINTR:
@@ -314,10 +341,13 @@ def _exit(t: _Thread, ev: Event, writes: _PortWrites) -> Exit | None:
 # --- attribution -------------------------------------------------------------------------------
 
 
-def attribute(events: Iterable[Event], vms: Sequence[Vm], *, lost: int = 0) -> list[Traffic]:
+def attribute(
+    events: Iterable[Event], vms: Sequence[Vm], *, lost: int = 0, unread: int = 0
+) -> list[Traffic]:
     """The traffic of each VM of ``vms`` (same order): each exit goes to the latest VM its
     process created before it; exits of a process before its first VM are left out.
-    ``lost`` (events the kernel lost) marks every VM's traffic incomplete."""
+    ``lost`` (events the kernel lost) and ``unread`` (lines not understood) mark every VM's
+    traffic incomplete."""
     by_process: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for index, vm in enumerate(vms):
         # The trace text has microseconds: a VM created within an event's microsecond counts
@@ -325,7 +355,7 @@ def attribute(events: Iterable[Event], vms: Sequence[Vm], *, lost: int = 0) -> l
         by_process[vm.tgid].append((vm.created - vm.created % 1000, index))
     for created in by_process.values():
         created.sort()
-    results = [Traffic(lost_events=lost) for _ in vms]
+    results = [Traffic(lost_events=lost, unread=unread) for _ in vms]
     found = exits(events)
     tgids = _tgids(found)
     for ex in found:
@@ -334,6 +364,11 @@ def attribute(events: Iterable[Event], vms: Sequence[Vm], *, lost: int = 0) -> l
         if at:
             results[created[at - 1][1]].add(ex)
     return results
+
+
+def summed(parsed: Parsed, vms: Sequence[Vm]) -> list[Traffic]:
+    """`attribute` of what `KvmTrace.read` gave: each VM's traffic, with what was lost."""
+    return attribute(parsed.events, vms, lost=parsed.lost, unread=parsed.unread)
 
 
 def _tgids(found: Sequence[Exit]) -> dict[int, int]:
