@@ -122,6 +122,15 @@ def test_an_mmio_exit_is_the_last_write_or_unsatisfied_read_before_it() -> None:
     assert [(e.access, e.write) for e in found] == [(("mmio", 0x0900_0000, 1), True)]
 
 
+def test_a_loongarch_read_is_traced_as_read_before_its_exit() -> None:
+    # kvm_emu_mmio_read() traces "read" before its devices are tried, and again with the
+    # value once the VMM answered (kvm_complete_mmio_read())
+    found = exits(
+        [ev("mmio-read", 0x1FE0_01E0, 1), ev("exit", reason=6), ev("mmio-read", 0x1FE0_01E0, 1)]
+    )
+    assert [(e.access, e.write) for e in found] == [(("mmio", 0x1FE0_01E0, 1), False)]
+
+
 def test_an_access_wider_than_8_bytes_reaches_the_vmm_in_8_byte_pieces() -> None:
     found = exits([ev("mmio-write", MMIO, 16), ev("exit", reason=6), ev("exit", reason=6)])
     assert [e.access for e in found] == [("mmio", MMIO, 8), ("mmio", MMIO + 8, 8)]

@@ -26,11 +26,14 @@ counted as traffic only when they are what made ``KVM_RUN`` return:
 Between an access and the exit it causes KVM traces nothing else (the vCPU does not run
 again), so, per thread:
 
-* a ``KVM_EXIT_MMIO`` is the last ``write`` or ``unsatisfied-read`` since that thread's last
-  exit or guest entry. An access wider than 8 bytes reaches the VMM in 8-byte pieces
+* a ``KVM_EXIT_MMIO`` is the last ``kvm_mmio`` event since that thread's last exit or guest
+  entry: on x86 and arm64 a ``write`` or an ``unsatisfied-read`` (the ``read`` of the value
+  the VMM gave comes after the exit); on LoongArch, whose kvm_emu_mmio_read()
+  (arch/loongarch/kvm/exit.c) traces a read as ``read`` before trying its devices, that
+  ``read``. An access wider than 8 bytes reaches the VMM in 8-byte pieces
   (complete_emulated_mmio()), each an exit of its own without an event: they are counted at
-  the following addresses. An x86 access split across two pages has two events and two exits;
-  both exits are counted at the second part's event (a limit of this path).
+  the following addresses. An x86 access split across two pages has two events and two
+  exits; both are counted at the second part's event (a limit of this path).
 * a ``KVM_EXIT_IO`` is the ``pio_write`` just before it, if the last access since the thread's
   last exit or guest entry is one; otherwise it is a port read, known from the first
   ``pio_read`` after the exit (complete_emulator_pio_in()), if the VMM ran the vCPU again.
@@ -208,7 +211,7 @@ class Traffic:
 
 # --- pairing accesses with exits ---------------------------------------------------------------
 
-_MMIO_CAUSES = frozenset({"mmio-write", "mmio-unsatisfied-read"})
+_MMIO = frozenset({"mmio-write", "mmio-read", "mmio-unsatisfied-read"})
 _ACCESSES = frozenset({"mmio-write", "mmio-read", "mmio-unsatisfied-read", "pio-write", "pio-read"})
 
 
@@ -253,8 +256,7 @@ class _PortWrites:
 
 @dataclass
 class _Thread:
-    # Since the thread's last exit or guest entry: its last access, its last MMIO write or
-    # unsatisfied read.
+    # Since the thread's last exit or guest entry: its last access, its last kvm_mmio event.
     last: Event | None = None
     mmio: Event | None = None
     rest: tuple[Access, bool] | None = None  # the next 8-byte piece of a wide MMIO access
@@ -288,7 +290,7 @@ def exits(events: Iterable[Event]) -> list[Exit]:
         if ev.kind in _ACCESSES:
             _first_after_exit(t, ev, found)
             t.last = ev
-            if ev.kind in _MMIO_CAUSES:
+            if ev.kind in _MMIO:
                 t.mmio = ev
     return found
 
