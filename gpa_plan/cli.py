@@ -717,9 +717,11 @@ def selftests_layout(
               help="Write here: a file for one VM, a directory (vm1.yaml, ...) for several.")
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
               show_default=True, help="Format of the layouts.")
+@click.option("--traffic", is_flag=True,
+              help="Also record the guest's exits to the VMM (observed.traffic).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
                 metavar="-- COMMAND [ARGS]...")
-def record(output: str | None, fmt: str, command: tuple[str, ...]) -> int:
+def record(output: str | None, fmt: str, traffic: bool, command: tuple[str, ...]) -> int:
     """Run COMMAND under ptrace and write the layout of every VM it creates: memslots,
     in-kernel devices, ioeventfds and coalesced zones as KVM held them at the end, and every
     call KVM refused (docs/record.md)."""
@@ -730,7 +732,7 @@ def record(output: str | None, fmt: str, command: tuple[str, ...]) -> int:
     from gpa_plan.record.session import record as run_record
 
     try:
-        recording = run_record(command)
+        recording = run_record(command, traffic=traffic)
     except TraceError as err:
         _echo_stderr(f"gpa-plan: record: {err}")
         return 2

@@ -19,7 +19,7 @@ from gpa_plan.ranges import hex_addr
 if TYPE_CHECKING:
     from gpa_plan.plan.allocate import Allocation
 
-_NUMBER_KEYS = {"base", "size", "page_size", "guest_page_size"}
+_NUMBER_KEYS = {"base", "address", "size", "page_size", "guest_page_size"}
 _SECTIONS = ("memslots", "devices", "reserved")
 _PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*")
 # YAML 1.1 reads these as booleans or null when plain.
@@ -79,7 +79,7 @@ def _yaml_scalar(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int) and key in _NUMBER_KEYS:
-        return hex_addr(value) if key == "base" or value >= 0x10000 else str(value)
+        return hex_addr(value) if key in ("base", "address") or value >= 0x10000 else str(value)
     if isinstance(value, (int, float)):
         return str(value)
     text = str(value)

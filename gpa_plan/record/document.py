@@ -194,6 +194,9 @@ def recording_yaml(doc: dict[str, Any], comments: Sequence[str]) -> str:
         elif key == "observed":
             lines.append(f"{key}:")
             for part, entries in value.items():
+                if isinstance(entries, str):
+                    lines.append(f"  {part}: {entries}")
+                    continue
                 lines.append(f"  {part}:")
                 for entry in entries:
                     lines.extend(yaml_entry_lines(entry, "    "))

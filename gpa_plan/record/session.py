@@ -9,11 +9,15 @@ host's own architecture only.
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gpa_plan.arch import ARCHES, host_abi
+from gpa_plan.probe.kvm import KVM_RUN
+from gpa_plan.record import tracefs
+from gpa_plan.record.calls import TracedCall
 from gpa_plan.record.document import (
     document,
     notes,
@@ -22,7 +26,10 @@ from gpa_plan.record.document import (
     recording_yaml,
 )
 from gpa_plan.record.ptrace import TraceResult, Wanted, trace
+from gpa_plan.record.runs import PATH as RUNS_PATH
+from gpa_plan.record.runs import RunWatcher
 from gpa_plan.record.state import WANTED_IOCTLS, RecordedVM, Recorder
+from gpa_plan.record.traffic import TRAFFIC_PATH, Traffic, Vm, summed
 
 
 @dataclass(frozen=True)
@@ -75,17 +82,67 @@ def host_arch() -> str:
     return next(spec.name for spec in ARCHES.values() if spec.syscall_abi == abi)
 
 
-def record(argv: Sequence[str]) -> Recording:
-    """Run ``argv`` under the tracer and return the layouts of the VMs it created. Raises
-    gpa_plan.record.ptrace.TraceError when the command cannot be run or traced."""
+def record(argv: Sequence[str], *, traffic: bool = False) -> Recording:
+    """Run ``argv`` under the tracer and return the layouts of the VMs it created; with
+    ``traffic``, what each guest made its VMM do too (``observed``), from tracefs where it can
+    be used, else from each vCPU's kvm_run page at every KVM_RUN (gpa_plan.record.runs).
+    Raises gpa_plan.record.ptrace.TraceError when the command cannot be run or traced."""
     arch = host_arch()
     recorder = Recorder()
-    result = trace(argv, recorder, Wanted(ioctls=WANTED_IOCTLS))
+    said: list[str] = []
+    traffics: dict[int, Traffic] = {}
+    path = ""
+    if not traffic:
+        result = trace(argv, recorder, Wanted(ioctls=WANTED_IOCTLS))
+    else:
+        why_not = tracefs.available()
+        if why_not is None:
+            result, traffics = _traced_by_tracefs(argv, recorder)
+            path = TRAFFIC_PATH
+            said.append("Traffic from KVM's tracepoints (tracefs): the command never stopped "
+                        "for it.")
+        else:
+            watcher = RunWatcher(recorder)
+            result = trace(argv, watcher, Wanted(ioctls=WANTED_IOCTLS | {KVM_RUN},
+                                                 syscalls=frozenset({"mmap"})))
+            traffics, path = watcher.traffic, RUNS_PATH
+            said.append(f"Traffic from each vCPU's kvm_run page, stopping on every KVM_RUN "
+                        f"(ptrace): tracefs cannot be used here: {why_not}.")
     command = tuple(argv)
-    layouts = tuple(
-        RecordedLayout(vm, document(vm, arch),
-                       tuple(opening_comments(command, notes(vm, arch, len(recorder.vms)),
-                                            ())))
-        for vm in recorder.vms
-    )
-    return Recording(command, arch, layouts, result)
+    layouts = []
+    for vm in recorder.vms:
+        doc = document(vm, arch)
+        vm_notes = notes(vm, arch, len(recorder.vms))
+        if traffic:
+            seen = traffics.get(vm.number) or Traffic(path=path)
+            doc["observed"] = {**seen.observed_entries(), **doc.get("observed", {})}
+            vm_notes += [*said, *(note[0].upper() + note[1:] + "." for note in seen.notes())]
+        layouts.append(RecordedLayout(vm, doc, tuple(opening_comments(command, vm_notes, ()))))
+    return Recording(command, arch, tuple(layouts), result)
+
+
+class _Timed:
+    """The recorder, noting when each VM was created (for tracefs's attribution by time)."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.vms: list[Vm] = []
+
+    def call(self, call: TracedCall) -> None:
+        before = len(self.recorder.vms)
+        self.recorder.call(call)
+        for vm in self.recorder.vms[before:]:
+            self.vms.append(Vm(vm.tgid, time.monotonic_ns()))
+
+    def forked(self, parent_tgid: int, child_tgid: int) -> None:
+        self.recorder.forked(parent_tgid, child_tgid)
+
+
+def _traced_by_tracefs(argv: Sequence[str], recorder: Recorder
+                       ) -> tuple[TraceResult, dict[int, Traffic]]:
+    timed = _Timed(recorder)
+    with tracefs.KvmTrace() as kvm_trace:
+        result = trace(argv, timed, Wanted(ioctls=WANTED_IOCTLS), started=kvm_trace.follow)
+        parsed = kvm_trace.read()
+    per_vm = summed(parsed, timed.vms)
+    return result, {vm.number: seen for vm, seen in zip(recorder.vms, per_vm, strict=True)}

@@ -128,6 +128,10 @@ class Recorder:
             if tgid == parent_tgid:
                 self._devices[(child_tgid, fd)] = device
 
+    def vm_of(self, tgid: int, fd: int) -> RecordedVM | None:
+        """The VM that ``fd`` of process ``tgid`` names, if any."""
+        return self._vms.get((tgid, fd))
+
     def call(self, call: TracedCall) -> None:
         if call.name != "ioctl" or len(call.args) < 3:
             return
