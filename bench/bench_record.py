@@ -5,7 +5,7 @@ workload is bench/mmio_loop.c: a VMM whose guest makes ``--exits`` (10,000) MMIO
 an exit to the VMM and a new KVM_RUN. Best of ``--repeat`` (5):
 
 * ``untraced``: the program run as a subprocess, from start to exit;
-* ``recorded``: the same program run by gpa_plan.record.session.record() in this process,
+* ``recorded``: the same program run by gpa_plan.record_command() in this process,
   from start to exit (the tracer starts it, stops it on its three KVM set-up calls, and
   never on KVM_RUN); the layout of its VM is made too;
 * ``gpa-plan record``: the whole command, as a user runs it (Python start-up included);
@@ -50,7 +50,7 @@ def main() -> int:
         print("needs /dev/kvm and a C compiler (cc): nothing to measure")
         return 2
     sys.path.insert(0, str(ROOT))
-    from gpa_plan.record.session import record
+    from gpa_plan.record.session import record_command
 
     with tempfile.TemporaryDirectory() as tmp:
         binary = str(Path(tmp) / "mmio_loop")
@@ -66,7 +66,7 @@ def main() -> int:
                 saved = os.dup(1)
                 os.dup2(sink.fileno(), 1)
                 try:
-                    result = record(command, traffic=traffic)
+                    result = record_command(command, traffic=traffic)
                 finally:
                     os.dup2(saved, 1)
                     os.close(saved)

@@ -729,10 +729,10 @@ def record(output: str | None, fmt: str, traffic: bool, command: tuple[str, ...]
     from gpa_plan.printable import printable
     from gpa_plan.record import output as outputs
     from gpa_plan.record.ptrace import TraceError
-    from gpa_plan.record.session import record as run_record
+    from gpa_plan.record.session import record_command
 
     try:
-        recording = run_record(command, traffic=traffic)
+        recording = record_command(command, traffic=traffic)
     except TraceError as err:
         _echo_stderr(f"gpa-plan: record: {err}")
         return 2

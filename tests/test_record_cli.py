@@ -138,3 +138,74 @@ def test_the_commands_failure_is_said(tmp_path: Path) -> None:
 
 def test_a_command_is_required() -> None:
     assert record()[0] == 2
+
+
+# A program that builds a VM, says so, and waits: for Ctrl-C.
+WAITS = """\
+import signal, sys, time
+from gpa_plan.probe import kvm
+if sys.argv[1] == "ignore":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+k = kvm.Kvm()
+memory = kvm.Memory(0x1000)
+vm = kvm.create_vm(k)
+assert kvm.set_memslot(vm, 3, 0, 0x8000_0000, 0x1000, memory.addr, True) is None
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def interrupted(tmp_path: Path, mode: str, times: int) -> tuple[int, str, Path]:
+    """`gpa-plan record` of WAITS in its own session, sent SIGINT ``times`` the way a
+    terminal sends it: to the whole foreground process group."""
+    import os
+    import signal
+
+    script = tmp_path / "waits.py"
+    script.write_text(WAITS)
+    out = tmp_path / "rec.yaml"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpa_plan", "record", "-o", str(out), "--", sys.executable,
+         str(script), mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    for _ in range(times):
+        os.killpg(process.pid, signal.SIGINT)
+        if times > 1:
+            import time
+
+            time.sleep(0.3)
+    _, stderr = process.communicate(timeout=30)
+    return process.returncode, stderr, out
+
+
+@needs_kvm
+def test_ctrl_c_reaches_the_command_and_the_recording_is_written(tmp_path: Path) -> None:
+    status, stderr, out = interrupted(tmp_path, "default", 1)
+    assert status == 0, stderr
+    assert "was ended by signal 2" in stderr
+    layout = yaml.safe_load(out.read_text())
+    assert layout["memslots"] == [{"name": "slot3", "slot": 3, "base": 0x8000_0000,
+                                   "size": 0x1000, "readonly": True}]
+
+
+@needs_kvm
+def test_a_second_ctrl_c_stops_a_command_that_ignores_it(tmp_path: Path) -> None:
+    status, stderr, out = interrupted(tmp_path, "ignore", 2)
+    assert status == 0, stderr
+    assert "the recording was stopped (Ctrl-C)" in stderr
+    assert yaml.safe_load(out.read_text())["memslots"][0]["base"] == 0x8000_0000
+
+
+@needs_kvm
+def test_the_library_gives_what_the_command_writes(tmp_path: Path) -> None:
+    import gpa_plan
+
+    command = vms_command(tmp_path, 2)
+    recording = gpa_plan.record_command(command)
+    out = tmp_path / "rec"
+    status, _, _ = record("-o", str(out), "--", *command)
+    assert status == 0
+    for number, layout in enumerate(recording.layouts, 1):
+        written = yaml.safe_load((out / f"vm{number}.yaml").read_text())
+        assert layout.document == written

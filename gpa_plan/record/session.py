@@ -1,9 +1,9 @@
 """One recording: a command run under the tracer with the recorder as its handler, and the
 layout of every VM it created (the library side of `gpa-plan record`).
 
-``record(argv)`` runs ``argv`` to its end (or until the user stops the recording) and returns
-a ``Recording``; nothing is written. The architecture is the host's: KVM runs guests of the
-host's own architecture only.
+``record_command(argv)`` runs ``argv`` to its end (or until the user stops the recording)
+and returns a ``Recording``; nothing is written. The architecture is the host's: KVM runs
+guests of the host's own architecture only.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def host_arch() -> str:
     return next(spec.name for spec in ARCHES.values() if spec.syscall_abi == abi)
 
 
-def record(argv: Sequence[str], *, traffic: bool = False) -> Recording:
+def record_command(argv: Sequence[str], *, traffic: bool = False) -> Recording:
     """Run ``argv`` under the tracer and return the layouts of the VMs it created; with
     ``traffic``, what each guest made its VMM do too (``observed``), from tracefs where it can
     be used, else from each vCPU's kvm_run page at every KVM_RUN (gpa_plan.record.runs).
