@@ -209,3 +209,38 @@ def test_the_library_gives_what_the_command_writes(tmp_path: Path) -> None:
     for number, layout in enumerate(recording.layouts, 1):
         written = yaml.safe_load((out / f"vm{number}.yaml").read_text())
         assert layout.document == written
+
+
+REGION2 = """\
+import struct
+from gpa_plan.probe import kvm
+k = kvm.Kvm()
+memory = kvm.Memory(0x2000)
+vm = kvm.create_vm(k)
+# struct kvm_userspace_memory_region2: slot, flags, guest_phys_addr, memory_size,
+# userspace_addr, guest_memfd_offset, guest_memfd, pad1, pad2[14]
+def region2(slot, flags, base, size):
+    arg = struct.pack("<IIQQQQII14Q", slot, flags, base, size, memory.addr, 0, 0, 0, *[0] * 14)
+    return kvm.try_ioctl(vm, kvm.iow(0x49, len(arg)), arg)
+assert region2(1, kvm.KVM_MEM_READONLY, 0x10_0000, 0x2000) is None
+assert region2(2, 0, 0x20_0000, 0x1000) is None
+assert region2(2, 0, 0x30_0000, 0x1000) is None   # moved
+assert region2(1, 0, 0x10_0000, 0) is None        # deleted
+"""
+
+
+@needs_kvm
+def test_memslots_of_set_user_memory_region2_on_the_real_kernel(tmp_path: Path) -> None:
+    from gpa_plan.probe import kvm
+
+    with_kvm = kvm.Kvm()
+    supported = with_kvm.check_extension(231)  # KVM_CAP_USER_MEMORY2 (Linux 6.8)
+    with_kvm.close()
+    if not supported:
+        pytest.skip("this kernel has no KVM_SET_USER_MEMORY_REGION2 (KVM_CAP_USER_MEMORY2)")
+    script = tmp_path / "region2.py"
+    script.write_text(REGION2)
+    status, stdout, stderr = record("--", sys.executable, str(script))
+    assert status == 0, stderr
+    assert yaml.safe_load(stdout)["memslots"] == [
+        {"name": "slot2", "slot": 2, "base": 0x30_0000, "size": 0x1000}]
