@@ -298,8 +298,9 @@ def _coalesced(vm: RecordedVM, call: TracedCall, recorder: Recorder) -> None:
 
 
 def _create_device(vm: RecordedVM, call: TracedCall, recorder: Recorder) -> None:
-    """virt/kvm/kvm_main.c kvm_ioctl_create_device(): the new device's fd is written back
-    into the structure (read here, at the call's exit); KVM_CREATE_DEVICE_TEST makes none."""
+    """virt/kvm/kvm_main.c kvm_ioctl_create_device(): the new device's fd, which
+    kvm_vm_ioctl() copies back into the structure (read here, at the call's exit);
+    KVM_CREATE_DEVICE_TEST makes none."""
     made = uapi.CreateDevice.decode(_read(call, uapi.CREATE_DEVICE.size))
     if call.ret < 0:
         vm.refuse("KVM_CREATE_DEVICE", call.ret, f"type {made.type}")
