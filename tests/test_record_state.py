@@ -155,6 +155,19 @@ def test_fork_copies_the_fd_table_so_the_child_reaches_the_parents_vm() -> None:
     assert child_vm.tgid == 200 and list(child_vm.memslots) == [(0, 0)]
 
 
+def test_vcpu_fds_lead_back_to_their_vm_in_the_process_and_its_children() -> None:
+    t = Tracee(tgid=100)
+    t.create_vm(4)
+    t.create_vm(5)
+    t.vcpus(5, 2)  # fds 20 and 21
+    t.recorder.forked(100, 200)
+    second = t.recorder.vms[1]
+    assert t.recorder.vcpu_vm(100, 21) is second and t.recorder.vcpu_vm(200, 20) is second
+    assert t.recorder.vcpu_vm(100, 4) is None
+    t.create_vm(20)  # the vCPU's fd was closed and its number reused
+    assert t.recorder.vcpu_vm(100, 20) is None
+
+
 def test_x86_irqchips_and_pit_are_kept_with_the_speaker_flag() -> None:
     t = Tracee()
     t.create_vm(4)
