@@ -194,7 +194,10 @@ def recording_yaml(doc: dict[str, Any], comments: Sequence[str]) -> str:
         elif key == "observed":
             lines.append(f"{key}:")
             for part, entries in value.items():
-                lines.append(f"  {part}:")
+                if not isinstance(entries, list):  # traffic_path: tracefs
+                    lines.append(f"  {part}: {_yaml_scalar(part, entries)}")
+                    continue
+                lines.append(f"  {part}:" if entries else f"  {part}: []")
                 for entry in entries:
                     lines.extend(yaml_entry_lines(entry, "    "))
         else:
