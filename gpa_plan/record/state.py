@@ -9,6 +9,7 @@ KVM accepted as the kernel function named beside it does (Linux 7.2.13). Calls K
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -150,27 +151,11 @@ class Recorder:
         vm = self._vms.get((call.tgid, fd)) if call.fd_target == VM_TARGET else None
         apply = _VM_CALLS.get(request)
         if vm is not None and apply is not None:
-            try:
-                apply(vm, call, self)
-            except OSError as exc:
-                if call.ret < 0:  # refused all the same: without what it asked for
-                    vm.refuse(request, call.ret, "")
-                else:
-                    vm.unread.append(f"{request}: the structure at {call.args[2]:#x} could "
-                                     f"not be read ({exc.strerror or exc}); the call is left "
-                                     "out")
+            _reading(vm, request, call, lambda: apply(vm, call, self))
             return
         device = self._devices.get((call.tgid, fd)) if _is_device(call.fd_target) else None
         if device is not None and request == "KVM_SET_DEVICE_ATTR":
-            try:
-                _device_attr(device, call)
-            except OSError as exc:
-                if call.ret < 0:
-                    device.vm.refuse(request, call.ret, "")
-                else:
-                    device.vm.unread.append(
-                        f"{request}: the attribute at {call.args[2]:#x} could not be read "
-                        f"({exc.strerror or exc}); the call is left out")
+            _reading(device.vm, request, call, lambda: _device_attr(device, call))
 
     def _created(self, call: TracedCall) -> None:
         """virt/kvm/kvm_main.c kvm_dev_ioctl_create_vm(): the new VM's fd is the return."""
@@ -193,6 +178,19 @@ class Recorder:
 
 
 T = TypeVar("T")
+
+
+def _reading(vm: RecordedVM, request: str, call: TracedCall, apply: Callable[[], None]) -> None:
+    """``apply()``, which reads the tracee's memory: a structure it cannot read leaves the
+    call out, said in the VM's notes, or counts a refused call without its detail."""
+    try:
+        apply()
+    except OSError as exc:
+        if call.ret < 0:
+            vm.refuse(request, call.ret, "")
+        else:
+            vm.unread.append(f"{request}: the structure at {call.args[2]:#x} could not be "
+                             f"read ({exc.strerror or exc}); the call is left out")
 
 
 def _copy(table: dict[tuple[int, int], T], parent_tgid: int, child_tgid: int) -> None:
