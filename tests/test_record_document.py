@@ -255,3 +255,18 @@ def test_notes_say_what_the_layout_leaves_out() -> None:
         "KVM_IOEVENTFD: the structure at 0xbad0 could not be read (Bad address); the call is "
         "left out",
     ]
+
+
+def test_observed_sections_of_any_shape_render_as_the_same_mapping() -> None:
+    doc = document(x86_vm(), "x86_64")
+    doc["observed"] = {"traffic_path": "tracefs", "traffic": [
+        {"space": "mmio", "address": 0xD000_0000, "width": 4, "reads": 12, "writes": 3}],
+        "exits": [], **doc["observed"]}
+    assert yaml.safe_load(recording_yaml(doc, [])) == doc
+
+
+def test_a_command_with_line_breaks_stays_one_comment_line() -> None:
+    doc = document(x86_vm(), "x86_64")
+    text = recording_yaml(doc, opening_comments(["./vmm", "a\nlayout: 2"], []))
+    assert text.splitlines()[0] == "# Recorded by gpa-plan record from: ./vmm 'a\\nlayout: 2'"
+    assert yaml.safe_load(text) == doc

@@ -4,7 +4,11 @@ hands them (tests/record_fakes.py packs the structures behind their pointers).""
 from __future__ import annotations
 
 import errno
+import shutil
+import subprocess
+from pathlib import Path
 
+import pytest
 from record_fakes import ITS, KVM, VGIC_V2, VGIC_V3, VM, Tracee, region_value
 
 from gpa_plan.record import uapi
@@ -19,6 +23,25 @@ def test_the_wanted_ioctls_are_every_request_the_recorder_reads() -> None:
     assert uapi.KVM_SET_USER_MEMORY_REGION2 == 0x40A0AE49  # _IOW(KVMIO, 0x49, 160 bytes)
     assert uapi.KVM_CREATE_PIT2 == 0x4040AE77
     assert uapi.KVM_ARM_SET_DEVICE_ADDR == 0x4010AEAB
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
+def test_the_request_numbers_are_those_of_the_hosts_linux_kvm_h(tmp_path: Path) -> None:
+    """The host's own <linux/kvm.h> (older ones lack KVM_SET_USER_MEMORY_REGION2)."""
+    names = sorted(uapi.REQUEST_NAMES.values())
+    lines = ["#include <linux/kvm.h>", "#include <stdio.h>", "int main(void) {"]
+    for name in names:
+        lines += [f"#ifdef {name}", f'printf("{name} %lu\\n", (unsigned long){name});', "#endif"]
+    source = tmp_path / "requests.c"
+    source.write_text("\n".join([*lines, "return 0;", "}", ""]))
+    subprocess.run(["cc", "-o", str(tmp_path / "requests"), str(source)], check=True,
+                   timeout=60)
+    printed = subprocess.run([str(tmp_path / "requests")], capture_output=True, text=True,
+                             check=True, timeout=60).stdout.split()
+    host = dict(zip(printed[::2], map(int, printed[1::2]), strict=True))
+    ours = {name: number for number, name in uapi.REQUEST_NAMES.items()}
+    assert len(host) >= len(names) - 1
+    assert host == {name: ours[name] for name in host}
 
 
 def test_memslots_are_added_moved_resized_and_deleted_as_kvm_applies_them() -> None:
@@ -130,6 +153,19 @@ def test_fork_copies_the_fd_table_so_the_child_reaches_the_parents_vm() -> None:
     parent_vm, child_vm = t.recorder.vms
     assert sorted(parent_vm.memslots) == [(0, 0), (0, 1), (0, 2)]
     assert child_vm.tgid == 200 and list(child_vm.memslots) == [(0, 0)]
+
+
+def test_vcpu_fds_lead_back_to_their_vm_in_the_process_and_its_children() -> None:
+    t = Tracee(tgid=100)
+    t.create_vm(4)
+    t.create_vm(5)
+    t.vcpus(5, 2)  # fds 20 and 21
+    t.recorder.forked(100, 200)
+    second = t.recorder.vms[1]
+    assert t.recorder.vcpu_vm(100, 21) is second and t.recorder.vcpu_vm(200, 20) is second
+    assert t.recorder.vcpu_vm(100, 4) is None
+    t.create_vm(20)  # the vCPU's fd was closed and its number reused
+    assert t.recorder.vcpu_vm(100, 20) is None
 
 
 def test_x86_irqchips_and_pit_are_kept_with_the_speaker_flag() -> None:

@@ -194,10 +194,10 @@ def recording_yaml(doc: dict[str, Any], comments: Sequence[str]) -> str:
         elif key == "observed":
             lines.append(f"{key}:")
             for part, entries in value.items():
-                if isinstance(entries, str):
-                    lines.append(f"  {part}: {entries}")
+                if not isinstance(entries, list):  # traffic_path: tracefs
+                    lines.append(f"  {part}: {_yaml_scalar(part, entries)}")
                     continue
-                lines.append(f"  {part}:")
+                lines.append(f"  {part}:" if entries else f"  {part}: []")
                 for entry in entries:
                     lines.extend(yaml_entry_lines(entry, "    "))
         else:

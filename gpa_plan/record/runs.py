@@ -2,9 +2,9 @@
 path `record --traffic` takes where tracefs cannot be used (not root, no tracefs, no KVM
 tracepoints).
 
-`RunWatcher` stands in front of the recorder as the tracer's handler. It learns each vCPU's
-fd from KVM_CREATE_VCPU (virt/kvm/kvm_main.c kvm_vm_ioctl_create_vcpu() returns it) and the
-address its kvm_run page is mapped at from the program's mmap() of that fd at offset 0
+`RunWatcher` stands in front of the recorder as the tracer's handler. The recorder knows each
+vCPU's fd and VM (`Recorder.vcpu_vm`); the watcher learns the address its kvm_run page is
+mapped at from the program's mmap() of that fd at offset 0
 (kvm_vcpu_mmap(), kvm_vcpu_fault(): page 0 is struct kvm_run). At the end of each KVM_RUN it
 reads the exit from that page (include/uapi/linux/kvm.h struct kvm_run: exit_reason, and for
 KVM_EXIT_MMIO phys_addr, len, is_write, for KVM_EXIT_IO direction, size, port, count) while
@@ -31,7 +31,7 @@ from gpa_plan.probe.kvm import (
     RUN_UNION_OFFSET,
 )
 from gpa_plan.record.calls import TracedCall
-from gpa_plan.record.state import RecordedVM, Recorder
+from gpa_plan.record.state import Recorder
 from gpa_plan.record.traffic import Access, Exit, Traffic
 
 VCPU_TARGET = "anon_inode:kvm-vcpu:"
@@ -49,16 +49,12 @@ class RunWatcher:
         self.recorder = recorder
         self.traffic: dict[int, Traffic] = {}
         self._clock = clock
-        self._vcpus: dict[tuple[int, int], RecordedVM] = {}  # (tgid, fd)
         self._pages: dict[tuple[int, int], int] = {}  # (tgid, fd) -> kvm_run's address
         self.unread = 0  # exits whose kvm_run page could not be read
 
     def forked(self, parent_tgid: int, child_tgid: int) -> None:
         self.recorder.forked(parent_tgid, child_tgid)
-        # fork() copies the file table and the mappings: same fds, same kvm_run addresses.
-        for (tgid, fd), vm in list(self._vcpus.items()):
-            if tgid == parent_tgid:
-                self._vcpus[(child_tgid, fd)] = vm
+        # fork() copies the mappings: the same kvm_run addresses.
         for (tgid, fd), page in list(self._pages.items()):
             if tgid == parent_tgid:
                 self._pages[(child_tgid, fd)] = page
@@ -73,20 +69,17 @@ class RunWatcher:
             self._ran(call, fd)
             return
         if request == KVM_CREATE_VCPU and call.ret >= 0:
-            vm = self.recorder.vm_of(call.tgid, fd)
-            if vm is not None:
-                self._vcpus[(call.tgid, call.ret)] = vm
-                self._pages.pop((call.tgid, call.ret), None)
+            self._pages.pop((call.tgid, call.ret), None)
         self.recorder.call(call)
 
     def _mapped(self, call: TracedCall) -> None:
         """mmap(addr, length, prot, flags, fd, offset) of a vCPU at offset 0: kvm_run."""
         fd, offset = call.args[4] & 0xFFFF_FFFF, call.args[5]
-        if (call.tgid, fd) in self._vcpus and offset == 0 and call.ret > 0:
+        if self.recorder.vcpu_vm(call.tgid, fd) and offset == 0 and call.ret > 0:
             self._pages[(call.tgid, fd)] = call.ret
 
     def _ran(self, call: TracedCall, fd: int) -> None:
-        vm = self._vcpus.get((call.tgid, fd))
+        vm = self.recorder.vcpu_vm(call.tgid, fd)
         if vm is None:
             return
         traffic = self.traffic.setdefault(vm.number, Traffic(path=PATH))

@@ -9,7 +9,9 @@ KVM accepted as the kernel function named beside it does (Linux 7.2.13). Calls K
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from gpa_plan.probe.kvm import errno_name
 from gpa_plan.record import uapi
@@ -115,22 +117,22 @@ class Recorder:
         self.vms: list[RecordedVM] = []
         self._vms: dict[tuple[int, int], RecordedVM] = {}  # (tgid, fd)
         self._devices: dict[tuple[int, int], _Device] = {}
+        self._vcpus: dict[tuple[int, int], RecordedVM] = {}
         # Calls outside any VM worth telling: KVM_CREATE_VM refused.
         self.notes: list[str] = []
 
     def forked(self, parent_tgid: int, child_tgid: int) -> None:
         """fork() copies the file table: the child reaches the parent's VMs and devices
         through the same numbers."""
-        for (tgid, fd), vm in list(self._vms.items()):
-            if tgid == parent_tgid:
-                self._vms[(child_tgid, fd)] = vm
-        for (tgid, fd), device in list(self._devices.items()):
-            if tgid == parent_tgid:
-                self._devices[(child_tgid, fd)] = device
+        _copy(self._vms, parent_tgid, child_tgid)
+        _copy(self._devices, parent_tgid, child_tgid)
+        _copy(self._vcpus, parent_tgid, child_tgid)
 
-    def vm_of(self, tgid: int, fd: int) -> RecordedVM | None:
-        """The VM that ``fd`` of process ``tgid`` names, if any."""
-        return self._vms.get((tgid, fd))
+    def vcpu_vm(self, tgid: int, fd: int) -> RecordedVM | None:
+        """The VM whose KVM_CREATE_VCPU returned ``fd`` in process ``tgid`` (for a KVM_RUN on
+        it), or None; the caller checks that ``fd`` still names an ``anon_inode:kvm-vcpu:N``
+        file."""
+        return self._vcpus.get((tgid, fd))
 
     def call(self, call: TracedCall) -> None:
         if call.name != "ioctl" or len(call.args) < 3:
@@ -149,27 +151,11 @@ class Recorder:
         vm = self._vms.get((call.tgid, fd)) if call.fd_target == VM_TARGET else None
         apply = _VM_CALLS.get(request)
         if vm is not None and apply is not None:
-            try:
-                apply(vm, call, self)
-            except OSError as exc:
-                if call.ret < 0:  # refused all the same: without what it asked for
-                    vm.refuse(request, call.ret, "")
-                else:
-                    vm.unread.append(f"{request}: the structure at {call.args[2]:#x} could "
-                                     f"not be read ({exc.strerror or exc}); the call is left "
-                                     "out")
+            _reading(vm, request, call, lambda: apply(vm, call, self))
             return
         device = self._devices.get((call.tgid, fd)) if _is_device(call.fd_target) else None
         if device is not None and request == "KVM_SET_DEVICE_ATTR":
-            try:
-                _device_attr(device, call)
-            except OSError as exc:
-                if call.ret < 0:
-                    device.vm.refuse(request, call.ret, "")
-                else:
-                    device.vm.unread.append(
-                        f"{request}: the attribute at {call.args[2]:#x} could not be read "
-                        f"({exc.strerror or exc}); the call is left out")
+            _reading(device.vm, request, call, lambda: _device_attr(device, call))
 
     def _created(self, call: TracedCall) -> None:
         """virt/kvm/kvm_main.c kvm_dev_ioctl_create_vm(): the new VM's fd is the return."""
@@ -177,11 +163,40 @@ class Recorder:
         self.vms.append(vm)
         self._vms[(call.tgid, call.ret)] = vm
         self._devices.pop((call.tgid, call.ret), None)
+        self._vcpus.pop((call.tgid, call.ret), None)
+
+    def vcpu_made(self, vm: RecordedVM, tgid: int, fd: int) -> None:
+        self._vcpus[(tgid, fd)] = vm
+        self._vms.pop((tgid, fd), None)
+        self._devices.pop((tgid, fd), None)
 
     def device_made(self, vm: RecordedVM, tgid: int, fd: int, kind: int) -> None:
         vm.device_types.append(kind)
         self._devices[(tgid, fd)] = _Device(vm, kind, len(vm.device_types) - 1)
         self._vms.pop((tgid, fd), None)
+        self._vcpus.pop((tgid, fd), None)
+
+
+T = TypeVar("T")
+
+
+def _reading(vm: RecordedVM, request: str, call: TracedCall, apply: Callable[[], None]) -> None:
+    """``apply()``, which reads the tracee's memory: a structure it cannot read leaves the
+    call out, said in the VM's notes, or counts a refused call without its detail."""
+    try:
+        apply()
+    except OSError as exc:
+        if call.ret < 0:
+            vm.refuse(request, call.ret, "")
+        else:
+            vm.unread.append(f"{request}: the structure at {call.args[2]:#x} could not be "
+                             f"read ({exc.strerror or exc}); the call is left out")
+
+
+def _copy(table: dict[tuple[int, int], T], parent_tgid: int, child_tgid: int) -> None:
+    for (tgid, fd), value in list(table.items()):
+        if tgid == parent_tgid:
+            table[(child_tgid, fd)] = value
 
 
 def _is_device(target: str) -> bool:
@@ -247,10 +262,12 @@ def _pit(vm: RecordedVM, call: TracedCall, recorder: Recorder) -> None:
 
 
 def _vcpu(vm: RecordedVM, call: TracedCall, recorder: Recorder) -> None:
+    """virt/kvm/kvm_main.c kvm_vm_ioctl_create_vcpu(): the new vCPU's fd is the return."""
     if call.ret < 0:
         vm.refuse("KVM_CREATE_VCPU", call.ret, f"vCPU id {call.args[2]}")
     else:
         vm.vcpus += 1
+        recorder.vcpu_made(vm, call.tgid, call.ret)
 
 
 def _ioeventfd(vm: RecordedVM, call: TracedCall, recorder: Recorder) -> None:
@@ -302,8 +319,9 @@ def _coalesced(vm: RecordedVM, call: TracedCall, recorder: Recorder) -> None:
 
 
 def _create_device(vm: RecordedVM, call: TracedCall, recorder: Recorder) -> None:
-    """virt/kvm/kvm_main.c kvm_ioctl_create_device(): the new device's fd is written back
-    into the structure (read here, at the call's exit); KVM_CREATE_DEVICE_TEST makes none."""
+    """virt/kvm/kvm_main.c kvm_ioctl_create_device(): the new device's fd, which
+    kvm_vm_ioctl() copies back into the structure (read here, at the call's exit);
+    KVM_CREATE_DEVICE_TEST makes none."""
     made = uapi.CreateDevice.decode(_read(call, uapi.CREATE_DEVICE.size))
     if call.ret < 0:
         vm.refuse("KVM_CREATE_DEVICE", call.ret, f"type {made.type}")
