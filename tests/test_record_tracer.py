@@ -506,6 +506,24 @@ def test_ptrace_refused_is_a_trace_error_that_says_what_to_change(
         trace([sys.executable, "-c", "pass"], Handler(), NO_CALLS)
 
 
+def test_ptrace_options_refused_is_a_trace_error_and_leaves_no_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = ptrace._ptrace
+    pids: list[int] = []
+
+    def refusing(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
+        if request == ptrace.PTRACE_SETOPTIONS:
+            pids.append(pid)
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real(request, pid, addr, data)
+
+    monkeypatch.setattr(ptrace, "_ptrace", refusing)
+    with pytest.raises(TraceError, match="refuses the ptrace options record needs"):
+        trace([sys.executable, "-c", "import time; time.sleep(60)"], Handler(), NO_CALLS)
+    assert pids and not alive(pids[0])
+
+
 def test_no_command_is_a_trace_error() -> None:
     with pytest.raises(TraceError, match="no command to record"):
         trace([], Handler(), NO_CALLS)

@@ -771,11 +771,14 @@ def _first_stop(tracer: _Tracer, pid: int) -> None:
         if os.WSTOPSIG(status) == signal.SIGTRAP:
             break
         _resume_quietly(PTRACE_CONT, pid, os.WSTOPSIG(status))
+    # Without PTRACE_O_TRACESECCOMP a filter already in place cannot be worked around: the
+    # calls it stops would fail with ENOSYS (both came with Linux 3.5, so a kernel that took
+    # the filter has the option). Without the filter, it is not asked for.
     options = OPTIONS | (PTRACE_O_TRACESECCOMP if tracer.filtered else 0)
     try:
         _ptrace(PTRACE_SETOPTIONS, pid, 0, options)
     except OSError as exc:
         raise TraceError(
             f"this kernel refuses the ptrace options record needs ({exc.strerror}): "
-            "it needs Linux 5.3 or later"
+            "record needs Linux 5.3 or later"
         ) from None
