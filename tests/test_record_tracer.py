@@ -7,6 +7,7 @@ it."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -98,6 +99,30 @@ def test_an_exit_stop_gives_the_signed_return_value(arch: str) -> None:
         abi.audit_arch,
         0x7F12_3456_7000,
     )
+
+
+# --- reading a tracee's memory --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["process_vm_readv", "/proc/PID/mem"])
+def test_memory_reads_give_the_bytes_or_oserror(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if path != "process_vm_readv":
+
+        def missing(*args: object) -> int:
+            ctypes.set_errno(errno.ENOSYS)
+            return -1
+
+        monkeypatch.setattr(ptrace, "_process_vm_readv", missing)
+    data = ctypes.create_string_buffer(b"kvm_userspace_memory_region", 32)
+    address = ctypes.addressof(data)
+    assert ptrace.read_memory(os.getpid(), address + 4, 6) == b"usersp"
+    assert ptrace.read_memory(os.getpid(), address, 0) == b""
+    with pytest.raises(OSError):
+        ptrace.read_memory(os.getpid(), 0, 8)  # nothing is mapped at 0
+    with pytest.raises(OSError):
+        ptrace.read_memory(os.getpid(), 2**64 - 4, 8)
+    with pytest.raises(OSError, match="more than one read takes"):
+        ptrace.read_memory(os.getpid(), address, 1 << 30)
 
 
 # --- running commands --------------------------------------------------------------------------

@@ -207,12 +207,18 @@ def _traceme() -> int:
     return ctypes.get_errno()
 
 
+# The most one read of the tracee's memory returns: KVM's structures are far smaller.
+MAX_READ = 1 << 24
+
+
 def read_memory(tid: int, address: int, size: int) -> bytes:
     """``size`` bytes at ``address`` in the memory of thread ``tid``: process_vm_readv(2),
     else /proc/TID/mem where the call is missing or refused. OSError when not all of it is
     mapped."""
     if size < 0 or address < 0 or address + size > 1 << 64:
         raise OSError(errno.EFAULT, f"no memory at {address:#x} + {size:#x}")
+    if size > MAX_READ:
+        raise OSError(errno.EINVAL, f"{size:#x} bytes is more than one read takes ({MAX_READ:#x})")
     if size == 0:
         return b""
     buffer = ctypes.create_string_buffer(size)
