@@ -552,6 +552,8 @@ def test_ptrace_options_refused_is_a_trace_error_and_leaves_no_process(
 def test_no_command_is_a_trace_error() -> None:
     with pytest.raises(TraceError, match="no command to record"):
         trace([], Handler(), NO_CALLS)
+    with pytest.raises(TraceError, match="cannot run true: embedded null byte"):
+        trace(["true", "a\0b"], Handler(), NO_CALLS)
 
 
 def test_an_unknown_call_name_is_a_programming_error() -> None:

@@ -26,10 +26,11 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import FrameType, TracebackType
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from gpa_plan.arch import ARCHES, UnsupportedHostError, host_abi
 from gpa_plan.arch.base import SyscallAbi
+from gpa_plan.printable import printable
 from gpa_plan.record.seccomp import CallFilter, Installer
 
 __all__ = [
@@ -302,7 +303,7 @@ class _Signals:
 
     def __init__(self) -> None:
         self.late: list[int] = []
-        self._handlers: dict[int, object] = {}
+        self._handlers: dict[int, Any] = {}
         self.mask: set[int] = set()
 
     def __enter__(self) -> _Signals:
@@ -335,7 +336,7 @@ class _Signals:
             pass
         signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
         for signo, handler in self._handlers.items():
-            signal.signal(signo, handler if handler is not None else signal.SIG_DFL)  # type: ignore[arg-type]
+            signal.signal(signo, handler if handler is not None else signal.SIG_DFL)
 
 
 # --- the child -------------------------------------------------------------------------------
@@ -400,7 +401,7 @@ def _ptrace_refused(code: int) -> TraceError:
 
 
 def _start(argv: Sequence[str], child: _Child) -> subprocess.Popen[bytes]:
-    command = argv[0]
+    command = printable(argv[0])
     try:
         return subprocess.Popen(list(argv), preexec_fn=child.setup, close_fds=False)
     except FileNotFoundError:
@@ -414,9 +415,15 @@ def _start(argv: Sequence[str], child: _Child) -> subprocess.Popen[bytes]:
             "execute permission); give the program itself, or `chmod +x` it"
         ) from None
     except subprocess.SubprocessError:
-        raise _ptrace_refused(child.traceme_errno or errno.EPERM) from None
-    except OSError as exc:
-        raise TraceError(f"cannot run {command}: {exc.strerror}") from None
+        if child.traceme_errno > 0:
+            raise _ptrace_refused(child.traceme_errno) from None
+        raise TraceError(
+            f"cannot prepare {command} for tracing: /proc/self/fd is not readable; "
+            "record needs /proc mounted"
+        ) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in an argument
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise TraceError(f"cannot run {command}: {reason}") from None
 
 
 def _checked_syscalls(names: Iterable[str]) -> list[str]:
