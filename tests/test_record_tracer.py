@@ -179,6 +179,8 @@ def run(
         result = tracer(argv, handler, wanted, started=started)
     finally:
         watchdog.cancel()
+        if watchdog.ident is not None:
+            watchdog.join()
     return result, pids
 
 
@@ -427,8 +429,10 @@ def test_the_callers_signal_handlers_come_back(tmp_path: Path) -> None:
         raise AssertionError("not during the trace")
 
     before = signal.signal(signal.SIGINT, mine)
+    threads = threading.active_count()
     try:
         run(script(tmp_path, "pass"), Handler(), NO_CALLS)
+        assert threading.active_count() == threads  # the signal listener is gone
         assert signal.getsignal(signal.SIGINT) is mine
         assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
         assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
