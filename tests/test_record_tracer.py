@@ -7,6 +7,7 @@ it."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -100,6 +101,30 @@ def test_an_exit_stop_gives_the_signed_return_value(arch: str) -> None:
     )
 
 
+# --- reading a tracee's memory --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["process_vm_readv", "/proc/PID/mem"])
+def test_memory_reads_give_the_bytes_or_oserror(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if path != "process_vm_readv":
+
+        def missing(*args: object) -> int:
+            ctypes.set_errno(errno.ENOSYS)
+            return -1
+
+        monkeypatch.setattr(ptrace, "_process_vm_readv", missing)
+    data = ctypes.create_string_buffer(b"kvm_userspace_memory_region", 32)
+    address = ctypes.addressof(data)
+    assert ptrace.read_memory(os.getpid(), address + 4, 6) == b"usersp"
+    assert ptrace.read_memory(os.getpid(), address, 0) == b""
+    with pytest.raises(OSError):
+        ptrace.read_memory(os.getpid(), 0, 8)  # nothing is mapped at 0
+    with pytest.raises(OSError):
+        ptrace.read_memory(os.getpid(), 2**64 - 4, 8)
+    with pytest.raises(OSError, match="more than one read takes"):
+        ptrace.read_memory(os.getpid(), address, 1 << 30)
+
+
 # --- running commands --------------------------------------------------------------------------
 
 
@@ -154,6 +179,8 @@ def run(
         result = tracer(argv, handler, wanted, started=started)
     finally:
         watchdog.cancel()
+        if watchdog.ident is not None:
+            watchdog.join()
     return result, pids
 
 
@@ -354,6 +381,24 @@ os.execv(sys.executable, [sys.executable, "-c", "import os; os.close(os.open('/d
     assert any(c.fd_target == "/dev/null" and c.tid == pids[0] for c in handler.calls)
 
 
+def test_an_exec_from_a_thread_goes_on_under_the_process_id(tmp_path: Path) -> None:
+    argv = script(
+        tmp_path,
+        """
+import os, threading, time
+command = "import os; os.close(os.open('/dev/null', 0))"
+threading.Thread(target=os.execv, args=(sys.executable, [sys.executable, "-c", command])).start()
+time.sleep(60)
+""",
+    )
+    handler = Handler()
+    result, pids = run(argv, handler, Wanted(frozenset(), frozenset({"close"})))
+    assert result.status == 0
+    assert [(c.tid, c.tgid) for c in handler.calls if c.fd_target == "/dev/null"] == [
+        (pids[0], pids[0])
+    ]
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [
@@ -384,8 +429,10 @@ def test_the_callers_signal_handlers_come_back(tmp_path: Path) -> None:
         raise AssertionError("not during the trace")
 
     before = signal.signal(signal.SIGINT, mine)
+    threads = threading.active_count()
     try:
         run(script(tmp_path, "pass"), Handler(), NO_CALLS)
+        assert threading.active_count() == threads  # the signal listener is gone
         assert signal.getsignal(signal.SIGINT) is mine
         assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
         assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
@@ -488,9 +535,29 @@ def test_ptrace_refused_is_a_trace_error_that_says_what_to_change(
         trace([sys.executable, "-c", "pass"], Handler(), NO_CALLS)
 
 
+def test_ptrace_options_refused_is_a_trace_error_and_leaves_no_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = ptrace._ptrace
+    pids: list[int] = []
+
+    def refusing(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
+        if request == ptrace.PTRACE_SETOPTIONS:
+            pids.append(pid)
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real(request, pid, addr, data)
+
+    monkeypatch.setattr(ptrace, "_ptrace", refusing)
+    with pytest.raises(TraceError, match="refuses the ptrace options record needs"):
+        trace([sys.executable, "-c", "import time; time.sleep(60)"], Handler(), NO_CALLS)
+    assert pids and not alive(pids[0])
+
+
 def test_no_command_is_a_trace_error() -> None:
     with pytest.raises(TraceError, match="no command to record"):
         trace([], Handler(), NO_CALLS)
+    with pytest.raises(TraceError, match="cannot run true: embedded null byte"):
+        trace(["true", "a\0b"], Handler(), NO_CALLS)
 
 
 def test_an_unknown_call_name_is_a_programming_error() -> None:
@@ -506,3 +573,104 @@ def no_tracee_left() -> Iterator[None]:
     yield
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
+
+
+# --- the order of reports, with the kernel's side played here ------------------------------------
+
+LEADER, CHILD = 1000, 1001
+
+
+def stopped(sig: int, event: int = 0) -> int:
+    """A wait status of a stopped task (WIFSTOPPED, WSTOPSIG, the event above them)."""
+    return (event << 16) | (sig << 8) | 0x7F
+
+
+class Played:
+    """A tracer whose ptrace requests and kills are recorded instead of made."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.log: list[tuple[str, int, int]] = []
+        self.handler = Handler()
+        original_forked = self.handler.forked
+
+        def forked(parent: int, child: int) -> None:
+            self.log.append(("forked", parent, child))
+            original_forked(parent, child)
+
+        self.handler.forked = forked  # type: ignore[method-assign]
+        monkeypatch.setattr(
+            ptrace,
+            "_resume_quietly",
+            lambda request, tid, sig: self.log.append(("resume", tid, sig)),
+        )
+        monkeypatch.setattr(ptrace, "_kill", lambda pid, sig: self.log.append(("kill", pid, sig)))
+        monkeypatch.setattr(ptrace, "_tgid", lambda tid: tid)  # every new task a process
+        monkeypatch.setattr(ptrace._Tracer, "_event_message", lambda self, tid: CHILD)
+        abi = ARCHES["x86_64"].syscall_abi
+        assert abi is not None
+        call_filter = seccomp.CallFilter.of(abi, (), ())
+        self.tracer = ptrace._Tracer(self.handler, call_filter, True, ptrace._Signals(), LEADER)
+
+
+FORK_EVENT = stopped(signal.SIGTRAP, ptrace.PTRACE_EVENT_FORK)
+FIRST_STOP = stopped(signal.SIGSTOP)
+
+
+def test_a_new_process_reported_by_its_parent_first_has_its_first_sigstop_swallowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    played = Played(monkeypatch)
+    played.tracer._dispatch(LEADER, FORK_EVENT)
+    played.tracer._dispatch(CHILD, FIRST_STOP)
+    assert played.log == [
+        ("forked", LEADER, CHILD),
+        ("resume", LEADER, 0),
+        ("resume", CHILD, 0),  # without the SIGSTOP
+    ]
+    # A later SIGSTOP is the command's own: delivered.
+    monkeypatch.setattr(ptrace, "_ptrace", lambda *args: 0)  # a signal-delivery-stop's siginfo
+    played.tracer._dispatch(CHILD, FIRST_STOP)
+    assert played.log[-1] == ("resume", CHILD, signal.SIGSTOP)
+
+
+def test_a_new_process_that_stops_before_its_parents_event_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    played = Played(monkeypatch)
+    played.tracer._dispatch(CHILD, FIRST_STOP)
+    assert played.log == []  # held stopped: none of its calls before forked()
+    played.tracer._dispatch(LEADER, FORK_EVENT)
+    assert played.log == [
+        ("forked", LEADER, CHILD),
+        ("resume", CHILD, 0),
+        ("resume", LEADER, 0),
+    ]
+    assert not played.tracer.held and set(played.tracer.tasks) == {LEADER, CHILD}
+
+
+def test_the_loop_ends_with_the_last_task_and_keeps_the_first_ones_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    played = Played(monkeypatch)
+    played.tracer._dispatch(LEADER, FORK_EVENT)
+    played.tracer._dispatch(LEADER, 3 << 8)  # exited with 3
+    assert set(played.tracer.tasks) == {CHILD} and played.tracer.status == 3
+    played.tracer._dispatch(CHILD, signal.SIGKILL)  # killed
+    assert not played.tracer.tasks and played.tracer.status == 3
+
+
+def test_a_terminals_ctrl_c_is_not_sent_to_the_command_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    played = Played(monkeypatch)
+    played.tracer._on_signal(signal.SIGINT, ptrace.SI_KERNEL)
+    assert played.log == [] and not played.tracer.interrupted
+    played.tracer._on_signal(signal.SIGINT, ptrace.SI_KERNEL)
+    assert played.log == [("kill", LEADER, signal.SIGKILL)] and played.tracer.interrupted
+
+
+def test_a_sigint_sent_to_record_alone_is_forwarded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    played = Played(monkeypatch)
+    si_user = 0
+    played.tracer._on_signal(signal.SIGINT, si_user)
+    assert played.log == [("kill", LEADER, signal.SIGINT)] and not played.tracer.interrupted

@@ -23,13 +23,15 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import FrameType, TracebackType
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from gpa_plan.arch import ARCHES, UnsupportedHostError, host_abi
 from gpa_plan.arch.base import SyscallAbi
+from gpa_plan.printable import printable
 from gpa_plan.record.calls import TracedCall
 from gpa_plan.record.seccomp import CallFilter, Installer
 
@@ -190,12 +192,18 @@ def _traceme() -> int:
     return ctypes.get_errno()
 
 
+# The most one read of the tracee's memory returns: KVM's structures are far smaller.
+MAX_READ = 1 << 24
+
+
 def read_memory(tid: int, address: int, size: int) -> bytes:
     """``size`` bytes at ``address`` in the memory of thread ``tid``: process_vm_readv(2),
     else /proc/TID/mem where the call is missing or refused. OSError when not all of it is
     mapped."""
     if size < 0 or address < 0 or address + size > 1 << 64:
         raise OSError(errno.EFAULT, f"no memory at {address:#x} + {size:#x}")
+    if size > MAX_READ:
+        raise OSError(errno.EINVAL, f"{size:#x} bytes is more than one read takes ({MAX_READ:#x})")
     if size == 0:
         return b""
     buffer = ctypes.create_string_buffer(size)
@@ -262,45 +270,54 @@ def _exit_status(status: int) -> int:
 
 # --- signals ---------------------------------------------------------------------------------
 
-_WAITED = frozenset({signal.SIGCHLD, signal.SIGINT, signal.SIGTERM})
-# How long the tracer sleeps at most between two looks for a stopped task: a SIGCHLD taken by
-# another thread of this process cannot make it wait for ever.
-_WAKE_SECONDS = 1.0
+_STOPPING = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 class _Signals:
-    """SIGINT, SIGTERM and SIGCHLD while a command is traced.
+    """SIGINT and SIGTERM while a command is traced.
 
-    They are blocked in this thread and taken with sigwaitinfo(), which tells a terminal's
-    Ctrl-C (si_code SI_KERNEL: n_tty.c __isig() -> kill_pgrp(), which the command also gets)
-    from a signal sent to this process alone; the handlers installed here only catch the ones
-    another thread of this process receives. Everything is restored on exit, and pending
-    SIGINT and SIGTERM are taken first so that none reaches the caller afterwards."""
+    They are blocked in the tracer's thread, which waits for its tracees in waitpid(), and
+    taken by a listening thread with sigwaitinfo(), which tells a terminal's Ctrl-C (si_code
+    SI_KERNEL: n_tty.c __isig() -> kill_pgrp(), which the command gets too) from a signal sent
+    to this process alone. The listener only sends signals (forwards a SIGINT, kills the
+    command), which wakes the tracer; every ptrace request stays in the tracer's thread. The
+    handlers installed here only catch the signals another thread of this process receives.
+    Everything is restored on exit, and pending SIGINT and SIGTERM are taken first so that
+    none reaches the caller afterwards."""
 
     def __init__(self) -> None:
         self.late: list[int] = []
-        self._handlers: dict[int, object] = {}
+        self._handlers: dict[int, Any] = {}
         self.mask: set[int] = set()
+        self._listener: threading.Thread | None = None
+        self._closing = False
 
     def __enter__(self) -> _Signals:
-        for signo in _WAITED:
+        for signo in (*_STOPPING, signal.SIGCHLD):
             self._handlers[signo] = signal.getsignal(signo)
         # SIGCHLD ignored would reap the command's processes before the tracer sees them exit.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, self._late)
         signal.signal(signal.SIGTERM, self._late)
-        self.mask = set(signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED))
+        self.mask = set(signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING))
         return self
 
     def _late(self, signo: int, frame: FrameType | None) -> None:
         self.late.append(signo)
 
-    def wait(self) -> tuple[int, int] | None:
-        """The next signal (number, si_code) within ``_WAKE_SECONDS``, else None."""
-        info = signal.sigtimedwait(_WAITED, _WAKE_SECONDS)
-        if info is None:
-            return None
-        return info.si_signo, info.si_code
+    def listen(self, act: Callable[[int, int | None], None]) -> None:
+        """Call ``act(signal, si_code)`` from a thread for every SIGINT and SIGTERM. Started
+        once the command runs: the thread, made here, inherits the blocked mask."""
+
+        def listening() -> None:
+            while True:
+                info = signal.sigwaitinfo(_STOPPING)
+                if self._closing:
+                    return
+                act(info.si_signo, info.si_code)
+
+        self._listener = threading.Thread(target=listening, name="record-signals", daemon=True)
+        self._listener.start()
 
     def __exit__(
         self,
@@ -308,11 +325,15 @@ class _Signals:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        while signal.sigtimedwait(_WAITED, 0) is not None:
+        self._closing = True
+        if self._listener is not None and self._listener.ident is not None:
+            signal.pthread_kill(self._listener.ident, signal.SIGINT)
+            self._listener.join()
+        while signal.sigtimedwait(_STOPPING, 0) is not None:
             pass
         signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
         for signo, handler in self._handlers.items():
-            signal.signal(signo, handler if handler is not None else signal.SIG_DFL)  # type: ignore[arg-type]
+            signal.signal(signo, handler if handler is not None else signal.SIG_DFL)
 
 
 # --- the child -------------------------------------------------------------------------------
@@ -377,7 +398,7 @@ def _ptrace_refused(code: int) -> TraceError:
 
 
 def _start(argv: Sequence[str], child: _Child) -> subprocess.Popen[bytes]:
-    command = argv[0]
+    command = printable(argv[0])
     try:
         return subprocess.Popen(list(argv), preexec_fn=child.setup, close_fds=False)
     except FileNotFoundError:
@@ -391,9 +412,15 @@ def _start(argv: Sequence[str], child: _Child) -> subprocess.Popen[bytes]:
             "execute permission); give the program itself, or `chmod +x` it"
         ) from None
     except subprocess.SubprocessError:
-        raise _ptrace_refused(child.traceme_errno or errno.EPERM) from None
-    except OSError as exc:
-        raise TraceError(f"cannot run {command}: {exc.strerror}") from None
+        if child.traceme_errno > 0:
+            raise _ptrace_refused(child.traceme_errno) from None
+        raise TraceError(
+            f"cannot prepare {command} for tracing: /proc/self/fd is not readable; "
+            "record needs /proc mounted"
+        ) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in an argument
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise TraceError(f"cannot run {command}: {reason}") from None
 
 
 def _checked_syscalls(names: Iterable[str]) -> list[str]:
@@ -481,25 +508,20 @@ class _Tracer:
 
     def _next(self) -> tuple[int, int] | None:
         """The next (tid, wait status) of a traced task; None when no child is left at all."""
-        while True:
-            while self.signals.late:
-                self._on_signal(self.signals.late.pop(0), None)
-            try:
-                tid, status = os.waitpid(-1, os.WNOHANG | WALL)
-            except ChildProcessError:
-                self.tasks.clear()
-                self.held.clear()
-                return None
-            if tid:
-                return tid, status
-            received = self.signals.wait()
-            if received is not None and received[0] != signal.SIGCHLD:
-                self._on_signal(*received)
+        while self.signals.late:
+            self._on_signal(self.signals.late.pop(0), None)
+        try:
+            return os.waitpid(-1, WALL)
+        except ChildProcessError:
+            self.tasks.clear()
+            self.held.clear()
+            return None
 
     def _on_signal(self, signo: int, code: int | None) -> None:
         """The Ctrl-C and SIGTERM policy (docs/record.md): the first SIGINT is the command's
         (forwarded to it unless a terminal sent it to both), a second one or a SIGTERM ends
-        the recording and kills the command."""
+        the recording and kills the command. Called from the signal listener's thread: it
+        reads copies of the tracer's tables and only sends signals."""
         if self.killing:
             return
         if signo == signal.SIGTERM or self.sigints >= 1:
@@ -508,15 +530,16 @@ class _Tracer:
             return
         self.sigints += 1
         if code != SI_KERNEL:
-            target = self.leader if self.leader in self.tasks else None
-            for tgid in [target] if target else sorted({t.tgid for t in self.tasks.values()}):
+            tasks = list(self.tasks.values())  # a copy: the tracer's thread changes them
+            alive = self.leader in {task.tgid for task in tasks}
+            for tgid in [self.leader] if alive else sorted({task.tgid for task in tasks}):
                 _kill(tgid, signal.SIGINT)
 
     def kill_all(self) -> None:
         """SIGKILL every traced process (a task in a ptrace stop dies too); the loop then
         reaps them. They cannot be left to run untraced: their filtered calls would fail."""
         self.killing = True
-        for tid in {t.tgid for t in self.tasks.values()} | self.held:
+        for tid in {task.tgid for task in list(self.tasks.values())} | set(self.held):
             _kill(tid, signal.SIGKILL)
 
     def _adopt_held(self) -> None:
@@ -728,6 +751,7 @@ def _trace(
         tracer = _Tracer(handler, call_filter, child.filtered, signals, process.pid)
         try:
             _first_stop(tracer, process.pid)
+            signals.listen(tracer._on_signal)
             if started is not None and tracer.tasks:
                 started(process.pid)
             if tracer.tasks:
@@ -754,11 +778,14 @@ def _first_stop(tracer: _Tracer, pid: int) -> None:
         if os.WSTOPSIG(status) == signal.SIGTRAP:
             break
         _resume_quietly(PTRACE_CONT, pid, os.WSTOPSIG(status))
+    # Without PTRACE_O_TRACESECCOMP a filter already in place cannot be worked around: the
+    # calls it stops would fail with ENOSYS (both came with Linux 3.5, so a kernel that took
+    # the filter has the option). Without the filter, it is not asked for.
     options = OPTIONS | (PTRACE_O_TRACESECCOMP if tracer.filtered else 0)
     try:
         _ptrace(PTRACE_SETOPTIONS, pid, 0, options)
     except OSError as exc:
         raise TraceError(
             f"this kernel refuses the ptrace options record needs ({exc.strerror}): "
-            "it needs Linux 5.3 or later"
+            "record needs Linux 5.3 or later"
         ) from None
