@@ -24,6 +24,7 @@ from gpa_plan.arch.base import (
     HostFact,
     Outcome,
     ProbeDevice,
+    RecordFacts,
     SelftestsDefaults,
     SelftestsVMFacts,
     SyscallAbi,
@@ -290,15 +291,35 @@ SYSCALL_ABI = SyscallAbi(
 )
 
 
+# arch/arm64/include/asm/kvm_mmu.h KVM_PHYS_SHIFT: the IPA size of a VM whose type gives none.
+KVM_PHYS_SHIFT = 40
+
+
+def _arm64_ipa_bits(vm_type: int) -> int:
+    """arch/arm64/kvm/mmu.c kvm_init_ipa_range(): KVM_VM_TYPE_ARM_IPA_SIZE(type), bits 0-7,
+    else KVM_PHYS_SHIFT (40)."""
+    return (vm_type & 0xFF) or KVM_PHYS_SHIFT
+
+
+RECORD_FACTS = RecordFacts(
+    pa_bits_of_vm_type=_arm64_ipa_bits,
+    irqchip_note=(
+        "KVM_CREATE_IRQCHIP made a vGICv2 (arch/arm64/kvm/arm.c kvm_arch_vm_ioctl() -> "
+        "kvm_vgic_create()): its frames are where KVM_ARM_SET_DEVICE_ADDR put them."
+    ),
+)
+
+
 ARM64 = ArchSpec(
     name="arm64",
     elf_machine="EM_AARCH64",
     machine="aarch64",
     syscall_abi=SYSCALL_ABI,
+    record=RECORD_FACTS,
     # arch/arm64/kvm/mmu.c kvm_init_ipa_range() (from kvm_init_stage2_mmu()), Linux 7.2.13:
     # type 0 means KVM_PHYS_SHIFT (40); an explicit IPA size must lie in
     # [ARM64_MIN_PARANGE_BITS (32), kvm_ipa_limit], else EINVAL.
-    default_pa_bits=40,
+    default_pa_bits=KVM_PHYS_SHIFT,
     min_pa_bits=32,
     max_pa_bits=52,
     page_sizes=(4096, 16384, 65536),

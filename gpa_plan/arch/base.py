@@ -328,6 +328,35 @@ class ProbeDevice(NamedTuple):
 ProbeSteps = Callable[[Sequence[ProbeDevice], int], list[dict[str, Any]]]
 
 
+class Fixed(NamedTuple):
+    """An in-kernel device at an address KVM fixes: a layout device (``type``) or, where
+    ``type`` is None, a range of the port I/O space (``size`` ports)."""
+
+    name: str
+    type: str | None
+    base: int
+    size: int = 0
+
+
+class RecordFacts(NamedTuple):
+    """What a recording (`gpa-plan record`, gpa_plan.record.document) knows of an
+    architecture's KVM calls: what its in-kernel irqchip calls make, and what KVM_CREATE_VM's
+    type says of the address space."""
+
+    # What KVM_CREATE_IRQCHIP makes at fixed addresses.
+    irqchip: tuple[Fixed, ...] = ()
+    # What KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP) makes.
+    split_irqchip: tuple[Fixed, ...] = ()
+    # What KVM_CREATE_PIT(2) makes, and the speaker port it adds with KVM_PIT_SPEAKER_DUMMY.
+    pit: tuple[Fixed, ...] = ()
+    pit_speaker: tuple[Fixed, ...] = ()
+    # The layout's pa_bits from KVM_CREATE_VM's type, where the type sets it; None elsewhere.
+    pa_bits_of_vm_type: Callable[[int], int | None] = lambda vm_type: None
+    # Said in the layout's comments after a KVM_CREATE_IRQCHIP that makes nothing at a fixed
+    # address.
+    irqchip_note: str = ""
+
+
 class SyscallAbi(NamedTuple):
     """How a host's system calls look to a tracer (`gpa-plan record`): the audit architecture
     that seccomp_data.arch and struct ptrace_syscall_info.arch carry for its native calls
@@ -418,6 +447,8 @@ class ArchSpec(NamedTuple):
     # How a tracer reads this machine's system calls (`gpa-plan record`); None where it
     # cannot trace them.
     syscall_abi: SyscallAbi | None = None
+    # What the VM calls a recording replays make at fixed addresses (`gpa-plan record`).
+    record: RecordFacts = RecordFacts()
 
     def address_space_ids(self) -> str:
         """The as_id values a memslot may take, in words: "only 0", "0 or 1 (SMM)"."""

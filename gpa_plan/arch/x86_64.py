@@ -18,6 +18,7 @@ from gpa_plan.arch.base import (
     ArchSpec,
     DeviceType,
     Effect,
+    Fixed,
     Handler,
     HostCondition,
     HostFact,
@@ -25,6 +26,7 @@ from gpa_plan.arch.base import (
     Outcome,
     PrivateRange,
     ProbeDevice,
+    RecordFacts,
     SelftestsDefaults,
     SelftestsVMFacts,
     Setting,
@@ -88,6 +90,10 @@ _FETCH_ERROR = Effect(
 # enable_apicv says; AMD's avic_init_backing_page() when enable_apicv (kvm_amd.avic) and the
 # VM's APICv is not inhibited.
 APIC_ACCESS_PAGE = 0xFEE0_0000
+# arch/x86/include/asm/apicdef.h APIC_DEFAULT_PHYS_BASE; arch/x86/kvm/ioapic.h
+# IOAPIC_DEFAULT_BASE_ADDRESS: where KVM's in-kernel LAPIC and IOAPIC answer by default.
+APIC_DEFAULT_PHYS_BASE = APIC_ACCESS_PAGE
+IOAPIC_DEFAULT_BASE_ADDRESS = 0xFEC0_0000
 
 KiB = 1024
 
@@ -100,7 +106,7 @@ _DEVICES = (
         Handler.KERNEL,
         size=4 * KiB,
         align=4 * KiB,
-        default_base=0xFEE0_0000,
+        default_base=APIC_DEFAULT_PHYS_BASE,
         kvm_api="KVM_CREATE_IRQCHIP and the APIC base MSR",
     ),
     DeviceType(
@@ -108,7 +114,7 @@ _DEVICES = (
         "in-kernel IOAPIC (IOAPIC_MEM_LENGTH)",
         Handler.KERNEL,
         size=0x100,
-        default_base=0xFEC0_0000,
+        default_base=IOAPIC_DEFAULT_BASE_ADDRESS,
         kvm_api="KVM_CREATE_IRQCHIP",
     ),
 )
@@ -364,11 +370,35 @@ SYSCALL_ABI = SyscallAbi(
 )
 
 
+RECORD_FACTS = RecordFacts(
+    # arch/x86/kvm/x86.c kvm_arch_vm_ioctl(KVM_CREATE_IRQCHIP): kvm_pic_init() registers the
+    # PICs and the ELCR on KVM_PIO_BUS (0x20 and 0xa0, 2 ports each; 0x4d0, 2 ports:
+    # arch/x86/kvm/i8259.c), kvm_ioapic_init() the IOAPIC at IOAPIC_DEFAULT_BASE_ADDRESS
+    # (ioapic.c); each vCPU's LAPIC is at APIC_DEFAULT_PHYS_BASE (lapic.c kvm_create_lapic()).
+    irqchip=(
+        Fixed("ioapic", "ioapic", IOAPIC_DEFAULT_BASE_ADDRESS),
+        Fixed("lapic", "lapic", APIC_DEFAULT_PHYS_BASE),
+        Fixed("pic", None, 0x20, 2),
+        Fixed("pic2", None, 0xA0, 2),
+        Fixed("pic-elcr", None, 0x4D0, 2),
+    ),
+    # kvm_vm_ioctl_enable_cap(KVM_CAP_SPLIT_IRQCHIP): the LAPICs only; the IOAPIC and PIC
+    # are the VMM's.
+    split_irqchip=(Fixed("lapic", "lapic", APIC_DEFAULT_PHYS_BASE),),
+    # arch/x86/kvm/i8254.c kvm_create_pit(): KVM_PIT_BASE_ADDRESS 0x40, KVM_PIT_MEM_LENGTH 4;
+    # with KVM_PIT_SPEAKER_DUMMY the speaker at KVM_SPEAKER_BASE_ADDRESS 0x61, registered for
+    # 4 ports of which speaker_ioport_read()/_write() answer 0x61 alone.
+    pit=(Fixed("pit", None, 0x40, 4),),
+    pit_speaker=(Fixed("pit-speaker", None, 0x61, 1),),
+)
+
+
 X86_64 = ArchSpec(
     name="x86_64",
     elf_machine="EM_X86_64",
     machine="x86_64",
     syscall_abi=SYSCALL_ABI,
+    record=RECORD_FACTS,
     default_pa_bits=48,
     min_pa_bits=32,
     max_pa_bits=52,

@@ -18,7 +18,8 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
-from gpa_plan.arch.recorded import Fixed, RecordFacts, record_facts
+from gpa_plan.arch import ARCHES
+from gpa_plan.arch.base import Fixed, RecordFacts
 from gpa_plan.importers import pa_bits_needed
 from gpa_plan.plan.emit import _comment_safe, _yaml_scalar, to_json, yaml_entry_lines
 from gpa_plan.record.memslots import Memslot
@@ -34,7 +35,7 @@ def document(vm: RecordedVM, arch: str, name: str | None = None) -> dict[str, An
     in the format's order; ``name`` defaults to ``record-ARCH-vmN``. ``ports`` and
     ``observed`` are present only when they hold something. A coalesced zone of 0 bytes,
     which KVM accepts and which holds nothing, is left out (``notes()`` says so)."""
-    facts = record_facts(arch)
+    facts = ARCHES[arch].record
     memslots = [_memslot(m) for m in sorted(vm.memslots.values(),
                                             key=lambda m: (m.as_id, m.base))]
     devices: list[dict[str, Any]] = []
@@ -160,7 +161,7 @@ def notes(vm: RecordedVM, arch: str, count: int) -> list[str]:
     what could not be read, what the layout cannot show."""
     said = [f"VM {vm.number} of {count}: KVM_CREATE_VM in process {vm.tgid} returned fd "
             f"{vm.fd}; the state when the recording ended."]
-    facts = record_facts(arch)
+    facts = ARCHES[arch].record
     if vm.irqchip and facts.irqchip_note:
         said.append(facts.irqchip_note)
     if facts.pa_bits_of_vm_type(vm.vm_type) is None and vm.vm_type:

@@ -229,7 +229,7 @@ def _memslot(vm: RecordedVM, call: TracedCall, recorder: Recorder) -> None:
 def _irqchip(vm: RecordedVM, call: TracedCall, recorder: Recorder) -> None:
     """x86 kvm_arch_vm_ioctl() KVM_CREATE_IRQCHIP: kvm_pic_init(), kvm_ioapic_init()
     (arch/x86/kvm/x86.c); arm64 kvm_arch_vm_ioctl() -> kvm_vgic_create(KVM_DEV_TYPE_ARM_VGIC_V2)
-    (arch/arm64/kvm/arm.c). What it makes is the architecture's (gpa_plan.arch.recorded)."""
+    (arch/arm64/kvm/arm.c). What it makes is the architecture's (ArchSpec.record)."""
     if call.ret < 0:
         vm.refuse("KVM_CREATE_IRQCHIP", call.ret, "")
     else:

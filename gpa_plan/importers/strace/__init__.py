@@ -176,9 +176,10 @@ def document(vm: VM, arch: str, count: int, notes: list[str]) -> dict[str, Any]:
 
 def _devices(vm: VM, arch: str, notes: list[str]) -> list[dict[str, Any]]:
     devices: list[dict[str, Any]] = []
-    if vm.irqchip is not None and arch == "x86_64":
-        devices += [{"name": "ioapic", "type": "ioapic", "base": 0xFEC0_0000},
-                    {"name": "lapic", "type": "lapic", "base": 0xFEE0_0000}]
+    made = [fixed for fixed in ARCHES[arch].record.irqchip if fixed.type is not None]
+    if vm.irqchip is not None and made:
+        devices += [{"name": fixed.name, "type": fixed.type, "base": fixed.base}
+                    for fixed in made]
         notes.append(f"KVM_CREATE_IRQCHIP at line {vm.irqchip}: the IOAPIC and LAPIC at "
                      "their default bases.")
     elif vm.irqchip is not None:
