@@ -324,6 +324,20 @@ def test_the_counts_of_a_guest_on_this_host_are_exact() -> None:
 
 
 @live
+def test_a_vm_of_a_child_process_is_traced_and_given_its_exits() -> None:
+    spec = {"accesses": [["mmio", MMIO, 2, 0, 4]], "fork": True}
+    with KvmTrace(buffer_kb=256) as trace:
+        child = traffic_guest.traced(spec, trace)
+        parsed = trace.read()
+    # event-fork followed the child the traced process forked
+    assert {e.tgid for e in parsed.events} == {child["pid"]}
+    vms = [Vm(os.getpid(), 0), Vm(child["pid"], child["created"][0])]
+    elder, traffic = attribute(parsed.events, vms)
+    assert seen(traffic) == truth(child["runs"][0])
+    assert seen(elder) == Counter()
+
+
+@live
 def test_the_instance_is_removed_even_when_the_body_raises() -> None:
     before = ours()
     with pytest.raises(RuntimeError, match="boom"), KvmTrace(buffer_kb=64) as trace:
