@@ -13,11 +13,14 @@ nothing of the host's own tracing changes (the top level's ``tracing_on``, ``set
 * ``trace_clock`` ``mono``, the clock of ``time.monotonic_ns()``, so that events can be set
   beside the times the recorder saw each ``KVM_CREATE_VM``;
 * ``options/record-tgid``: each event says its process, which outlives the thread;
-* a ring buffer of `DEFAULT_BUFFER_KB` in all (``buffer_size_kb`` is per CPU). The buffer is
-  read when the command ends. When it fills, the kernel overwrites the oldest events (the
-  ``overwrite`` option, on by default) and counts them in ``per_cpu/cpuN/stats`` as
-  ``overrun``; `KvmTrace.lost` sums those (and ``dropped events``), and the recording then
-  says that its traffic is incomplete.
+* a ring buffer of `DEFAULT_BUFFER_KB` in all (``buffer_size_kb`` is per CPU), which a thread
+  empties into an unnamed temporary file every `DRAIN_SECONDS` while the command runs
+  (``trace_pipe``), so a long recording is bounded by the disk, not by the buffer; what is
+  left is read when the command ends. If the buffer fills all the same (more than it holds in
+  `DRAIN_SECONDS`), the kernel overwrites the oldest events (the ``overwrite`` option, on by
+  default) and counts them in ``per_cpu/cpuN/stats`` as ``overrun``; `KvmTrace.lost` sums
+  those (and ``dropped events``), and the recording then says that its traffic is
+  incomplete.
 
 Tracing starts at the first `KvmTrace.follow` (before it, the instance is off: an empty
 ``set_event_pid`` would trace every process). The instance is removed when the ``with`` block
@@ -36,9 +39,11 @@ import contextlib
 import errno
 import os
 import re
+import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 MOUNT_POINTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 REQUIRED_EVENTS = ("kvm_mmio", "kvm_userspace_exit")
@@ -47,6 +52,8 @@ DEFAULT_BUFFER_KB = 128 * 1024
 """The ring buffer for all CPUs together: about three million events, one or two per exit."""
 MIN_BUFFER_KB = 16
 INSTANCE_PREFIX = "gpa-plan-"
+DRAIN_SECONDS = 0.05
+"""How often the drain empties the ring buffer into its file while the command runs."""
 
 
 class Event(NamedTuple):
@@ -215,16 +222,25 @@ def _write(path: str, text: str, *, append: bool = False) -> None:
 class KvmTrace:
     """A private tracefs instance tracing KVM's exits of the processes it follows.
 
-    Use as a context manager: ``with KvmTrace() as trace: trace.follow(pid); ...;
-    parsed = trace.read()``. ``buffer_kb`` is the ring buffer for all CPUs together.
+    Use as a context manager, reading before the block ends::
+
+        with KvmTrace() as trace:
+            result = ptrace.trace(argv, recorder, wanted, started=trace.follow)
+            parsed = trace.read()
+        traffic = summed(parsed, [Vm(vm.tgid, vm.created) for vm in recorder.vms])
+
+    ``buffer_kb`` is the ring buffer for all CPUs together.
     """
 
-    def __init__(self, *, buffer_kb: int = DEFAULT_BUFFER_KB, root: str | None = None) -> None:
+    def __init__(
+        self, *, buffer_kb: int = DEFAULT_BUFFER_KB, root: str | None = None, drain: bool = True
+    ) -> None:
         self.buffer_kb = buffer_kb
         self.root = root
         self.path = ""
         self.events_enabled: tuple[str, ...] = ()
         self._following = False
+        self._drain = _Drain() if drain else None
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -236,7 +252,7 @@ class KvmTrace:
         remove_stale_instances(root)
         self.path = self._make_instance(root)
         try:
-            self._set_up(root)
+            self._set_up()
         except BaseException:
             self._remove()
             raise
@@ -257,7 +273,7 @@ class KvmTrace:
             return path
         raise TraceError(f"cannot make a tracefs instance: {base}-1..999 all exist")
 
-    def _set_up(self, root: str) -> None:
+    def _set_up(self) -> None:
         p = self.path
         try:
             _write(f"{p}/tracing_on", "0")
@@ -297,6 +313,8 @@ class KvmTrace:
         try:
             _write(f"{self.path}/set_event_pid", f"{pid}\n", append=True)
             if not self._following:
+                if self._drain is not None:
+                    self._drain.start(f"{self.path}/trace_pipe")
                 _write(f"{self.path}/tracing_on", "1")
                 self._following = True
         except OSError as exc:
@@ -310,7 +328,11 @@ class KvmTrace:
             _write(f"{self.path}/tracing_on", "0")
 
     def lines(self) -> Iterator[str]:
-        """The instance's ``trace`` text, line by line."""
+        """What was traced, line by line: what the drain took from ``trace_pipe``, then what
+        the buffer still holds (its ``trace`` text)."""
+        if self._drain is not None:
+            self._drain.stop()
+            yield from self._drain.lines()
         with open(f"{self.path}/trace", encoding="utf-8", errors="replace") as text:
             yield from text
 
@@ -348,6 +370,8 @@ class KvmTrace:
         if not self.path:
             return
         self.stop()
+        if self._drain is not None:
+            self._drain.close()
         try:
             os.rmdir(self.path)
         except FileNotFoundError:
@@ -359,6 +383,73 @@ class KvmTrace:
             ) from exc
         finally:
             self.path = ""
+
+
+class _Drain:
+    """A thread that empties the ring buffer (``trace_pipe``, read without blocking) into an
+    unnamed temporary file while the command runs, so that a long recording is not bounded by
+    the buffer: the buffer only has to hold what comes in `DRAIN_SECONDS`."""
+
+    def __init__(self) -> None:
+        self._file: IO[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._fd = -1
+        self.error: OSError | None = None
+
+    def start(self, pipe: str) -> None:
+        self._fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+        # kept open until close(): the thread writes it, lines() reads it back
+        self._file = tempfile.TemporaryFile(prefix="gpa-plan-trace-")  # noqa: SIM115
+        self._thread = threading.Thread(target=self._run, name="gpa-plan-trace", daemon=True)
+        self._thread.start()
+
+    def _empty(self) -> None:
+        assert self._file is not None
+        while True:
+            try:
+                chunk = os.read(self._fd, 1 << 16)
+            except BlockingIOError:
+                return
+            if not chunk:
+                return
+            self._file.write(chunk)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.wait(DRAIN_SECONDS):
+                self._empty()
+            self._empty()
+        except OSError as exc:
+            self.error = exc
+
+    def stop(self) -> None:
+        """Empty the buffer a last time (tracing has stopped) and end the thread."""
+        if self._thread is not None:
+            self._stopping.set()
+            self._thread.join()
+            self._thread = None
+        if self.error is not None:
+            raise TraceError(f"cannot read the trace: {self.error.strerror}")
+
+    def lines(self) -> Iterator[str]:
+        if self._file is None:
+            return
+        self._file.seek(0)
+        for line in self._file:
+            yield line.decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stopping.set()
+            self._thread.join()
+            self._thread = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def _owner(name: str) -> int | None:

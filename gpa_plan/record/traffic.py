@@ -51,7 +51,8 @@ shows its completion first when the vCPU runs again).
 Run failures and internal errors
 --------------------------------
 ``KVM_RUN`` returning ``-EINTR`` (the event's "restart") is normal: a signal reached the vCPU
-thread and KVM set the exit reason ``KVM_EXIT_INTR`` (x86 vcpu_run(), arm64
+thread and KVM set the exit reason ``KVM_EXIT_INTR`` (kvm_xfer_to_guest_mode_handle_work()
+-> kvm_handle_signal_exit(), include/linux/kvm_host.h, from x86 vcpu_run() and arm64
 kvm_arch_vcpu_ioctl_run()); it is counted as that exit, never as a failure. Every other
 negative errno is a run failure. The suberror of a ``KVM_EXIT_INTERNAL_ERROR`` is in kvm_run,
 not in the event: internal errors are counted without it.

@@ -176,10 +176,9 @@ def document(vm: VM, arch: str, count: int, notes: list[str]) -> dict[str, Any]:
 
 def _devices(vm: VM, arch: str, notes: list[str]) -> list[dict[str, Any]]:
     devices: list[dict[str, Any]] = []
-    made = [fixed for fixed in ARCHES[arch].record.irqchip if fixed.type is not None]
-    if vm.irqchip is not None and made:
-        devices += [{"name": fixed.name, "type": fixed.type, "base": fixed.base}
-                    for fixed in made]
+    fixed = [f for f in ARCHES[arch].record.irqchip if f.type is not None]
+    if vm.irqchip is not None and fixed:
+        devices += [{"name": f.name, "type": f.type, "base": f.base} for f in fixed]
         notes.append(f"KVM_CREATE_IRQCHIP at line {vm.irqchip}: the IOAPIC and LAPIC at "
                      "their default bases.")
     elif vm.irqchip is not None:
