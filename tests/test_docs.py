@@ -195,6 +195,13 @@ SCHEMA_SECTIONS = {
     "Memslot": "## Memslots",
     "Device": "## Devices",
     "Reserved": "## Reserved ranges",
+    "Port": "## Ports",
+    "Observed": "## Observed",
+    "Traffic": "### Observed traffic",
+    "ExitCount": "### Observed exits",
+    "RunFailure": "### Observed run failures",
+    "InternalError": "### Observed internal errors",
+    "RefusedCall": "### Observed refused calls",
 }
 
 
