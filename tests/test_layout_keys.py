@@ -42,6 +42,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "Memslot": {"name": "ram", "base": 0x4000_0000, "size": 0x1000},
     "Device": {"name": "uart", "type": "mmio"},
     "Reserved": {"name": "hole", "base": 0x8000_0000, "size": 0x1000},
+    "Port": {"name": "com1", "base": 0x3F8, "size": 8},
 }
 KEYS = [(record, key) for record in RECORDS for key in keys_of(record)]
 

@@ -422,6 +422,10 @@ class ArchSpec(NamedTuple):
     machine: str = ""
     # Where an instruction may start: a fetch probe is made at an address aligned to this.
     instruction_align: int = 1
+    # How many ports the guest's port I/O instructions reach (a layout's `ports:`); 0 where
+    # the architecture has no port I/O: KVM still registers a KVM_IOEVENTFD_FLAG_PIO ioeventfd
+    # or a pio coalesced zone on KVM_PIO_BUS there, but no guest access ever reaches that bus.
+    port_space: int = 0
     # How `gpa-plan verify` creates this architecture's in-kernel devices; None where the
     # probe cannot run (gpa_plan.probe has no guest for it).
     probe_steps: ProbeSteps | None = None

@@ -399,6 +399,9 @@ X86_64 = ArchSpec(
     machine="x86_64",
     syscall_abi=SYSCALL_ABI,
     record=RECORD_FACTS,
+    # `in`/`out` take a 16-bit port: arch/x86/kvm/x86.c emulator_pio_in_out() (unsigned short
+    # port) offers the access to KVM_PIO_BUS, else exits with KVM_EXIT_IO (Linux 7.2.13).
+    port_space=0x10000,
     default_pa_bits=48,
     min_pa_bits=32,
     max_pa_bits=52,

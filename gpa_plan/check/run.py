@@ -13,11 +13,15 @@ from gpa_plan.check import (  # noqa: F401  (registers rules)
     ioeventfds,
     layout_rules,
     memslots,
+    observed,
+    ports,
     program_rules,
     vgic,
 )
 from gpa_plan.check.findings import ERROR, WARNING, Finding, cap_per_object, problem_findings
+from gpa_plan.check.observed import TrafficSummary, traffic_summary
 from gpa_plan.check.partition import Region, partition
+from gpa_plan.check.ports import PortRow, port_rows
 from gpa_plan.check.program_rules import CAPPED_AS_MADE
 from gpa_plan.check.rules import RULES, RuleContext
 from gpa_plan.collector import paused
@@ -46,6 +50,10 @@ class CheckResult(NamedTuple):
     findings: tuple[Finding, ...]
     # where each `--elf` program's segments land; None when no program was given
     programs: tuple[ProgramPlacement, ...] | None = None
+    # the layout's port ranges (`ports:`), with what in and out become there
+    ports: tuple[PortRow, ...] = ()
+    # what the recording's `observed:` section says of its traffic; None without one
+    traffic: TrafficSummary | None = None
 
     @property
     def errors(self) -> int:
@@ -178,6 +186,7 @@ def check_loaded(
     )
     findings = run_rules(ctx, progress, where)
     findings.sort(key=Finding.sort_key)
+    seen = loaded.layout.observed
     return CheckResult(
         loaded.doc.path,
         arch.name,
@@ -186,6 +195,8 @@ def check_loaded(
         tuple(regions),
         tuple(cap_per_object(findings, capped_as_made=CAPPED_AS_MADE)),
         _program_placements(readable, layout, regions, elf_mode) if programs else None,
+        port_rows(layout, arch),
+        None if seen is None else traffic_summary(seen),
     )
 
 
