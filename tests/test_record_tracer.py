@@ -464,7 +464,25 @@ time.sleep(60)
 """
 
 
+@pytest.fixture(params=["alone", "beside-a-thread"])
+def bystander(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Nothing, or a thread of this process that does not block SIGINT, which the kernel may
+    hand the process's SIGINT to instead of the tracer's listener."""
+    if request.param == "alone":
+        yield
+        return
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 @needs_kvm
+@pytest.mark.usefixtures("bystander")
 def test_a_second_sigint_kills_the_command_and_keeps_what_was_recorded(tmp_path: Path) -> None:
     handler = Handler()
     child_file = tmp_path / "child"
@@ -474,6 +492,7 @@ def test_a_second_sigint_kills_the_command_and_keeps_what_was_recorded(tmp_path:
     assert not alive(pids[0]) and not alive(int(child_file.read_text()))
 
 
+@pytest.mark.usefixtures("bystander")
 def test_a_command_ended_by_the_forwarded_sigint_is_not_interrupted(tmp_path: Path) -> None:
     argv = script(
         tmp_path, "import os, signal\nos.kill(os.getppid(), signal.SIGINT)\nsignal.pause()"

@@ -271,50 +271,63 @@ def _exit_status(status: int) -> int:
 # --- signals ---------------------------------------------------------------------------------
 
 _STOPPING = frozenset({signal.SIGINT, signal.SIGTERM})
+# How often the listener looks for a signal another thread of this process took.
+_LISTEN_SECONDS = 0.05
 
 
 class _Signals:
     """SIGINT and SIGTERM while a command is traced.
 
     They are blocked in the tracer's thread, which waits for its tracees in waitpid(), and
-    taken by a listening thread with sigwaitinfo(), which tells a terminal's Ctrl-C (si_code
+    taken by a listening thread with sigtimedwait(), which tells a terminal's Ctrl-C (si_code
     SI_KERNEL: n_tty.c __isig() -> kill_pgrp(), which the command gets too) from a signal sent
     to this process alone. The listener only sends signals (forwards a SIGINT, kills the
-    command), which wakes the tracer; every ptrace request stays in the tracer's thread. The
-    handlers installed here only catch the signals another thread of this process receives.
-    Everything is restored on exit, and pending SIGINT and SIGTERM are taken first so that
-    none reaches the caller afterwards."""
+    command), which wakes the tracer; every ptrace request stays in the tracer's thread.
+    Another thread of this process that does not block them may take them instead: the
+    handlers installed here do nothing, but Python's wakeup fd carries the signal's number to
+    the listener (without its origin: such a SIGINT is forwarded). Everything is restored on
+    exit, and pending SIGINT and SIGTERM are taken first so that none reaches the caller."""
 
     def __init__(self) -> None:
-        self.late: list[int] = []
         self._handlers: dict[int, Any] = {}
         self.mask: set[int] = set()
         self._listener: threading.Thread | None = None
         self._closing = False
+        self._wakeup = (-1, -1)
+        self._former_wakeup = -1
 
     def __enter__(self) -> _Signals:
         for signo in (*_STOPPING, signal.SIGCHLD):
             self._handlers[signo] = signal.getsignal(signo)
         # SIGCHLD ignored would reap the command's processes before the tracer sees them exit.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, self._late)
-        signal.signal(signal.SIGTERM, self._late)
+        signal.signal(signal.SIGINT, _no_action)
+        signal.signal(signal.SIGTERM, _no_action)
+        self._wakeup = os.pipe()
+        for fd in self._wakeup:
+            os.set_blocking(fd, False)
+        self._former_wakeup = signal.set_wakeup_fd(self._wakeup[1], warn_on_full_buffer=False)
         self.mask = set(signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING))
         return self
-
-    def _late(self, signo: int, frame: FrameType | None) -> None:
-        self.late.append(signo)
 
     def listen(self, act: Callable[[int, int | None], None]) -> None:
         """Call ``act(signal, si_code)`` from a thread for every SIGINT and SIGTERM. Started
         once the command runs: the thread, made here, inherits the blocked mask."""
 
         def listening() -> None:
-            while True:
-                info = signal.sigwaitinfo(_STOPPING)
+            while not self._closing:
+                info = signal.sigtimedwait(_STOPPING, _LISTEN_SECONDS)
                 if self._closing:
                     return
-                act(info.si_signo, info.si_code)
+                if info is not None:
+                    act(info.si_signo, info.si_code)
+                try:
+                    taken_elsewhere = os.read(self._wakeup[0], 64)
+                except BlockingIOError:
+                    continue
+                for signo in taken_elsewhere:
+                    if signo in _STOPPING:
+                        act(signo, None)
 
         self._listener = threading.Thread(target=listening, name="record-signals", daemon=True)
         self._listener.start()
@@ -326,14 +339,20 @@ class _Signals:
         traceback: TracebackType | None,
     ) -> None:
         self._closing = True
-        if self._listener is not None and self._listener.ident is not None:
-            signal.pthread_kill(self._listener.ident, signal.SIGINT)
+        if self._listener is not None:
             self._listener.join()
         while signal.sigtimedwait(_STOPPING, 0) is not None:
             pass
         signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+        signal.set_wakeup_fd(self._former_wakeup)
+        for fd in self._wakeup:
+            os.close(fd)
         for signo, handler in self._handlers.items():
             signal.signal(signo, handler if handler is not None else signal.SIG_DFL)
+
+
+def _no_action(signo: int, frame: FrameType | None) -> None:
+    """SIGINT or SIGTERM taken by another thread: the listener acts on it."""
 
 
 # --- the child -------------------------------------------------------------------------------
@@ -508,8 +527,6 @@ class _Tracer:
 
     def _next(self) -> tuple[int, int] | None:
         """The next (tid, wait status) of a traced task; None when no child is left at all."""
-        while self.signals.late:
-            self._on_signal(self.signals.late.pop(0), None)
         try:
             return os.waitpid(-1, WALL)
         except ChildProcessError:
