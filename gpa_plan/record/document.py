@@ -22,7 +22,7 @@ from gpa_plan.arch import ARCHES
 from gpa_plan.arch.base import Fixed, RecordFacts
 from gpa_plan.importers import pa_bits_needed
 from gpa_plan.plan.emit import _comment_safe, _yaml_scalar, to_json, yaml_entry_lines
-from gpa_plan.record.memslots import Memslot
+from gpa_plan.record.memslots import memslot_entries
 from gpa_plan.record.state import Frame, Ioeventfd, RecordedVM, Zone
 
 _FRAME_NAMES = {"vgic-v2-dist": "gicd", "vgic-v3-dist": "gicd", "vgic-v2-cpu": "gicc",
@@ -36,8 +36,7 @@ def document(vm: RecordedVM, arch: str, name: str | None = None) -> dict[str, An
     ``observed`` are present only when they hold something. A coalesced zone of 0 bytes,
     which KVM accepts and which holds nothing, is left out (``notes()`` says so)."""
     facts = ARCHES[arch].record
-    memslots = [_memslot(m) for m in sorted(vm.memslots.values(),
-                                            key=lambda m: (m.as_id, m.base))]
+    memslots = memslot_entries(vm.memslots)
     devices: list[dict[str, Any]] = []
     ports: list[dict[str, Any]] = []
     for fixed in _fixed(vm, facts):
@@ -110,25 +109,6 @@ def _refused(vm: RecordedVM) -> list[dict[str, Any]]:
         {"call": call, "errno": errno, "count": count, **({"detail": detail} if detail else {})}
         for (call, errno, detail), count in vm.refused.items()
     ]
-
-
-def _memslot(memslot: Memslot) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "name": f"as{memslot.as_id}-slot{memslot.slot}" if memslot.as_id
-        else f"slot{memslot.slot}",
-        "slot": memslot.slot,
-    }
-    if memslot.as_id:
-        entry["as_id"] = memslot.as_id
-    entry["base"] = memslot.base
-    entry["size"] = memslot.size
-    if memslot.readonly:
-        entry["readonly"] = True
-    if memslot.dirty_log:
-        entry["dirty_log"] = True
-    if memslot.guest_memfd:
-        entry["guest_memfd"] = True
-    return entry
 
 
 def _frames(vm: RecordedVM) -> list[dict[str, Any]]:

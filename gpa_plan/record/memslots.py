@@ -4,7 +4,7 @@ and by `import strace` (gpa_plan.importers.strace.replay)."""
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 # include/uapi/linux/kvm.h
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
@@ -40,3 +40,26 @@ def set_memory_region(memslots: Memslots, slot: int, flags: int, base: int, size
         as_id, slot_id, base, size, bool(flags & KVM_MEM_READONLY),
         bool(flags & KVM_MEM_LOG_DIRTY_PAGES), bool(flags & KVM_MEM_GUEST_MEMFD),
     )
+
+
+def memslot_entry(memslot: Memslot) -> dict[str, Any]:
+    """``memslot`` as a layout's memslots entry: named ``slotN`` (``asI-slotN`` outside
+    address space 0), flags only where set."""
+    entry: dict[str, Any] = {
+        "name": f"as{memslot.as_id}-slot{memslot.slot}" if memslot.as_id
+        else f"slot{memslot.slot}",
+        "slot": memslot.slot,
+    }
+    if memslot.as_id:
+        entry["as_id"] = memslot.as_id
+    entry["base"] = memslot.base
+    entry["size"] = memslot.size
+    for flag in ("readonly", "dirty_log", "guest_memfd"):
+        if getattr(memslot, flag):
+            entry[flag] = True
+    return entry
+
+
+def memslot_entries(memslots: Memslots) -> list[dict[str, Any]]:
+    """Every memslot as a layout entry, by address space and base."""
+    return [memslot_entry(m) for m in sorted(memslots.values(), key=lambda m: (m.as_id, m.base))]

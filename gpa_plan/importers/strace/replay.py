@@ -176,7 +176,7 @@ def _flags(vm: VM, text: str, call: Call, column: int) -> int:
                 value |= int(part, 0)
             except ValueError:
                 raise _not_a_number(text, "flags", call, column) from None
-    unknown = value & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY)
+    unknown = value & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD)
     if unknown:
         vm.unknown_flags.append(f"line {call.line}: flags {unknown:#x}")
     return value
