@@ -24,7 +24,8 @@ What a VM's calls become:
   ``KVM_MEM_READONLY`` becomes ``readonly``, ``KVM_MEM_LOG_DIRTY_PAGES`` ``dirty_log``,
   ``KVM_MEM_GUEST_MEMFD`` ``guest_memfd``; other flags are noted and dropped. A refused call
   (``-1 ERRNO``) or one that did not return is not applied: a comment names it with its errno.
-- ``KVM_CREATE_IRQCHIP``: on x86_64 the IOAPIC and LAPIC at their default bases
+- ``KVM_CREATE_IRQCHIP``: on x86_64 the IOAPIC and LAPIC at their default bases (and the
+  PIC's ports under ``ports:``; what it makes is ArchSpec.record's)
   (arch/x86/kvm/x86.c kvm_arch_vm_ioctl() calls kvm_ioapic_init(), which puts the IOAPIC at
   IOAPIC_DEFAULT_BASE_ADDRESS; lapic.c kvm_create_lapic() for each vCPU then, at
   APIC_DEFAULT_PHYS_BASE). On arm64 it makes a vGICv2 (arch/arm64/kvm/arm.c
@@ -157,6 +158,10 @@ def document(vm: VM, arch: str, count: int, notes: list[str]) -> dict[str, Any]:
         doc["pa_bits"] = pa_bits
     doc["memslots"] = memslots
     doc["devices"] = devices
+    ports = [{"name": f.name, "base": f.base, "size": f.size, "handler": "kernel"}
+             for f in ARCHES[arch].record.irqchip if f.type is None]
+    if vm.irqchip is not None and ports:
+        doc["ports"] = ports
     return doc
 
 
@@ -166,7 +171,7 @@ def _devices(vm: VM, arch: str, notes: list[str]) -> list[dict[str, Any]]:
     if vm.irqchip is not None and fixed:
         devices += [{"name": f.name, "type": f.type, "base": f.base} for f in fixed]
         notes.append(f"KVM_CREATE_IRQCHIP at line {vm.irqchip}: the IOAPIC and LAPIC at "
-                     "their default bases.")
+                     "their default bases, and the PIC's ports.")
     elif vm.irqchip is not None:
         notes.append(f"KVM_CREATE_IRQCHIP at line {vm.irqchip} made an in-kernel irqchip "
                      f"(on arm64 a vGICv2) whose addresses are set through "
