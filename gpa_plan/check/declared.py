@@ -12,6 +12,7 @@ place in the declared file. Two rules of their own compare the two layouts: `dec
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -160,6 +161,29 @@ def against_declared(
     )
 
 
+class _Reach:
+    """Ranges sorted by start, each prefix with the range that reaches furthest: one that
+    overlaps a range is found in O(log n) (the one reaching furthest, if any does)."""
+
+    def __init__(self, ranges: list[tuple[Range, int]]) -> None:
+        ordered = sorted(ranges)
+        self._starts = [r.start for r, _ in ordered]
+        self._furthest: list[tuple[Range, int]] = []
+        for item in ordered:
+            if not self._furthest or item[0].end > self._furthest[-1][0].end:
+                self._furthest.append(item)
+            else:
+                self._furthest.append(self._furthest[-1])
+
+    def overlapping(self, rng: Range) -> int | None:
+        """The tag of a range that overlaps ``rng``, or None."""
+        k = bisect.bisect_left(self._starts, rng.end) - 1
+        if k < 0:
+            return None
+        found, tag = self._furthest[k]
+        return tag if found.end > rng.start else None
+
+
 # --- declared-missing -------------------------------------------------------------------------
 
 
@@ -239,16 +263,23 @@ def declared_missing(ctx: RuleContext) -> Iterator[Finding]:
         return
     recorded = _recorded_only(ctx.layout, declared)
     exact = {(e.kind, e.range, e.detail) for e in recorded}
+    by_kind: dict[str, list[tuple[Range, int]]] = {}
+    at_base: dict[tuple[str, int], int] = {}
+    for k, e in enumerate(recorded):
+        if e.range.size > 0:
+            by_kind.setdefault(e.kind, []).append((e.range, k))
+        at_base.setdefault((e.kind, e.range.start), k)
+    reach = {kind: _Reach(ranges) for kind, ranges in by_kind.items()}
     for want in _created_by_kvm(declared.loaded.resolved):
         if (want.kind, want.range, want.detail) in exact:
             continue
-        near = [
-            e for e in recorded
-            if e.kind == want.kind and (e.range.overlaps(want.range)
-                                        or e.range.start == want.range.start)
-        ]
+        # A recorded entry of that kind at its base, and one over it (at most these two).
+        found = reach[want.kind].overlapping(want.range) if want.kind in reach else None
+        tags = dict.fromkeys(t for t in (at_base.get((want.kind, want.range.start)), found)
+                             if t is not None)
+        near = [recorded[t] for t in tags]
         if near:
-            said = "; the recording has " + ", ".join(_difference(want, e) for e in near[:3])
+            said = "; the recording has " + ", ".join(_difference(want, e) for e in near)
         else:
             said = f"; the recording has no {want.kind} there"
         line, column = declared.loaded.doc.position((*want.path, "base"))
@@ -258,7 +289,7 @@ def declared_missing(ctx: RuleContext) -> Iterator[Finding]:
             column,
             f"declared {_shown(want)} was not created by the recorded program{said}; make the "
             "program create it, or correct the declared layout",
-            (want.name, *(e.name for e in near[:3])),
+            (want.name, *(e.name for e in near)),
         )
 
 
@@ -303,9 +334,12 @@ def stray_access(ctx: RuleContext) -> Iterator[Finding]:
     devices = [d.range for layout in both for d in layout.devices]
     devices += [m.range for layout in both for m in layout.memslots if m.readonly]
     ports = [p.range for layout in both for p in layout.ports]
+    claims = {
+        "mmio": _Reach([(r, 0) for r in devices if r.size > 0]),
+        "port": _Reach([(r, 0) for r in ports if r.size > 0]),
+    }
     for i, t in enumerate(observed.traffic):
-        claimed = devices if t.space == "mmio" else ports
-        if any(r.contains(t.address) for r in claimed):
+        if claims[t.space].overlapping(Range(t.address, t.address + 1)) is not None:
             continue
         where = hex_addr(t.address) if t.space == "mmio" else f"port {t.address:#x}"
         what = "device" if t.space == "mmio" else "port range"
