@@ -29,6 +29,7 @@ from gpa_plan.importers.registry import ARCH, COUNT, IMPORTERS, SIZE
 
 if TYPE_CHECKING:
     from gpa_plan.check.findings import Finding
+    from gpa_plan.check.run import LoadedLayout
     from gpa_plan.config import Config
     from gpa_plan.host_profile import HostProfile
     from gpa_plan.inputs import InputError
@@ -146,6 +147,10 @@ INPUT_PATH = click.Path(readable=False, allow_dash=True)
 )
 @click.option("--host", "host_file", type=INPUT_PATH, default=None, metavar="FILE",
               help=HOST_HELP)
+@click.option("--layout", "declared_file", type=INPUT_PATH, default=None, metavar="DECLARED",
+              help="Each FILE is a recording (gpa-plan record): merge DECLARED's user devices "
+              "and reserved ranges in, and report what it declares that the recording lacks "
+              "and traffic no device claims (docs/record.md).")
 def check(
     files: tuple[str, ...],
     arches: tuple[str, ...],
@@ -158,6 +163,7 @@ def check(
     elf_files: tuple[str, ...],
     elf_mode: str,
     host_file: str | None,
+    declared_file: str | None,
 ) -> int:
     """Check layout files (or directories of them) and report every IO range and finding.
 
@@ -173,16 +179,47 @@ def check(
     host = _host_profile(host_file)
     if isinstance(host, int):
         return host
+    declared = _declared_layout(declared_file, arches)
+    if isinstance(declared, int):
+        return declared
     size = None if fmt != "text" or quiet else lambda: input_bytes(files, exclude)
-    with watched(size) as progress:
-        run = check_paths(files, arches, elf_files=elf_files, elf_mode=elf_mode,
-                          exclude=exclude, progress=progress, host=host)
+    from gpa_plan.check.declared import ArchMismatch
+
+    try:
+        with watched(size) as progress:
+            run = check_paths(files, arches, elf_files=elf_files, elf_mode=elf_mode,
+                              exclude=exclude, progress=progress, host=host, declared=declared)
+    except ArchMismatch as mismatch:
+        raise click.UsageError(str(mismatch)) from None
     results = config.apply_to(run.results)
     CHECK_FORMATS.writer(fmt)(CheckReport(results, run.unreadable, quiet, host), sys.stdout)
     _note_unused_host(host, [r.arch for r in results])
     for err in run.unreadable:
         _say_findings([_unreadable_finding(err)])
     return 2 if run.unreadable else 1 if config.fails(results) else 0
+
+
+def _declared_layout(path: str | None, arches: Sequence[str]) -> LoadedLayout | int | None:
+    """The declared layout of `check --layout` (None without one), or the exit status after
+    saying why it cannot be used: 1 for one that does not load, 2 for one that cannot be
+    read."""
+    if path is None:
+        return None
+    if arches:
+        raise click.UsageError("--layout checks recordings under their own architecture; "
+                               "leave out --arch")
+    from gpa_plan.check.findings import problem_findings
+    from gpa_plan.check.run import load_layout
+    from gpa_plan.inputs import InputError
+    from gpa_plan.layout.errors import LayoutError
+
+    try:
+        return load_layout(path)
+    except InputError as err:
+        return _unreadable(err)
+    except LayoutError as err:
+        _say_findings(problem_findings(err.path, err.problems))
+        return 1
 
 
 def _host_profile(path: str | None, formats: Formats[Any] | None = None,

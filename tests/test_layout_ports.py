@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gpa_plan.cli import cli
 
@@ -352,3 +354,62 @@ def test_rules_lists_the_port_rules() -> None:
     listed = run("rules").stdout
     for slug in ("port-no-space", "port-out-of-range", "port-overlap"):
         assert slug in listed
+
+
+# -- KVM_IOEVENTFD's collisions, checked against a brute-force reading of the kernel's test ----
+
+_BELL = st.tuples(
+    st.sampled_from([0x510, 0x512]),
+    st.sampled_from([0, 1, 2, 4]),
+    st.one_of(st.none(), st.integers(0, 2)),
+)
+
+
+def _collides(a: tuple[int, int, int | None], b: tuple[int, int, int | None]) -> bool:
+    """eventfd.c ioeventfd_check_collision(), as written there."""
+    (port_a, len_a, match_a), (port_b, len_b, match_b) = a, b
+    return port_a == port_b and (
+        len_a == 0 or len_b == 0
+        or (len_a == len_b and (match_a is None or match_b is None or match_a == match_b))
+    )
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bells=st.lists(_BELL, min_size=1, max_size=8))
+def test_the_refused_port_ioeventfds_are_those_the_kernel_refuses(
+    tmp_path: Path, bells: list[tuple[int, int, int | None]]
+) -> None:
+    bells = [(port, length, None if length == 0 else match) for port, length, match in bells]
+    lines = [f"  - {{name: b{i}, base: {port:#x}, size: 4, handler: ioeventfd, length: {length}"
+             + (f", datamatch: {match}}}" if match is not None else "}")
+             for i, (port, length, match) in enumerate(bells)]
+    path = layout(tmp_path, "ports:\n" + "\n".join(lines) + "\n")
+    accepted: list[tuple[int, int, int | None]] = []
+    refused = set()
+    for i, bell in enumerate(bells):
+        if any(_collides(bell, other) for other in accepted):
+            refused.add(f"b{i}")
+        else:
+            accepted.append(bell)
+    found = json.loads(run("check", path, "--format", "json").stdout)["results"][0]["findings"]
+    errors = {f["objects"][0] for f in found if f["rule"] == "port-overlap"
+              and f["severity"] == "error"}
+    assert errors == refused
+
+
+def test_thousands_of_ioeventfds_on_one_port_and_of_traffic_entries_stay_linear(
+    tmp_path: Path,
+) -> None:
+    count = 3000
+    bells = "".join(f"  - {{name: b{i}, base: 0x510, size: 2, handler: ioeventfd, "
+                    f"datamatch: {i}}}\n" for i in range(count))
+    traffic = "".join(f"    - {{space: port, address: {0x1000 + i:#x}, width: 1, writes: 1}}\n"
+                      for i in range(count))
+    path = layout(tmp_path, "ports:\n" + bells + "observed:\n  traffic:\n" + traffic)
+    declared = layout(tmp_path, "ports:\n  - {name: com1, base: 0x3f8, size: 8}\n",
+                      name="declared.yaml")
+    result = run("check", path, "--layout", declared, "--format", "json")
+    findings = json.loads(result.stdout)["results"][0]["findings"]
+    assert {f["rule"] for f in findings} == {"port-overlap", "stray-access"}
+    assert all(f["severity"] == "warning" for f in findings)

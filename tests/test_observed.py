@@ -281,3 +281,17 @@ def test_rules_lists_the_observed_rules() -> None:
     listed = run("rules").stdout
     for slug in ("refused-call", "run-failed", "internal-error"):
         assert slug in listed
+
+
+def test_allocate_writes_a_recording_whose_run_failed_back_out(tmp_path: Path) -> None:
+    # What happened when the recording ran says nothing of the plan: allocate is not refused.
+    recorded = Path(__file__).parent / "data" / "record" / "recording.yaml"
+    out = tmp_path / "out.yaml"
+    result = run("allocate", recorded, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert run("check", out).exit_code == 1  # check still reports run-failed
+    import yaml
+
+    assert yaml.safe_load(out.read_text())["observed"] == yaml.safe_load(
+        recorded.read_text()
+    )["observed"]

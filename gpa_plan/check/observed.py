@@ -227,3 +227,8 @@ def traffic_summary(observed: Observed) -> TrafficSummary:
         exits[e.reason] = exits.get(e.reason, 0) + e.count
     ordered = tuple(sorted(exits.items(), key=lambda item: (-item[1], item[0])))
     return TrafficSummary(observed.traffic_path, tuple(spaces), ordered)
+
+
+# Rules on what happened when the recording ran, not on the layout: a plan made from a
+# recording (allocate) is not refused for them.
+OBSERVATION_RULES = frozenset({refused_call.slug, run_failed.slug, internal_error.slug})

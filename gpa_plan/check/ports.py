@@ -8,7 +8,7 @@ PIO ioeventfds are checked by the ioeventfd rules (gpa_plan.check.ioeventfds).""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from gpa_plan.arch.base import ArchSpec, Handler, Outcome
@@ -97,16 +97,14 @@ def port_overlap(ctx: RuleContext) -> Iterator[Finding]:
     if not any_overlap([p.range for p in ports]):
         return
     registered = TakenRanges([p.range for p in ports])
-    bells: dict[int, list[PortEntry]] = {}  # the ioeventfds registered so far, by port
+    bells = _Bells()
     for k, later in enumerate(ports):
         if later.range.size <= 0:
             continue
         hit = registered.overlapping(later.range)
         registered.take(k, later.range)
         # A collision KVM refuses comes before any other overlap, wherever that one is.
-        first = _colliding(later, bells.get(later.range.start, ()))
-        if later.doorbell is not None:
-            bells.setdefault(later.range.start, []).append(later)
+        first = bells.register(later)
         if first is None and hit is not None:
             first = ports[hit]
         if first is None:
@@ -126,12 +124,48 @@ def port_overlap(ctx: RuleContext) -> Iterator[Finding]:
         )
 
 
-def _colliding(later: PortEntry, earlier: Iterable[PortEntry]) -> PortEntry | None:
-    """The first of the ``earlier`` ioeventfds that KVM_IOEVENTFD of ``later`` collides with."""
-    if later.doorbell is None:
+class _Bells:
+    """The port ioeventfds KVM has accepted so far, indexed as ioeventfd_check_collision()
+    compares them (virt/kvm/eventfd.c): the same port, and a length of 0 on either, or the
+    same length with a datamatch on neither, on one only, or the same on both. Each
+    registration is answered in constant time, however many share a port."""
+
+    def __init__(self) -> None:
+        self._any: dict[int, PortEntry] = {}  # the first at a port
+        self._length_0: dict[int, PortEntry] = {}  # the first of length 0 at a port
+        self._length: dict[tuple[int, int], PortEntry] = {}  # the first of a length
+        self._wildcard: dict[tuple[int, int], PortEntry] = {}  # ... without datamatch
+        self._match: dict[tuple[int, int, int], PortEntry] = {}  # ... with that datamatch
+
+    def register(self, p: PortEntry) -> PortEntry | None:
+        """The accepted ioeventfd that KVM_IOEVENTFD of ``p`` collides with (then ``p`` is
+        refused and not kept), or None (``p`` is kept, if it is an ioeventfd at all)."""
+        bell = p.doorbell
+        if bell is None:
+            return None
+        port, length, match = bell.base, bell.length, bell.datamatch
+        if length == 0:
+            hits = [self._any.get(port)]
+        else:
+            hits = [self._length_0.get(port)]
+            if match is None:
+                hits.append(self._length.get((port, length)))
+            else:
+                hits += [self._wildcard.get((port, length)),
+                         self._match.get((port, length, match))]
+        found = [h for h in hits if h is not None]
+        if found:
+            return min(found, key=lambda h: h.path[1])
+        self._any.setdefault(port, p)
+        if length == 0:
+            self._length_0.setdefault(port, p)
+        else:
+            self._length.setdefault((port, length), p)
+            if match is None:
+                self._wildcard.setdefault((port, length), p)
+            else:
+                self._match.setdefault((port, length, match), p)
         return None
-    party = _party(later)
-    return next((e for e in earlier if overlap_outcome(party, _party(e)).refused), None)
 
 
 def _party(p: PortEntry) -> Party:
