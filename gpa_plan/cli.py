@@ -756,18 +756,28 @@ def selftests_layout(
               show_default=True, help="Format of the layouts.")
 @click.option("--traffic", is_flag=True,
               help="Also record the guest's exits to the VMM (observed.traffic).")
+@click.option("--layout", "declared_file", type=INPUT_PATH, default=None, metavar="DECLARED",
+              help="Then check each recording against DECLARED, as `check RECORDING --layout "
+              "DECLARED` does (needs -o).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
                 metavar="-- COMMAND [ARGS]...")
-def record(output: str | None, fmt: str, traffic: bool, command: tuple[str, ...]) -> int:
+def record(output: str | None, fmt: str, traffic: bool, declared_file: str | None,
+           command: tuple[str, ...]) -> int:
     """Run COMMAND under ptrace and write the layout of every VM it creates: memslots,
     in-kernel devices, ioeventfds and coalesced zones as KVM held them at the end, and every
-    call KVM refused (docs/record.md)."""
+    call KVM refused (docs/record.md). With --layout, exit 1 when the check finds an error."""
     from gpa_plan.files import OutputError
     from gpa_plan.printable import printable
     from gpa_plan.record import output as outputs
     from gpa_plan.record.ptrace import TraceError
     from gpa_plan.record.session import record_command
 
+    if declared_file is not None and output is None:
+        raise click.UsageError("--layout needs -o: the findings point at lines of the "
+                               "recorded files")
+    declared = _declared_layout(declared_file, ())
+    if isinstance(declared, int):
+        return declared
     try:
         recording = record_command(command, traffic=traffic)
     except TraceError as err:
@@ -797,7 +807,24 @@ def record(output: str | None, fmt: str, traffic: bool, command: tuple[str, ...]
     if len(paths) > 1 or paths[0] != output:
         for path, layout in zip(paths, recording.layouts, strict=True):
             _echo_stderr(printable(f"{path}: {layout.summary()}"))
-    return 0
+    return 0 if declared is None else _check_recordings(paths, declared)
+
+
+def _check_recordings(paths: Sequence[str], declared: LoadedLayout) -> int:
+    """`check PATHS --layout DECLARED -q` on the recordings just written: the findings on
+    stdout, 1 when one is an error."""
+    from gpa_plan.check.batch import check_paths
+    from gpa_plan.check.declared import ArchMismatch
+    from gpa_plan.formats import CheckReport
+
+    config = _check_config((), (), None)
+    try:
+        run = check_paths(paths, declared=declared)
+    except ArchMismatch as mismatch:
+        raise click.UsageError(str(mismatch)) from None
+    results = config.apply_to(run.results)
+    CHECK_FORMATS.writer("text")(CheckReport(results, run.unreadable, True), sys.stdout)
+    return 2 if run.unreadable else 1 if config.fails(results) else 0
 
 
 def _joined(texts: list[str], fmt: str) -> str:
