@@ -8,22 +8,10 @@ from __future__ import annotations
 
 import errno
 
-# include/uapi/linux/kvm.h: KVM_EXIT_*, the values of kvm_run->exit_reason.
-EXIT_REASONS: dict[str, int] = {
-    f"KVM_EXIT_{name}": number
-    for number, name in enumerate(
-        (
-            "UNKNOWN", "EXCEPTION", "IO", "HYPERCALL", "DEBUG", "HLT", "MMIO",
-            "IRQ_WINDOW_OPEN", "SHUTDOWN", "FAIL_ENTRY", "INTR", "SET_TPR", "TPR_ACCESS",
-            "S390_SIEIC", "S390_RESET", "DCR", "NMI", "INTERNAL_ERROR", "OSI", "PAPR_HCALL",
-            "S390_UCONTROL", "WATCHDOG", "S390_TSCH", "EPR", "SYSTEM_EVENT", "S390_STSI",
-            "IOAPIC_EOI", "HYPERV", "ARM_NISV", "X86_RDMSR", "X86_WRMSR", "DIRTY_RING_FULL",
-            "AP_RESET_HOLD", "X86_BUS_LOCK", "XEN", "RISCV_SBI", "RISCV_CSR", "NOTIFY",
-            "LOONGARCH_IOCSR", "MEMORY_FAULT", "TDX", "ARM_SEA", "ARM_LDST64B",
-            "SNP_REQ_CERTS",
-        )
-    )
-}  # fmt: skip
+from gpa_plan.probe.kvm import KVM_EXIT_NAMES
+
+# The KVM_EXIT_* names of kvm_run->exit_reason (gpa_plan.probe.kvm holds the kernel's list).
+EXIT_REASONS: dict[str, int] = {name: number for number, name in KVM_EXIT_NAMES.items()}
 
 # include/uapi/linux/kvm.h KVM_INTERNAL_ERROR_*: kvm_run->internal.suberror, with what each
 # means and where KVM reports it.

@@ -75,29 +75,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .tracefs import Event, Parsed
+from gpa_plan.probe.kvm import (
+    KVM_EXIT_INTERNAL_ERROR,
+    KVM_EXIT_INTR,
+    KVM_EXIT_IO,
+    KVM_EXIT_MMIO,
+    KVM_EXIT_NAMES,
+)
+from gpa_plan.record.tracefs import Event, Parsed
 
-# include/uapi/linux/kvm.h: the KVM_EXIT_* values, in order from 0.
-_EXIT_NAMES = (
-    "UNKNOWN", "EXCEPTION", "IO", "HYPERCALL", "DEBUG", "HLT", "MMIO", "IRQ_WINDOW_OPEN",
-    "SHUTDOWN", "FAIL_ENTRY", "INTR", "SET_TPR", "TPR_ACCESS", "S390_SIEIC", "S390_RESET",
-    "DCR", "NMI", "INTERNAL_ERROR", "OSI", "PAPR_HCALL", "S390_UCONTROL", "WATCHDOG",
-    "S390_TSCH", "EPR", "SYSTEM_EVENT", "S390_STSI", "IOAPIC_EOI", "HYPERV", "ARM_NISV",
-    "X86_RDMSR", "X86_WRMSR", "DIRTY_RING_FULL", "AP_RESET_HOLD", "X86_BUS_LOCK", "XEN",
-    "RISCV_SBI", "RISCV_CSR", "NOTIFY", "LOONGARCH_IOCSR", "MEMORY_FAULT", "TDX", "ARM_SEA",
-    "ARM_LDST64B", "SNP_REQ_CERTS",
-)  # fmt: skip
-KVM_EXIT_IO = _EXIT_NAMES.index("IO")
-KVM_EXIT_MMIO = _EXIT_NAMES.index("MMIO")
-KVM_EXIT_INTR = _EXIT_NAMES.index("INTR")
-KVM_EXIT_INTERNAL_ERROR = _EXIT_NAMES.index("INTERNAL_ERROR")
 _MMIO_PIECE = 8  # complete_emulated_mmio(): the VMM gets at most 8 bytes an exit
 TRAFFIC_PATH = "tracefs"
 
 
 def exit_name(reason: int) -> str:
     """``KVM_EXIT_MMIO`` for 6; ``KVM_EXIT_UNKNOWN`` for a number this table lacks."""
-    return f"KVM_EXIT_{_EXIT_NAMES[reason] if 0 <= reason < len(_EXIT_NAMES) else 'UNKNOWN'}"
+    return KVM_EXIT_NAMES.get(reason, KVM_EXIT_NAMES[0])
 
 
 class Vm(NamedTuple):
