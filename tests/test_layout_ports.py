@@ -337,10 +337,10 @@ def test_check_shows_the_ports_in_a_table_of_their_own(tmp_path: Path) -> None:
     start = lines.index(f"{path} ports (x86_64)")
     assert lines[start + 1:start + 5] == [
         "start   end (incl.)  size  kind       names  read       write         fetch",
-        "0x03f8  0x03ff       8     user       com1   io-exit    io-exit       -",
         "0x0040  0x0043       4     kernel     pit    io-kernel  io-kernel     -",
         "0x0070  0x0071       2     coalesced  zone   io-exit    io-coalesced  -",
-    ]
+        "0x03f8  0x03ff       8     user       com1   io-exit    io-exit       -",
+    ]  # by first port, as the region table is by address
 
 
 def test_a_layout_without_ports_has_no_port_table_nor_json_key(tmp_path: Path) -> None:

@@ -203,10 +203,11 @@ UNREACHED = "unreached"
 
 
 def port_rows(layout: ResolvedLayout, arch: ArchSpec) -> tuple[PortRow, ...]:
-    """The layout's port ranges in file order, each with what `in` and `out` there become
-    (``UNREACHED`` for both where the architecture has no port I/O, or past its last port)."""
+    """The layout's port ranges by first port (file order where two start together), each
+    with what `in` and `out` there become (``UNREACHED`` for both where the architecture has
+    no port I/O, or past its last port)."""
     rows = []
-    for p in layout.ports:
+    for p in sorted(layout.ports, key=lambda p: p.range.start):
         read, write = _PORT_OUTCOMES[p.handler]
         reached = p.range.start < arch.port_space
         rows.append(

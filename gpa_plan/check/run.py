@@ -208,7 +208,8 @@ def check_loaded(
         tuple(cap_per_object(findings, capped_as_made=CAPPED_AS_MADE)),
         _program_placements(readable, layout, regions, elf_mode) if programs else None,
         port_rows(layout, arch),
-        None if seen is None else traffic_summary(seen),
+        None if seen is None or not (seen.traffic_path or seen.traffic or seen.exits)
+        else traffic_summary(seen),
     )
 
 
