@@ -7,6 +7,7 @@ Library use gets the same answers as the command line::
     loaded = gpa_plan.load_layout("layouts/selftests-arm64.yaml")
     vm = gpa_plan.selftests_vm("arm64", vcpus=4)   # vm.ucall_gpa == 0x2a_0000
     verdict = gpa_plan.verify_here("layouts/qemu-q35-x86_64.yaml", None, None)  # /dev/kvm
+    recording = gpa_plan.record_command(["./vmm"])  # recording.layouts[0].document
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ _EXPORTS = {
     "verify_here": "gpa_plan.verify.driver",
     "verify_results": "gpa_plan.verify.driver",
     "Verdict": "gpa_plan.verify.compare",
+    "record_command": "gpa_plan.record.session",
+    "Recording": "gpa_plan.record.session",
 }
 
 if TYPE_CHECKING:
@@ -71,6 +74,8 @@ if TYPE_CHECKING:
     from gpa_plan.plan.allocator import Policy as Policy
     from gpa_plan.plan.place import plan_layout as plan_layout
     from gpa_plan.ranges import Range as Range
+    from gpa_plan.record.session import Recording as Recording
+    from gpa_plan.record.session import record_command as record_command
     from gpa_plan.selftests import SelftestsParameterError as SelftestsParameterError
     from gpa_plan.selftests import SelftestsVM as SelftestsVM
     from gpa_plan.selftests import selftests_layout as selftests_layout

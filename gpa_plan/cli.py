@@ -10,6 +10,7 @@ inside each command so that a command pays only for what it uses.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from gpa_plan.importers.registry import ARCH, COUNT, IMPORTERS, SIZE
 
 if TYPE_CHECKING:
     from gpa_plan.check.findings import Finding
+    from gpa_plan.check.run import LoadedLayout
     from gpa_plan.config import Config
     from gpa_plan.host_profile import HostProfile
     from gpa_plan.inputs import InputError
@@ -145,6 +147,10 @@ INPUT_PATH = click.Path(readable=False, allow_dash=True)
 )
 @click.option("--host", "host_file", type=INPUT_PATH, default=None, metavar="FILE",
               help=HOST_HELP)
+@click.option("--layout", "declared_file", type=INPUT_PATH, default=None, metavar="DECLARED",
+              help="Each FILE is a recording (gpa-plan record): merge DECLARED's user devices "
+              "and reserved ranges in, and report what it declares that the recording lacks "
+              "and traffic no device claims (docs/record.md).")
 def check(
     files: tuple[str, ...],
     arches: tuple[str, ...],
@@ -157,6 +163,7 @@ def check(
     elf_files: tuple[str, ...],
     elf_mode: str,
     host_file: str | None,
+    declared_file: str | None,
 ) -> int:
     """Check layout files (or directories of them) and report every IO range and finding.
 
@@ -172,16 +179,47 @@ def check(
     host = _host_profile(host_file)
     if isinstance(host, int):
         return host
+    declared = _declared_layout(declared_file, arches)
+    if isinstance(declared, int):
+        return declared
     size = None if fmt != "text" or quiet else lambda: input_bytes(files, exclude)
-    with watched(size) as progress:
-        run = check_paths(files, arches, elf_files=elf_files, elf_mode=elf_mode,
-                          exclude=exclude, progress=progress, host=host)
+    from gpa_plan.check.declared import ArchMismatch
+
+    try:
+        with watched(size) as progress:
+            run = check_paths(files, arches, elf_files=elf_files, elf_mode=elf_mode,
+                              exclude=exclude, progress=progress, host=host, declared=declared)
+    except ArchMismatch as mismatch:
+        raise click.UsageError(str(mismatch)) from None
     results = config.apply_to(run.results)
     CHECK_FORMATS.writer(fmt)(CheckReport(results, run.unreadable, quiet, host), sys.stdout)
     _note_unused_host(host, [r.arch for r in results])
     for err in run.unreadable:
         _say_findings([_unreadable_finding(err)])
     return 2 if run.unreadable else 1 if config.fails(results) else 0
+
+
+def _declared_layout(path: str | None, arches: Sequence[str]) -> LoadedLayout | int | None:
+    """The declared layout of `check --layout` (None without one), or the exit status after
+    saying why it cannot be used: 1 for one that does not load, 2 for one that cannot be
+    read."""
+    if path is None:
+        return None
+    if arches:
+        raise click.UsageError("--layout checks recordings under their own architecture; "
+                               "leave out --arch")
+    from gpa_plan.check.findings import problem_findings
+    from gpa_plan.check.run import load_layout
+    from gpa_plan.inputs import InputError
+    from gpa_plan.layout.errors import LayoutError
+
+    try:
+        return load_layout(path)
+    except InputError as err:
+        return _unreadable(err)
+    except LayoutError as err:
+        _say_findings(problem_findings(err.path, err.problems))
+        return 1
 
 
 def _host_profile(path: str | None, formats: Formats[Any] | None = None,
@@ -708,6 +746,94 @@ def selftests_layout(
         raise click.UsageError(str(err)) from None
     _emit(selftests_layout(vm), output)
     return 0
+
+
+@cli.command(context_settings={"ignore_unknown_options": True,
+                              "allow_interspersed_args": False})
+@click.option("-o", "--output", metavar="OUT",
+              help="Write here: a file for one VM, a directory (vm1.yaml, ...) for several.")
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
+              show_default=True, help="Format of the layouts.")
+@click.option("--traffic", is_flag=True,
+              help="Also record the guest's exits to the VMM (observed.traffic).")
+@click.option("--layout", "declared_file", type=INPUT_PATH, default=None, metavar="DECLARED",
+              help="Then check each recording against DECLARED, as `check RECORDING --layout "
+              "DECLARED` does (needs -o).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
+                metavar="-- COMMAND [ARGS]...")
+def record(output: str | None, fmt: str, traffic: bool, declared_file: str | None,
+           command: tuple[str, ...]) -> int:
+    """Run COMMAND under ptrace and write the layout of every VM it creates: memslots,
+    in-kernel devices, ioeventfds and coalesced zones as KVM held them at the end, and every
+    call KVM refused (docs/record.md). With --layout, exit 1 when the check finds an error."""
+    from gpa_plan.files import OutputError
+    from gpa_plan.printable import printable
+    from gpa_plan.record import output as outputs
+    from gpa_plan.record.ptrace import TraceError
+    from gpa_plan.record.session import record_command
+
+    if declared_file is not None and output is None:
+        raise click.UsageError("--layout needs -o: the findings point at lines of the "
+                               "recorded files")
+    declared = _declared_layout(declared_file, ())
+    if isinstance(declared, int):
+        return declared
+    try:
+        recording = record_command(command, traffic=traffic)
+    except TraceError as err:
+        _echo_stderr(f"gpa-plan: record: {err}")
+        return 2
+    ending = recording.ending()
+    if ending:
+        _echo_stderr(f"note: {ending}")
+    if not recording.layouts:
+        _echo_stderr(printable(f"gpa-plan: record: {shlex.join(command)} created no KVM VM "
+                               "(no KVM_CREATE_VM that returned one): nothing recorded"))
+        return 1
+    texts = [layout.text(fmt) for layout in recording.layouts]
+    if output is None:
+        sys.stdout.write(_joined(texts, fmt))
+        return 0
+    try:
+        paths, moved = outputs.targets(output, len(texts), fmt)
+        if moved:
+            _echo_stderr(printable(f"note: {output} is a file and the command created "
+                                   f"{len(texts)} VMs: the layouts are in {moved}"))
+        notes = outputs.write_all(paths, texts, sys.stdout, sys.stderr)
+    except OutputError as err:
+        raise click.UsageError(str(err)) from None
+    for note in notes:
+        _echo_stderr(f"note: {note}")
+    if len(paths) > 1 or paths[0] != output:
+        for path, layout in zip(paths, recording.layouts, strict=True):
+            _echo_stderr(printable(f"{path}: {layout.summary()}"))
+    return 0 if declared is None else _check_recordings(paths, declared)
+
+
+def _check_recordings(paths: Sequence[str], declared: LoadedLayout) -> int:
+    """`check PATHS --layout DECLARED -q` on the recordings just written: the findings on
+    stdout, 1 when one is an error."""
+    from gpa_plan.check.batch import check_paths
+    from gpa_plan.check.declared import ArchMismatch
+    from gpa_plan.formats import CheckReport
+
+    config = _check_config((), (), None)
+    try:
+        run = check_paths(paths, declared=declared)
+    except ArchMismatch as mismatch:
+        raise click.UsageError(str(mismatch)) from None
+    results = config.apply_to(run.results)
+    CHECK_FORMATS.writer("text")(CheckReport(results, run.unreadable, True), sys.stdout)
+    return 2 if run.unreadable else 1 if config.fails(results) else 0
+
+
+def _joined(texts: list[str], fmt: str) -> str:
+    """Several layouts on standard output: YAML documents, or a JSON array."""
+    if len(texts) == 1:
+        return texts[0]
+    if fmt == "json":
+        return "[\n" + ",\n".join(t.rstrip("\n") for t in texts) + "\n]\n"
+    return "---\n".join(texts)
 
 
 @cli.command()

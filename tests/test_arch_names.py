@@ -28,7 +28,7 @@ FORMAT_READERS = {
     "importers/qemu_mtree/__init__.py": 1,
     # strace names the requests of the host it was built for; what KVM_CREATE_IRQCHIP makes
     # and what KVM_CREATE_VM's type means differ per architecture.
-    "importers/strace/__init__.py": 3,
+    "importers/strace/__init__.py": 2,
     # The kernel's own name of the host's machine (uname -m), which picks the facts to read.
     "probe/host.py": 1,
 }

@@ -195,6 +195,13 @@ SCHEMA_SECTIONS = {
     "Memslot": "## Memslots",
     "Device": "## Devices",
     "Reserved": "## Reserved ranges",
+    "Port": "## Ports",
+    "Observed": "## Observed",
+    "Traffic": "### Observed traffic",
+    "ExitCount": "### Observed exits",
+    "RunFailure": "### Observed run failures",
+    "InternalError": "### Observed internal errors",
+    "RefusedCall": "### Observed refused calls",
 }
 
 
@@ -235,13 +242,14 @@ def test_outputs_documents_every_key_of_check_json() -> None:
             str(broken / "program-over-identity-map.elf"),
             str(broken / "program-over-identity-map.yaml"),
         ],
+        ["check", "--format", "json", str(ROOT / "tests" / "data" / "record" / "recording.yaml")],
     ]
     emitted: set[str] = set()
     for args in runs:
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 1, result.output  # layouts/broken/ has findings
         emitted |= json_keys(json.loads(result.stdout))
-    assert {"programs", "segments", "regions", "findings", "summary"} <= emitted
+    assert {"programs", "segments", "regions", "findings", "summary", "ports", "traffic"} <= emitted
     documented = documented_keys(
         section(ROOT / "docs" / "outputs.md", "## JSON (`check --format json`)")
     )

@@ -142,16 +142,18 @@ def test_flags_names_and_numbers_and_the_address_space_in_the_slot_are_read() ->
     text = ("ioctl(3, KVM_CREATE_VM, 0) = 4\n"
             + region.format(0, "KVM_MEM_LOG_DIRTY_PAGES|KVM_MEM_READONLY", "0x1000")
             + region.format(65537, "0", "0xa0000")
-            + region.format(2, "KVM_MEM_LOG_DIRTY_PAGES|0x8 /* KVM_MEM_??? */", "0x2000"))
+            + region.format(2, "KVM_MEM_LOG_DIRTY_PAGES|0x8 /* KVM_MEM_??? */", "0x2000")
+            + region.format(3, "KVM_MEM_GUEST_MEMFD", "0x3000"))
     result = import_strace(text, arch="x86_64")
     assert result.document["memslots"] == [
         {"name": "slot0", "slot": 0, "base": 0x1000, "size": 4096, "readonly": True,
          "dirty_log": True},
         {"name": "slot2", "slot": 2, "base": 0x2000, "size": 4096, "dirty_log": True},
+        {"name": "slot3", "slot": 3, "base": 0x3000, "size": 4096, "guest_memfd": True},
         {"name": "as1-slot1", "slot": 1, "as_id": 1, "base": 0xA0000, "size": 4096},
     ]
-    assert ("line 4: flags 0x8 besides KVM_MEM_READONLY and KVM_MEM_LOG_DIRTY_PAGES (such as "
-            "KVM_MEM_GUEST_MEMFD, 0x4): not kept.") in result.notes
+    assert ("line 4: flags 0x8 besides KVM_MEM_READONLY, KVM_MEM_LOG_DIRTY_PAGES and "
+            "KVM_MEM_GUEST_MEMFD: not kept.") in result.notes
 
 
 def test_unfinished_and_resumed_halves_are_joined_per_process() -> None:

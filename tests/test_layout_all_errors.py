@@ -112,6 +112,7 @@ def test_a_key_that_is_not_a_name_is_an_unknown_key(tmp_path: Path) -> None:
             3,
             1,
             "unknown key `16` at the top level (allowed: layout, name, arch, pa_bits, "
-            "page_size, guest_page_size, memslots, devices, reserved, kvm_private)",
+            "page_size, guest_page_size, memslots, devices, reserved, ports, kvm_private, "
+            "observed)",
         )
     ]

@@ -19,17 +19,21 @@ def is_record(hint: object) -> bool:
     return isinstance(hint, type) and hasattr(hint, "_fields") and bool(declared_keys(hint))
 
 
-def placed_records() -> dict[type, tuple[str, bool]]:
-    """Each record a layout holds below its top level: the top-level key it is under, and
-    whether that key holds a list of them."""
-    found: dict[type, tuple[str, bool]] = {}
-    for key, hint in get_type_hints(Layout).items():
+Steps = tuple[tuple[str, bool], ...]
+
+
+def placed_records(within: type = Layout, above: Steps = ()) -> dict[type, Steps]:
+    """Each record a layout holds below its top level (`observed`'s lists included): the keys
+    it is under, from the top, each with whether it holds a list of them."""
+    found: dict[type, Steps] = {}
+    for key, hint in get_type_hints(within).items():
         args = get_args(hint)
         if args and args[-1] is Ellipsis and is_record(args[0]):  # tuple[Record, ...]
-            found[args[0]] = (key, True)
-            continue
-        for record in (a for a in (hint, *args) if is_record(a)):  # Record, Record | None
-            found[record] = (key, False)
+            found[args[0]] = (*above, (key, True))
+        else:
+            for record in (a for a in (hint, *args) if is_record(a)):  # Record, Record | None
+                found[record] = (*above, (key, False))
+                found |= placed_records(record, found[record])
     return found
 
 
@@ -42,6 +46,11 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "Memslot": {"name": "ram", "base": 0x4000_0000, "size": 0x1000},
     "Device": {"name": "uart", "type": "mmio"},
     "Reserved": {"name": "hole", "base": 0x8000_0000, "size": 0x1000},
+    "Port": {"name": "com1", "base": 0x3F8, "size": 8},
+    "Traffic": {"space": "mmio", "address": 0xD000_0000, "width": 4},
+    "ExitCount": {"reason": "KVM_EXIT_MMIO", "count": 1},
+    "RunFailure": {"errno": "EFAULT", "count": 1},
+    "RefusedCall": {"call": "KVM_IOEVENTFD", "errno": "EEXIST"},
 }
 KEYS = [(record, key) for record in RECORDS for key in keys_of(record)]
 
@@ -62,16 +71,20 @@ def where(record: type) -> tuple[str | int, ...]:
     """The path of ``record``'s entry in ``document``."""
     if record is Layout:
         return ()
-    key, listed = PLACES[record]
-    return (key, 0) if listed else (key,)
+    path: tuple[str | int, ...] = ()
+    for key, listed in PLACES[record]:
+        path += (key, 0) if listed else (key,)
+    return path
 
 
 def document(record: type, entry: dict[str, Any]) -> dict[str, Any]:
     """A layout whose ``record`` (the layout itself, or its one entry) is ``entry``."""
     if record is Layout:
         return entry
-    key, listed = PLACES[record]
-    return {**SAMPLES["Layout"], key: [entry] if listed else entry}
+    value: Any = entry
+    for key, listed in reversed(PLACES[record]):
+        value = {key: [value] if listed else value}
+    return {**SAMPLES["Layout"], **value}
 
 
 def parsed(record: type, entry: dict[str, Any]) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -61,6 +62,13 @@ def program(min_bytes: int, args: list[str], *, terminal: bool, **env: str) -> R
                                    stdin=subprocess.DEVNULL, env=environ)
     finally:
         os.close(follower)
+    # Standard output is read beside the terminal, or a report bigger than the pipe's buffer
+    # (64 KiB: a SARIF document's rule list) would block the program and this loop forever.
+    assert process.stdout is not None
+    out = process.stdout
+    collected: list[bytes] = []
+    reader = threading.Thread(target=lambda: collected.append(out.read()))
+    reader.start()
     stderr = b""
     while True:
         try:
@@ -71,10 +79,9 @@ def program(min_bytes: int, args: list[str], *, terminal: bool, **env: str) -> R
             break
         stderr += chunk
     os.close(leader)
-    assert process.stdout is not None
-    stdout = process.stdout.read()
-    process.stdout.close()
-    return Run(process.wait(timeout=60), stdout, stderr)
+    reader.join(timeout=60)
+    out.close()
+    return Run(process.wait(timeout=60), b"".join(collected), stderr)
 
 
 def test_a_big_enough_check_shows_progress_and_its_report_is_unchanged(tmp_path: Path) -> None:

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 from gpa_plan.arch.arm64 import ARM64
-from gpa_plan.arch.base import ACCESSES, ArchSpec, Backing, Effect, Handler, Outcome
+from gpa_plan.arch.base import (
+    ACCESSES,
+    ArchSpec,
+    Backing,
+    Effect,
+    Handler,
+    Outcome,
+    SyscallAbi,
+    UnsupportedHostError,
+)
 from gpa_plan.arch.loongarch64 import LOONGARCH64
 from gpa_plan.arch.riscv64 import RISCV64
 from gpa_plan.arch.x86_64 import X86_64
@@ -41,6 +52,21 @@ def name_hint(name: object, written: str = "arch: {}") -> str:
         return ""
     return f"; {name} is the architecture layouts call `{ours}`: write `{written.format(ours)}`"
 
+
+def host_abi(machine: str | None = None) -> SyscallAbi:
+    """The system calls of the running machine (or of ``machine``, a `uname -m` name), as a
+    tracer reads them; UnsupportedHostError on a machine no architecture module can trace."""
+    machine = machine or os.uname().machine
+    for spec in ARCHES.values():
+        if spec.machine == machine and spec.syscall_abi is not None:
+            return spec.syscall_abi
+    traced = sorted(s.machine for s in ARCHES.values() if s.syscall_abi is not None)
+    raise UnsupportedHostError(
+        f"this host is {machine}: gpa-plan traces the system calls of "
+        f"{' and '.join(traced)} hosts only; run the command on one of those"
+    )
+
+
 __all__ = [
     "ACCESSES",
     "ARCHES",
@@ -51,5 +77,8 @@ __all__ = [
     "Effect",
     "Handler",
     "Outcome",
+    "SyscallAbi",
+    "UnsupportedHostError",
+    "host_abi",
     "name_hint",
 ]

@@ -24,8 +24,10 @@ from gpa_plan.arch.base import (
     HostFact,
     Outcome,
     ProbeDevice,
+    RecordFacts,
     SelftestsDefaults,
     SelftestsVMFacts,
+    SyscallAbi,
     Ucall,
     io_bus_cells,
     mmio_ucall_yaml,
@@ -260,14 +262,64 @@ def _probe_steps(devices: Sequence[ProbeDevice], vcpus: int) -> list[dict[str, A
     return steps
 
 
+# The native arm64 calls a recording may stop on: arch/arm64/tools/syscall_64.tbl (the
+# generic numbering, its "common" and "64" entries; arm64 has no dup2, fork or vfork) and
+# AUDIT_ARCH_AARCH64 of include/uapi/linux/audit.h (EM_AARCH64 | __AUDIT_ARCH_64BIT |
+# __AUDIT_ARCH_LE), Linux 7.2.13.
+SYSCALL_ABI = SyscallAbi(
+    audit_arch=0xC000_00B7,
+    numbers={
+        "eventfd2": 19,
+        "dup": 23,
+        "dup3": 24,
+        "fcntl": 25,
+        "ioctl": 29,
+        "openat": 56,
+        "close": 57,
+        "exit": 93,
+        "exit_group": 94,
+        "munmap": 215,
+        "mremap": 216,
+        "clone": 220,
+        "execve": 221,
+        "mmap": 222,
+        "memfd_create": 279,
+        "execveat": 281,
+        "clone3": 435,
+        "close_range": 436,
+    },
+)
+
+
+# arch/arm64/include/asm/kvm_mmu.h KVM_PHYS_SHIFT: the IPA size of a VM whose type gives none.
+KVM_PHYS_SHIFT = 40
+
+
+def _arm64_ipa_bits(vm_type: int) -> int:
+    """arch/arm64/kvm/mmu.c kvm_init_ipa_range(): KVM_VM_TYPE_ARM_IPA_SIZE(type), bits 0-7,
+    else KVM_PHYS_SHIFT (40)."""
+    return (vm_type & 0xFF) or KVM_PHYS_SHIFT
+
+
+RECORD_FACTS = RecordFacts(
+    pa_bits_of_vm_type=_arm64_ipa_bits,
+    irqchip_note=(
+        "KVM_CREATE_IRQCHIP made a vGICv2 (arch/arm64/kvm/arm.c kvm_arch_vm_ioctl() -> "
+        "kvm_vgic_create()): its frames are where KVM_ARM_SET_DEVICE_ADDR put them."
+    ),
+)
+
+
 ARM64 = ArchSpec(
     name="arm64",
     elf_machine="EM_AARCH64",
     machine="aarch64",
+    syscall_abi=SYSCALL_ABI,
+    record=RECORD_FACTS,
     # arch/arm64/kvm/mmu.c kvm_init_ipa_range() (from kvm_init_stage2_mmu()), Linux 7.2.13:
     # type 0 means KVM_PHYS_SHIFT (40); an explicit IPA size must lie in
     # [ARM64_MIN_PARANGE_BITS (32), kvm_ipa_limit], else EINVAL.
-    default_pa_bits=40,
+    default_pa_bits=KVM_PHYS_SHIFT,
     min_pa_bits=32,
     max_pa_bits=52,
     page_sizes=(4096, 16384, 65536),

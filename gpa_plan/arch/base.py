@@ -328,6 +328,58 @@ class ProbeDevice(NamedTuple):
 ProbeSteps = Callable[[Sequence[ProbeDevice], int], list[dict[str, Any]]]
 
 
+class Fixed(NamedTuple):
+    """An in-kernel device at an address KVM fixes: a layout device (``type``) or, where
+    ``type`` is None, a range of the port I/O space (``size`` ports)."""
+
+    name: str
+    type: str | None
+    base: int
+    size: int = 0
+
+
+class RecordFacts(NamedTuple):
+    """What a recording (`gpa-plan record`, gpa_plan.record.document) knows of an
+    architecture's KVM calls: what its in-kernel irqchip calls make, and what KVM_CREATE_VM's
+    type says of the address space."""
+
+    # What KVM_CREATE_IRQCHIP makes at fixed addresses.
+    irqchip: tuple[Fixed, ...] = ()
+    # What KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP) makes.
+    split_irqchip: tuple[Fixed, ...] = ()
+    # What KVM_CREATE_PIT(2) makes, and the speaker port it adds with KVM_PIT_SPEAKER_DUMMY.
+    pit: tuple[Fixed, ...] = ()
+    pit_speaker: tuple[Fixed, ...] = ()
+    # The layout's pa_bits from KVM_CREATE_VM's type, where the type sets it; None elsewhere.
+    pa_bits_of_vm_type: Callable[[int], int | None] = lambda vm_type: None
+    # Said in the layout's comments after a KVM_CREATE_IRQCHIP that makes nothing at a fixed
+    # address.
+    irqchip_note: str = ""
+
+
+class SyscallAbi(NamedTuple):
+    """How a host's system calls look to a tracer (`gpa-plan record`): the audit architecture
+    that seccomp_data.arch and struct ptrace_syscall_info.arch carry for its native calls
+    (include/uapi/linux/audit.h, Linux 7.2.13), the numbers of the calls by name, and the
+    byte order of seccomp_data. Calls of another ABI of the same machine (32-bit compat, x32)
+    carry another audit architecture or number and are not traced."""
+
+    audit_arch: int
+    numbers: Mapping[str, int]
+    byteorder: str = "little"
+
+    def name_of(self, nr: int) -> str | None:
+        """The call's name, or None for a number this table does not list."""
+        for name, number in self.numbers.items():
+            if number == nr:
+                return name
+        return None
+
+
+class UnsupportedHostError(Exception):
+    """The running machine has no ``SyscallAbi``: `record` cannot trace on it."""
+
+
 class ArchSpec(NamedTuple):
     """An architecture's KVM limits, its access-outcome table and the facts the rules, the
     planner and the messages ask of it (none of them names an architecture)."""
@@ -370,6 +422,10 @@ class ArchSpec(NamedTuple):
     machine: str = ""
     # Where an instruction may start: a fetch probe is made at an address aligned to this.
     instruction_align: int = 1
+    # How many ports the guest's port I/O instructions reach (a layout's `ports:`); 0 where
+    # the architecture has no port I/O: KVM still registers a KVM_IOEVENTFD_FLAG_PIO ioeventfd
+    # or a pio coalesced zone on KVM_PIO_BUS there, but no guest access ever reaches that bus.
+    port_space: int = 0
     # How `gpa-plan verify` creates this architecture's in-kernel devices; None where the
     # probe cannot run (gpa_plan.probe has no guest for it).
     probe_steps: ProbeSteps | None = None
@@ -392,6 +448,11 @@ class ArchSpec(NamedTuple):
     # Where a host lets the guest reach beyond 2**pa_bits (x86: a guest MAXPHYADDR below
     # the host's, where KVM does not enforce it); None where ``beyond_pa`` holds on every host.
     host_reach: HostReach | None = None
+    # How a tracer reads this machine's system calls (`gpa-plan record`); None where it
+    # cannot trace them.
+    syscall_abi: SyscallAbi | None = None
+    # What the VM calls a recording replays make at fixed addresses (`gpa-plan record`).
+    record: RecordFacts = RecordFacts()
 
     def address_space_ids(self) -> str:
         """The as_id values a memslot may take, in words: "only 0", "0 or 1 (SMM)"."""

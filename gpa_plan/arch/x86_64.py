@@ -18,6 +18,7 @@ from gpa_plan.arch.base import (
     ArchSpec,
     DeviceType,
     Effect,
+    Fixed,
     Handler,
     HostCondition,
     HostFact,
@@ -25,9 +26,11 @@ from gpa_plan.arch.base import (
     Outcome,
     PrivateRange,
     ProbeDevice,
+    RecordFacts,
     SelftestsDefaults,
     SelftestsVMFacts,
     Setting,
+    SyscallAbi,
     Ucall,
     outcome_table,
 )
@@ -87,6 +90,10 @@ _FETCH_ERROR = Effect(
 # enable_apicv says; AMD's avic_init_backing_page() when enable_apicv (kvm_amd.avic) and the
 # VM's APICv is not inhibited.
 APIC_ACCESS_PAGE = 0xFEE0_0000
+# arch/x86/include/asm/apicdef.h APIC_DEFAULT_PHYS_BASE; arch/x86/kvm/ioapic.h
+# IOAPIC_DEFAULT_BASE_ADDRESS: where KVM's in-kernel LAPIC and IOAPIC answer by default.
+APIC_DEFAULT_PHYS_BASE = APIC_ACCESS_PAGE
+IOAPIC_DEFAULT_BASE_ADDRESS = 0xFEC0_0000
 
 KiB = 1024
 
@@ -99,7 +106,7 @@ _DEVICES = (
         Handler.KERNEL,
         size=4 * KiB,
         align=4 * KiB,
-        default_base=0xFEE0_0000,
+        default_base=APIC_DEFAULT_PHYS_BASE,
         kvm_api="KVM_CREATE_IRQCHIP and the APIC base MSR",
     ),
     DeviceType(
@@ -107,7 +114,7 @@ _DEVICES = (
         "in-kernel IOAPIC (IOAPIC_MEM_LENGTH)",
         Handler.KERNEL,
         size=0x100,
-        default_base=0xFEC0_0000,
+        default_base=IOAPIC_DEFAULT_BASE_ADDRESS,
         kvm_api="KVM_CREATE_IRQCHIP",
     ),
 )
@@ -332,10 +339,69 @@ _REACH = HostReach(
 )
 
 
+# The native x86_64 calls a recording may stop on: arch/x86/entry/syscalls/syscall_64.tbl
+# (the "common" and "64" entries) and AUDIT_ARCH_X86_64 of include/uapi/linux/audit.h
+# (EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE), Linux 7.2.13.
+SYSCALL_ABI = SyscallAbi(
+    audit_arch=0xC000_003E,
+    numbers={
+        "close": 3,
+        "mmap": 9,
+        "munmap": 11,
+        "ioctl": 16,
+        "mremap": 25,
+        "dup": 32,
+        "dup2": 33,
+        "clone": 56,
+        "fork": 57,
+        "vfork": 58,
+        "execve": 59,
+        "exit": 60,
+        "fcntl": 72,
+        "exit_group": 231,
+        "openat": 257,
+        "eventfd2": 290,
+        "dup3": 292,
+        "memfd_create": 319,
+        "execveat": 322,
+        "clone3": 435,
+        "close_range": 436,
+    },
+)
+
+
+RECORD_FACTS = RecordFacts(
+    # arch/x86/kvm/x86.c kvm_arch_vm_ioctl(KVM_CREATE_IRQCHIP): kvm_pic_init() registers the
+    # PICs and the ELCR on KVM_PIO_BUS (0x20 and 0xa0, 2 ports each; 0x4d0, 2 ports:
+    # arch/x86/kvm/i8259.c), kvm_ioapic_init() the IOAPIC at IOAPIC_DEFAULT_BASE_ADDRESS
+    # (ioapic.c); each vCPU's LAPIC is at APIC_DEFAULT_PHYS_BASE (lapic.c kvm_create_lapic()).
+    irqchip=(
+        Fixed("ioapic", "ioapic", IOAPIC_DEFAULT_BASE_ADDRESS),
+        Fixed("lapic", "lapic", APIC_DEFAULT_PHYS_BASE),
+        Fixed("pic", None, 0x20, 2),
+        Fixed("pic2", None, 0xA0, 2),
+        Fixed("pic-elcr", None, 0x4D0, 2),
+    ),
+    # kvm_vm_ioctl_enable_cap(KVM_CAP_SPLIT_IRQCHIP): the LAPICs only; the IOAPIC and PIC
+    # are the VMM's.
+    split_irqchip=(Fixed("lapic", "lapic", APIC_DEFAULT_PHYS_BASE),),
+    # arch/x86/kvm/i8254.c kvm_create_pit(): KVM_PIT_BASE_ADDRESS 0x40, KVM_PIT_MEM_LENGTH 4;
+    # with KVM_PIT_SPEAKER_DUMMY the speaker at KVM_SPEAKER_BASE_ADDRESS 0x61, registered for
+    # 4 ports of which speaker_ioport_read()/_write() answer 0x61 alone.
+    pit=(Fixed("pit", None, 0x40, 4),),
+    pit_speaker=(Fixed("pit-speaker", None, 0x61, 1),),
+)
+
+
 X86_64 = ArchSpec(
     name="x86_64",
     elf_machine="EM_X86_64",
     machine="x86_64",
+    syscall_abi=SYSCALL_ABI,
+    record=RECORD_FACTS,
+    # `in`/`out` take a 16-bit port: arch/x86/kvm/x86.c emulator_pio_in_out() (unsigned short
+    # port) offers the access to KVM_PIO_BUS, else exits with KVM_EXIT_IO (Linux 7.2.13).
+    port_space=0x10000,
     default_pa_bits=48,
     min_pa_bits=32,
     max_pa_bits=52,

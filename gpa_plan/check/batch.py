@@ -33,7 +33,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from gpa_plan.check.run import CheckResult, check_file
+from gpa_plan.check.run import CheckResult, LoadedLayout, check_file
 from gpa_plan.elf import PHYSICAL
 from gpa_plan.inputs import STDIN, InputError, os_reason
 from gpa_plan.progress import Progress, unwatched
@@ -62,9 +62,12 @@ def check_paths(
     exclude: Sequence[str] = (),
     progress: Progress = unwatched,
     host: HostProfile | None = None,
+    declared: LoadedLayout | None = None,
 ) -> CheckRun:
     """Check every layout ``paths`` name, less what ``exclude`` matches, against every
-    program of ``elf_files`` (and on the ``host`` of a host profile, if given)."""
+    program of ``elf_files`` (and on the ``host`` of a host profile, if given; against the
+    ``declared`` layout, each a recording, with `--layout`: ArchMismatch when one is of
+    another architecture)."""
     unreadable: list[InputError] = []
     programs = _programs(elf_files, unreadable)
     results: list[CheckResult] = []
@@ -84,7 +87,7 @@ def check_paths(
         try:
             results.extend(
                 check_file(item, arches, programs=programs, elf_mode=elf_mode, allow_stdin=True,
-                           progress=progress, host=host)
+                           progress=progress, host=host, declared=declared)
             )
         except InputError as err:
             unreadable.append(err)

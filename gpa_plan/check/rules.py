@@ -25,6 +25,7 @@ from gpa_plan.layout.loader import Document
 from gpa_plan.layout.resolved import DeviceEntry, EntryPath, ResolvedLayout
 
 if TYPE_CHECKING:
+    from gpa_plan.check.declared import Declared
     from gpa_plan.elf.program import Program, ProgramError
     from gpa_plan.host_profile import HostProfile
 
@@ -49,6 +50,9 @@ class RuleContext(NamedTuple):
     # the host the layout runs on (`--host FILE`), when it is of ``arch``: its facts make
     # host-dependent findings exact
     host: HostProfile | None = None
+    # `check --layout DECLARED`: the declared layout merged into this one (a recording), and
+    # where the merged entries come from (gpa_plan.check.declared)
+    declared: Declared | None = None
 
     def host_fact(self, name: str | None) -> object:
         """The host profile's value of fact ``name``; None without a profile, or when the
@@ -77,8 +81,9 @@ class RuleContext(NamedTuple):
         """A finding of the running rule at ``path`` (and ``field``) of the layout; at the
         rule's severity unless ``severity`` says otherwise."""
         full: tuple[str | int, ...] = (*path, field) if field is not None else path
-        line, column = self.doc.position(full)
-        return self.running.finding_at(self.file, line, column, message, objects, severity)
+        placed = self.declared.place(full) if self.declared is not None else None
+        file, line, column = placed or (self.file, *self.doc.position(full))
+        return self.running.finding_at(file, line, column, message, objects, severity)
 
 
 RuleCheck = Callable[[RuleContext], Iterator[Finding]]

@@ -7,17 +7,22 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from gpa_plan.arch import ARCHES
+from gpa_plan.check import declared as declared_rules  # noqa: F401  (registers rules)
 from gpa_plan.check import (  # noqa: F401  (registers rules)
     devices,
     host_rules,
     ioeventfds,
     layout_rules,
     memslots,
+    observed,
+    ports,
     program_rules,
     vgic,
 )
 from gpa_plan.check.findings import ERROR, WARNING, Finding, cap_per_object, problem_findings
+from gpa_plan.check.observed import TrafficSummary, traffic_summary
 from gpa_plan.check.partition import Region, partition
+from gpa_plan.check.ports import PortRow, port_rows
 from gpa_plan.check.program_rules import CAPPED_AS_MADE
 from gpa_plan.check.rules import RULES, RuleContext
 from gpa_plan.collector import paused
@@ -30,6 +35,7 @@ from gpa_plan.layout.validate import validate_layout
 from gpa_plan.progress import Progress, unwatched
 
 if TYPE_CHECKING:
+    from gpa_plan.check.declared import Declared
     from gpa_plan.elf.placement import ProgramPlacement
     from gpa_plan.elf.program import Program, ProgramError
     from gpa_plan.host_profile import HostProfile
@@ -46,6 +52,10 @@ class CheckResult(NamedTuple):
     findings: tuple[Finding, ...]
     # where each `--elf` program's segments land; None when no program was given
     programs: tuple[ProgramPlacement, ...] | None = None
+    # the layout's port ranges (`ports:`), with what in and out become there
+    ports: tuple[PortRow, ...] = ()
+    # what the recording's `observed:` section says of its traffic; None without one
+    traffic: TrafficSummary | None = None
 
     @property
     def errors(self) -> int:
@@ -104,9 +114,12 @@ def check_file(
     allow_stdin: bool = False,
     progress: Progress = unwatched,
     host: HostProfile | None = None,
+    declared: LoadedLayout | None = None,
 ) -> list[CheckResult]:
     """One result per requested architecture (default: the layout's own; one asked for twice
-    is checked once). ``programs``
+    is checked once). With ``declared`` (`--layout`), the file is a recording checked against
+    that layout under its own architecture (gpa_plan.check.declared.against_declared; raises
+    ArchMismatch when they differ), and ``arches`` must be empty. ``programs``
     (from gpa_plan.elf.load_programs) are checked against the layout as ``elf_mode`` loads them.
 
     Under another architecture than the layout's own, the devices that exist only on its own
@@ -129,6 +142,10 @@ def check_file(
                 _invalid(err.path, arch, err, bool(programs))
                 for arch in dict.fromkeys(arches or (None,))
             ]
+        if declared is not None:
+            from gpa_plan.check.declared import against_declared
+
+            return [against_declared(loaded, declared, progress=progress, host=host)]
         results = [
             check_loaded(
                 loaded, arch, programs=programs, elf_mode=elf_mode, progress=progress, host=host
@@ -149,9 +166,11 @@ def check_loaded(
     elf_mode: str = PHYSICAL,
     progress: Progress = unwatched,
     host: HostProfile | None = None,
+    declared: Declared | None = None,
 ) -> CheckResult:
     """The result of one loaded layout under ``arch_name``; ``host`` applies when it is a
-    profile of that architecture."""
+    profile of that architecture; ``declared``: the layout is a recording with a declared
+    layout merged in (gpa_plan.check.declared)."""
     arch = ARCHES[arch_name]
     where = f"{loaded.doc.path} ({arch.name})"
     progress(f"partitioning {where}")
@@ -175,9 +194,11 @@ def check_loaded(
         elf_mode=elf_mode,
         left_out=left_out,
         host=host if host is not None and host.arch == arch.name else None,
+        declared=declared,
     )
     findings = run_rules(ctx, progress, where)
     findings.sort(key=Finding.sort_key)
+    seen = loaded.layout.observed
     return CheckResult(
         loaded.doc.path,
         arch.name,
@@ -186,6 +207,9 @@ def check_loaded(
         tuple(regions),
         tuple(cap_per_object(findings, capped_as_made=CAPPED_AS_MADE)),
         _program_placements(readable, layout, regions, elf_mode) if programs else None,
+        port_rows(layout, arch),
+        None if seen is None or not (seen.traffic_path or seen.traffic or seen.exits)
+        else traffic_summary(seen),
     )
 
 

@@ -45,7 +45,8 @@ from pydantic_core import CoreConfig, SchemaValidator
 from pydantic_core import core_schema as cs
 
 from gpa_plan.arch import ARCHES
-from gpa_plan.layout.numbers import coerce_number, refuse_rejected
+from gpa_plan.layout.numbers import coerce_number, refuse_rejected, shown
+from gpa_plan.layout.observed import ERRNO_NAMES, EXIT_REASONS, known_errno
 from gpa_plan.ranges import U64_LIMIT
 
 Policy = Literal["first", "last"]
@@ -246,6 +247,14 @@ class Memslot(NamedTuple):
     dirty_log: Annotated[
         bool, Key(cs.bool_schema(), "KVM_MEM_LOG_DIRTY_PAGES; no effect on IO")
     ] = False
+    guest_memfd: Annotated[
+        bool,
+        Key(
+            cs.bool_schema(),
+            "KVM_MEM_GUEST_MEMFD (KVM_SET_USER_MEMORY_REGION2): private memory can come from "
+            "a guest_memfd; kept, with no effect on what an access becomes",
+        ),
+    ] = False
     align: Annotated[int | None, _ALIGN] = None
     within: Annotated[tuple[int, int] | None, _WITHIN] = None
     policy: Annotated[Policy | None, _POLICY] = None
@@ -329,6 +338,181 @@ class Reserved(NamedTuple):
     given: frozenset[str] = frozenset()
 
 
+_HANDLERS = cs.literal_schema(["user", "kernel", "ioeventfd", "coalesced"])
+
+
+class Port(NamedTuple):
+    """A range of the x86 port I/O space (in/out), beside the memory space."""
+
+    name: Annotated[str, Key(_name())]
+    base: Annotated[int, Key(_number(), "the first port")]
+    size: Annotated[int, Key(_number(), "how many ports")]
+    handler: Annotated[
+        Handler,
+        Key(
+            _HANDLERS,
+            "who answers: user (KVM_EXIT_IO), kernel (a device on KVM_PIO_BUS: the PIC, PIT), "
+            "ioeventfd (KVM_IOEVENTFD_FLAG_PIO) or coalesced (a KVM_REGISTER_COALESCED_MMIO "
+            "zone with pio 1)",
+        ),
+    ] = "user"
+    length: Annotated[
+        int | None,
+        Key(
+            _checked(cs.int_schema(ge=0, le=U64_LIMIT - 1)),
+            "handler ioeventfd only: the width of the `out` that signals it, 1, 2, 4 or 8 "
+            "bytes, or 0 for any width (default: the size when it is 1, 2, 4 or 8, else 0)",
+        ),
+    ] = None
+    datamatch: Annotated[
+        int | None,
+        Key(
+            _checked(cs.int_schema(ge=0, le=U64_LIMIT - 1)),
+            "handler ioeventfd only: the value the `out` must carry "
+            "(KVM_IOEVENTFD_FLAG_DATAMATCH); omitted: any value",
+        ),
+    ] = None
+    given: frozenset[str] = frozenset()
+
+
+# --- what a recording saw (`observed`) -------------------------------------------------------
+
+
+def _one_of(known: Callable[[str], bool], choices: tuple[str, ...], what: str) -> cs.CoreSchema:
+    """A non-empty string that ``known`` accepts; any other is refused, with the closest
+    choice as a hint."""
+
+    def check(value: str) -> str:
+        if known(value):
+            return value
+        from gpa_plan.suggest import closest  # only a mistake needs difflib
+
+        guess = closest(value, choices)
+        hint = f"; did you mean `{guess}`?" if guess else ""
+        raise ValueError(f"{shown(value)} is not {what}{hint}")
+
+    return cs.no_info_after_validator_function(check, cs.str_schema(min_length=1))
+
+
+_EXIT_REASON = _described(
+    _one_of(
+        EXIT_REASONS.__contains__,
+        tuple(EXIT_REASONS),
+        "a KVM_EXIT_ name of include/uapi/linux/kvm.h (KVM_EXIT_MMIO, KVM_EXIT_IO, ...)",
+    ),
+    enum=list(EXIT_REASONS),
+)
+_ERRNO = _one_of(known_errno, ERRNO_NAMES, "an errno name (EFAULT, EINVAL, EEXIST, ...)")
+
+
+# (1) `count` is the format's key; as a field it hides tuple.count(), which nothing here calls.
+
+
+def _count(description: str) -> Key:
+    return Key(_checked(cs.int_schema(ge=0, le=U64_LIMIT - 1)), description)
+
+
+Space = Literal["mmio", "port"]
+
+
+class Traffic(NamedTuple):
+    """Exits to the VMM at one address of one space, with one access width."""
+
+    space: Annotated[
+        Space,
+        Key(cs.literal_schema(["mmio", "port"]), "mmio (KVM_EXIT_MMIO) or port (KVM_EXIT_IO)"),
+    ]
+    address: Annotated[int, Key(_number(), "the guest-physical address or the port")]
+    width: Annotated[
+        int,
+        Key(
+            _checked(cs.int_schema(ge=1, le=8)),
+            "bytes per access: mmio 1 to 8, port 1, 2 or 4; a string I/O instruction counts "
+            "each of its elements as one access of the element's width",
+        ),
+    ]
+    reads: Annotated[int, _count("reads seen")] = 0
+    writes: Annotated[int, _count("writes seen")] = 0
+    given: frozenset[str] = frozenset()
+
+
+class ExitCount(NamedTuple):
+    """How many times KVM_RUN returned with one exit reason."""
+
+    reason: Annotated[str, Key(_EXIT_REASON, "a KVM_EXIT_ name of include/uapi/linux/kvm.h")]
+    count: Annotated[int, _count("how many times")]  # type: ignore[assignment]  # (1)
+    given: frozenset[str] = frozenset()
+
+
+class RunFailure(NamedTuple):
+    """KVM_RUN returning -1, by errno."""
+
+    errno: Annotated[str, Key(_ERRNO, "the errno's name: EFAULT, ENXIO, EINVAL, ...")]
+    count: Annotated[int, _count("how many times")]  # type: ignore[assignment]  # (1)
+    given: frozenset[str] = frozenset()
+
+
+class InternalError(NamedTuple):
+    """KVM_EXIT_INTERNAL_ERROR exits, by suberror."""
+
+    suberror: Annotated[
+        int | None,
+        Key(
+            _checked(cs.int_schema(ge=0, le=0xFFFF_FFFF)),
+            "KVM_INTERNAL_ERROR_*: 1 EMULATION, 2 SIMUL_EX, 3 DELIVERY_EV, "
+            "4 UNEXPECTED_EXIT_REASON; omitted: not known",
+        ),
+    ] = None
+    count: Annotated[int, _count("how many times")] = 1  # type: ignore[assignment]  # (1)
+    given: frozenset[str] = frozenset()
+
+
+class RefusedCall(NamedTuple):
+    """An ioctl KVM refused."""
+
+    call: Annotated[str, Key(_name(), "the ioctl: KVM_SET_USER_MEMORY_REGION, ...")]
+    errno: Annotated[str, Key(_ERRNO, "the errno's name: EEXIST, EINVAL, ...")]
+    count: Annotated[int, _count("how many times")] = 1  # type: ignore[assignment]  # (1)
+    detail: Annotated[str | None, Key(cs.str_schema(), "what the call asked for")] = None
+    given: frozenset[str] = frozenset()
+
+
+class Observed(NamedTuple):
+    """What a recording (`gpa-plan record`) saw the program and its guest do."""
+
+    traffic_path: Annotated[
+        Literal["tracefs", "ptrace"] | None,
+        Key(cs.literal_schema(["tracefs", "ptrace"]), "how the traffic was recorded"),
+    ] = None
+    traffic: Annotated[
+        tuple[Traffic, ...], Key(_section(Traffic), "exits to the VMM, per space, address, width")
+    ] = ()
+    exits: Annotated[
+        tuple[ExitCount, ...], Key(_section(ExitCount), "KVM_RUN returns by exit reason")
+    ] = ()
+    run_failures: Annotated[
+        tuple[RunFailure, ...], Key(_section(RunFailure), "KVM_RUN returning -1, by errno")
+    ] = ()
+    internal_errors: Annotated[
+        tuple[InternalError, ...],
+        Key(_section(InternalError), "KVM_EXIT_INTERNAL_ERROR exits, by suberror"),
+    ] = ()
+    refused: Annotated[
+        tuple[RefusedCall, ...], Key(_section(RefusedCall), "every ioctl KVM refused")
+    ] = ()
+    given: frozenset[str] = frozenset()
+
+
+# The lists under `observed`, by key, and the record of an entry of each.
+OBSERVED_SECTIONS: dict[str, type] = {
+    "traffic": Traffic,
+    "exits": ExitCount,
+    "run_failures": RunFailure,
+    "internal_errors": InternalError,
+    "refused": RefusedCall,
+}
+
+
 def _kvm_private_schema() -> cs.CoreSchema:
     """Every key some architecture declares settable; validate.py refuses the ones the
     layout's own architecture does not declare, with their position."""
@@ -367,6 +551,10 @@ class Layout(NamedTuple):
     memslots: Annotated[tuple[Memslot, ...], Key(_section(Memslot))] = ()
     devices: Annotated[tuple[Device, ...], Key(_section(Device))] = ()
     reserved: Annotated[tuple[Reserved, ...], Key(_section(Reserved))] = ()
+    ports: Annotated[
+        tuple[Port, ...],
+        Key(_section(Port), "x86_64: the port I/O space (in/out), 0 to 0xffff"),
+    ] = ()
     # Addresses the VMM gives KVM for its private ranges, by the key the arch declares
     # (ArchSpec.settings); a key left out: the VMM does not set it.
     kvm_private: Annotated[
@@ -377,6 +565,13 @@ class Layout(NamedTuple):
             "`identity_map`); keys come from the layout's arch",
         ),
     ] = MappingProxyType({})
+    observed: Annotated[
+        Observed | None,
+        Key(
+            _object_schema(Observed, ref="Observed"),
+            "what a recording saw: traffic, exits, KVM_RUN failures, refused calls",
+        ),
+    ] = None
     given: frozenset[str] = frozenset()
 
 
@@ -406,7 +601,7 @@ def keys_of(model: type) -> tuple[str, ...]:
 _KEYS: dict[type, tuple[str, ...]] = {}
 
 
-def as_data(model: Layout | Memslot | Device | Reserved) -> dict[str, Any]:
+def as_data(model: Any) -> dict[str, Any]:
     """``model`` as a layout file writes it: the keys its source gave and those whose value is
     not the default, in the format's order; never a null."""
     defaults = model._field_defaults
@@ -415,7 +610,9 @@ def as_data(model: Layout | Memslot | Device | Reserved) -> dict[str, Any]:
         value = getattr(model, key)
         if value is None or (key not in model.given and key in defaults and defaults[key] == value):
             continue
-        if isinstance(value, tuple):
+        if isinstance(value, _MODELS):
+            value = as_data(value)
+        elif isinstance(value, tuple):
             value = [as_data(v) if isinstance(v, _MODELS) else v for v in value]
         elif isinstance(value, Mapping):
             value = dict(value)
@@ -423,4 +620,4 @@ def as_data(model: Layout | Memslot | Device | Reserved) -> dict[str, Any]:
     return data
 
 
-_MODELS = (Memslot, Device, Reserved)
+_MODELS = (Memslot, Device, Reserved, Port, Observed, *OBSERVED_SECTIONS.values())

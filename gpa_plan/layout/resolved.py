@@ -71,6 +71,17 @@ class DeviceEntry(NamedTuple):
     doorbell: Doorbell | None = None
 
 
+class PortEntry(NamedTuple):
+    """A range of the port I/O space (a layout's `ports:`)."""
+
+    name: str
+    path: EntryPath
+    range: Range
+    handler: Handler
+    # The ioeventfd KVM is given (KVM_IOEVENTFD_FLAG_PIO), for a `handler: ioeventfd` range.
+    doorbell: Doorbell | None = None
+
+
 class ReservedEntry(NamedTuple):
     name: str
     path: EntryPath
@@ -89,6 +100,7 @@ class ResolvedLayout(NamedTuple):
     devices: tuple[DeviceEntry, ...]
     reserved: tuple[ReservedEntry, ...]
     unplaced: tuple[str, ...] = ()
+    ports: tuple[PortEntry, ...] = ()
 
     @property
     def limit(self) -> int:
@@ -196,6 +208,7 @@ def resolve(layout: Layout, placements: Mapping[str, int] | None = None) -> Reso
         for i, r in enumerate(layout.reserved)
     )
     return ResolvedLayout(
+        ports=resolve_ports(layout),
         source=layout,
         arch=layout.arch,
         pa_bits=effective_pa_bits(layout),
@@ -206,6 +219,20 @@ def resolve(layout: Layout, placements: Mapping[str, int] | None = None) -> Reso
         reserved=reserved,
         unplaced=tuple(unplaced),
     )
+
+
+def resolve_ports(layout: Layout) -> tuple[PortEntry, ...]:
+    """The port ranges of ``layout``, each with its handler (and ioeventfd)."""
+    entries = []
+    for i, p in enumerate(layout.ports):
+        handler = Handler(p.handler)
+        doorbell = None
+        if handler is Handler.IOEVENTFD:
+            doorbell = Doorbell(p.base, doorbell_length(p.length, p.size), p.datamatch)
+        entries.append(
+            PortEntry(p.name, ("ports", i), Range(p.base, p.base + p.size), handler, doorbell)
+        )
+    return tuple(entries)
 
 
 def assign_slot_ids(layout: Layout) -> list[int]:

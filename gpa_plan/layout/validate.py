@@ -16,7 +16,17 @@ from gpa_plan.arch import ARCHES, name_hint
 from gpa_plan.arch.devices import CATALOG
 from gpa_plan.layout.errors import SCHEMA, LayoutError, Problem
 from gpa_plan.layout.loader import Document
-from gpa_plan.layout.models import Device, Layout, Memslot, Reserved, keys_of, parse_layout
+from gpa_plan.layout.models import (
+    OBSERVED_SECTIONS,
+    Device,
+    Layout,
+    Memslot,
+    Observed,
+    Port,
+    Reserved,
+    keys_of,
+    parse_layout,
+)
 from gpa_plan.layout.numbers import shown
 from gpa_plan.layout.resolved import device_size
 from gpa_plan.suggest import closest
@@ -25,6 +35,15 @@ _SECTIONS: dict[str, tuple[str, type]] = {
     "memslots": ("memslot", Memslot),
     "devices": ("device", Device),
     "reserved": ("reserved range", Reserved),
+    "ports": ("port range", Port),
+}
+# The lists under `observed`: what an entry of each is called in messages.
+_OBSERVED_KINDS = {
+    "traffic": "traffic entry",
+    "exits": "exit count",
+    "run_failures": "run failure",
+    "internal_errors": "internal error",
+    "refused": "refused call",
 }
 
 Path = tuple[str | int, ...]
@@ -112,7 +131,22 @@ def _model_at(path: Path) -> type | None:
         return Layout
     if len(path) == 2 and path[0] in _SECTIONS:
         return _SECTIONS[str(path[0])][1]
+    if path == ("observed",):
+        return Observed
+    if len(path) == 3 and path[0] == "observed" and path[1] in OBSERVED_SECTIONS:
+        return OBSERVED_SECTIONS[str(path[1])]
     return None
+
+
+def _where(path: Path) -> str:
+    """Where a key at ``path`` sits, in words: "at the top level", "in a memslot"."""
+    if not path:
+        return "at the top level"
+    if path == ("observed",):
+        return "in `observed`"
+    if path[0] == "observed":
+        return f"in an `observed` {_OBSERVED_KINDS[str(path[1])]}"
+    return f"in a {_SECTIONS[str(path[0])][0]}"
 
 
 def _unknown_key(path: Path) -> str:
@@ -121,13 +155,15 @@ def _unknown_key(path: Path) -> str:
     if model is None:
         return f"unknown key `{key}`"
     allowed = keys_of(model)
-    where = "at the top level" if not path[:-1] else f"in a {_SECTIONS[str(path[0])][0]}"
+    where = _where(path[:-1])
     guess = closest(key, allowed)
     hint = f"; did you mean `{guess}`?" if guess else ""
     return f"unknown key `{key}` {where}{hint} (allowed: {', '.join(allowed)})"
 
 
 def _subject(doc: Document, path: Path) -> str:
+    if len(path) >= 3 and path[0] == "observed" and path[1] in _OBSERVED_KINDS:
+        return f"`observed` {_OBSERVED_KINDS[str(path[1])]} #{int(path[2]) + 1}"
     if len(path) >= 2 and path[0] in _SECTIONS:
         kind = _SECTIONS[str(path[0])][0]
         entry = _entry(doc.data, path[:2])
@@ -293,6 +329,10 @@ def _cross_checks(layout: Layout) -> Iterator[tuple[Path, str, bool]]:
     for i, device in enumerate(layout.devices):
         yield from _device_fields(("devices", i), device)
         yield from _placement_options(("devices", i), device.base, _size_of(layout, i), device)
+    for i, port in enumerate(layout.ports):
+        yield from _port_fields(("ports", i), port)
+    if layout.observed is not None:
+        yield from _observed_widths(layout.observed)
 
 
 def _is_power_of_two(value: int) -> bool:
@@ -448,3 +488,39 @@ def _device_fields(path: Path, device: Device) -> Iterator[tuple[Path, str, bool
         )
     if device.base is None and dtype.default_base is None:
         yield path, f"device {device.name!r} needs a `base` (an address or auto)", False
+
+
+def _port_fields(path: Path, port: Port) -> Iterator[tuple[Path, str, bool]]:
+    if port.size == 0:
+        yield (*path, "size"), f"port range {port.name!r} has size 0", False
+    for key in ("length", "datamatch"):
+        if getattr(port, key) is not None and port.handler != "ioeventfd":
+            yield (
+                (*path, key),
+                f"`{key}` is only for a port range with `handler: ioeventfd`",
+                True,
+            )
+    length = port.length
+    if port.handler == "ioeventfd" and length and port.size and length > port.size:
+        yield (
+            (*path, "length"),
+            f"`length` {length} is more than the port range's size {port.size}: the `out` "
+            f"that signals the ioeventfd would reach past it; make `size` at least {length}",
+            False,
+        )
+
+
+# KVM_EXIT_IO's io.size: `in` and `out` move 1, 2 or 4 bytes (x86.c emulator_pio_in_out()).
+_PORT_WIDTHS = (1, 2, 4)
+
+
+def _observed_widths(observed: Observed) -> Iterator[tuple[Path, str, bool]]:
+    """Port accesses of a width `in` and `out` do not have."""
+    for i, traffic in enumerate(observed.traffic):
+        if traffic.space == "port" and traffic.width not in _PORT_WIDTHS:
+            yield (
+                ("observed", "traffic", i, "width"),
+                f"a port access of width {traffic.width}: `in` and `out` move 1, 2 or 4 bytes "
+                "(KVM_EXIT_IO's io.size); give the width of one element",
+                False,
+            )

@@ -19,8 +19,8 @@ from gpa_plan.ranges import hex_addr
 if TYPE_CHECKING:
     from gpa_plan.plan.allocate import Allocation
 
-_NUMBER_KEYS = {"base", "size", "page_size", "guest_page_size"}
-_SECTIONS = ("memslots", "devices", "reserved")
+_NUMBER_KEYS = {"base", "size", "page_size", "guest_page_size", "address"}
+_SECTIONS = ("memslots", "devices", "reserved", "ports")
 _PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*")
 # YAML 1.1 reads these as booleans or null when plain.
 _YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
@@ -59,6 +59,15 @@ def to_yaml(
             lines.append(f"{key}:" if value else f"{key}: []")
             for entry in value:
                 lines.extend(yaml_entry_lines(entry, "  "))
+        elif key == "observed":  # lists of entries, and scalars
+            lines.append(f"{key}:" if value else f"{key}: {{}}")
+            for name, inner in value.items():
+                if isinstance(inner, list):
+                    lines.append(f"  {name}:" if inner else f"  {name}: []")
+                    for entry in inner:
+                        lines.extend(yaml_entry_lines(entry, "    "))
+                else:
+                    lines.append(f"  {name}: {_yaml_scalar(name, inner)}")
         elif isinstance(value, dict):  # kvm_private: addresses by key
             lines.append(f"{key}:" if value else f"{key}: {{}}")
             lines.extend(f"  {k}: {hex_addr(v)}" for k, v in value.items())
@@ -79,7 +88,7 @@ def _yaml_scalar(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int) and key in _NUMBER_KEYS:
-        return hex_addr(value) if key == "base" or value >= 0x10000 else str(value)
+        return hex_addr(value) if key in ("base", "address") or value >= 0x10000 else str(value)
     if isinstance(value, (int, float)):
         return str(value)
     text = str(value)

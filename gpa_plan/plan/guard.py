@@ -5,7 +5,8 @@ rules); the plan is checked with every address fixed and every entry it added. A
 finding of the plan that the input does not have (same rule, same message) is new: the plan
 made it, so the plan is refused with it. Errors the input already has refuse the plan too, named
 as the input's (allocate fills in `auto` values; it does not repair fixed entries). Warnings
-pass.
+pass, and so do a recording's observations (a KVM_RUN that failed when it was recorded says
+nothing of the plan).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from yaml.nodes import MappingNode
 
 from gpa_plan.arch import ARCHES
 from gpa_plan.check.findings import ERROR, Finding
+from gpa_plan.check.observed import OBSERVATION_RULES
 from gpa_plan.check.partition import partition
 from gpa_plan.check.rules import RuleContext
 from gpa_plan.check.run import run_rules
@@ -53,7 +55,9 @@ def split_new(before: list[Located], after: list[Located]) -> tuple[list[Located
 def _errors(layout: ResolvedLayout) -> list[Finding]:
     arch = ARCHES[layout.arch]
     ctx = RuleContext(_NAME, _NOWHERE, layout, arch, partition(layout, arch))
-    return [f for f in run_rules(ctx) if f.severity == ERROR]
+    return [
+        f for f in run_rules(ctx) if f.severity == ERROR and f.rule not in OBSERVATION_RULES
+    ]
 
 
 def _entry_path(layout: ResolvedLayout, names: tuple[str, ...]) -> EntryPath | None:

@@ -102,26 +102,25 @@ RUN_IO = struct.Struct("<BBHIQ")  # direction, size, port, count, data_offset
 RUN_INTERNAL = struct.Struct("<II")  # suberror, ndata
 RUN_FAIL_ENTRY = struct.Struct("<QI")  # hardware_entry_failure_reason, cpu
 
+# include/uapi/linux/kvm.h KVM_EXIT_*: kvm_run->exit_reason, in order from 0 (Linux 7.2.13).
 KVM_EXIT_NAMES = {
-    0: "KVM_EXIT_UNKNOWN",
-    1: "KVM_EXIT_EXCEPTION",
-    2: "KVM_EXIT_IO",
-    3: "KVM_EXIT_HYPERCALL",
-    4: "KVM_EXIT_DEBUG",
-    5: "KVM_EXIT_HLT",
-    6: "KVM_EXIT_MMIO",
-    8: "KVM_EXIT_SHUTDOWN",
-    9: "KVM_EXIT_FAIL_ENTRY",
-    10: "KVM_EXIT_INTR",
-    17: "KVM_EXIT_INTERNAL_ERROR",
-    24: "KVM_EXIT_SYSTEM_EVENT",
-    28: "KVM_EXIT_ARM_NISV",
-}
+    number: f"KVM_EXIT_{name}"
+    for number, name in enumerate((
+        "UNKNOWN", "EXCEPTION", "IO", "HYPERCALL", "DEBUG", "HLT", "MMIO", "IRQ_WINDOW_OPEN",
+        "SHUTDOWN", "FAIL_ENTRY", "INTR", "SET_TPR", "TPR_ACCESS", "S390_SIEIC", "S390_RESET",
+        "DCR", "NMI", "INTERNAL_ERROR", "OSI", "PAPR_HCALL", "S390_UCONTROL", "WATCHDOG",
+        "S390_TSCH", "EPR", "SYSTEM_EVENT", "S390_STSI", "IOAPIC_EOI", "HYPERV", "ARM_NISV",
+        "X86_RDMSR", "X86_WRMSR", "DIRTY_RING_FULL", "AP_RESET_HOLD", "X86_BUS_LOCK", "XEN",
+        "RISCV_SBI", "RISCV_CSR", "NOTIFY", "LOONGARCH_IOCSR", "MEMORY_FAULT", "TDX", "ARM_SEA",
+        "ARM_LDST64B", "SNP_REQ_CERTS",
+    ))
+}  # fmt: skip
 KVM_EXIT_IO = 2
 KVM_EXIT_HLT = 5
 KVM_EXIT_MMIO = 6
 KVM_EXIT_SHUTDOWN = 8
 KVM_EXIT_FAIL_ENTRY = 9
+KVM_EXIT_INTR = 10
 KVM_EXIT_INTERNAL_ERROR = 17
 KVM_EXIT_ARM_NISV = 28
 

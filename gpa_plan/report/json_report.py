@@ -75,6 +75,43 @@ def _programs_key(r: CheckResult) -> dict[str, Any]:
     return {"programs": [program_dict(p) for p in r.programs]}
 
 
+def _ports_key(r: CheckResult) -> dict[str, Any]:
+    # Only for a layout with `ports:`: each port range, `end` exclusive.
+    if not r.ports:
+        return {}
+    return {
+        "ports": [
+            {"start": p.start, "end": p.end, "handler": p.handler, "name": p.name,
+             "read": p.read, "write": p.write}
+            for p in r.ports
+        ]
+    }
+
+
+def _traffic_key(r: CheckResult) -> dict[str, Any]:
+    # Only for a recording with `observed:`: its traffic summed per space, and its exits.
+    summary = r.traffic
+    if summary is None:
+        return {}
+    return {
+        "traffic": {
+            "path": summary.path,
+            "spaces": [
+                {
+                    "space": s.space,
+                    "addresses": s.addresses,
+                    "reads": s.reads,
+                    "writes": s.writes,
+                    "widths": list(s.widths),
+                    "busiest": [{"address": a, "accesses": n} for a, n in s.busiest],
+                }
+                for s in summary.spaces
+            ],
+            "exits": [{"reason": reason, "count": n} for reason, n in summary.exits],
+        }
+    }
+
+
 def _host_key(host: HostProfile | None) -> dict[str, Any]:
     # Only with --host: the profile the host-dependent findings were made exact with.
     return {} if host is None else {"host": host.describe()}
@@ -95,6 +132,8 @@ def check_document(
                 "regions": [region_dict(x) for x in r.regions],
                 "findings": [finding_dict(f) for f in r.findings],
                 **_programs_key(r),
+                **_ports_key(r),
+                **_traffic_key(r),
             }
             for r in results
         ],

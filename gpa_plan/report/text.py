@@ -202,7 +202,10 @@ def check_blocks(
     for result in results:
         if result.valid:
             yield Table(result_title(result), region_rows(result))
+            if result.ports:
+                yield Table(f"{result.file} ports ({result.arch})", port_rows(result))
             yield from _program_lines(result)
+            yield from _traffic_lines(result)
         yield from (_finding_block(f) for f in result.findings)
         if result.valid or result.findings:
             yield line()
@@ -260,6 +263,48 @@ def region_rows(result: CheckResult) -> list[tuple[str, ...]]:
         )
         for r in result.regions
     ]
+
+
+def port_rows(result: CheckResult) -> list[tuple[str, ...]]:
+    """One row of COLUMNS per port range: the handler as its kind, `in` as the read, `out` as
+    the write; no instruction is fetched from a port."""
+    return [
+        (
+            f"{p.start:#06x}",
+            f"{p.end - 1:#06x}",
+            str(p.end - p.start),
+            p.handler,
+            p.name,
+            p.read,
+            p.write,
+            "-",
+        )
+        for p in result.ports
+    ]
+
+
+def _traffic_lines(result: CheckResult) -> Iterator[Line]:
+    """A recording's traffic in a few lines: per space, the accesses, addresses and widths,
+    and the busiest addresses; then the exits by reason."""
+    summary = result.traffic
+    if summary is None:
+        return
+    how = f" ({summary.path})" if summary.path else ""
+    if not summary.spaces:
+        yield line(f"traffic{how}: none recorded")
+    for s in summary.spaces:
+        where = ("address", "addresses") if s.space == "mmio" else ("port", "ports")
+        widths = "width" + ("s " if len(s.widths) > 1 else " ") + "/".join(map(str, s.widths))
+        busiest = ", ".join(
+            f"{hex_addr(a) if s.space == 'mmio' else f'{a:#x}'} {n}" for a, n in s.busiest
+        )
+        yield line(
+            f"{s.space} traffic{how}: {s.reads + s.writes} accesses ({s.reads} reads, "
+            f"{s.writes} writes) at {s.addresses} {where[s.addresses != 1]}, {widths}; "
+            f"busiest: {busiest}"
+        )
+    if summary.exits:
+        yield line("exits: " + ", ".join(f"{reason} {n}" for reason, n in summary.exits))
 
 
 def _program_lines(result: CheckResult) -> Iterator[Line]:

@@ -21,10 +21,11 @@ What a VM's calls become:
   it with the same fields; 6.1 does not know it, prints ``_IOC(_IOC_WRITE, 0xae, 0x49,
   0xa0)`` and a bare pointer, and such calls are counted in a comment): memslots, replayed as
   virt/kvm/kvm_main.c kvm_set_memory_region() applies them (gpa_plan.importers.strace.replay).
-  ``KVM_MEM_READONLY`` becomes ``readonly``, ``KVM_MEM_LOG_DIRTY_PAGES`` ``dirty_log``; other
-  flags (guest_memfd) are noted and dropped. A refused call (``-1 ERRNO``) or one that did not
-  return is not applied: a comment names it with its errno.
-- ``KVM_CREATE_IRQCHIP``: on x86_64 the IOAPIC and LAPIC at their default bases
+  ``KVM_MEM_READONLY`` becomes ``readonly``, ``KVM_MEM_LOG_DIRTY_PAGES`` ``dirty_log``,
+  ``KVM_MEM_GUEST_MEMFD`` ``guest_memfd``; other flags are noted and dropped. A refused call
+  (``-1 ERRNO``) or one that did not return is not applied: a comment names it with its errno.
+- ``KVM_CREATE_IRQCHIP``: on x86_64 the IOAPIC and LAPIC at their default bases (and the
+  PIC's ports under ``ports:``; what it makes is ArchSpec.record's)
   (arch/x86/kvm/x86.c kvm_arch_vm_ioctl() calls kvm_ioapic_init(), which puts the IOAPIC at
   IOAPIC_DEFAULT_BASE_ADDRESS; lapic.c kvm_create_lapic() for each vCPU then, at
   APIC_DEFAULT_PHYS_BASE). On arm64 it makes a vGICv2 (arch/arm64/kvm/arm.c
@@ -61,6 +62,7 @@ from gpa_plan.arch import ARCHES
 from gpa_plan.importers import Imported, ImportFailure, pa_bits_needed
 from gpa_plan.importers.strace.replay import POINTER_ONLY, VM, replay
 from gpa_plan.importers.strace.text import Call, scan
+from gpa_plan.record.memslots import memslot_entries
 
 # Requests only one architecture's KVM has (include/uapi/linux/kvm.h, under the arch's
 # #ifdef or in its asm/kvm.h): strace names them only when built for that host.
@@ -140,22 +142,7 @@ def chosen_vm(vms: list[VM], number: int | None, calls: list[Call]) -> VM:
 def document(vm: VM, arch: str, count: int, notes: list[str]) -> dict[str, Any]:
     notes.append(f"VM {vm.number} of {count}: KVM_CREATE_VM at line {vm.line} returned fd "
                  f"{vm.fd}; the state when the log ends.")
-    memslots: list[dict[str, Any]] = []
-    for memslot in sorted(vm.memslots.values(), key=lambda m: (m.as_id, m.base)):
-        entry: dict[str, Any] = {
-            "name": f"as{memslot.as_id}-slot{memslot.slot}" if memslot.as_id
-            else f"slot{memslot.slot}",
-            "slot": memslot.slot,
-        }
-        if memslot.as_id:
-            entry["as_id"] = memslot.as_id
-        entry["base"] = memslot.base
-        entry["size"] = memslot.size
-        if memslot.readonly:
-            entry["readonly"] = True
-        if memslot.dirty_log:
-            entry["dirty_log"] = True
-        memslots.append(entry)
+    memslots = memslot_entries(vm.memslots)
     devices = _devices(vm, arch, notes)
     _limits(vm, notes)
     doc: dict[str, Any] = {"layout": 1, "name": f"strace-{arch}-vm{vm.number}", "arch": arch}
@@ -171,16 +158,20 @@ def document(vm: VM, arch: str, count: int, notes: list[str]) -> dict[str, Any]:
         doc["pa_bits"] = pa_bits
     doc["memslots"] = memslots
     doc["devices"] = devices
+    ports = [{"name": f.name, "base": f.base, "size": f.size, "handler": "kernel"}
+             for f in ARCHES[arch].record.irqchip if f.type is None]
+    if vm.irqchip is not None and ports:
+        doc["ports"] = ports
     return doc
 
 
 def _devices(vm: VM, arch: str, notes: list[str]) -> list[dict[str, Any]]:
     devices: list[dict[str, Any]] = []
-    if vm.irqchip is not None and arch == "x86_64":
-        devices += [{"name": "ioapic", "type": "ioapic", "base": 0xFEC0_0000},
-                    {"name": "lapic", "type": "lapic", "base": 0xFEE0_0000}]
+    fixed = [f for f in ARCHES[arch].record.irqchip if f.type is not None]
+    if vm.irqchip is not None and fixed:
+        devices += [{"name": f.name, "type": f.type, "base": f.base} for f in fixed]
         notes.append(f"KVM_CREATE_IRQCHIP at line {vm.irqchip}: the IOAPIC and LAPIC at "
-                     "their default bases.")
+                     "their default bases, and the PIC's ports.")
     elif vm.irqchip is not None:
         notes.append(f"KVM_CREATE_IRQCHIP at line {vm.irqchip} made an in-kernel irqchip "
                      f"(on arm64 a vGICv2) whose addresses are set through "
@@ -206,8 +197,8 @@ def _limits(vm: VM, notes: list[str]) -> None:
                          "structure as a bare pointer, so the addresses are not in the log "
                          "and nothing of them is imported.")
     for flags in vm.unknown_flags:
-        notes.append(f"{flags} besides KVM_MEM_READONLY and KVM_MEM_LOG_DIRTY_PAGES (such as "
-                     "KVM_MEM_GUEST_MEMFD, 0x4): not kept.")
+        notes.append(f"{flags} besides KVM_MEM_READONLY, KVM_MEM_LOG_DIRTY_PAGES and "
+                     "KVM_MEM_GUEST_MEMFD: not kept.")
     notes.extend(vm.refused)
 
 

@@ -11,27 +11,21 @@ from dataclasses import dataclass, field
 from gpa_plan.importers import ImportFailure
 from gpa_plan.importers.strace.text import Call, fields
 from gpa_plan.printable import printable
+from gpa_plan.record.memslots import (
+    KVM_MEM_GUEST_MEMFD,
+    KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_MEM_READONLY,
+    Memslot,
+    set_memory_region,
+)
 
-KVM_MEM_LOG_DIRTY_PAGES = 1  # include/uapi/linux/kvm.h
-KVM_MEM_READONLY = 2
 _FLAG_NAMES = {"KVM_MEM_LOG_DIRTY_PAGES": KVM_MEM_LOG_DIRTY_PAGES,
-               "KVM_MEM_READONLY": KVM_MEM_READONLY, "KVM_MEM_GUEST_MEMFD": 4}
+               "KVM_MEM_READONLY": KVM_MEM_READONLY, "KVM_MEM_GUEST_MEMFD": KVM_MEM_GUEST_MEMFD}
 MEMSLOT_CALLS = ("KVM_SET_USER_MEMORY_REGION", "KVM_SET_USER_MEMORY_REGION2")
 # Calls whose structure strace 6.1 prints as a bare pointer: what they register is not in the
 # log. Counted per VM, the opening comments say how many.
 POINTER_ONLY = ("KVM_SET_USER_MEMORY_REGION2", "KVM_IOEVENTFD", "KVM_REGISTER_COALESCED_MMIO",
                 "KVM_UNREGISTER_COALESCED_MMIO", "KVM_SET_DEVICE_ATTR", "KVM_ARM_SET_DEVICE_ADDR")
-
-
-@dataclass
-class Memslot:
-    as_id: int
-    slot: int
-    base: int
-    size: int
-    readonly: bool
-    dirty_log: bool
-    line: int  # of the call that set it last
 
 
 @dataclass
@@ -136,10 +130,9 @@ def _number(value: str, key: str, call: Call, column: int) -> int:
 
 
 def _memslot(vm: VM, call: Call, failed: str | None) -> None:
-    """virt/kvm/kvm_main.c kvm_set_memory_region(): ``slot`` holds the address space in its
-    upper 16 bits (as_id = slot >> 16, id = (u16)slot); a size of 0 deletes the slot
-    (KVM_MR_DELETE); a call on an existing id moves it (KVM_MR_MOVE) or changes its flags
-    (KVM_MR_FLAGS_ONLY). A refused call changes nothing."""
+    """A memslot call, applied as KVM applies it (gpa_plan.record.memslots
+    set_memory_region(), after virt/kvm/kvm_main.c kvm_set_memory_region()). A refused call
+    changes nothing."""
     if not call.arg.startswith("{") and call.request == "KVM_SET_USER_MEMORY_REGION2":
         # strace 6.1 knows neither its name nor its structure: a bare pointer.
         vm.pointer_only[call.request] = vm.pointer_only.get(call.request, 0) + 1
@@ -167,13 +160,7 @@ def _memslot(vm: VM, call: Call, failed: str | None) -> None:
             f"{size:#x} bytes, {failed}: not applied."
         )
         return
-    if size == 0:
-        vm.memslots.pop((as_id, slot), None)
-        return
-    vm.memslots[(as_id, slot)] = Memslot(
-        as_id, slot, base, size, bool(flags & KVM_MEM_READONLY),
-        bool(flags & KVM_MEM_LOG_DIRTY_PAGES), call.line,
-    )
+    set_memory_region(vm.memslots, values["slot"], flags, base, size)
 
 
 def _flags(vm: VM, text: str, call: Call, column: int) -> int:
@@ -189,7 +176,7 @@ def _flags(vm: VM, text: str, call: Call, column: int) -> int:
                 value |= int(part, 0)
             except ValueError:
                 raise _not_a_number(text, "flags", call, column) from None
-    unknown = value & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY)
+    unknown = value & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD)
     if unknown:
         vm.unknown_flags.append(f"line {call.line}: flags {unknown:#x}")
     return value

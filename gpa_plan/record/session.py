@@ -1,0 +1,148 @@
+"""One recording: a command run under the tracer with the recorder as its handler, and the
+layout of every VM it created (the library side of `gpa-plan record`).
+
+``record_command(argv)`` runs ``argv`` to its end (or until the user stops the recording)
+and returns a ``Recording``; nothing is written. The architecture is the host's: KVM runs
+guests of the host's own architecture only.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gpa_plan.arch import ARCHES, host_abi
+from gpa_plan.probe.kvm import KVM_RUN
+from gpa_plan.record import tracefs
+from gpa_plan.record.calls import TracedCall
+from gpa_plan.record.document import (
+    document,
+    notes,
+    opening_comments,
+    recording_json,
+    recording_yaml,
+)
+from gpa_plan.record.ptrace import TraceResult, Wanted, trace
+from gpa_plan.record.runs import PATH as RUNS_PATH
+from gpa_plan.record.runs import RunWatcher
+from gpa_plan.record.state import WANTED_IOCTLS, RecordedVM, Recorder
+from gpa_plan.record.traffic import TRAFFIC_PATH, Traffic, Vm, summed
+
+
+@dataclass(frozen=True)
+class RecordedLayout:
+    """The layout of one VM the command created, and the comments it opens with."""
+
+    vm: RecordedVM
+    document: dict[str, Any]
+    comments: tuple[str, ...]
+
+    def text(self, fmt: str = "yaml") -> str:
+        """The layout as ``yaml`` (with its opening comments) or ``json``."""
+        if fmt == "json":
+            return recording_json(self.document)
+        return recording_yaml(self.document, self.comments)
+
+    def summary(self) -> str:
+        """One line: which VM this is and what it holds."""
+        vm, doc = self.vm, self.document
+        counts = [f"{len(doc[key])} {key[:-1] if len(doc[key]) == 1 else key}"
+                  for key in ("memslots", "devices", "ports") if doc.get(key)]
+        held = ", ".join(counts) if counts else "nothing"
+        return f"VM {vm.number}: created by process {vm.tgid} as fd {vm.fd}; {held}"
+
+
+@dataclass(frozen=True)
+class Recording:
+    command: tuple[str, ...]
+    arch: str
+    layouts: tuple[RecordedLayout, ...]
+    trace: TraceResult
+
+    def ending(self) -> str | None:
+        """How the command ended, when that is worth saying: stopped by the user, killed by
+        a signal, or exited with a status other than 0."""
+        status = self.trace.status
+        if self.trace.interrupted:
+            return "the recording was stopped (Ctrl-C): the command was killed; the layouts " \
+                   "hold what it had built by then"
+        if status < 0:
+            return f"{shlex.join(self.command)} was ended by signal {-status}"
+        if status > 0:
+            return f"{shlex.join(self.command)} exited with status {status}"
+        return None
+
+
+def host_arch() -> str:
+    """The name of the host's architecture, as layouts write it."""
+    abi = host_abi()
+    return next(spec.name for spec in ARCHES.values() if spec.syscall_abi == abi)
+
+
+def record_command(argv: Sequence[str], *, traffic: bool = False) -> Recording:
+    """Run ``argv`` under the tracer and return the layouts of the VMs it created; with
+    ``traffic``, what each guest made its VMM do too (``observed``), from tracefs where it can
+    be used, else from each vCPU's kvm_run page at every KVM_RUN (gpa_plan.record.runs).
+    Raises gpa_plan.record.ptrace.TraceError when the command cannot be run or traced."""
+    arch = host_arch()
+    recorder = Recorder()
+    said: list[str] = []
+    traffics: dict[int, Traffic] = {}
+    path = ""
+    if not traffic:
+        result = trace(argv, recorder, Wanted(ioctls=WANTED_IOCTLS))
+    else:
+        why_not = tracefs.available()
+        if why_not is None:
+            result, traffics = _traced_by_tracefs(argv, recorder)
+            path = TRAFFIC_PATH
+            said.append("Traffic from KVM's tracepoints (tracefs): the command never stopped "
+                        "for it.")
+        else:
+            watcher = RunWatcher(recorder)
+            result = trace(argv, watcher, Wanted(ioctls=WANTED_IOCTLS | {KVM_RUN},
+                                                 syscalls=frozenset({"mmap"})))
+            traffics, path = watcher.traffic, RUNS_PATH
+            said.append(f"Traffic from each vCPU's kvm_run page, stopping on every KVM_RUN "
+                        f"(ptrace): tracefs cannot be used here: {why_not}.")
+    command = tuple(argv)
+    layouts = []
+    for vm in recorder.vms:
+        doc = document(vm, arch)
+        vm_notes = notes(vm, arch, len(recorder.vms))
+        if traffic:
+            seen = traffics.get(vm.number) or Traffic(path=path)
+            doc["observed"] = {**seen.observed_entries(), **doc.get("observed", {})}
+            vm_notes += [*said, *(note[0].upper() + note[1:] + "." for note in seen.notes())]
+        layouts.append(RecordedLayout(vm, doc, tuple(opening_comments(command, vm_notes, ()))))
+    return Recording(command, arch, tuple(layouts), result)
+
+
+class _Timed:
+    """The recorder, noting when each VM was created (for tracefs's attribution by time)."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.vms: list[Vm] = []
+
+    def call(self, call: TracedCall) -> None:
+        before = len(self.recorder.vms)
+        self.recorder.call(call)
+        for vm in self.recorder.vms[before:]:
+            self.vms.append(Vm(vm.tgid, time.monotonic_ns()))
+
+    def forked(self, parent_tgid: int, child_tgid: int) -> None:
+        self.recorder.forked(parent_tgid, child_tgid)
+
+
+def _traced_by_tracefs(argv: Sequence[str], recorder: Recorder
+                       ) -> tuple[TraceResult, dict[int, Traffic]]:
+    timed = _Timed(recorder)
+    with tracefs.KvmTrace() as kvm_trace:
+        result = trace(argv, timed, Wanted(ioctls=WANTED_IOCTLS), started=kvm_trace.follow)
+        parsed = kvm_trace.read()
+    per_vm = summed(parsed, timed.vms)
+    return result, {vm.number: seen for vm, seen in zip(recorder.vms, per_vm, strict=True)}
