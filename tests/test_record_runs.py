@@ -41,3 +41,18 @@ def test_a_port_exit_gives_its_port_size_direction_and_count() -> None:
 def test_other_exits_have_no_access() -> None:
     ex = exit_of(call(), head(5, b""), 0)
     assert (ex.reason, ex.access) == (5, None)
+
+
+def test_an_internal_error_keeps_its_suberror_and_the_traffic_counts_by_it() -> None:
+    from gpa_plan.record.traffic import Traffic
+
+    emulation = exit_of(call(), head(17, struct.pack("<II", 1, 0)), 0)
+    assert (emulation.reason, emulation.suberror) == (17, 1)
+    traffic = Traffic(path="ptrace")
+    for ex in (emulation, emulation, exit_of(call(), head(17, struct.pack("<II", 3, 2)), 0)):
+        traffic.add(ex)
+    traffic.add(emulation._replace(suberror=None))  # the tracefs path cannot read it
+    assert traffic.observed_entries()["internal_errors"] == [
+        {"count": 1}, {"suberror": 1, "count": 2}, {"suberror": 3, "count": 1}]
+    assert traffic.observed_entries()["exits"] == [
+        {"reason": "KVM_EXIT_INTERNAL_ERROR", "count": 4}]

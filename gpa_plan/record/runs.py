@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from gpa_plan.probe.kvm import (
     KVM_CREATE_VCPU,
+    KVM_EXIT_INTERNAL_ERROR,
     KVM_EXIT_IO,
     KVM_EXIT_MMIO,
     KVM_RUN,
@@ -109,5 +110,8 @@ def exit_of(call: TracedCall, head: bytes, timestamp: int) -> Exit:
         direction, size, port, count, _ = RUN_IO.unpack_from(head, RUN_UNION_OFFSET)
         return Exit(call.tid, call.tgid, timestamp, reason, 0, Access("port", port, size),
                     direction == KVM_EXIT_IO_OUT, max(count, 1))
+    if reason == KVM_EXIT_INTERNAL_ERROR:
+        suberror, _ = RUN_INTERNAL.unpack_from(head, RUN_UNION_OFFSET)
+        return Exit(call.tid, call.tgid, timestamp, reason, 0, suberror=suberror)
     return Exit(call.tid, call.tgid, timestamp, reason, 0)
 

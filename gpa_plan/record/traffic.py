@@ -118,6 +118,7 @@ class Exit(NamedTuple):
     write: bool = False
     elements: int = 1  # a string I/O instruction's count
     uncertain: bool = False
+    suberror: int | None = None  # a KVM_EXIT_INTERNAL_ERROR's, where it was read (kvm_run)
 
 
 @dataclass
@@ -127,7 +128,8 @@ class Traffic:
     traffic: Counter[tuple[Access, bool]] = field(default_factory=Counter)
     exits: Counter[str] = field(default_factory=Counter)
     run_failures: Counter[str] = field(default_factory=Counter)
-    internal_errors: int = 0
+    # KVM_EXIT_INTERNAL_ERROR exits by suberror (None: not known, as on the tracefs path)
+    internal_errors: Counter[int | None] = field(default_factory=Counter)
     unresolved: int = 0  # MMIO/IO exits whose address the trace did not show
     uncertain: int = 0  # port exits counted as a write that may have been a read
     lost_events: int = 0  # events the kernel lost (a full buffer): the counts are then low
@@ -171,7 +173,7 @@ class Traffic:
         reason = KVM_EXIT_INTR if ex.errno < 0 else ex.reason
         self.exits[exit_name(reason)] += 1
         if reason == KVM_EXIT_INTERNAL_ERROR:
-            self.internal_errors += 1
+            self.internal_errors[ex.suberror] += 1
         if reason in (KVM_EXIT_MMIO, KVM_EXIT_IO):
             if ex.access is None:
                 self.unresolved += 1
@@ -197,7 +199,10 @@ class Traffic:
             "run_failures": [
                 {"errno": e, "count": n} for e, n in sorted(self.run_failures.items())
             ],
-            "internal_errors": [{"count": self.internal_errors}] if self.internal_errors else [],
+            "internal_errors": [
+                {**({} if suberror is None else {"suberror": suberror}), "count": n}
+                for suberror, n in sorted(self.internal_errors.items(), key=lambda i: i[0] or 0)
+            ],
         }
         entries.update({key: value for key, value in sections.items() if value})
         return entries
