@@ -165,7 +165,8 @@ def opening_comments(command: Sequence[str], vm_notes: Sequence[str],
 
 
 def recording_yaml(doc: dict[str, Any], comments: Sequence[str]) -> str:
-    """``doc`` as YAML after ``comments`` (each one ``# `` line, escaped as one)."""
+    """``doc`` as YAML after ``comments`` (each one ``# `` line, escaped as one); the
+    ``observed`` entries one line each, as flow mappings."""
     lines = [f"# {_comment_safe(comment)}" for comment in comments]
     for key, value in doc.items():
         if key in _LIST_SECTIONS:
@@ -179,11 +180,15 @@ def recording_yaml(doc: dict[str, Any], comments: Sequence[str]) -> str:
                     lines.append(f"  {part}: {_yaml_scalar(part, entries)}")
                     continue
                 lines.append(f"  {part}:" if entries else f"  {part}: []")
-                for entry in entries:
-                    lines.extend(yaml_entry_lines(entry, "    "))
+                # One line an entry: a busy guest's traffic has hundreds.
+                lines.extend(f"    - {_flow(entry)}" for entry in entries)
         else:
             lines.append(f"{key}: {_yaml_scalar(key, value)}")
     return "\n".join(lines) + "\n"
+
+
+def _flow(entry: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}: {_yaml_scalar(k, v)}" for k, v in entry.items()) + "}"
 
 
 def recording_json(doc: dict[str, Any]) -> str:
