@@ -771,27 +771,36 @@ def record(output: str | None, fmt: str, traffic: bool, declared_file: str | Non
     from gpa_plan.record import output as outputs
     from gpa_plan.record.ptrace import TraceError
     from gpa_plan.record.session import record_command
+    from gpa_plan.record.tracefs import TraceError as TracefsError
 
-    if declared_file is not None and output is None:
-        raise click.UsageError("--layout needs -o: the findings point at lines of the "
-                               "recorded files")
+    if declared_file is not None and output in (None, "-"):
+        raise click.UsageError("--layout needs -o FILE or DIR: the findings point at lines of "
+                               "the recorded files")
+    if output is not None and (unwritable := outputs.writable(output)):
+        raise click.UsageError(printable(f"-o {output}: {unwritable}"))
     declared = _declared_layout(declared_file, ())
     if isinstance(declared, int):
         return declared
     try:
         recording = record_command(command, traffic=traffic)
-    except TraceError as err:
-        _echo_stderr(f"gpa-plan: record: {err}")
+    except (TraceError, TracefsError) as err:
+        _echo_stderr(printable(f"gpa-plan: record: {err}"))
         return 2
     ending = recording.ending()
     if ending:
-        _echo_stderr(f"note: {ending}")
+        _echo_stderr(printable(f"note: {ending}"))
     if not recording.layouts:
+        for note in recording.notes:
+            _echo_stderr(printable(f"note: {note}"))
         _echo_stderr(printable(f"gpa-plan: record: {shlex.join(command)} created no KVM VM "
                                "(no KVM_CREATE_VM that returned one): nothing recorded"))
         return 1
     texts = [layout.text(fmt) for layout in recording.layouts]
-    if output is None:
+    if fmt == "json":  # JSON has no comments: what the YAML would say goes to stderr
+        for layout in recording.layouts:
+            for comment in layout.comments[2:]:
+                _echo_stderr(printable(f"note: {comment}"))
+    if output is None or output == "-":
         sys.stdout.write(_joined(texts, fmt))
         return 0
     try:
@@ -801,9 +810,15 @@ def record(output: str | None, fmt: str, traffic: bool, declared_file: str | Non
                                    f"{len(texts)} VMs: the layouts are in {moved}"))
         notes = outputs.write_all(paths, texts, sys.stdout, sys.stderr)
     except OutputError as err:
-        raise click.UsageError(str(err)) from None
+        saved = outputs.rescue(texts, fmt, sys.stdout, sys.stderr)
+        _echo_stderr(printable(f"gpa-plan: record: {err}; the recording is saved in "
+                               f"{os.path.dirname(saved[0])}"))
+        return 2
     for note in notes:
         _echo_stderr(f"note: {note}")
+    for path in outputs.stale(paths):
+        _echo_stderr(printable(f"note: {path} is from an earlier recording: this one created "
+                               f"{len(paths)} VM{'s' * (len(paths) != 1)}"))
     if len(paths) > 1 or paths[0] != output:
         for path, layout in zip(paths, recording.layouts, strict=True):
             _echo_stderr(printable(f"{path}: {layout.summary()}"))

@@ -3,6 +3,7 @@ and what the command is told."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -193,7 +194,7 @@ def test_ctrl_c_reaches_the_command_and_the_recording_is_written(tmp_path: Path)
 def test_a_second_ctrl_c_stops_a_command_that_ignores_it(tmp_path: Path) -> None:
     status, stderr, out = interrupted(tmp_path, "ignore", 2)
     assert status == 0, stderr
-    assert "the recording was stopped (Ctrl-C)" in stderr
+    assert "the recording was stopped (a second Ctrl-C, or SIGTERM)" in stderr
     assert yaml.safe_load(out.read_text())["memslots"][0]["base"] == 0x8000_0000
 
 
@@ -244,3 +245,111 @@ def test_memslots_of_set_user_memory_region2_on_the_real_kernel(tmp_path: Path) 
     assert status == 0, stderr
     assert yaml.safe_load(stdout)["memslots"] == [
         {"name": "slot2", "slot": 2, "base": 0x30_0000, "size": 0x1000}]
+
+
+FDS = """\
+import fcntl, os, sys
+from gpa_plan.probe import kvm
+kvm_path = sys.argv[1]
+fd = os.open(kvm_path, os.O_RDWR | os.O_CLOEXEC)
+memory = kvm.Memory(0x1000)
+vm1 = kvm.ioctl(fd, kvm.KVM_CREATE_VM, 0)
+vm2 = kvm.ioctl(fd, kvm.KVM_CREATE_VM, 0)
+dup = os.dup(vm1)
+dupfd = fcntl.fcntl(vm1, fcntl.F_DUPFD_CLOEXEC, 100)
+assert kvm.set_memslot(dup, 1, 0, 0x10_0000, 0x1000, memory.addr, False) is None
+assert kvm.set_memslot(dupfd, 2, 0, 0x20_0000, 0x1000, memory.addr, False) is None
+os.dup2(vm2, dup)   # dup now names VM 2
+assert kvm.set_memslot(dup, 7, 0, 0x70_0000, 0x1000, memory.addr, False) is None
+"""
+
+
+def fds_recording(tmp_path: Path, kvm_path: str) -> list[dict]:
+    script = tmp_path / "fds.py"
+    script.write_text(FDS)
+    status, stdout, stderr = record("--", sys.executable, str(script), kvm_path)
+    assert status == 0, stderr
+    return list(yaml.safe_load_all(stdout))
+
+
+@needs_kvm
+def test_calls_through_duplicated_vm_fds_go_to_their_vm(tmp_path: Path) -> None:
+    first, second = fds_recording(tmp_path, "/dev/kvm")
+    assert [m["slot"] for m in first["memslots"]] == [1, 2]
+    assert [m["slot"] for m in second["memslots"]] == [7]
+
+
+@needs_kvm
+def test_a_kvm_device_node_of_another_path_is_kvm(tmp_path: Path) -> None:
+    """A chroot's or a jail's own /dev/kvm (Firecracker's jailer makes one) reads as another
+    path from outside: the device number says it is KVM."""
+    import os
+
+    node = tmp_path / "kvm"
+    try:
+        os.mknod(node, 0o600 | 0o020000, os.makedev(10, 232))
+    except OSError as err:
+        pytest.skip(f"cannot make a device node here: {err.strerror}")
+    first, second = fds_recording(tmp_path, str(node))
+    assert [m["slot"] for m in first["memslots"]] == [1, 2]
+    assert [m["slot"] for m in second["memslots"]] == [7]
+
+
+@needs_kvm
+def test_a_refused_create_vm_is_said(tmp_path: Path) -> None:
+    script = tmp_path / "badvm.py"
+    script.write_text("from gpa_plan.probe import kvm\nk = kvm.Kvm()\n"
+                      "print(kvm.try_ioctl(k.fd, kvm.KVM_CREATE_VM, 0x77))\n")
+    status, _, stderr = record("--", sys.executable, str(script))
+    assert status == 1
+    assert "note: KVM_CREATE_VM (type 0x77) in process " in stderr
+    assert "refused with EINVAL: no VM." in stderr
+
+
+def test_an_output_directory_that_does_not_exist_stops_before_the_command(
+        tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    status, _, stderr = record("-o", str(tmp_path / "nowhere" / "x.yaml"), "--", "touch",
+                               str(marker))
+    assert status == 2
+    assert f"the directory {tmp_path / 'nowhere'} does not exist" in stderr
+    assert not marker.exists()
+
+
+@needs_kvm
+def test_o_dash_is_stdout_even_for_several_vms(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, stdout, stderr = record("-o", "-", "--", *vms_command(tmp_path, 2))
+    assert status == 0, stderr
+    assert len(list(yaml.safe_load_all(stdout))) == 2
+    assert not (tmp_path / "-").exists()
+
+
+@needs_kvm
+def test_files_of_an_earlier_larger_recording_are_named(tmp_path: Path) -> None:
+    out = tmp_path / "rec"
+    assert record("-o", str(out), "--", *vms_command(tmp_path, 3))[0] == 0
+    status, _, stderr = record("-o", f"{out}/", "--", *vms_command(tmp_path, 1))
+    assert status == 0
+    assert f"note: {out / 'vm2.yaml'} is from an earlier recording: this one created 1 VM" \
+        in stderr
+    assert f"note: {out / 'vm3.yaml'} is from an earlier recording" in stderr
+
+
+@needs_kvm
+def test_json_says_on_stderr_what_the_yaml_comments_say(tmp_path: Path) -> None:
+    status, stdout, stderr = record("--format", "json", "--", *vms_command(tmp_path, 1))
+    assert status == 0
+    assert "note: VM 1 of 1: KVM_CREATE_VM in process " in stderr
+    assert json.loads(stdout)["memslots"][0]["base"] == 1 << 20
+
+
+def test_record_under_a_tracer_says_so(tmp_path: Path) -> None:
+    """A process has one tracer: record run under record (or strace, gdb) cannot trace."""
+    done = subprocess.run([sys.executable, "-m", "gpa_plan", "record", "--", sys.executable,
+                           "-m", "gpa_plan", "record", "--", "true"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1  # the outer record: the inner one created no VM
+    assert "gpa-plan: record: the command is already traced: gpa-plan itself runs under a " \
+        "tracer (process " in done.stderr
+    assert "exited with status 2" in done.stderr  # the inner one could not run its command

@@ -353,17 +353,19 @@ os.close(fd)
     assert closes[-1].ret == 0
 
 
-def test_descriptors_are_closed_for_the_command_even_with_close_traced(tmp_path: Path) -> None:
-    argv = script(tmp_path, "import os\nsys.exit(7 if os.path.exists(sys.argv[1]) else 0)")
-    read, write = os.pipe()
-    os.set_inheritable(write, True)
+def test_the_command_keeps_the_descriptors_it_is_given_and_no_others(tmp_path: Path) -> None:
+    """As it would run on its own: an inheritable descriptor of the caller (a shell's
+    `3</etc/passwd`, QEMU's `-add-fd`) reaches the command; a non-inheritable one does not."""
+    argv = script(tmp_path, "import os\nsys.exit(0 if os.path.exists(sys.argv[1]) and not "
+                            "os.path.exists(sys.argv[2]) else 7)")
+    given, kept = os.pipe()
+    os.set_inheritable(given, True)
     try:
-        result, _ = run(
-            [*argv, f"/proc/self/fd/{write}"], Handler(), Wanted(frozenset(), frozenset({"close"}))
-        )
+        result, _ = run([*argv, f"/proc/self/fd/{given}", f"/proc/self/fd/{kept}"], Handler(),
+                        Wanted(frozenset(), frozenset({"close"})))
     finally:
-        os.close(read)
-        os.close(write)
+        os.close(given)
+        os.close(kept)
     assert result.status == 0
 
 

@@ -78,3 +78,16 @@ def test_without_traffic_nothing_is_observed_but_the_refusals(vmm: Path, tmp_pat
     result = CliRunner().invoke(cli, ["record", "-o", str(out), "--", str(vmm)])
     assert result.exit_code == 0, result.output
     assert set(yaml.safe_load(out.read_text())["observed"]) == {"refused"}
+
+
+@pytest.mark.skipif(tracefs.available() is not None, reason=str(tracefs.available()))
+def test_an_instance_that_cannot_be_made_falls_back_to_the_kvm_run_pages(
+        vmm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(self: tracefs.KvmTrace) -> tracefs.KvmTrace:
+        raise tracefs.TraceError("cannot make the tracefs instance: read-only file system")
+
+    monkeypatch.setattr(tracefs.KvmTrace, "__enter__", refused)
+    layout, text = recorded(vmm, tmp_path)
+    assert layout["observed"]["traffic_path"] == "ptrace"
+    check_traffic(layout["observed"])
+    assert "tracefs cannot be used here: cannot make the tracefs instance: read-only" in text

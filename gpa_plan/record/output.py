@@ -9,12 +9,17 @@
   recorded is lost; the caller says where.
 
 Each file is written as every gpa-plan output is (gpa_plan.files.write_output): atomically,
-never replacing anything that is not a regular file.
+never replacing anything that is not a regular file. ``-`` is standard output, whatever the
+number of VMs. ``writable()`` is asked before the command runs, so that a recording is not
+lost to a path that could never be written; should a write fail all the same, ``rescue()``
+puts the layouts in a new directory under the system's temporary directory.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -38,6 +43,47 @@ def targets(output: str, count: int, suffix: str) -> tuple[list[str], str | None
             raise OutputError(output, f"cannot make the directory: {err.strerror}") from None
     return [os.path.join(output, f"vm{number}.{suffix}") for number in
             range(1, count + 1)], moved
+
+
+def writable(output: str) -> str | None:
+    """Why ``output`` cannot take a recording, or None: its directory (the parent of a file,
+    or the path itself when it names a directory) must exist and be writable, and an
+    existing file must be one gpa-plan may replace."""
+    if output == "-":
+        return None
+    directory = output if output.endswith(os.sep) or os.path.isdir(output) else (
+        os.path.dirname(output) or ".")
+    if output.endswith(os.sep) and not os.path.exists(output):
+        directory = os.path.dirname(output.rstrip(os.sep)) or "."
+    if not os.path.isdir(directory):
+        return f"the directory {directory} does not exist"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"the directory {directory} cannot be written to"
+    return None
+
+
+def stale(paths: Sequence[str]) -> list[str]:
+    """Layouts ``vmN.*`` beside ``paths`` (in a directory) with a higher N: an earlier
+    recording's, not this one's."""
+    if len(paths) < 1 or os.path.dirname(paths[0]) == "":
+        return []
+    directory = os.path.dirname(paths[0])
+    ours = {os.path.basename(p) for p in paths}
+    found = []
+    for name in sorted(os.listdir(directory)):
+        match = re.fullmatch(r"vm(\d+)\.(yaml|json)", name)
+        if match and name not in ours and int(match.group(1)) > len(paths):
+            found.append(os.path.join(directory, name))
+    return found
+
+
+def rescue(texts: Sequence[str], suffix: str, stdout: TextIO, stderr: TextIO) -> list[str]:
+    """Write ``texts`` as vm1, vm2, ... into a new directory of the system's temporary
+    directory; the paths."""
+    directory = tempfile.mkdtemp(prefix="gpa-plan-record-")
+    paths = [os.path.join(directory, f"vm{n}.{suffix}") for n in range(1, len(texts) + 1)]
+    write_all(paths, texts, stdout, stderr)
+    return paths
 
 
 def _fresh_directory(output: str) -> str:

@@ -20,6 +20,7 @@ import errno
 import mmap
 import os
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -252,11 +253,24 @@ def _tgid(tid: int) -> int | None:
     return None
 
 
+# /dev/kvm's device number (Documentation/admin-guide/devices.txt: misc 10, KVM_MINOR 232).
+KVM_DEVICE = "/dev/kvm"
+_KVM_RDEV = os.makedev(10, 232)
+
+
 def _fd_target(tid: int, fd: int) -> str:
+    """What ``fd`` of ``tid`` names: KVM_DEVICE for the KVM device wherever its node is (a
+    chroot's or a jail's own /dev/kvm reads as another path), else the link's text."""
     if fd >= 1 << 31:  # the kernel's fd is an int: a negative one names no file
         return ""
+    path = f"/proc/{tid}/fd/{fd}"
     try:
-        return os.readlink(f"/proc/{tid}/fd/{fd}")
+        target = os.readlink(path)
+        if not target.startswith("anon_inode:"):
+            st = os.stat(path)
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == _KVM_RDEV:
+                return KVM_DEVICE
+        return target
     except OSError:
         return ""
 
@@ -376,7 +390,6 @@ class _Child:
 
     def setup(self) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
-        _close_inherited_fds()
         refused = _traceme()
         _REPORT.pack_into(self.report, 0, refused, _NOT_TRIED)
         if refused:
@@ -395,18 +408,26 @@ class _Child:
         return int(_REPORT.unpack_from(self.report)[1]) == 0
 
 
-def _close_inherited_fds() -> None:
-    """What Popen's close_fds does, done before the filter is in: close every descriptor
-    above 2 that the exec would keep open (the others close at the exec anyway)."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2:
-            with contextlib.suppress(OSError):
-                if os.get_inheritable(fd):
-                    os.close(fd)
+def _tracer_of_this_process() -> int:
+    """The pid tracing this process (strace, gdb), 0 when none."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("TracerPid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _ptrace_refused(code: int) -> TraceError:
+    tracer = _tracer_of_this_process()
+    if code == errno.EPERM and tracer:
+        return TraceError(
+            f"the command is already traced: gpa-plan itself runs under a tracer (process "
+            f"{tracer}: strace, gdb or another record), and a process has one tracer; run "
+            "record on its own"
+        )
     if code == errno.EPERM:
         return TraceError(
             "ptrace is not permitted here (PTRACE_TRACEME: operation not permitted): the Yama "

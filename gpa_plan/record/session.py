@@ -8,9 +8,10 @@ guests of the host's own architecture only.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ from gpa_plan.record.document import (
 from gpa_plan.record.ptrace import TraceResult, Wanted, trace
 from gpa_plan.record.runs import PATH as RUNS_PATH
 from gpa_plan.record.runs import RunWatcher
-from gpa_plan.record.state import WANTED_IOCTLS, RecordedVM, Recorder
+from gpa_plan.record.state import DUP_CALLS, WANTED_IOCTLS, RecordedVM, Recorder
 from gpa_plan.record.traffic import TRAFFIC_PATH, Traffic, Vm, summed
 
 
@@ -61,14 +62,15 @@ class Recording:
     arch: str
     layouts: tuple[RecordedLayout, ...]
     trace: TraceResult
+    notes: tuple[str, ...] = ()  # what happened outside any VM (a refused KVM_CREATE_VM)
 
     def ending(self) -> str | None:
         """How the command ended, when that is worth saying: stopped by the user, killed by
         a signal, or exited with a status other than 0."""
         status = self.trace.status
         if self.trace.interrupted:
-            return "the recording was stopped (Ctrl-C): the command was killed; the layouts " \
-                   "hold what it had built by then"
+            return "the recording was stopped (a second Ctrl-C, or SIGTERM): the command was " \
+                   "killed; the layouts hold what it had built by then"
         if status < 0:
             return f"{shlex.join(self.command)} was ended by signal {-status}"
         if status > 0:
@@ -93,18 +95,20 @@ def record_command(argv: Sequence[str], *, traffic: bool = False) -> Recording:
     traffics: dict[int, Traffic] = {}
     path = ""
     if not traffic:
-        result = trace(argv, recorder, Wanted(ioctls=WANTED_IOCTLS))
+        result = trace(argv, recorder, _wanted())
     else:
         why_not = tracefs.available()
-        if why_not is None:
-            result, traffics = _traced_by_tracefs(argv, recorder)
+        traced = _traced_by_tracefs(argv, recorder) if why_not is None else None
+        if isinstance(traced, str):  # the instance could not be made: the command has not run
+            why_not = traced
+        if traced is not None and not isinstance(traced, str):
+            result, traffics = traced
             path = TRAFFIC_PATH
             said.append("Traffic from KVM's tracepoints (tracefs): the command never stopped "
                         "for it.")
         else:
             watcher = RunWatcher(recorder)
-            result = trace(argv, watcher, Wanted(ioctls=WANTED_IOCTLS | {KVM_RUN},
-                                                 syscalls=frozenset({"mmap"})))
+            result = trace(argv, watcher, _wanted(ioctls={KVM_RUN}, syscalls={"mmap"}))
             traffics, path = watcher.traffic, RUNS_PATH
             said.append(f"Traffic from each vCPU's kvm_run page, stopping on every KVM_RUN "
                         f"(ptrace): tracefs cannot be used here: {why_not}.")
@@ -117,8 +121,17 @@ def record_command(argv: Sequence[str], *, traffic: bool = False) -> Recording:
             seen = traffics.get(vm.number) or Traffic(path=path)
             doc["observed"] = {**seen.observed_entries(), **doc.get("observed", {})}
             vm_notes += [*said, *(note[0].upper() + note[1:] + "." for note in seen.notes())]
-        layouts.append(RecordedLayout(vm, doc, tuple(opening_comments(command, vm_notes, ()))))
-    return Recording(command, arch, tuple(layouts), result)
+        layouts.append(RecordedLayout(
+            vm, doc, tuple(opening_comments(command, vm_notes, recorder.notes))))
+    return Recording(command, arch, tuple(layouts), result, tuple(recorder.notes))
+
+
+def _wanted(ioctls: Iterable[int] = (), syscalls: Iterable[str] = ()) -> Wanted:
+    """The calls the recorder needs, and ``ioctls`` and ``syscalls`` besides; the calls that
+    duplicate a file descriptor only where the host has them (arm64 has no dup2)."""
+    known = host_abi().numbers
+    return Wanted(ioctls=WANTED_IOCTLS | frozenset(ioctls),
+                  syscalls=frozenset({*DUP_CALLS, *syscalls} & set(known)))
 
 
 class _Timed:
@@ -139,10 +152,16 @@ class _Timed:
 
 
 def _traced_by_tracefs(argv: Sequence[str], recorder: Recorder
-                       ) -> tuple[TraceResult, dict[int, Traffic]]:
+                       ) -> tuple[TraceResult, dict[int, Traffic]] | str:
+    """The command traced with a tracefs instance following it, and each VM's traffic; or,
+    when the instance cannot be made (the command has not run then), why."""
     timed = _Timed(recorder)
-    with tracefs.KvmTrace() as kvm_trace:
-        result = trace(argv, timed, Wanted(ioctls=WANTED_IOCTLS), started=kvm_trace.follow)
+    with contextlib.ExitStack() as stack:
+        try:
+            kvm_trace = stack.enter_context(tracefs.KvmTrace())
+        except tracefs.TraceError as err:
+            return str(err)
+        result = trace(argv, timed, _wanted(), started=kvm_trace.follow)
         parsed = kvm_trace.read()
     per_vm = summed(parsed, timed.vms)
     return result, {vm.number: seen for vm, seen in zip(recorder.vms, per_vm, strict=True)}

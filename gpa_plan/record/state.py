@@ -20,6 +20,13 @@ from gpa_plan.record.memslots import Memslot, set_memory_region
 
 KVM_DEVICE = "/dev/kvm"
 VM_TARGET = "anon_inode:kvm-vm"
+# The files whose duplicates matter: VMs, vCPUs and KVM devices (anon_inode:kvm-...).
+KVM_FILES = "anon_inode:kvm-"
+# Calls that give a file a second number, by name (the host's SyscallAbi has the numbers;
+# arm64 has no dup2), and fcntl's commands that do it (include/uapi/asm-generic/fcntl.h
+# F_DUPFD, include/uapi/linux/fcntl.h F_DUPFD_CLOEXEC).
+DUP_CALLS = frozenset({"dup", "dup2", "dup3", "fcntl"})
+FCNTL_DUPS = frozenset({0, 1030})
 # kvm_ioctl_create_device() (virt/kvm/kvm_main.c) names a device's file after its ops:
 # "kvm-arm-vgic-v3", ...; a vCPU's is "kvm-vcpu:N" (create_vcpu_fd()).
 DEVICE_TARGET_PREFIX = "anon_inode:kvm-"
@@ -135,6 +142,9 @@ class Recorder:
         return self._vcpus.get((tgid, fd))
 
     def call(self, call: TracedCall) -> None:
+        if call.name in DUP_CALLS:
+            self._duplicated(call)
+            return
         if call.name != "ioctl" or len(call.args) < 3:
             return
         request = uapi.REQUEST_NAMES.get(call.args[1] & 0xFFFF_FFFF)
@@ -156,6 +166,19 @@ class Recorder:
         device = self._devices.get((call.tgid, fd)) if _is_device(call.fd_target) else None
         if device is not None and request == "KVM_SET_DEVICE_ATTR":
             _reading(device.vm, request, call, lambda: _device_attr(device, call))
+
+    def _duplicated(self, call: TracedCall) -> None:
+        """dup(), dup2(), dup3() and fcntl(F_DUPFD[_CLOEXEC]) give a second number for the
+        same open file (fs/file.c do_dup2(), fs/fcntl.c f_dupfd()): it reaches the same VM,
+        vCPU or device, and no longer what it named before (dup2() closes that first)."""
+        if call.ret < 0 or not call.fd_target.startswith(KVM_FILES):
+            return
+        if call.name == "fcntl" and call.args[1] & 0xFFFF_FFFF not in FCNTL_DUPS:
+            return
+        old, new = (call.tgid, call.args[0] & 0xFFFF_FFFF), (call.tgid, call.ret)
+        _duplicate(self._vms, old, new)
+        _duplicate(self._devices, old, new)
+        _duplicate(self._vcpus, old, new)
 
     def _created(self, call: TracedCall) -> None:
         """virt/kvm/kvm_main.c kvm_dev_ioctl_create_vm(): the new VM's fd is the return."""
@@ -191,6 +214,13 @@ def _reading(vm: RecordedVM, request: str, call: TracedCall, apply: Callable[[],
         else:
             vm.unread.append(f"{request}: the structure at {call.args[2]:#x} could not be "
                              f"read ({exc.strerror or exc}); the call is left out")
+
+
+def _duplicate(table: dict[tuple[int, int], T], old: tuple[int, int],
+               new: tuple[int, int]) -> None:
+    table.pop(new, None)
+    if old in table:
+        table[new] = table[old]
 
 
 def _copy(table: dict[tuple[int, int], T], parent_tgid: int, child_tgid: int) -> None:
