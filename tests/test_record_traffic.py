@@ -354,15 +354,22 @@ def test_the_instance_is_removed_even_when_the_body_raises() -> None:
 def test_an_instance_left_by_a_killed_record_is_removed_by_the_next() -> None:
     child = subprocess.Popen(["true"])  # a pid that no longer runs
     child.wait()
-    stale = Path(tracefs.tracefs_root() or "", "instances", f"gpa-plan-{child.pid}-2")
+    stale = Path(tracefs.tracefs_root() or "", "instances",
+                 f"{tracefs.instance_name(child.pid)}-2")
+    # The same pid in another PID namespace: that namespace's record may still run.
+    elsewhere = Path(tracefs.tracefs_root() or "", "instances",
+                     f"{tracefs.INSTANCE_PREFIX}1-{child.pid}")
+    elsewhere.mkdir()
     stale.mkdir()
     try:
         with KvmTrace(buffer_kb=64) as trace:
             assert not stale.exists()
-            assert os.path.basename(trace.path) == f"gpa-plan-{os.getpid()}"
+            assert elsewhere.exists()
+            assert os.path.basename(trace.path) == tracefs.instance_name(os.getpid())
     finally:
-        if stale.exists():
-            stale.rmdir()
+        for made in (stale, elsewhere):
+            if made.exists():
+                made.rmdir()
 
 
 @live

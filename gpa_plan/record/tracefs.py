@@ -1,6 +1,6 @@
 """KVM's tracepoints, read through a private tracefs instance (``record --traffic`` as root).
 
-`KvmTrace` makes its own instance, ``instances/gpa-plan-PID`` under the tracefs mount, so
+`KvmTrace` makes its own instance, ``instances/gpa-plan-NS-PID`` under the tracefs mount, so
 nothing of the host's own tracing changes (the top level's ``tracing_on``, ``set_event``,
 ``trace_clock``, buffer and options, and every other instance, are left as they are). In it:
 
@@ -259,7 +259,7 @@ class KvmTrace:
         return self
 
     def _make_instance(self, root: str) -> str:
-        base = os.path.join(root, "instances", f"{INSTANCE_PREFIX}{os.getpid()}")
+        base = os.path.join(root, "instances", instance_name(os.getpid()))
         for n in range(1, 1000):
             path = base if n == 1 else f"{base}-{n}"
             try:
@@ -452,11 +452,28 @@ class _Drain:
             self._file = None
 
 
+def _pid_namespace() -> str:
+    """This process's PID namespace (the inode of /proc/self/ns/pid), "0" when unknown."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+def instance_name(pid: int) -> str:
+    """``gpa-plan-NS-PID``: the PID namespace too, since tracefs is one for every container
+    of the host and a pid means something in its own namespace only."""
+    return f"{INSTANCE_PREFIX}{_pid_namespace()}-{pid}"
+
+
 def _owner(name: str) -> int | None:
-    """The pid in an instance name ``gpa-plan-PID`` or ``gpa-plan-PID-N``; None for others."""
-    if not name.startswith(INSTANCE_PREFIX):
+    """The pid in an instance name ``gpa-plan-NS-PID`` or ``gpa-plan-NS-PID-N`` of this
+    process's PID namespace; None for others (another namespace's, whose pids this process
+    cannot check)."""
+    prefix = f"{INSTANCE_PREFIX}{_pid_namespace()}-"
+    if not name.startswith(prefix):
         return None
-    pid = name[len(INSTANCE_PREFIX) :].split("-")[0]
+    pid = name[len(prefix) :].split("-")[0]
     return int(pid) if pid.isdigit() else None
 
 
