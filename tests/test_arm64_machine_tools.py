@@ -150,6 +150,9 @@ def test_recordings_bring_the_record_package_and_runpy_and_plain_boots_do_not(
     assert {"gpa_plan/record/session.py", "gpa_plan/record/ptrace.py"} <= set(archive)
     assert f"{initramfs.STDLIB}/subprocess.py" in archive  # what ptrace.py imports
     assert "gpa_plan/check/run.py" not in archive
+    programs = {f"programs/{p.name}" for p in initramfs.PROGRAMS.glob("*.py")}
+    assert programs and programs <= set(archive)
+    assert not any(name.startswith("programs/") for name in plain)
 
 
 def test_a_plain_kernel_image_is_booted_as_it_is(tmp_path: Path) -> None:

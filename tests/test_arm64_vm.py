@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import pytest
 from arm64 import machine
 
+from gpa_plan.arch import ARCHES
 from gpa_plan.host_profile import host_profile_of
 from gpa_plan.probe.host import VGIC_DEVICES
 from gpa_plan.verify.build import VerifyPlan
@@ -328,6 +329,29 @@ def record_plans(gic: int) -> list[dict[str, Any]]:
     ]
 
 
+def record_programs() -> list[dict[str, Any]]:
+    """Entries for tests/arm64/programs/legacy_vgic.py: the legacy calls of a vGICv2
+    (KVM_CREATE_IRQCHIP, KVM_ARM_SET_DEVICE_ADDR), made on every machine: a GICv2 host takes
+    them, a GICv3 one refuses them, and the recording must say which either way."""
+    return [
+        {
+            "name": "record-legacy-v2",
+            "program": "legacy_vgic.py",
+            "pa_bits": 38,
+            "vcpus": 2,
+            "memslots": [
+                {"id": "ram", "slot": 0, "base": RAM, "size": 0x10_0000},
+                {"id": "overlap", "slot": 1, "base": RAM + 0x8_0000, "size": 0x10_0000},
+            ],
+            "frames": [
+                {"id": "dist", "frame": "dist", "base": DIST},
+                {"id": "cpu", "frame": "cpu", "base": V2_CPU},
+                {"id": "dist-again", "frame": "dist", "base": DIST + 0x10_0000},
+            ],
+        }
+    ]
+
+
 # --- verify's plans: every shipped arm64 layout, and every row of the arm64 table ----------------
 
 ROOT = Path(__file__).parent.parent
@@ -383,7 +407,7 @@ class Boots:
 
     def _boot(self, m: Machine) -> Booted:
         plans = (gicv3_plans() if m.gic == 3 else gicv2_plans()) + verify_plans(m.gic)
-        records = record_plans(m.gic) if m in RECORD_ON else []
+        records = record_plans(m.gic) + record_programs() if m in RECORD_ON else []
         boot = machine.run_plans(plans, kernel=m.kernel, vhe=m.vhe, gic=m.gic, records=records)
         return Booted(
             boot,
@@ -801,3 +825,33 @@ def test_record_on_arm64_lists_every_call_kvm_refused_with_its_errno(
     )
     assert refused == expected_refused(plan_, entry)
     assert len(refused) >= 2  # the overlapping memslot and a vGIC call, at least
+
+
+@pytest.mark.parametrize("m", RECORD_ON, ids=ids)
+def test_record_on_arm64_reads_the_legacy_vgic_v2_calls(booted: Booted, m: Machine) -> None:
+    """KVM_CREATE_IRQCHIP and KVM_ARM_SET_DEVICE_ADDR, which the probe never makes: taken on a
+    GICv2 host, where the frames must appear where the program put them; refused on a GICv3
+    one (no vGICv2 there), where the refusals must appear instead."""
+    (spec,) = record_programs()
+    entry = booted.recordings[spec["name"]]
+    assert entry["error"] is None, entry["error"]
+    assert (entry["status"], entry["filtered"]) == (0, True), entry.get("output")
+    calls = entry["results"]["calls"]
+    taken = {c["id"] for c in calls if c["errno"] is None}
+    (layout,) = entry["layouts"]
+    assert layout["pa_bits"] == spec["pa_bits"]
+    assert sorted((s["slot"], s["base"], s["size"]) for s in layout["memslots"]) == sorted(
+        (s["slot"], s["base"], s["size"]) for s in spec["memslots"] if s["id"] in taken
+    )
+    assert sorted((d["type"], d["base"]) for d in layout["devices"]) == sorted(
+        (f"vgic-v2-{f['frame']}", f["base"]) for f in spec["frames"] if f["id"] in taken
+    )
+    refused = sorted(
+        (r["call"], r["errno"]) for r in layout["observed"]["refused"] for _ in range(r["count"])
+    )
+    assert refused == sorted((c["call"], c["errno"]) for c in calls if c["errno"] is not None)
+    irqchip = "irqchip" in taken
+    assert irqchip == (m.gic == 2)
+    assert (ARCHES["arm64"].record.irqchip_note in entry["comments"][0]) == irqchip
+    if irqchip:
+        assert {"dist", "cpu"} <= taken and "dist-again" not in taken

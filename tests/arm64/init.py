@@ -3,8 +3,9 @@
 
 With /records.json in the initramfs, each of its plans then runs again as a command under
 ``gpa-plan record`` (``record_command`` of gpa_plan.record.session: the probe as
-``python3.11 -S -m probe PLAN``), and the output holds, per plan, what the tracer reported,
-the layout of every VM the command made, and the probe's own results from that run.
+``python3.11 -S -m probe PLAN``, or, for an entry naming a ``program``, that program of
+/programs with the entry as its argument), and the output holds, per entry, what the tracer
+reported, the layout of every VM the command made, and the command's own JSON output.
 
 The output is one JSON document, base64-encoded in prefixed lines between BEGIN and END
 markers (a kernel message printed meanwhile lands between two lines and is skipped): each
@@ -104,6 +105,7 @@ def record_all() -> list[dict[str, object]]:
     with open("/records.json", encoding="utf-8") as f:
         plans = json.load(f)
     os.chdir("/")  # where ``-m probe`` finds the probe
+    os.environ["PYTHONPATH"] = "/"  # and where /programs find it
     out = []
     for index, plan in enumerate(plans):
         path, output = f"/tmp/record-{index}.json", f"/tmp/record-{index}.out"
@@ -112,7 +114,7 @@ def record_all() -> list[dict[str, object]]:
         entry: dict[str, object] = {"error": None}
         try:
             with stdout_to(output):
-                recording = record_command([sys.executable, "-S", "-m", "probe", path])
+                recording = record_command(command_of(plan, path))
             trace = recording.trace
             entry.update(
                 status=trace.status,
@@ -134,6 +136,13 @@ def record_all() -> list[dict[str, object]]:
             entry["output"] = text[-2000:]
         out.append(entry)
     return out
+
+
+def command_of(entry: dict, path: str) -> list[str]:
+    """The probe running the plan at ``path``, or the program in /programs the entry names."""
+    if "program" in entry:
+        return [sys.executable, "-S", f"/programs/{entry['program']}", path]
+    return [sys.executable, "-S", "-m", "probe", path]
 
 
 class stdout_to:

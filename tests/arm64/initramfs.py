@@ -10,7 +10,8 @@ tool is needed. It holds:
 - ``/probe``: a copy of ``gpa_plan/probe``, and ``/plans.json``: the plans to run, in order;
 - with recordings asked for, ``/records.json`` (the plans to run under ``gpa-plan record``)
   and ``/gpa_plan``: the package's modules ``gpa_plan.record.session`` loads (found by reading
-  their import statements, as the standard library's are), and nothing else of it;
+  their import statements, as the standard library's are), and nothing else of it, and
+  ``/programs``: the small VMMs beside this file (``programs/*.py``) a recording may run;
 - ``/dev/console`` (5, 1) so that the init has a console before it mounts devtmpfs, and
   ``/dev/kvm`` (10, 232) for a kernel whose devtmpfs cannot be mounted.
 
@@ -59,6 +60,7 @@ STARTUP_MODULES = (
 INIT = Path(__file__).with_name("init.py")
 PACKAGE = Path(__file__).resolve().parents[2] / "gpa_plan"
 PROBE = PACKAGE / "probe"
+PROGRAMS = Path(__file__).with_name("programs")
 RECORD_MODULE = "gpa_plan.record.session"
 # The recorded command is ``python3.11 -S -m probe PLAN``: ``-m`` runs the module through runpy.
 RECORD_STARTUP = "import runpy\n"
@@ -282,7 +284,8 @@ def build(
     sources = probe_sources(probe)
     if records:
         archive.file("records.json", json.dumps(records).encode())
-        sources = {**sources, **package_closure(RECORD_MODULE, probe.parent)}
+        programs = {f"programs/{p.name}": p.read_bytes() for p in sorted(PROGRAMS.glob("*.py"))}
+        sources = {**sources, **package_closure(RECORD_MODULE, probe.parent), **programs}
     for name, body in sources.items():
         archive.module(name, body)
     texts = [
