@@ -3,11 +3,13 @@ unpacking, the console parsing, the initramfs's module search and the package re
 
 from __future__ import annotations
 
+import ast
 import base64
 import gzip
 import json
 import stat
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -78,6 +80,79 @@ def test_imports_found_are_those_made_at_load_time_and_lazy_ones_only_when_asked
         "json", "probe.kvm", "probe.kvm.ioctl", "probe", "probe.plan", "struct",
     ]  # fmt: skip
     assert "zipfile" in initramfs.imports_of(source, "probe", lazy=True)
+
+
+def test_imports_only_a_type_checker_makes_are_left_out_when_asked() -> None:
+    source = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import big\nelse:\n"
+        "    import small\nif typing.TYPE_CHECKING:\n    import huge\n"
+    )
+    assert {"big", "huge", "small"} <= set(initramfs.imports_of(source, ""))
+    found = initramfs.imports_of(source, "", typing=False)
+    assert "small" in found and "big" not in found and "huge" not in found
+
+
+def test_record_closure_is_what_the_session_loads_and_only_standard_library_beside() -> None:
+    """The machine carries only the package modules `record_command` loads; they, in turn,
+    must import nothing outside the standard library, which is all the machine has."""
+    script = (
+        "import sys; before = set(sys.modules); import gpa_plan.record.session as s; "
+        "new = set(sys.modules) - before; "
+        "print(sorted(m for m in new if m.split('.')[0] == 'gpa_plan')); "
+        "print(sorted(m for m in new if m.split('.')[0] not in sys.stdlib_module_names "
+        "and m.split('.')[0] != 'gpa_plan'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=initramfs.PACKAGE.parent,
+    )
+    loaded, outside = (ast.literal_eval(line) for line in done.stdout.splitlines())
+    assert outside == []
+    closure = initramfs.package_closure(initramfs.RECORD_MODULE)
+    as_modules = {
+        name[: -len("/__init__.py")] if name.endswith("/__init__.py") else name[:-3]
+        for name in closure
+    }
+    assert {m.replace(".", "/") for m in loaded} == as_modules
+
+
+def fake_userland(root: Path) -> None:
+    """Just the files `initramfs.build` copies whatever the plans: the interpreter, the
+    loader, the libraries, and a standard library of the modules imported, each empty."""
+    for name in (initramfs.PYTHON, "lib/ld-linux-aarch64.so.1"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+    for soname in initramfs.SONAMES:
+        (root / initramfs.LIB_DIRS[0]).mkdir(parents=True, exist_ok=True)
+        (root / initramfs.LIB_DIRS[0] / soname).write_bytes(b"")
+    for module in ("runpy", "subprocess", "ctypes/__init__"):
+        path = root / initramfs.STDLIB / f"{module}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+
+
+def test_recordings_bring_the_record_package_and_runpy_and_plain_boots_do_not(
+    tmp_path: Path,
+) -> None:
+    fake_userland(tmp_path)
+    plain = {name for name, *_ in read_newc(initramfs.build(tmp_path, []))}
+    records = [{"name": "r"}]
+    archive = {
+        n: body for n, _, body, _ in read_newc(initramfs.build(tmp_path, [], records=records))
+    }
+    assert not any(name.startswith("gpa_plan") for name in plain)
+    assert "records.json" not in plain and f"{initramfs.STDLIB}/runpy.py" not in plain
+    assert json.loads(archive["records.json"]) == records
+    assert f"{initramfs.STDLIB}/runpy.py" in archive
+    assert {"gpa_plan/record/session.py", "gpa_plan/record/ptrace.py"} <= set(archive)
+    assert f"{initramfs.STDLIB}/subprocess.py" in archive  # what ptrace.py imports
+    assert "gpa_plan/check/run.py" not in archive
+    programs = {f"programs/{p.name}" for p in initramfs.PROGRAMS.glob("*.py")}
+    assert programs and programs <= set(archive)
+    assert not any(name.startswith("programs/") for name in plain)
 
 
 def test_a_plain_kernel_image_is_booted_as_it_is(tmp_path: Path) -> None:

@@ -22,7 +22,9 @@ from typing import Any, NamedTuple
 import pytest
 from arm64 import machine
 
+from gpa_plan.arch import ARCHES
 from gpa_plan.host_profile import host_profile_of
+from gpa_plan.probe.host import VGIC_DEVICES
 from gpa_plan.verify.build import VerifyPlan
 from gpa_plan.verify.compare import compare
 from gpa_plan.verify.driver import plan_layout
@@ -257,6 +259,99 @@ def gicv2_plans() -> list[dict[str, Any]]:
     ]
 
 
+# --- plans run again under `gpa-plan record` --------------------------------------------------
+
+
+# The machines whose boot runs the record plans too: the recording reads system calls and
+# KVM's structures, the same whichever mode KVM runs in, so the nVHE boots are spared the time.
+RECORD_ON = [m for m in MACHINES if m.vhe]
+
+
+def record_plans(gic: int) -> list[dict[str, Any]]:
+    """Plans whose VM the recorder must give back as the plan built it: a vGIC of the machine's
+    version after the other version's refused KVM_CREATE_DEVICE, its frames (and one refused),
+    memslots (a read-only one; an overlapping one refused), an IPA size other than the
+    default. One probe each, so that the probe's guest (its own memslot, vCPU 0) runs too."""
+    ram = [
+        memslot("ram", 0, RAM, 0x10_0000),
+        memslot("ro", 1, RO, 0x1_0000, readonly=True),
+        memslot("overlap", 2, RAM + 0x8_0000, 0x10_0000),
+        {"id": "vcpus", "op": "vcpus"},
+    ]
+    ram_read = probe("ram-read", RAM, "read", 8)
+    if gic == 2:
+        return [
+            plan(
+                "record-v2",
+                [
+                    *ram,
+                    {"id": "v3-refused", "op": "vgic", "version": 3, "its": False},
+                    {"id": "vgic", "op": "vgic", "version": 2, "its": False},
+                    vgic_addr("dist", "dist", DIST),
+                    vgic_addr("cpu", "cpu", V2_CPU),
+                    vgic_addr("cpu-again", "cpu", V2_CPU + 0x10_0000),
+                ],
+                [ram_read, probe("cpu-read", V2_CPU, "read")],
+                pa_bits=36,
+                vcpus=2,
+            )
+        ]
+    return [
+        plan(
+            "record-v3-regions",
+            [
+                *ram,
+                {"id": "v2-refused", "op": "vgic", "version": 2, "its": False},
+                {"id": "vgic", "op": "vgic", "version": 3, "its": True},
+                vgic_addr("dist", "dist", DIST),
+                vgic_addr("region0", "redist_region", REDIST, count=1),
+                vgic_addr("region1", "redist_region", REDIST_REGION_2, count=1),
+                vgic_addr("legacy", "redist", REDIST + 0x10_0000),
+                vgic_addr("its", "its", ITS),
+            ],
+            [ram_read, probe("redist-read", REDIST, "read")],
+            pa_bits=44,
+            vcpus=2,
+        ),
+        plan(
+            "record-v3-legacy",
+            [
+                *ram,
+                {"id": "vgic", "op": "vgic", "version": 3, "its": False},
+                vgic_addr("dist", "dist", DIST),
+                vgic_addr("redist", "redist", REDIST),
+                vgic_addr("redist-again", "redist", REDIST + 0x10_0000),
+            ],
+            [ram_read, probe("dist-read", DIST, "read")],
+            pa_bits=36,
+            vcpus=3,
+        ),
+    ]
+
+
+def record_programs() -> list[dict[str, Any]]:
+    """Entries for tests/arm64/programs/legacy_vgic.py: the legacy calls of a vGICv2
+    (KVM_CREATE_IRQCHIP, KVM_ARM_SET_DEVICE_ADDR), made on every machine: a GICv2 host takes
+    them, a GICv3 one refuses them, and the recording must say which either way."""
+    return [
+        {
+            "name": "record-legacy-v2",
+            "program": "legacy_vgic.py",
+            "pa_bits": 38,
+            "vcpus": 2,
+            "memslots": [
+                {"id": "ram", "slot": 0, "base": RAM, "size": 0x10_0000},
+                {"id": "overlap", "slot": 1, "base": RAM + 0x8_0000, "size": 0x10_0000},
+            ],
+            "frames": [
+                {"id": "dist", "frame": "dist", "base": DIST},
+                {"id": "cpu", "frame": "cpu", "base": V2_CPU},
+                {"id": "dist-again", "frame": "dist", "base": DIST + 0x10_0000},
+            ],
+        }
+    ]
+
+
 # --- verify's plans: every shipped arm64 layout, and every row of the arm64 table ----------------
 
 ROOT = Path(__file__).parent.parent
@@ -298,6 +393,7 @@ def verify_plans(gic: int) -> list[dict[str, Any]]:
 class Booted(NamedTuple):
     boot: machine.Boot
     results: dict[str, dict[str, Any]]  # plan name -> its results
+    recordings: dict[str, dict[str, Any]]  # record plan name -> what record made of its run
 
 
 class Boots:
@@ -311,8 +407,13 @@ class Boots:
 
     def _boot(self, m: Machine) -> Booted:
         plans = (gicv3_plans() if m.gic == 3 else gicv2_plans()) + verify_plans(m.gic)
-        boot = machine.run_plans(plans, kernel=m.kernel, vhe=m.vhe, gic=m.gic)
-        return Booted(boot, {p["name"]: r for p, r in zip(plans, boot.results, strict=True)})
+        records = record_plans(m.gic) + record_programs() if m in RECORD_ON else []
+        boot = machine.run_plans(plans, kernel=m.kernel, vhe=m.vhe, gic=m.gic, records=records)
+        return Booted(
+            boot,
+            {p["name"]: r for p, r in zip(plans, boot.results, strict=True)},
+            {p["name"]: r for p, r in zip(records, boot.recordings or [], strict=True)},
+        )
 
     def get(self, m: Machine) -> Booted:
         if m not in self.futures:
@@ -576,3 +677,181 @@ def test_verify_shows_the_seed_bug_ucall_write_landing_in_memory(
     (ucall,) = [p for p in verdict.probes if p.id == "write@0x0029_1000/8"]
     assert (ucall.predicted, ucall.observed) == ("memory", "memory")
     assert "memory holds" in ucall.detail
+
+
+# --- `gpa-plan record` on the machines -----------------------------------------------------------
+
+# The probe's steps as the system calls the recorder names a refusal by (gpa_plan/probe/arm64.py
+# and run.py make them).
+STEP_CALLS = {
+    "memslot": "KVM_SET_USER_MEMORY_REGION",
+    "vgic": "KVM_CREATE_DEVICE",
+    "vgic_addr": "KVM_SET_DEVICE_ATTR",
+    "its": "KVM_SET_DEVICE_ATTR",
+}
+
+
+def recording(booted: Booted, m: Machine, plan_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The record plan and what the recorder made of the probe's run of it (which must have
+    ended well), with ``layout``: the plan's VM, the second of two: the probe first reads the
+    host's facts on a scratch VM (gpa_plan/probe/host.py arm64_facts())."""
+    entry = booted.recordings[plan_name]
+    assert entry["error"] is None, entry["error"]
+    assert entry["status"] == 0, entry.get("output")
+    assert entry["results"]["error"] is None, entry["results"]["error"]
+    scratch, layout = entry["layouts"]
+    plan_ = next(p for p in record_plans(m.gic) if p["name"] == plan_name)
+    return plan_, {**entry, "scratch": scratch, "layout": layout}
+
+
+def accepted_steps(plan_: dict[str, Any], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    errnos = {s["id"]: s["errno"] for s in entry["results"]["steps"]}
+    return [step for step in plan_["steps"] if errnos[step["id"]] is None]
+
+
+def expected_memslots(
+    plan_: dict[str, Any], entry: dict[str, Any]
+) -> list[tuple[int, int, int, bool]]:
+    """(slot, base, size, read-only) of the plan's accepted memslots, and of the probe's own
+    over its probe area, in the first slot id left free (VmState.add_own_memslot())."""
+    slots = [
+        (s["slot"], s["base"], s["size"], s["readonly"])
+        for s in accepted_steps(plan_, entry)
+        if s["op"] == "memslot"
+    ]
+    free = next(n for n in range(len(slots) + 1) if n not in {s[0] for s in slots})
+    area = plan_["probe_area"]
+    return sorted([*slots, (free, area["base"], area["size"], False)])
+
+
+def expected_frames(plan_: dict[str, Any], entry: dict[str, Any]) -> list[tuple[str, int, Any]]:
+    """(type, base, vCPUs) of the vGIC frames the plan set and KVM took."""
+    version = next(s["version"] for s in accepted_steps(plan_, entry) if s["op"] == "vgic")
+    vcpus = plan_["vm"]["vcpus"]
+    frames = []
+    for step in accepted_steps(plan_, entry):
+        if step["op"] != "vgic_addr":
+            continue
+        frame, base = step["frame"], step["base"]
+        if frame == "its":
+            frames.append(("vgic-its", base, None))
+        elif frame == "redist_region":
+            frames.append(("vgic-v3-redist", base, step["count"]))
+        elif frame == "redist":
+            frames.append(("vgic-v3-redist", base, vcpus))
+        else:
+            frames.append((f"vgic-v{version}-{frame}", base, None))
+    return sorted(frames)
+
+
+def expected_refused(plan_: dict[str, Any], entry: dict[str, Any]) -> list[tuple[str, str]]:
+    """(call, errno) of every step the probe saw refused, as the tracer must have seen it."""
+    errnos = {s["id"]: s["errno"] for s in entry["results"]["steps"]}
+    return sorted(
+        (STEP_CALLS[s["op"]], errnos[s["id"]])
+        for s in plan_["steps"]
+        if errnos[s["id"]] is not None
+    )
+
+
+RECORDED = [(m, name) for m in RECORD_ON for name in [p["name"] for p in record_plans(m.gic)]]
+RECORDED_IDS = [f"{m.name}-{name}" for m, name in RECORDED]
+
+
+@pytest.mark.parametrize(("m", "plan_name"), RECORDED, ids=RECORDED_IDS)
+def test_record_on_arm64_stops_through_the_seccomp_filter(
+    booted: Booted, m: Machine, plan_name: str
+) -> None:
+    _, entry = recording(booted, m, plan_name)
+    assert (entry["filtered"], entry["interrupted"], entry["arch"]) == (True, False, "arm64")
+    assert entry["stops"] > 0
+    assert booted.boot.machine["release"] in entry["comments"][0][1]
+    assert entry["comments"][0][1].endswith("(aarch64)")
+
+
+@pytest.mark.parametrize(("m", "plan_name"), RECORDED, ids=RECORDED_IDS)
+def test_record_on_arm64_sees_the_probes_scratch_vm_at_the_hosts_ipa_limit(
+    booted: Booted, m: Machine, plan_name: str
+) -> None:
+    """KVM_CREATE_VM's type read as the IPA size, and KVM_CREATE_DEVICE_TEST refused: the
+    scratch VM holds nothing, and the vGIC version the host lacks shows as refused."""
+    _, entry = recording(booted, m, plan_name)
+    facts = entry["results"]["host"]["facts"]
+    scratch = entry["scratch"]
+    assert scratch["pa_bits"] == facts["ipa_limit"]
+    assert (scratch["memslots"], scratch["devices"]) == ([], [])
+    lacking = [f"type {kind}" for name, kind in VGIC_DEVICES if facts[name] is False]
+    assert lacking
+    refused = scratch["observed"]["refused"]
+    assert {(r["call"], r["errno"], r["count"]) for r in refused} == {
+        ("KVM_CREATE_DEVICE", "ENODEV", 1)
+    }
+    assert sorted(r["detail"] for r in refused) == sorted(lacking)
+
+
+@pytest.mark.parametrize(("m", "plan_name"), RECORDED, ids=RECORDED_IDS)
+def test_record_on_arm64_gives_the_ipa_size_and_memslots_the_plan_asked_for(
+    booted: Booted, m: Machine, plan_name: str
+) -> None:
+    plan_, entry = recording(booted, m, plan_name)
+    layout = entry["layout"]
+    assert layout["pa_bits"] == plan_["vm"]["pa_bits"]
+    memslots = sorted(
+        (s["slot"], s["base"], s["size"], s.get("readonly", False)) for s in layout["memslots"]
+    )
+    assert memslots == expected_memslots(plan_, entry)
+    assert any(readonly for *_, readonly in memslots)
+
+
+@pytest.mark.parametrize(("m", "plan_name"), RECORDED, ids=RECORDED_IDS)
+def test_record_on_arm64_gives_the_vgic_frames_read_behind_the_attribute_pointer(
+    booted: Booted, m: Machine, plan_name: str
+) -> None:
+    plan_, entry = recording(booted, m, plan_name)
+    layout = entry["layout"]
+    frames = sorted((d["type"], d["base"], d.get("vcpus")) for d in layout["devices"])
+    assert frames == expected_frames(plan_, entry)
+    assert {d["type"] for d in layout["devices"]} >= {f"vgic-v{m.gic}-dist"}
+
+
+@pytest.mark.parametrize(("m", "plan_name"), RECORDED, ids=RECORDED_IDS)
+def test_record_on_arm64_lists_every_call_kvm_refused_with_its_errno(
+    booted: Booted, m: Machine, plan_name: str
+) -> None:
+    plan_, entry = recording(booted, m, plan_name)
+    layout = entry["layout"]
+    refused = sorted(
+        (r["call"], r["errno"]) for r in layout["observed"]["refused"] for _ in range(r["count"])
+    )
+    assert refused == expected_refused(plan_, entry)
+    assert len(refused) >= 2  # the overlapping memslot and a vGIC call, at least
+
+
+@pytest.mark.parametrize("m", RECORD_ON, ids=ids)
+def test_record_on_arm64_reads_the_legacy_vgic_v2_calls(booted: Booted, m: Machine) -> None:
+    """KVM_CREATE_IRQCHIP and KVM_ARM_SET_DEVICE_ADDR, which the probe never makes: taken on a
+    GICv2 host, where the frames must appear where the program put them; refused on a GICv3
+    one (no vGICv2 there), where the refusals must appear instead."""
+    (spec,) = record_programs()
+    entry = booted.recordings[spec["name"]]
+    assert entry["error"] is None, entry["error"]
+    assert (entry["status"], entry["filtered"]) == (0, True), entry.get("output")
+    calls = entry["results"]["calls"]
+    taken = {c["id"] for c in calls if c["errno"] is None}
+    (layout,) = entry["layouts"]
+    assert layout["pa_bits"] == spec["pa_bits"]
+    assert sorted((s["slot"], s["base"], s["size"]) for s in layout["memslots"]) == sorted(
+        (s["slot"], s["base"], s["size"]) for s in spec["memslots"] if s["id"] in taken
+    )
+    assert sorted((d["type"], d["base"]) for d in layout["devices"]) == sorted(
+        (f"vgic-v2-{f['frame']}", f["base"]) for f in spec["frames"] if f["id"] in taken
+    )
+    refused = sorted(
+        (r["call"], r["errno"]) for r in layout["observed"]["refused"] for _ in range(r["count"])
+    )
+    assert refused == sorted((c["call"], c["errno"]) for c in calls if c["errno"] is not None)
+    irqchip = "irqchip" in taken
+    assert irqchip == (m.gic == 2)
+    assert (ARCHES["arm64"].record.irqchip_note in entry["comments"][0]) == irqchip
+    if irqchip:
+        assert {"dist", "cpu"} <= taken and "dist-again" not in taken

@@ -8,6 +8,10 @@ tool is needed. It holds:
 - the interpreter, the shared libraries it and ``_ctypes`` load, and the part of the standard
   library the init and the probe import (found by reading their import statements);
 - ``/probe``: a copy of ``gpa_plan/probe``, and ``/plans.json``: the plans to run, in order;
+- with recordings asked for, ``/records.json`` (the plans to run under ``gpa-plan record``)
+  and ``/gpa_plan``: the package's modules ``gpa_plan.record.session`` loads (found by reading
+  their import statements, as the standard library's are), and nothing else of it, and
+  ``/programs``: the small VMMs beside this file (``programs/*.py``) a recording may run;
 - ``/dev/console`` (5, 1) so that the init has a console before it mounts devtmpfs, and
   ``/dev/kvm`` (10, 232) for a kernel whose devtmpfs cannot be mounted.
 
@@ -54,7 +58,12 @@ STARTUP_MODULES = (
     "os",
 )
 INIT = Path(__file__).with_name("init.py")
-PROBE = Path(__file__).resolve().parents[2] / "gpa_plan" / "probe"
+PACKAGE = Path(__file__).resolve().parents[2] / "gpa_plan"
+PROBE = PACKAGE / "probe"
+PROGRAMS = Path(__file__).with_name("programs")
+RECORD_MODULE = "gpa_plan.record.session"
+# The recorded command is ``python3.11 -S -m probe PLAN``: ``-m`` runs the module through runpy.
+RECORD_STARTUP = "import runpy\n"
 
 _S_IFCHR = stat.S_IFCHR
 
@@ -147,10 +156,20 @@ def module_file(root: Path, module: str) -> str | None:
 
 
 class _Imports(ast.NodeVisitor):
-    def __init__(self, package: str, lazy: bool) -> None:
+    def __init__(self, package: str, lazy: bool, typing: bool = True) -> None:
         self.package = package
         self.lazy = lazy
+        self.typing = typing
         self.names: list[str] = []
+
+    def visit_If(self, node: ast.If) -> None:
+        test = node.test
+        name = test.id if isinstance(test, ast.Name) else getattr(test, "attr", None)
+        if name == "TYPE_CHECKING" and not self.typing:
+            for child in node.orelse:
+                self.visit(child)
+            return
+        self.generic_visit(node)
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         if self.lazy:
@@ -170,12 +189,13 @@ class _Imports(ast.NodeVisitor):
         self.names += [f"{base}.{alias.name}" for alias in node.names]  # submodules, if any
 
 
-def imports_of(source: str, package: str, lazy: bool = False) -> list[str]:
-    """Modules a module imports when it is loaded, and with ``lazy`` inside functions too.
+def imports_of(source: str, package: str, lazy: bool = False, typing: bool = True) -> list[str]:
+    """Modules a module imports when it is loaded, and with ``lazy`` inside functions too;
+    without ``typing``, leaving out those only a type checker imports (``if TYPE_CHECKING:``).
 
     ``package`` is the module's package, for relative imports.
     """
-    visitor = _Imports(package, lazy)
+    visitor = _Imports(package, lazy, typing)
     visitor.visit(ast.parse(source))
     return visitor.names
 
@@ -205,12 +225,55 @@ def stdlib_closure(root: Path, sources: Iterable[tuple[str, str]]) -> list[str]:
     return sorted(set(wanted))
 
 
+def _package_of(name: str) -> str:
+    """The package a module file belongs to, for its relative imports."""
+    folder = name.rpartition("/")[0]
+    return folder.replace("/", ".")
+
+
 def probe_sources(probe: Path = PROBE) -> dict[str, bytes]:
     return {f"probe/{p.name}": p.read_bytes() for p in sorted(probe.glob("*.py"))}
 
 
-def build(root: Path, plans: list[dict[str, object]], probe: Path = PROBE) -> bytes:
-    """The initramfs for ``plans``, from the userland extracted at ``root``."""
+def package_file(package: Path, module: str) -> str | None:
+    """The file (relative to the package's parent) of ``module`` of the package, or None."""
+    base = package.parent / module.replace(".", "/")
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate.relative_to(package.parent).as_posix()
+    return None
+
+
+def package_closure(module: str, package: Path = PACKAGE) -> dict[str, bytes]:
+    """The package's modules that loading ``module`` loads (imports at module level, the
+    packages around each included), by file name relative to the package's parent."""
+    found: dict[str, bytes] = {}
+    queue = [module]
+    seen: set[str] = set()
+    while queue:
+        name = queue.pop()
+        if name in seen or name.split(".")[0] != package.name:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        queue += [".".join(parts[:i]) for i in range(1, len(parts))]
+        path = package_file(package, name)
+        if path is None:
+            continue
+        found[path] = (package.parent / path).read_bytes()
+        parent = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+        queue += imports_of(found[path].decode(), parent, typing=False)
+    return dict(sorted(found.items()))
+
+
+def build(
+    root: Path,
+    plans: list[dict[str, object]],
+    probe: Path = PROBE,
+    records: list[dict[str, object]] | None = None,
+) -> bytes:
+    """The initramfs for ``plans``, and ``records`` to run under ``gpa-plan record`` when
+    given, from the userland extracted at ``root``."""
     archive = Cpio()
     for name in ("dev", "proc", "sys", "tmp"):
         archive.directory(name)
@@ -219,12 +282,18 @@ def build(root: Path, plans: list[dict[str, object]], probe: Path = PROBE) -> by
     archive.file("init", INIT.read_bytes(), 0o755)
     archive.file("plans.json", json.dumps(plans).encode())
     sources = probe_sources(probe)
+    if records:
+        archive.file("records.json", json.dumps(records).encode())
+        programs = {f"programs/{p.name}": p.read_bytes() for p in sorted(PROGRAMS.glob("*.py"))}
+        sources = {**sources, **package_closure(RECORD_MODULE, probe.parent), **programs}
     for name, body in sources.items():
         archive.module(name, body)
     texts = [
         (INIT.read_text(encoding="utf-8"), ""),
-        *((b.decode(), "probe") for b in sources.values()),
+        *((b.decode(), _package_of(n)) for n, b in sources.items()),
     ]
+    if records:
+        texts.append((RECORD_STARTUP, ""))
     for name in stdlib_closure(root, texts):
         archive.copy(root, name)
     archive.copy(root, PYTHON)

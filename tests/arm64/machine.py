@@ -1,6 +1,7 @@
 """Boot the arm64 test machine under QEMU (TCG, emulated EL2) and collect the probe's results.
 
     run_plans(plans, kernel="6.12", vhe=True, gic=3) -> Boot     # the cached packages
+    run_plans(plans, records=[plan, ...]) -> Boot                # and those under `record`
     boot(kernel, initrd, gic=3, vhe=True, timeout=...) -> Boot   # any kernel and initramfs
 
 QEMU's ``virt`` board with ``virtualization=on`` gives the guest kernel EL2, so its KVM works
@@ -53,6 +54,9 @@ class Boot(NamedTuple):
     machine: dict[str, object]  # release, kvm_log, init_started, plans_done (guest seconds)
     seconds: float  # host wall-clock seconds from QEMU's start to its exit
     console: list[str]
+    # One per plan given as ``records``, in order: what `gpa-plan record` made of the probe
+    # running it (init.py's record_all); None when no recording was asked for.
+    recordings: list[dict[str, Any]] | None = None
 
 
 def qemu_available() -> str | None:
@@ -81,15 +85,18 @@ def run_plans(
     vhe: bool = True,
     gic: int = 3,
     timeout: float = BOOT_TIMEOUT,
+    records: list[dict[str, Any]] | None = None,
 ) -> Boot:
     """Boot Debian's ``kernel`` series (a key of fetch.KERNEL_METAPACKAGES) from the package
     cache with ``plans`` in its initramfs; ``Boot.results`` holds their results, in order.
-    Safe to call from several threads at once (each boot is its own QEMU)."""
+    ``records`` are plans the probe runs again afterwards under `gpa-plan record`, in the
+    same boot; ``Boot.recordings`` holds what was recorded. Safe to call from several threads
+    at once (each boot is its own QEMU)."""
     manifest = json.loads((fetch.cache_dir() / fetch.MANIFEST).read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory(prefix="gpa-plan-arm64-") as tmp:
         initrd = Path(tmp) / "initrd.cpio"
         with _BUILD_LOCK:
-            initrd.write_bytes(initramfs.build(Path(manifest["root"]), plans))
+            initrd.write_bytes(initramfs.build(Path(manifest["root"]), plans, records=records))
         image = kernel_image(Path(manifest["kernels"][kernel]["image"]), Path(tmp))
         return boot(image, initrd, gic=gic, vhe=vhe, timeout=timeout)
 
@@ -200,5 +207,7 @@ def boot(
     payload = parse_console(lines)
     results = payload["results"]
     machine = payload["machine"]
+    recordings = payload.get("recordings")
     assert isinstance(results, list) and isinstance(machine, dict)
-    return Boot(results, machine, seconds, lines)
+    assert recordings is None or isinstance(recordings, list)
+    return Boot(results, machine, seconds, lines, recordings)
