@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kvm_probe import kvm_available
-from record_fakes import Tracee
+from record_fakes import KVM, Tracee
 
 import gpa_plan
 from gpa_plan.record import uapi
@@ -57,6 +57,10 @@ def vmm_calls() -> Tracee:
     t = Tracee()
     t.create_vm(4)
     t.ioctl(4, uapi.KVM_CREATE_IRQCHIP)
+    t.ioctl(4, uapi.KVM_SET_TSS_ADDR, 0xFEFF_D000)
+    t.ioctl(4, uapi.KVM_SET_IDENTITY_MAP_ADDR, t.put(uapi.U64.pack(0xFEFF_C000)))
+    t.ioctl(4, uapi.KVM_SET_TSS_ADDR, 0xFFFF_F000, ret=-errno.EINVAL)
+    t.ioctl(3, uapi.KVM_CREATE_VCPU, 0, ret=-errno.EINVAL, target=KVM)
     t.memslot(4, 0, 0x0, 0x80000)
     t.memslot(4, 3, 0xE0000, 0x10000, uapi.KVM_MEM_READONLY)
     t.memslot(4, 1, 0x200000, 0x10000, uapi.KVM_MEM_LOG_DIRTY_PAGES)
@@ -73,6 +77,8 @@ def vmm_calls() -> Tracee:
     t.zone(4, 0xB0000, 0x1000)
     t.zone(4, 0xB0000, 0x1000, unregister=True)
     t.ioctl(4, uapi.KVM_CREATE_VCPU, 0, ret=9)
+    t.ioctl(9, 0x4008AE90, t.put(b"\0" * 8), ret=-errno.E2BIG,  # KVM_SET_CPUID2
+            target="anon_inode:kvm-vcpu:0")
     return t
 
 

@@ -28,7 +28,13 @@ from gpa_plan.record.document import (
 from gpa_plan.record.ptrace import TraceResult, Wanted, trace
 from gpa_plan.record.runs import PATH as RUNS_PATH
 from gpa_plan.record.runs import RunWatcher
-from gpa_plan.record.state import WANTED_IOCTLS, RecordedVM, Recorder
+from gpa_plan.record.state import (
+    HOT_IOCTLS,
+    WANTED_IOCTL_TYPES,
+    WANTED_IOCTLS,
+    RecordedVM,
+    Recorder,
+)
 from gpa_plan.record.traffic import TRAFFIC_PATH, Traffic, Vm, summed
 
 
@@ -93,7 +99,8 @@ def record_command(argv: Sequence[str], *, traffic: bool = False) -> Recording:
     traffics: dict[int, Traffic] = {}
     path = ""
     if not traffic:
-        result = trace(argv, recorder, Wanted(ioctls=WANTED_IOCTLS))
+        result = trace(argv, recorder, Wanted(ioctls=WANTED_IOCTLS,
+                                              ioctl_types=WANTED_IOCTL_TYPES, hot=HOT_IOCTLS))
     else:
         why_not = tracefs.available()
         if why_not is None:
@@ -104,7 +111,8 @@ def record_command(argv: Sequence[str], *, traffic: bool = False) -> Recording:
         else:
             watcher = RunWatcher(recorder)
             result = trace(argv, watcher, Wanted(ioctls=WANTED_IOCTLS | {KVM_RUN},
-                                                 syscalls=frozenset({"mmap"})))
+                                                 syscalls=frozenset({"mmap"}),
+                                                 ioctl_types=WANTED_IOCTL_TYPES, hot=HOT_IOCTLS))
             traffics, path = watcher.traffic, RUNS_PATH
             said.append(f"Traffic from each vCPU's kvm_run page, stopping on every KVM_RUN "
                         f"(ptrace): tracefs cannot be used here: {why_not}.")
@@ -142,7 +150,8 @@ def _traced_by_tracefs(argv: Sequence[str], recorder: Recorder
                        ) -> tuple[TraceResult, dict[int, Traffic]]:
     timed = _Timed(recorder)
     with tracefs.KvmTrace() as kvm_trace:
-        result = trace(argv, timed, Wanted(ioctls=WANTED_IOCTLS), started=kvm_trace.follow)
+        result = trace(argv, timed, Wanted(ioctls=WANTED_IOCTLS, ioctl_types=WANTED_IOCTL_TYPES,
+                                           hot=HOT_IOCTLS), started=kvm_trace.follow)
         parsed = kvm_trace.read()
     per_vm = summed(parsed, timed.vms)
     return result, {vm.number: seen for vm, seen in zip(recorder.vms, per_vm, strict=True)}
