@@ -180,6 +180,12 @@ def test_traffic_no_device_claims_is_a_stray_access(tmp_path: Path) -> None:
             - {space: mmio, address: 0x3000_0000, width: 8, reads: 3, writes: 1}
             - {space: port, address: 0x3f8, width: 1, writes: 40}
             - {space: port, address: 0x80, width: 1, writes: 7}
+            - {space: mmio, address: 0x4000_0001, width: 1, reads: 1}
+            - {space: mmio, address: 0x4000_0000, width: 1, writes: 2}
+            - {space: mmio, address: 0x4000_0002, width: 2, reads: 4, writes: 1}
+            - {space: mmio, address: 0x4000_0000, width: 4, reads: 1}
+            - {space: mmio, address: 0x4000_0005, width: 1, reads: 1}
+            - {space: port, address: 0x4000, width: 1, writes: 1}
         """)
     declared = write(tmp_path, "decl.yaml", DECLARED, """\
         devices:
@@ -189,6 +195,9 @@ def test_traffic_no_device_claims_is_a_stray_access(tmp_path: Path) -> None:
         """)
     result = run("check", recorded, "--layout", declared)
     assert result.exit_code == 0
+    # 0x4000_0000-0x4000_0003, touched byte by byte and as a whole, is one run: one finding
+    # at its first entry; 0x4000_0005 is apart (0x4000_0004 was never reached), and so is
+    # port 0x4000 (another space).
     assert finding_lines(result) == [
         f"{at(recorded, '{space: mmio, address: 0x3000_0000')}: warning[stray-access] 3 reads "
         "and 1 writes of 8 bytes exited to the VMM at 0x3000_0000, where no device of "
@@ -196,6 +205,18 @@ def test_traffic_no_device_claims_is_a_stray_access(tmp_path: Path) -> None:
         "meant, or fix the guest's address",
         f"{at(recorded, '{space: port, address: 0x80')}: warning[stray-access] 0 reads and 7 "
         f"writes of 1 byte exited to the VMM at port 0x80, where no port range of {declared} "
+        "or of the recording is: a stray access; declare the device the guest meant, or fix "
+        "the guest's address",
+        f"{at(recorded, '{space: mmio, address: 0x4000_0001')}: warning[stray-access] 6 reads "
+        "and 3 writes of 1, 2 and 4 bytes exited to the VMM at 0x4000_0000-0x4000_0003 (4 "
+        f"bytes, 4 entries), where no device of {declared} or of the recording is: a stray "
+        "access; declare the device the guest meant, or fix the guest's address",
+        f"{at(recorded, '{space: mmio, address: 0x4000_0005')}: warning[stray-access] 1 reads "
+        "and 0 writes of 1 byte exited to the VMM at 0x4000_0005, where no device of "
+        f"{declared} or of the recording is: a stray access; declare the device the guest "
+        "meant, or fix the guest's address",
+        f"{at(recorded, '{space: port, address: 0x4000')}: warning[stray-access] 0 reads and 1 "
+        f"writes of 1 byte exited to the VMM at port 0x4000, where no port range of {declared} "
         "or of the recording is: a stray access; declare the device the guest meant, or fix "
         "the guest's address",
     ]
