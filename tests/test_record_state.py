@@ -4,6 +4,7 @@ hands them (tests/record_fakes.py packs the structures behind their pointers).""
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -43,6 +44,29 @@ def test_the_request_numbers_are_those_of_the_hosts_linux_kvm_h(tmp_path: Path) 
     host = dict(zip(printed[::2], map(int, printed[1::2]), strict=True))
     ours = {name: number for number, name in uapi.REQUEST_NAMES.items()}
     assert len(host) >= len(names) - 1
+    assert host == {name: ours[name] for name in host}
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
+@pytest.mark.skipif(os.uname().machine != "x86_64",
+                    reason="the table's generic requests carry x86_64's structure sizes")
+def test_the_name_table_agrees_with_the_hosts_linux_kvm_h(tmp_path: Path) -> None:
+    """Every name of uapi.KVM_IOCTL_NAMES the host's <linux/kvm.h> has (an older one lacks
+    the newest) has the table's number; arm64's own ones need arm64's structures."""
+    names = sorted(name for name in uapi.KVM_IOCTL_NAMES.values()
+                   if not name.startswith("KVM_ARM_"))
+    lines = ["#include <linux/kvm.h>", "#include <stdio.h>", "int main(void) {"]
+    for name in names:
+        lines += [f"#ifdef {name}", f'printf("{name} %lu\\n", (unsigned long){name});',
+                  "#endif"]
+    source = tmp_path / "names.c"
+    source.write_text("\n".join([*lines, "return 0;", "}", ""]))
+    subprocess.run(["cc", "-o", str(tmp_path / "names"), str(source)], check=True, timeout=60)
+    printed = subprocess.run([str(tmp_path / "names")], capture_output=True, text=True,
+                             check=True, timeout=60).stdout.split()
+    host = dict(zip(printed[::2], map(int, printed[1::2]), strict=True))
+    ours = {name: number for number, name in uapi.KVM_IOCTL_NAMES.items()}
+    assert len(host) >= 80
     assert host == {name: ours[name] for name in host}
 
 
