@@ -12,10 +12,11 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpa_plan.check.declared import ArchMismatch, against_declared, merge_declared
+from gpa_plan.check.declared import ArchMismatch, _runs, against_declared, merge_declared
 from gpa_plan.check.run import load_layout
 from gpa_plan.cli import cli
 from gpa_plan.layout.loader import load_text
+from gpa_plan.layout.models import Traffic
 from gpa_plan.layout.resolved import resolve
 from gpa_plan.layout.validate import validate_layout
 
@@ -374,3 +375,26 @@ def test_a_layout_checked_against_itself_says_what_it_says_alone() -> None:
         itself = json.loads(run("check", path, "--layout", path, "--format", "json").stdout)
         assert itself["results"][0]["findings"] == alone["results"][0]["findings"], path
         assert itself["results"][0]["regions"] == alone["results"][0]["regions"], path
+
+
+@given(st.lists(st.tuples(st.sampled_from(["mmio", "port"]), st.integers(0, 40),
+                          st.sampled_from([1, 2, 4])), max_size=12))
+def test_stray_runs_are_the_touching_groups_of_each_space(
+        entries: list[tuple[str, int, int]]) -> None:
+    traffic = [Traffic(space, address, width, 1, 0) for space, address, width in entries]
+    runs = _runs(list(enumerate(traffic)))
+    assert sorted(i for run in runs for i, _ in run) == list(range(len(traffic)))
+    spans = []
+    for run in runs:
+        assert [i for i, _ in run] == sorted(i for i, _ in run)  # file order within a run
+        assert len({t.space for _, t in run}) == 1
+        covered = sorted((t.address, t.address + t.width) for _, t in run)
+        end = covered[0][1]
+        for start, stop in covered[1:]:  # no gap inside a run
+            assert start <= end
+            end = max(end, stop)
+        spans.append((run[0][1].space, covered[0][0], end))
+    for a in spans:  # runs of one space neither touch nor overlap
+        for b in spans:
+            if a is not b and a[0] == b[0]:
+                assert a[2] < b[1] or b[2] < a[1]
