@@ -6,7 +6,7 @@ an exit to the VMM and a new KVM_RUN. Best of ``--repeat`` (5):
 
 * ``untraced``: the program run as a subprocess, from start to exit;
 * ``recorded``: the same program run by gpa_plan.record_command() in this process,
-  from start to exit (the tracer starts it, stops it on its three KVM set-up calls, and
+  from start to exit (the tracer starts it, stops it on its KVM set-up calls, and
   never on KVM_RUN); the layout of its VM is made too;
 * ``gpa-plan record``: the whole command, as a user runs it (Python start-up included);
 * ``--traffic`` by ptrace: as ``recorded``, with the traffic read from the vCPU's kvm_run page

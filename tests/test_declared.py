@@ -12,10 +12,11 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpa_plan.check.declared import ArchMismatch, against_declared, merge_declared
+from gpa_plan.check.declared import ArchMismatch, _runs, against_declared, merge_declared
 from gpa_plan.check.run import load_layout
 from gpa_plan.cli import cli
 from gpa_plan.layout.loader import load_text
+from gpa_plan.layout.models import Traffic
 from gpa_plan.layout.resolved import resolve
 from gpa_plan.layout.validate import validate_layout
 
@@ -180,6 +181,12 @@ def test_traffic_no_device_claims_is_a_stray_access(tmp_path: Path) -> None:
             - {space: mmio, address: 0x3000_0000, width: 8, reads: 3, writes: 1}
             - {space: port, address: 0x3f8, width: 1, writes: 40}
             - {space: port, address: 0x80, width: 1, writes: 7}
+            - {space: mmio, address: 0x4000_0001, width: 1, reads: 1}
+            - {space: mmio, address: 0x4000_0000, width: 1, writes: 2}
+            - {space: mmio, address: 0x4000_0002, width: 2, reads: 4, writes: 1}
+            - {space: mmio, address: 0x4000_0000, width: 4, reads: 1}
+            - {space: mmio, address: 0x4000_0005, width: 1, reads: 1}
+            - {space: port, address: 0x4000, width: 1, writes: 1}
         """)
     declared = write(tmp_path, "decl.yaml", DECLARED, """\
         devices:
@@ -189,6 +196,9 @@ def test_traffic_no_device_claims_is_a_stray_access(tmp_path: Path) -> None:
         """)
     result = run("check", recorded, "--layout", declared)
     assert result.exit_code == 0
+    # 0x4000_0000-0x4000_0003, touched byte by byte and as a whole, is one run: one finding
+    # at its first entry; 0x4000_0005 is apart (0x4000_0004 was never reached), and so is
+    # port 0x4000 (another space).
     assert finding_lines(result) == [
         f"{at(recorded, '{space: mmio, address: 0x3000_0000')}: warning[stray-access] 3 reads "
         "and 1 writes of 8 bytes exited to the VMM at 0x3000_0000, where no device of "
@@ -196,6 +206,18 @@ def test_traffic_no_device_claims_is_a_stray_access(tmp_path: Path) -> None:
         "meant, or fix the guest's address",
         f"{at(recorded, '{space: port, address: 0x80')}: warning[stray-access] 0 reads and 7 "
         f"writes of 1 byte exited to the VMM at port 0x80, where no port range of {declared} "
+        "or of the recording is: a stray access; declare the device the guest meant, or fix "
+        "the guest's address",
+        f"{at(recorded, '{space: mmio, address: 0x4000_0001')}: warning[stray-access] 6 reads "
+        "and 3 writes of 1, 2 and 4 bytes exited to the VMM at 0x4000_0000-0x4000_0003 (4 "
+        f"bytes, 4 entries), where no device of {declared} or of the recording is: a stray "
+        "access; declare the device the guest meant, or fix the guest's address",
+        f"{at(recorded, '{space: mmio, address: 0x4000_0005')}: warning[stray-access] 1 reads "
+        "and 0 writes of 1 byte exited to the VMM at 0x4000_0005, where no device of "
+        f"{declared} or of the recording is: a stray access; declare the device the guest "
+        "meant, or fix the guest's address",
+        f"{at(recorded, '{space: port, address: 0x4000')}: warning[stray-access] 0 reads and 1 "
+        f"writes of 1 byte exited to the VMM at port 0x4000, where no port range of {declared} "
         "or of the recording is: a stray access; declare the device the guest meant, or fix "
         "the guest's address",
     ]
@@ -353,3 +375,26 @@ def test_a_layout_checked_against_itself_says_what_it_says_alone() -> None:
         itself = json.loads(run("check", path, "--layout", path, "--format", "json").stdout)
         assert itself["results"][0]["findings"] == alone["results"][0]["findings"], path
         assert itself["results"][0]["regions"] == alone["results"][0]["regions"], path
+
+
+@given(st.lists(st.tuples(st.sampled_from(["mmio", "port"]), st.integers(0, 40),
+                          st.sampled_from([1, 2, 4])), max_size=12))
+def test_stray_runs_are_the_touching_groups_of_each_space(
+        entries: list[tuple[str, int, int]]) -> None:
+    traffic = [Traffic(space, address, width, 1, 0) for space, address, width in entries]
+    runs = _runs(list(enumerate(traffic)))
+    assert sorted(i for run in runs for i, _ in run) == list(range(len(traffic)))
+    spans = []
+    for run in runs:
+        assert [i for i, _ in run] == sorted(i for i, _ in run)  # file order within a run
+        assert len({t.space for _, t in run}) == 1
+        covered = sorted((t.address, t.address + t.width) for _, t in run)
+        end = covered[0][1]
+        for start, stop in covered[1:]:  # no gap inside a run
+            assert start <= end
+            end = max(end, stop)
+        spans.append((run[0][1].space, covered[0][0], end))
+    for a in spans:  # runs of one space neither touch nor overlap
+        for b in spans:
+            if a is not b and a[0] == b[0]:
+                assert a[2] < b[1] or b[2] < a[1]

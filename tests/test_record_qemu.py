@@ -100,3 +100,11 @@ def test_qemu_runs_the_same_untraced() -> None:
     assert "FlatView #" in printed
     assert subprocess.run([*machine_command("q35")], input="quit\n", capture_output=True,
                           text=True, timeout=60).returncode == 0
+
+
+def test_qemu_gives_kvm_its_private_pages_below_the_bios(tmp_path: Path) -> None:
+    """target/i386/kvm/kvm.c kvm_arch_init(): the identity map at 0xfeffc000, the TSS in
+    the three pages after it; a machine stopped with -S has KVM refuse nothing."""
+    layout, _ = recorded("q35", tmp_path)
+    assert layout["kvm_private"] == {"tss": 0xFEFF_D000, "identity_map": 0xFEFF_C000}
+    assert "observed" not in layout

@@ -31,6 +31,7 @@ I386_IOCTL = 54  # arch/x86/entry/syscalls/syscall_32.tbl
 
 SET_MEMORY = kvm.KVM_SET_USER_MEMORY_REGION
 CREATE_VM = kvm.KVM_CREATE_VM
+IRQ_LINE = 0x4008AE61  # KVM_IRQ_LINE: _IOW(KVMIO, 0x61, struct kvm_irq_level)
 
 
 def run_bpf(program: bytes, data: bytes, byteorder: str = "little") -> int:
@@ -43,6 +44,12 @@ def run_bpf(program: bytes, data: bytes, byteorder: str = "little") -> int:
         code, jt, jf, k = instructions[pc]
         if code == 0x20:  # BPF_LD | BPF_W | BPF_ABS
             accumulator = struct.unpack_from(order + "I", data, k)[0]
+            pc += 1
+        elif code == 0x54:  # BPF_ALU | BPF_AND | BPF_K
+            accumulator &= k
+            pc += 1
+        elif code == 0x74:  # BPF_ALU | BPF_RSH | BPF_K
+            accumulator >>= k
             pc += 1
         elif code == 0x15:  # BPF_JMP | BPF_JEQ | BPF_K
             pc += 1 + (jt if accumulator == k else jf)
@@ -149,18 +156,32 @@ calls = st.tuples(
 )
 
 
-@given(abis, requests, names, calls, st.data())
+types = st.frozensets(st.sampled_from([0xAE, 0xAF, 0x00, 0xFF]), max_size=2)
+
+
+@given(abis, requests, names, calls, types, st.data())
 def test_the_program_answers_what_the_filter_says(
     abi: SyscallAbi,
     wanted: frozenset[int],
     syscalls: frozenset[str],
     call: tuple[int, int, list[int]],
+    kinds: frozenset[int],
     data: st.DataObject,
 ) -> None:
     arch, nr, args = call
-    if wanted and data.draw(st.booleans()):  # a wanted request, with any high half
-        args[1] = (args[1] & ~0xFFFF_FFFF) | data.draw(st.sampled_from(sorted(wanted)))
-    call_filter = CallFilter.of(abi, wanted, syscalls)
+    # Hot requests: some of the wanted ones, some of the types' own.
+    hot = data.draw(st.frozensets(st.one_of(
+        st.sampled_from(sorted(wanted)) if wanted else st.nothing(),
+        st.builds(lambda kind, low, high: high << 16 | kind << 8 | low,
+                  st.sampled_from([0xAE, 0xAF]), st.integers(0, 0xFF), st.integers(0, 0xFFFF)),
+    ), max_size=4))
+    pool = sorted(wanted | hot)
+    if pool and data.draw(st.booleans()):  # a wanted or hot request, with any high half
+        args[1] = (args[1] & ~0xFFFF_FFFF) | data.draw(st.sampled_from(pool))
+    elif kinds and data.draw(st.booleans()):  # a request of a wanted type
+        kind = data.draw(st.sampled_from(sorted(kinds)))
+        args[1] = (args[1] & ~0xFF00) | kind << 8
+    call_filter = CallFilter.of(abi, wanted, syscalls, types=kinds, hot=hot)
     answer = run_bpf(
         call_filter.program(),
         seccomp_data(arch, nr, *args, byteorder=abi.byteorder),
@@ -168,6 +189,24 @@ def test_the_program_answers_what_the_filter_says(
     )
     expected = SECCOMP_RET_TRACE if call_filter.stops(arch, nr, args) else SECCOMP_RET_ALLOW
     assert answer == expected
+
+
+@pytest.mark.parametrize("abi", [X86_64, ARM64], ids=["x86_64", "arm64"])
+def test_every_kvm_ioctl_stops_but_the_hot_ones_unless_asked_for(abi: SyscallAbi) -> None:
+    ioctl, arch = abi.numbers["ioctl"], abi.audit_arch
+    call_filter = CallFilter.of(abi, {CREATE_VM}, (), types={0xAE},
+                                hot={kvm.KVM_RUN, IRQ_LINE})
+    set_tss_addr, set_cpuid2 = 0xAE47, 0x4008AE90
+    for request in (CREATE_VM, SET_MEMORY, set_tss_addr, set_cpuid2, 0xC0DEAEFF):
+        assert verdict(call_filter, arch, ioctl, 5, request) == SECCOMP_RET_TRACE
+    for request in (kvm.KVM_RUN, IRQ_LINE, 0x4008AF00, 0x5401):  # vhost, TCGETS
+        assert verdict(call_filter, arch, ioctl, 5, request) == SECCOMP_RET_ALLOW
+    # Another call with a KVM request as its second argument is no ioctl.
+    assert verdict(call_filter, arch, abi.numbers["dup3"], 5, SET_MEMORY) == SECCOMP_RET_ALLOW
+    # The ptrace traffic path asks for KVM_RUN: asked for wins over hot.
+    asked = CallFilter.of(abi, {kvm.KVM_RUN}, (), types={0xAE}, hot={kvm.KVM_RUN})
+    assert verdict(asked, arch, ioctl, 5, kvm.KVM_RUN) == SECCOMP_RET_TRACE
+    assert verdict(asked, arch, ioctl, 5, kvm.KVM_RUN | 0x1234 << 32) == SECCOMP_RET_TRACE
 
 
 def test_the_installed_filter_makes_a_traced_call_fail_without_a_tracer() -> None:

@@ -4,6 +4,7 @@ hands them (tests/record_fakes.py packs the structures behind their pointers).""
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,7 +20,9 @@ from gpa_plan.record.state import WANTED_IOCTLS, Frame, Ioeventfd, Recorder, Zon
 def test_the_wanted_ioctls_are_every_request_the_recorder_reads() -> None:
     assert uapi.KVM_SET_USER_MEMORY_REGION2 in WANTED_IOCTLS
     assert uapi.KVM_ARM_SET_DEVICE_ADDR in WANTED_IOCTLS
-    assert len(WANTED_IOCTLS) == 14
+    assert uapi.KVM_SET_TSS_ADDR in WANTED_IOCTLS
+    assert uapi.KVM_SET_IDENTITY_MAP_ADDR in WANTED_IOCTLS
+    assert len(WANTED_IOCTLS) == 16
     assert uapi.KVM_SET_USER_MEMORY_REGION2 == 0x40A0AE49  # _IOW(KVMIO, 0x49, 160 bytes)
     assert uapi.KVM_CREATE_PIT2 == 0x4040AE77
     assert uapi.KVM_ARM_SET_DEVICE_ADDR == 0x4010AEAB
@@ -41,6 +44,29 @@ def test_the_request_numbers_are_those_of_the_hosts_linux_kvm_h(tmp_path: Path) 
     host = dict(zip(printed[::2], map(int, printed[1::2]), strict=True))
     ours = {name: number for number, name in uapi.REQUEST_NAMES.items()}
     assert len(host) >= len(names) - 1
+    assert host == {name: ours[name] for name in host}
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
+@pytest.mark.skipif(os.uname().machine != "x86_64",
+                    reason="the table's generic requests carry x86_64's structure sizes")
+def test_the_name_table_agrees_with_the_hosts_linux_kvm_h(tmp_path: Path) -> None:
+    """Every name of uapi.KVM_IOCTL_NAMES the host's <linux/kvm.h> has (an older one lacks
+    the newest) has the table's number; arm64's own ones need arm64's structures."""
+    names = sorted(name for name in uapi.KVM_IOCTL_NAMES.values()
+                   if not name.startswith("KVM_ARM_"))
+    lines = ["#include <linux/kvm.h>", "#include <stdio.h>", "int main(void) {"]
+    for name in names:
+        lines += [f"#ifdef {name}", f'printf("{name} %lu\\n", (unsigned long){name});',
+                  "#endif"]
+    source = tmp_path / "names.c"
+    source.write_text("\n".join([*lines, "return 0;", "}", ""]))
+    subprocess.run(["cc", "-o", str(tmp_path / "names"), str(source)], check=True, timeout=60)
+    printed = subprocess.run([str(tmp_path / "names")], capture_output=True, text=True,
+                             check=True, timeout=60).stdout.split()
+    host = dict(zip(printed[::2], map(int, printed[1::2]), strict=True))
+    ours = {name: number for number, name in uapi.KVM_IOCTL_NAMES.items()}
+    assert len(host) >= 80
     assert host == {name: ours[name] for name in host}
 
 
@@ -282,3 +308,75 @@ def test_other_system_calls_and_requests_are_ignored() -> None:
     t.ioctl(4, uapi.KVM_SET_USER_MEMORY_REGION | 0xFFFF_FFFF_0000_0000, t.put(
         uapi.MEM_REGION.pack(0, 0, 0, 0x1000, 0)))  # upper bits of the request ignored
     assert list(recorder.vms[0].memslots) == [(0, 0)]
+
+
+SET_GSI_ROUTING = 0x4008AE6A  # _IOW(KVMIO, 0x6a, struct kvm_irq_routing)
+SET_SREGS = 0x4138AE84  # x86 _IOW(KVMIO, 0x84, struct kvm_sregs)
+IRQFD = 0x4020AE76
+
+
+def test_every_kvm_ioctl_refused_on_a_vm_vcpu_or_device_fd_is_counted_by_name() -> None:
+    t = Tracee()
+    t.create_vm(4)
+    t.vcpus(4, 1)  # fd 20
+    t.create_device(4, uapi.KVM_DEV_TYPE_ARM_VGIC_V3, 6)
+    t.ioctl(4, SET_GSI_ROUTING, 0x1000, ret=-errno.EINVAL)
+    t.ioctl(4, SET_GSI_ROUTING, 0x1000, ret=-errno.EINVAL)
+    t.ioctl(20, SET_SREGS, 0x1000, ret=-errno.EINVAL, target="anon_inode:kvm-vcpu:0")
+    # One number, two names: KVM_GET_ONE_REG on a vCPU, KVM_ARM_SET_DEVICE_ADDR on a VM.
+    t.ioctl(20, uapi.KVM_ARM_SET_DEVICE_ADDR, 0x1000, ret=-errno.ENOENT,
+            target="anon_inode:kvm-vcpu:0")
+    t.ioctl(6, 0x4018AEE2, 0x1000, ret=-errno.ENXIO, target=VGIC_V3)  # KVM_GET_DEVICE_ATTR
+    t.ioctl(4, 0xAEFF, ret=-errno.ENOTTY)  # a request no header has
+    t.ioctl(4, IRQFD, 0x1000, ret=0)  # accepted: not kept
+    t.ioctl(4, 0xAE80, ret=-errno.EINTR)  # interrupted by a signal: no refusal
+    t.ioctl(4, 0xC008AE05, ret=-errno.E2BIG, target=KVM)  # a size query
+    assert t.recorder.vms[0].refused == {
+        ("KVM_SET_GSI_ROUTING", "EINVAL", ""): 2,
+        ("KVM_SET_SREGS", "EINVAL", "on vcpu 0"): 1,
+        ("KVM_GET_ONE_REG", "ENOENT", "on vcpu 0"): 1,
+        ("KVM_GET_DEVICE_ATTR", "ENXIO", "on device kvm-arm-vgic-v3"): 1,
+        ("ioctl 0xaeff", "ENOTTY", ""): 1,
+    }
+    assert t.recorder.notes == []
+
+
+def test_refusals_on_dev_kvm_and_fds_of_no_vm_seen_are_notes_once_each() -> None:
+    t = Tracee()
+    for _ in range(3):
+        t.ioctl(3, uapi.KVM_CREATE_VCPU, 0, ret=-errno.EINVAL, target=KVM)
+    t.ioctl(9, SET_GSI_ROUTING, 0x1000, ret=-errno.EINVAL)  # a VM made before the recording
+    t.ioctl(5, 0x4008AF00, ret=-errno.EINVAL, target="/dev/vhost-net")  # not KVM's
+    assert t.recorder.notes == [
+        "KVM_CREATE_VCPU on /dev/kvm in process 100 refused with EINVAL (3 times).",
+        "KVM_SET_GSI_ROUTING on anon_inode:kvm-vm (fd 9 of process 100, of no VM this "
+        "recording saw created) refused with EINVAL.",
+    ]
+    assert t.recorder.vms == []
+
+
+def test_the_tss_and_identity_map_addresses_are_kept_and_their_refusals_counted() -> None:
+    t = Tracee()
+    t.create_vm(4)
+    t.ioctl(4, uapi.KVM_SET_TSS_ADDR, 0xFEFF_D000)
+    t.ioctl(4, uapi.KVM_SET_TSS_ADDR, 0xFFFF_F000, ret=-errno.EINVAL)
+    t.ioctl(4, uapi.KVM_SET_IDENTITY_MAP_ADDR, t.put(uapi.U64.pack(0xFEFF_C000)))
+    vm = t.recorder.vms[0]
+    assert vm.kvm_private == {"KVM_SET_TSS_ADDR": 0xFEFF_D000,
+                              "KVM_SET_IDENTITY_MAP_ADDR": 0xFEFF_C000}
+    assert vm.refused == {("KVM_SET_TSS_ADDR", "EINVAL", "address 0xfffff000"): 1}
+
+
+def test_the_name_table_holds_every_kvm_ioctl_once_and_the_hot_ones() -> None:
+    names = uapi.KVM_IOCTL_NAMES
+    assert len(set(names.values())) == len(names)
+    assert all(uapi.ioctl_type(number) == uapi.KVMIO for number in names)
+    assert all(names[number] == name for number, name in uapi.REQUEST_NAMES.items())
+    assert uapi.ioctl_name(0x4008AE90) == "KVM_SET_CPUID2"
+    assert uapi.ioctl_name(0xC0DEAE12) == "ioctl 0xc0deae12"
+    assert uapi.ioctl_name(uapi.KVM_ARM_SET_DEVICE_ADDR, vcpu=True) == "KVM_GET_ONE_REG"
+    assert {names[number] for number in uapi.HOT_IOCTLS} >= {
+        "KVM_RUN", "KVM_IRQ_LINE", "KVM_IRQ_LINE_STATUS", "KVM_SIGNAL_MSI",
+        "KVM_GET_DIRTY_LOG", "KVM_CLEAR_DIRTY_LOG", "KVM_RESET_DIRTY_RINGS",
+        "KVM_KVMCLOCK_CTRL"}
+    assert not uapi.HOT_IOCTLS & set(uapi.REQUEST_NAMES)

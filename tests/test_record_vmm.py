@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 from kvm_probe import kvm_available
-from record_fakes import Tracee
+from record_fakes import KVM, Tracee
 
 import gpa_plan
 from gpa_plan.record import uapi
 from gpa_plan.record.document import document, recording_yaml
+from gpa_plan.record.ptrace import Wanted, trace
+from gpa_plan.record.state import HOT_IOCTLS, WANTED_IOCTL_TYPES, WANTED_IOCTLS, Recorder
 
 DATA = Path(__file__).resolve().parent / "data" / "record"
 
@@ -57,6 +59,10 @@ def vmm_calls() -> Tracee:
     t = Tracee()
     t.create_vm(4)
     t.ioctl(4, uapi.KVM_CREATE_IRQCHIP)
+    t.ioctl(4, uapi.KVM_SET_TSS_ADDR, 0xFEFF_D000)
+    t.ioctl(4, uapi.KVM_SET_IDENTITY_MAP_ADDR, t.put(uapi.U64.pack(0xFEFF_C000)))
+    t.ioctl(4, uapi.KVM_SET_TSS_ADDR, 0xFFFF_F000, ret=-errno.EINVAL)
+    t.ioctl(3, uapi.KVM_CREATE_VCPU, 0, ret=-errno.EINVAL, target=KVM)
     t.memslot(4, 0, 0x0, 0x80000)
     t.memslot(4, 3, 0xE0000, 0x10000, uapi.KVM_MEM_READONLY)
     t.memslot(4, 1, 0x200000, 0x10000, uapi.KVM_MEM_LOG_DIRTY_PAGES)
@@ -73,6 +79,8 @@ def vmm_calls() -> Tracee:
     t.zone(4, 0xB0000, 0x1000)
     t.zone(4, 0xB0000, 0x1000, unregister=True)
     t.ioctl(4, uapi.KVM_CREATE_VCPU, 0, ret=9)
+    t.ioctl(9, 0x4008AE90, t.put(b"\0" * 8), ret=-errno.E2BIG,  # KVM_SET_CPUID2
+            target="anon_inode:kvm-vcpu:0")
     return t
 
 
@@ -89,3 +97,23 @@ def test_the_expected_recording_checks_clean(tmp_path: Path) -> None:
     path.write_text(recording_yaml(known, []))
     result, = gpa_plan.check_file(path)
     assert (result.valid, result.findings) == (True, ())
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
+@pytest.mark.skipif(not kvm_available(), reason="needs an x86_64 host with /dev/kvm")
+def test_traced_for_real_the_refusals_reach_the_vm_and_the_notes(tmp_path: Path) -> None:
+    """vmm.c's refused KVM_SET_CPUID2 is no call the recorder decodes: the filter stops on it
+    as a KVM ioctl; its KVM_CREATE_VCPU on /dev/kvm belongs to no VM: a note."""
+    binary = tmp_path / "vmm"
+    subprocess.run(["cc", "-O1", "-o", str(binary), str(DATA / "vmm.c")], check=True,
+                   timeout=60)
+    recorder = Recorder()
+    wanted = Wanted(ioctls=WANTED_IOCTLS, ioctl_types=WANTED_IOCTL_TYPES, hot=HOT_IOCTLS)
+    result = trace([str(binary)], recorder, wanted)
+    assert result.status == 0
+    vm, = recorder.vms
+    assert vm.refused[("KVM_SET_CPUID2", "E2BIG", "on vcpu 0")] == 1
+    assert vm.kvm_private == {"KVM_SET_TSS_ADDR": 0xFEFF_D000,
+                              "KVM_SET_IDENTITY_MAP_ADDR": 0xFEFF_C000}
+    assert recorder.notes == [f"KVM_CREATE_VCPU on /dev/kvm in process {vm.tgid} refused "
+                              "with EINVAL."]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from gpa_plan.arch.base import Handler
 from gpa_plan.check.findings import Finding
 from gpa_plan.check.rules import WARNING, RuleContext, rule
-from gpa_plan.layout.models import Device, Port, Reserved
+from gpa_plan.layout.models import Device, Port, Reserved, Traffic
 from gpa_plan.layout.resolved import (
     DeviceEntry,
     EntryPath,
@@ -324,8 +324,11 @@ def stray_access(ctx: RuleContext) -> Iterator[Finding]:
     recording (an MMIO exit inside a read-only memslot is claimed too: that is how writes to
     flash reach the VMM). One no device claims is a stray access: the guest reached an address
     nothing was meant to be at (a wrong pointer, a device the layout forgot), and the VMM
-    answered it with whatever its default is. Reported at the traffic entry, with its reads,
-    writes and width. Fix: declare the device the guest meant, or fix the guest's address."""
+    answered it with whatever its default is. Unclaimed entries of one space whose accesses
+    touch or overlap (a guest walking through a missing device byte by byte) are one finding,
+    reported at the first of them in the file, with the range they cover, their reads and
+    writes summed and their widths. Fix: declare the device the guest meant, or fix the
+    guest's address."""
     declared = ctx.declared
     observed = ctx.layout.source.observed
     if declared is None or observed is None:
@@ -338,16 +341,53 @@ def stray_access(ctx: RuleContext) -> Iterator[Finding]:
         "mmio": _Reach([(r, 0) for r in devices if r.size > 0]),
         "port": _Reach([(r, 0) for r in ports if r.size > 0]),
     }
-    for i, t in enumerate(observed.traffic):
-        if claims[t.space].overlapping(Range(t.address, t.address + 1)) is not None:
-            continue
-        where = hex_addr(t.address) if t.space == "mmio" else f"port {t.address:#x}"
-        what = "device" if t.space == "mmio" else "port range"
+    stray = [
+        (i, t) for i, t in enumerate(observed.traffic)
+        if claims[t.space].overlapping(Range(t.address, t.address + 1)) is None
+    ]
+    for run in sorted(_runs(stray), key=lambda run: run[0][0]):
+        first = run[0][1]
+        what = "device" if first.space == "mmio" else "port range"
+        where = _stray_where(run)
+        reads = sum(t.reads for _, t in run)
+        writes = sum(t.writes for _, t in run)
+        widths = sorted({t.width for _, t in run})
+        said = ", ".join(map(str, widths[:-1])) + (" and " if len(widths) > 1 else "")
         yield ctx.finding(
-            f"{t.reads} reads and {t.writes} writes of {t.width} byte"
-            f"{'s' if t.width != 1 else ''} exited to the VMM at {where}, where no {what} of "
+            f"{reads} reads and {writes} writes of {said}{widths[-1]} byte"
+            f"{'s' if widths != [1] else ''} exited to the VMM at {where}, where no {what} of "
             f"{declared.file} or of the recording is: a stray access; declare the device the "
             "guest meant, or fix the guest's address",
-            ("observed", "traffic", i),
+            ("observed", "traffic", run[0][0]),
             objects=(where,),
         )
+
+
+def _runs(stray: list[tuple[int, Traffic]]) -> list[list[tuple[int, Traffic]]]:
+    """``stray`` (index, entry) in runs of one space whose accesses touch or overlap; each run
+    in file order."""
+    runs: list[list[tuple[int, Traffic]]] = []
+    end = -1
+    space = ""
+    for i, t in sorted(stray, key=lambda it: (it[1].space, it[1].address, it[0])):
+        if runs and t.space == space and t.address <= end:
+            runs[-1].append((i, t))
+            end = max(end, t.address + t.width)
+        else:
+            runs.append([(i, t)])
+            space, end = t.space, t.address + t.width
+    return [sorted(run, key=lambda it: it[0]) for run in runs]
+
+
+def _stray_where(run: list[tuple[int, Traffic]]) -> str:
+    """Where a run of stray entries is: one address as before, or the range its accesses
+    cover."""
+    first = run[0][1]
+    port = first.space == "port"
+    if len(run) == 1:
+        return f"port {first.address:#x}" if port else hex_addr(first.address)
+    start = min(t.address for _, t in run)
+    end = max(t.address + t.width for _, t in run)
+    if port:
+        return f"ports {start:#x}-{end - 1:#x} ({end - start} ports, {len(run)} entries)"
+    return f"{hex_addr(start)}-{hex_addr(end - 1)} ({end - start} bytes, {len(run)} entries)"

@@ -1,14 +1,16 @@
 """A recorded VM as a layout: the mapping `gpa-plan check` reads, and its text.
 
-The layout keeps what KVM held for the VM when the recording ended: its memslots, its
-in-kernel devices (the architecture's irqchip, vGIC frames), its ioeventfds and coalesced
-zones (MMIO ones as devices, port I/O ones under ``ports:``), and under ``observed.refused``
-every call KVM refused. Entries are named so that two recordings of one program compare line
-by line: memslots ``slotN`` (``asI-slotN`` outside address space 0), ``ioeventfdN`` and
-``coalescedN`` by registration order from 0 (a removed one leaves its number unused), vGIC
-frames ``gicd``, ``gicc``, ``gicr`` (``gicrN`` for the region of index N), ``its`` (``itsN``
-for the N+1th ITS), and the x86 irqchip ``ioapic``, ``lapic``, ``pic``, ``pic2``,
-``pic-elcr``, ``pit``, ``pit-speaker``.
+The layout keeps what KVM held for the VM when the recording ended: its memslots, its in-kernel
+devices (the architecture's irqchip, vGIC frames), its ioeventfds and coalesced zones (MMIO
+ones as devices, port I/O ones under ``ports:``), the addresses the program gave KVM for its
+private memslots under ``kvm_private`` (by the keys of the architecture's settings: x86_64
+``tss`` from KVM_SET_TSS_ADDR, ``identity_map`` from KVM_SET_IDENTITY_MAP_ADDR), and under
+``observed.refused`` every call KVM refused. Entries are named so that two recordings of one
+program compare line by line: memslots ``slotN`` (``asI-slotN`` outside address space 0),
+``ioeventfdN`` and ``coalescedN`` by registration order from 0 (a removed one leaves its number
+unused), vGIC frames ``gicd``, ``gicc``, ``gicr`` (``gicrN`` for the region of index N),
+``its`` (``itsN`` for the N+1th ITS), and the x86 irqchip ``ioapic``, ``lapic``, ``pic``,
+``pic2``, ``pic-elcr``, ``pit``, ``pit-speaker``.
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ def document(vm: RecordedVM, arch: str, name: str | None = None) -> dict[str, An
     doc["devices"] = devices
     if ports:
         doc["ports"] = ports
+    private = {key: vm.kvm_private[setting.ioctl]
+               for key, setting in ARCHES[arch].settings.items()
+               if setting.ioctl in vm.kvm_private}
+    if private:
+        doc["kvm_private"] = private
     if vm.refused:
         doc["observed"] = {"refused": _refused(vm)}
     return doc
@@ -173,6 +180,9 @@ def recording_yaml(doc: dict[str, Any], comments: Sequence[str]) -> str:
             lines.append(f"{key}:" if value else f"{key}: []")
             for entry in value:
                 lines.extend(yaml_entry_lines(entry, "  "))
+        elif key == "kvm_private":
+            lines.append(f"{key}:")
+            lines.extend(f"  {name}: {address:#x}" for name, address in value.items())
         elif key == "observed":
             lines.append(f"{key}:")
             for part, entries in value.items():

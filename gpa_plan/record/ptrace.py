@@ -60,6 +60,10 @@ class Wanted:
 
     ioctls: frozenset[int]  # ioctl request numbers (low 32 bits compared)
     syscalls: frozenset[str] = frozenset()  # other calls by name, e.g. {"mmap"}
+    # every ioctl whose request's type byte is one of these (KVMIO, 0xAE: every KVM ioctl) ...
+    ioctl_types: frozenset[int] = frozenset()
+    # ... but these requests (unless in ``ioctls`` too): calls a running VM makes all the time
+    hot: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -783,7 +787,8 @@ def _trace(
         abi = host_abi()
     except UnsupportedHostError as exc:
         raise TraceError(str(exc)) from None
-    call_filter = CallFilter.of(abi, wanted.ioctls, _checked_syscalls(wanted.syscalls))
+    call_filter = CallFilter.of(abi, wanted.ioctls, _checked_syscalls(wanted.syscalls),
+                                types=wanted.ioctl_types, hot=wanted.hot)
     installer = Installer(call_filter.program()) if use_filter else None
     with _Signals() as signals:
         child = _Child(installer, signals.mask)

@@ -29,7 +29,14 @@ from gpa_plan.record.document import (
 from gpa_plan.record.ptrace import TraceResult, Wanted, trace
 from gpa_plan.record.runs import PATH as RUNS_PATH
 from gpa_plan.record.runs import RunWatcher
-from gpa_plan.record.state import DUP_CALLS, WANTED_IOCTLS, RecordedVM, Recorder
+from gpa_plan.record.state import (
+    DUP_CALLS,
+    HOT_IOCTLS,
+    WANTED_IOCTL_TYPES,
+    WANTED_IOCTLS,
+    RecordedVM,
+    Recorder,
+)
 from gpa_plan.record.traffic import TRAFFIC_PATH, Traffic, Vm, summed
 
 
@@ -131,7 +138,8 @@ def _wanted(ioctls: Iterable[int] = (), syscalls: Iterable[str] = ()) -> Wanted:
     duplicate a file descriptor only where the host has them (arm64 has no dup2)."""
     known = host_abi().numbers
     return Wanted(ioctls=WANTED_IOCTLS | frozenset(ioctls),
-                  syscalls=frozenset({*DUP_CALLS, *syscalls} & set(known)))
+                  syscalls=frozenset({*DUP_CALLS, *syscalls} & set(known)),
+                  ioctl_types=WANTED_IOCTL_TYPES, hot=HOT_IOCTLS)
 
 
 class _Timed:

@@ -4,11 +4,17 @@
 file descriptors of ``/dev/kvm``, of each VM and of each device, reads the structures behind
 the pointers while the calling thread is stopped (gpa_plan.record.uapi), and applies each call
 KVM accepted as the kernel function named beside it does (Linux 7.2.13). Calls KVM refused
-(a negative return) change nothing and are counted with their errno.
+(a negative return) change nothing and are counted with their errno: those of its own table
+with the structure they gave, every other KVM ioctl refused on a VM's, vCPU's or device's fd
+by name only (uapi.ioctl_name()), and those on ``/dev/kvm`` itself or on a KVM fd of no VM
+seen in ``notes``. Not refusals: EINTR (a signal came first: kvm_vcpu_ioctl()'s
+mutex_lock_killable(), virt/kvm/kvm_main.c; the call did nothing and is made again), and E2BIG
+from the calls that answer a buffer too small with the size it needs (``SIZE_QUERIES``).
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -33,6 +39,20 @@ DEVICE_TARGET_PREFIX = "anon_inode:kvm-"
 NOT_A_DEVICE = ("anon_inode:kvm-vm", "anon_inode:kvm-vcpu")
 
 WANTED_IOCTLS: frozenset[int] = frozenset(uapi.REQUEST_NAMES)
+# Every other KVM ioctl stops too, to see it refused, but the hot ones (uapi.HOT_IOCTLS).
+WANTED_IOCTL_TYPES: frozenset[int] = frozenset({uapi.KVMIO})
+HOT_IOCTLS: frozenset[int] = uapi.HOT_IOCTLS
+KVM_TARGET_PREFIX = "anon_inode:kvm-"
+VCPU_TARGET_PREFIX = "anon_inode:kvm-vcpu"
+# E2BIG from these says "the buffer is too small; here is the size": the way a VMM asks for
+# it (kvm_arch_dev_ioctl() KVM_GET_MSR_INDEX_LIST, KVM_GET_MSR_FEATURE_INDEX_LIST,
+# arch/x86/kvm/x86.c; kvm_dev_ioctl_get_cpuid(), cpuid.c; kvm_get_hv_cpuid(), hyperv.c;
+# kvm_arch_vcpu_ioctl() KVM_GET_REG_LIST, arch/arm64/kvm/arm.c), not a refusal.
+SIZE_QUERIES = frozenset({
+    "KVM_GET_MSR_INDEX_LIST", "KVM_GET_MSR_FEATURE_INDEX_LIST", "KVM_GET_SUPPORTED_CPUID",
+    "KVM_GET_EMULATED_CPUID", "KVM_GET_SUPPORTED_HV_CPUID", "KVM_GET_CPUID2",
+    "KVM_GET_REG_LIST",
+})
 
 # vGIC frames by (KVM_CREATE_DEVICE type, KVM_DEV_ARM_VGIC_GRP_ADDR attribute): the layout's
 # device type (kvm_vgic_addr(), arch/arm64/kvm/vgic/vgic-kvm-device.c; the ITS:
@@ -101,6 +121,8 @@ class RecordedVM:
     zones: list[Zone] = field(default_factory=list)
     # (request, errno, detail) -> count, in the order first seen
     refused: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR -> the address KVM took last
+    kvm_private: dict[str, int] = field(default_factory=dict)
     unread: list[str] = field(default_factory=list)  # what could not be read, in words
     _ioeventfds_made: int = 0
     _zones_made: int = 0
@@ -125,8 +147,11 @@ class Recorder:
         self._vms: dict[tuple[int, int], RecordedVM] = {}  # (tgid, fd)
         self._devices: dict[tuple[int, int], _Device] = {}
         self._vcpus: dict[tuple[int, int], RecordedVM] = {}
-        # Calls outside any VM worth telling: KVM_CREATE_VM refused.
+        # Calls outside any VM worth telling: KVM_CREATE_VM and other calls on /dev/kvm
+        # refused, and refusals on KVM fds of no VM this recording saw.
         self.notes: list[str] = []
+        self._noted: dict[str, int] = {}  # note -> its place in notes
+        self._noted_counts: list[int] = []
 
     def forked(self, parent_tgid: int, child_tgid: int) -> None:
         """fork() copies the file table: the child reaches the parent's VMs and devices
@@ -147,25 +172,66 @@ class Recorder:
             return
         if call.name != "ioctl" or len(call.args) < 3:
             return
-        request = uapi.REQUEST_NAMES.get(call.args[1] & 0xFFFF_FFFF)
-        if request is None:
-            return
+        number = call.args[1] & 0xFFFF_FFFF
+        request = uapi.REQUEST_NAMES.get(number)
         fd = call.args[0] & 0xFFFF_FFFF
-        if request == "KVM_CREATE_VM":
-            if call.fd_target == KVM_DEVICE and call.ret >= 0:
+        if request == "KVM_CREATE_VM" and call.fd_target == KVM_DEVICE:
+            if call.ret >= 0:
                 self._created(call)
-            elif call.fd_target == KVM_DEVICE:
-                self.notes.append(f"KVM_CREATE_VM (type {call.args[2]:#x}) in process "
-                                  f"{call.tgid} refused with {errno_name(-call.ret)}: no VM.")
+            else:
+                self._note(f"KVM_CREATE_VM (type {call.args[2]:#x}) in process {call.tgid} "
+                           f"refused with {errno_name(-call.ret)}: no VM.")
             return
         vm = self._vms.get((call.tgid, fd)) if call.fd_target == VM_TARGET else None
-        apply = _VM_CALLS.get(request)
-        if vm is not None and apply is not None:
+        apply = _VM_CALLS.get(request) if request is not None else None
+        if vm is not None and apply is not None and request is not None:
             _reading(vm, request, call, lambda: apply(vm, call, self))
             return
         device = self._devices.get((call.tgid, fd)) if _is_device(call.fd_target) else None
         if device is not None and request == "KVM_SET_DEVICE_ATTR":
             _reading(device.vm, request, call, lambda: _device_attr(device, call))
+            return
+        if call.ret < 0:
+            self._refused(call, number, fd)
+
+    def _refused(self, call: TracedCall, number: int, fd: int) -> None:
+        """A KVM ioctl refused that the table above does not decode: counted by name in its
+        VM, or in ``notes`` when it was made on /dev/kvm or a KVM fd of no VM seen."""
+        target = call.fd_target
+        if target != KVM_DEVICE and not target.startswith(KVM_TARGET_PREFIX):
+            return  # not KVM's: another driver's ioctl of the same type byte
+        on_vcpu = target.startswith(VCPU_TARGET_PREFIX)
+        name = uapi.ioctl_name(number, vcpu=on_vcpu)
+        code = -call.ret
+        if code == errno.EINTR or (code == errno.E2BIG and name in SIZE_QUERIES):
+            return
+        key = (call.tgid, fd)
+        vm: RecordedVM | None = None
+        if target == VM_TARGET:
+            vm = self._vms.get(key)
+        elif on_vcpu:
+            vm = self._vcpus.get(key)
+        elif target != KVM_DEVICE and key in self._devices:
+            vm = self._devices[key].vm
+        if vm is not None:
+            vm.refuse(name, call.ret, f"on {_fd_kind(target)}" if target != VM_TARGET else "")
+        elif target == KVM_DEVICE:
+            self._note(f"{name} on /dev/kvm in process {call.tgid} refused with "
+                       f"{errno_name(code)}.")
+        else:
+            self._note(f"{name} on {target} (fd {fd} of process {call.tgid}, of no VM this "
+                       f"recording saw created) refused with {errno_name(code)}.")
+
+    def _note(self, note: str) -> None:
+        """``note`` in ``notes``, once, with how many times it happened when more than once."""
+        place = self._noted.get(note)
+        if place is None:
+            self._noted[note] = len(self.notes)
+            self._noted_counts.append(1)
+            self.notes.append(note)
+            return
+        self._noted_counts[place] += 1
+        self.notes[place] = f"{note[:-1]} ({self._noted_counts[place]} times)."
 
     def _duplicated(self, call: TracedCall) -> None:
         """dup(), dup2(), dup3() and fcntl(F_DUPFD[_CLOEXEC]) give a second number for the
@@ -231,6 +297,14 @@ def _copy(table: dict[tuple[int, int], T], parent_tgid: int, child_tgid: int) ->
 
 def _is_device(target: str) -> bool:
     return target.startswith(DEVICE_TARGET_PREFIX) and not target.startswith(NOT_A_DEVICE)
+
+
+def _fd_kind(target: str) -> str:
+    """``anon_inode:kvm-vcpu:0`` -> ``vcpu 0``; ``anon_inode:kvm-arm-vgic-v3`` -> its
+    device, ``kvm-arm-vgic-v3``."""
+    if target.startswith(VCPU_TARGET_PREFIX):
+        return "vcpu " + target[len(VCPU_TARGET_PREFIX):].lstrip(":")
+    return "device " + target.removeprefix("anon_inode:")
 
 
 def _read(call: TracedCall, size: int) -> bytes:
@@ -393,6 +467,21 @@ def _device_addr(vm: RecordedVM, call: TracedCall, recorder: Recorder) -> None:
         vm.frames[(-1, given.addr_type, 0)] = Frame(kind, given.addr, -1)
 
 
+def _private_addr(vm: RecordedVM, call: TracedCall, recorder: Recorder) -> None:
+    """x86 kvm_arch_vm_ioctl() (arch/x86/kvm/x86.c): KVM_SET_TSS_ADDR takes the address as
+    its argument (kvm_vm_ioctl_set_tss_addr()), KVM_SET_IDENTITY_MAP_ADDR a pointer to a u64
+    (kvm_vm_ioctl_set_identity_map_addr()); the last one KVM took counts."""
+    request = uapi.REQUEST_NAMES[call.args[1] & 0xFFFF_FFFF]
+    if request == "KVM_SET_TSS_ADDR":
+        address = call.args[2]
+    else:
+        address = uapi.u64(_read(call, uapi.U64.size))
+    if call.ret < 0:
+        vm.refuse(request, call.ret, f"address {address:#x}")
+    else:
+        vm.kvm_private[request] = address
+
+
 _VM_CALLS = {
     "KVM_SET_USER_MEMORY_REGION": _memslot,
     "KVM_SET_USER_MEMORY_REGION2": _memslot,
@@ -406,4 +495,6 @@ _VM_CALLS = {
     "KVM_UNREGISTER_COALESCED_MMIO": _coalesced,
     "KVM_CREATE_DEVICE": _create_device,
     "KVM_ARM_SET_DEVICE_ADDR": _device_addr,
+    "KVM_SET_TSS_ADDR": _private_addr,
+    "KVM_SET_IDENTITY_MAP_ADDR": _private_addr,
 }

@@ -125,6 +125,18 @@ int main(void)
 		die("KVM_CREATE_VM");
 	if (ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0)
 		die("KVM_CREATE_IRQCHIP");
+	/* KVM's private pages, where QEMU puts them (0xfeffd000, 0xfeffc000). */
+	if (ioctl(vm, KVM_SET_TSS_ADDR, 0xfeffd000UL) < 0)
+		die("KVM_SET_TSS_ADDR");
+	uint64_t identity_map = 0xfeffc000;
+	if (ioctl(vm, KVM_SET_IDENTITY_MAP_ADDR, &identity_map) < 0)
+		die("KVM_SET_IDENTITY_MAP_ADDR");
+	/* Refused: above (unsigned int)(-3 * PAGE_SIZE), kvm_vm_ioctl_set_tss_addr(). */
+	if (ioctl(vm, KVM_SET_TSS_ADDR, 0xfffff000UL) == 0)
+		die("KVM_SET_TSS_ADDR 0xfffff000 was accepted");
+	/* Refused on /dev/kvm itself: no VM to add a vCPU to (kvm_arch_dev_ioctl()). */
+	if (ioctl(kvm, KVM_CREATE_VCPU, 0) >= 0)
+		die("KVM_CREATE_VCPU on /dev/kvm was accepted");
 
 	uint8_t *ram = anon(0x80000), *rom = anon(0x10000), *moved = anon(0x10000);
 	uint8_t *gone = anon(0x1000);
@@ -154,6 +166,10 @@ int main(void)
 	int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
 	if (vcpu < 0)
 		die("KVM_CREATE_VCPU");
+	/* Refused on the vCPU: more entries than KVM_MAX_CPUID_ENTRIES (E2BIG). */
+	struct kvm_cpuid2 too_many = { .nent = 0x10000 };
+	if (ioctl(vcpu, KVM_SET_CPUID2, &too_many) == 0)
+		die("KVM_SET_CPUID2 of 0x10000 entries was accepted");
 	int run_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
 	struct kvm_run *run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
 	if (run == MAP_FAILED)
