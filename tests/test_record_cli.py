@@ -4,7 +4,6 @@ and what the command is told."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,6 @@ from gpa_plan.cli import cli
 
 DATA = Path(__file__).resolve().parent / "data" / "record"
 needs_kvm = pytest.mark.skipif(not kvm_available(), reason="needs an x86_64 host with /dev/kvm")
-needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
 
 # A program that makes VMs with the probe's KVM layer: VM n gets memslot 0 at n MiB.
 VMS = """\
@@ -46,16 +44,8 @@ def record(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-@pytest.fixture(scope="module")
-def vmm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    binary = tmp_path_factory.mktemp("vmm") / "vmm"
-    subprocess.run(["cc", "-O1", "-o", str(binary), str(DATA / "vmm.c")], check=True,
-                   timeout=60)
-    return binary
-
 
 @needs_kvm
-@needs_cc
 def test_the_small_vmm_is_recorded_exactly(vmm: Path, tmp_path: Path) -> None:
     out = tmp_path / "vmm.yaml"
     status, _, stderr = record("-o", str(out), "--", str(vmm))
@@ -66,7 +56,6 @@ def test_the_small_vmm_is_recorded_exactly(vmm: Path, tmp_path: Path) -> None:
 
 
 @needs_kvm
-@needs_cc
 def test_json_is_the_same_layout(vmm: Path, tmp_path: Path) -> None:
     out = tmp_path / "vmm.json"
     status, _, stderr = record("--format", "json", "-o", str(out), "--", str(vmm))

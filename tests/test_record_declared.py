@@ -4,8 +4,6 @@ at run time over the ucall address, so the guest's exit write lands in memory.""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -75,14 +73,11 @@ def test_a_declared_layout_that_does_not_load_stops_before_the_command_runs(
 
 
 @needs_kvm
-@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
-def test_traffic_no_declared_device_claims_is_a_stray_access(tmp_path: Path) -> None:
+def test_traffic_no_declared_device_claims_is_a_stray_access(vmm: Path, tmp_path: Path) -> None:
     """vmm.c's guest exits at 0x90000-0x90104 (its MMIO device, declared here), 0xa0000 (a
     read of its coalesced zone), 0xb0000 (a zone it unregistered), 0xe0000 (its flash) and
     ports 0x3f8 (declared) and 0xf4: the device-less ones are stray."""
-    binary = tmp_path / "vmm"
-    subprocess.run(["cc", "-O1", "-o", str(binary), str(DATA / "vmm.c")], check=True,
-                   timeout=60)
+    binary = vmm
     declared = tmp_path / "declared.yaml"
     declared.write_text(
         "layout: 1\narch: x86_64\nmemslots:\n"

@@ -5,8 +5,6 @@ it cannot, and the recording says which path it took."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,16 +18,8 @@ from gpa_plan.record import tracefs
 DATA = Path(__file__).resolve().parent / "data" / "record"
 pytestmark = [
     pytest.mark.skipif(not kvm_available(), reason="needs an x86_64 host with /dev/kvm"),
-    pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)"),
 ]
 
-
-@pytest.fixture(scope="module")
-def vmm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    binary = tmp_path_factory.mktemp("vmm") / "vmm"
-    subprocess.run(["cc", "-O1", "-o", str(binary), str(DATA / "vmm.c")], check=True,
-                   timeout=60)
-    return binary
 
 
 def recorded(vmm: Path, tmp_path: Path) -> tuple[dict, str]:

@@ -6,7 +6,6 @@ handed to the recorder as the tracer would hand them, give the expected layout."
 from __future__ import annotations
 
 import errno
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -24,13 +23,9 @@ from gpa_plan.record.state import HOT_IOCTLS, WANTED_IOCTL_TYPES, WANTED_IOCTLS,
 DATA = Path(__file__).resolve().parent / "data" / "record"
 
 
-@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
 @pytest.mark.skipif(not kvm_available(), reason="needs an x86_64 host with /dev/kvm")
-def test_the_vmm_runs_its_guest_and_prints_the_exits_it_made(tmp_path: Path) -> None:
-    binary = tmp_path / "vmm"
-    subprocess.run(["cc", "-O1", "-Wall", "-Werror", "-o", str(binary), str(DATA / "vmm.c")],
-                   check=True, timeout=60)
-    ran = subprocess.run([str(binary)], capture_output=True, text=True, timeout=60)
+def test_the_vmm_runs_its_guest_and_prints_the_exits_it_made(vmm: Path) -> None:
+    ran = subprocess.run([str(vmm)], capture_output=True, text=True, timeout=60)
     assert (ran.returncode, ran.stderr) == (0, "")
     assert ran.stdout == (DATA / "vmm-expected.out").read_text()
 
@@ -99,14 +94,11 @@ def test_the_expected_recording_checks_clean(tmp_path: Path) -> None:
     assert (result.valid, result.findings) == (True, ())
 
 
-@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
 @pytest.mark.skipif(not kvm_available(), reason="needs an x86_64 host with /dev/kvm")
-def test_traced_for_real_the_refusals_reach_the_vm_and_the_notes(tmp_path: Path) -> None:
+def test_traced_for_real_the_refusals_reach_the_vm_and_the_notes(vmm: Path) -> None:
     """vmm.c's refused KVM_SET_CPUID2 is no call the recorder decodes: the filter stops on it
     as a KVM ioctl; its KVM_CREATE_VCPU on /dev/kvm belongs to no VM: a note."""
-    binary = tmp_path / "vmm"
-    subprocess.run(["cc", "-O1", "-o", str(binary), str(DATA / "vmm.c")], check=True,
-                   timeout=60)
+    binary = vmm
     recorder = Recorder()
     wanted = Wanted(ioctls=WANTED_IOCTLS, ioctl_types=WANTED_IOCTL_TYPES, hot=HOT_IOCTLS)
     result = trace([str(binary)], recorder, wanted)
