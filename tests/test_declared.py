@@ -8,13 +8,12 @@ import json
 import textwrap
 from pathlib import Path
 
-from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from layout_files import at, finding_lines, run
 
 from gpa_plan.check.declared import ArchMismatch, _runs, against_declared, merge_declared
 from gpa_plan.check.run import load_layout
-from gpa_plan.cli import cli
 from gpa_plan.layout.loader import load_text
 from gpa_plan.layout.models import Traffic
 from gpa_plan.layout.resolved import resolve
@@ -44,25 +43,8 @@ def write(tmp_path: Path, name: str, head: str, body: str = "", arch: str = "x86
     return path
 
 
-def position(path: Path, needle: str) -> tuple[int, int]:
-    for number, text in enumerate(path.read_text().splitlines(), start=1):
-        if needle in text:
-            return number, text.index(needle) + 1
-    raise AssertionError(needle)
 
 
-def at(path: Path, needle: str, offset: int = 0) -> str:
-    line, column = position(path, needle)
-    return f"{path}:{line}:{column + offset}"
-
-
-def run(*args: str | Path) -> Result:
-    return CliRunner(env={"COLUMNS": "400"}).invoke(cli, [str(a) for a in args])
-
-
-def finding_lines(result: Result) -> list[str]:
-    return [line for line in result.stdout.splitlines() if ": error[" in line
-            or ": warning[" in line]
 
 
 def test_a_recording_that_matches_its_declared_layout_is_clean(tmp_path: Path) -> None:
@@ -383,17 +365,17 @@ def test_stray_runs_are_the_touching_groups_of_each_space(
         entries: list[tuple[str, int, int]]) -> None:
     traffic = [Traffic(space, address, width, 1, 0) for space, address, width in entries]
     runs = _runs(list(enumerate(traffic)))
-    assert sorted(i for run in runs for i, _ in run) == list(range(len(traffic)))
+    assert sorted(i for group in runs for i, _ in group) == list(range(len(traffic)))
     spans = []
-    for run in runs:
-        assert [i for i, _ in run] == sorted(i for i, _ in run)  # file order within a run
-        assert len({t.space for _, t in run}) == 1
-        covered = sorted((t.address, t.address + t.width) for _, t in run)
+    for group in runs:
+        assert [i for i, _ in group] == sorted(i for i, _ in group)  # file order within a run
+        assert len({t.space for _, t in group}) == 1
+        covered = sorted((t.address, t.address + t.width) for _, t in group)
         end = covered[0][1]
         for start, stop in covered[1:]:  # no gap inside a run
             assert start <= end
             end = max(end, stop)
-        spans.append((run[0][1].space, covered[0][0], end))
+        spans.append((group[0][1].space, covered[0][0], end))
     for a in spans:  # runs of one space neither touch nor overlap
         for b in spans:
             if a is not b and a[0] == b[0]:

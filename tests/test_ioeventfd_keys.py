@@ -12,9 +12,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from layout_files import position, run
 
-from gpa_plan.cli import cli
 from gpa_plan.layout.resolved import Doorbell, doorbell_length
 
 HEAD = """\
@@ -33,16 +32,6 @@ def layout(tmp_path: Path, devices: str, arch: str = "x86_64") -> Path:
     return path
 
 
-def position(path: Path, needle: str) -> tuple[int, int]:
-    """1-based line and column of the first ``needle`` in the file."""
-    for number, text in enumerate(path.read_text().splitlines(), start=1):
-        if needle in text:
-            return number, text.index(needle) + 1
-    raise AssertionError(needle)
-
-
-def run(*args: str | Path) -> Result:
-    return CliRunner(env={"COLUMNS": "400"}).invoke(cli, [str(a) for a in args])
 
 
 def check_findings(path: Path) -> list[dict[str, object]]:

@@ -14,11 +14,9 @@ import textwrap
 from pathlib import Path
 
 import yaml
-from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from gpa_plan.cli import cli
+from layout_files import finding_lines, position, run
 
 HEAD = """\
 layout: 1
@@ -34,21 +32,7 @@ def layout(tmp_path: Path, body: str, arch: str = "x86_64", name: str = "vm.yaml
     return path
 
 
-def position(path: Path, needle: str) -> tuple[int, int]:
-    """1-based line and column of the first ``needle`` in the file."""
-    for number, text in enumerate(path.read_text().splitlines(), start=1):
-        if needle in text:
-            return number, text.index(needle) + 1
-    raise AssertionError(needle)
 
-
-def run(*args: str | Path) -> Result:
-    return CliRunner(env={"COLUMNS": "400"}).invoke(cli, [str(a) for a in args])
-
-
-def finding_lines(result: Result) -> list[str]:
-    return [line for line in result.stdout.splitlines() if ": error[" in line
-            or ": warning[" in line]
 
 
 # -- the format ------------------------------------------------------------------------------

@@ -12,9 +12,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from click.testing import CliRunner, Result
-
-from gpa_plan.cli import cli
+from layout_files import at, finding_lines, run
 
 HEAD = """\
 layout: 1
@@ -31,25 +29,8 @@ def recording(tmp_path: Path, observed: str) -> Path:
     return path
 
 
-def position(path: Path, needle: str) -> tuple[int, int]:
-    for number, text in enumerate(path.read_text().splitlines(), start=1):
-        if needle in text:
-            return number, text.index(needle) + 1
-    raise AssertionError(needle)
 
 
-def run(*args: str | Path) -> Result:
-    return CliRunner(env={"COLUMNS": "400"}).invoke(cli, [str(a) for a in args])
-
-
-def finding_lines(result: Result) -> list[str]:
-    return [line for line in result.stdout.splitlines() if ": error[" in line
-            or ": warning[" in line]
-
-
-def at(path: Path, needle: str, offset: int = 0) -> str:
-    line, column = position(path, needle)
-    return f"{path}:{line}:{column + offset}"
 
 
 # -- the format ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from layout_files import position
 
 from gpa_plan.check.rules import RULES
 from gpa_plan.cli import cli
@@ -30,12 +31,6 @@ def findings(tmp_path: Path, devices: str, *args: str) -> tuple[Path, list[dict[
     # The note that some hosts have no GICv2 (host-limits) is tests/test_host_profile.py's.
     return path, [f for f in found if f["severity"] != "note"]
 
-
-def position(path: Path, needle: str) -> tuple[int, int]:
-    for number, text in enumerate(path.read_text().splitlines(), start=1):
-        if needle in text:
-            return number, text.index(needle) + 1
-    raise AssertionError(needle)
 
 
 def only(found: list[dict[str, object]], rule: str) -> list[dict[str, object]]:
