@@ -101,7 +101,7 @@ def test_a_length_past_the_device_is_a_layout_error(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert (
         "`length` 8 is more than the device's size 4: the write that signals the ioeventfd "
-        "would reach past the device; make `size` at least 8"
+        "would reach past it; make `size` at least 8"
     ) in result.stdout
 
 

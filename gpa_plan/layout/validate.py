@@ -471,43 +471,31 @@ def _device_fields(path: Path, device: Device) -> Iterator[tuple[Path, str, bool
         yield (*path, "vcpus"), "`vcpus` is only for vgic-v3-redist", True
     if device.redist is not None and not dtype.frame_may_repeat:
         yield (*path, "redist"), "`redist` is only for vgic-v3-redist", True
-    for key in ("length", "datamatch"):
-        if getattr(device, key) is not None and device.handler != "ioeventfd":
-            yield (
-                (*path, key),
-                f"`{key}` is only for an mmio device with `handler: ioeventfd`",
-                True,
-            )
-    length = device.length
-    if device.handler == "ioeventfd" and length and device.size and length > device.size:
-        yield (
-            (*path, "length"),
-            f"`length` {length} is more than the device's size {device.size}: the write that "
-            f"signals the ioeventfd would reach past the device; make `size` at least {length}",
-            False,
-        )
+    yield from _ioeventfd_fields(path, device, "an mmio device", "device", "write")
     if device.base is None and dtype.default_base is None:
         yield path, f"device {device.name!r} needs a `base` (an address or auto)", False
+
+
+def _ioeventfd_fields(path: Path, entry: Device | Port, what: str, noun: str,
+                      access: str) -> Iterator[tuple[Path, str, bool]]:
+    """`length` and `datamatch` belong to an ioeventfd, whose length fits in the entry."""
+    for key in ("length", "datamatch"):
+        if getattr(entry, key) is not None and entry.handler != "ioeventfd":
+            yield (*path, key), f"`{key}` is only for {what} with `handler: ioeventfd`", True
+    length = entry.length
+    if entry.handler == "ioeventfd" and length and entry.size and length > entry.size:
+        yield (
+            (*path, "length"),
+            f"`length` {length} is more than the {noun}'s size {entry.size}: the {access} "
+            f"that signals the ioeventfd would reach past it; make `size` at least {length}",
+            False,
+        )
 
 
 def _port_fields(path: Path, port: Port) -> Iterator[tuple[Path, str, bool]]:
     if port.size == 0:
         yield (*path, "size"), f"port range {port.name!r} has size 0", False
-    for key in ("length", "datamatch"):
-        if getattr(port, key) is not None and port.handler != "ioeventfd":
-            yield (
-                (*path, key),
-                f"`{key}` is only for a port range with `handler: ioeventfd`",
-                True,
-            )
-    length = port.length
-    if port.handler == "ioeventfd" and length and port.size and length > port.size:
-        yield (
-            (*path, "length"),
-            f"`length` {length} is more than the port range's size {port.size}: the `out` "
-            f"that signals the ioeventfd would reach past it; make `size` at least {length}",
-            False,
-        )
+    yield from _ioeventfd_fields(path, port, "a port range", "port range", "`out`")
 
 
 # KVM_EXIT_IO's io.size: `in` and `out` move 1, 2 or 4 bytes (x86.c emulator_pio_in_out()).
