@@ -99,6 +99,7 @@ RUN_EXIT_REASON_OFFSET = 8
 RUN_UNION_OFFSET = 32
 RUN_MMIO = struct.Struct("<Q8sIB")  # phys_addr, data[8], len, is_write
 RUN_IO = struct.Struct("<BBHIQ")  # direction, size, port, count, data_offset
+KVM_EXIT_IO_OUT = 1  # RUN_IO direction of an `out` (KVM_EXIT_IO_IN is 0)
 RUN_INTERNAL = struct.Struct("<II")  # suberror, ndata
 RUN_FAIL_ENTRY = struct.Struct("<QI")  # hardware_entry_failure_reason, cpu
 

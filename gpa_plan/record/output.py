@@ -51,10 +51,8 @@ def writable(output: str) -> str | None:
     existing file must be one gpa-plan may replace."""
     if output == "-":
         return None
-    directory = output if output.endswith(os.sep) or os.path.isdir(output) else (
-        os.path.dirname(output) or ".")
-    if output.endswith(os.sep) and not os.path.exists(output):
-        directory = os.path.dirname(output.rstrip(os.sep)) or "."
+    directory = output if os.path.isdir(output) else (
+        os.path.dirname(output.rstrip(os.sep)) or ".")
     if not os.path.isdir(directory):
         return f"the directory {directory} does not exist"
     if not os.access(directory, os.W_OK | os.X_OK):

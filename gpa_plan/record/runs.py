@@ -23,6 +23,7 @@ from gpa_plan.probe.kvm import (
     KVM_CREATE_VCPU,
     KVM_EXIT_INTERNAL_ERROR,
     KVM_EXIT_IO,
+    KVM_EXIT_IO_OUT,
     KVM_EXIT_MMIO,
     KVM_RUN,
     RUN_EXIT_REASON_OFFSET,
@@ -32,11 +33,10 @@ from gpa_plan.probe.kvm import (
     RUN_UNION_OFFSET,
 )
 from gpa_plan.record.calls import TracedCall
-from gpa_plan.record.state import Recorder
+from gpa_plan.record.state import Recorder, copy_to_child
 from gpa_plan.record.traffic import Access, Exit, Traffic
 
 VCPU_TARGET = "anon_inode:kvm-vcpu:"
-KVM_EXIT_IO_OUT = 1
 RUN_HEAD = RUN_UNION_OFFSET + max(RUN_MMIO.size, RUN_IO.size, RUN_INTERNAL.size)
 PATH = "ptrace"
 
@@ -51,14 +51,10 @@ class RunWatcher:
         self.traffic: dict[int, Traffic] = {}
         self._clock = clock
         self._pages: dict[tuple[int, int], int] = {}  # (tgid, fd) -> kvm_run's address
-        self.unread = 0  # exits whose kvm_run page could not be read
 
     def forked(self, parent_tgid: int, child_tgid: int) -> None:
         self.recorder.forked(parent_tgid, child_tgid)
-        # fork() copies the mappings: the same kvm_run addresses.
-        for (tgid, fd), page in list(self._pages.items()):
-            if tgid == parent_tgid:
-                self._pages[(child_tgid, fd)] = page
+        copy_to_child(self._pages, parent_tgid, child_tgid)  # the same kvm_run mappings
 
     def call(self, call: TracedCall) -> None:
         if call.name == "mmap":
@@ -93,7 +89,6 @@ class RunWatcher:
         except OSError:
             head = None
         if head is None:
-            self.unread += 1
             traffic.unresolved += 1
             return
         traffic.add(exit_of(call, head, self._clock()))

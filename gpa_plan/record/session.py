@@ -98,27 +98,12 @@ def record_command(argv: Sequence[str], *, traffic: bool = False) -> Recording:
     Raises gpa_plan.record.ptrace.TraceError when the command cannot be run or traced."""
     arch = host_arch()
     recorder = Recorder()
-    said: list[str] = []
     traffics: dict[int, Traffic] = {}
-    path = ""
-    if not traffic:
-        result = trace(argv, recorder, _wanted())
+    path = how = ""
+    if traffic:
+        result, traffics, path, how = _traced_with_traffic(argv, recorder)
     else:
-        why_not = tracefs.available()
-        traced = _traced_by_tracefs(argv, recorder) if why_not is None else None
-        if isinstance(traced, str):  # the instance could not be made: the command has not run
-            why_not = traced
-        if traced is not None and not isinstance(traced, str):
-            result, traffics = traced
-            path = TRAFFIC_PATH
-            said.append("Traffic from KVM's tracepoints (tracefs): the command never stopped "
-                        "for it.")
-        else:
-            watcher = RunWatcher(recorder)
-            result = trace(argv, watcher, _wanted(ioctls={KVM_RUN}, syscalls={"mmap"}))
-            traffics, path = watcher.traffic, RUNS_PATH
-            said.append(f"Traffic from each vCPU's kvm_run page, stopping on every KVM_RUN "
-                        f"(ptrace): tracefs cannot be used here: {why_not}.")
+        result = trace(argv, recorder, _wanted())
     command = tuple(argv)
     layouts = []
     for vm in recorder.vms:
@@ -127,10 +112,29 @@ def record_command(argv: Sequence[str], *, traffic: bool = False) -> Recording:
         if traffic:
             seen = traffics.get(vm.number) or Traffic(path=path)
             doc["observed"] = {**seen.observed_entries(), **doc.get("observed", {})}
-            vm_notes += [*said, *(note[0].upper() + note[1:] + "." for note in seen.notes())]
+            vm_notes += [how, *(note[0].upper() + note[1:] + "." for note in seen.notes())]
         layouts.append(RecordedLayout(
             vm, doc, tuple(opening_comments(command, vm_notes, recorder.notes))))
     return Recording(command, arch, tuple(layouts), result, tuple(recorder.notes))
+
+
+def _traced_with_traffic(argv: Sequence[str], recorder: Recorder
+                         ) -> tuple[TraceResult, dict[int, Traffic], str, str]:
+    """The command traced with its traffic: through tracefs where an instance can be made,
+    else from the vCPUs' kvm_run pages; the result, each VM's traffic, the path taken and a
+    sentence saying which and why."""
+    why_not = tracefs.available()
+    if why_not is None:
+        traced = _traced_by_tracefs(argv, recorder)
+        if not isinstance(traced, str):
+            return (*traced, TRAFFIC_PATH,
+                    "Traffic from KVM's tracepoints (tracefs): the command never stopped for it.")
+        why_not = traced  # the instance could not be made: the command has not run
+    watcher = RunWatcher(recorder)
+    result = trace(argv, watcher, _wanted(ioctls={KVM_RUN}, syscalls={"mmap"}))
+    return (result, watcher.traffic, RUNS_PATH,
+            "Traffic from each vCPU's kvm_run page, stopping on every KVM_RUN (ptrace): "
+            f"tracefs cannot be used here: {why_not}.")
 
 
 def _wanted(ioctls: Iterable[int] = (), syscalls: Iterable[str] = ()) -> Wanted:

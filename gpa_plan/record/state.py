@@ -156,9 +156,9 @@ class Recorder:
     def forked(self, parent_tgid: int, child_tgid: int) -> None:
         """fork() copies the file table: the child reaches the parent's VMs and devices
         through the same numbers."""
-        _copy(self._vms, parent_tgid, child_tgid)
-        _copy(self._devices, parent_tgid, child_tgid)
-        _copy(self._vcpus, parent_tgid, child_tgid)
+        copy_to_child(self._vms, parent_tgid, child_tgid)
+        copy_to_child(self._devices, parent_tgid, child_tgid)
+        copy_to_child(self._vcpus, parent_tgid, child_tgid)
 
     def vcpu_vm(self, tgid: int, fd: int) -> RecordedVM | None:
         """The VM whose KVM_CREATE_VCPU returned ``fd`` in process ``tgid`` (for a KVM_RUN on
@@ -289,7 +289,8 @@ def _duplicate(table: dict[tuple[int, int], T], old: tuple[int, int],
         table[new] = table[old]
 
 
-def _copy(table: dict[tuple[int, int], T], parent_tgid: int, child_tgid: int) -> None:
+def copy_to_child(table: dict[tuple[int, int], T], parent_tgid: int, child_tgid: int) -> None:
+    """What fork() copies: every (parent_tgid, fd) entry again under the child."""
     for (tgid, fd), value in list(table.items()):
         if tgid == parent_tgid:
             table[(child_tgid, fd)] = value
