@@ -28,6 +28,7 @@ from gpa_plan.formats import (
 from gpa_plan.importers.registry import ARCH, COUNT, IMPORTERS, SIZE
 
 if TYPE_CHECKING:
+    from gpa_plan.check.batch import CheckRun
     from gpa_plan.check.findings import Finding
     from gpa_plan.check.run import LoadedLayout
     from gpa_plan.config import Config
@@ -172,7 +173,6 @@ def check(
     status 2; the other files are still checked and reported.
     """
     from gpa_plan.check.batch import check_paths, input_bytes
-    from gpa_plan.formats import CheckReport
     from gpa_plan.report.progress_bar import watched
 
     config = _check_config(select, ignore, strict)
@@ -191,6 +191,15 @@ def check(
                               exclude=exclude, progress=progress, host=host, declared=declared)
     except ArchMismatch as mismatch:
         raise click.UsageError(str(mismatch)) from None
+    return _reported(run, config, fmt, quiet, host)
+
+
+def _reported(run: CheckRun, config: Config, fmt: str, quiet: bool,
+              host: HostProfile | None = None) -> int:
+    """A check run reported as `check` reports it: the results in ``fmt`` on stdout, each
+    path that could not be read on stderr; the exit status."""
+    from gpa_plan.formats import CheckReport
+
     results = config.apply_to(run.results)
     CHECK_FORMATS.writer(fmt)(CheckReport(results, run.unreadable, quiet, host), sys.stdout)
     _note_unused_host(host, [r.arch for r in results])
@@ -830,16 +839,13 @@ def _check_recordings(paths: Sequence[str], declared: LoadedLayout) -> int:
     stdout, 1 when one is an error."""
     from gpa_plan.check.batch import check_paths
     from gpa_plan.check.declared import ArchMismatch
-    from gpa_plan.formats import CheckReport
 
     config = _check_config((), (), None)
     try:
         run = check_paths(paths, declared=declared)
     except ArchMismatch as mismatch:
         raise click.UsageError(str(mismatch)) from None
-    results = config.apply_to(run.results)
-    CHECK_FORMATS.writer("text")(CheckReport(results, run.unreadable, True), sys.stdout)
-    return 2 if run.unreadable else 1 if config.fails(results) else 0
+    return _reported(run, config, "text", quiet=True)
 
 
 def _joined(texts: list[str], fmt: str) -> str:
